@@ -1,0 +1,187 @@
+//! # Layout
+//! - [`build_pool`]: a deadpool-postgres pool from [`PostgresSettings`], with
+//!   explicit size, wait/create/recycle timeouts and a statement timeout.
+//! - [`migrate`]: runs a service's embedded refinery migrations under a
+//!   PostgreSQL advisory lock, so replicas starting together do not race.
+//! - [`ensure_database`]: creates a database if it is missing (`jyt up`, tests).
+//! - [`unique_violation`]: which unique constraint a failed write hit; the
+//!   database's constraints are our last word against double booking.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use deadpool_postgres;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use jyt_settings::PostgresSettings;
+use secrecy::ExposeSecret;
+pub use tokio_postgres;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid PostgreSQL URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("could not build the PostgreSQL pool: {0}")]
+    Build(String),
+    #[error("could not get a PostgreSQL connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("PostgreSQL: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] refinery::Error),
+}
+
+/// Build a pool. Connections are opened lazily; call [`ping`] to check.
+pub fn build_pool(settings: &PostgresSettings) -> Result<Pool, DbError> {
+    let mut pg = tokio_postgres::Config::from_str(settings.url.expose_secret()).map_err(DbError::Url)?;
+    pg.options(format!("-c statement_timeout={}", settings.statement_timeout_ms));
+    pg.connect_timeout(Duration::from_millis(settings.create_timeout_ms));
+    if pg.get_application_name().is_none() {
+        pg.application_name("jyt");
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            // `Fast` trusts the connection; a broken one surfaces as a query
+            // error and is dropped, which is cheaper than a round trip on
+            // every checkout during a surge.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.pool_max_size)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(Duration::from_millis(settings.wait_timeout_ms)),
+            create: Some(Duration::from_millis(settings.create_timeout_ms)),
+            recycle: Some(Duration::from_millis(settings.recycle_timeout_ms)),
+        })
+        .build()
+        .map_err(|e| DbError::Build(e.to_string()))
+}
+
+/// One round trip; used by `/readyz`.
+pub async fn ping(pool: &Pool) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    client.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
+/// Run migrations, holding an advisory lock named after the service so that
+/// only one replica migrates at a time.
+pub async fn migrate(pool: &Pool, service: &str, runner: refinery::Runner) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    let lock_id = advisory_lock_id(service);
+    client.execute("SELECT pg_advisory_lock($1)", &[&lock_id]).await?;
+    let result = runner.run_async(&mut **client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&lock_id])
+        .await?;
+    let report = result?;
+    for m in report.applied_migrations() {
+        tracing::info!(service, migration = %m, "applied migration");
+    }
+    Ok(())
+}
+
+/// A stable 64-bit lock key from a name (FNV-1a; stable across releases,
+/// unlike `DefaultHasher`).
+fn advisory_lock_id(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"jyt-migrate:".iter().chain(name.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// Create `database` through `admin_url` (any database on the same server)
+/// unless it exists. Names are restricted to `[a-z0-9_]` so they can be
+/// quoted safely into DDL.
+pub async fn ensure_database(admin_url: &str, database: &str) -> Result<bool, DbError> {
+    let valid = !database.is_empty()
+        && database.len() <= 63
+        && database
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(DbError::Build(format!("invalid database name `{database}`")));
+    }
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
+    let conn_task = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .await?
+        .is_some();
+    let created = if exists {
+        false
+    } else {
+        match client
+            .batch_execute(&format!("CREATE DATABASE \"{database}\""))
+            .await
+        {
+            Ok(()) => true,
+            // Someone else created it between our check and our create.
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => false,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    drop(client);
+    if let Err(e) = conn_task.await {
+        tracing::debug!(error = %e, "admin connection task ended abnormally");
+    }
+    Ok(created)
+}
+
+/// Replace the database name in a `postgres://` URL.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{database}?{q}"),
+        None => format!("{host_part}/{database}"),
+    }
+}
+
+/// The name of the unique constraint (or unique index) a write violated.
+pub fn unique_violation(err: &tokio_postgres::Error) -> Option<&str> {
+    let db = err.as_db_error()?;
+    if db.code() == &SqlState::UNIQUE_VIOLATION {
+        db.constraint()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_is_replaced_in_urls() {
+        assert_eq!(
+            url_with_database("postgres://u:p@h:5432/postgres", "jyt_card"),
+            "postgres://u:p@h:5432/jyt_card"
+        );
+        assert_eq!(url_with_database("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(
+            url_with_database("postgres://h/db?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn lock_ids_are_stable_per_name() {
+        assert_eq!(advisory_lock_id("a"), advisory_lock_id("a"));
+        assert_ne!(advisory_lock_id("a"), advisory_lock_id("b"));
+    }
+}

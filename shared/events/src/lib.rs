@@ -1,0 +1,309 @@
+//! # Layout
+//! - [`append`]: write an event into the service's `outbox` table inside the
+//!   caller's transaction, so the event exists exactly when the change does.
+//! - [`OutboxRelay`]: moves unpublished outbox rows to a Redis Stream in
+//!   order, marking them published. A crash between the `XADD` and the mark
+//!   publishes a row twice; consumers deduplicate on `event_id`.
+//!
+//! Every service's migrations create the same `outbox` table (see
+//! [`OUTBOX_DDL`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jyt_cache::RedisConn;
+use jyt_cache::redis;
+use jyt_db::deadpool_postgres::GenericClient;
+use jyt_db::deadpool_postgres::Pool;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// The table each service's first migration creates (kept here for reference
+/// and tests; migrations are plain SQL files in each service).
+pub const OUTBOX_DDL: &str = include_str!("outbox.sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error(transparent)]
+    Db(#[from] jyt_db::DbError),
+    #[error("PostgreSQL: {0}")]
+    Query(#[from] jyt_db::tokio_postgres::Error),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// An event as it travels on a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub event_id: Uuid,
+    /// e.g. `booking.confirmed`.
+    pub event_type: String,
+    /// The entity the event is about, e.g. a booking reference.
+    pub aggregate_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+}
+
+/// Append an event to the outbox within the caller's transaction.
+pub async fn append<C: GenericClient>(
+    client: &C,
+    event_type: &str,
+    aggregate_id: &str,
+    payload: &serde_json::Value,
+) -> Result<Uuid, jyt_db::tokio_postgres::Error> {
+    let event_id = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, payload) VALUES ($1, $2, $3, $4)",
+            &[&event_id, &event_type, &aggregate_id, payload],
+        )
+        .await?;
+    Ok(event_id)
+}
+
+/// Relays one service's outbox to one Redis Stream.
+#[derive(Clone)]
+pub struct OutboxRelay {
+    pub pool: Pool,
+    pub redis: RedisConn,
+    /// Full stream key, e.g. `jyt:events:slot-inventory`.
+    pub stream: String,
+    pub batch_size: i64,
+    /// Upper bound on the stream's length (approximate trim); consumers
+    /// that fall further behind than this lose events, so it is generous.
+    pub max_len: usize,
+    /// How often to look for rows when nobody calls [`OutboxRelay::wake`].
+    pub poll_interval: Duration,
+    wake: Arc<Notify>,
+}
+
+impl OutboxRelay {
+    pub fn new(pool: Pool, redis: RedisConn, stream: String) -> Self {
+        Self {
+            pool,
+            redis,
+            stream,
+            batch_size: 500,
+            max_len: 1_000_000,
+            poll_interval: Duration::from_millis(250),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Ask the relay to run now (after a commit), instead of at its next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publish one batch; returns how many rows were published.
+    pub async fn relay_once(&self) -> Result<usize, EventError> {
+        let mut client = self.pool.get().await.map_err(jyt_db::DbError::from)?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT seq, event_id, event_type, aggregate_id, occurred_at, payload
+                   FROM outbox WHERE published_at IS NULL
+                  ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&self.batch_size],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        let mut seqs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            seqs.push(row.get::<_, i64>("seq"));
+            let envelope = Envelope {
+                event_id: row.get("event_id"),
+                event_type: row.get("event_type"),
+                aggregate_id: row.get("aggregate_id"),
+                occurred_at: row.get("occurred_at"),
+                payload: row.get("payload"),
+            };
+            let body = serde_json::to_string(&envelope).unwrap_or_default();
+            pipe.cmd("XADD")
+                .arg(&self.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.max_len)
+                .arg("*")
+                .arg("event_id")
+                .arg(envelope.event_id.to_string())
+                .arg("event_type")
+                .arg(&envelope.event_type)
+                .arg("envelope")
+                .arg(body)
+                .ignore();
+        }
+        let mut redis = self.redis.clone();
+        pipe.query_async::<()>(&mut redis).await?;
+        tx.execute(
+            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)",
+            &[&seqs],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(seqs.len())
+    }
+
+    /// Run until `shutdown` resolves: relay whenever woken or every poll
+    /// interval; on errors, back off and keep going (PostgreSQL or Redis may
+    /// be restarting).
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = self.poll_interval;
+        loop {
+            let wait = match self.relay_once().await {
+                Ok(n) if n as i64 == self.batch_size => Duration::ZERO,
+                Ok(_) => {
+                    backoff = self.poll_interval;
+                    self.poll_interval
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, stream = %self.stream, "outbox relay failed; will retry");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Parse an envelope from a stream entry's fields.
+pub fn envelope_from_fields(fields: &HashMap<String, redis::Value>) -> Option<Envelope> {
+    let raw = fields.get("envelope")?;
+    let text: String = redis::from_redis_value(raw.clone()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Reads a stream as one member of a consumer group: at least once, in
+/// order per consumer. After a crash, entries read but not acknowledged are
+/// read again first, so the caller must apply each event idempotently (by
+/// `event_id`) and acknowledge only after its transaction commits.
+pub struct StreamConsumer {
+    /// A connection of its own: `XREADGROUP ... BLOCK` would stall every
+    /// other command multiplexed on a shared connection.
+    redis: RedisConn,
+    pub stream: String,
+    pub group: String,
+    pub consumer: String,
+    pub batch_size: usize,
+    pub block_ms: usize,
+    /// Whether our own unacknowledged entries have been re-read since start.
+    recovered: bool,
+}
+
+/// One stream entry; `envelope` is `None` for an entry we cannot parse
+/// (acknowledged and skipped, and logged, rather than blocking the stream).
+#[derive(Debug, Clone)]
+pub struct StreamEntry {
+    pub id: String,
+    pub envelope: Option<Envelope>,
+}
+
+impl StreamConsumer {
+    pub fn new(redis: RedisConn, stream: String, group: String, consumer: String) -> Self {
+        Self {
+            redis,
+            stream,
+            group,
+            consumer,
+            batch_size: 200,
+            block_ms: 1000,
+            recovered: false,
+        }
+    }
+
+    /// Create the group (reading from the stream's start) unless it exists.
+    pub async fn ensure_group(&mut self) -> Result<(), EventError> {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.redis)
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// The next entries for this consumer: first its own pending ones (after
+    /// a restart), then new ones, waiting up to `block_ms` for them.
+    pub async fn next_batch(&mut self) -> Result<Vec<StreamEntry>, EventError> {
+        if !self.recovered {
+            let pending = self.read("0", None).await?;
+            if !pending.is_empty() {
+                return Ok(pending);
+            }
+            self.recovered = true;
+        }
+        self.read(">", Some(self.block_ms)).await
+    }
+
+    async fn read(&mut self, from: &str, block_ms: Option<usize>) -> Result<Vec<StreamEntry>, EventError> {
+        let mut opts = redis::streams::StreamReadOptions::default()
+            .group(&self.group, &self.consumer)
+            .count(self.batch_size);
+        if let Some(ms) = block_ms {
+            opts = opts.block(ms);
+        }
+        let reply: Option<redis::streams::StreamReadReply> =
+            redis::AsyncCommands::xread_options(&mut self.redis, &[&self.stream], &[from], &opts).await?;
+        let Some(reply) = reply else {
+            return Ok(Vec::new());
+        };
+        Ok(reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .map(|entry| StreamEntry {
+                envelope: envelope_from_fields(&entry.map),
+                id: entry.id,
+            })
+            .collect())
+    }
+
+    pub async fn ack(&mut self, ids: &[String]) -> Result<(), EventError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(ids)
+            .query_async::<()>(&mut self.redis)
+            .await?;
+        Ok(())
+    }
+
+    /// Entries in the stream not yet delivered to this group (Redis ≥ 7's
+    /// `lag`), for the consumer-lag metric; `None` when Redis cannot say.
+    pub async fn lag(&mut self) -> Result<Option<i64>, EventError> {
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.stream)
+            .query_async(&mut self.redis)
+            .await?;
+        Ok(groups
+            .iter()
+            .find(|g| {
+                g.get("name")
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                    .is_some_and(|n| n == self.group)
+            })
+            .and_then(|g| g.get("lag"))
+            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok()))
+    }
+}

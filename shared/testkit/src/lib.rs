@@ -1,0 +1,72 @@
+//! # Layout
+//! What integration tests need to run against the real PostgreSQL and Redis
+//! without seeing each other:
+//! - [`fresh_database`]: a new, empty database per test (named
+//!   `jyt_test_…`, so the test command can drop leftovers);
+//! - [`fresh_redis_prefix`]: a key prefix per test (`jyt-test:…`);
+//! - [`eventually`]: poll a condition until a deadline, instead of sleeping.
+//!
+//! Where the servers are comes from `JYT_TEST_PG_ADMIN_URL` and
+//! `JYT_TEST_REDIS_URL`, defaulting to the local ones.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+/// A URL to any database on the test server, with rights to create databases.
+pub fn pg_admin_url() -> String {
+    std::env::var("JYT_TEST_PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("JYT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Create an empty database for one test and return its URL.
+pub async fn fresh_database(purpose: &str) -> String {
+    let purpose: String = purpose
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(20)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let name = format!(
+        "jyt_test_{purpose}_{}",
+        &Uuid::new_v4().simple().to_string()[..12]
+    );
+    let admin = pg_admin_url();
+    match jyt_db::ensure_database(&admin, &name).await {
+        Ok(_) => jyt_db::url_with_database(&admin, &name),
+        Err(e) => fail(&format!("could not create test database {name} via {admin}: {e}")),
+    }
+}
+
+/// A key prefix no other test uses.
+pub fn fresh_redis_prefix() -> String {
+    format!("jyt-test:{}", Uuid::new_v4().simple())
+}
+
+/// Poll `check` until it returns `Some`, or fail the test after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if started.elapsed() > deadline {
+            fail(&format!("timed out after {deadline:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[expect(clippy::panic, reason = "test helper: failing the test is the point")]
+fn fail(message: &str) -> ! {
+    panic!("{message}")
+}

@@ -1,0 +1,170 @@
+//! Operations endpoints and middleware every service mounts:
+//! `/healthz` (the process answers), `/readyz` (its dependencies answer:
+//! PostgreSQL, Redis, ...) and `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use futures::future::BoxFuture;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::problem::Problem;
+
+/// A service's Prometheus registry and the HTTP metrics every service has.
+/// Each service owns a registry (labelled with its name) rather than using a
+/// process global, because `jyt up` and the tests run several in one process.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new(service: &str) -> Result<Self, prometheus::Error> {
+        let labels = std::iter::once(("service".to_owned(), service.to_owned())).collect();
+        let registry = Registry::new_custom(Some("jyt".to_owned()), Some(labels))?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status",
+            ),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route").buckets(
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+            &["method", "route"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+        })
+    }
+
+    /// Render every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "could not encode metrics");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Middleware (use with `actix_web::middleware::from_fn`) that counts and
+/// times every request by its route pattern, never by raw path, so ids in
+/// paths cannot blow up label cardinality.
+pub async fn record_http_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let res = next.call(req).await;
+    if let Some(m) = metrics {
+        let status = match &res {
+            Ok(r) => r.status(),
+            Err(e) => e.as_response_error().status_code(),
+        };
+        m.http_requests
+            .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+            .inc();
+        m.http_duration
+            .with_label_values(&[method.as_str(), route.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    res
+}
+
+/// Request tracing: a server span per request, continuing the caller's
+/// W3C `traceparent`.
+pub fn request_tracing() -> opentelemetry_instrumentation_actix_web::RequestTracing {
+    opentelemetry_instrumentation_actix_web::RequestTracing::new()
+}
+
+type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The dependencies a service needs before it should receive traffic.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Check)>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a named check, e.g. `("postgres", ...)`.
+    pub fn with_check<F>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+    {
+        self.checks.push((name, Arc::new(check)));
+        self
+    }
+
+    /// Run every check; the failures, by name.
+    pub async fn failures(&self) -> Vec<(&'static str, String)> {
+        let results = futures::future::join_all(self.checks.iter().map(|(name, check)| {
+            let fut = check();
+            async move { (*name, fut.await) }
+        }))
+        .await;
+        results
+            .into_iter()
+            .filter_map(|(name, r)| r.err().map(|e| (name, e)))
+            .collect()
+    }
+}
+
+/// Mount `/healthz`, `/readyz` and `/metrics`. Needs `web::Data<Metrics>`
+/// and `web::Data<Readiness>` in the app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+    let failures = readiness.failures().await;
+    if failures.is_empty() {
+        return HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }));
+    }
+    let detail = failures
+        .iter()
+        .map(|(name, e)| format!("{name}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NOT_READY",
+        "A dependency is not available",
+    )
+    .detail(detail)
+    .to_response(Some(1))
+}
+
+async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
+}
