@@ -1,0 +1,322 @@
+//! The surge lock: each segment's free seats, pool counts and live holders
+//! in Redis, plus each patient's day at this hospital, the schedules' visit
+//! numbers and the availability summaries, changed only by the Lua scripts
+//! beside this file. Every key of one hospital shares the hash tag
+//! `{h:<hospital>}`, so each script touches one Redis Cluster slot.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use jyt_cache::redis::{RedisResult, Script};
+use jyt_cache::{Keyspace, RedisConn};
+use jyt_domain::{Channel, HospitalId, IdempotencyKey};
+use uuid::Uuid;
+
+use super::queries::SegmentInfo;
+
+/// Builds this hospital's keys.
+#[derive(Debug, Clone)]
+pub struct HospitalKeys {
+    keyspace: Keyspace,
+    tag: String,
+}
+
+/// The keys one segment's scripts touch.
+#[derive(Debug, Clone)]
+pub struct SegmentKeys {
+    pub meta: String,
+    pub free: String,
+    pub pools: String,
+    pub holders: String,
+    pub visit_numbers: String,
+    pub availability: String,
+    pub availability_shares: String,
+    /// `<department>|<clinic level>`: this segment's field in the summary.
+    pub availability_field: String,
+    pub segment: Uuid,
+}
+
+impl HospitalKeys {
+    pub fn new(keyspace: Keyspace, hospital: &HospitalId) -> Self {
+        Self {
+            keyspace,
+            tag: format!("h:{hospital}"),
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        self.keyspace.tagged(&self.tag, rest)
+    }
+
+    pub fn segment(&self, info: &SegmentInfo) -> SegmentKeys {
+        let seg = info.segment_id;
+        SegmentKeys {
+            meta: self.key(&format!("seg:{seg}:meta")),
+            free: self.key(&format!("seg:{seg}:free")),
+            pools: self.key(&format!("seg:{seg}:pools")),
+            holders: self.key(&format!("seg:{seg}:holders")),
+            visit_numbers: self.key(&format!("sch:{}:visit", info.schedule_id)),
+            availability: self.availability(info.visit_date),
+            availability_shares: self.key(&format!("avail-seg:{}", info.visit_date)),
+            availability_field: format!("{}|{}", info.department, info.clinic_level),
+            segment: seg,
+        }
+    }
+
+    /// The segment-only keys, for forgetting a segment.
+    pub fn segment_own(&self, segment: Uuid) -> [String; 4] {
+        ["meta", "free", "pools", "holders"].map(|part| self.key(&format!("seg:{segment}:{part}")))
+    }
+
+    /// `<prefix>:{h:<id>}:avail:<date>`: remaining seats by
+    /// `<department>|<level>`, read by the gateway's city-wide search.
+    pub fn availability(&self, date: NaiveDate) -> String {
+        self.key(&format!("avail:{date}"))
+    }
+
+    /// Department id → name, for the search's answers.
+    pub fn departments(&self) -> String {
+        self.key("departments")
+    }
+
+    /// A patient's bookings at this hospital on one visit date.
+    pub fn patient_day(&self, patient: Uuid, date: NaiveDate) -> String {
+        self.key(&format!("person:{patient}:{date}"))
+    }
+
+    /// Scoped by patient: keys are the client's, and two patients' clients
+    /// may well pick the same one.
+    pub fn idempotency(&self, patient: Uuid, key: &IdempotencyKey) -> String {
+        self.key(&format!("idem:{patient}:{}", key.as_str()))
+    }
+
+    /// A key nothing writes, for releases that have no idempotency record.
+    pub fn no_idempotency(&self) -> String {
+        self.key("idem:none")
+    }
+
+    /// Set after a full rebuild; its absence means Redis lost our state.
+    pub fn generation(&self) -> String {
+        self.key("generation")
+    }
+
+    /// Unpaid holds by deadline (sorted set), driving the expiry sweeper.
+    pub fn holds(&self) -> String {
+        self.key("holds")
+    }
+}
+
+/// What the hold script decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    Held { seat: i32, pool: String, visit_no: i32 },
+    SoldOut,
+    NotLoaded,
+    NotYetReleased { release_at: i64 },
+    ScheduleStopped,
+    AlreadyBooked { booking_id: Uuid },
+    SameSchedule,
+    DepartmentLimit,
+    DailyLimit,
+    Replay { booking_id: Uuid },
+}
+
+/// A seat the hold script gave to a patient's new booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldSeat {
+    pub patient: Uuid,
+    pub booking_id: Uuid,
+}
+
+/// One hold attempt's inputs besides the keys.
+#[derive(Debug, Clone)]
+pub struct HoldRequest<'a> {
+    pub patient: Uuid,
+    pub booking_id: Uuid,
+    pub channel: Channel,
+    pub now: i64,
+    pub idempotency_key: &'a str,
+    pub idempotency_ttl_seconds: u64,
+    pub patient_day: &'a str,
+    pub max_per_day: u32,
+    pub max_per_department: u32,
+    pub patient_day_ttl_seconds: i64,
+}
+
+/// The scripts, loaded once (EVALSHA, falling back to EVAL after a Redis restart).
+#[derive(Clone)]
+pub struct HoldScripts {
+    hold: Arc<Script>,
+    release: Arc<Script>,
+    load: Arc<Script>,
+}
+
+impl Default for HoldScripts {
+    fn default() -> Self {
+        Self {
+            hold: Arc::new(Script::new(include_str!("scripts/hold.lua"))),
+            release: Arc::new(Script::new(include_str!("scripts/release.lua"))),
+            load: Arc::new(Script::new(include_str!("scripts/load_segment.lua"))),
+        }
+    }
+}
+
+/// A segment's state as PostgreSQL has it, ready to load into Redis.
+#[derive(Debug, Clone)]
+pub struct SegmentSnapshot {
+    /// schedule, dept, release_at, merge_at, open, capacity, ...
+    pub meta: Vec<(&'static str, String)>,
+    pub pools: Vec<(String, i32)>,
+    pub free_seats: Vec<i32>,
+    /// (patient, "booking|pool|seat").
+    pub holders: Vec<(Uuid, String)>,
+    pub highest_visit_no: i32,
+    pub ttl_seconds: i64,
+}
+
+impl HoldScripts {
+    /// Load the scripts into Redis ahead of the first surge, so the first
+    /// thousand attempts do not each find `NOSCRIPT` and resend the source.
+    pub async fn preload(&self, redis: &RedisConn) -> RedisResult<()> {
+        let mut conn = redis.clone();
+        for script in [&self.hold, &self.release, &self.load] {
+            script.prepare_invoke().load_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn hold(
+        &self,
+        redis: &RedisConn,
+        keys: &SegmentKeys,
+        r: &HoldRequest<'_>,
+    ) -> RedisResult<HoldOutcome> {
+        let mut conn = redis.clone();
+        let reply: Vec<String> = self
+            .hold
+            .key(&keys.meta)
+            .key(&keys.free)
+            .key(&keys.pools)
+            .key(&keys.holders)
+            .key(r.patient_day)
+            .key(r.idempotency_key)
+            .key(&keys.visit_numbers)
+            .key(&keys.availability)
+            .key(&keys.availability_shares)
+            .arg(r.patient.to_string())
+            .arg(r.booking_id.to_string())
+            .arg(r.idempotency_ttl_seconds)
+            .arg(r.now)
+            .arg(r.channel.as_str())
+            .arg(r.max_per_day)
+            .arg(r.max_per_department)
+            .arg(r.patient_day_ttl_seconds.max(60))
+            .arg(&keys.availability_field)
+            .arg(keys.segment.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(parse_outcome(&reply))
+    }
+
+    /// Give a hold back. `back_on_sale` is false when PostgreSQL says another
+    /// live booking owns the seat, or the schedule is stopped.
+    pub async fn release(
+        &self,
+        redis: &RedisConn,
+        keys: &SegmentKeys,
+        patient_day: &str,
+        idempotency_key: &str,
+        held: &HeldSeat,
+        back_on_sale: bool,
+    ) -> RedisResult<bool> {
+        let mut conn = redis.clone();
+        let released: i32 = self
+            .release
+            .key(&keys.meta)
+            .key(&keys.free)
+            .key(&keys.pools)
+            .key(&keys.holders)
+            .key(patient_day)
+            .key(idempotency_key)
+            .key(&keys.availability)
+            .key(&keys.availability_shares)
+            .arg(held.patient.to_string())
+            .arg(held.booking_id.to_string())
+            .arg(if back_on_sale { "1" } else { "0" })
+            .arg(&keys.availability_field)
+            .arg(keys.segment.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Load a segment unless it is already loaded; true if this call loaded it.
+    pub async fn load(
+        &self,
+        redis: &RedisConn,
+        keys: &SegmentKeys,
+        snap: &SegmentSnapshot,
+    ) -> RedisResult<bool> {
+        let mut conn = redis.clone();
+        let mut inv = self.load.key(&keys.meta);
+        inv.key(&keys.free)
+            .key(&keys.pools)
+            .key(&keys.holders)
+            .key(&keys.visit_numbers)
+            .key(&keys.availability)
+            .key(&keys.availability_shares);
+        inv.arg(snap.ttl_seconds.max(60))
+            .arg(&keys.availability_field)
+            .arg(keys.segment.to_string())
+            .arg(snap.highest_visit_no)
+            .arg(snap.meta.len());
+        for (field, value) in &snap.meta {
+            inv.arg(*field).arg(value);
+        }
+        inv.arg(snap.pools.len());
+        for (pool, n) in &snap.pools {
+            inv.arg(pool).arg(*n);
+        }
+        inv.arg(snap.free_seats.len());
+        for seat in &snap.free_seats {
+            inv.arg(*seat);
+        }
+        for (patient, held) in &snap.holders {
+            inv.arg(patient.to_string()).arg(held);
+        }
+        let loaded: i32 = inv.invoke_async(&mut conn).await?;
+        Ok(loaded == 1)
+    }
+}
+
+fn parse_outcome(reply: &[String]) -> HoldOutcome {
+    let at = |i: usize| reply.get(i).map(String::as_str).unwrap_or("");
+    let booking_at = |i: usize| Uuid::parse_str(at(i).split('|').next().unwrap_or("")).ok();
+    match at(0) {
+        "HELD" => match (at(1).parse(), at(3).parse()) {
+            (Ok(seat), Ok(visit_no)) => HoldOutcome::Held {
+                seat,
+                pool: at(2).to_owned(),
+                visit_no,
+            },
+            _ => HoldOutcome::NotLoaded,
+        },
+        "SOLD_OUT" => HoldOutcome::SoldOut,
+        "NOT_YET_RELEASED" => HoldOutcome::NotYetReleased {
+            release_at: at(1).parse().unwrap_or(0),
+        },
+        "SCHEDULE_STOPPED" => HoldOutcome::ScheduleStopped,
+        "SAME_SCHEDULE" => HoldOutcome::SameSchedule,
+        "DEPARTMENT_LIMIT" => HoldOutcome::DepartmentLimit,
+        "DAILY_LIMIT" => HoldOutcome::DailyLimit,
+        "ALREADY_BOOKED" => booking_at(1).map_or(HoldOutcome::NotLoaded, |booking_id| {
+            HoldOutcome::AlreadyBooked { booking_id }
+        }),
+        "REPLAY" => booking_at(1).map_or(HoldOutcome::NotLoaded, |booking_id| HoldOutcome::Replay {
+            booking_id,
+        }),
+        // A reply we do not understand means the keys are not in a state
+        // we wrote; treat the segment as not loaded, which reloads it.
+        _ => HoldOutcome::NotLoaded,
+    }
+}

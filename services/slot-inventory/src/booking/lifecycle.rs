@@ -1,0 +1,338 @@
+//! Everything after the surge: paying a hold, cancelling, checking in, and
+//! the sweepers that expire unpaid holds and mark no-shows. Each change is
+//! one PostgreSQL transaction (row locked, state checked, event appended);
+//! a freed seat goes back to Redis only after the commit.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use jyt_cache::redis;
+use jyt_domain::{BookingRef, BookingStatus};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::events::{self, EventKind};
+use super::hold::HeldSeat;
+use super::queries::{self, StoredBooking};
+use super::service::segment_info;
+use crate::error::SlotError;
+use crate::state::AppState;
+
+/// How a fee was paid (for accounting and refunds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    /// Through the channel's own payment (WeChat Pay, kiosk UnionPay, ...).
+    SelfPay,
+    /// Medical-insurance personal account.
+    Insurance,
+    /// The platform card's prepaid balance.
+    PrepaidCard,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::SelfPay => "self_pay",
+            PaymentMethod::Insurance => "insurance",
+            PaymentMethod::PrepaidCard => "prepaid_card",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    /// The payment's own reference (channel transaction id or ledger id);
+    /// confirming again with the same reference answers the same booking.
+    pub payment_reference: String,
+    pub payment_method: PaymentMethod,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Only the patient the booking is for may cancel it.
+    pub patient_id: Uuid,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInRequest {
+    pub pickup_code: String,
+}
+
+async fn locked(
+    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+    state: &AppState,
+    booking: &BookingRef,
+) -> Result<StoredBooking, SlotError> {
+    if booking.hospital != state.hospital {
+        return Err(SlotError::BookingNotFound(booking.to_string()));
+    }
+    queries::get_booking_for_update(tx, &state.hospital, booking.id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))
+}
+
+/// Pay a held booking. Paying twice with the same reference answers the
+/// confirmed booking again; a payment after the hold expired is refused
+/// (the channel refunds it).
+pub async fn confirm(
+    state: &AppState,
+    booking: &BookingRef,
+    req: &ConfirmRequest,
+) -> Result<StoredBooking, SlotError> {
+    let reference = req.payment_reference.trim();
+    if reference.is_empty() || reference.len() > 64 {
+        return Err(jyt_web::RequestError::invalid("payment_reference", "must be 1 to 64 characters").into());
+    }
+    let now = state.clock.now();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = locked(&tx, state, booking).await?;
+    match current.booking.status {
+        BookingStatus::Held => {}
+        BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed
+            if current.payment_reference.as_deref() == Some(reference) =>
+        {
+            return Ok(current);
+        }
+        BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed => {
+            return Err(SlotError::AlreadyConfirmed);
+        }
+        BookingStatus::Expired => return Err(SlotError::HoldExpired),
+        _ => return Err(SlotError::BookingNotHeld(current.booking.status)),
+    }
+    if !queries::confirm_payment(&tx, booking.id, reference, req.payment_method.as_str(), now).await? {
+        // Held, but its deadline has passed: the sweeper will expire it.
+        return Err(SlotError::HoldExpired);
+    }
+    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    events::append(
+        &tx,
+        EventKind::Confirmed,
+        &stored.booking,
+        serde_json::json!({ "payment_reference": reference }),
+    )
+    .await?;
+    tx.commit().await?;
+    let mut conn = state.redis.clone();
+    if let Err(e) = redis::cmd("ZREM")
+        .arg(state.keys.holds())
+        .arg(booking.id.to_string())
+        .query_async::<()>(&mut conn)
+        .await
+    {
+        // The sweeper finds the booking confirmed and only drops the entry.
+        tracing::warn!(error = %e, "could not drop a paid hold from the expiry index");
+    }
+    state.relay.wake();
+    Ok(stored)
+}
+
+/// The patient cancels before the deadline; a paid booking asks for its refund.
+pub async fn cancel(
+    state: &AppState,
+    booking: &BookingRef,
+    req: &CancelRequest,
+) -> Result<StoredBooking, SlotError> {
+    let now = state.clock.now();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = locked(&tx, state, booking).await?;
+    if current.booking.patient_id != req.patient_id {
+        // Do not reveal whose booking it is.
+        return Err(SlotError::BookingNotFound(booking.to_string()));
+    }
+    if !matches!(
+        current.booking.status,
+        BookingStatus::Held | BookingStatus::Confirmed
+    ) {
+        return Err(SlotError::BookingNotCancellable(current.booking.status));
+    }
+    let deadline = state.settings.policy.cancel_deadline(current.booking.visit_date);
+    if now > deadline {
+        return Err(SlotError::CancellationClosed(deadline));
+    }
+    queries::transition(&tx, booking.id, &["held", "confirmed"], "cancelled", now).await?;
+    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    events::append(&tx, EventKind::Cancelled, &stored.booking, serde_json::json!({})).await?;
+    if let Some(reference) = &current.payment_reference {
+        events::append(
+            &tx,
+            EventKind::RefundRequested,
+            &stored.booking,
+            serde_json::json!({ "payment_reference": reference, "amount_fen": stored.booking.fee_fen }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    give_back(state, &stored, true).await;
+    state.relay.wake();
+    Ok(stored)
+}
+
+/// 取号: within the check-in window, with the pick-up code; answers the
+/// queue number.
+pub async fn check_in(
+    state: &AppState,
+    booking: &BookingRef,
+    req: &CheckInRequest,
+) -> Result<StoredBooking, SlotError> {
+    let now = state.clock.now();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = locked(&tx, state, booking).await?;
+    if current.booking.pickup_code != req.pickup_code {
+        return Err(SlotError::WrongPickupCode);
+    }
+    match current.booking.status {
+        BookingStatus::CheckedIn => return Ok(current),
+        BookingStatus::Confirmed => {}
+        other => return Err(SlotError::NotCheckInable(other)),
+    }
+    let opens = current.segment_starts_at
+        - TimeDelta::minutes(i64::from(state.settings.policy.checkin_opens_minutes_before));
+    if now < opens || now > current.segment_ends_at {
+        return Err(SlotError::CheckInClosed {
+            opens,
+            closes: current.segment_ends_at,
+        });
+    }
+    queries::check_in(&tx, booking.id, current.booking.schedule_id, now).await?;
+    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    events::append(&tx, EventKind::CheckedIn, &stored.booking, serde_json::json!({})).await?;
+    tx.commit().await?;
+    state.relay.wake();
+    Ok(stored)
+}
+
+/// Give a released booking's seat back to Redis (after its commit).
+async fn give_back(state: &AppState, stored: &StoredBooking, back_on_sale: bool) {
+    let result = async {
+        let info = segment_info(state, stored.segment_id).await?;
+        let keys = state.keys.segment(&info);
+        let held = HeldSeat {
+            patient: stored.booking.patient_id,
+            booking_id: stored.booking.booking_id.id,
+        };
+        state
+            .scripts
+            .release(
+                &state.redis,
+                &keys,
+                &state.keys.patient_day(held.patient, info.visit_date),
+                &state.keys.no_idempotency(),
+                &held,
+                back_on_sale,
+            )
+            .await?;
+        Ok::<(), SlotError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        // PostgreSQL is right either way; the seat is still counted as taken
+        // in Redis until the reconciler or a rebuild.
+        tracing::error!(error = %e, booking = %stored.booking.booking_id, "could not give a seat back to Redis");
+    }
+}
+
+/// Expire unpaid holds whose deadline has passed; returns how many.
+pub async fn expire_holds(state: &AppState) -> Result<usize, SlotError> {
+    let now = state.clock.now();
+    let mut conn = state.redis.clone();
+    let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(state.keys.holds())
+        .arg("-inf")
+        .arg(now.timestamp())
+        .arg("LIMIT")
+        .arg(0)
+        .arg(500)
+        .query_async(&mut conn)
+        .await?;
+    let mut expired = 0;
+    for member in due {
+        let Ok(id) = Uuid::parse_str(&member) else {
+            continue;
+        };
+        if expire_one(state, id, now).await? {
+            expired += 1;
+        }
+        redis::cmd("ZREM")
+            .arg(state.keys.holds())
+            .arg(&member)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(expired)
+}
+
+async fn expire_one(state: &AppState, id: Uuid, now: DateTime<Utc>) -> Result<bool, SlotError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(current) = queries::get_booking_for_update(&tx, &state.hospital, id).await? else {
+        return Ok(false);
+    };
+    let due = current.booking.status == BookingStatus::Held
+        && current.booking.hold_deadline.is_some_and(|d| d <= now);
+    if !due {
+        // Paid in time, or cancelled: nothing to expire.
+        return Ok(false);
+    }
+    queries::transition(&tx, id, &["held"], "expired", now).await?;
+    let stored = queries::get_booking(&tx, &state.hospital, id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(id.to_string()))?;
+    events::append(&tx, EventKind::Expired, &stored.booking, serde_json::json!({})).await?;
+    tx.commit().await?;
+    give_back(state, &stored, true).await;
+    state.relay.wake();
+    Ok(true)
+}
+
+/// Mark confirmed bookings not checked in by their segment's end plus the
+/// grace period as no-shows (card-issuing counts them).
+pub async fn mark_no_shows(state: &AppState) -> Result<usize, SlotError> {
+    let now = state.clock.now();
+    let cutoff = now - TimeDelta::minutes(i64::from(state.settings.policy.no_show_grace_minutes));
+    let client = state.pool.get().await?;
+    let overdue = queries::overdue_arrivals(&client, cutoff, 500).await?;
+    drop(client);
+    let mut marked = 0;
+    for id in overdue {
+        let mut client = state.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !queries::transition(&tx, id, &["confirmed"], "no_show", now).await? {
+            continue;
+        }
+        if let Some(stored) = queries::get_booking(&tx, &state.hospital, id).await? {
+            events::append(&tx, EventKind::NoShow, &stored.booking, serde_json::json!({})).await?;
+        }
+        tx.commit().await?;
+        marked += 1;
+    }
+    if marked > 0 {
+        state.relay.wake();
+    }
+    Ok(marked)
+}
+
+/// The sweepers, every second until the process ends.
+pub async fn run_sweepers(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = expire_holds(&state).await {
+            tracing::warn!(error = %e, "hold expiry sweep failed");
+        }
+        if let Err(e) = mark_no_shows(&state).await {
+            tracing::warn!(error = %e, "no-show sweep failed");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Bookings: the surge path ([`service::book`]), the Redis lock it runs on
+//! ([`hold`]), what happens after ([`lifecycle`]: pay, cancel, check in,
+//! expiry and no-show sweepers), the PostgreSQL rows ([`queries`]) and the
+//! events every change emits ([`events`]).
+
+pub mod cache;
+pub mod events;
+pub mod hold;
+pub mod lifecycle;
+pub mod queries;
+pub mod service;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, HospitalId, SlotRef};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `POST /v1/bookings`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookRequest {
+    pub slot_id: SlotRef,
+    pub patient_id: Uuid,
+    pub channel: Channel,
+    /// Required for the `referral` channel: the community hospital's
+    /// referral (医联体 green channel) that entitles the patient to the
+    /// referral pool.
+    #[serde(default)]
+    pub referral_id: Option<String>,
+}
+
+/// A booking as every API shows it. Times are in Asia/Shanghai.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Booking {
+    pub booking_id: BookingRef,
+    pub hospital_id: HospitalId,
+    pub slot_id: SlotRef,
+    pub schedule_id: Uuid,
+    pub patient_id: Uuid,
+    pub channel: Channel,
+    pub status: BookingStatus,
+    /// The seat within the time segment, from 1.
+    pub seat_number: i32,
+    /// 就诊序号, in booking order within the schedule.
+    pub visit_number: i32,
+    /// The channel pool (号源池) the seat came from.
+    pub pool: String,
+    /// Shown at 取号 (check-in).
+    pub pickup_code: String,
+    /// Until when an unpaid hold stays; `null` once paid or for free visits.
+    pub hold_deadline: Option<DateTime<FixedOffset>>,
+    pub payment_method: Option<String>,
+    /// Order of arrival, given at check-in.
+    pub queue_number: Option<i32>,
+    pub referral_id: Option<String>,
+    pub visit_date: NaiveDate,
+    pub segment_starts_at: DateTime<FixedOffset>,
+    pub segment_ends_at: DateTime<FixedOffset>,
+    pub department: String,
+    pub doctor: String,
+    pub fee_fen: Fen,
+    pub created_at: DateTime<FixedOffset>,
+}

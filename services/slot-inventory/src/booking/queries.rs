@@ -1,0 +1,406 @@
+//! The SQL of bookings, one small function per statement. Times come in as
+//! parameters from the service's clock, never from `now()`, so tests can
+//! drive time.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use jyt_db::deadpool_postgres::GenericClient;
+use jyt_db::tokio_postgres::{Error, Row};
+use jyt_domain::time::local;
+use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, HospitalId, SlotRef};
+use uuid::Uuid;
+
+use super::Booking;
+
+/// Statuses that no longer hold a seat; keep in step with the partial
+/// unique indexes in the migrations.
+pub const RELEASED_STATUSES: &str = "('cancelled', 'expired', 'stopped')";
+
+const SELECT_BOOKING: &str = "
+    SELECT b.id, b.segment_id, b.schedule_id, b.patient_id, b.channel, b.status, b.seat_no,
+           b.fee_fen, b.created_at, b.idempotency_key, b.pool, b.visit_no, b.pickup_code,
+           b.hold_deadline, b.payment_reference, b.payment_method, b.queue_no, b.referral_id,
+           sch.visit_date, seg.starts_at, seg.ends_at, dep.name AS department,
+           dep.external_id AS department_id, doc.name AS doctor
+      FROM bookings b
+      JOIN segments seg ON seg.id = b.segment_id
+      JOIN schedules sch ON sch.id = b.schedule_id
+      JOIN departments dep ON dep.id = sch.department_id
+      JOIN doctors doc ON doc.id = sch.doctor_id";
+
+/// A stored booking with what only the service needs to see.
+#[derive(Debug, Clone)]
+pub struct StoredBooking {
+    pub booking: Booking,
+    pub segment_id: Uuid,
+    pub idempotency_key: String,
+    pub payment_reference: Option<String>,
+    pub department_id: String,
+    pub segment_starts_at: DateTime<Utc>,
+    pub segment_ends_at: DateTime<Utc>,
+}
+
+fn to_stored(hospital: &HospitalId, row: &Row) -> StoredBooking {
+    let segment_id: Uuid = row.get("segment_id");
+    let channel: String = row.get("channel");
+    let status: String = row.get("status");
+    let starts_at: DateTime<Utc> = row.get("starts_at");
+    let ends_at: DateTime<Utc> = row.get("ends_at");
+    StoredBooking {
+        booking: Booking {
+            booking_id: BookingRef::new(hospital.clone(), row.get("id")),
+            hospital_id: hospital.clone(),
+            slot_id: SlotRef::new(hospital.clone(), segment_id),
+            schedule_id: row.get("schedule_id"),
+            patient_id: row.get("patient_id"),
+            // The CHECK constraints keep these columns to known values.
+            channel: Channel::from_str(&channel).unwrap_or(Channel::Window),
+            status: BookingStatus::from_str(&status).unwrap_or(BookingStatus::Held),
+            seat_number: row.get("seat_no"),
+            visit_number: row.get("visit_no"),
+            pool: row.get("pool"),
+            pickup_code: row.get("pickup_code"),
+            // The deadline is kept as history, but shown only while it binds.
+            hold_deadline: row
+                .get::<_, Option<DateTime<Utc>>>("hold_deadline")
+                .filter(|_| status == "held")
+                .map(local),
+            payment_method: row.get("payment_method"),
+            queue_number: row.get("queue_no"),
+            referral_id: row.get("referral_id"),
+            visit_date: row.get("visit_date"),
+            segment_starts_at: local(starts_at),
+            segment_ends_at: local(ends_at),
+            department: row.get("department"),
+            doctor: row.get("doctor"),
+            fee_fen: Fen(row.get("fee_fen")),
+            created_at: local(row.get("created_at")),
+        },
+        segment_id,
+        idempotency_key: row.get("idempotency_key"),
+        payment_reference: row.get("payment_reference"),
+        department_id: row.get("department_id"),
+        segment_starts_at: starts_at,
+        segment_ends_at: ends_at,
+    }
+}
+
+pub async fn get_booking<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    id: Uuid,
+) -> Result<Option<StoredBooking>, Error> {
+    let sql = format!("{SELECT_BOOKING} WHERE b.id = $1");
+    Ok(client
+        .query_opt(&sql, &[&id])
+        .await?
+        .map(|r| to_stored(hospital, &r)))
+}
+
+/// The same, locking the booking row for a state change.
+pub async fn get_booking_for_update<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    id: Uuid,
+) -> Result<Option<StoredBooking>, Error> {
+    let sql = format!("{SELECT_BOOKING} WHERE b.id = $1 FOR UPDATE OF b");
+    Ok(client
+        .query_opt(&sql, &[&id])
+        .await?
+        .map(|r| to_stored(hospital, &r)))
+}
+
+pub async fn get_booking_by_idempotency_key<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    patient: Uuid,
+    key: &str,
+) -> Result<Option<StoredBooking>, Error> {
+    let sql = format!("{SELECT_BOOKING} WHERE b.patient_id = $1 AND b.idempotency_key = $2");
+    Ok(client
+        .query_opt(&sql, &[&patient, &key])
+        .await?
+        .map(|r| to_stored(hospital, &r)))
+}
+
+/// The row to insert for a won hold.
+#[derive(Debug, Clone)]
+pub struct NewBooking<'a> {
+    pub id: Uuid,
+    pub segment_id: Uuid,
+    pub patient_id: Uuid,
+    pub channel: Channel,
+    pub seat_no: i32,
+    pub pool: &'a str,
+    pub visit_no: i32,
+    pub pickup_code: &'a str,
+    pub idempotency_key: &'a str,
+    pub referral_id: Option<&'a str>,
+    /// Used only if the visit has a fee: then the booking is `held` until
+    /// paid; a free visit is `confirmed` at once.
+    pub hold_deadline: DateTime<Utc>,
+}
+
+/// Insert a booking, unless its seat is beyond the segment's capacity or its
+/// schedule is stopped; `None` then. Unique indexes refuse a taken seat.
+pub async fn insert_booking<C: GenericClient>(client: &C, b: &NewBooking<'_>) -> Result<Option<Uuid>, Error> {
+    let row = client
+        .query_opt(
+            "INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
+                                   fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
+                                   referral_id)
+             SELECT $1, seg.id, seg.schedule_id, $3, $4, $5,
+                    CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
+                    sch.fee_fen, $6, $7, $8, $9,
+                    CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11
+               FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+              WHERE seg.id = $2 AND $5 <= seg.capacity AND sch.status = 'open'
+             RETURNING id",
+            &[
+                &b.id,
+                &b.segment_id,
+                &b.patient_id,
+                &b.channel.as_str(),
+                &b.seat_no,
+                &b.idempotency_key,
+                &b.pool,
+                &b.visit_no,
+                &b.pickup_code,
+                &b.hold_deadline,
+                &b.referral_id,
+            ],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Facts about a segment that never change once it exists: cached in the
+/// service so the surge path can name its Redis keys without PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub segment_id: Uuid,
+    pub schedule_id: Uuid,
+    /// The department's external (hospital) id.
+    pub department: String,
+    pub department_name: String,
+    pub clinic_level: String,
+    pub visit_date: NaiveDate,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+pub async fn segment_info<C: GenericClient>(client: &C, segment: Uuid) -> Result<Option<SegmentInfo>, Error> {
+    Ok(client
+        .query_opt(
+            "SELECT seg.id, seg.schedule_id, dep.external_id, dep.name, sch.clinic_level, sch.visit_date,
+                    seg.starts_at, seg.ends_at
+               FROM segments seg
+               JOIN schedules sch ON sch.id = seg.schedule_id
+               JOIN departments dep ON dep.id = sch.department_id
+              WHERE seg.id = $1",
+            &[&segment],
+        )
+        .await?
+        .map(|r| SegmentInfo {
+            segment_id: r.get(0),
+            schedule_id: r.get(1),
+            department: r.get(2),
+            department_name: r.get(3),
+            clinic_level: r.get(4),
+            visit_date: r.get(5),
+            starts_at: r.get(6),
+            ends_at: r.get(7),
+        }))
+}
+
+/// What Redis needs to rebuild one segment.
+#[derive(Debug, Clone)]
+pub struct SegmentState {
+    pub capacity: i32,
+    pub open: bool,
+    pub release_at: DateTime<Utc>,
+    /// (seat, patient, booking, pool) of every live booking.
+    pub live: Vec<(i32, Uuid, Uuid, String)>,
+    pub highest_visit_no: i32,
+}
+
+pub async fn segment_state<C: GenericClient>(
+    client: &C,
+    segment: Uuid,
+) -> Result<Option<SegmentState>, Error> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT seg.capacity, sch.status = 'open' AS open, sch.release_at,
+                    (SELECT coalesce(max(visit_no), 0) FROM bookings b WHERE b.schedule_id = sch.id)
+               FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+              WHERE seg.id = $1",
+            &[&segment],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let live = client
+        .query(
+            &format!(
+                "SELECT seat_no, patient_id, id, pool FROM bookings
+                  WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES} ORDER BY seat_no"
+            ),
+            &[&segment],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    Ok(Some(SegmentState {
+        capacity: row.get(0),
+        open: row.get(1),
+        release_at: row.get(2),
+        live,
+        highest_visit_no: row.get(3),
+    }))
+}
+
+/// Segments whose visit date is `from` or later: the ones Redis must know.
+pub async fn current_segment_ids<C: GenericClient>(client: &C, from: NaiveDate) -> Result<Vec<Uuid>, Error> {
+    Ok(client
+        .query(
+            "SELECT seg.id FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+              WHERE sch.visit_date >= $1",
+            &[&from],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Unpaid holds with their deadlines (to rebuild the expiry index).
+pub async fn open_holds<C: GenericClient>(client: &C) -> Result<Vec<(Uuid, DateTime<Utc>)>, Error> {
+    Ok(client
+        .query(
+            "SELECT id, hold_deadline FROM bookings WHERE status = 'held' AND hold_deadline IS NOT NULL",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Move a booking to a new status if it is in one of `from`; the updated
+/// row's id, or `None` if it was not in such a status.
+pub async fn transition<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    from: &[&str],
+    to: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+    let n = client
+        .execute(
+            "UPDATE bookings SET status = $3, updated_at = $4,
+                    cancelled_at = CASE WHEN $3 = 'cancelled' THEN $4 ELSE cancelled_at END
+              WHERE id = $1 AND status = ANY($2)",
+            &[&id, &from, &to, &now],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Record a payment and confirm a held booking whose hold has not expired.
+pub async fn confirm_payment<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    reference: &str,
+    method: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let n = client
+        .execute(
+            "UPDATE bookings SET status = 'confirmed', payment_reference = $2, payment_method = $3,
+                    paid_at = $4, updated_at = $4
+              WHERE id = $1 AND status = 'held' AND hold_deadline > $4",
+            &[&id, &reference, &method, &now],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Check a confirmed booking in with the next queue number of its schedule;
+/// the schedule row is locked so two arrivals never share a number.
+pub async fn check_in<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    schedule: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<i32>, Error> {
+    client
+        .execute("SELECT 1 FROM schedules WHERE id = $1 FOR UPDATE", &[&schedule])
+        .await?;
+    Ok(client
+        .query_opt(
+            "UPDATE bookings SET status = 'checked_in', checked_in_at = $3, updated_at = $3,
+                    queue_no = (SELECT coalesce(max(queue_no), 0) + 1 FROM bookings WHERE schedule_id = $2)
+              WHERE id = $1 AND status = 'confirmed'
+             RETURNING queue_no",
+            &[&id, &schedule, &now],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Confirmed bookings whose segment ended more than the grace period ago.
+pub async fn overdue_arrivals<C: GenericClient>(
+    client: &C,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, Error> {
+    Ok(client
+        .query(
+            "SELECT b.id FROM bookings b JOIN segments seg ON seg.id = b.segment_id
+              WHERE b.status = 'confirmed' AND seg.ends_at < $1
+              ORDER BY seg.ends_at LIMIT $2",
+            &[&cutoff, &limit],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Live bookings from `from` on, grouped as Redis keeps each patient's day:
+/// (patient, visit date, department external id, schedule, count).
+pub async fn patient_days<C: GenericClient>(
+    client: &C,
+    from: NaiveDate,
+) -> Result<Vec<(Uuid, NaiveDate, String, Uuid, i64)>, Error> {
+    Ok(client
+        .query(
+            &format!(
+                "SELECT b.patient_id, sch.visit_date, dep.external_id, b.schedule_id, count(*)
+                   FROM bookings b
+                   JOIN schedules sch ON sch.id = b.schedule_id
+                   JOIN departments dep ON dep.id = sch.department_id
+                  WHERE sch.visit_date >= $1 AND b.status NOT IN {RELEASED_STATUSES}
+                  GROUP BY 1, 2, 3, 4"
+            ),
+            &[&from],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect())
+}
+
+/// Which of these bookings exist in PostgreSQL.
+pub async fn existing_bookings<C: GenericClient>(client: &C, ids: &[Uuid]) -> Result<Vec<Uuid>, Error> {
+    Ok(client
+        .query("SELECT id FROM bookings WHERE id = ANY($1)", &[&ids])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}

@@ -1,0 +1,39 @@
+-- Give a seat back: a failed write (compensation), a cancellation, an
+-- expired hold, a stopped clinic. Only the booking that holds the seat can
+-- give it back, and only once, so a retried release never frees a seat twice.
+--
+-- KEYS[1] segment meta, KEYS[2] free seats, KEYS[3] seats left per pool,
+-- KEYS[4] live holders, KEYS[5] the patient's day, KEYS[6] idempotency
+-- record, KEYS[7] availability summary, KEYS[8] segment shares of it
+-- ARGV[1] patient, ARGV[2] booking id, ARGV[3] "1" to put the seat back on
+-- sale, "0" when PostgreSQL says the seat is really taken (Redis was stale)
+-- or the schedule is stopped, ARGV[4] summary field, ARGV[5] segment id
+-- Returns 1 if released, 0 if there was nothing to release.
+local held = redis.call('HGET', KEYS[4], ARGV[1])
+if not held then
+  return 0
+end
+local booking, pool, seat = string.match(held, '^([^|]+)|([^|]+)|([^|]+)$')
+if booking ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[4], ARGV[1])
+if redis.call('GET', KEYS[6]) == ARGV[2] then
+  redis.call('DEL', KEYS[6])
+end
+local meta = redis.call('HMGET', KEYS[1], 'schedule', 'dept')
+if meta[1] then
+  for _, field in ipairs({'total', 'dept:' .. meta[2], 'sch:' .. meta[1]}) do
+    if tonumber(redis.call('HGET', KEYS[5], field) or '0') > 0 then
+      redis.call('HINCRBY', KEYS[5], field, -1)
+    end
+  end
+end
+if ARGV[3] == '1' and meta[1] then
+  -- Back to the front: the next patient gets the earliest seat.
+  redis.call('LPUSH', KEYS[2], seat)
+  redis.call('HINCRBY', KEYS[3], pool, 1)
+  redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
+  redis.call('HINCRBY', KEYS[8], ARGV[5], 1)
+end
+return 1

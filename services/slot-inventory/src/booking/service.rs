@@ -1,0 +1,554 @@
+//! The surge path of one booking attempt:
+//! 1. one Lua script decides in Redis (release time, schedule open,
+//!    per-person rules, channel pool, a free seat); losers are answered
+//!    without touching PostgreSQL;
+//! 2. a winner's booking row and its outbox event are written in one
+//!    PostgreSQL transaction;
+//! 3. if that write fails, a compensating script gives the seat back.
+//!
+//! The caller runs [`book`] on a spawned task, so a client hanging up cannot
+//! cancel it between steps 1 and 2.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
+use jyt_cache::redis;
+use jyt_domain::{BookingRef, Channel, IdempotencyKey, SlotRef};
+use jyt_web::RequestError;
+use rand::Rng;
+use uuid::Uuid;
+
+use super::events::{self, EventKind};
+use super::hold::{HeldSeat, HoldOutcome, HoldRequest, SegmentSnapshot};
+use super::queries::{self, NewBooking, SegmentInfo, StoredBooking};
+use super::{BookRequest, Booking};
+use crate::error::SlotError;
+use crate::state::AppState;
+
+/// How long a hold's idempotency record lives before its booking is
+/// committed; if this process dies in between, a retry is not blocked for
+/// longer than this.
+const PENDING_IDEMPOTENCY_TTL_SECONDS: u64 = 30;
+
+#[derive(Debug, Clone)]
+pub struct BookOutcome {
+    pub booking: Booking,
+    /// True when this answers a retry of an earlier request.
+    pub replayed: bool,
+}
+
+/// The segment's fixed facts, from the in-process directory or PostgreSQL.
+pub async fn segment_info(state: &AppState, segment: Uuid) -> Result<SegmentInfo, SlotError> {
+    if let Some(info) = state.segments.get(segment) {
+        return Ok(info);
+    }
+    let client = state.pool.get().await?;
+    let info = queries::segment_info(&client, segment)
+        .await?
+        .ok_or_else(|| SlotError::SlotNotFound(SlotRef::new(state.hospital.clone(), segment).to_string()))?;
+    state.segments.insert(info.clone());
+    Ok(info)
+}
+
+pub async fn book(state: AppState, req: BookRequest, key: IdempotencyKey) -> Result<BookOutcome, SlotError> {
+    let result = book_checked(&state, &req, &key).await;
+    state.metrics.record(&result);
+    result
+}
+
+async fn book_checked(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+) -> Result<BookOutcome, SlotError> {
+    if req.slot_id.hospital != state.hospital {
+        return Err(SlotError::SlotNotFound(req.slot_id.to_string()));
+    }
+    match (&req.channel, &req.referral_id) {
+        (Channel::Referral, None) => {
+            return Err(
+                RequestError::invalid("referral_id", "the referral channel needs a referral id").into(),
+            );
+        }
+        (_, Some(r)) if r.is_empty() || r.len() > 64 => {
+            return Err(RequestError::invalid("referral_id", "must be 1 to 64 characters").into());
+        }
+        _ => {}
+    }
+    let info = segment_info(state, req.slot_id.id).await?;
+    // A stale Redis copy of the segment is repaired and the attempt retried
+    // once; a second disagreement is reported rather than looped on.
+    for attempt in 0..2 {
+        match try_book(state, req, key, &info).await {
+            Err(Stale) if attempt == 0 => {
+                tracing::warn!(slot = %req.slot_id, "Redis disagreed with PostgreSQL; segment reloaded");
+            }
+            Err(Stale) => break,
+            Ok(result) => return result,
+        }
+    }
+    Err(SlotError::LockUnavailable(
+        "segment state is being rebuilt".into(),
+    ))
+}
+
+/// Redis held a seat PostgreSQL says is taken: reload and try again.
+struct Stale;
+
+fn patient_day_ttl(info: &SegmentInfo, now: DateTime<Utc>) -> i64 {
+    let forget_at = jyt_domain::time::at(info.visit_date + Duration::days(2), NaiveTime::MIN);
+    (forget_at - now).num_seconds()
+}
+
+async fn try_book(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+    info: &SegmentInfo,
+) -> Result<Result<BookOutcome, SlotError>, Stale> {
+    let keys = state.keys.segment(info);
+    let idem_key = state.keys.idempotency(req.patient_id, key);
+    let patient_day = state.keys.patient_day(req.patient_id, info.visit_date);
+    let booking_id = Uuid::now_v7();
+    let now = state.clock.now();
+    let policy = &state.settings.policy;
+    let hold_request = HoldRequest {
+        patient: req.patient_id,
+        booking_id,
+        channel: req.channel,
+        now: now.timestamp(),
+        idempotency_key: &idem_key,
+        idempotency_ttl_seconds: PENDING_IDEMPOTENCY_TTL_SECONDS,
+        patient_day: &patient_day,
+        max_per_day: policy.max_per_person_per_day,
+        max_per_department: policy.max_per_person_per_department_per_day,
+        patient_day_ttl_seconds: patient_day_ttl(info, now),
+    };
+
+    let mut outcome = match state.scripts.hold(&state.redis, &keys, &hold_request).await {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    if outcome == HoldOutcome::NotLoaded {
+        if let Err(e) = load_segment(state, info.segment_id).await {
+            return Ok(Err(e));
+        }
+        outcome = match state.scripts.hold(&state.redis, &keys, &hold_request).await {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(e.into())),
+        };
+    }
+
+    Ok(match outcome {
+        HoldOutcome::SoldOut => Err(SlotError::SlotSoldOut),
+        HoldOutcome::NotLoaded => Err(SlotError::LockUnavailable("segment could not be loaded".into())),
+        HoldOutcome::NotYetReleased { release_at } => Err(SlotError::NotYetReleased(
+            Utc.timestamp_opt(release_at, 0).single().unwrap_or(now),
+        )),
+        HoldOutcome::ScheduleStopped => Err(SlotError::ScheduleStopped),
+        HoldOutcome::SameSchedule => Err(SlotError::ScheduleAlreadyBooked),
+        HoldOutcome::DepartmentLimit => Err(SlotError::DepartmentDailyLimit),
+        HoldOutcome::DailyLimit => Err(SlotError::DailyLimit),
+        HoldOutcome::Replay { booking_id } => replay(state, req, key, booking_id).await,
+        HoldOutcome::AlreadyBooked { booking_id } => already_booked(state, req, key, booking_id).await,
+        HoldOutcome::Held { seat, pool, visit_no } => {
+            let held = Won {
+                booking_id,
+                seat,
+                pool,
+                visit_no,
+                now,
+            };
+            return commit_hold(state, req, key, info, held).await;
+        }
+    })
+}
+
+/// What the hold script gave a winner.
+struct Won {
+    booking_id: Uuid,
+    seat: i32,
+    pool: String,
+    visit_no: i32,
+    now: DateTime<Utc>,
+}
+
+/// Write the won hold to PostgreSQL, or give it back.
+async fn commit_hold(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+    info: &SegmentInfo,
+    won: Won,
+) -> Result<Result<BookOutcome, SlotError>, Stale> {
+    let keys = state.keys.segment(info);
+    let idem_key = state.keys.idempotency(req.patient_id, key);
+    let patient_day = state.keys.patient_day(req.patient_id, info.visit_date);
+    let held = HeldSeat {
+        patient: req.patient_id,
+        booking_id: won.booking_id,
+    };
+    let release = |back_on_sale: bool| {
+        let (keys, idem_key, patient_day) = (&keys, &idem_key, &patient_day);
+        async move {
+            let released = state
+                .scripts
+                .release(&state.redis, keys, patient_day, idem_key, &held, back_on_sale)
+                .await;
+            if let Err(e) = released {
+                // The seat stays held in Redis until the reconciler or a
+                // rebuild frees it; PostgreSQL has no booking for it, so
+                // nothing is oversold.
+                tracing::error!(error = %e, booking = %won.booking_id, "could not release a failed hold");
+            }
+        }
+    };
+
+    match write_booking(state, req, key, &won).await {
+        Ok(Some(stored)) => {
+            after_commit(state, &stored, &idem_key).await;
+            Ok(Ok(BookOutcome {
+                booking: stored.booking,
+                replayed: false,
+            }))
+        }
+        Ok(None) => {
+            // Seat above capacity, or the schedule was stopped: Redis is stale.
+            release(false).await;
+            invalidate_segment(state, info.segment_id).await;
+            Err(Stale)
+        }
+        Err(WriteError::Unique(constraint)) => match constraint.as_str() {
+            "bookings_idempotency_uq" => {
+                // A concurrent request with the same key committed first.
+                release(true).await;
+                Ok(find_by_idempotency_key(state, req, key).await)
+            }
+            "bookings_patient_segment_uq" => {
+                release(true).await;
+                Ok(Err(SlotError::AlreadyBooked(BookingRef::new(
+                    state.hospital.clone(),
+                    won.booking_id,
+                ))))
+            }
+            _ => {
+                // bookings_seat_uq: the seat is really taken.
+                release(false).await;
+                invalidate_segment(state, info.segment_id).await;
+                Err(Stale)
+            }
+        },
+        Err(WriteError::Other(e)) => {
+            release(true).await;
+            Ok(Err(e))
+        }
+    }
+}
+
+/// Best-effort Redis bookkeeping once the booking is safe in PostgreSQL.
+async fn after_commit(state: &AppState, stored: &StoredBooking, idem_key: &str) {
+    let mut pipe = redis::pipe();
+    pipe.expire(
+        idem_key,
+        i64::try_from(state.settings.booking.idempotency_ttl_seconds).unwrap_or(86_400),
+    )
+    .ignore();
+    if let Some(deadline) = &stored.booking.hold_deadline {
+        pipe.zadd(
+            state.keys.holds(),
+            stored.booking.booking_id.id.to_string(),
+            deadline.timestamp(),
+        )
+        .ignore();
+    }
+    let mut conn = state.redis.clone();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        // PostgreSQL still answers replays through its unique key, and a
+        // rebuild restores the expiry index from the held rows.
+        tracing::warn!(error = %e, "could not record the booking's Redis bookkeeping");
+    }
+    state.relay.wake();
+}
+
+enum WriteError {
+    Unique(String),
+    Other(SlotError),
+}
+
+impl From<jyt_db::tokio_postgres::Error> for WriteError {
+    fn from(e: jyt_db::tokio_postgres::Error) -> Self {
+        match jyt_db::unique_violation(&e) {
+            Some(c) => WriteError::Unique(c.to_owned()),
+            None => WriteError::Other(e.into()),
+        }
+    }
+}
+
+fn pickup_code() -> String {
+    format!("{:06}", rand::rng().random_range(0..1_000_000))
+}
+
+/// The booking row and its event, in one transaction.
+async fn write_booking(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+    won: &Won,
+) -> Result<Option<StoredBooking>, WriteError> {
+    let mut client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
+    let tx = client.transaction().await?;
+    let code = pickup_code();
+    let inserted = queries::insert_booking(
+        &tx,
+        &NewBooking {
+            id: won.booking_id,
+            segment_id: req.slot_id.id,
+            patient_id: req.patient_id,
+            channel: req.channel,
+            seat_no: won.seat,
+            pool: &won.pool,
+            visit_no: won.visit_no,
+            pickup_code: &code,
+            idempotency_key: key.as_str(),
+            referral_id: req.referral_id.as_deref(),
+            hold_deadline: won.now + state.settings.policy.hold_length(),
+        },
+    )
+    .await?;
+    if inserted.is_none() {
+        return Ok(None);
+    }
+    let Some(stored) = queries::get_booking(&tx, &state.hospital, won.booking_id).await? else {
+        return Ok(None);
+    };
+    let kind = if stored.booking.hold_deadline.is_some() {
+        EventKind::Held
+    } else {
+        EventKind::Confirmed
+    };
+    events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
+    tx.commit().await?;
+    Ok(Some(stored))
+}
+
+async fn find_by_idempotency_key(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+) -> Result<BookOutcome, SlotError> {
+    let client = state.pool.get().await?;
+    match queries::get_booking_by_idempotency_key(&client, &state.hospital, req.patient_id, key.as_str())
+        .await?
+    {
+        Some(existing) => same_request(existing, req),
+        None => Err(SlotError::RequestInProgress),
+    }
+}
+
+/// A retry: answer the first result if it was the same request.
+async fn replay(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+    booking_id: Uuid,
+) -> Result<BookOutcome, SlotError> {
+    let client = state.pool.get().await?;
+    match queries::get_booking(&client, &state.hospital, booking_id).await? {
+        Some(existing) if existing.idempotency_key == key.as_str() => same_request(existing, req),
+        Some(_) => Err(SlotError::IdempotencyKeyReused),
+        None => Err(SlotError::RequestInProgress),
+    }
+}
+
+async fn already_booked(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+    booking_id: Uuid,
+) -> Result<BookOutcome, SlotError> {
+    let client = state.pool.get().await?;
+    match queries::get_booking(&client, &state.hospital, booking_id).await? {
+        // The first request committed and its Redis record has expired.
+        Some(existing) if existing.idempotency_key == key.as_str() => same_request(existing, req),
+        _ => Err(SlotError::AlreadyBooked(BookingRef::new(
+            state.hospital.clone(),
+            booking_id,
+        ))),
+    }
+}
+
+fn same_request(existing: StoredBooking, req: &BookRequest) -> Result<BookOutcome, SlotError> {
+    let b = &existing.booking;
+    if existing.segment_id == req.slot_id.id && b.patient_id == req.patient_id && b.channel == req.channel {
+        Ok(BookOutcome {
+            booking: existing.booking,
+            replayed: true,
+        })
+    } else {
+        Err(SlotError::IdempotencyKeyReused)
+    }
+}
+
+/// Load a segment's state from PostgreSQL into Redis, unless it is already
+/// there. Concurrent callers for one segment wait for the first one's load
+/// rather than each reading PostgreSQL.
+pub async fn load_segment(state: &AppState, segment: Uuid) -> Result<bool, SlotError> {
+    let gate = state.loads.gate(segment);
+    let _turn = gate.lock().await;
+    let result = load_segment_now(state, segment).await;
+    state.loads.done(segment);
+    result
+}
+
+async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotError> {
+    let info = segment_info(state, segment).await?;
+    let keys = state.keys.segment(&info);
+    let mut conn = state.redis.clone();
+    let loaded: bool = redis::cmd("EXISTS")
+        .arg(&keys.meta)
+        .query_async(&mut conn)
+        .await?;
+    if loaded {
+        return Ok(false);
+    }
+    let client = state.pool.get().await?;
+    let Some(st) = queries::segment_state(&client, segment).await? else {
+        return Err(SlotError::SlotNotFound(
+            SlotRef::new(state.hospital.clone(), segment).to_string(),
+        ));
+    };
+    drop(client);
+    let policy = &state.settings.policy;
+    let taken: HashSet<i32> = st.live.iter().map(|(seat, ..)| *seat).collect();
+    let free_seats: Vec<i32> = if st.open {
+        (1..=st.capacity).filter(|s| !taken.contains(s)).collect()
+    } else {
+        Vec::new()
+    };
+    // Pools: each pool's share less what its live bookings took; seats of
+    // a pool overdrawn (capacity lowered) come out of common.
+    let mut pools: Vec<(String, i32)> = policy
+        .pool_split(st.capacity)
+        .into_iter()
+        .map(|(pool, n)| {
+            let used = st.live.iter().filter(|(.., p)| p == pool).count();
+            (pool.to_owned(), n - i32::try_from(used).unwrap_or(i32::MAX))
+        })
+        .collect();
+    let overdrawn: i32 = pools.iter().filter(|(_, n)| *n < 0).map(|(_, n)| -n).sum();
+    for (pool, n) in &mut pools {
+        if *n < 0 {
+            *n = 0;
+        } else if pool == "common" {
+            *n -= overdrawn;
+        }
+    }
+    let on_sale: i32 = pools.iter().map(|(_, n)| (*n).max(0)).sum();
+    if !st.open || on_sale != i32::try_from(free_seats.len()).unwrap_or(0) {
+        // Pools must add up to the free seats; when they cannot (a stopped
+        // schedule, a capacity cut below the bookings) nothing is on sale.
+        for (_, n) in &mut pools {
+            *n = 0;
+        }
+    }
+    let now = state.clock.now();
+    let snapshot = SegmentSnapshot {
+        meta: vec![
+            ("schedule", info.schedule_id.to_string()),
+            ("dept", info.department.clone()),
+            ("release_at", st.release_at.timestamp().max(0).to_string()),
+            (
+                "merge_at",
+                policy.pool_merge_at(info.visit_date).timestamp().to_string(),
+            ),
+            ("open", if st.open { "1" } else { "0" }.to_owned()),
+            ("capacity", st.capacity.to_string()),
+        ],
+        free_seats: if pools.iter().all(|(_, n)| *n == 0) {
+            Vec::new()
+        } else {
+            free_seats
+        },
+        pools,
+        holders: st
+            .live
+            .iter()
+            .map(|(seat, patient, booking, pool)| (*patient, format!("{booking}|{pool}|{seat}")))
+            .collect(),
+        highest_visit_no: st.highest_visit_no,
+        ttl_seconds: patient_day_ttl(&info, now),
+    };
+    let loaded = state.scripts.load(&state.redis, &keys, &snapshot).await?;
+    if loaded {
+        let mut conn = state.redis.clone();
+        redis::cmd("HSET")
+            .arg(state.keys.departments())
+            .arg(&info.department)
+            .arg(&info.department_name)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(loaded)
+}
+
+/// Forget a segment's Redis copy so the next attempt rebuilds it.
+pub async fn invalidate_segment(state: &AppState, segment: Uuid) {
+    let mut conn = state.redis.clone();
+    let deleted = redis::cmd("DEL")
+        .arg(&state.keys.segment_own(segment)[..])
+        .query_async::<()>(&mut conn)
+        .await;
+    if let Err(e) = deleted {
+        tracing::error!(error = %e, %segment, "could not invalidate a stale segment");
+    }
+}
+
+/// Load every segment of today and later that Redis does not have yet, so
+/// the release-time surge finds them ready. Run at start.
+pub async fn warm_cache(state: &AppState) -> Result<usize, SlotError> {
+    let client = state.pool.get().await?;
+    let segments = queries::current_segment_ids(&client, state.clock.today()).await?;
+    drop(client);
+    let mut loaded = 0;
+    for segment in &segments {
+        if load_segment(state, *segment).await? {
+            loaded += 1;
+        }
+    }
+    Ok(loaded)
+}
+
+/// Rebuild this hospital's Redis copy from PostgreSQL: every segment of
+/// today and later is forgotten and loaded again, and the expiry index of
+/// unpaid holds is restored. (Older segments expire by themselves.) Segment
+/// ids come from PostgreSQL rather than a key `SCAN`, which a Redis Cluster
+/// would answer for one node only. Returns how many segments were loaded.
+pub async fn rebuild_cache(state: &AppState) -> Result<usize, SlotError> {
+    let client = state.pool.get().await?;
+    let segments = queries::current_segment_ids(&client, state.clock.today()).await?;
+    let holds = queries::open_holds(&client).await?;
+    drop(client);
+    let mut conn = state.redis.clone();
+    for segment in &segments {
+        let info = segment_info(state, *segment).await?;
+        let keys = state.keys.segment(&info);
+        redis::cmd("DEL")
+            .arg(&state.keys.segment_own(*segment)[..])
+            .arg(&keys.availability)
+            .arg(&keys.availability_shares)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    for segment in &segments {
+        load_segment(state, *segment).await?;
+    }
+    if !holds.is_empty() {
+        let mut pipe = redis::pipe();
+        for (booking, deadline) in &holds {
+            pipe.zadd(state.keys.holds(), booking.to_string(), deadline.timestamp())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    Ok(segments.len())
+}

@@ -1,0 +1,92 @@
+use actix_web::http::header;
+use actix_web::{HttpResponse, get, post, web};
+use jyt_domain::BookingRef;
+use jyt_web::{IdempotencyKeyHeader, Json, RequestError};
+
+use crate::booking::service::{self, BookOutcome};
+use crate::booking::{BookRequest, lifecycle, queries};
+use crate::error::SlotError;
+use crate::state::AppState;
+
+/// Book a seat in a time segment.
+#[post("/v1/bookings")]
+#[tracing::instrument(skip_all, fields(slot = %body.0.slot_id, channel = %body.0.channel))]
+pub async fn create(
+    state: web::Data<AppState>,
+    key: IdempotencyKeyHeader,
+    body: Json<BookRequest>,
+) -> Result<HttpResponse, SlotError> {
+    let state = state.get_ref().clone();
+    // On its own task: a client hanging up must not cancel us between the
+    // Redis hold and the PostgreSQL write.
+    let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
+        service::book(state, body.0, key.0).await
+    }));
+    let BookOutcome { booking, replayed } = task
+        .await
+        .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("booking task failed: {e}")))??;
+    let mut res = HttpResponse::Created();
+    res.insert_header((header::LOCATION, format!("/v1/bookings/{}", booking.booking_id)));
+    if replayed {
+        res.insert_header(("Idempotency-Replayed", "true"));
+    }
+    Ok(res.json(booking))
+}
+
+#[get("/v1/bookings/{booking_id}")]
+pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, SlotError> {
+    let raw = path.into_inner();
+    let booking_ref: BookingRef = raw
+        .parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()))?;
+    if booking_ref.hospital != state.hospital {
+        return Err(SlotError::BookingNotFound(raw));
+    }
+    let client = state.pool.get().await?;
+    match queries::get_booking(&client, &state.hospital, booking_ref.id).await? {
+        Some(stored) => Ok(HttpResponse::Ok().json(stored.booking)),
+        None => Err(SlotError::BookingNotFound(raw)),
+    }
+}
+
+fn booking_ref(raw: &str) -> Result<BookingRef, SlotError> {
+    raw.parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
+}
+
+/// Pay a held booking (from the channel's payment notification or the
+/// card's prepaid balance, via the gateway).
+#[post("/v1/bookings/{booking_id}/confirm")]
+pub async fn confirm(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Json<lifecycle::ConfirmRequest>,
+) -> Result<HttpResponse, SlotError> {
+    let booking = booking_ref(&path)?;
+    let stored = lifecycle::confirm(&state, &booking, &body.0).await?;
+    Ok(HttpResponse::Ok().json(stored.booking))
+}
+
+/// The patient cancels, before the hospital's cancellation deadline.
+#[post("/v1/bookings/{booking_id}/cancel")]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Json<lifecycle::CancelRequest>,
+) -> Result<HttpResponse, SlotError> {
+    let booking = booking_ref(&path)?;
+    let stored = lifecycle::cancel(&state, &booking, &body.0).await?;
+    Ok(HttpResponse::Ok().json(stored.booking))
+}
+
+/// 取号 at the hospital: answers the booking with its queue number.
+#[post("/v1/bookings/{booking_id}/check-in")]
+pub async fn check_in(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Json<lifecycle::CheckInRequest>,
+) -> Result<HttpResponse, SlotError> {
+    let booking = booking_ref(&path)?;
+    let stored = lifecycle::check_in(&state, &booking, &body.0).await?;
+    Ok(HttpResponse::Ok().json(stored.booking))
+}

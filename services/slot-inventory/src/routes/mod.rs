@@ -1,0 +1,15 @@
+//! HTTP routes; each file holds one resource's handlers.
+
+pub mod bookings;
+pub mod schedules;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(bookings::create)
+        .service(bookings::get)
+        .service(bookings::confirm)
+        .service(bookings::cancel)
+        .service(bookings::check_in)
+        .service(schedules::list);
+}

@@ -1,0 +1,183 @@
+//! [`Application::build`] wires settings into a running server: pool and
+//! migrations, Redis, the outbox relay, then the HTTP listener, bound first
+//! so that port 0 works in tests and the real port can be read back.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use jyt_cache::Keyspace;
+use jyt_events::OutboxRelay;
+use jyt_web::extract::BodyLimit;
+use jyt_web::ops::{record_http_metrics, request_tracing};
+use jyt_web::{Metrics, Readiness};
+use tokio::task::JoinHandle;
+
+use crate::booking::hold::{HoldScripts, HospitalKeys};
+use crate::routes;
+use crate::schedule;
+use crate::settings::{SERVICE, Settings};
+use crate::state::{AppState, BookingMetrics};
+use jyt_domain::time::Clock;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Everything a handler needs, connected and migrated, without the HTTP
+/// server: `Application::build` serves it, `jyt rebuild-cache` uses it alone.
+pub async fn connect(
+    settings: &Settings,
+    registry: &prometheus::Registry,
+    clock: Clock,
+) -> anyhow::Result<AppState> {
+    let pool = jyt_db::build_pool(&settings.postgres).context("building the PostgreSQL pool")?;
+    jyt_db::migrate(&pool, SERVICE, embedded::migrations::runner())
+        .await
+        .context("running slot-inventory migrations")?;
+    let redis = jyt_cache::connect(&settings.redis)
+        .await
+        .context("connecting to Redis")?;
+    let keyspace = Keyspace::new(settings.redis.key_prefix.clone());
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        redis.clone(),
+        keyspace.plain(&settings.events.stream),
+    );
+    let hospital = settings.hospital.id.clone();
+    let state = AppState {
+        keys: HospitalKeys::new(keyspace, &hospital),
+        metrics: BookingMetrics::register(registry, &hospital)?,
+        hospital,
+        settings: Arc::new(settings.clone()),
+        pool,
+        redis,
+        scripts: HoldScripts::default(),
+        relay,
+        loads: Default::default(),
+        clock,
+        segments: Default::default(),
+        cache: Default::default(),
+    };
+    schedule::queries::apply_release_policy(&state.pool.get().await?, &settings.policy, state.clock.now())
+        .await
+        .context("applying the release policy to unreleased schedules")?;
+    state
+        .scripts
+        .preload(&state.redis)
+        .await
+        .context("loading Lua scripts into Redis")?;
+    Ok(state)
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    /// Outbox relay and sweepers; stopped with the server.
+    background: Vec<JoinHandle<()>>,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::System).await
+    }
+
+    /// As [`Application::build`], with time from `clock` (tests).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
+        let metrics = Metrics::new(SERVICE)?;
+        let state = connect(&settings, &metrics.registry, clock).await?;
+        let (pool, redis, relay) = (state.pool.clone(), state.redis.clone(), state.relay.clone());
+        // Redis must mirror PostgreSQL before bookings are taken: rebuilt
+        // in full if it lost our state, else topped up. Readiness waits.
+        let preparing = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::booking::cache::ensure(&preparing).await {
+                tracing::warn!(error = %e, "could not prepare the slot cache; retrying in the sweeper");
+            }
+        });
+        let sweepers = tokio::spawn(crate::booking::lifecycle::run_sweepers(state.clone()));
+
+        let readiness = Readiness::new()
+            .with_check("postgres", {
+                let pool = pool.clone();
+                move || {
+                    let pool = pool.clone();
+                    Box::pin(async move { jyt_db::ping(&pool).await.map_err(|e| e.to_string()) })
+                }
+            })
+            .with_check("slot-cache", {
+                let cache = state.cache.clone();
+                move || {
+                    let ready = cache.is_ready();
+                    Box::pin(async move {
+                        if ready {
+                            Ok(())
+                        } else {
+                            Err("Redis is being rebuilt from PostgreSQL".to_owned())
+                        }
+                    })
+                }
+            })
+            .with_check("redis", {
+                let redis = redis.clone();
+                move || {
+                    let redis = redis.clone();
+                    Box::pin(async move { jyt_cache::ping(&redis).await.map_err(|e| e.to_string()) })
+                }
+            });
+
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
+        let port = listener.local_addr()?.port();
+        let body_limit = BodyLimit(settings.http.max_body_bytes);
+        let app_state = web::Data::new(state.clone());
+        let metrics = web::Data::new(metrics);
+        let readiness = web::Data::new(readiness);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(record_http_metrics))
+                .wrap(request_tracing())
+                .app_data(app_state.clone())
+                .app_data(metrics.clone())
+                .app_data(readiness.clone())
+                .app_data(body_limit)
+                .configure(jyt_web::ops::configure)
+                .configure(routes::configure)
+                .default_service(web::to(jyt_web::problem::not_found))
+        });
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.listen(listener)?.run();
+        let relay_task = tokio::spawn(relay.run(std::future::pending()));
+        let background = vec![relay_task, sweepers];
+        tracing::info!(service = SERVICE, hospital = %state.hospital, port, "listening");
+        Ok(Self {
+            port,
+            server,
+            background,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The state handlers see; tests and `jyt` use it to seed and inspect.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for task in self.background {
+            task.abort();
+        }
+        result
+    }
+}
