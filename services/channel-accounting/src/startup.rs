@@ -1,0 +1,120 @@
+//! [`Application::build`]: migrations, one consumer per stream, then the
+//! HTTP listener (bound first, so port 0 works in tests).
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use jyt_cache::Keyspace;
+use jyt_events::StreamConsumer;
+use jyt_web::extract::BodyLimit;
+use jyt_web::ops::{record_http_metrics, request_tracing};
+use jyt_web::{Metrics, Readiness};
+use tokio::task::JoinHandle;
+
+use crate::consumer::{self, ConsumerMetrics};
+use crate::routes;
+use crate::settings::{SERVICE, Settings};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    consumers: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = jyt_db::build_pool(&settings.postgres).context("building the PostgreSQL pool")?;
+        jyt_db::migrate(&pool, SERVICE, embedded::migrations::runner())
+            .await
+            .context("running channel-accounting migrations")?;
+        let redis = jyt_cache::connect(&settings.redis)
+            .await
+            .context("connecting to Redis")?;
+        let metrics = Metrics::new(SERVICE)?;
+        let consumer_metrics = ConsumerMetrics::register(&metrics.registry)?;
+
+        let keyspace = Keyspace::new(settings.redis.key_prefix.clone());
+        let mut consumers = Vec::new();
+        for stream in &settings.consumer.streams {
+            // Each consumer blocks on its own connection.
+            let conn = jyt_cache::connect(&settings.redis)
+                .await
+                .context("connecting to Redis")?;
+            let consumer = StreamConsumer::new(
+                conn,
+                keyspace.plain(stream),
+                settings.consumer.group.clone(),
+                settings.consumer_name(),
+            );
+            consumers.push(tokio::spawn(consumer::run(
+                consumer,
+                pool.clone(),
+                consumer_metrics.clone(),
+            )));
+        }
+
+        let readiness = Readiness::new()
+            .with_check("postgres", {
+                let pool = pool.clone();
+                move || {
+                    let pool = pool.clone();
+                    Box::pin(async move { jyt_db::ping(&pool).await.map_err(|e| e.to_string()) })
+                }
+            })
+            .with_check("redis", {
+                let redis = redis.clone();
+                move || {
+                    let redis = redis.clone();
+                    Box::pin(async move { jyt_cache::ping(&redis).await.map_err(|e| e.to_string()) })
+                }
+            });
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
+        let port = listener.local_addr()?.port();
+        let body_limit = BodyLimit(settings.http.max_body_bytes);
+        let pool = web::Data::new(pool);
+        let metrics = web::Data::new(metrics);
+        let readiness = web::Data::new(readiness);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(record_http_metrics))
+                .wrap(request_tracing())
+                .app_data(pool.clone())
+                .app_data(metrics.clone())
+                .app_data(readiness.clone())
+                .app_data(body_limit)
+                .configure(jyt_web::ops::configure)
+                .configure(routes::configure)
+                .default_service(web::to(jyt_web::problem::not_found))
+        });
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(service = SERVICE, port, "listening");
+        Ok(Self {
+            port,
+            server,
+            consumers,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for c in self.consumers {
+            c.abort();
+        }
+        result
+    }
+}
