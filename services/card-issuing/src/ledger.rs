@@ -1,0 +1,768 @@
+//! The prepaid balance as a double-entry ledger. Every transaction's
+//! entries sum to zero. Card accounts keep a running balance, read and
+//! written under a row lock (`FOR UPDATE`), so concurrent debits on one
+//! card queue up instead of overspending; a CHECK constraint refuses a
+//! negative card balance whatever the code does. System accounts (one
+//! clearing and one fee account per channel) keep no running balance —
+//! theirs is the sum of their entries — so they never become a hot row
+//! that every payment in the city waits on.
+//!
+//! Each operation is idempotent under its reference: the channel's
+//! transaction reference for a top-up, the booking for a fee or refund,
+//! the card for a transfer or cash-out (unique per kind in PostgreSQL).
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use jyt_db::deadpool_postgres::{GenericClient, Transaction};
+use jyt_domain::{Channel, time};
+use jyt_web::RequestError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::cards::CardStatus;
+use crate::error::CardError;
+use crate::state::AppState;
+
+/// Largest single top-up, fee or refund: 100,000 yuan.
+const MAX_AMOUNT_FEN: i64 = 10_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxKind {
+    TopUp,
+    Fee,
+    Refund,
+    Transfer,
+    CashOut,
+}
+
+impl TxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxKind::TopUp => "top_up",
+            TxKind::Fee => "fee",
+            TxKind::Refund => "refund",
+            TxKind::Transfer => "transfer",
+            TxKind::CashOut => "cash_out",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUpRequest {
+    pub amount_fen: i64,
+    pub channel: Channel,
+    /// The channel's own transaction id (WeChat Pay, kiosk cash box, ...).
+    pub channel_ref: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    pub amount_fen: i64,
+    pub channel: Channel,
+    /// The booking the fee is for; one fee per reference.
+    pub reference: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    pub amount_fen: i64,
+    /// This refund's own reference (e.g. the cancellation).
+    pub reference: String,
+    /// The reference of the fee payment being refunded.
+    pub refund_of: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerTransaction {
+    pub transaction_id: Uuid,
+    pub kind: String,
+    pub reference: String,
+    pub card_id: Uuid,
+    pub channel: String,
+    pub amount_fen: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PostingView {
+    #[serde(flatten)]
+    pub transaction: LedgerTransaction,
+    /// The card's balance after this request (now, for a replay).
+    pub balance_fen: i64,
+}
+
+#[derive(Debug)]
+pub struct Posted {
+    pub view: PostingView,
+    /// False when the reference had already been posted.
+    pub created: bool,
+}
+
+fn check_amount(amount: i64) -> Result<(), RequestError> {
+    if !(1..=MAX_AMOUNT_FEN).contains(&amount) {
+        return Err(RequestError::invalid(
+            "amount_fen",
+            format!("must be between 1 and {MAX_AMOUNT_FEN} fen"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_reference(field: &str, r: &str) -> Result<(), RequestError> {
+    if !(1..=100).contains(&r.len()) || !r.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(RequestError::invalid(
+            field,
+            "must be 1 to 100 visible ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A card's account, locked for this transaction.
+pub struct LockedAccount {
+    pub account_id: Uuid,
+    pub balance: i64,
+    pub status: CardStatus,
+}
+
+pub async fn lock_card_account(tx: &Transaction<'_>, card_id: Uuid) -> Result<LockedAccount, CardError> {
+    let row = tx
+        .query_opt(
+            "SELECT a.id, a.balance, c.status FROM accounts a JOIN cards c ON c.id = a.card_id
+              WHERE a.card_id = $1 FOR UPDATE OF a, c",
+            &[&card_id],
+        )
+        .await?
+        .ok_or(CardError::CardNotFound)?;
+    Ok(LockedAccount {
+        account_id: row.get(0),
+        balance: row.get(1),
+        status: CardStatus::parse(row.get(2)),
+    })
+}
+
+pub async fn create_card_account<C: GenericClient>(client: &C, card_id: Uuid) -> Result<Uuid, CardError> {
+    let id = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO accounts (id, kind, card_id) VALUES ($1, 'card', $2)",
+            &[&id, &card_id],
+        )
+        .await?;
+    Ok(id)
+}
+
+/// A channel's clearing or fee account, created on first use. A plain
+/// read when it exists: no lock, so channels never serialise payments.
+async fn system_account(tx: &Transaction<'_>, kind: &str, channel: &str) -> Result<Uuid, CardError> {
+    let find = "SELECT id FROM accounts WHERE kind = $1 AND channel = $2";
+    if let Some(row) = tx.query_opt(find, &[&kind, &channel]).await? {
+        return Ok(row.get(0));
+    }
+    tx.execute(
+        "INSERT INTO accounts (id, kind, channel) VALUES ($1, $2, $3) ON CONFLICT (kind, channel) DO NOTHING",
+        &[&Uuid::now_v7(), &kind, &channel],
+    )
+    .await?;
+    Ok(tx.query_one(find, &[&kind, &channel]).await?.get(0))
+}
+
+const SELECT_TX: &str =
+    "SELECT id, kind, reference, card_id, channel, amount, refund_of, created_at FROM ledger_transactions";
+
+fn tx_view(row: &jyt_db::tokio_postgres::Row) -> LedgerTransaction {
+    LedgerTransaction {
+        transaction_id: row.get("id"),
+        kind: row.get("kind"),
+        reference: row.get("reference"),
+        card_id: row.get("card_id"),
+        channel: row.get("channel"),
+        amount_fen: row.get("amount"),
+        created_at: row.get("created_at"),
+    }
+}
+
+struct NewTx<'a> {
+    kind: TxKind,
+    reference: &'a str,
+    card_id: Uuid,
+    channel: &'a str,
+    amount: i64,
+    refund_of: Option<Uuid>,
+    /// (account, signed amount); must sum to zero.
+    entries: Vec<(Uuid, i64)>,
+    /// The card account whose running balance changes, and by how much.
+    card_delta: Option<(Uuid, i64)>,
+}
+
+/// Insert a transaction and its entries, or find the one already posted
+/// under the same kind and reference (`Err(existing)`).
+async fn post(
+    tx: &Transaction<'_>,
+    new: NewTx<'_>,
+    now: DateTime<Utc>,
+) -> Result<Result<LedgerTransaction, LedgerTransaction>, CardError> {
+    let sum: i64 = new.entries.iter().map(|(_, a)| a).sum();
+    if sum != 0 {
+        return Err(CardError::Unexpected(anyhow::anyhow!(
+            "unbalanced ledger transaction"
+        )));
+    }
+    let id = Uuid::now_v7();
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO ledger_transactions (id, kind, reference, card_id, channel, amount, refund_of, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (kind, reference) DO NOTHING
+             RETURNING id, kind, reference, card_id, channel, amount, refund_of, created_at",
+            &[
+                &id,
+                &new.kind.as_str(),
+                &new.reference,
+                &new.card_id,
+                &new.channel,
+                &new.amount,
+                &new.refund_of,
+                &now,
+            ],
+        )
+        .await?;
+    let Some(row) = inserted else {
+        let row = tx
+            .query_one(
+                &format!("{SELECT_TX} WHERE kind = $1 AND reference = $2"),
+                &[&new.kind.as_str(), &new.reference],
+            )
+            .await?;
+        return Ok(Err(tx_view(&row)));
+    };
+    for (account, amount) in &new.entries {
+        tx.execute(
+            "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
+            &[&id, account, amount],
+        )
+        .await?;
+    }
+    if let Some((account, delta)) = new.card_delta {
+        tx.execute(
+            "UPDATE accounts SET balance = balance + $2 WHERE id = $1",
+            &[&account, &delta],
+        )
+        .await?;
+    }
+    Ok(Ok(tx_view(&row)))
+}
+
+/// A replay answers like the first request if it asks for the same thing.
+fn replayed(
+    existing: LedgerTransaction,
+    card_id: Uuid,
+    amount: i64,
+    balance: i64,
+    reference: &str,
+) -> Result<Posted, CardError> {
+    if existing.card_id != card_id || existing.amount_fen != amount {
+        return Err(CardError::ReferenceReused(reference.to_owned()));
+    }
+    Ok(Posted {
+        view: PostingView {
+            transaction: existing,
+            balance_fen: balance,
+        },
+        created: false,
+    })
+}
+
+async fn finish(
+    state: &AppState,
+    tx: Transaction<'_>,
+    event: &str,
+    posted: LedgerTransaction,
+    balance: i64,
+    person_id: Uuid,
+) -> Result<Posted, CardError> {
+    jyt_events::append(
+        &tx,
+        event,
+        &posted.card_id.to_string(),
+        &serde_json::json!({
+            "transaction_id": posted.transaction_id,
+            "card_id": posted.card_id,
+            "person_id": person_id,
+            "channel": posted.channel,
+            "amount_fen": posted.amount_fen,
+            "reference": posted.reference,
+            "balance_fen": balance,
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    state.relay.wake();
+    Ok(Posted {
+        view: PostingView {
+            transaction: posted,
+            balance_fen: balance,
+        },
+        created: true,
+    })
+}
+
+async fn person_of(tx: &Transaction<'_>, card_id: Uuid) -> Result<Uuid, CardError> {
+    Ok(tx
+        .query_one("SELECT person_id FROM cards WHERE id = $1", &[&card_id])
+        .await?
+        .get(0))
+}
+
+fn require_active(status: CardStatus) -> Result<(), CardError> {
+    if status == CardStatus::Active {
+        Ok(())
+    } else {
+        Err(CardError::CardUnusable(status))
+    }
+}
+
+pub async fn top_up(
+    state: &AppState,
+    card_id: Uuid,
+    req: &TopUpRequest,
+    now: DateTime<Utc>,
+) -> Result<Posted, CardError> {
+    check_amount(req.amount_fen)?;
+    check_reference("channel_ref", &req.channel_ref)?;
+    // A channel's references are its own: scope them so two channels'
+    // ids can never collide.
+    let reference = format!("{}:{}", req.channel, req.channel_ref);
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let account = lock_card_account(&tx, card_id).await?;
+    let clearing = system_account(&tx, "channel_clearing", req.channel.as_str()).await?;
+    let new = NewTx {
+        kind: TxKind::TopUp,
+        reference: &reference,
+        card_id,
+        channel: req.channel.as_str(),
+        amount: req.amount_fen,
+        refund_of: None,
+        entries: vec![(account.account_id, req.amount_fen), (clearing, -req.amount_fen)],
+        card_delta: Some((account.account_id, req.amount_fen)),
+    };
+    // Check for a replay before the status, so a retried top-up of a card
+    // lost since still gets its first answer.
+    if let Some(row) = tx
+        .query_opt(
+            &format!("{SELECT_TX} WHERE kind = 'top_up' AND reference = $1"),
+            &[&reference],
+        )
+        .await?
+    {
+        return replayed(
+            tx_view(&row),
+            card_id,
+            req.amount_fen,
+            account.balance,
+            &req.channel_ref,
+        );
+    }
+    require_active(account.status)?;
+    match post(&tx, new, now).await? {
+        Ok(posted) => {
+            let person = person_of(&tx, card_id).await?;
+            finish(
+                state,
+                tx,
+                "card.topped_up",
+                posted,
+                account.balance + req.amount_fen,
+                person,
+            )
+            .await
+        }
+        Err(existing) => replayed(
+            existing,
+            card_id,
+            req.amount_fen,
+            account.balance,
+            &req.channel_ref,
+        ),
+    }
+}
+
+pub async fn pay_fee(
+    state: &AppState,
+    card_id: Uuid,
+    req: &PaymentRequest,
+    now: DateTime<Utc>,
+) -> Result<Posted, CardError> {
+    check_amount(req.amount_fen)?;
+    check_reference("reference", &req.reference)?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    // The lock that makes concurrent debits queue: each sees the balance
+    // the previous one left.
+    let account = lock_card_account(&tx, card_id).await?;
+    if let Some(row) = tx
+        .query_opt(
+            &format!("{SELECT_TX} WHERE kind = 'fee' AND reference = $1"),
+            &[&req.reference],
+        )
+        .await?
+    {
+        return replayed(
+            tx_view(&row),
+            card_id,
+            req.amount_fen,
+            account.balance,
+            &req.reference,
+        );
+    }
+    require_active(account.status)?;
+    if account.balance < req.amount_fen {
+        return Err(CardError::InsufficientBalance {
+            balance_fen: account.balance,
+        });
+    }
+    let income = system_account(&tx, "fee_income", req.channel.as_str()).await?;
+    let new = NewTx {
+        kind: TxKind::Fee,
+        reference: &req.reference,
+        card_id,
+        channel: req.channel.as_str(),
+        amount: req.amount_fen,
+        refund_of: None,
+        entries: vec![(account.account_id, -req.amount_fen), (income, req.amount_fen)],
+        card_delta: Some((account.account_id, -req.amount_fen)),
+    };
+    match post(&tx, new, now).await? {
+        Ok(posted) => {
+            let person = person_of(&tx, card_id).await?;
+            finish(
+                state,
+                tx,
+                "card.fee_paid",
+                posted,
+                account.balance - req.amount_fen,
+                person,
+            )
+            .await
+        }
+        Err(existing) => replayed(existing, card_id, req.amount_fen, account.balance, &req.reference),
+    }
+}
+
+/// The card and every card it replaced, newest first: a fee paid from a
+/// card since replaced is refunded to its replacement.
+const CARD_CHAIN: &str = "WITH RECURSIVE chain(id) AS (
+        SELECT $1::uuid
+        UNION ALL
+        SELECT c.replaces_card_id FROM cards c JOIN chain ON c.id = chain.id
+         WHERE c.replaces_card_id IS NOT NULL)";
+
+pub async fn refund(
+    state: &AppState,
+    card_id: Uuid,
+    req: &RefundRequest,
+    now: DateTime<Utc>,
+) -> Result<Posted, CardError> {
+    check_amount(req.amount_fen)?;
+    check_reference("reference", &req.reference)?;
+    check_reference("refund_of", &req.refund_of)?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let account = lock_card_account(&tx, card_id).await?;
+    if let Some(row) = tx
+        .query_opt(
+            &format!("{SELECT_TX} WHERE kind = 'refund' AND reference = $1"),
+            &[&req.reference],
+        )
+        .await?
+    {
+        return replayed(
+            tx_view(&row),
+            card_id,
+            req.amount_fen,
+            account.balance,
+            &req.reference,
+        );
+    }
+    require_active(account.status)?;
+    let fee = tx
+        .query_opt(
+            &format!(
+                "{CARD_CHAIN} SELECT t.id, t.amount, t.channel FROM ledger_transactions t
+                  WHERE t.kind = 'fee' AND t.reference = $2 AND t.card_id IN (SELECT id FROM chain)"
+            ),
+            &[&card_id, &req.refund_of],
+        )
+        .await?
+        .ok_or_else(|| CardError::PaymentNotFound(req.refund_of.clone()))?;
+    let (fee_id, fee_amount, channel): (Uuid, i64, String) = (fee.get(0), fee.get(1), fee.get(2));
+    let refunded: i64 = tx
+        .query_one(
+            "SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_transactions WHERE kind = 'refund' AND refund_of = $1",
+            &[&fee_id],
+        )
+        .await?
+        .get(0);
+    if refunded + req.amount_fen > fee_amount {
+        return Err(CardError::RefundExceedsPayment {
+            remaining_fen: fee_amount - refunded,
+        });
+    }
+    let income = system_account(&tx, "fee_income", &channel).await?;
+    let new = NewTx {
+        kind: TxKind::Refund,
+        reference: &req.reference,
+        card_id,
+        channel: &channel,
+        amount: req.amount_fen,
+        refund_of: Some(fee_id),
+        entries: vec![(income, -req.amount_fen), (account.account_id, req.amount_fen)],
+        card_delta: Some((account.account_id, req.amount_fen)),
+    };
+    match post(&tx, new, now).await? {
+        Ok(posted) => {
+            let person = person_of(&tx, card_id).await?;
+            finish(
+                state,
+                tx,
+                "card.refunded",
+                posted,
+                account.balance + req.amount_fen,
+                person,
+            )
+            .await
+        }
+        Err(existing) => replayed(existing, card_id, req.amount_fen, account.balance, &req.reference),
+    }
+}
+
+/// Move a replaced card's whole balance to its replacement (inside the
+/// replacement's transaction; both accounts are locked by the caller).
+pub async fn transfer_balance(
+    tx: &Transaction<'_>,
+    from: &LockedAccount,
+    from_card: Uuid,
+    to_account: Uuid,
+    channel: Channel,
+    now: DateTime<Utc>,
+) -> Result<i64, CardError> {
+    if from.balance == 0 {
+        return Ok(0);
+    }
+    let reference = from_card.to_string();
+    let new = NewTx {
+        kind: TxKind::Transfer,
+        reference: &reference,
+        card_id: from_card,
+        channel: channel.as_str(),
+        amount: from.balance,
+        refund_of: None,
+        entries: vec![(from.account_id, -from.balance), (to_account, from.balance)],
+        card_delta: Some((from.account_id, -from.balance)),
+    };
+    post(tx, new, now)
+        .await?
+        .map_err(|_| CardError::Unexpected(anyhow::anyhow!("card transferred twice")))?;
+    tx.execute(
+        "UPDATE accounts SET balance = balance + $2 WHERE id = $1",
+        &[&to_account, &from.balance],
+    )
+    .await?;
+    Ok(from.balance)
+}
+
+/// Pay a cancelled card's balance back out through `channel`.
+pub async fn cash_out(
+    tx: &Transaction<'_>,
+    from: &LockedAccount,
+    card_id: Uuid,
+    channel: Channel,
+    now: DateTime<Utc>,
+) -> Result<i64, CardError> {
+    if from.balance == 0 {
+        return Ok(0);
+    }
+    let clearing = system_account(tx, "channel_clearing", channel.as_str()).await?;
+    let reference = card_id.to_string();
+    let new = NewTx {
+        kind: TxKind::CashOut,
+        reference: &reference,
+        card_id,
+        channel: channel.as_str(),
+        amount: from.balance,
+        refund_of: None,
+        entries: vec![(from.account_id, -from.balance), (clearing, from.balance)],
+        card_delta: Some((from.account_id, -from.balance)),
+    };
+    post(tx, new, now)
+        .await?
+        .map_err(|_| CardError::Unexpected(anyhow::anyhow!("card cashed out twice")))?;
+    Ok(from.balance)
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    pub transaction_id: Uuid,
+    pub kind: String,
+    pub reference: String,
+    pub card_id: Uuid,
+    pub channel: String,
+    /// Signed, from the card's side: positive credits it.
+    pub amount_fen: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct History {
+    pub card_id: Uuid,
+    pub balance_fen: i64,
+    /// This card's entries and those of every card it replaced, oldest first.
+    pub entries: Vec<HistoryEntry>,
+}
+
+pub async fn history(state: &AppState, card_id: Uuid) -> Result<History, CardError> {
+    let client = state.pool.get().await?;
+    let balance: i64 = client
+        .query_opt("SELECT balance FROM accounts WHERE card_id = $1", &[&card_id])
+        .await?
+        .ok_or(CardError::CardNotFound)?
+        .get(0);
+    let rows = client
+        .query(
+            &format!(
+                "{CARD_CHAIN}
+                 SELECT t.id, t.kind, t.reference, a.card_id, t.channel, e.amount, t.created_at
+                   FROM ledger_entries e
+                   JOIN accounts a ON a.id = e.account_id
+                   JOIN ledger_transactions t ON t.id = e.transaction_id
+                  WHERE a.card_id IN (SELECT id FROM chain)
+                  ORDER BY e.id"
+            ),
+            &[&card_id],
+        )
+        .await?;
+    Ok(History {
+        card_id,
+        balance_fen: balance,
+        entries: rows
+            .iter()
+            .map(|r| HistoryEntry {
+                transaction_id: r.get(0),
+                kind: r.get(1),
+                reference: r.get(2),
+                card_id: r.get(3),
+                channel: r.get(4),
+                amount_fen: r.get(5),
+                created_at: r.get(6),
+            })
+            .collect(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChannelDay {
+    pub channel: String,
+    pub top_ups_fen: i64,
+    pub top_up_count: i64,
+    pub fees_fen: i64,
+    pub fee_count: i64,
+    pub refunds_fen: i64,
+    pub refund_count: i64,
+    pub cash_outs_fen: i64,
+    pub cash_out_count: i64,
+    /// Money into card balances through this channel that day.
+    pub net_to_cards_fen: i64,
+    /// What the platform holds for this channel at the day's end
+    /// (top-ups less cash-outs, all time), and its fee income less refunds.
+    pub clearing_balance_fen: i64,
+    pub fee_income_balance_fen: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DailyReport {
+    pub date: NaiveDate,
+    pub channels: Vec<ChannelDay>,
+    /// Sum of every entry ever posted up to the day's end; always 0.
+    pub ledger_sum_fen: i64,
+}
+
+/// Per channel, one Asia/Shanghai calendar day, for channel-accounting.
+pub async fn daily_report(state: &AppState, date: NaiveDate) -> Result<DailyReport, CardError> {
+    let start = time::at(date, NaiveTime::MIN);
+    let end = time::at(date.succ_opt().unwrap_or(date), NaiveTime::MIN);
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "WITH day AS (
+                SELECT channel,
+                       SUM(amount) FILTER (WHERE kind = 'top_up')   AS top_ups,
+                       COUNT(*)    FILTER (WHERE kind = 'top_up')   AS top_up_n,
+                       SUM(amount) FILTER (WHERE kind = 'fee')      AS fees,
+                       COUNT(*)    FILTER (WHERE kind = 'fee')      AS fee_n,
+                       SUM(amount) FILTER (WHERE kind = 'refund')   AS refunds,
+                       COUNT(*)    FILTER (WHERE kind = 'refund')   AS refund_n,
+                       SUM(amount) FILTER (WHERE kind = 'cash_out') AS cash_outs,
+                       COUNT(*)    FILTER (WHERE kind = 'cash_out') AS cash_out_n
+                  FROM ledger_transactions
+                 WHERE created_at >= $1 AND created_at < $2 AND kind <> 'transfer'
+                 GROUP BY channel),
+             balances AS (
+                SELECT a.channel,
+                       SUM(e.amount) FILTER (WHERE a.kind = 'channel_clearing') AS clearing,
+                       SUM(e.amount) FILTER (WHERE a.kind = 'fee_income')       AS income
+                  FROM ledger_entries e
+                  JOIN accounts a ON a.id = e.account_id
+                  JOIN ledger_transactions t ON t.id = e.transaction_id
+                 WHERE a.kind <> 'card' AND t.created_at < $2
+                 GROUP BY a.channel)
+             SELECT COALESCE(d.channel, b.channel),
+                    COALESCE(d.top_ups, 0)::bigint, COALESCE(d.top_up_n, 0)::bigint,
+                    COALESCE(d.fees, 0)::bigint, COALESCE(d.fee_n, 0)::bigint,
+                    COALESCE(d.refunds, 0)::bigint, COALESCE(d.refund_n, 0)::bigint,
+                    COALESCE(d.cash_outs, 0)::bigint, COALESCE(d.cash_out_n, 0)::bigint,
+                    COALESCE(b.clearing, 0)::bigint, COALESCE(b.income, 0)::bigint
+               FROM day d FULL JOIN balances b ON b.channel = d.channel
+              ORDER BY 1",
+            &[&start, &end],
+        )
+        .await?;
+    let ledger_sum: i64 = client
+        .query_one(
+            "SELECT COALESCE(SUM(e.amount), 0)::bigint FROM ledger_entries e
+               JOIN ledger_transactions t ON t.id = e.transaction_id WHERE t.created_at < $1",
+            &[&end],
+        )
+        .await?
+        .get(0);
+    let channels = rows
+        .iter()
+        .map(|r| {
+            let (top_ups, fees, refunds, cash_outs): (i64, i64, i64, i64) =
+                (r.get(1), r.get(3), r.get(5), r.get(7));
+            ChannelDay {
+                channel: r.get(0),
+                top_ups_fen: top_ups,
+                top_up_count: r.get(2),
+                fees_fen: fees,
+                fee_count: r.get(4),
+                refunds_fen: refunds,
+                refund_count: r.get(6),
+                cash_outs_fen: cash_outs,
+                cash_out_count: r.get(8),
+                net_to_cards_fen: top_ups - fees + refunds - cash_outs,
+                // Stored from the ledger's side (a top-up debits clearing);
+                // shown as what the platform holds, hence negated.
+                clearing_balance_fen: -r.get::<_, i64>(9),
+                fee_income_balance_fen: r.get(10),
+            }
+        })
+        .collect();
+    Ok(DailyReport {
+        date,
+        channels,
+        ledger_sum_fen: ledger_sum,
+    })
+}

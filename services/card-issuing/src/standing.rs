@@ -1,0 +1,251 @@
+//! A person's standing: no-shows reported by slot-inventory, the bar that
+//! follows too many of them, and operator waivers.
+//!
+//! Rule: when a no-show makes the count of unwaived no-shows with visit
+//! dates in the rolling window ending at its visit date reach the
+//! threshold, the person is barred from `now` for `bar_days`. A waiver
+//! recounts that same window; below the threshold, the bar is lifted.
+//! Each person's changes are serialised by a transaction-scoped advisory
+//! lock, since a person with no-shows need not have a row of ours yet.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use jyt_db::deadpool_postgres::Transaction;
+use jyt_domain::time;
+use jyt_web::RequestError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::CardError;
+use crate::operator::OperatorId;
+use crate::state::AppState;
+
+/// The payload of slot-inventory's `booking.no_show` event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NoShowPayload {
+    pub patient_id: Uuid,
+    pub booking_id: String,
+    pub hospital_id: String,
+    pub visit_date: NaiveDate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaiveRequest {
+    /// Why the no-show does not count (e.g. the clinic was stopped).
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NoShowView {
+    pub event_id: Uuid,
+    pub booking_id: String,
+    pub hospital_id: String,
+    pub visit_date: NaiveDate,
+    pub waived: bool,
+    pub waive_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Standing {
+    pub person_id: Uuid,
+    /// The gateway refuses bookings while true.
+    pub barred: bool,
+    pub barred_until: Option<DateTime<Utc>>,
+    /// Unwaived no-shows in the window ending today.
+    pub no_shows_in_window: i64,
+    pub threshold: i64,
+    pub window_days: i64,
+    /// Every no-show in the window, waived or not, newest first.
+    pub no_shows: Vec<NoShowView>,
+}
+
+async fn lock_person(tx: &Transaction<'_>, person: Uuid) -> Result<(), CardError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('standing:' || ($1::uuid)::text, 0))",
+        &[&person],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn unwaived_in_window(
+    tx: &Transaction<'_>,
+    person: Uuid,
+    window_end: NaiveDate,
+    window_days: i64,
+) -> Result<i64, CardError> {
+    let start = window_end - Duration::days(window_days);
+    Ok(tx
+        .query_one(
+            "SELECT COUNT(*) FROM no_shows
+              WHERE person_id = $1 AND waived_at IS NULL AND visit_date > $2 AND visit_date <= $3",
+            &[&person, &start, &window_end],
+        )
+        .await?
+        .get(0))
+}
+
+/// Record one no-show event; `false` if this event id was seen before.
+pub async fn record_no_show(
+    state: &AppState,
+    event_id: Uuid,
+    ev: &NoShowPayload,
+    now: DateTime<Utc>,
+) -> Result<bool, CardError> {
+    let rules = &state.settings.standing;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_person(&tx, ev.patient_id).await?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO no_shows (event_id, person_id, booking_id, hospital_id, visit_date, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+            &[
+                &event_id,
+                &ev.patient_id,
+                &ev.booking_id,
+                &ev.hospital_id,
+                &ev.visit_date,
+                &now,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let already_barred = tx
+        .query_opt(
+            "SELECT 1 FROM bars WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2",
+            &[&ev.patient_id, &now],
+        )
+        .await?
+        .is_some();
+    let count = unwaived_in_window(&tx, ev.patient_id, ev.visit_date, rules.window_days).await?;
+    if !already_barred && count >= rules.no_show_threshold {
+        let until = now + Duration::days(rules.bar_days);
+        tx.execute(
+            "INSERT INTO bars (id, person_id, barred_at, barred_until, window_end) VALUES ($1, $2, $3, $4, $5)",
+            &[&Uuid::now_v7(), &ev.patient_id, &now, &until, &ev.visit_date],
+        )
+        .await?;
+        jyt_events::append(
+            &tx,
+            "person.barred",
+            &ev.patient_id.to_string(),
+            &serde_json::json!({
+                "person_id": ev.patient_id, "barred_until": until, "no_shows": count,
+            }),
+        )
+        .await?;
+        tracing::info!(person = %ev.patient_id, %until, no_shows = count, "person barred for no-shows");
+    }
+    tx.commit().await?;
+    state.relay.wake();
+    Ok(true)
+}
+
+/// An operator waives a no-show; a bar it helped cause is lifted if the
+/// count falls below the threshold. Waiving twice answers the same.
+pub async fn waive(
+    state: &AppState,
+    person_id: Uuid,
+    event_id: Uuid,
+    operator: &OperatorId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Standing, CardError> {
+    let reason = reason.trim();
+    if !(1..=500).contains(&reason.chars().count()) {
+        return Err(RequestError::invalid("reason", "must be 1 to 500 characters").into());
+    }
+    let rules = &state.settings.standing;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_person(&tx, person_id).await?;
+    tx.query_opt(
+        "SELECT 1 FROM no_shows WHERE event_id = $1 AND person_id = $2",
+        &[&event_id, &person_id],
+    )
+    .await?
+    .ok_or(CardError::NoShowNotFound)?;
+    tx.execute(
+        "UPDATE no_shows SET waived_at = $3, waived_by = $4, waive_reason = $5
+          WHERE event_id = $1 AND person_id = $2 AND waived_at IS NULL",
+        &[&event_id, &person_id, &now, &operator.0, &reason],
+    )
+    .await?;
+    let bars = tx
+        .query(
+            "SELECT id, window_end FROM bars WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2",
+            &[&person_id, &now],
+        )
+        .await?;
+    for bar in bars {
+        let (bar_id, window_end): (Uuid, NaiveDate) = (bar.get(0), bar.get(1));
+        let count = unwaived_in_window(&tx, person_id, window_end, rules.window_days).await?;
+        if count < rules.no_show_threshold {
+            tx.execute(
+                "UPDATE bars SET lifted_at = $2, lifted_by = $3, lift_reason = $4 WHERE id = $1",
+                &[&bar_id, &now, &operator.0, &reason],
+            )
+            .await?;
+            jyt_events::append(
+                &tx,
+                "person.unbarred",
+                &person_id.to_string(),
+                &serde_json::json!({ "person_id": person_id, "waived_event_id": event_id }),
+            )
+            .await?;
+            tracing::info!(person = %person_id, operator = %operator.0, "bar lifted by waiver");
+        }
+    }
+    tx.commit().await?;
+    state.relay.wake();
+    standing(state, person_id, now).await
+}
+
+pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> Result<Standing, CardError> {
+    let rules = &state.settings.standing;
+    let client = state.pool.get().await?;
+    let bar = client
+        .query_opt(
+            "SELECT max(barred_until) FROM bars WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2",
+            &[&person_id, &now],
+        )
+        .await?
+        .and_then(|r| r.get::<_, Option<DateTime<Utc>>>(0));
+    let today = time::local(now).date_naive();
+    let start = today - Duration::days(rules.window_days);
+    let rows = client
+        .query(
+            "SELECT event_id, booking_id, hospital_id, visit_date, waived_at IS NOT NULL, waive_reason
+               FROM no_shows WHERE person_id = $1 AND visit_date > $2
+              ORDER BY visit_date DESC, recorded_at DESC",
+            &[&person_id, &start],
+        )
+        .await?;
+    let no_shows: Vec<NoShowView> = rows
+        .iter()
+        .map(|r| NoShowView {
+            event_id: r.get(0),
+            booking_id: r.get(1),
+            hospital_id: r.get(2),
+            visit_date: r.get(3),
+            waived: r.get(4),
+            waive_reason: r.get(5),
+        })
+        .collect();
+    let counted = no_shows
+        .iter()
+        .filter(|n| !n.waived && n.visit_date <= today)
+        .count();
+    Ok(Standing {
+        person_id,
+        barred: bar.is_some(),
+        barred_until: bar,
+        no_shows_in_window: i64::try_from(counted).unwrap_or(i64::MAX),
+        threshold: rules.no_show_threshold,
+        window_days: rules.window_days,
+        no_shows,
+    })
+}

@@ -1,0 +1,217 @@
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_debits_never_overspend_and_the_ledger_balances() {
+    let app = spawn_app().await;
+    let person = app.new_person().await;
+    let card = app.issue_card(person, "physical").await;
+    let id = card["card_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.top_up(&id, 10_000).await.status, 201);
+
+    // 200 debits of 1 yuan against 100 yuan: exactly 100 can succeed.
+    let debits = (0..200).map(|i| {
+        let app = &app;
+        let id = &id;
+        async move {
+            app.post(
+                &format!("/v1/cards/{id}/payments"),
+                &json!({ "amount_fen": 100, "channel": "wechat", "reference": format!("booking-{i}") }),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(debits).await;
+    let paid = results.iter().filter(|r| r.status == 201).count();
+    let refused: Vec<_> = results.iter().filter(|r| r.status != 201).collect();
+    assert_eq!(paid, 100, "{:?}", refused.first().map(|r| &r.body));
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.status == 409 && r.body["code"] == "INSUFFICIENT_BALANCE")
+    );
+
+    let client = app.pool_client().await;
+    let balance: i64 = client
+        .query_one(
+            "SELECT balance FROM accounts WHERE card_id = $1",
+            &[&id.parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(balance, 0);
+    let total: i64 = client
+        .query_one("SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_entries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 0, "all entries sum to zero");
+    let unbalanced: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT transaction_id FROM ledger_entries
+               GROUP BY transaction_id HAVING SUM(amount) <> 0) t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unbalanced, 0, "every transaction balances");
+    let running_matches_entries: bool = client
+        .query_one(
+            "SELECT bool_and(a.balance = COALESCE((SELECT SUM(e.amount) FROM ledger_entries e WHERE e.account_id = a.id), 0))
+               FROM accounts a WHERE a.kind = 'card'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(running_matches_entries);
+    let fees: i64 = client
+        .query_one("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'fee'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fees, 100);
+}
+
+#[tokio::test]
+async fn top_ups_fees_and_refunds_are_idempotent_under_their_references() {
+    let app = spawn_app().await;
+    let person = app.new_person().await;
+    let card = app.issue_card(person, "ecard").await;
+    let id = card["card_id"].as_str().unwrap();
+    let top_up = json!({ "amount_fen": 2_000, "channel": "wechat", "channel_ref": "wx-4200001" });
+    let path = format!("/v1/cards/{id}/top-ups");
+
+    let first = app.post(&path, &top_up).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.body["balance_fen"], 2_000);
+    let replay = app.post(&path, &top_up).await;
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.headers["idempotency-replayed"], "true");
+    assert_eq!(replay.body["transaction_id"], first.body["transaction_id"]);
+    assert_eq!(replay.body["balance_fen"], 2_000);
+    let changed = app
+        .post(
+            &path,
+            &json!({ "amount_fen": 1, "channel": "wechat", "channel_ref": "wx-4200001" }),
+        )
+        .await;
+    assert_eq!(changed.status, 409);
+    assert_eq!(changed.body["code"], "REFERENCE_REUSED");
+    // The same reference from another channel is another payment.
+    let kiosk = app
+        .post(
+            &path,
+            &json!({ "amount_fen": 500, "channel": "kiosk", "channel_ref": "wx-4200001" }),
+        )
+        .await;
+    assert_eq!(kiosk.status, 201);
+    assert_eq!(kiosk.body["balance_fen"], 2_500);
+
+    let pay = json!({ "amount_fen": 800, "channel": "app", "reference": "bk-1" });
+    let paid = app.post(&format!("/v1/cards/{id}/payments"), &pay).await;
+    assert_eq!(paid.status, 201);
+    assert_eq!(
+        app.post(&format!("/v1/cards/{id}/payments"), &pay).await.status,
+        200
+    );
+
+    let refunds = format!("/v1/cards/{id}/refunds");
+    let too_much = app
+        .post(
+            &refunds,
+            &json!({ "amount_fen": 900, "reference": "rf-1", "refund_of": "bk-1" }),
+        )
+        .await;
+    assert_eq!(too_much.status, 409);
+    assert_eq!(too_much.body["code"], "REFUND_EXCEEDS_PAYMENT");
+    let part = json!({ "amount_fen": 500, "reference": "rf-1", "refund_of": "bk-1" });
+    assert_eq!(app.post(&refunds, &part).await.status, 201);
+    assert_eq!(app.post(&refunds, &part).await.status, 200);
+    let rest = app
+        .post(
+            &refunds,
+            &json!({ "amount_fen": 301, "reference": "rf-2", "refund_of": "bk-1" }),
+        )
+        .await;
+    assert_eq!(rest.body["code"], "REFUND_EXCEEDS_PAYMENT");
+    let unknown = app
+        .post(
+            &refunds,
+            &json!({ "amount_fen": 1, "reference": "rf-3", "refund_of": "nope" }),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["code"], "PAYMENT_NOT_FOUND");
+
+    let history = app.get(&format!("/v1/cards/{id}/ledger")).await;
+    assert_eq!(history.body["balance_fen"], 2_500 - 800 + 500);
+    assert_eq!(history.body["entries"].as_array().unwrap().len(), 4);
+
+    let today = jyt_domain::time::today();
+    let report = app.get(&format!("/v1/reports/daily-balances?date={today}")).await;
+    assert_eq!(report.status, 200);
+    let channel = |name: &str| {
+        report.body["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(channel("wechat")["top_ups_fen"], 2_000);
+    assert_eq!(channel("wechat")["top_up_count"], 1);
+    assert_eq!(channel("wechat")["clearing_balance_fen"], 2_000);
+    assert_eq!(channel("kiosk")["top_ups_fen"], 500);
+    assert_eq!(channel("app")["fees_fen"], 800);
+    assert_eq!(channel("app")["refunds_fen"], 500);
+    assert_eq!(channel("app")["fee_income_balance_fen"], 300);
+    assert_eq!(report.body["ledger_sum_fen"], 0);
+
+    let bad_date = app.get("/v1/reports/daily-balances?date=2026-13-01").await;
+    assert_eq!(bad_date.status, 400);
+    assert_eq!(bad_date.body["field"], "date");
+}
+
+#[tokio::test]
+async fn bad_ledger_input_names_the_field() {
+    let app = spawn_app().await;
+    let person = app.new_person().await;
+    let card = app.issue_card(person, "ecard").await;
+    let id = card["card_id"].as_str().unwrap();
+    let path = format!("/v1/cards/{id}/top-ups");
+    for (body, field) in [
+        (
+            json!({ "amount_fen": 0, "channel": "wechat", "channel_ref": "a" }),
+            "amount_fen",
+        ),
+        (
+            json!({ "amount_fen": -5, "channel": "wechat", "channel_ref": "a" }),
+            "amount_fen",
+        ),
+        (
+            json!({ "amount_fen": 5, "channel": "alipay", "channel_ref": "a" }),
+            "channel",
+        ),
+        (
+            json!({ "amount_fen": 5, "channel": "wechat", "channel_ref": "" }),
+            "channel_ref",
+        ),
+        (json!({ "amount_fen": 5, "channel": "wechat" }), "channel_ref"),
+    ] {
+        let r = app.post(&path, &body).await;
+        assert_eq!(r.status, 400, "{body}");
+        assert_eq!(r.body["field"], field, "{body}: {:?}", r.body);
+    }
+    let unknown = app.top_up(&Uuid::now_v7().to_string(), 100).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["code"], "CARD_NOT_FOUND");
+    let not_uuid = app.top_up("xyz", 100).await;
+    assert_eq!(not_uuid.status, 400);
+    assert_eq!(not_uuid.body["field"], "card_id");
+}

@@ -1,0 +1,285 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use std::time::Duration;
+
+use chrono::Utc;
+use jyt_cache::redis;
+use jyt_events::Envelope;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{OPERATOR_TOKEN, TestApp, spawn_app, spawn_app_with};
+
+/// What slot-inventory's outbox relay writes for a no-show.
+async fn publish_no_show(app: &TestApp, event_id: Uuid, person: Uuid, visit_date: &str) {
+    publish(
+        app,
+        Envelope {
+            event_id,
+            event_type: "booking.no_show".into(),
+            aggregate_id: format!("pumch-{}", Uuid::now_v7()),
+            occurred_at: Utc::now(),
+            payload: json!({
+                "booking_id": format!("pumch-{}", Uuid::now_v7()),
+                "patient_id": person,
+                "hospital_id": "pumch",
+                "visit_date": visit_date,
+                "channel": "wechat",
+            }),
+        },
+    )
+    .await;
+}
+
+async fn publish(app: &TestApp, envelope: Envelope) {
+    let mut conn = app.redis.clone();
+    redis::cmd("XADD")
+        .arg(format!("{}:events:slot-inventory", app.redis_prefix))
+        .arg("*")
+        .arg("event_id")
+        .arg(envelope.event_id.to_string())
+        .arg("event_type")
+        .arg(&envelope.event_type)
+        .arg("envelope")
+        .arg(serde_json::to_string(&envelope).unwrap())
+        .query_async::<String>(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn standing(app: &TestApp, person: Uuid) -> Value {
+    let r = app.get(&format!("/v1/persons/{person}/standing")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.headers["cache-control"], "private, max-age=30");
+    r.body
+}
+
+async fn wait_for_no_shows(app: &TestApp, person: Uuid, n: usize) -> Value {
+    jyt_testkit::eventually(
+        Duration::from_secs(10),
+        "no-shows to be recorded",
+        || async move {
+            let s = standing(app, person).await;
+            (s["no_shows"].as_array().unwrap().len() == n).then_some(s)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn three_no_shows_in_ninety_days_bar_and_a_waiver_lifts_the_bar() {
+    let app = spawn_app().await;
+    let person = app.new_person().await;
+    let today = jyt_domain::time::today();
+    let day = |ago: i64| (today - chrono::Duration::days(ago)).to_string();
+
+    let first = Uuid::now_v7();
+    publish_no_show(&app, first, person, &day(80)).await;
+    publish_no_show(&app, Uuid::now_v7(), person, &day(30)).await;
+    // A redelivery of the first event, and an event of another kind.
+    publish_no_show(&app, first, person, &day(80)).await;
+    publish(
+        &app,
+        Envelope {
+            event_id: Uuid::now_v7(),
+            event_type: "booking.confirmed".into(),
+            aggregate_id: "x".into(),
+            occurred_at: Utc::now(),
+            payload: json!({ "patient_id": person }),
+        },
+    )
+    .await;
+    let s = wait_for_no_shows(&app, person, 2).await;
+    assert_eq!(
+        s["barred"], false,
+        "two no-shows (one delivered twice) do not bar"
+    );
+    assert_eq!(s["no_shows_in_window"], 2);
+
+    let third = Uuid::now_v7();
+    publish_no_show(&app, third, person, &day(1)).await;
+    let s = wait_for_no_shows(&app, person, 3).await;
+    assert_eq!(s["barred"], true, "{s}");
+    assert_eq!(s["no_shows_in_window"], 3);
+    let until: chrono::DateTime<Utc> = s["barred_until"].as_str().unwrap().parse().unwrap();
+    let days = (until - Utc::now()).num_hours();
+    assert!(
+        (89 * 24..=90 * 24).contains(&days),
+        "barred for 90 days, got {days}h"
+    );
+
+    // person.barred went out through our own outbox and stream.
+    let stream = format!("{}:events:card-issuing", app.redis_prefix);
+    jyt_testkit::eventually(Duration::from_secs(10), "person.barred on the stream", || {
+        let mut conn = app.redis.clone();
+        let stream = stream.clone();
+        async move {
+            let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            entries
+                .ids
+                .iter()
+                .any(|e| e.get::<String>("event_type").as_deref() == Some("person.barred"))
+                .then_some(())
+        }
+    })
+    .await;
+
+    let waiver = format!("/v1/persons/{person}/no-shows/{third}/waiver");
+    let anonymous = app.post(&waiver, &json!({ "reason": "clinic stopped" })).await;
+    assert_eq!(anonymous.status, 401);
+    let unknown = app
+        .post_as_operator(
+            &format!("/v1/persons/{person}/no-shows/{}/waiver", Uuid::now_v7()),
+            OPERATOR_TOKEN,
+            &json!({ "reason": "clinic stopped" }),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["code"], "NO_SHOW_NOT_FOUND");
+
+    let waived = app
+        .post_as_operator(
+            &waiver,
+            OPERATOR_TOKEN,
+            &json!({ "reason": "停诊: clinic stopped that day" }),
+        )
+        .await;
+    assert_eq!(waived.status, 200, "{:?}", waived.body);
+    assert_eq!(waived.body["barred"], false);
+    assert_eq!(waived.body["no_shows_in_window"], 2);
+    let s = standing(&app, person).await;
+    assert_eq!(s["barred"], false);
+
+    let client = app.pool_client().await;
+    let lifted: (Option<String>, Option<String>) = client
+        .query_one(
+            "SELECT lifted_by, lift_reason FROM bars WHERE person_id = $1",
+            &[&person],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(lifted.0.as_deref(), Some("demo-operator"));
+
+    // Every event was acknowledged: nothing pending for our group.
+    let mut conn = app.redis.clone();
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(format!("{}:events:slot-inventory", app.redis_prefix))
+        .arg("card-issuing")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let count = match summary {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    };
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn old_no_shows_fall_out_of_the_rolling_window() {
+    let app = spawn_app().await;
+    let person = app.new_person().await;
+    let today = jyt_domain::time::today();
+    for ago in [200, 120, 10] {
+        publish_no_show(
+            &app,
+            Uuid::now_v7(),
+            person,
+            &(today - chrono::Duration::days(ago)).to_string(),
+        )
+        .await;
+    }
+    // Only the one from 10 days ago is inside 90 days.
+    jyt_testkit::eventually(Duration::from_secs(10), "no-shows recorded", || async {
+        let count: i64 = app
+            .pool_client()
+            .await
+            .query_one("SELECT COUNT(*) FROM no_shows WHERE person_id = $1", &[&person])
+            .await
+            .unwrap()
+            .get(0);
+        (count == 3).then_some(())
+    })
+    .await;
+    let st = standing(&app, person).await;
+    assert_eq!(st["barred"], false);
+    assert_eq!(st["no_shows_in_window"], 1);
+}
+
+#[tokio::test]
+async fn entries_left_unacknowledged_by_a_dead_replica_are_taken_over() {
+    let prefix = jyt_testkit::fresh_redis_prefix();
+    let stream = format!("{prefix}:events:slot-inventory");
+    let mut conn = redis::Client::open(jyt_testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("card-issuing")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Before our service starts, another replica receives a no-show and
+    // dies without acknowledging it.
+    let (event, person) = (Uuid::now_v7(), Uuid::now_v7());
+    let envelope = Envelope {
+        event_id: event,
+        event_type: "booking.no_show".into(),
+        aggregate_id: "pumch-x".into(),
+        occurred_at: Utc::now(),
+        payload: json!({
+            "booking_id": "pumch-x", "patient_id": person,
+            "hospital_id": "pumch", "visit_date": jyt_domain::time::today(),
+        }),
+    };
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("envelope")
+        .arg(serde_json::to_string(&envelope).unwrap())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let delivered: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("card-issuing")
+        .arg("replica-that-died")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(delivered.keys[0].ids.len(), 1);
+
+    // Our replica only sees it by claiming it once it has been idle.
+    let db = jyt_testkit::fresh_database("card").await;
+    let app = spawn_app_with(
+        db,
+        &[
+            ("JYT_CARD_ISSUING__REDIS__KEY_PREFIX", prefix.as_str()),
+            ("JYT_CARD_ISSUING__STANDING__CLAIM_IDLE_MS", "300"),
+        ],
+    )
+    .await;
+    let s = wait_for_no_shows(&app, person, 1).await;
+    assert_eq!(s["no_shows"][0]["event_id"], event.to_string());
+}
