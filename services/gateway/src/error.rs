@@ -1,0 +1,308 @@
+//! Every error the gateway itself answers. Errors from a hospital's
+//! slot-inventory are passed through unchanged (they are problem+json too).
+//! [`ALL_CODES`] lists every machine code for the OpenAPI document.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use chrono::{DateTime, Utc};
+use jyt_web::{Problem, RequestError};
+
+impl From<jyt_cache::redis::RedisError> for GatewayError {
+    fn from(e: jyt_cache::redis::RedisError) -> Self {
+        GatewayError::CacheUnavailable(e.to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// No `X-App-Id`, or one we do not know.
+    #[error("the channel app is missing or unknown")]
+    UnknownApp,
+    #[error("the request signature does not match")]
+    BadSignature,
+    #[error("X-Timestamp is more than {max_skew_seconds} s away from the gateway's clock")]
+    StaleTimestamp { max_skew_seconds: i64 },
+    #[error("this nonce was already used")]
+    ReplayedNonce,
+    /// A token bucket is empty; `limit` says which one.
+    #[error("too many requests ({limit}); retry after {retry_after_seconds} s")]
+    RateLimited {
+        limit: &'static str,
+        retry_after_seconds: u64,
+    },
+    #[error("no card with this number")]
+    CardNotFound,
+    #[error("the card cannot be used: {0}")]
+    CardUnusable(&'static str),
+    #[error("the e-card token is malformed or forged")]
+    EcardInvalid,
+    #[error("the e-card token has expired; show a fresh QR code")]
+    EcardExpired,
+    #[error("the patient is not the card holder nor one of their bound family members")]
+    NotFamilyMember,
+    #[error("the patient is barred from booking until {until}")]
+    PatientBarred { until: DateTime<Utc> },
+    #[error("the patient already has {limit} bookings today across the city")]
+    DailyLimitReached { limit: u32 },
+    #[error("the patient index is not answering")]
+    IdentityUnavailable(String),
+    /// Redis (nonces, caches, city-wide counters) did not answer in time.
+    #[error("the gateway's store is not answering")]
+    CacheUnavailable(String),
+    #[error("the card's prepaid balance is too low for the fee")]
+    InsufficientBalance,
+    /// The hold ended before the payment arrived; `refund` says who gives
+    /// the money back.
+    #[error("the booking's hold expired before it was paid; {refund}")]
+    HoldExpired { refund: &'static str },
+    #[error("the booking was made through another channel app")]
+    NotYourBooking,
+    #[error("a payment with this reference is being processed")]
+    PaymentInProgress,
+    #[error("operator credentials are missing or wrong")]
+    OperatorUnauthorized,
+    #[error("no dead letter `{0}`")]
+    DeadLetterNotFound(String),
+    #[error("hospital `{0}` is not a member of the platform")]
+    HospitalNotFound(String),
+    /// The hospital's service timed out, refused, failed, or its circuit is
+    /// open; only that hospital's requests see this.
+    #[error("hospital `{hospital}` is not answering")]
+    HospitalUnavailable { hospital: String, reason: String },
+    #[error("unexpected error: {0:#}")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Every code the gateway answers (its own and the ones passed through from
+/// slot-inventory), for the OpenAPI document.
+pub const ALL_CODES: &[&str] = &[
+    "MALFORMED_JSON",
+    "INVALID_FIELD",
+    "MISSING_HEADER",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "BODY_TOO_LARGE",
+    "NOT_FOUND",
+    "UNKNOWN_APP",
+    "BAD_SIGNATURE",
+    "STALE_TIMESTAMP",
+    "REPLAYED_NONCE",
+    "RATE_LIMITED",
+    "CARD_NOT_FOUND",
+    "CARD_UNUSABLE",
+    "ECARD_INVALID",
+    "ECARD_EXPIRED",
+    "NOT_FAMILY_MEMBER",
+    "PATIENT_BARRED",
+    "DAILY_LIMIT_REACHED",
+    "IDENTITY_UNAVAILABLE",
+    "CACHE_UNAVAILABLE",
+    "INSUFFICIENT_BALANCE",
+    "HOLD_EXPIRED",
+    "NOT_YOUR_BOOKING",
+    "PAYMENT_IN_PROGRESS",
+    "OPERATOR_UNAUTHORIZED",
+    "DEAD_LETTER_NOT_FOUND",
+    "HOSPITAL_NOT_FOUND",
+    "HOSPITAL_UNAVAILABLE",
+    "INTERNAL_ERROR",
+    // From the hospital's slot-inventory, passed through unchanged.
+    "SLOT_NOT_FOUND",
+    "SLOT_SOLD_OUT",
+    "ALREADY_BOOKED",
+    "SCHEDULE_ALREADY_BOOKED",
+    "SCHEDULE_STOPPED",
+    "NOT_YET_RELEASED",
+    "DAILY_LIMIT",
+    "DEPARTMENT_DAILY_LIMIT",
+    "IDEMPOTENCY_KEY_REUSED",
+    "REQUEST_IN_PROGRESS",
+    "BOOKING_NOT_FOUND",
+    "BOOKING_NOT_HELD",
+    "BOOKING_NOT_CANCELLABLE",
+    "CANCELLATION_CLOSED",
+    "ALREADY_CONFIRMED",
+    "SLOT_LOCK_UNAVAILABLE",
+    "DATABASE_UNAVAILABLE",
+];
+
+impl GatewayError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::Request(e) => e.code(),
+            GatewayError::UnknownApp => "UNKNOWN_APP",
+            GatewayError::BadSignature => "BAD_SIGNATURE",
+            GatewayError::StaleTimestamp { .. } => "STALE_TIMESTAMP",
+            GatewayError::ReplayedNonce => "REPLAYED_NONCE",
+            GatewayError::RateLimited { .. } => "RATE_LIMITED",
+            GatewayError::CardNotFound => "CARD_NOT_FOUND",
+            GatewayError::CardUnusable(_) => "CARD_UNUSABLE",
+            GatewayError::EcardInvalid => "ECARD_INVALID",
+            GatewayError::EcardExpired => "ECARD_EXPIRED",
+            GatewayError::NotFamilyMember => "NOT_FAMILY_MEMBER",
+            GatewayError::PatientBarred { .. } => "PATIENT_BARRED",
+            GatewayError::DailyLimitReached { .. } => "DAILY_LIMIT_REACHED",
+            GatewayError::IdentityUnavailable(_) => "IDENTITY_UNAVAILABLE",
+            GatewayError::CacheUnavailable(_) => "CACHE_UNAVAILABLE",
+            GatewayError::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            GatewayError::HoldExpired { .. } => "HOLD_EXPIRED",
+            GatewayError::NotYourBooking => "NOT_YOUR_BOOKING",
+            GatewayError::PaymentInProgress => "PAYMENT_IN_PROGRESS",
+            GatewayError::OperatorUnauthorized => "OPERATOR_UNAUTHORIZED",
+            GatewayError::DeadLetterNotFound(_) => "DEAD_LETTER_NOT_FOUND",
+            GatewayError::HospitalNotFound(_) => "HOSPITAL_NOT_FOUND",
+            GatewayError::HospitalUnavailable { .. } => "HOSPITAL_UNAVAILABLE",
+            GatewayError::Unexpected(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            GatewayError::Request(_) => "Bad request",
+            GatewayError::UnknownApp => "Unknown channel app",
+            GatewayError::BadSignature => "Bad signature",
+            GatewayError::StaleTimestamp { .. } => "Stale timestamp",
+            GatewayError::ReplayedNonce => "Replayed nonce",
+            GatewayError::RateLimited { .. } => "Too many requests",
+            GatewayError::CardNotFound => "Unknown card",
+            GatewayError::CardUnusable(_) => "Card cannot be used",
+            GatewayError::EcardInvalid => "Invalid e-card token",
+            GatewayError::EcardExpired => "Expired e-card token",
+            GatewayError::NotFamilyMember => "Not a family member",
+            GatewayError::PatientBarred { .. } => "Patient barred",
+            GatewayError::DailyLimitReached { .. } => "Daily limit reached",
+            GatewayError::IdentityUnavailable(_) => "Patient index unavailable",
+            GatewayError::CacheUnavailable(_) => "Store unavailable",
+            GatewayError::InsufficientBalance => "Insufficient balance",
+            GatewayError::HoldExpired { .. } => "Hold expired",
+            GatewayError::NotYourBooking => "Not this app's booking",
+            GatewayError::PaymentInProgress => "Payment in progress",
+            GatewayError::OperatorUnauthorized => "Operator unauthorized",
+            GatewayError::DeadLetterNotFound(_) => "No such dead letter",
+            GatewayError::HospitalNotFound(_) => "Unknown hospital",
+            GatewayError::HospitalUnavailable { .. } => "Hospital unavailable",
+            GatewayError::Unexpected(_) => "Internal error",
+        }
+    }
+}
+
+impl ResponseError for GatewayError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            GatewayError::Request(e) => e.status_code(),
+            GatewayError::UnknownApp
+            | GatewayError::BadSignature
+            | GatewayError::StaleTimestamp { .. }
+            | GatewayError::ReplayedNonce
+            | GatewayError::OperatorUnauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::CardNotFound => StatusCode::NOT_FOUND,
+            GatewayError::EcardInvalid | GatewayError::EcardExpired => StatusCode::BAD_REQUEST,
+            GatewayError::CardUnusable(_)
+            | GatewayError::NotFamilyMember
+            | GatewayError::PatientBarred { .. } => StatusCode::FORBIDDEN,
+            GatewayError::DailyLimitReached { .. }
+            | GatewayError::InsufficientBalance
+            | GatewayError::HoldExpired { .. }
+            | GatewayError::PaymentInProgress => StatusCode::CONFLICT,
+            GatewayError::NotYourBooking => StatusCode::FORBIDDEN,
+            GatewayError::HospitalNotFound(_) | GatewayError::DeadLetterNotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::IdentityUnavailable(_)
+            | GatewayError::CacheUnavailable(_)
+            | GatewayError::HospitalUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let problem = Problem::new(status, self.code(), self.title()).detail(self.to_string());
+        match self {
+            GatewayError::Request(e) => e.error_response(),
+            GatewayError::RateLimited {
+                limit,
+                retry_after_seconds,
+            } => problem
+                .extension("limit", *limit)
+                .to_response(Some(*retry_after_seconds)),
+            GatewayError::PatientBarred { until } => problem
+                .extension("barred_until", until.to_rfc3339())
+                .to_response(None),
+            GatewayError::DailyLimitReached { limit } => problem.extension("limit", *limit).to_response(None),
+            GatewayError::HoldExpired { refund } => problem.extension("refund", *refund).to_response(None),
+            GatewayError::PaymentInProgress => problem.to_response(Some(1)),
+            GatewayError::IdentityUnavailable(reason) => {
+                tracing::warn!(code = self.code(), %reason, "card-issuing failed");
+                Problem::new(status, self.code(), self.title()).to_response(Some(2))
+            }
+            GatewayError::CacheUnavailable(reason) => {
+                tracing::warn!(code = self.code(), %reason, "redis failed");
+                Problem::new(status, self.code(), self.title()).to_response(Some(1))
+            }
+            GatewayError::HospitalUnavailable { reason, .. } => {
+                tracing::warn!(code = self.code(), %reason, "upstream failed");
+                problem.to_response(Some(2))
+            }
+            GatewayError::Unexpected(_) => {
+                tracing::error!(code = self.code(), error = %self, "request failed");
+                Problem::new(status, self.code(), self.title()).to_response(None)
+            }
+            _ => problem.to_response(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_the_gateway_answers_is_listed_for_the_openapi_document() {
+        let all = [
+            GatewayError::Request(RequestError::UnsupportedMediaType),
+            GatewayError::UnknownApp,
+            GatewayError::BadSignature,
+            GatewayError::StaleTimestamp {
+                max_skew_seconds: 300,
+            },
+            GatewayError::ReplayedNonce,
+            GatewayError::RateLimited {
+                limit: "app",
+                retry_after_seconds: 1,
+            },
+            GatewayError::CardNotFound,
+            GatewayError::CardUnusable("lost"),
+            GatewayError::EcardInvalid,
+            GatewayError::EcardExpired,
+            GatewayError::NotFamilyMember,
+            GatewayError::PatientBarred { until: Utc::now() },
+            GatewayError::DailyLimitReached { limit: 4 },
+            GatewayError::IdentityUnavailable(String::new()),
+            GatewayError::CacheUnavailable(String::new()),
+            GatewayError::InsufficientBalance,
+            GatewayError::HoldExpired { refund: "x" },
+            GatewayError::NotYourBooking,
+            GatewayError::PaymentInProgress,
+            GatewayError::OperatorUnauthorized,
+            GatewayError::DeadLetterNotFound(String::new()),
+            GatewayError::HospitalNotFound(String::new()),
+            GatewayError::HospitalUnavailable {
+                hospital: String::new(),
+                reason: String::new(),
+            },
+            GatewayError::Unexpected(anyhow::anyhow!("x")),
+        ];
+        for e in &all {
+            assert!(ALL_CODES.contains(&e.code()), "{}", e.code());
+            let res = e.error_response();
+            assert_eq!(res.status(), e.status_code());
+        }
+        let res = GatewayError::RateLimited {
+            limit: "app",
+            retry_after_seconds: 7,
+        }
+        .error_response();
+        assert_eq!(res.headers().get("retry-after").unwrap(), "7");
+    }
+}

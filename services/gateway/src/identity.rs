@@ -1,0 +1,398 @@
+//! Who the patient is: a platform card number or an e-card token resolved
+//! to a person through card-issuing, their standing and their family
+//! bindings, each cached briefly in Redis so the release-second surge does
+//! not become a surge on card-issuing.
+//!
+//! The body's `patient_id` is never trusted on its own: it must be the card
+//! holder or one of the holder's bound family members.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use jyt_cache::redis::AsyncCommands;
+use jyt_cache::{Keyspace, RedisConn};
+use jyt_web::RequestError;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use uuid::Uuid;
+
+use crate::error::GatewayError;
+use crate::settings::CardIssuingSettings;
+
+/// The caches' answers are small strings; a Redis failure is not fatal to
+/// identity (card-issuing is asked instead), so cache errors are logged and
+/// ignored.
+pub struct PatientIndex {
+    http: reqwest::Client,
+    base_url: String,
+    ecard_secret: Vec<u8>,
+    redis: RedisConn,
+    keys: Keyspace,
+    identity_ttl: u64,
+    standing_ttl: u64,
+    family_ttl: u64,
+    /// Calls in flight to card-issuing. At the release second thousands of
+    /// cold identities arrive at once; queueing them here (for at most
+    /// `timeout`) keeps card-issuing inside its own pool instead of failing
+    /// them all at its pool's wait timeout.
+    gate: Semaphore,
+    timeout: Duration,
+}
+
+/// How a request names the acting patient: exactly one of the two.
+#[derive(Debug, Clone, Copy)]
+pub struct CardRef<'a> {
+    pub card_number: Option<&'a str>,
+    pub ecard_token: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Resolved {
+    card_id: Uuid,
+    person: ResolvedPerson,
+}
+
+/// The card a request named and the person holding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    pub person_id: Uuid,
+    pub card_id: Uuid,
+}
+
+impl Holder {
+    fn cached(&self) -> String {
+        format!("{}|{}", self.person_id, self.card_id)
+    }
+
+    fn from_cache(v: &str) -> Option<Self> {
+        let (p, c) = v.split_once('|')?;
+        Some(Self {
+            person_id: p.parse().ok()?,
+            card_id: c.parse().ok()?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ResolvedPerson {
+    person_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct StandingAnswer {
+    barred: bool,
+    barred_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct FamilyAnswer {
+    members: Vec<Binding>,
+}
+
+#[derive(Deserialize)]
+struct Binding {
+    member_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct CardProblem {
+    code: String,
+}
+
+impl PatientIndex {
+    pub fn new(settings: &CardIssuingSettings, redis: RedisConn, keys: Keyspace) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        let ecard_secret = STANDARD
+            .decode(settings.ecard_secret.expose_secret())
+            .map_err(|e| anyhow::anyhow!("card_issuing.ecard_secret is not base64: {e}"))?;
+        Ok(Self {
+            http,
+            base_url: settings.base_url.clone(),
+            ecard_secret,
+            redis,
+            keys,
+            identity_ttl: settings.identity_cache_seconds,
+            standing_ttl: settings.standing_cache_seconds,
+            family_ttl: settings.family_cache_seconds,
+            gate: Semaphore::new(settings.max_concurrent),
+            timeout: Duration::from_millis(settings.timeout_ms),
+        })
+    }
+
+    async fn permit(&self) -> Result<SemaphorePermit<'_>, GatewayError> {
+        match tokio::time::timeout(self.timeout, self.gate.acquire()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) | Err(_) => Err(GatewayError::IdentityUnavailable(
+                "too many calls to card-issuing waiting".to_owned(),
+            )),
+        }
+    }
+
+    async fn cached(&self, key: &str) -> Option<String> {
+        let mut conn = self.redis.clone();
+        match conn.get::<_, Option<String>>(key).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "identity cache read failed");
+                None
+            }
+        }
+    }
+
+    async fn remember(&self, key: &str, value: &str, ttl: u64) {
+        if ttl == 0 {
+            return;
+        }
+        let mut conn = self.redis.clone();
+        if let Err(e) = conn.set_ex::<_, _, ()>(key, value, ttl).await {
+            tracing::warn!(error = %e, "identity cache write failed");
+        }
+    }
+
+    /// The person holding the card (or e-card) named by the request.
+    pub async fn resolve(&self, card: CardRef<'_>, now: DateTime<Utc>) -> Result<Uuid, GatewayError> {
+        self.resolve_card(card, now).await.map(|h| h.person_id)
+    }
+
+    /// The card named by the request, and its holder.
+    #[tracing::instrument(skip_all)]
+    pub async fn resolve_card(&self, card: CardRef<'_>, now: DateTime<Utc>) -> Result<Holder, GatewayError> {
+        match (card.card_number, card.ecard_token) {
+            (Some(number), None) => {
+                let number = number.trim();
+                if !card_issuing::cards::card_number_valid(number) {
+                    return Err(RequestError::invalid(
+                        "card_number",
+                        "must be 16 digits with a valid check digit",
+                    )
+                    .into());
+                }
+                // The number is hashed so Redis never holds card numbers in clear.
+                let key = self
+                    .keys
+                    .plain(&format!("ident:card:{}", hex::encode(Sha256::digest(number))));
+                if let Some(h) = self.cached(&key).await.as_deref().and_then(Holder::from_cache) {
+                    return Ok(h);
+                }
+                let holder = self
+                    .ask_resolve(serde_json::json!({ "card_number": number }))
+                    .await?;
+                self.remember(&key, &holder.cached(), self.identity_ttl).await;
+                Ok(holder)
+            }
+            (None, Some(token)) => {
+                // Offline first: a forged or expired token costs no call.
+                let claims = card_issuing::verify_ecard_token(&self.ecard_secret, token, now).map_err(
+                    |e| match e {
+                        card_issuing::EcardTokenError::Invalid => GatewayError::EcardInvalid,
+                        card_issuing::EcardTokenError::Expired => GatewayError::EcardExpired,
+                    },
+                )?;
+                // Keyed by card, not token: every fresh QR code of a card
+                // shares the entry. card-issuing is still asked once per
+                // card and TTL, so a card reported lost stops working.
+                let key = self.keys.plain(&format!("ident:ecard:{}", claims.card_id));
+                let claimed = Holder {
+                    person_id: claims.person_id,
+                    card_id: claims.card_id,
+                };
+                if self.cached(&key).await.as_deref().and_then(Holder::from_cache) == Some(claimed) {
+                    return Ok(claimed);
+                }
+                let holder = self
+                    .ask_resolve(serde_json::json!({ "ecard_token": token }))
+                    .await?;
+                self.remember(&key, &holder.cached(), self.identity_ttl).await;
+                Ok(holder)
+            }
+            _ => Err(
+                RequestError::invalid("card_number", "give exactly one of card_number and ecard_token")
+                    .into(),
+            ),
+        }
+    }
+
+    async fn ask_resolve(&self, body: serde_json::Value) -> Result<Holder, GatewayError> {
+        let _permit = self.permit().await?;
+        let res = self
+            .http
+            .post(format!("{}/v1/cards/resolve", self.base_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        let status = res.status();
+        if status.is_success() {
+            let r: Resolved = res
+                .json()
+                .await
+                .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+            return Ok(Holder {
+                person_id: r.person.person_id,
+                card_id: r.card_id,
+            });
+        }
+        if status.is_client_error() {
+            let code = res
+                .json::<CardProblem>()
+                .await
+                .map(|p| p.code)
+                .unwrap_or_default();
+            return Err(match code.as_str() {
+                "CARD_NOT_FOUND" | "PERSON_NOT_FOUND" => GatewayError::CardNotFound,
+                "CARD_LOST" => GatewayError::CardUnusable("the card was reported lost"),
+                "CARD_REPLACED" => GatewayError::CardUnusable("the card was replaced"),
+                "CARD_CANCELLED" => GatewayError::CardUnusable("the card was cancelled"),
+                "ECARD_TOKEN_EXPIRED" => GatewayError::EcardExpired,
+                "ECARD_TOKEN_INVALID" | "NOT_AN_ECARD" => GatewayError::EcardInvalid,
+                "INVALID_FIELD" => RequestError::invalid("card_number", "not a platform card number").into(),
+                other => GatewayError::IdentityUnavailable(format!("resolve answered {status} {other}")),
+            });
+        }
+        Err(GatewayError::IdentityUnavailable(format!(
+            "resolve answered {status}"
+        )))
+    }
+
+    /// Pay `amount_fen` from the card's prepaid balance; idempotent under
+    /// `reference` (card-issuing answers a replay with the first posting).
+    #[tracing::instrument(skip_all)]
+    pub async fn debit(
+        &self,
+        card_id: Uuid,
+        amount_fen: i64,
+        channel: jyt_domain::Channel,
+        reference: &str,
+    ) -> Result<(), GatewayError> {
+        let body =
+            serde_json::json!({ "amount_fen": amount_fen, "channel": channel, "reference": reference });
+        self.post_ledger(&format!("/v1/cards/{card_id}/payments"), &body)
+            .await
+    }
+
+    /// Give a debit back; idempotent under `reference`.
+    #[tracing::instrument(skip_all)]
+    pub async fn refund(
+        &self,
+        card_id: Uuid,
+        amount_fen: i64,
+        reference: &str,
+        refund_of: &str,
+    ) -> Result<(), GatewayError> {
+        let body =
+            serde_json::json!({ "amount_fen": amount_fen, "reference": reference, "refund_of": refund_of });
+        self.post_ledger(&format!("/v1/cards/{card_id}/refunds"), &body)
+            .await
+    }
+
+    async fn post_ledger(&self, path: &str, body: &serde_json::Value) -> Result<(), GatewayError> {
+        let _permit = self.permit().await?;
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let code = res
+            .json::<CardProblem>()
+            .await
+            .map(|p| p.code)
+            .unwrap_or_default();
+        Err(match code.as_str() {
+            "INSUFFICIENT_BALANCE" => GatewayError::InsufficientBalance,
+            "CARD_LOST" => GatewayError::CardUnusable("the card was reported lost"),
+            "CARD_REPLACED" => GatewayError::CardUnusable("the card was replaced"),
+            "CARD_CANCELLED" => GatewayError::CardUnusable("the card was cancelled"),
+            other => GatewayError::IdentityUnavailable(format!("{path} answered {status} {other}")),
+        })
+    }
+
+    /// When the person's bar ends, if they are barred now.
+    #[tracing::instrument(skip_all)]
+    pub async fn barred_until(
+        &self,
+        person: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, GatewayError> {
+        let key = self.keys.tagged(&format!("p:{person}"), "standing");
+        if let Some(v) = self.cached(&key).await {
+            return Ok(DateTime::parse_from_rfc3339(&v)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+                .filter(|t| *t > now));
+        }
+        let permit = self.permit().await?;
+        let res = self
+            .http
+            .get(format!("{}/v1/persons/{person}/standing", self.base_url))
+            .send()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        if !res.status().is_success() {
+            return Err(GatewayError::IdentityUnavailable(format!(
+                "standing answered {}",
+                res.status()
+            )));
+        }
+        let s: StandingAnswer = res
+            .json()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        drop(permit);
+        let until = if s.barred { s.barred_until } else { None };
+        let cached = until.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+        self.remember(&key, &cached, self.standing_ttl).await;
+        Ok(until.filter(|t| *t > now))
+    }
+
+    /// Whether `member` is bound to `holder` as a family member.
+    #[tracing::instrument(skip_all)]
+    pub async fn is_family_member(&self, holder: Uuid, member: Uuid) -> Result<bool, GatewayError> {
+        let key = self.keys.tagged(&format!("p:{holder}"), "family");
+        let listed = match self.cached(&key).await {
+            Some(v) => v,
+            None => {
+                let _permit = self.permit().await?;
+                let res = self
+                    .http
+                    .get(format!("{}/v1/persons/{holder}/family", self.base_url))
+                    .send()
+                    .await
+                    .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+                if !res.status().is_success() {
+                    return Err(GatewayError::IdentityUnavailable(format!(
+                        "family answered {}",
+                        res.status()
+                    )));
+                }
+                let f: FamilyAnswer = res
+                    .json()
+                    .await
+                    .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+                let v = f
+                    .members
+                    .iter()
+                    .map(|b| b.member_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                self.remember(&key, &v, self.family_ttl).await;
+                v
+            }
+        };
+        let member = member.to_string();
+        Ok(listed.split(',').any(|m| m == member))
+    }
+}

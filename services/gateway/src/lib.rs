@@ -1,0 +1,44 @@
+//! # gateway
+//! The city-wide front door for every booking channel. Stateless: any
+//! replica answers any request; nonces, caches and city-wide counters live
+//! in Redis, and slot and booking ids carry their hospital, so routing
+//! needs no lookup.
+//!
+//! A `/v1` request passes, in order: signature and nonce ([`auth`]), the
+//! app's and the address's token buckets ([`limits`]), the handler's input
+//! checks, the patient's identity ([`identity`]), the person's buckets and
+//! anti-scalping rules, standing, the daily limit, and finally the
+//! hospital's lane ([`upstream`]).
+//!
+//! # Layout
+//! - [`settings`]: typed settings: channel apps, hospital registry, limits.
+//! - [`startup`]: [`Application::build`] binds the listener and serves.
+//! - [`signing`]: the canonical string, signing and verification (pure;
+//!   channels, tests and the load generator sign with it).
+//! - [`auth`]: the middleware that verifies every `/v1` request.
+//! - [`identity`]: card / e-card → person, standing, family (card-issuing, cached).
+//! - [`limits`]: rate limits, anti-scalping and the daily limit.
+//! - [`upstream`]: per-hospital timeouts, bulkheads and circuit breakers.
+//! - [`routes`]: `/v1/bookings` (and their payments), `/v1/hospitals`,
+//!   `/v1/availability`.
+//! - [`notify`]: signed booking notices to channels' callbacks, with
+//!   retries, backoff and an operator-visible dead-letter list.
+//! - [`openapi`]: the OpenAPI 3 document at `/openapi.json`.
+//! - [`error`]: [`GatewayError`] and its machine codes.
+
+pub mod auth;
+pub mod error;
+pub mod identity;
+pub mod limits;
+pub mod notify;
+pub mod openapi;
+pub mod routes;
+pub mod settings;
+pub mod signing;
+pub mod startup;
+pub mod state;
+pub mod upstream;
+
+pub use error::GatewayError;
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,0 +1,20 @@
+//! HTTP routes; each file holds one resource's handlers.
+
+pub mod availability;
+pub mod bookings;
+pub mod hospitals;
+pub mod payments;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(bookings::create)
+        .service(bookings::get)
+        .service(payments::pay)
+        .service(hospitals::list)
+        .service(hospitals::schedules)
+        .service(availability::search)
+        .service(crate::openapi::document)
+        .service(crate::notify::list_dead)
+        .service(crate::notify::replay_dead);
+}

@@ -1,0 +1,330 @@
+//! `POST /v1/bookings/{booking_id}/payments`: pay a held booking.
+//!
+//! - `self_pay` / `insurance`: the channel's payment notification (signed
+//!   like every request, by the app that made the booking). The amount must
+//!   be the booking's fee; the hospital confirms under the channel's
+//!   transaction id. A payment arriving after the hold expired is not
+//!   booked: the answer is `409 HOLD_EXPIRED` and the channel refunds it.
+//! - `prepaid_card`: the fee is debited from the card's prepaid balance in
+//!   card-issuing, then the hospital confirms; if the hospital refuses
+//!   (hold expired, already paid otherwise, ...), the debit is refunded.
+//!
+//! Idempotent: the definitive answer (2xx or 4xx) is kept in Redis under
+//! (app, booking, reference), so a notification delivered twice confirms
+//! once and gets the same answer; a duplicate arriving while the first is
+//! still being processed gets `409 PAYMENT_IN_PROGRESS` with Retry-After.
+//! The debit and the confirmation are idempotent under their references
+//! too, so after a timeout (503) the same request can simply be retried.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, post, web};
+use chrono::Utc;
+use jyt_cache::redis::{self, AsyncCommands};
+use jyt_domain::BookingRef;
+use jyt_web::{Json, RequestError};
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::GatewayError;
+use crate::identity::CardRef;
+use crate::state::{Caller, GatewayState};
+use crate::upstream::Forwarded;
+
+/// How long a payment's answer is kept for duplicate notifications.
+const RESULT_TTL_SECONDS: u64 = 7 * 86_400;
+/// How long a payment being processed blocks its duplicates.
+const LOCK_TTL_SECONDS: u64 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    /// Through the channel's own payment (WeChat Pay, kiosk UnionPay, ...).
+    SelfPay,
+    /// The medical-insurance personal account.
+    Insurance,
+    /// The platform card's prepaid balance.
+    PrepaidCard,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    pub payment_method: PaymentMethod,
+    /// self_pay / insurance: the channel's transaction id.
+    #[serde(default)]
+    pub payment_reference: Option<String>,
+    /// self_pay / insurance: what was paid, in fen; must be the booking's fee.
+    #[serde(default)]
+    pub amount_fen: Option<i64>,
+    /// prepaid_card: the card to debit (the patient's, or their family
+    /// account holder's), by number or e-card token.
+    #[serde(default)]
+    pub card_number: Option<String>,
+    #[serde(default)]
+    pub ecard_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BookingFacts {
+    patient_id: Uuid,
+    fee_fen: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredAnswer {
+    status: u16,
+    body: String,
+}
+
+fn code_of(answer: &Forwarded) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/bookings/{booking_id}/payments",
+    tag = "bookings",
+    request_body = PaymentRequest,
+    params(("booking_id" = String, Path, description = "`<hospital>-<uuid>`")),
+    responses(
+        (status = 200, description = "Paid: the confirmed booking", body = serde_json::Value),
+        (status = 400, description = "INVALID_FIELD, MALFORMED_JSON, ECARD_INVALID, ECARD_EXPIRED", body = crate::openapi::ProblemDoc),
+        (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "NOT_YOUR_BOOKING, NOT_FAMILY_MEMBER, CARD_UNUSABLE", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND, CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "HOLD_EXPIRED (with `refund`), INSUFFICIENT_BALANCE, PAYMENT_IN_PROGRESS, ALREADY_CONFIRMED, BOOKING_NOT_HELD", body = crate::openapi::ProblemDoc),
+        (status = 429, description = "RATE_LIMITED", body = crate::openapi::ProblemDoc),
+        (status = 503, description = "HOSPITAL_UNAVAILABLE, IDENTITY_UNAVAILABLE, CACHE_UNAVAILABLE; retry the same request", body = crate::openapi::ProblemDoc),
+    ),
+    security(("signed_request" = []))
+)]
+#[post("/v1/bookings/{booking_id}/payments")]
+#[tracing::instrument(skip_all, fields(booking = %path, app = %caller.app_id))]
+pub async fn pay(
+    state: web::Data<GatewayState>,
+    caller: web::ReqData<Caller>,
+    path: web::Path<String>,
+    body: Json<PaymentRequest>,
+) -> Result<HttpResponse, GatewayError> {
+    let booking: BookingRef = path
+        .as_str()
+        .parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()))?;
+    let req = body.0;
+    let reference = match req.payment_method {
+        PaymentMethod::PrepaidCard => format!("prepaid:{}", booking.id),
+        PaymentMethod::SelfPay | PaymentMethod::Insurance => {
+            let r = req.payment_reference.as_deref().map(str::trim).unwrap_or("");
+            let ok = !r.is_empty()
+                && r.len() + caller.app_id.len() < 64
+                && r.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(RequestError::invalid(
+                    "payment_reference",
+                    "the channel's transaction id: visible ASCII, at most 63 characters with the app id",
+                )
+                .into());
+            }
+            // Prefixed with the app: two channels' transaction ids may collide.
+            format!("{}:{r}", caller.app_id)
+        }
+    };
+    if let Some(owner) = state.notifier.booking_app(&booking.to_string()).await?
+        && owner != caller.app_id
+    {
+        return Err(GatewayError::NotYourBooking);
+    }
+
+    let key = state.keys.tagged(
+        &format!("h:{}", booking.hospital),
+        &format!("pay:{}:{reference}", booking.id),
+    );
+    let lock = format!("{key}:lock");
+    let mut conn = state.redis.clone();
+    if let Some(stored) = conn.get::<_, Option<String>>(&key).await?
+        && let Ok(a) = serde_json::from_str::<StoredAnswer>(&stored)
+    {
+        return Ok(
+            HttpResponse::build(StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK))
+                .insert_header(("content-type", content_type(a.status)))
+                .insert_header(("Idempotency-Replayed", "true"))
+                .body(a.body),
+        );
+    }
+    let locked: Option<String> = redis::cmd("SET")
+        .arg(&lock)
+        .arg(Utc::now().timestamp())
+        .arg("NX")
+        .arg("EX")
+        .arg(LOCK_TTL_SECONDS)
+        .query_async(&mut conn)
+        .await?;
+    if locked.is_none() {
+        return Err(GatewayError::PaymentInProgress);
+    }
+    let outcome = process(&state, &caller, &booking, &req, &reference).await;
+    // Keep definitive answers; after a 5xx the same request is retried.
+    let response = match outcome {
+        Ok(answer) => {
+            if !answer.status.is_server_error() {
+                let stored = StoredAnswer {
+                    status: answer.status.as_u16(),
+                    body: String::from_utf8_lossy(&answer.body).into_owned(),
+                };
+                conn.set_ex::<_, _, ()>(
+                    &key,
+                    serde_json::to_string(&stored).unwrap_or_default(),
+                    RESULT_TTL_SECONDS,
+                )
+                .await?;
+            }
+            Ok(answer.into_response())
+        }
+        Err(e) => {
+            if matches!(e, GatewayError::HoldExpired { .. }) {
+                let stored = StoredAnswer {
+                    status: 409,
+                    body: serde_json::to_string(&problem_body(&e)).unwrap_or_default(),
+                };
+                conn.set_ex::<_, _, ()>(
+                    &key,
+                    serde_json::to_string(&stored).unwrap_or_default(),
+                    RESULT_TTL_SECONDS,
+                )
+                .await?;
+            }
+            Err(e)
+        }
+    };
+    conn.del::<_, ()>(&lock).await?;
+    response
+}
+
+fn content_type(status: u16) -> &'static str {
+    if status >= 400 {
+        jyt_web::problem::CONTENT_TYPE
+    } else {
+        "application/json"
+    }
+}
+
+fn problem_body(e: &GatewayError) -> serde_json::Value {
+    use actix_web::ResponseError;
+    let mut p = jyt_web::Problem::new(e.status_code(), e.code(), "Hold expired").detail(e.to_string());
+    if let GatewayError::HoldExpired { refund } = e {
+        p = p.extension("refund", *refund);
+    }
+    serde_json::to_value(p).unwrap_or_default()
+}
+
+async fn process(
+    state: &GatewayState,
+    caller: &Caller,
+    booking: &BookingRef,
+    req: &PaymentRequest,
+    reference: &str,
+) -> Result<Forwarded, GatewayError> {
+    let current = state
+        .upstreams
+        .forward(
+            &booking.hospital,
+            reqwest::Method::GET,
+            &format!("/v1/bookings/{booking}"),
+            HeaderMap::new(),
+            None,
+        )
+        .await?;
+    if !current.status.is_success() {
+        return Ok(current);
+    }
+    let facts: BookingFacts = serde_json::from_slice(&current.body)
+        .map_err(|e| GatewayError::Unexpected(anyhow::Error::new(e).context("the hospital's booking")))?;
+
+    let confirm = |method: PaymentMethod| {
+        let body = serde_json::json!({ "payment_reference": reference, "payment_method": method });
+        async move {
+            state
+                .upstreams
+                .forward(
+                    &booking.hospital,
+                    reqwest::Method::POST,
+                    &format!("/v1/bookings/{booking}/confirm"),
+                    HeaderMap::new(),
+                    Some(serde_json::to_vec(&body).unwrap_or_default()),
+                )
+                .await
+        }
+    };
+
+    match req.payment_method {
+        PaymentMethod::SelfPay | PaymentMethod::Insurance => {
+            if req.amount_fen != Some(facts.fee_fen) {
+                return Err(RequestError::invalid(
+                    "amount_fen",
+                    format!("must be the booking's fee, {} fen", facts.fee_fen),
+                )
+                .into());
+            }
+            let answer = confirm(req.payment_method).await?;
+            if answer.status.is_client_error() && code_of(&answer).as_deref() == Some("HOLD_EXPIRED") {
+                return Err(GatewayError::HoldExpired {
+                    refund: "the channel refunds the payment",
+                });
+            }
+            Ok(answer)
+        }
+        PaymentMethod::PrepaidCard => {
+            let holder = state
+                .patients
+                .resolve_card(
+                    CardRef {
+                        card_number: req.card_number.as_deref(),
+                        ecard_token: req.ecard_token.as_deref(),
+                    },
+                    Utc::now(),
+                )
+                .await?;
+            if holder.person_id != facts.patient_id
+                && !state
+                    .patients
+                    .is_family_member(holder.person_id, facts.patient_id)
+                    .await?
+            {
+                return Err(GatewayError::NotFamilyMember);
+            }
+            let ledger_ref = booking.to_string();
+            if facts.fee_fen > 0 {
+                state
+                    .patients
+                    .debit(holder.card_id, facts.fee_fen, caller.channel, &ledger_ref)
+                    .await?;
+            }
+            // A 5xx or timeout leaves the debit in place: the confirmation
+            // may have happened, and a retry of this request replays both.
+            let answer = confirm(PaymentMethod::PrepaidCard).await?;
+            if answer.status.is_client_error() {
+                if facts.fee_fen > 0 {
+                    state
+                        .patients
+                        .refund(
+                            holder.card_id,
+                            facts.fee_fen,
+                            &format!("refund:{ledger_ref}"),
+                            &ledger_ref,
+                        )
+                        .await?;
+                }
+                if code_of(&answer).as_deref() == Some("HOLD_EXPIRED") {
+                    return Err(GatewayError::HoldExpired {
+                        refund: "the fee was refunded to the card",
+                    });
+                }
+            }
+            Ok(answer)
+        }
+    }
+}

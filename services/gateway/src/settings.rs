@@ -1,0 +1,512 @@
+//! Typed settings; see `config/defaults.toml` for every key and its default.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveTime;
+use jyt_domain::{Channel, HospitalId};
+use jyt_settings::{
+    HttpSettings, Invalid, RedisSettings, SettingsError, Sources, TelemetrySettings, Validate,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const SERVICE: &str = "gateway";
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub redis: RedisSettings,
+    pub upstream: UpstreamSettings,
+    pub signing: SigningSettings,
+    pub card_issuing: CardIssuingSettings,
+    pub limits: LimitSettings,
+    pub anti_scalping: AntiScalpingSettings,
+    pub search: SearchSettings,
+    pub notifications: NotificationSettings,
+    /// Keyed by app id; a map (not a list) so one app, or one app's secret
+    /// during a rotation, can be set by environment variable.
+    #[serde(default)]
+    pub channel_apps: BTreeMap<String, ChannelApp>,
+    /// Keyed by hospital id; a map (not a list) so one hospital can be
+    /// overridden by environment variable. Required: validation refuses an
+    /// empty registry.
+    #[serde(default)]
+    pub hospitals: BTreeMap<String, HospitalRoute>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamSettings {
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub pool_max_idle_per_host: usize,
+    pub max_concurrent: usize,
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SigningSettings {
+    pub max_skew_seconds: i64,
+    pub nonce_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CardIssuingSettings {
+    pub base_url: String,
+    pub timeout_ms: u64,
+    /// card-issuing's `ecard.secret` (base64), to verify e-card tokens offline.
+    pub ecard_secret: SecretString,
+    /// Calls in flight to card-issuing; more wait (up to `timeout_ms`).
+    pub max_concurrent: usize,
+    pub identity_cache_seconds: u64,
+    pub standing_cache_seconds: u64,
+    pub family_cache_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    pub app_per_minute: u32,
+    pub app_burst: u32,
+    pub address_per_minute: u32,
+    pub address_burst: u32,
+    pub person_per_minute: u32,
+    pub person_burst: u32,
+    pub daily_bookings_per_person: u32,
+    /// The header carrying the end user's device address (see
+    /// `auth::client_address`); empty turns the address rules off.
+    #[serde(default)]
+    pub client_address_header: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AntiScalpingSettings {
+    /// `HH:MM` times, Asia/Shanghai, comma-separated (one string, so one
+    /// environment variable sets them all).
+    pub release_times: String,
+    pub release_window_seconds: u32,
+    pub release_person_per_minute: u32,
+    pub release_person_burst: u32,
+    pub max_persons_per_address: u32,
+    pub persons_window_seconds: u64,
+    /// Channel kinds, comma-separated.
+    pub address_rule_channels: String,
+}
+
+impl AntiScalpingSettings {
+    /// Parsed release times (validated at start, so nothing is dropped later).
+    pub fn release_times(&self) -> Vec<NaiveTime> {
+        split_list(&self.release_times)
+            .filter_map(|t| NaiveTime::parse_from_str(t, "%H:%M").ok())
+            .collect()
+    }
+
+    /// Parsed channels (validated at start).
+    pub fn address_rule_channels(&self) -> Vec<Channel> {
+        split_list(&self.address_rule_channels)
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|t| !t.is_empty())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotificationSettings {
+    /// slot-inventory's event stream, under the Redis key prefix.
+    pub source_stream: String,
+    pub consumer_group: String,
+    /// Unique per replica (e.g. the pod name).
+    pub consumer_name: String,
+    /// Must stay below redis.response_timeout_ms: the read blocks.
+    pub block_ms: usize,
+    pub batch_size: usize,
+    /// How often due deliveries are looked for.
+    pub poll_ms: u64,
+    /// Per callback call.
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    /// Retry n waits base * 2^(n-1), at most `backoff_max_ms`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Event types sent to channels, comma-separated.
+    pub event_types: String,
+    /// SHA-256 (hex) of the operators' bearer token for the dead-letter
+    /// endpoints; none configured means they are closed.
+    #[serde(default)]
+    pub operator_token_sha256: Option<String>,
+}
+
+impl NotificationSettings {
+    pub fn event_types(&self) -> impl Iterator<Item = &str> {
+        split_list(&self.event_types)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SearchSettings {
+    pub page_size: usize,
+}
+
+/// A channel's backend (the WeChat mini-program server, the kiosk fleet
+/// controller, the 114 call centre, ...), which signs every request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelApp {
+    /// Recorded on every booking the app makes; a channel cannot book as another.
+    pub channel: Channel,
+    pub secret: SecretString,
+    /// The secret being rotated out, still accepted until it is removed.
+    #[serde(default)]
+    pub previous_secret: Option<SecretString>,
+    /// Where booking notices for this app's patients are POSTed (signed
+    /// with `secret`); none means the app polls instead.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+impl ChannelApp {
+    /// Every secret a signature may be made with, current first.
+    pub fn secrets(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.secret)
+            .chain(self.previous_secret.iter())
+            .map(|s| s.expose_secret().as_bytes())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HospitalRoute {
+    pub name: String,
+    /// Base URL of the hospital's slot-inventory, e.g. `http://slot-pumch:8101`.
+    pub base_url: String,
+    pub district: String,
+    /// `tertiary` (三级), `secondary` (二级) or `community` (社区).
+    pub level: String,
+    /// Overrides `upstream.timeout_ms` for a hospital known to be slower.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Overrides `upstream.max_concurrent`.
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, SettingsError> {
+        jyt_settings::load(SERVICE, DEFAULTS)
+    }
+
+    pub fn load_from(sources: &Sources) -> Result<Self, SettingsError> {
+        jyt_settings::load_from(SERVICE, DEFAULTS, sources)
+    }
+
+    /// The registry with parsed ids (validated at start, so this cannot fail later).
+    pub fn hospital_routes(&self) -> Vec<(HospitalId, HospitalRoute)> {
+        self.hospitals
+            .iter()
+            .filter_map(|(id, route)| id.parse().ok().map(|id| (id, route.clone())))
+            .collect()
+    }
+}
+
+fn is_app_id(id: &str) -> bool {
+    (2..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+fn http_url_ok(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://")) && !url.ends_with('/')
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.http.validate("http")?;
+        self.redis.validate("redis")?;
+        for (key, v) in [
+            ("upstream.timeout_ms", self.upstream.timeout_ms),
+            ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            ("upstream.breaker_open_ms", self.upstream.breaker_open_ms),
+            ("card_issuing.timeout_ms", self.card_issuing.timeout_ms),
+        ] {
+            if !(1..=60_000).contains(&v) {
+                return Err(Invalid::new(key, "must be between 1 and 60000 ms"));
+            }
+        }
+        if self.card_issuing.max_concurrent == 0 {
+            return Err(Invalid::new("card_issuing.max_concurrent", "must be at least 1"));
+        }
+        if self.upstream.max_concurrent == 0 {
+            return Err(Invalid::new("upstream.max_concurrent", "must be at least 1"));
+        }
+        if self.upstream.breaker_failures == 0 {
+            return Err(Invalid::new("upstream.breaker_failures", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.signing.max_skew_seconds) {
+            return Err(Invalid::new(
+                "signing.max_skew_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
+        if self.signing.nonce_ttl_seconds < 2 * self.signing.max_skew_seconds.unsigned_abs() {
+            return Err(Invalid::new(
+                "signing.nonce_ttl_seconds",
+                "must be at least twice signing.max_skew_seconds, or a replay could pass",
+            ));
+        }
+        if !http_url_ok(&self.card_issuing.base_url) {
+            return Err(Invalid::new(
+                "card_issuing.base_url",
+                "must be an http(s) URL without a trailing slash",
+            ));
+        }
+        if self.card_issuing.ecard_secret.expose_secret().len() < 32 {
+            return Err(Invalid::new(
+                "card_issuing.ecard_secret",
+                "must be card-issuing's ecard.secret",
+            ));
+        }
+        for (key, v) in [
+            ("limits.app_per_minute", self.limits.app_per_minute),
+            ("limits.app_burst", self.limits.app_burst),
+            ("limits.address_per_minute", self.limits.address_per_minute),
+            ("limits.address_burst", self.limits.address_burst),
+            ("limits.person_per_minute", self.limits.person_per_minute),
+            ("limits.person_burst", self.limits.person_burst),
+            (
+                "limits.daily_bookings_per_person",
+                self.limits.daily_bookings_per_person,
+            ),
+            (
+                "anti_scalping.release_person_per_minute",
+                self.anti_scalping.release_person_per_minute,
+            ),
+            (
+                "anti_scalping.release_person_burst",
+                self.anti_scalping.release_person_burst,
+            ),
+            (
+                "anti_scalping.max_persons_per_address",
+                self.anti_scalping.max_persons_per_address,
+            ),
+        ] {
+            if v == 0 {
+                return Err(Invalid::new(key, "must be at least 1"));
+            }
+        }
+        for t in split_list(&self.anti_scalping.release_times) {
+            if NaiveTime::parse_from_str(t, "%H:%M").is_err() {
+                return Err(Invalid::new(
+                    "anti_scalping.release_times",
+                    format!("`{t}` is not HH:MM"),
+                ));
+            }
+        }
+        for c in split_list(&self.anti_scalping.address_rule_channels) {
+            if c.parse::<Channel>().is_err() {
+                return Err(Invalid::new(
+                    "anti_scalping.address_rule_channels",
+                    format!("`{c}` is not a channel"),
+                ));
+            }
+        }
+        if self.anti_scalping.persons_window_seconds == 0 {
+            return Err(Invalid::new(
+                "anti_scalping.persons_window_seconds",
+                "must be at least 1",
+            ));
+        }
+        let n = &self.notifications;
+        if n.block_ms == 0 || u64::try_from(n.block_ms).unwrap_or(u64::MAX) >= self.redis.response_timeout_ms
+        {
+            return Err(Invalid::new(
+                "notifications.block_ms",
+                "must be at least 1 and below redis.response_timeout_ms",
+            ));
+        }
+        for (key, v) in [
+            ("notifications.poll_ms", n.poll_ms),
+            ("notifications.timeout_ms", n.timeout_ms),
+            ("notifications.backoff_base_ms", n.backoff_base_ms),
+            ("notifications.backoff_max_ms", n.backoff_max_ms),
+            ("notifications.max_attempts", u64::from(n.max_attempts)),
+            (
+                "notifications.batch_size",
+                u64::try_from(n.batch_size).unwrap_or(0),
+            ),
+        ] {
+            if v == 0 {
+                return Err(Invalid::new(key, "must be at least 1"));
+            }
+        }
+        if n.operator_token_sha256
+            .as_deref()
+            .is_some_and(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(Invalid::new(
+                "notifications.operator_token_sha256",
+                "must be 64 hex digits (SHA-256 of the token)",
+            ));
+        }
+        if !(1..=200).contains(&self.search.page_size) {
+            return Err(Invalid::new("search.page_size", "must be between 1 and 200"));
+        }
+        for (id, app) in &self.channel_apps {
+            if !is_app_id(id) {
+                return Err(Invalid::new(
+                    format!("channel_apps.{id}"),
+                    "app id must be 2 to 32 characters of a-z and 0-9",
+                ));
+            }
+            if app.secret.expose_secret().len() < 32 {
+                return Err(Invalid::new(
+                    format!("channel_apps.{id}.secret"),
+                    "must be at least 32 characters",
+                ));
+            }
+            if app.callback_url.as_deref().is_some_and(|u| !http_url_ok(u)) {
+                return Err(Invalid::new(
+                    format!("channel_apps.{id}.callback_url"),
+                    "must be an http(s) URL without a trailing slash",
+                ));
+            }
+            if app
+                .previous_secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().len() < 32)
+            {
+                return Err(Invalid::new(
+                    format!("channel_apps.{id}.previous_secret"),
+                    "must be at least 32 characters",
+                ));
+            }
+        }
+        if self.hospitals.is_empty() {
+            return Err(Invalid::new("hospitals", "needs at least one hospital"));
+        }
+        for (id, route) in &self.hospitals {
+            if id.parse::<HospitalId>().is_err() {
+                return Err(Invalid::new(
+                    format!("hospitals.{id}"),
+                    "hospital id must be 2 to 20 characters of a-z and 0-9",
+                ));
+            }
+            if !http_url_ok(&route.base_url) {
+                return Err(Invalid::new(
+                    format!("hospitals.{id}.base_url"),
+                    "must be an http(s) URL without a trailing slash",
+                ));
+            }
+            if !["tertiary", "secondary", "community"].contains(&route.level.as_str()) {
+                return Err(Invalid::new(
+                    format!("hospitals.{id}.level"),
+                    "must be tertiary, secondary or community",
+                ));
+            }
+            if route.timeout_ms.is_some_and(|t| !(1..=60_000).contains(&t)) {
+                return Err(Invalid::new(
+                    format!("hospitals.{id}.timeout_ms"),
+                    "must be between 1 and 60000 ms",
+                ));
+            }
+            if route.max_concurrent == Some(0) {
+                return Err(Invalid::new(
+                    format!("hospitals.{id}.max_concurrent"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::load_from(&Sources::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
+
+    const PUMCH: [(&str, &str); 4] = [
+        ("JYT_GATEWAY__HOSPITALS__PUMCH__NAME", "北京协和医院"),
+        (
+            "JYT_GATEWAY__HOSPITALS__PUMCH__BASE_URL",
+            "http://slot-pumch:8101",
+        ),
+        ("JYT_GATEWAY__HOSPITALS__PUMCH__DISTRICT", "dongcheng"),
+        ("JYT_GATEWAY__HOSPITALS__PUMCH__LEVEL", "tertiary"),
+    ];
+
+    #[test]
+    fn a_gateway_without_hospitals_refuses_to_start_naming_the_key() {
+        let err = load(&[]).unwrap_err().to_string();
+        assert!(err.contains("`hospitals`"), "{err}");
+    }
+
+    #[test]
+    fn hospitals_come_from_environment_variables() {
+        let s = load(&PUMCH).unwrap();
+        let routes = s.hospital_routes();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].0.as_str(), "pumch");
+        assert_eq!(routes[0].1.base_url, "http://slot-pumch:8101");
+    }
+
+    #[test]
+    fn channel_apps_and_their_secrets_come_from_environment_variables() {
+        let mut env = PUMCH.to_vec();
+        env.extend([
+            ("JYT_GATEWAY__CHANNEL_APPS__WXMINI__CHANNEL", "wechat"),
+            (
+                "JYT_GATEWAY__CHANNEL_APPS__WXMINI__SECRET",
+                "s3cret-s3cret-s3cret-s3cret-s3cret",
+            ),
+            (
+                "JYT_GATEWAY__CHANNEL_APPS__WXMINI__PREVIOUS_SECRET",
+                "old-old-old-old-old-old-old-old-old",
+            ),
+        ]);
+        let s = load(&env).unwrap();
+        let app = &s.channel_apps["wxmini"];
+        assert_eq!(app.channel, Channel::Wechat);
+        assert_eq!(app.secrets().count(), 2);
+        assert!(!format!("{s:?}").contains("s3cret"), "secrets never print");
+    }
+
+    #[test]
+    fn a_short_app_secret_is_refused_naming_the_key() {
+        let mut env = PUMCH.to_vec();
+        env.extend([
+            ("JYT_GATEWAY__CHANNEL_APPS__KIOSK1__CHANNEL", "kiosk"),
+            ("JYT_GATEWAY__CHANNEL_APPS__KIOSK1__SECRET", "short"),
+        ]);
+        let err = load(&env).unwrap_err().to_string();
+        assert!(err.contains("`channel_apps.kiosk1.secret`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_hospital_url_is_refused_naming_the_key() {
+        let err = load(&[
+            ("JYT_GATEWAY__HOSPITALS__PUMCH__NAME", "x"),
+            ("JYT_GATEWAY__HOSPITALS__PUMCH__BASE_URL", "slot-pumch:8101/"),
+            ("JYT_GATEWAY__HOSPITALS__PUMCH__DISTRICT", "dongcheng"),
+            ("JYT_GATEWAY__HOSPITALS__PUMCH__LEVEL", "tertiary"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`hospitals.pumch.base_url`"), "{err}");
+    }
+
+    #[test]
+    fn a_non_numeric_timeout_is_refused_naming_the_key() {
+        let err = load(&[("JYT_GATEWAY__UPSTREAM__TIMEOUT_MS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream.timeout_ms"), "{err}");
+    }
+}

@@ -1,0 +1,108 @@
+//! [`Application::build`]: bind first (port 0 in tests), then serve.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use jyt_cache::Keyspace;
+use jyt_web::extract::BodyLimit;
+use jyt_web::ops::{record_http_metrics, request_tracing};
+use jyt_web::{Metrics, Readiness};
+
+use crate::identity::PatientIndex;
+use crate::limits::Limits;
+use crate::notify::Notifier;
+use crate::routes;
+use crate::settings::{SERVICE, Settings};
+use crate::state::GatewayState;
+use crate::upstream::Upstreams;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let redis = jyt_cache::connect(&settings.redis)
+            .await
+            .context("connecting to Redis")?;
+        let keys = Keyspace::new(settings.redis.key_prefix.clone());
+        let stream_redis = jyt_cache::connect(&settings.redis)
+            .await
+            .context("connecting to Redis for the event stream")?;
+        let notifier = Notifier::new(
+            &settings.notifications,
+            settings.channel_apps.clone().into_iter().collect(),
+            redis.clone(),
+            stream_redis,
+            keys.clone(),
+        )?;
+        notifier.clone().spawn();
+        let state = web::Data::new(GatewayState {
+            notifier,
+            apps: settings.channel_apps.clone().into_iter().collect(),
+            upstreams: Upstreams::new(&settings)?,
+            patients: PatientIndex::new(&settings.card_issuing, redis.clone(), keys.clone())?,
+            limits: Limits::new(
+                &settings.limits,
+                &settings.anti_scalping,
+                redis.clone(),
+                keys.clone(),
+            ),
+            redis: redis.clone(),
+            keys,
+            settings: settings.clone(),
+        });
+        let metrics = web::Data::new(Metrics::new(SERVICE)?);
+        // Redis holds nonces: without it no signed request can be checked
+        // for replay. A hospital being down is that hospital's problem.
+        let readiness = web::Data::new(Readiness::new().with_check("redis", move || {
+            let redis = redis.clone();
+            Box::pin(async move { jyt_cache::ping(&redis).await.map_err(|e| e.to_string()) })
+        }));
+        // Idle token buckets are forgotten, so memory follows active keys.
+        let shrinking = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                shrinking.limits.shrink();
+            }
+        });
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
+        let port = listener.local_addr()?.port();
+        let body_limit = BodyLimit(settings.http.max_body_bytes);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(crate::auth::authenticate))
+                .wrap(from_fn(record_http_metrics))
+                .wrap(request_tracing())
+                .app_data(state.clone())
+                .app_data(metrics.clone())
+                .app_data(readiness.clone())
+                .app_data(body_limit)
+                .configure(jyt_web::ops::configure)
+                .configure(routes::configure)
+                .default_service(web::to(jyt_web::problem::not_found))
+        });
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(service = SERVICE, port, "listening");
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,34 @@
+//! Everything a request needs, built once in [`crate::Application::build`].
+
+use std::collections::HashMap;
+
+use jyt_cache::{Keyspace, RedisConn};
+use jyt_domain::Channel;
+
+use crate::identity::PatientIndex;
+use crate::limits::Limits;
+use crate::notify::Notifier;
+use crate::settings::{ChannelApp, Settings};
+use crate::upstream::Upstreams;
+
+pub struct GatewayState {
+    pub settings: Settings,
+    pub apps: HashMap<String, ChannelApp>,
+    pub redis: RedisConn,
+    pub keys: Keyspace,
+    pub upstreams: Upstreams,
+    pub patients: PatientIndex,
+    pub limits: Limits,
+    pub notifier: Notifier,
+}
+
+/// The authenticated channel app of a `/v1` request, put into the request's
+/// extensions by [`crate::auth::authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub app_id: String,
+    pub channel: Channel,
+    /// The end user's device address, for the per-address rules; see
+    /// [`crate::auth::client_address`].
+    pub address: Option<String>,
+}

@@ -1,0 +1,245 @@
+//! Calls to hospitals' slot-inventory services: one pooled keep-alive
+//! client, and per hospital a timeout, a bulkhead (a cap on calls in
+//! flight) and a circuit breaker, so a slow or dead hospital answers
+//! `HOSPITAL_UNAVAILABLE` for its own requests, fast, while every other
+//! hospital keeps its latency. W3C trace context goes on every call, and
+//! answers are passed back as they came (status, problem+json body, headers).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use jyt_domain::HospitalId;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use tokio::sync::Semaphore;
+
+use crate::error::GatewayError;
+use crate::settings::{HospitalRoute, Settings};
+
+/// Response headers worth passing back to the channel.
+const PASSED_BACK: [&str; 4] = ["content-type", "location", "idempotency-replayed", "retry-after"];
+
+/// Consecutive failures open the circuit; after `open_for` one probe is
+/// let through, and its outcome closes or reopens it.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    probe_started: Option<Instant>,
+}
+
+struct Lane {
+    route: HospitalRoute,
+    timeout: Duration,
+    bulkhead: Arc<Semaphore>,
+    breaker: Mutex<Breaker>,
+}
+
+#[derive(Clone)]
+pub struct Upstreams {
+    client: reqwest::Client,
+    lanes: Arc<HashMap<HospitalId, Lane>>,
+    breaker_failures: u32,
+    breaker_open: Duration,
+}
+
+/// A hospital's answer, to be passed back as it came.
+pub struct Forwarded {
+    pub status: StatusCode,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: actix_web::web::Bytes,
+}
+
+impl Forwarded {
+    pub fn into_response(self) -> HttpResponse {
+        let mut out = HttpResponse::build(self.status);
+        for (name, value) in self.headers {
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_bytes(&value) {
+                out.insert_header((name, v));
+            }
+        }
+        out.body(self.body)
+    }
+}
+
+/// What the breaker decided for one call.
+enum Admission {
+    Closed,
+    Probe,
+}
+
+impl Upstreams {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.upstream.connect_timeout_ms))
+            .pool_max_idle_per_host(settings.upstream.pool_max_idle_per_host)
+            .tcp_nodelay(true)
+            .build()?;
+        let lanes = settings
+            .hospital_routes()
+            .into_iter()
+            .map(|(id, route)| {
+                let lane = Lane {
+                    timeout: Duration::from_millis(route.timeout_ms.unwrap_or(settings.upstream.timeout_ms)),
+                    bulkhead: Arc::new(Semaphore::new(
+                        route.max_concurrent.unwrap_or(settings.upstream.max_concurrent),
+                    )),
+                    breaker: Mutex::new(Breaker::default()),
+                    route,
+                };
+                (id, lane)
+            })
+            .collect();
+        Ok(Self {
+            client,
+            lanes: Arc::new(lanes),
+            breaker_failures: settings.upstream.breaker_failures,
+            breaker_open: Duration::from_millis(settings.upstream.breaker_open_ms),
+        })
+    }
+
+    pub fn hospitals(&self) -> impl Iterator<Item = (&HospitalId, &HospitalRoute)> {
+        self.lanes.iter().map(|(id, lane)| (id, &lane.route))
+    }
+
+    pub fn route(&self, hospital: &HospitalId) -> Result<&HospitalRoute, GatewayError> {
+        self.lane(hospital).map(|l| &l.route)
+    }
+
+    fn lane(&self, hospital: &HospitalId) -> Result<&Lane, GatewayError> {
+        self.lanes
+            .get(hospital)
+            .ok_or_else(|| GatewayError::HospitalNotFound(hospital.to_string()))
+    }
+
+    fn admit(&self, lane: &Lane) -> Option<Admission> {
+        let mut b = lane
+            .breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        match b.open_until {
+            None => Some(Admission::Closed),
+            Some(until) if now < until => None,
+            Some(_) => {
+                // Half open: one probe at a time; a probe that never reported
+                // back (its request was dropped) is replaced after a timeout.
+                let stale = b
+                    .probe_started
+                    .is_none_or(|t| now.duration_since(t) > lane.timeout);
+                if stale {
+                    b.probe_started = Some(now);
+                    Some(Admission::Probe)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn record(&self, lane: &Lane, ok: bool) {
+        let mut b = lane
+            .breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.probe_started = None;
+        if ok {
+            b.failures = 0;
+            b.open_until = None;
+        } else {
+            b.failures = b.failures.saturating_add(1);
+            if b.failures >= self.breaker_failures {
+                b.open_until = Some(Instant::now() + self.breaker_open);
+            }
+        }
+    }
+
+    /// Send a request to a hospital and turn its answer into ours.
+    pub async fn call(
+        &self,
+        hospital: &HospitalId,
+        method: reqwest::Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+    ) -> Result<HttpResponse, GatewayError> {
+        self.forward(hospital, method, path, headers, body)
+            .await
+            .map(Forwarded::into_response)
+    }
+
+    /// Send a request to a hospital; its answer, unless it failed.
+    #[tracing::instrument(name = "upstream", skip_all, fields(hospital = %hospital, %path))]
+    pub async fn forward(
+        &self,
+        hospital: &HospitalId,
+        method: reqwest::Method,
+        path: &str,
+        mut headers: HeaderMap,
+        body: Option<Vec<u8>>,
+    ) -> Result<Forwarded, GatewayError> {
+        let lane = self.lane(hospital)?;
+        let unavailable = |reason: String| GatewayError::HospitalUnavailable {
+            hospital: hospital.to_string(),
+            reason,
+        };
+        let admission = self
+            .admit(lane)
+            .ok_or_else(|| unavailable("circuit open".to_owned()))?;
+        // Refuse at once rather than queue: waiting for a hung hospital's
+        // permit is exactly the latency the bulkhead exists to avoid.
+        let Ok(_permit) = lane.bulkhead.clone().try_acquire_owned() else {
+            if matches!(admission, Admission::Probe) {
+                self.record(lane, false);
+            }
+            return Err(unavailable("too many calls in flight".to_owned()));
+        };
+        jyt_telemetry::inject_trace_context(&mut headers);
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", lane.route.base_url))
+            .timeout(lane.timeout)
+            .headers(headers);
+        if let Some(body) = body {
+            req = req
+                .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body);
+        }
+        let outcome = async {
+            let res = req.send().await.map_err(|e| e.to_string())?;
+            let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let passed: Vec<(String, Vec<u8>)> = PASSED_BACK
+                .iter()
+                .filter_map(|name| {
+                    res.headers()
+                        .get(*name)
+                        .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
+                })
+                .collect();
+            let body = res.bytes().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, passed, body))
+        }
+        .await;
+        let (status, passed, body) = match outcome {
+            Ok(o) => o,
+            Err(reason) => {
+                self.record(lane, false);
+                return Err(unavailable(reason));
+            }
+        };
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            // A hospital's internal failure is not the channel's business;
+            // its own 503s (lock or database briefly unavailable) pass through.
+            self.record(lane, false);
+            return Err(unavailable(format!("answered {status}")));
+        }
+        self.record(lane, true);
+        Ok(Forwarded {
+            status,
+            headers: passed,
+            body,
+        })
+    }
+}
