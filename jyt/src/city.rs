@@ -1,0 +1,190 @@
+//! Start every service of the demo city in this process, on fixed ports.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use chrono::Days;
+use jyt_domain::SlotRef;
+use jyt_settings::Sources;
+use tokio::task::JoinHandle;
+
+use crate::infra::Endpoints;
+use crate::settings::CitySettings;
+
+/// One running service, for the summary.
+pub struct Running {
+    pub name: String,
+    pub url: String,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The process environment plus our overrides (ours win: they are what
+/// makes the city hang together).
+fn sources(overrides: Vec<(String, String)>) -> Sources {
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    env.extend(overrides);
+    Sources {
+        config_dir: None,
+        environment_name: None,
+        env: Some(env),
+    }
+}
+
+fn common(
+    prefix: &str,
+    port: u16,
+    database_url: Option<&str>,
+    e: &Endpoints,
+    key_prefix: &str,
+) -> Vec<(String, String)> {
+    let mut v = vec![
+        (format!("{prefix}HTTP__HOST"), "127.0.0.1".to_owned()),
+        (format!("{prefix}HTTP__PORT"), port.to_string()),
+        (format!("{prefix}HTTP__WORKERS"), "2".to_owned()),
+        (format!("{prefix}REDIS__URLS"), e.redis_url.clone()),
+        (format!("{prefix}REDIS__KEY_PREFIX"), key_prefix.to_owned()),
+        (format!("{prefix}TELEMETRY__LOG_FORMAT"), "pretty".to_owned()),
+    ];
+    if let Some(url) = database_url {
+        v.push((format!("{prefix}POSTGRES__URL"), url.to_owned()));
+    }
+    v
+}
+
+/// Start the city; returns the running services and a slot to book in the
+/// first hospital, for the printed example.
+pub async fn start(
+    settings: &CitySettings,
+    e: &Endpoints,
+) -> anyhow::Result<(Vec<Running>, Option<SlotRef>)> {
+    let key_prefix = &settings.redis.key_prefix;
+    let mut running = Vec::new();
+    let mut example_slot = None;
+    let mut routes = Vec::new();
+
+    for (i, hospital) in settings.hospitals.iter().enumerate() {
+        let database = format!("jyt_slot_{}", hospital.id);
+        jyt_db::ensure_database(&e.postgres_admin_url, &database).await?;
+        let url = jyt_db::url_with_database(&e.postgres_admin_url, &database);
+        let port = settings.slot_inventory_port(i);
+        let p = "JYT_SLOT_INVENTORY__";
+        let mut env = common(p, port, Some(&url), e, key_prefix);
+        env.push((format!("{p}HOSPITAL__ID"), hospital.id.to_string()));
+        env.push((format!("{p}HOSPITAL__NAME"), hospital.name.clone()));
+        let s = slot_inventory::Settings::load_from(&sources(env))?;
+        let app = slot_inventory::Application::build(s)
+            .await
+            .with_context(|| format!("starting slot-inventory for {}", hospital.id))?;
+        for day in 1..=u64::from(settings.demo.days) {
+            let date = jyt_domain::time::today()
+                .checked_add_days(Days::new(day))
+                .context("date out of range")?;
+            let stored =
+                slot_inventory::seed::seed_demo_day(app.state(), date, settings.demo.seats_per_segment)
+                    .await?;
+            if example_slot.is_none() && day == 1 {
+                example_slot = stored
+                    .first()
+                    .and_then(|s| s.segment_ids.first())
+                    .map(|seg| SlotRef::new(hospital.id.clone(), *seg));
+            }
+        }
+        // The seed ran after start: load its segments now so the first
+        // booking finds them in Redis.
+        slot_inventory::booking::service::warm_cache(app.state()).await?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        routes.push((hospital, base_url.clone()));
+        running.push(Running {
+            name: format!("slot-inventory {}", hospital.id),
+            url: base_url,
+            task: tokio::spawn(app.run_until_stopped()),
+        });
+    }
+
+    let p = "JYT_GATEWAY__";
+    let mut env = common(p, settings.ports.gateway, None, e, key_prefix);
+    env.push((
+        format!("{p}CARD_ISSUING__BASE_URL"),
+        format!("http://127.0.0.1:{}", settings.ports.card_issuing),
+    ));
+    for (app, secret) in demo_channel_apps() {
+        let a = format!("{p}CHANNEL_APPS__{}__", app.to_ascii_uppercase());
+        env.push((format!("{a}CHANNEL"), app.to_owned()));
+        env.push((format!("{a}SECRET"), secret));
+    }
+    for (hospital, base_url) in &routes {
+        let h = format!("{p}HOSPITALS__{}__", hospital.id.as_str().to_ascii_uppercase());
+        env.push((format!("{h}NAME"), hospital.name.clone()));
+        env.push((format!("{h}BASE_URL"), base_url.clone()));
+        env.push((format!("{h}DISTRICT"), hospital.district.clone()));
+        env.push((format!("{h}LEVEL"), hospital.level.clone()));
+    }
+    let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env))?).await?;
+    print_signing_help(&format!("http://127.0.0.1:{}", gateway.port()));
+    running.push(Running {
+        name: "gateway".into(),
+        url: format!("http://127.0.0.1:{}", gateway.port()),
+        task: tokio::spawn(gateway.run_until_stopped()),
+    });
+
+    jyt_db::ensure_database(&e.postgres_admin_url, "jyt_card").await?;
+    let url = jyt_db::url_with_database(&e.postgres_admin_url, "jyt_card");
+    let env = common(
+        "JYT_CARD_ISSUING__",
+        settings.ports.card_issuing,
+        Some(&url),
+        e,
+        key_prefix,
+    );
+    let cards = card_issuing::Application::build(card_issuing::Settings::load_from(&sources(env))?).await?;
+    running.push(Running {
+        name: "card-issuing".into(),
+        url: format!("http://127.0.0.1:{}", cards.port()),
+        task: tokio::spawn(cards.run_until_stopped()),
+    });
+
+    jyt_db::ensure_database(&e.postgres_admin_url, "jyt_accounting").await?;
+    let url = jyt_db::url_with_database(&e.postgres_admin_url, "jyt_accounting");
+    let p = "JYT_CHANNEL_ACCOUNTING__";
+    let env = common(p, settings.ports.channel_accounting, Some(&url), e, key_prefix);
+    let accounting =
+        channel_accounting::Application::build(channel_accounting::Settings::load_from(&sources(env))?)
+            .await?;
+    running.push(Running {
+        name: "channel-accounting".into(),
+        url: format!("http://127.0.0.1:{}", accounting.port()),
+        task: tokio::spawn(accounting.run_until_stopped()),
+    });
+
+    Ok((running, example_slot))
+}
+
+/// One demo channel app per channel kind; the app id is the channel's name.
+/// DEMO secrets, for a first look on one machine only.
+pub fn demo_channel_apps() -> Vec<(&'static str, String)> {
+    ["wechat", "kiosk", "phone114", "window", "app"]
+        .into_iter()
+        .map(|app| (app, format!("demo-{app}-secret-change-me-0123456789abcdef")))
+        .collect()
+}
+
+/// How to sign a request to the demo gateway from a shell.
+pub fn signing_help(gateway: &str) -> String {
+    let (app, secret) = ("wechat", "demo-wechat-secret-change-me-0123456789abcdef");
+    format!(
+        "Every /v1 request is signed (see README, \"Signed requests\"). Demo apps: wechat, kiosk, phone114,\n\
+         window, app; secret demo-<app>-secret-change-me-0123456789abcdef. From a shell:\n\
+         \n  APP={app} SECRET={secret}\n\
+         \x20 TS=$(date +%s) NONCE=$(cat /proc/sys/kernel/random/uuid | tr -d -) BODY=''\n\
+         \x20 SIG=$(printf 'GET\\n/v1/hospitals\\n%s\\n%s\\n%s' \"$TS\" \"$NONCE\" \"$(printf %s \"$BODY\" | sha256sum | cut -d' ' -f1)\" \\\n\
+         \x20   | openssl dgst -sha256 -hmac \"$SECRET\" -hex | sed 's/^.* //')\n\
+         \x20 curl -s {gateway}/v1/hospitals -H \"X-App-Id: $APP\" -H \"X-Timestamp: $TS\" -H \"X-Nonce: $NONCE\" -H \"X-Signature: $SIG\"\n\
+         \nBookings name the patient by card: register at card-issuing (POST /v1/persons, then\n\
+         POST /v1/persons/<id>/cards) and send {{\"slot_id\": ..., \"card_number\": ...}}, signed the same way."
+    )
+}
+
+#[expect(clippy::print_stdout, reason = "the demo city tells its user how to call it")]
+fn print_signing_help(gateway: &str) {
+    println!("{}", signing_help(gateway));
+}
