@@ -1,0 +1,512 @@
+//! A city for a test: hospitals behind a gateway, card-issuing (the
+//! patient index the gateway resolves cards through), channel-accounting,
+//! and typed HTTP helpers that sign every request as the channel's test app
+//! and name patients by their platform card, as a real channel does.
+
+use jyt_domain::time::Clock;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
+use jyt_domain::{HospitalId, SlotRef};
+use reqwest::Method;
+use slot_inventory::schedule::listing::DaySchedules;
+use uuid::Uuid;
+
+use crate::hospital::TestHospital;
+use crate::sources;
+
+/// Every test gateway has one app per channel kind; its id is the channel's
+/// name (`wechat`, `kiosk`, ...) and they share this secret.
+pub const TEST_APP_SECRET: &str = "test-app-secret-0123456789abcdef-0123";
+/// The channel kinds with a test app.
+pub const TEST_CHANNELS: [&str; 6] = ["wechat", "kiosk", "phone114", "window", "app", "referral"];
+
+/// Hospitals behind a gateway.
+pub struct TestCity {
+    pub gateway_url: String,
+    pub hospitals: Vec<TestHospital>,
+    pub http: reqwest::Client,
+    pub redis_prefix: String,
+    pub cards: TestCards,
+}
+
+/// A running card-issuing and the patients a test registered in it.
+pub struct TestCards {
+    pub base_url: String,
+    pub database_url: String,
+    http: reqwest::Client,
+    /// person id → platform card number.
+    cards: Mutex<HashMap<Uuid, String>>,
+}
+
+/// A registered patient with an e-card.
+#[derive(Debug, Clone)]
+pub struct TestPatient {
+    pub person_id: Uuid,
+    pub card_id: Uuid,
+    pub card_number: String,
+}
+
+/// Start channel-accounting reading this Redis prefix's streams; returns its
+/// base URL and database URL.
+pub async fn spawn_accounting(redis_prefix: &str) -> (String, String) {
+    let database_url = jyt_testkit::fresh_database("accounting").await;
+    let p = "JYT_CHANNEL_ACCOUNTING__";
+    let settings = channel_accounting::Settings::load_from(&sources(vec![
+        (format!("{p}HTTP__PORT"), "0".to_owned()),
+        (format!("{p}HTTP__WORKERS"), "1".to_owned()),
+        (format!("{p}POSTGRES__URL"), database_url.clone()),
+        (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
+        (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
+        (format!("{p}CONSUMER__NAME"), "test-consumer".to_owned()),
+    ]))
+    .expect("channel-accounting test settings");
+    let app = channel_accounting::Application::build(settings)
+        .await
+        .expect("channel-accounting starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    (url, database_url)
+}
+
+/// Start card-issuing on this Redis prefix.
+pub async fn spawn_cards(redis_prefix: &str) -> TestCards {
+    let database_url = jyt_testkit::fresh_database("cards").await;
+    let p = "JYT_CARD_ISSUING__";
+    let settings = card_issuing::Settings::load_from(&sources(vec![
+        (format!("{p}HTTP__PORT"), "0".to_owned()),
+        (format!("{p}HTTP__WORKERS"), "2".to_owned()),
+        (format!("{p}POSTGRES__URL"), database_url.clone()),
+        (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
+        (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
+    ]))
+    .expect("card-issuing test settings");
+    let app = card_issuing::Application::build(settings)
+        .await
+        .expect("card-issuing starts");
+    let base_url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestCards {
+        base_url,
+        database_url,
+        http: reqwest::Client::new(),
+        cards: Mutex::new(HashMap::new()),
+    }
+}
+
+/// A hospital in a test gateway's registry.
+pub struct Route<'a> {
+    pub id: &'a str,
+    pub base_url: &'a str,
+    pub district: &'a str,
+    pub level: &'a str,
+}
+
+/// Settings every test gateway gets: one app per channel, limits generous
+/// enough that only the tests about limits meet them.
+fn gateway_env(
+    routes: &[Route<'_>],
+    redis_prefix: &str,
+    cards_url: &str,
+    timeout_ms: u64,
+) -> Vec<(String, String)> {
+    let p = "JYT_GATEWAY__";
+    let mut env: Vec<(String, String)> = [
+        ("HTTP__PORT", "0".to_owned()),
+        ("HTTP__WORKERS", "2".to_owned()),
+        ("UPSTREAM__TIMEOUT_MS", timeout_ms.to_string()),
+        ("REDIS__URLS", jyt_testkit::redis_url()),
+        ("REDIS__KEY_PREFIX", redis_prefix.to_owned()),
+        ("CARD_ISSUING__BASE_URL", cards_url.to_owned()),
+        ("LIMITS__APP_PER_MINUTE", "1000000".to_owned()),
+        ("LIMITS__APP_BURST", "100000".to_owned()),
+        ("LIMITS__ADDRESS_PER_MINUTE", "1000000".to_owned()),
+        ("LIMITS__ADDRESS_BURST", "100000".to_owned()),
+        ("LIMITS__PERSON_PER_MINUTE", "600".to_owned()),
+        ("LIMITS__PERSON_BURST", "100".to_owned()),
+        // The clock decides whether a release window is open; the tests
+        // that are not about it must not depend on the time they run at.
+        ("ANTI_SCALPING__RELEASE_PERSON_PER_MINUTE", "600".to_owned()),
+        ("ANTI_SCALPING__RELEASE_PERSON_BURST", "100".to_owned()),
+        ("ANTI_SCALPING__MAX_PERSONS_PER_ADDRESS", "1000000".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{p}{k}"), v))
+    .collect();
+    for channel in TEST_CHANNELS {
+        let a = format!("{p}CHANNEL_APPS__{}__", channel.to_ascii_uppercase());
+        env.push((format!("{a}CHANNEL"), channel.to_owned()));
+        env.push((format!("{a}SECRET"), TEST_APP_SECRET.to_owned()));
+    }
+    for r in routes {
+        let h = format!("{p}HOSPITALS__{}__", r.id.to_ascii_uppercase());
+        env.push((format!("{h}NAME"), format!("Hospital {}", r.id)));
+        env.push((format!("{h}BASE_URL"), r.base_url.to_owned()));
+        env.push((format!("{h}DISTRICT"), r.district.to_owned()));
+        env.push((format!("{h}LEVEL"), r.level.to_owned()));
+    }
+    env
+}
+
+/// Start a gateway with the test apps; `extra` overrides any setting
+/// (`("LIMITS__PERSON_BURST", "2")`, without the `JYT_GATEWAY__` prefix).
+pub async fn spawn_gateway_with(
+    routes: &[Route<'_>],
+    redis_prefix: &str,
+    cards_url: &str,
+    timeout_ms: u64,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut env = gateway_env(routes, redis_prefix, cards_url, timeout_ms);
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (format!("JYT_GATEWAY__{k}"), (*v).to_owned())),
+    );
+    let settings = gateway::Settings::load_from(&sources(env)).expect("gateway test settings");
+    let app = gateway::Application::build(settings)
+        .await
+        .expect("gateway starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    url
+}
+
+/// Start a gateway routing to the given hospital base URLs (no patient
+/// index: enough for requests that name no patient).
+pub async fn spawn_gateway(routes: &[(&str, &str)], timeout_ms: u64) -> String {
+    let routes: Vec<Route<'_>> = routes
+        .iter()
+        .map(|(id, url)| Route {
+            id,
+            base_url: url,
+            district: "dongcheng",
+            level: "tertiary",
+        })
+        .collect();
+    spawn_gateway_with(
+        &routes,
+        &jyt_testkit::fresh_redis_prefix(),
+        "http://127.0.0.1:9",
+        timeout_ms,
+        &[],
+    )
+    .await
+}
+
+/// Sign a request as the test app of `channel`: adds X-App-Id, X-Timestamp,
+/// X-Nonce and X-Signature over `body` (what the caller sends).
+pub fn sign(
+    req: reqwest::RequestBuilder,
+    channel: &str,
+    method: &Method,
+    path_and_query: &str,
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    let h = gateway::signing::sign_request(
+        channel,
+        TEST_APP_SECRET.as_bytes(),
+        method.as_str(),
+        path_and_query,
+        body,
+        Utc::now().timestamp(),
+        &gateway::signing::new_nonce(),
+    );
+    h.pairs().into_iter().fold(req, |r, (k, v)| r.header(k, v))
+}
+
+/// A signed request to `base` + `path_and_query`, with `body` as JSON.
+pub fn signed(
+    http: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    method: Method,
+    path_and_query: &str,
+    body: Option<&serde_json::Value>,
+) -> reqwest::RequestBuilder {
+    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    // Sign what goes on the wire: the URL as the client percent-encodes it.
+    let url = reqwest::Url::parse(&format!("{base}{path_and_query}")).expect("a valid URL");
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let path_and_query = path_and_query.as_str();
+    let mut req = http.request(method.clone(), url.clone());
+    if body.is_some() {
+        req = req.header("content-type", "application/json").body(bytes.clone());
+    }
+    sign(req, channel, &method, path_and_query, &bytes)
+}
+
+/// A valid 18-character resident ID number, random enough never to collide.
+pub fn random_id_number() -> String {
+    let n = Uuid::new_v4().as_u128();
+    let day = i64::try_from(n % 10_000).unwrap();
+    let birth = NaiveDate::from_ymd_opt(1960, 1, 1).unwrap() + chrono::Duration::days(day);
+    let seq = (n >> 20) % 1000;
+    let first17 = format!("110105{}{seq:03}", birth.format("%Y%m%d"));
+    let check = card_issuing::identity::id_check_char(first17.as_bytes()).unwrap();
+    format!("{first17}{}", char::from(check))
+}
+
+impl TestCards {
+    /// Register a person and give them an e-card.
+    pub async fn register(&self) -> TestPatient {
+        loop {
+            let res = self
+                .http
+                .post(format!("{}/v1/persons", self.base_url))
+                .json(&serde_json::json!({
+                    "name": "测试患者",
+                    "id_number": random_id_number(),
+                    "phone": format!("139{:08}", Uuid::new_v4().as_u128() % 100_000_000),
+                }))
+                .send()
+                .await
+                .expect("card-issuing answers");
+            // 200 means the random ID number was someone's already: draw again.
+            if res.status() != 201 {
+                assert_eq!(res.status(), 200, "registration");
+                continue;
+            }
+            let person: serde_json::Value = res.json().await.unwrap();
+            let person_id: Uuid = person["person_id"].as_str().unwrap().parse().unwrap();
+            let res = self
+                .http
+                .post(format!("{}/v1/persons/{person_id}/cards", self.base_url))
+                .header("Idempotency-Key", format!("card-{person_id}"))
+                .json(&serde_json::json!({ "kind": "ecard", "channel": "kiosk" }))
+                .send()
+                .await
+                .expect("card-issuing answers");
+            assert_eq!(res.status(), 201, "card issued");
+            let card: serde_json::Value = res.json().await.unwrap();
+            let patient = TestPatient {
+                person_id,
+                card_id: card["card_id"].as_str().unwrap().parse().unwrap(),
+                card_number: card["card_number"].as_str().unwrap().to_owned(),
+            };
+            self.cards
+                .lock()
+                .unwrap()
+                .insert(person_id, patient.card_number.clone());
+            return patient;
+        }
+    }
+
+    /// Register `n` patients, a few at a time.
+    pub async fn register_many(&self, n: usize) -> Vec<TestPatient> {
+        futures::stream::iter(0..n)
+            .map(|_| self.register())
+            .buffer_unordered(16)
+            .collect()
+            .await
+    }
+
+    pub fn card_of(&self, person: Uuid) -> String {
+        self.cards
+            .lock()
+            .unwrap()
+            .get(&person)
+            .cloned()
+            .expect("the patient was registered through TestCards::register")
+    }
+
+    /// A fresh e-card QR token for the patient's card.
+    pub async fn ecard_token(&self, patient: &TestPatient) -> String {
+        let res = self
+            .http
+            .post(format!(
+                "{}/v1/cards/{}/ecard-token",
+                self.base_url, patient.card_id
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Bind `member` (an adult) to `holder` as a family member.
+    pub async fn bind_family(&self, holder: Uuid, member: Uuid) {
+        let res = self
+            .http
+            .post(format!("{}/v1/persons/{holder}/family", self.base_url))
+            .json(&serde_json::json!({
+                "member_id": member, "relationship": "parent",
+                "member_verification_ref": "sms-ok-123456",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+
+    /// Bar a person until `until`, as three no-shows would (written
+    /// straight into card-issuing's database: the no-show path is
+    /// card-issuing's own test's business).
+    pub async fn bar(&self, person: Uuid, until: chrono::DateTime<Utc>) {
+        let (client, connection) =
+            jyt_db::tokio_postgres::connect(&self.database_url, jyt_db::tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+            .execute(
+                "INSERT INTO bars (id, person_id, barred_at, barred_until, window_end)
+                 VALUES ($1, $2, now(), $3, current_date)",
+                &[&Uuid::new_v4(), &person, &until],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+impl TestCity {
+    pub async fn spawn(hospital_ids: &[&str]) -> Self {
+        Self::spawn_with(hospital_ids, &[]).await
+    }
+
+    /// A city whose gateway has `extra` settings (see [`spawn_gateway_with`]).
+    pub async fn spawn_with(hospital_ids: &[&str], extra: &[(&str, &str)]) -> Self {
+        Self::spawn_configured(hospital_ids, extra, &[]).await
+    }
+
+    /// A city whose gateway has `gateway_extra` settings and whose
+    /// hospitals have `hospital_extra` ones (keys after
+    /// `JYT_SLOT_INVENTORY__`, e.g. `POLICY__HOLD_MINUTES`).
+    pub async fn spawn_configured(
+        hospital_ids: &[&str],
+        gateway_extra: &[(&str, &str)],
+        hospital_extra: &[(&str, &str)],
+    ) -> Self {
+        let extra = gateway_extra;
+        let prefix = jyt_testkit::fresh_redis_prefix();
+        let mut hospitals = Vec::new();
+        for id in hospital_ids {
+            hospitals.push(TestHospital::spawn_with(id, &prefix, hospital_extra, Clock::System).await);
+        }
+        let cards = spawn_cards(&prefix).await;
+        let routes: Vec<Route<'_>> = hospitals
+            .iter()
+            .map(|h| Route {
+                id: h.id.as_str(),
+                base_url: h.base_url.as_str(),
+                district: "dongcheng",
+                level: "tertiary",
+            })
+            .collect();
+        let gateway_url = spawn_gateway_with(&routes, &prefix, &cards.base_url, 3000, extra).await;
+        Self {
+            gateway_url,
+            hospitals,
+            http: reqwest::Client::new(),
+            redis_prefix: prefix,
+            cards,
+        }
+    }
+
+    pub fn hospital(&self, i: usize) -> &TestHospital {
+        &self.hospitals[i]
+    }
+
+    /// A newly registered patient with a card; their person id.
+    pub async fn patient(&self) -> Uuid {
+        self.cards.register().await.person_id
+    }
+
+    /// A signed request to the gateway as the test app of `channel`.
+    pub fn signed(
+        &self,
+        channel: &str,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::RequestBuilder {
+        signed(
+            &self.http,
+            &self.gateway_url,
+            channel,
+            method,
+            path_and_query,
+            body,
+        )
+    }
+
+    /// Book for a patient registered with [`TestCity::patient`], naming
+    /// them by their card, signed as the channel's app.
+    pub async fn book(&self, slot: &SlotRef, patient: Uuid, channel: &str, key: &str) -> reqwest::Response {
+        let body = serde_json::json!({
+            "slot_id": slot.to_string(),
+            "card_number": self.cards.card_of(patient),
+        });
+        self.book_with(channel, key, &body).await
+    }
+
+    /// Book with any body (signed as `channel`'s app).
+    pub async fn book_with(&self, channel: &str, key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.signed(channel, Method::POST, "/v1/bookings", Some(body))
+            .header("Idempotency-Key", key)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    /// Pay a held booking's fee through `channel`'s own payment, as its
+    /// payment notification does; answers the gateway's reply.
+    pub async fn pay(&self, channel: &str, booking: &serde_json::Value) -> reqwest::Response {
+        let id = booking["booking_id"].as_str().expect("a booking id");
+        let body = serde_json::json!({
+            "payment_method": "self_pay",
+            "payment_reference": format!("tx{}", Uuid::new_v4().simple()),
+            "amount_fen": booking["fee_fen"],
+        });
+        self.signed(
+            channel,
+            Method::POST,
+            &format!("/v1/bookings/{id}/payments"),
+            Some(&body),
+        )
+        .send()
+        .await
+        .expect("gateway answers")
+    }
+
+    pub async fn get_booking(&self, booking_id: &str) -> reqwest::Response {
+        self.signed("wechat", Method::GET, &format!("/v1/bookings/{booking_id}"), None)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    pub async fn schedules(&self, hospital: &HospitalId, date: NaiveDate) -> DaySchedules {
+        let res = self
+            .signed(
+                "wechat",
+                Method::GET,
+                &format!("/v1/hospitals/{hospital}/schedules?date={date}"),
+                None,
+            )
+            .send()
+            .await
+            .expect("gateway answers");
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+}
+
+/// The problem+json body of an error answer, checked for its content type.
+pub async fn problem(res: reqwest::Response) -> serde_json::Value {
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(ct, "application/problem+json", "error answers are problem+json");
+    res.json().await.unwrap()
+}

@@ -1,0 +1,47 @@
+//! # Layout
+//! Start real services on port 0 against a fresh database per hospital and
+//! a fresh Redis key prefix per test, and talk to them over HTTP:
+//! - [`hospital`]: one slot-inventory with its state (pool, Redis) and
+//!   invariant checks read straight from PostgreSQL and Redis;
+//! - [`city`]: hospitals behind a gateway (and channel-accounting), with
+//!   typed request helpers.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failure is a failed test"
+)]
+
+pub mod city;
+pub mod hospital;
+
+use std::collections::HashMap;
+
+use chrono::{Days, NaiveDate};
+use jyt_settings::Sources;
+
+pub use city::{
+    Route, TEST_APP_SECRET, TestCards, TestPatient, sign, signed, spawn_cards, spawn_gateway_with,
+};
+pub use city::{TestCity, problem, spawn_accounting, spawn_gateway};
+pub use hospital::TestHospital;
+pub use jyt_testkit::eventually;
+
+pub(crate) fn sources(pairs: Vec<(String, String)>) -> Sources {
+    Sources::from_map(pairs.into_iter().collect::<HashMap<_, _>>())
+}
+
+/// Hospital settings that reserve no channel pools: every seat is in the
+/// common pool, for tests about the lock itself rather than the pools.
+pub const ALL_SEATS_COMMON: &[(&str, &str)] = &[
+    ("POLICY__POOL_SHARES__WECHAT", "0"),
+    ("POLICY__POOL_SHARES__KIOSK", "0"),
+    ("POLICY__POOL_SHARES__PHONE114", "0"),
+    ("POLICY__POOL_SHARES__WINDOW", "0"),
+    ("POLICY__POOL_SHARES__APP", "0"),
+    ("POLICY__POOL_SHARES__REFERRAL", "0"),
+    ("POLICY__POOL_SHARES__CLINIC", "0"),
+];
+
+pub fn tomorrow() -> NaiveDate {
+    jyt_domain::time::today().checked_add_days(Days::new(1)).unwrap()
+}

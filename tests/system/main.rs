@@ -1,0 +1,16 @@
+//! System tests: real gateway and slot-inventory services on random ports,
+//! real PostgreSQL and Redis, a fresh database and key prefix per test.
+
+mod accounting;
+mod booking_failures;
+mod booking_path;
+mod booking_surge;
+mod gateway_auth;
+mod gateway_identity;
+mod gateway_limits;
+mod gateway_notifications;
+mod gateway_openapi;
+mod gateway_payments;
+mod gateway_routing;
+mod gateway_search;
+mod tracing;
