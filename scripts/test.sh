@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: format check, clippy with warnings as
+# errors, and every test against real PostgreSQL and Redis (started, and
+# installed with apt-get when missing, if they are not running).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+started=$(date +%s)
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    log "adding the $component component"
+    rustup component add "$component"
+  fi
+done
+
+ensure_postgres
+ensure_redis
+log "PostgreSQL: $JYT_TEST_PG_ADMIN_URL  Redis: $JYT_TEST_REDIS_URL"
+clean_test_leftovers
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --workspace --locked
+if [ -x scripts/validate-deploy.sh ]; then
+  log "deployment manifests"
+  scripts/validate-deploy.sh
+fi
+log "all green in $(( $(date +%s) - started )) s"
