@@ -1,0 +1,141 @@
+{{/*
+Names. Object names are <fullname>-<component> and <fullname>-slot-<hospital>;
+fullname is capped at 30 characters so that, with a 20-character hospital id,
+every Service name stays a valid 63-character DNS label.
+*/}}
+{{- define "jyt.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 30 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "jyt.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 30 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 30 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 30 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "jyt.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels every object carries. */}}
+{{- define "jyt.labels" -}}
+helm.sh/chart: {{ include "jyt.chart" . }}
+app.kubernetes.io/name: {{ include "jyt.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jyt
+{{- end -}}
+
+{{- define "jyt.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "jyt.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+Selector labels of one workload. Args: dict root, component, hospital ("" for
+city-wide services).
+*/}}
+{{- define "jyt.workloadSelector" -}}
+{{ include "jyt.selectorLabels" .root }}
+{{ include "jyt.componentLabels" . }}
+{{- end -}}
+
+{{/* The labels that tell one workload from another within a release. */}}
+{{- define "jyt.componentLabels" -}}
+app.kubernetes.io/component: {{ .component }}
+{{- if .hospital }}
+jyt.example/hospital: {{ .hospital }}
+{{- end }}
+{{- end -}}
+
+{{/* Image of one service. Args: dict root, service. */}}
+{{- define "jyt.image" -}}
+{{- $i := .root.Values.image -}}
+{{- $tag := default .root.Chart.AppVersion $i.tag -}}
+{{- if $i.registry -}}
+{{- printf "%s/%s/%s:%s" $i.registry $i.repository .service $tag -}}
+{{- else -}}
+{{- printf "%s/%s:%s" $i.repository .service $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* slot-inventory -> JYT_SLOT_INVENTORY, as jyt-settings builds it. */}}
+{{- define "jyt.envPrefix" -}}
+{{- printf "JYT_%s" (. | upper | replace "-" "_") -}}
+{{- end -}}
+
+{{/* A TOML string (JSON string escapes are valid TOML basic-string escapes). */}}
+{{- define "jyt.tomlString" -}}
+{{- toJson (toString .) -}}
+{{- end -}}
+
+{{/* Redis Secret name and key. */}}
+{{- define "jyt.redisSecretName" -}}
+{{- default (printf "%s-redis" (include "jyt.fullname" .)) .Values.redis.existingSecret -}}
+{{- end -}}
+
+{{/*
+PostgreSQL Secret of a service or hospital. Args: dict root, name (object
+name, e.g. jyt-card-issuing or jyt-slot-pumch), postgres (values block).
+*/}}
+{{- define "jyt.postgresSecretName" -}}
+{{- default (printf "%s-postgres" .name) .postgres.existingSecret -}}
+{{- end -}}
+
+{{/* The sections every service's config file shares. Args: dict root, cfg, redis (bool). */}}
+{{- define "jyt.config.common" -}}
+{{- $v := .root.Values -}}
+[http]
+# Listen on every interface: the pod network, not loopback.
+host = "0.0.0.0"
+port = {{ .cfg.port | int }}
+workers = {{ .cfg.workers | int }}
+max_body_bytes = {{ .cfg.maxBodyBytes | int }}
+{{- if .redis }}
+
+[redis]
+# urls come from the Secret, as JYT_<SERVICE>__REDIS__URLS.
+cluster = {{ $v.redis.cluster }}
+key_prefix = {{ include "jyt.tomlString" $v.redis.keyPrefix }}
+{{- if $v.redis.responseTimeoutMs }}
+response_timeout_ms = {{ $v.redis.responseTimeoutMs | int }}
+{{- end }}
+{{- if $v.redis.connectionTimeoutMs }}
+connection_timeout_ms = {{ $v.redis.connectionTimeoutMs | int }}
+{{- end }}
+{{- end }}
+
+[telemetry]
+log_format = {{ include "jyt.tomlString" $v.telemetry.logFormat }}
+log_filter = {{ include "jyt.tomlString" $v.telemetry.logFilter }}
+# The OTLP endpoint arrives as OTEL_EXPORTER_OTLP_ENDPOINT (pod env).
+{{- end -}}
+
+{{/*
+The gateway's hospital registry: hospital id -> its slot-inventory base URL.
+Short Service names, so the same manifests work in any namespace.
+*/}}
+{{- define "jyt.config.gatewayRegistry" -}}
+{{- $fullname := include "jyt.fullname" . -}}
+{{- $port := .Values.slotInventory.port | int -}}
+[upstream]
+timeout_ms = {{ .Values.gateway.upstream.timeoutMs | int }}
+connect_timeout_ms = {{ .Values.gateway.upstream.connectTimeoutMs | int }}
+pool_max_idle_per_host = {{ .Values.gateway.upstream.poolMaxIdlePerHost | int }}
+{{- range $h := .Values.hospitals }}
+
+[hospitals.{{ $h.id }}]
+name = {{ include "jyt.tomlString" $h.name }}
+base_url = {{ include "jyt.tomlString" (printf "http://%s-slot-%s:%d" $fullname $h.id $port) }}
+district = {{ include "jyt.tomlString" $h.district }}
+level = {{ include "jyt.tomlString" $h.level }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,254 @@
+{{/*
+Every object one running service needs: ConfigMap (its config file),
+Deployment, Service, and optionally HorizontalPodAutoscaler and
+PodDisruptionBudget. Used once per city-wide service and once per hospital.
+
+Args (dict):
+  root      the chart's top-level context
+  service   binary and image name, e.g. slot-inventory
+  hospital  hospital id, or "" for a city-wide service
+  name      object name, e.g. jyt-slot-pumch
+  cfg       the service's values (for a hospital: slotInventory merged with
+            the hospital's overrides)
+  config    the rendered TOML config file
+  postgres  dict enabled, secretName, secretKey
+  redis     whether the service reads Redis (gets the URLs Secret)
+  secretChecksum  digest of the chart-managed secret values this pod reads
+*/}}
+{{- define "jyt.workload" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- $cfg := .cfg -}}
+{{- $prefix := include "jyt.envPrefix" .service -}}
+{{- $sel := dict "root" $root "component" .service "hospital" .hospital -}}
+{{- $configFile := printf "%s.toml" $v.environment -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .name }}-config
+  labels:
+    {{- include "jyt.labels" $root | nindent 4 }}
+    {{- include "jyt.componentLabels" $sel | nindent 4 }}
+data:
+  {{ $configFile }}: |
+    {{- .config | nindent 4 }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "jyt.labels" $root | nindent 4 }}
+    {{- include "jyt.componentLabels" $sel | nindent 4 }}
+spec:
+  {{- if not $cfg.autoscaling.enabled }}
+  replicas: {{ $cfg.replicas | int }}
+  {{- end }}
+  revisionHistoryLimit: 3
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 0
+      maxSurge: 1
+  selector:
+    matchLabels:
+      {{- include "jyt.workloadSelector" $sel | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "jyt.labels" $root | nindent 8 }}
+        {{- include "jyt.componentLabels" $sel | nindent 8 }}
+      annotations:
+        checksum/config: {{ .config | sha256sum }}
+        checksum/secret: {{ .secretChecksum | sha256sum }}
+    spec:
+      serviceAccountName: {{ include "jyt.fullname" $root }}
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      terminationGracePeriodSeconds: 30
+      {{- with $v.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $v.podSecurityContext | nindent 8 }}
+      {{- if $cfg.affinity }}
+      affinity:
+        {{- toYaml $cfg.affinity | nindent 8 }}
+      {{- else }}
+      affinity:
+        # Spread replicas over nodes, so a node loss takes at most one.
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm:
+                topologyKey: kubernetes.io/hostname
+                labelSelector:
+                  matchLabels:
+                    {{- include "jyt.workloadSelector" $sel | nindent 20 }}
+      {{- end }}
+      {{- with $cfg.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $cfg.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: {{ .service }}
+          image: {{ include "jyt.image" (dict "root" $root "service" .service) }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          ports:
+            - name: http
+              containerPort: {{ $cfg.port | int }}
+              protocol: TCP
+          env:
+            - name: JYT_CONFIG_DIR
+              value: /etc/jyt
+            - name: JYT_ENV
+              value: {{ $v.environment | quote }}
+            {{- if .hospital }}
+            - name: {{ $prefix }}__HOSPITAL__ID
+              value: {{ .hospital | quote }}
+            {{- end }}
+            {{- if .redis }}
+            - name: {{ $prefix }}__REDIS__URLS
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "jyt.redisSecretName" $root }}
+                  key: {{ $v.redis.existingSecretKey }}
+            {{- end }}
+            {{- if .postgres.enabled }}
+            - name: {{ $prefix }}__POSTGRES__URL
+              valueFrom:
+                secretKeyRef:
+                  name: {{ .postgres.secretName }}
+                  key: {{ .postgres.secretKey }}
+            {{- end }}
+            {{- if $v.telemetry.otlpEndpoint }}
+            - name: OTEL_EXPORTER_OTLP_ENDPOINT
+              value: {{ $v.telemetry.otlpEndpoint | quote }}
+            {{- end }}
+            - name: OTEL_SERVICE_NAME
+              value: {{ .service | quote }}
+            - name: OTEL_RESOURCE_ATTRIBUTES
+              value: {{ printf "service.namespace=jyt,deployment.environment=%s%s" $v.environment (ternary (printf ",jyt.hospital=%s" .hospital) "" (ne .hospital "")) | quote }}
+            {{- with $cfg.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          # Secret settings the chart does not model (keys are variable names).
+          envFrom:
+            - secretRef:
+                name: {{ .name }}-env
+                optional: true
+          startupProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            periodSeconds: {{ $v.probes.startup.periodSeconds | int }}
+            failureThreshold: {{ $v.probes.startup.failureThreshold | int }}
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: http
+            periodSeconds: {{ $v.probes.readiness.periodSeconds | int }}
+            timeoutSeconds: {{ $v.probes.readiness.timeoutSeconds | int }}
+            failureThreshold: {{ $v.probes.readiness.failureThreshold | int }}
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            periodSeconds: {{ $v.probes.liveness.periodSeconds | int }}
+            timeoutSeconds: {{ $v.probes.liveness.timeoutSeconds | int }}
+            failureThreshold: {{ $v.probes.liveness.failureThreshold | int }}
+          resources:
+            {{- toYaml $cfg.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $v.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            - name: config
+              mountPath: /etc/jyt
+              readOnly: true
+            - name: tmp
+              mountPath: /tmp
+      volumes:
+        - name: config
+          configMap:
+            name: {{ .name }}-config
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "jyt.labels" $root | nindent 4 }}
+    {{- include "jyt.componentLabels" $sel | nindent 4 }}
+    # Picked up by the ServiceMonitor.
+    jyt.example/metrics: "true"
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "jyt.workloadSelector" $sel | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ $cfg.port | int }}
+      targetPort: http
+      protocol: TCP
+{{- if $cfg.autoscaling.enabled }}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "jyt.labels" $root | nindent 4 }}
+    {{- include "jyt.componentLabels" $sel | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ .name }}
+  minReplicas: {{ $cfg.autoscaling.minReplicas | int }}
+  maxReplicas: {{ $cfg.autoscaling.maxReplicas | int }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $cfg.autoscaling.targetCPUUtilizationPercentage | int }}
+  behavior:
+    # Release-second surges: add pods at once, give them back slowly.
+    scaleUp:
+      stabilizationWindowSeconds: 0
+      policies:
+        - type: Percent
+          value: 100
+          periodSeconds: 15
+    scaleDown:
+      stabilizationWindowSeconds: 300
+      policies:
+        - type: Percent
+          value: 25
+          periodSeconds: 60
+{{- end }}
+{{- if $cfg.pdb.enabled }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "jyt.labels" $root | nindent 4 }}
+    {{- include "jyt.componentLabels" $sel | nindent 4 }}
+spec:
+  maxUnavailable: {{ $cfg.pdb.maxUnavailable | int }}
+  selector:
+    matchLabels:
+      {{- include "jyt.workloadSelector" $sel | nindent 6 }}
+{{- end }}
+{{- end -}}
