@@ -51,6 +51,14 @@ pub enum SlotError {
         opens: DateTime<Utc>,
         closes: DateTime<Utc>,
     },
+    #[error("schedule {0} does not exist in this hospital")]
+    ScheduleNotFound(String),
+    #[error("this schedule still has seats; book one instead of joining its waitlist")]
+    SeatsAvailable,
+    #[error("this patient is already on this schedule's waitlist")]
+    AlreadyWaitlisted,
+    #[error("the waitlist entry is no longer waiting")]
+    WaitlistEntryGone,
     /// Redis (the surge lock) is unreachable or being rebuilt: refuse
     /// cleanly rather than book without it.
     #[error("the slot lock is unavailable: {0}")]
@@ -84,6 +92,10 @@ impl SlotError {
             SlotError::WrongPickupCode => "WRONG_PICKUP_CODE",
             SlotError::NotCheckInable(_) => "NOT_CHECK_INABLE",
             SlotError::CheckInClosed { .. } => "CHECK_IN_CLOSED",
+            SlotError::ScheduleNotFound(_) => "SCHEDULE_NOT_FOUND",
+            SlotError::SeatsAvailable => "SEATS_AVAILABLE",
+            SlotError::AlreadyWaitlisted => "ALREADY_WAITLISTED",
+            SlotError::WaitlistEntryGone => "WAITLIST_ENTRY_GONE",
             SlotError::LockUnavailable(_) => "SLOT_LOCK_UNAVAILABLE",
             SlotError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             SlotError::Unexpected(_) => "INTERNAL_ERROR",
@@ -128,7 +140,12 @@ impl ResponseError for SlotError {
     fn status_code(&self) -> StatusCode {
         match self {
             SlotError::Request(e) => e.status_code(),
-            SlotError::SlotNotFound(_) | SlotError::BookingNotFound(_) => StatusCode::NOT_FOUND,
+            SlotError::SlotNotFound(_) | SlotError::BookingNotFound(_) | SlotError::ScheduleNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            SlotError::SeatsAvailable | SlotError::AlreadyWaitlisted | SlotError::WaitlistEntryGone => {
+                StatusCode::CONFLICT
+            }
             SlotError::SlotSoldOut
             | SlotError::AlreadyBooked(_)
             | SlotError::RequestInProgress

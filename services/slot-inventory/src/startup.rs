@@ -61,6 +61,7 @@ pub async fn connect(
         clock,
         segments: Default::default(),
         cache: Default::default(),
+        tally: Default::default(),
     };
     schedule::queries::apply_release_policy(&state.pool.get().await?, &settings.policy, state.clock.now())
         .await

@@ -16,6 +16,7 @@ use crate::booking::cache::CacheHealth;
 use crate::booking::hold::{HoldScripts, HospitalKeys};
 use crate::booking::queries::SegmentInfo;
 use crate::booking::service::BookOutcome;
+use crate::booking::tally::AttemptTally;
 use crate::error::SlotError;
 use crate::settings::Settings;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub clock: Clock,
     pub segments: SegmentDirectory,
     pub cache: CacheHealth,
+    /// Booking attempts per channel and minute, flushed to the outbox.
+    pub tally: AttemptTally,
 }
 
 /// Immutable facts about segments (schedule, department, date), cached so

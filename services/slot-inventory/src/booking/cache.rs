@@ -10,7 +10,7 @@ use chrono::{Duration, NaiveTime, Utc};
 use jyt_cache::redis;
 use uuid::Uuid;
 
-use super::hold::HeldSeat;
+use super::hold::{HeldSeat, SeatGoes};
 use super::queries;
 use super::service::segment_info;
 use crate::error::SlotError;
@@ -53,6 +53,27 @@ pub async fn ensure(state: &AppState) -> Result<(), SlotError> {
         return Ok(());
     }
     rebuild(state).await.map(|_| ())
+}
+
+/// Rebuild if Redis has lost this hospital's generation marker (it
+/// restarted empty, or was flushed) or was never prepared; readiness is
+/// false until the rebuild is done.
+pub async fn check_generation(state: &AppState) -> Result<(), SlotError> {
+    let present = generation_present(state).await?;
+    if !present || !state.cache.is_ready() {
+        tracing::warn!(hospital = %state.hospital, "Redis lost the slot state; rebuilding from PostgreSQL");
+        state.cache.ready.store(false, Ordering::Release);
+        rebuild(state).await?;
+    }
+    Ok(())
+}
+
+pub async fn generation_present(state: &AppState) -> Result<bool, SlotError> {
+    let mut conn = state.redis.clone();
+    Ok(redis::cmd("EXISTS")
+        .arg(generation_key(state))
+        .query_async(&mut conn)
+        .await?)
 }
 
 /// Rebuild from PostgreSQL (single flight); bookings wait with 503
@@ -151,7 +172,7 @@ pub async fn reconcile(state: &AppState) -> Result<usize, SlotError> {
                         patient,
                         booking_id: booking,
                     },
-                    true,
+                    SeatGoes::OnSale,
                 )
                 .await?;
             if released {

@@ -18,6 +18,8 @@ pub enum EventKind {
     NoShow,
     Stopped,
     RefundRequested,
+    /// A waitlisted patient was handed a freed seat (as a hold).
+    Promoted,
 }
 
 impl EventKind {
@@ -31,6 +33,7 @@ impl EventKind {
             EventKind::NoShow => "booking.no_show",
             EventKind::Stopped => "booking.stopped",
             EventKind::RefundRequested => "booking.refund_requested",
+            EventKind::Promoted => "booking.promoted",
         }
     }
 }

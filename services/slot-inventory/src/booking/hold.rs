@@ -121,6 +121,17 @@ pub enum HoldOutcome {
     Replay { booking_id: Uuid },
 }
 
+/// Where a released seat goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatGoes {
+    /// Back on open sale.
+    OnSale,
+    /// Kept back for the schedule's waitlist.
+    Waitlist,
+    /// Nowhere: PostgreSQL says it is taken, or the schedule is stopped.
+    Nowhere,
+}
+
 /// A seat the hold script gave to a patient's new booking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldSeat {
@@ -141,6 +152,8 @@ pub struct HoldRequest<'a> {
     pub max_per_day: u32,
     pub max_per_department: u32,
     pub patient_day_ttl_seconds: i64,
+    /// A waitlist promotion: any pool, seats kept back for the waitlist.
+    pub promotion: bool,
 }
 
 /// The scripts, loaded once (EVALSHA, falling back to EVAL after a Redis restart).
@@ -149,6 +162,7 @@ pub struct HoldScripts {
     hold: Arc<Script>,
     release: Arc<Script>,
     load: Arc<Script>,
+    unreserve: Arc<Script>,
 }
 
 impl Default for HoldScripts {
@@ -157,6 +171,7 @@ impl Default for HoldScripts {
             hold: Arc::new(Script::new(include_str!("scripts/hold.lua"))),
             release: Arc::new(Script::new(include_str!("scripts/release.lua"))),
             load: Arc::new(Script::new(include_str!("scripts/load_segment.lua"))),
+            unreserve: Arc::new(Script::new(include_str!("scripts/unreserve.lua"))),
         }
     }
 }
@@ -179,7 +194,7 @@ impl HoldScripts {
     /// thousand attempts do not each find `NOSCRIPT` and resend the source.
     pub async fn preload(&self, redis: &RedisConn) -> RedisResult<()> {
         let mut conn = redis.clone();
-        for script in [&self.hold, &self.release, &self.load] {
+        for script in [&self.hold, &self.release, &self.load, &self.unreserve] {
             script.prepare_invoke().load_async(&mut conn).await?;
         }
         Ok(())
@@ -213,13 +228,15 @@ impl HoldScripts {
             .arg(r.patient_day_ttl_seconds.max(60))
             .arg(&keys.availability_field)
             .arg(keys.segment.to_string())
+            .arg(if r.promotion { "promote" } else { "book" })
             .invoke_async(&mut conn)
             .await?;
         Ok(parse_outcome(&reply))
     }
 
     /// Give a hold back. `back_on_sale` is false when PostgreSQL says another
-    /// live booking owns the seat, or the schedule is stopped.
+    /// live booking owns the seat, or the schedule is stopped; `Waitlist`
+    /// keeps the freed seat back for the schedule's waitlist.
     pub async fn release(
         &self,
         redis: &RedisConn,
@@ -227,7 +244,7 @@ impl HoldScripts {
         patient_day: &str,
         idempotency_key: &str,
         held: &HeldSeat,
-        back_on_sale: bool,
+        back_on_sale: SeatGoes,
     ) -> RedisResult<bool> {
         let mut conn = redis.clone();
         let released: i32 = self
@@ -242,12 +259,34 @@ impl HoldScripts {
             .key(&keys.availability_shares)
             .arg(held.patient.to_string())
             .arg(held.booking_id.to_string())
-            .arg(if back_on_sale { "1" } else { "0" })
+            .arg(if back_on_sale == SeatGoes::Nowhere {
+                "0"
+            } else {
+                "1"
+            })
             .arg(&keys.availability_field)
             .arg(keys.segment.to_string())
+            .arg(if back_on_sale == SeatGoes::Waitlist {
+                "1"
+            } else {
+                "0"
+            })
             .invoke_async(&mut conn)
             .await?;
         Ok(released == 1)
+    }
+
+    /// Put a segment's seats kept back for an emptied waitlist on sale.
+    pub async fn unreserve(&self, redis: &RedisConn, keys: &SegmentKeys) -> RedisResult<i64> {
+        let mut conn = redis.clone();
+        self.unreserve
+            .key(&keys.meta)
+            .key(&keys.availability)
+            .key(&keys.availability_shares)
+            .arg(&keys.availability_field)
+            .arg(keys.segment.to_string())
+            .invoke_async(&mut conn)
+            .await
     }
 
     /// Load a segment unless it is already loaded; true if this call loaded it.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::events::{self, EventKind};
-use super::hold::HeldSeat;
+use super::hold::{HeldSeat, SeatGoes};
 use super::queries::{self, StoredBooking};
 use super::service::segment_info;
 use crate::error::SlotError;
@@ -170,7 +170,7 @@ pub async fn cancel(
         .await?;
     }
     tx.commit().await?;
-    give_back(state, &stored, true).await;
+    give_back(state, &stored).await;
     state.relay.wake();
     Ok(stored)
 }
@@ -212,9 +212,17 @@ pub async fn check_in(
     Ok(stored)
 }
 
-/// Give a released booking's seat back to Redis (after its commit).
-async fn give_back(state: &AppState, stored: &StoredBooking, back_on_sale: bool) {
+/// Give a released booking's seat back to Redis (after its commit): to the
+/// schedule's waitlist if anyone waits (and hand it to the head of the
+/// line), else on open sale.
+async fn give_back(state: &AppState, stored: &StoredBooking) {
     let result = async {
+        let waiting = super::waitlist::has_waiting(state, stored.booking.schedule_id).await?;
+        let goes = if waiting {
+            SeatGoes::Waitlist
+        } else {
+            SeatGoes::OnSale
+        };
         let info = segment_info(state, stored.segment_id).await?;
         let keys = state.keys.segment(&info);
         let held = HeldSeat {
@@ -229,9 +237,12 @@ async fn give_back(state: &AppState, stored: &StoredBooking, back_on_sale: bool)
                 &state.keys.patient_day(held.patient, info.visit_date),
                 &state.keys.no_idempotency(),
                 &held,
-                back_on_sale,
+                goes,
             )
             .await?;
+        if waiting {
+            super::waitlist::promote(state, stored.booking.schedule_id).await?;
+        }
         Ok::<(), SlotError>(())
     }
     .await;
@@ -290,7 +301,7 @@ async fn expire_one(state: &AppState, id: Uuid, now: DateTime<Utc>) -> Result<bo
         .ok_or_else(|| SlotError::BookingNotFound(id.to_string()))?;
     events::append(&tx, EventKind::Expired, &stored.booking, serde_json::json!({})).await?;
     tx.commit().await?;
-    give_back(state, &stored, true).await;
+    give_back(state, &stored).await;
     state.relay.wake();
     Ok(true)
 }
@@ -326,6 +337,7 @@ pub async fn mark_no_shows(state: &AppState) -> Result<usize, SlotError> {
 pub async fn run_sweepers(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut slow_tick: u64 = 1;
     loop {
         tick.tick().await;
         if let Err(e) = expire_holds(&state).await {
@@ -334,5 +346,21 @@ pub async fn run_sweepers(state: AppState) {
         if let Err(e) = mark_no_shows(&state).await {
             tracing::warn!(error = %e, "no-show sweep failed");
         }
+        if let Err(e) = super::waitlist::promote_all(&state).await {
+            tracing::warn!(error = %e, "waitlist promotion sweep failed");
+        }
+        if let Err(e) = state.tally.flush(&state, false).await {
+            tracing::warn!(error = %e, "could not record booking attempt tallies");
+        }
+        // Less often: orphan holds, and a Redis that lost our state.
+        if slow_tick.is_multiple_of(15) {
+            if let Err(e) = super::cache::check_generation(&state).await {
+                tracing::warn!(error = %e, "slot cache check failed");
+            }
+            if let Err(e) = super::cache::reconcile(&state).await {
+                tracing::warn!(error = %e, "orphan hold reconciliation failed");
+            }
+        }
+        slow_tick = slow_tick.wrapping_add(1);
     }
 }

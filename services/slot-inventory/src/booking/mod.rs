@@ -9,6 +9,8 @@ pub mod hold;
 pub mod lifecycle;
 pub mod queries;
 pub mod service;
+pub mod tally;
+pub mod waitlist;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, HospitalId, SlotRef};
@@ -27,6 +29,9 @@ pub struct BookRequest {
     /// referral pool.
     #[serde(default)]
     pub referral_id: Option<String>,
+    /// Set (never by a client) when a waitlist entry is being promoted.
+    #[serde(skip)]
+    pub waitlist_entry: Option<Uuid>,
 }
 
 /// A booking as every API shows it. Times are in Asia/Shanghai.

@@ -223,6 +223,8 @@ pub struct SegmentState {
     /// (seat, patient, booking, pool) of every live booking.
     pub live: Vec<(i32, Uuid, Uuid, String)>,
     pub highest_visit_no: i32,
+    /// Patients waiting on the schedule's waitlist.
+    pub waiting: i64,
 }
 
 pub async fn segment_state<C: GenericClient>(
@@ -232,7 +234,8 @@ pub async fn segment_state<C: GenericClient>(
     let Some(row) = client
         .query_opt(
             "SELECT seg.capacity, sch.status = 'open' AS open, sch.release_at,
-                    (SELECT coalesce(max(visit_no), 0) FROM bookings b WHERE b.schedule_id = sch.id)
+                    (SELECT coalesce(max(visit_no), 0) FROM bookings b WHERE b.schedule_id = sch.id),
+                    (SELECT count(*) FROM waitlist_entries w WHERE w.schedule_id = sch.id AND w.status = 'waiting')
                FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
               WHERE seg.id = $1",
             &[&segment],
@@ -259,6 +262,7 @@ pub async fn segment_state<C: GenericClient>(
         release_at: row.get(2),
         live,
         highest_visit_no: row.get(3),
+        waiting: row.get(4),
     }))
 }
 

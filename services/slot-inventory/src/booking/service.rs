@@ -19,7 +19,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::events::{self, EventKind};
-use super::hold::{HeldSeat, HoldOutcome, HoldRequest, SegmentSnapshot};
+use super::hold::{HeldSeat, HoldOutcome, HoldRequest, SeatGoes, SegmentSnapshot};
 use super::queries::{self, NewBooking, SegmentInfo, StoredBooking};
 use super::{BookRequest, Booking};
 use crate::error::SlotError;
@@ -53,6 +53,9 @@ pub async fn segment_info(state: &AppState, segment: Uuid) -> Result<SegmentInfo
 pub async fn book(state: AppState, req: BookRequest, key: IdempotencyKey) -> Result<BookOutcome, SlotError> {
     let result = book_checked(&state, &req, &key).await;
     state.metrics.record(&result);
+    if req.waitlist_entry.is_none() {
+        state.tally.record(req.channel, state.clock.now(), &result);
+    }
     result
 }
 
@@ -74,6 +77,11 @@ async fn book_checked(
             return Err(RequestError::invalid("referral_id", "must be 1 to 64 characters").into());
         }
         _ => {}
+    }
+    if !state.cache.is_ready() {
+        return Err(SlotError::LockUnavailable(
+            "the slot cache is being rebuilt from PostgreSQL".into(),
+        ));
     }
     let info = segment_info(state, req.slot_id.id).await?;
     // A stale Redis copy of the segment is repaired and the attempt retried
@@ -123,6 +131,7 @@ async fn try_book(
         max_per_day: policy.max_per_person_per_day,
         max_per_department: policy.max_per_person_per_department_per_day,
         patient_day_ttl_seconds: patient_day_ttl(info, now),
+        promotion: req.waitlist_entry.is_some(),
     };
 
     let mut outcome = match state.scripts.hold(&state.redis, &keys, &hold_request).await {
@@ -130,6 +139,24 @@ async fn try_book(
         Err(e) => return Ok(Err(e.into())),
     };
     if outcome == HoldOutcome::NotLoaded {
+        // A segment missing because Redis restarted empty must not be
+        // loaded alone: the patients' day counts went with it. Rebuild
+        // everything first (bookings wait with 503 meanwhile).
+        match super::cache::generation_present(state).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let rebuilding = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = super::cache::check_generation(&rebuilding).await {
+                        tracing::error!(error = %e, "rebuilding the slot cache failed");
+                    }
+                });
+                return Ok(Err(SlotError::LockUnavailable(
+                    "the slot cache is being rebuilt from PostgreSQL".into(),
+                )));
+            }
+            Err(e) => return Ok(Err(e)),
+        }
         if let Err(e) = load_segment(state, info.segment_id).await {
             return Ok(Err(e));
         }
@@ -188,7 +215,13 @@ async fn commit_hold(
         patient: req.patient_id,
         booking_id: won.booking_id,
     };
-    let release = |back_on_sale: bool| {
+    // A failed promotion keeps the seat for the waitlist it came from.
+    let on_sale = if req.waitlist_entry.is_some() {
+        SeatGoes::Waitlist
+    } else {
+        SeatGoes::OnSale
+    };
+    let release = |back_on_sale: SeatGoes| {
         let (keys, idem_key, patient_day) = (&keys, &idem_key, &patient_day);
         async move {
             let released = state
@@ -214,18 +247,18 @@ async fn commit_hold(
         }
         Ok(None) => {
             // Seat above capacity, or the schedule was stopped: Redis is stale.
-            release(false).await;
+            release(SeatGoes::Nowhere).await;
             invalidate_segment(state, info.segment_id).await;
             Err(Stale)
         }
         Err(WriteError::Unique(constraint)) => match constraint.as_str() {
             "bookings_idempotency_uq" => {
                 // A concurrent request with the same key committed first.
-                release(true).await;
+                release(on_sale).await;
                 Ok(find_by_idempotency_key(state, req, key).await)
             }
             "bookings_patient_segment_uq" => {
-                release(true).await;
+                release(on_sale).await;
                 Ok(Err(SlotError::AlreadyBooked(BookingRef::new(
                     state.hospital.clone(),
                     won.booking_id,
@@ -233,13 +266,13 @@ async fn commit_hold(
             }
             _ => {
                 // bookings_seat_uq: the seat is really taken.
-                release(false).await;
+                release(SeatGoes::Nowhere).await;
                 invalidate_segment(state, info.segment_id).await;
                 Err(Stale)
             }
         },
         Err(WriteError::Other(e)) => {
-            release(true).await;
+            release(on_sale).await;
             Ok(Err(e))
         }
     }
@@ -326,7 +359,24 @@ async fn write_booking(
     } else {
         EventKind::Confirmed
     };
-    events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
+    if let Some(entry) = req.waitlist_entry {
+        if !super::waitlist::queries::mark_promoted(&tx, entry, won.booking_id).await? {
+            // The patient left the line meanwhile: nothing is written.
+            return Err(WriteError::Other(SlotError::WaitlistEntryGone));
+        }
+        events::append(
+            &tx,
+            EventKind::Promoted,
+            &stored.booking,
+            serde_json::json!({ "waitlist_entry_id": entry }),
+        )
+        .await?;
+        if kind == EventKind::Confirmed {
+            events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
+        }
+    } else {
+        events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
+    }
     tx.commit().await?;
     Ok(Some(stored))
 }
@@ -452,6 +502,12 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
         }
     }
     let now = state.clock.now();
+    let offered = if pools.iter().all(|(_, n)| *n == 0) {
+        0
+    } else {
+        free_seats.len()
+    };
+    let reserved = i64::try_from(offered).unwrap_or(0).min(st.waiting);
     let snapshot = SegmentSnapshot {
         meta: vec![
             ("schedule", info.schedule_id.to_string()),
@@ -463,6 +519,8 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
             ),
             ("open", if st.open { "1" } else { "0" }.to_owned()),
             ("capacity", st.capacity.to_string()),
+            // Free seats go to the waitlist first.
+            ("reserved", reserved.to_string()),
         ],
         free_seats: if pools.iter().all(|(_, n)| *n == 0) {
             Vec::new()

@@ -11,5 +11,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::confirm)
         .service(bookings::cancel)
         .service(bookings::check_in)
-        .service(schedules::list);
+        .service(schedules::list)
+        .service(schedules::join_waitlist)
+        .service(schedules::get_waitlist_entry)
+        .service(schedules::set_capacity);
 }

@@ -2,6 +2,7 @@
 //! book. [`queries`] writes and reads them; [`listing`] answers "what can I
 //! book on this date" with live remaining counts.
 
+pub mod capacity;
 pub mod listing;
 pub mod queries;
 

@@ -15,7 +15,13 @@
 -- ARGV[1] patient, ARGV[2] new booking id, ARGV[3] idempotency TTL (s),
 -- ARGV[4] now (unix s), ARGV[5] channel, ARGV[6] max bookings per day,
 -- ARGV[7] max per department per day, ARGV[8] TTL of the patient's day (s),
--- ARGV[9] summary field, ARGV[10] segment id
+-- ARGV[9] summary field, ARGV[10] segment id, ARGV[11] "promote" when a
+-- waitlisted patient is handed a seat (any pool, reserved seats first),
+-- "book" otherwise
+--
+-- Seats freed while a schedule has a waitlist are kept back for it: the
+-- meta field `reserved` counts them, and an ordinary booking sees only the
+-- free seats beyond that count.
 --
 -- Returns {outcome, ...}:
 --   {"REPLAY", booking}  {"NOT_LOADED"}  {"NOT_YET_RELEASED", release_at}
@@ -26,7 +32,7 @@ local prior = redis.call('GET', KEYS[6])
 if prior then
   return {'REPLAY', prior}
 end
-local meta = redis.call('HMGET', KEYS[1], 'schedule', 'dept', 'release_at', 'merge_at', 'open')
+local meta = redis.call('HMGET', KEYS[1], 'schedule', 'dept', 'release_at', 'merge_at', 'open', 'reserved')
 if not meta[1] then
   return {'NOT_LOADED'}
 end
@@ -54,14 +60,20 @@ if count('total') >= tonumber(ARGV[6]) then
   return {'DAILY_LIMIT'}
 end
 
+local promote = ARGV[11] == 'promote'
+local reserved = tonumber(meta[6] or '0')
+if not promote and redis.call('LLEN', KEYS[2]) <= reserved then
+  return {'SOLD_OUT'}
+end
+
 -- The channel's own pool first, then the common remainder; after the merge
--- time every pool's unused seats are open to everyone.
+-- time (or for a waitlist promotion) every pool's unused seats are open.
 local pool = nil
 if tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0') > 0 then
   pool = ARGV[5]
 elseif tonumber(redis.call('HGET', KEYS[3], 'common') or '0') > 0 then
   pool = 'common'
-elseif now >= tonumber(meta[4]) then
+elseif promote or now >= tonumber(meta[4]) then
   local all = redis.call('HGETALL', KEYS[3])
   local most = 0
   for i = 1, #all, 2 do
@@ -86,7 +98,12 @@ redis.call('HINCRBY', KEYS[5], 'dept:' .. meta[2], 1)
 redis.call('HINCRBY', KEYS[5], 'sch:' .. meta[1], 1)
 redis.call('EXPIRE', KEYS[5], tonumber(ARGV[8]))
 local visit = redis.call('INCR', KEYS[7])
-redis.call('HINCRBY', KEYS[8], ARGV[9], -1)
-redis.call('HINCRBY', KEYS[9], ARGV[10], -1)
+if promote and reserved > 0 then
+  -- A kept-back seat was never counted as available.
+  redis.call('HINCRBY', KEYS[1], 'reserved', -1)
+else
+  redis.call('HINCRBY', KEYS[8], ARGV[9], -1)
+  redis.call('HINCRBY', KEYS[9], ARGV[10], -1)
+end
 redis.call('SET', KEYS[6], ARGV[2], 'EX', tonumber(ARGV[3]))
 return {'HELD', seat, pool, tostring(visit)}

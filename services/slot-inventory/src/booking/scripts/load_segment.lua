@@ -50,10 +50,12 @@ local highest = tonumber(ARGV[4])
 if tonumber(redis.call('GET', KEYS[5]) or '0') < highest then
   redis.call('SET', KEYS[5], highest)
 end
--- Replace this segment's share of the date's summary.
+-- Replace this segment's share of the date's summary (seats kept back for
+-- the waitlist are not on offer).
+local on_offer = n - tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
 local before = tonumber(redis.call('HGET', KEYS[7], ARGV[3]) or '0')
-redis.call('HINCRBY', KEYS[6], ARGV[2], n - before)
-redis.call('HSET', KEYS[7], ARGV[3], n)
+redis.call('HINCRBY', KEYS[6], ARGV[2], on_offer - before)
+redis.call('HSET', KEYS[7], ARGV[3], on_offer)
 for k = 1, 7 do
   if redis.call('EXISTS', KEYS[k]) == 1 then
     redis.call('EXPIRE', KEYS[k], ttl)

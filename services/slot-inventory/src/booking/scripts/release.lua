@@ -7,7 +7,9 @@
 -- record, KEYS[7] availability summary, KEYS[8] segment shares of it
 -- ARGV[1] patient, ARGV[2] booking id, ARGV[3] "1" to put the seat back on
 -- sale, "0" when PostgreSQL says the seat is really taken (Redis was stale)
--- or the schedule is stopped, ARGV[4] summary field, ARGV[5] segment id
+-- or the schedule is stopped, ARGV[4] summary field, ARGV[5] segment id,
+-- ARGV[6] "1" to keep the seat back for the schedule's waitlist (it is
+-- free, but only a promotion can take it)
 -- Returns 1 if released, 0 if there was nothing to release.
 local held = redis.call('HGET', KEYS[4], ARGV[1])
 if not held then
@@ -33,7 +35,11 @@ if ARGV[3] == '1' and meta[1] then
   -- Back to the front: the next patient gets the earliest seat.
   redis.call('LPUSH', KEYS[2], seat)
   redis.call('HINCRBY', KEYS[3], pool, 1)
-  redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
-  redis.call('HINCRBY', KEYS[8], ARGV[5], 1)
+  if ARGV[6] == '1' then
+    redis.call('HINCRBY', KEYS[1], 'reserved', 1)
+  else
+    redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
+    redis.call('HINCRBY', KEYS[8], ARGV[5], 1)
+  end
 end
 return 1

@@ -1,0 +1,174 @@
+//! Holds, payment, expiry, cancellation, check-in and no-shows, driven by
+//! the clock.
+
+use jyt_domain::{BookingStatus, Channel};
+use slot_inventory::booking::lifecycle::{
+    self, CancelRequest, CheckInRequest, ConfirmRequest, PaymentMethod,
+};
+use uuid::Uuid;
+
+use crate::helpers::{Hospital, beijing, code, sched};
+
+fn pay(reference: &str) -> ConfirmRequest {
+    ConfirmRequest {
+        payment_reference: reference.to_owned(),
+        payment_method: PaymentMethod::SelfPay,
+    }
+}
+
+#[tokio::test]
+async fn an_unpaid_hold_expires_at_its_deadline_and_the_seat_returns() {
+    let h = Hospital::start(beijing(2, 9, 0), 1, &[]).await;
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    let held = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    assert_eq!(held.status, BookingStatus::Held);
+    assert_eq!(held.hold_deadline.unwrap(), beijing(2, 9, 10));
+    assert_eq!(
+        code(&h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap_err()),
+        "SLOT_SOLD_OUT"
+    );
+
+    // Nine minutes on, the sweeper leaves it alone.
+    h.advance(9);
+    lifecycle::expire_holds(&h.state).await.unwrap();
+    assert_eq!(h.booking(&held.booking_id).await.status, BookingStatus::Held);
+
+    h.advance(2);
+    assert_eq!(lifecycle::expire_holds(&h.state).await.unwrap(), 1);
+    assert_eq!(h.booking(&held.booking_id).await.status, BookingStatus::Expired);
+    assert_eq!(h.redis_free(&slot).await, 1);
+    let late = lifecycle::confirm(&h.state, &held.booking_id, &pay("tx-late")).await;
+    assert_eq!(code(&late.unwrap_err()), "HOLD_EXPIRED");
+    // The seat is for sale again.
+    h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    assert_eq!(
+        h.event_types().await,
+        ["booking.held", "booking.expired", "booking.held"]
+    );
+}
+
+#[tokio::test]
+async fn paying_confirms_once_per_reference() {
+    let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
+    let held = h
+        .book(
+            &h.segment(sched::CARDIO_EXPERT_AM, 0),
+            Uuid::new_v4(),
+            Channel::Kiosk,
+        )
+        .await
+        .unwrap();
+    let paid = lifecycle::confirm(&h.state, &held.booking_id, &pay("tx-1"))
+        .await
+        .unwrap();
+    assert_eq!(paid.booking.status, BookingStatus::Confirmed);
+    assert_eq!(paid.booking.payment_method.as_deref(), Some("self_pay"));
+    let again = lifecycle::confirm(&h.state, &held.booking_id, &pay("tx-1"))
+        .await
+        .unwrap();
+    assert_eq!(again.booking, paid.booking);
+    let other = lifecycle::confirm(&h.state, &held.booking_id, &pay("tx-2")).await;
+    assert_eq!(code(&other.unwrap_err()), "ALREADY_CONFIRMED");
+    // A paid booking is not expired by the sweeper.
+    h.advance(30);
+    lifecycle::expire_holds(&h.state).await.unwrap();
+    assert_eq!(h.booking(&held.booking_id).await.status, BookingStatus::Confirmed);
+}
+
+#[tokio::test]
+async fn cancelling_before_the_deadline_refunds_and_after_it_is_refused() {
+    let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
+    let patient = Uuid::new_v4();
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    let b = h.book(&slot, patient, Channel::Wechat).await.unwrap();
+    lifecycle::confirm(&h.state, &b.booking_id, &pay("tx-c"))
+        .await
+        .unwrap();
+    // Someone else cannot cancel it (and is not told whose it is).
+    let stranger = lifecycle::cancel(
+        &h.state,
+        &b.booking_id,
+        &CancelRequest {
+            patient_id: Uuid::new_v4(),
+        },
+    )
+    .await;
+    assert_eq!(code(&stranger.unwrap_err()), "BOOKING_NOT_FOUND");
+    let cancelled = lifecycle::cancel(&h.state, &b.booking_id, &CancelRequest { patient_id: patient })
+        .await
+        .unwrap();
+    assert_eq!(cancelled.booking.status, BookingStatus::Cancelled);
+    assert_eq!(
+        h.event_types().await,
+        [
+            "booking.held",
+            "booking.confirmed",
+            "booking.cancelled",
+            "booking.refund_requested"
+        ]
+    );
+    assert_eq!(h.redis_free(&slot).await, 2);
+    // The patient's day is free again: they may book this schedule anew.
+    let again = h.book(&slot, patient, Channel::Wechat).await.unwrap();
+
+    // Cancellation closes the day before the visit at 15:00.
+    h.clock.set(beijing(1, 15, 1));
+    let late = lifecycle::cancel(
+        &h.state,
+        &again.booking_id,
+        &CancelRequest { patient_id: patient },
+    )
+    .await;
+    let err = late.unwrap_err();
+    assert_eq!(code(&err), "CANCELLATION_CLOSED");
+    assert!(err.to_string().contains(&beijing(1, 15, 0).to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_become_no_shows() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    // CT is free: confirmed at once. Its first segment is 08:00-08:30.
+    let slot = h.segment(sched::CT_AM, 0);
+    let first = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    let second = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    let absent = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    let code_of = |b: &slot_inventory::booking::Booking| CheckInRequest {
+        pickup_code: b.pickup_code.clone(),
+    };
+
+    // The window opens an hour before the segment.
+    h.clock.set(beijing(0, 6, 59));
+    let early = lifecycle::check_in(&h.state, &second.booking_id, &code_of(&second)).await;
+    assert_eq!(code(&early.unwrap_err()), "CHECK_IN_CLOSED");
+    h.clock.set(beijing(0, 7, 30));
+    let wrong = lifecycle::check_in(
+        &h.state,
+        &second.booking_id,
+        &CheckInRequest {
+            pickup_code: "not-it".into(),
+        },
+    )
+    .await;
+    assert_eq!(code(&wrong.unwrap_err()), "WRONG_PICKUP_CODE");
+    let q1 = lifecycle::check_in(&h.state, &second.booking_id, &code_of(&second))
+        .await
+        .unwrap();
+    let q2 = lifecycle::check_in(&h.state, &first.booking_id, &code_of(&first))
+        .await
+        .unwrap();
+    assert_eq!(q1.booking.queue_number, Some(1));
+    assert_eq!(q2.booking.queue_number, Some(2));
+    assert_eq!(q1.booking.status, BookingStatus::CheckedIn);
+
+    // The segment ends at 08:30; with 30 minutes' grace, 09:00 is the line.
+    h.clock.set(beijing(0, 8, 59));
+    lifecycle::mark_no_shows(&h.state).await.unwrap();
+    assert_eq!(
+        h.booking(&absent.booking_id).await.status,
+        BookingStatus::Confirmed
+    );
+    h.clock.set(beijing(0, 9, 1));
+    assert_eq!(lifecycle::mark_no_shows(&h.state).await.unwrap(), 1);
+    assert_eq!(h.booking(&absent.booking_id).await.status, BookingStatus::NoShow);
+    assert!(h.event_types().await.contains(&"booking.no_show".to_owned()));
+}

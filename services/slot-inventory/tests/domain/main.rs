@@ -1,0 +1,18 @@
+//! The slot domain against real PostgreSQL and Redis: each test connects a
+//! hospital to a fresh database and Redis prefix, with time from a manual
+//! clock so release times, hold deadlines, cancellation deadlines, check-in
+//! windows and no-shows are reached by moving the clock, never by sleeping.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failure is a failed test"
+)]
+
+mod helpers;
+mod http;
+mod invariants;
+mod lifecycle;
+mod pools;
+mod rules;
+mod waitlist;

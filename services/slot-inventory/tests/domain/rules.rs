@@ -1,0 +1,80 @@
+//! Release time and the per-person rules, each with its error code.
+
+use jyt_domain::Channel;
+use uuid::Uuid;
+
+use crate::helpers::{Hospital, beijing, code, sched, visit_date};
+
+#[tokio::test]
+async fn before_the_release_instant_a_booking_answers_not_yet_released_then_books_at_0830() {
+    // Day D+7 opens at 08:30 on day D: one minute before, it is closed.
+    let h = Hospital::start(beijing(7, 8, 29), 3, &[]).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let err = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap_err();
+    assert_eq!(code(&err), "NOT_YET_RELEASED");
+    let slot_inventory::SlotError::NotYetReleased(at) = err else {
+        unreachable!()
+    };
+    assert_eq!(at, beijing(7, 8, 30));
+    assert_eq!(at, h.state.settings.policy.release_at(visit_date()));
+
+    h.advance(1);
+    let booked = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    // CT has no fee: confirmed at once, no hold.
+    assert_eq!(booked.status, jyt_domain::BookingStatus::Confirmed);
+    assert!(booked.hold_deadline.is_none());
+    assert_eq!(booked.visit_number, 1);
+}
+
+#[tokio::test]
+async fn one_booking_per_schedule_one_per_department_and_two_per_day() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let patient = Uuid::new_v4();
+    h.book(&h.segment(sched::CARDIO_EXPERT_AM, 0), patient, Channel::Wechat)
+        .await
+        .unwrap();
+
+    let same_schedule = h
+        .book(&h.segment(sched::CARDIO_EXPERT_AM, 3), patient, Channel::Wechat)
+        .await;
+    assert_eq!(code(&same_schedule.unwrap_err()), "SCHEDULE_ALREADY_BOOKED");
+    let same_department = h
+        .book(&h.segment(sched::CARDIO_GENERAL_AM, 0), patient, Channel::Wechat)
+        .await;
+    assert_eq!(code(&same_department.unwrap_err()), "DEPARTMENT_DAILY_LIMIT");
+    let same_segment = h
+        .book(&h.segment(sched::CARDIO_EXPERT_AM, 0), patient, Channel::Kiosk)
+        .await;
+    assert_eq!(code(&same_segment.unwrap_err()), "ALREADY_BOOKED");
+
+    h.book(&h.segment(sched::PEDS_EXPERT_AM, 0), patient, Channel::Wechat)
+        .await
+        .unwrap();
+    let third = h
+        .book(&h.segment(sched::ENDO_AM, 0), patient, Channel::Wechat)
+        .await;
+    assert_eq!(code(&third.unwrap_err()), "DAILY_LIMIT");
+
+    // Nothing of the refused attempts reached PostgreSQL.
+    let client = h.state.pool.get().await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM bookings WHERE patient_id = $1", &[&patient])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn visit_numbers_follow_booking_order_within_the_schedule() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let mut numbers = Vec::new();
+    for segment in [4, 0, 2, 0] {
+        let b = h
+            .book(&h.segment(sched::CT_AM, segment), Uuid::new_v4(), Channel::Kiosk)
+            .await
+            .unwrap();
+        numbers.push(b.visit_number);
+    }
+    assert_eq!(numbers, [1, 2, 3, 4]);
+}

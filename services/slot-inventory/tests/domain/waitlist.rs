@@ -1,0 +1,176 @@
+//! 候补: a full schedule's line, served first come first served whenever a
+//! seat frees, atomically, before anyone else can take it.
+
+use jyt_domain::{BookingStatus, Channel};
+use slot_inventory::booking::lifecycle::{self, CancelRequest};
+use slot_inventory::booking::waitlist::{self, JoinRequest};
+use slot_inventory::schedule::capacity::{self, CapacityChange};
+use uuid::Uuid;
+
+use crate::helpers::{Hospital, beijing, code, sched};
+
+fn join(patient: Uuid) -> JoinRequest {
+    JoinRequest {
+        patient_id: patient,
+        channel: Channel::Wechat,
+    }
+}
+
+#[tokio::test]
+async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() {
+    // One seat per segment, all common: CT's morning has 7 seats.
+    let h = Hospital::start(
+        beijing(3, 9, 0),
+        1,
+        &[
+            ("POLICY__POOL_SHARES__WECHAT", "0"),
+            ("POLICY__POOL_SHARES__KIOSK", "0"),
+            ("POLICY__POOL_SHARES__PHONE114", "0"),
+            ("POLICY__POOL_SHARES__WINDOW", "0"),
+            ("POLICY__POOL_SHARES__APP", "0"),
+            ("POLICY__POOL_SHARES__REFERRAL", "0"),
+            ("POLICY__WAITLIST_CAPACITY_REQUEST_THRESHOLD", "1"),
+        ],
+    )
+    .await;
+    let schedule = h.schedules[sched::CT_AM].schedule_id;
+    let early = Uuid::new_v4();
+    let not_full = waitlist::join(&h.state, schedule, &join(early)).await;
+    assert_eq!(code(&not_full.unwrap_err()), "SEATS_AVAILABLE");
+
+    let mut holders = Vec::new();
+    for segment in 0..7 {
+        let patient = Uuid::new_v4();
+        let b = h
+            .book(&h.segment(sched::CT_AM, segment), patient, Channel::Kiosk)
+            .await
+            .unwrap();
+        holders.push((patient, b));
+    }
+    let booked = waitlist::join(&h.state, schedule, &join(holders[0].0)).await;
+    assert_eq!(code(&booked.unwrap_err()), "SCHEDULE_ALREADY_BOOKED");
+
+    let (first, created) = waitlist::join(&h.state, schedule, &join(early)).await.unwrap();
+    assert!(created);
+    assert_eq!(first.position, Some(1));
+    let (again, created) = waitlist::join(&h.state, schedule, &join(early)).await.unwrap();
+    assert!(!created, "one place per person");
+    assert_eq!(again.entry_id, first.entry_id);
+    let second_patient = Uuid::new_v4();
+    let (second, _) = waitlist::join(&h.state, schedule, &join(second_patient))
+        .await
+        .unwrap();
+    assert_eq!(second.position, Some(2));
+
+    // A cancellation frees segment 3's seat: it goes to the head of the line.
+    let (p3, b3) = &holders[3];
+    lifecycle::cancel(&h.state, &b3.booking_id, &CancelRequest { patient_id: *p3 })
+        .await
+        .unwrap();
+    let promoted = waitlist::get(&h.state, first.entry_id).await.unwrap();
+    assert_eq!(promoted.status, "promoted");
+    let booking = h.booking(promoted.booking_id.as_ref().unwrap()).await;
+    assert_eq!(booking.patient_id, early);
+    assert_eq!(booking.slot_id, h.segment(sched::CT_AM, 3));
+    assert_eq!(
+        booking.status,
+        BookingStatus::Confirmed,
+        "CT is free: no hold to pay"
+    );
+    assert_eq!(
+        waitlist::get(&h.state, second.entry_id).await.unwrap().position,
+        Some(1)
+    );
+
+    // Adding a seat: the next in line gets it, not a walk-in.
+    let slot = h.segment(sched::CT_AM, 6);
+    let promoted = capacity::set_segment_capacity(&h.state, slot.id, &CapacityChange { capacity: 2 })
+        .await
+        .unwrap();
+    assert_eq!(promoted, 1);
+    let second = waitlist::get(&h.state, second.entry_id).await.unwrap();
+    assert_eq!(second.status, "promoted");
+    assert_eq!(h.booking(second.booking_id.as_ref().unwrap()).await.slot_id, slot);
+
+    // With the line empty, the next freed seat is on open sale.
+    let (p0, b0) = &holders[0];
+    lifecycle::cancel(&h.state, &b0.booking_id, &CancelRequest { patient_id: *p0 })
+        .await
+        .unwrap();
+    h.book(&h.segment(sched::CT_AM, 0), Uuid::new_v4(), Channel::App)
+        .await
+        .unwrap();
+
+    let events = h.event_types().await;
+    let count = |t: &str| events.iter().filter(|e| *e == t).count();
+    assert_eq!(count("waitlist.joined"), 2);
+    assert_eq!(
+        count("waitlist.capacity_requested"),
+        1,
+        "the line passed its threshold once"
+    );
+    assert_eq!(count("booking.promoted"), 2);
+}
+
+#[tokio::test]
+async fn a_seat_kept_for_the_waitlist_is_not_sold_to_others_meanwhile() {
+    let h = Hospital::start(
+        beijing(3, 9, 0),
+        1,
+        &[
+            ("POLICY__POOL_SHARES__WECHAT", "0"),
+            ("POLICY__POOL_SHARES__KIOSK", "0"),
+            ("POLICY__POOL_SHARES__PHONE114", "0"),
+            ("POLICY__POOL_SHARES__WINDOW", "0"),
+            ("POLICY__POOL_SHARES__APP", "0"),
+            ("POLICY__POOL_SHARES__REFERRAL", "0"),
+        ],
+    )
+    .await;
+    let schedule = h.schedules[sched::ENDO_AM].schedule_id;
+    let mut holders = Vec::new();
+    for segment in 0..7 {
+        let patient = Uuid::new_v4();
+        holders.push((
+            patient,
+            h.book(&h.segment(sched::ENDO_AM, segment), patient, Channel::Kiosk)
+                .await
+                .unwrap(),
+        ));
+    }
+    // The waiting patient already has two bookings today elsewhere: when
+    // their turn comes they may not hold a third, and leave the line.
+    let busy = Uuid::new_v4();
+    h.book(&h.segment(sched::CARDIO_EXPERT_AM, 0), busy, Channel::Wechat)
+        .await
+        .unwrap();
+    h.book(&h.segment(sched::PEDS_EXPERT_AM, 0), busy, Channel::Wechat)
+        .await
+        .unwrap();
+    let (busy_entry, _) = waitlist::join(&h.state, schedule, &join(busy)).await.unwrap();
+    let (next_entry, _) = waitlist::join(&h.state, schedule, &join(Uuid::new_v4()))
+        .await
+        .unwrap();
+
+    let (p, b) = &holders[0];
+    lifecycle::cancel(&h.state, &b.booking_id, &CancelRequest { patient_id: *p })
+        .await
+        .unwrap();
+    assert_eq!(
+        waitlist::get(&h.state, busy_entry.entry_id).await.unwrap().status,
+        "left"
+    );
+    let next = waitlist::get(&h.state, next_entry.entry_id).await.unwrap();
+    assert_eq!(next.status, "promoted");
+    let held = h.booking(next.booking_id.as_ref().unwrap()).await;
+    assert_eq!(
+        held.status,
+        BookingStatus::Held,
+        "endocrinology has a fee: a hold to pay"
+    );
+    // Nobody else could take it.
+    let walk_in = h
+        .book(&h.segment(sched::ENDO_AM, 0), Uuid::new_v4(), Channel::Window)
+        .await;
+    assert_eq!(code(&walk_in.unwrap_err()), "SLOT_SOLD_OUT");
+}
