@@ -36,6 +36,17 @@ pub struct HospitalSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct BookingSettings {
     pub idempotency_ttl_seconds: u64,
+    /// What decides who gets a seat: `redis` (the Lua hold, the platform's
+    /// design) or `postgres` (row locks only: the baseline the load test
+    /// compares against, as a team without Redis would build it).
+    pub lock: LockKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockKind {
+    Redis,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]

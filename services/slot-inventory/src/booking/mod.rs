@@ -7,6 +7,7 @@ pub mod cache;
 pub mod events;
 pub mod hold;
 pub mod lifecycle;
+pub mod pg_lock;
 pub mod queries;
 pub mod service;
 pub mod tally;

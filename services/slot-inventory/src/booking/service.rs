@@ -23,6 +23,7 @@ use super::hold::{HeldSeat, HoldOutcome, HoldRequest, SeatGoes, SegmentSnapshot}
 use super::queries::{self, NewBooking, SegmentInfo, StoredBooking};
 use super::{BookRequest, Booking};
 use crate::error::SlotError;
+use crate::settings::LockKind;
 use crate::state::AppState;
 
 /// How long a hold's idempotency record lives before its booking is
@@ -77,6 +78,10 @@ async fn book_checked(
             return Err(RequestError::invalid("referral_id", "must be 1 to 64 characters").into());
         }
         _ => {}
+    }
+    if state.settings.booking.lock == LockKind::Postgres {
+        let info = segment_info(state, req.slot_id.id).await?;
+        return super::pg_lock::book(state, req, key, &info).await;
     }
     if !state.cache.is_ready() {
         return Err(SlotError::LockUnavailable(
@@ -427,7 +432,7 @@ async fn already_booked(
     }
 }
 
-fn same_request(existing: StoredBooking, req: &BookRequest) -> Result<BookOutcome, SlotError> {
+pub(crate) fn same_request(existing: StoredBooking, req: &BookRequest) -> Result<BookOutcome, SlotError> {
     let b = &existing.booking;
     if existing.segment_id == req.slot_id.id && b.patient_id == req.patient_id && b.channel == req.channel {
         Ok(BookOutcome {

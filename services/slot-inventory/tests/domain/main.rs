@@ -9,6 +9,7 @@
     reason = "tests: a failure is a failed test"
 )]
 
+mod baseline;
 mod helpers;
 mod http;
 mod invariants;
