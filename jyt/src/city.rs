@@ -146,7 +146,9 @@ pub async fn start(
     jyt_db::ensure_database(&e.postgres_admin_url, "jyt_accounting").await?;
     let url = jyt_db::url_with_database(&e.postgres_admin_url, "jyt_accounting");
     let p = "JYT_CHANNEL_ACCOUNTING__";
-    let env = common(p, settings.ports.channel_accounting, Some(&url), e, key_prefix);
+    let mut env = common(p, settings.ports.channel_accounting, Some(&url), e, key_prefix);
+    // The console's demo login (city / demo-city-password), on this machine only.
+    env.push((format!("{p}OPERATORS__DEMO_ACCOUNT"), "true".to_owned()));
     let accounting =
         channel_accounting::Application::build(channel_accounting::Settings::load_from(&sources(env))?)
             .await?;

@@ -50,10 +50,12 @@ pub struct TestPatient {
 }
 
 /// Start channel-accounting reading this Redis prefix's streams; returns its
-/// base URL and database URL.
-pub async fn spawn_accounting(redis_prefix: &str) -> (String, String) {
+/// base URL, database URL and a city operator's bearer token.
+pub async fn spawn_accounting(redis_prefix: &str) -> (String, String, String) {
     let database_url = jyt_testkit::fresh_database("accounting").await;
     let p = "JYT_CHANNEL_ACCOUNTING__";
+    let password = "city-ops-test-password";
+    let hash = channel_accounting::auth::hash_password_with(password, 1024, 1).expect("hashing a password");
     let settings = channel_accounting::Settings::load_from(&sources(vec![
         (format!("{p}HTTP__PORT"), "0".to_owned()),
         (format!("{p}HTTP__WORKERS"), "1".to_owned()),
@@ -61,6 +63,12 @@ pub async fn spawn_accounting(redis_prefix: &str) -> (String, String) {
         (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
         (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
         (format!("{p}CONSUMER__NAME"), "test-consumer".to_owned()),
+        (format!("{p}OPERATORS__DEMO_ACCOUNT"), "false".to_owned()),
+        (format!("{p}OPERATORS__ACCOUNTS__CITY_OPS__PASSWORD_HASH"), hash),
+        (
+            format!("{p}OPERATORS__ACCOUNTS__CITY_OPS__ROLE"),
+            "city".to_owned(),
+        ),
     ]))
     .expect("channel-accounting test settings");
     let app = channel_accounting::Application::build(settings)
@@ -68,7 +76,17 @@ pub async fn spawn_accounting(redis_prefix: &str) -> (String, String) {
         .expect("channel-accounting starts");
     let url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    (url, database_url)
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/v1/operators/login"))
+        .json(&serde_json::json!({ "login": "city_ops", "password": password }))
+        .send()
+        .await
+        .expect("channel-accounting login")
+        .json()
+        .await
+        .expect("a login answer");
+    let token = login["token"].as_str().expect("a session token").to_owned();
+    (url, database_url, token)
 }
 
 /// Start card-issuing on this Redis prefix.

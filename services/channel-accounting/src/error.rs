@@ -1,6 +1,7 @@
 //! Every error channel-accounting answers, each with a stable machine code.
 
 use actix_web::http::StatusCode;
+use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
 use jyt_web::{Problem, RequestError};
 
@@ -8,16 +9,37 @@ use jyt_web::{Problem, RequestError};
 pub enum AccountingError {
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// No bearer token, or one that is unknown or expired.
+    #[error("a valid operator session is required")]
+    Unauthenticated,
+    #[error("wrong login or password")]
+    InvalidCredentials,
+    #[error("`{field}`: {reason}")]
+    Forbidden { field: &'static str, reason: String },
+    /// A statement file that cannot be read; nothing of it is stored.
+    #[error("statement line {line}: {reason}")]
+    StatementMalformed { line: u64, reason: String },
     #[error("the accounting database is unavailable: {0}")]
     DatabaseUnavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
 }
 
 impl AccountingError {
     pub fn code(&self) -> &'static str {
         match self {
             AccountingError::Request(e) => e.code(),
+            AccountingError::Unauthenticated => "UNAUTHENTICATED",
+            AccountingError::InvalidCredentials => "INVALID_CREDENTIALS",
+            AccountingError::Forbidden { .. } => "FORBIDDEN",
+            AccountingError::StatementMalformed { .. } => "STATEMENT_MALFORMED",
             AccountingError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
+            AccountingError::Internal(_) => "INTERNAL",
         }
+    }
+
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        AccountingError::Request(RequestError::invalid(field, reason))
     }
 }
 
@@ -37,17 +59,44 @@ impl ResponseError for AccountingError {
     fn status_code(&self) -> StatusCode {
         match self {
             AccountingError::Request(e) => e.status_code(),
+            AccountingError::Unauthenticated | AccountingError::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            AccountingError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AccountingError::StatementMalformed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AccountingError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AccountingError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let problem = |title: &str| Problem::new(status, self.code(), title).detail(self.to_string());
         match self {
             AccountingError::Request(e) => e.error_response(),
+            AccountingError::Unauthenticated => {
+                let mut res = problem("Unauthorized").field("Authorization").to_response(None);
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                res
+            }
+            AccountingError::InvalidCredentials => {
+                problem("Unauthorized").field("password").to_response(None)
+            }
+            AccountingError::Forbidden { field, .. } => problem("Forbidden").field(*field).to_response(None),
+            AccountingError::StatementMalformed { line, .. } => problem("Statement file refused")
+                .field("body")
+                .extension("line", *line)
+                .to_response(None),
             AccountingError::DatabaseUnavailable(reason) => {
                 tracing::error!(code = self.code(), %reason, "request failed");
-                Problem::new(self.status_code(), self.code(), "Reports are briefly unavailable")
-                    .to_response(Some(1))
+                Problem::new(status, self.code(), "Reports are briefly unavailable").to_response(Some(1))
+            }
+            AccountingError::Internal(e) => {
+                tracing::error!(code = self.code(), error = format!("{e:#}"), "request failed");
+                Problem::new(status, self.code(), "Internal Server Error").to_response(None)
             }
         }
     }

@@ -1,9 +1,29 @@
 //! Applying events: each in one transaction that first records its id, so a
-//! redelivered event changes nothing.
+//! redelivered or replayed event changes nothing.
+//!
+//! What each event does:
+//! - `booking.confirmed`: one booking for its channel, hospital, day and
+//!   minute (once per booking id, however many events carry it), and its
+//!   registration fee into the money ledger; free visits are confirmed at
+//!   once, so `booking.held` itself counts nothing.
+//! - `booking.cancelled` / `expired` / `checked_in` / `no_show` / `stopped`
+//!   / `promoted`: the matching counter (a promotion also shortens the
+//!   schedule's waitlist by one).
+//! - `booking.refund_requested`: a refund in the money ledger.
+//! - `waitlist.joined`: a join, and the schedule's waitlist one longer;
+//!   `waitlist.capacity_requested` carries the hospital's own count, which
+//!   replaces ours.
+//! - `attempts.tallied`: attempts and sold-out refusals per minute (losers
+//!   never reach PostgreSQL, so the hospital tallies them in memory).
+//! - `card.topped_up`: a prepaid top-up in the money ledger (hospital '').
+//!   `card.fee_paid` and `card.refunded` are the card side of fees and
+//!   refunds already counted from the booking events, so they count nothing.
 
+use chrono::{DateTime, NaiveDate, Utc};
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
 use jyt_domain::time::local;
 use jyt_events::Envelope;
+use serde_json::Value;
 
 /// Apply one event; false when it had been applied before.
 pub async fn apply(pool: &Pool, stream: &str, event: &Envelope) -> anyhow::Result<bool> {
@@ -24,32 +44,304 @@ pub async fn apply(pool: &Pool, stream: &str, event: &Envelope) -> anyhow::Resul
     Ok(first_time)
 }
 
+/// The counters of `channel_daily` an event can move.
+#[derive(Debug, Clone, Copy)]
+enum Counter {
+    Cancellations,
+    Expiries,
+    Promotions,
+    CheckIns,
+    NoShows,
+    Stops,
+    WaitlistJoins,
+}
+
+impl Counter {
+    fn column(self) -> &'static str {
+        match self {
+            Counter::Cancellations => "cancellations",
+            Counter::Expiries => "expiries",
+            Counter::Promotions => "promotions",
+            Counter::CheckIns => "check_ins",
+            Counter::NoShows => "no_shows",
+            Counter::Stops => "stops",
+            Counter::WaitlistJoins => "waitlist_joins",
+        }
+    }
+}
+
+struct Fields<'a>(&'a Value);
+
+impl Fields<'_> {
+    fn text(&self, field: &str) -> String {
+        self.0.get(field).and_then(Value::as_str).unwrap_or("").to_owned()
+    }
+    fn int(&self, field: &str) -> i64 {
+        self.0.get(field).and_then(Value::as_i64).unwrap_or(0)
+    }
+    fn detail(&self) -> Fields<'_> {
+        Fields(self.0.get("detail").unwrap_or(&Value::Null))
+    }
+    fn opt_text(&self, field: &str) -> Option<String> {
+        self.0
+            .get(field)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    }
+}
+
+/// The minute an instant falls in (UTC minute start).
+pub fn minute_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp();
+    DateTime::from_timestamp(secs - secs.rem_euclid(60), 0).unwrap_or(t)
+}
+
 async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Result<()> {
     let day = local(event.occurred_at).date_naive();
-    let text = |field: &str| {
-        event
-            .payload
-            .get(field)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let p = Fields(&event.payload);
+    let hospital = p.text("hospital_id");
+    let channel = p.text("channel");
+    let counter = |c: Counter| bump(client, day, &hospital, &channel, c);
     match event.event_type.as_str() {
-        "booking.confirmed" => {
-            let fee = event.payload.get("fee_fen").and_then(|v| v.as_i64()).unwrap_or(0);
+        "booking.confirmed" => confirmed(client, event, day, &p).await?,
+        "booking.cancelled" => counter(Counter::Cancellations).await?,
+        "booking.expired" => counter(Counter::Expiries).await?,
+        "booking.checked_in" => counter(Counter::CheckIns).await?,
+        "booking.no_show" => counter(Counter::NoShows).await?,
+        "booking.stopped" => counter(Counter::Stops).await?,
+        "booking.promoted" => {
+            counter(Counter::Promotions).await?;
             client
                 .execute(
-                    "INSERT INTO channel_daily (day, hospital_id, channel, bookings, fees_fen)
-                     VALUES ($1, $2, $3, 1, $4)
-                     ON CONFLICT (day, hospital_id, channel) DO UPDATE
-                        SET bookings = channel_daily.bookings + 1,
-                            fees_fen = channel_daily.fees_fen + EXCLUDED.fees_fen",
-                    &[&day, &text("hospital_id"), &text("channel"), &fee],
+                    "UPDATE waitlist_depth SET waiting = GREATEST(waiting - 1, 0), updated_at = $3
+                      WHERE hospital_id = $1 AND schedule_id = $2",
+                    &[&hospital, &p.text("schedule_id"), &event.occurred_at],
                 )
                 .await?;
         }
-        // Events this service does not count yet are recorded as seen.
+        "booking.refund_requested" => {
+            let d = p.detail();
+            let amount = match d.int("amount_fen") {
+                0 => p.int("fee_fen"),
+                n => n,
+            };
+            let method = d
+                .opt_text("payment_method")
+                .unwrap_or_else(|| p.text("payment_method"));
+            money(
+                client,
+                event,
+                "refund",
+                day,
+                (&hospital, &channel, &method),
+                amount,
+                p.opt_text("booking_id"),
+                d.opt_text("payment_reference"),
+            )
+            .await?;
+        }
+        "waitlist.joined" => {
+            counter(Counter::WaitlistJoins).await?;
+            client
+                .execute(
+                    "INSERT INTO waitlist_depth (hospital_id, schedule_id, waiting, updated_at)
+                     VALUES ($1, $2, GREATEST($3::bigint, 1), $4)
+                     ON CONFLICT (hospital_id, schedule_id) DO UPDATE
+                        SET waiting = waitlist_depth.waiting + 1, updated_at = EXCLUDED.updated_at",
+                    &[
+                        &hospital,
+                        &p.text("schedule_id"),
+                        &p.int("position"),
+                        &event.occurred_at,
+                    ],
+                )
+                .await?;
+        }
+        "waitlist.capacity_requested" => {
+            client
+                .execute(
+                    "INSERT INTO waitlist_depth (hospital_id, schedule_id, waiting, updated_at)
+                     VALUES ($1, $2, GREATEST($3::bigint, 0), $4)
+                     ON CONFLICT (hospital_id, schedule_id) DO UPDATE
+                        SET waiting = EXCLUDED.waiting, updated_at = EXCLUDED.updated_at",
+                    &[
+                        &hospital,
+                        &p.text("schedule_id"),
+                        &p.int("waiting"),
+                        &event.occurred_at,
+                    ],
+                )
+                .await?;
+        }
+        "attempts.tallied" => {
+            let minute = p
+                .opt_text("minute")
+                .and_then(|m| DateTime::parse_from_rfc3339(&m).ok())
+                .map_or(event.occurred_at, |m| m.with_timezone(&Utc));
+            let minute = minute_of(minute);
+            let day = local(minute).date_naive();
+            let (attempts, sold_out) = (p.int("attempts").max(0), p.int("sold_out").max(0));
+            client
+                .execute(
+                    "INSERT INTO channel_daily (day, hospital_id, channel, attempts, sold_out)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (day, hospital_id, channel) DO UPDATE
+                        SET attempts = channel_daily.attempts + EXCLUDED.attempts,
+                            sold_out = channel_daily.sold_out + EXCLUDED.sold_out",
+                    &[&day, &hospital, &channel, &attempts, &sold_out],
+                )
+                .await?;
+            client
+                .execute(
+                    "INSERT INTO traffic_minute (minute, hospital_id, channel, attempts, sold_out)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (minute, hospital_id, channel) DO UPDATE
+                        SET attempts = traffic_minute.attempts + EXCLUDED.attempts,
+                            sold_out = traffic_minute.sold_out + EXCLUDED.sold_out",
+                    &[&minute, &hospital, &channel, &attempts, &sold_out],
+                )
+                .await?;
+        }
+        "card.topped_up" => {
+            money(
+                client,
+                event,
+                "topup",
+                day,
+                ("", &channel, "prepaid_card"),
+                p.int("amount_fen"),
+                None,
+                p.opt_text("reference"),
+            )
+            .await?;
+        }
         other => tracing::debug!(event_type = other, "event not counted"),
     }
     Ok(())
+}
+
+async fn confirmed<C: GenericClient>(
+    client: &C,
+    event: &Envelope,
+    day: NaiveDate,
+    p: &Fields<'_>,
+) -> anyhow::Result<()> {
+    let booking_id = p
+        .opt_text("booking_id")
+        .unwrap_or_else(|| event.aggregate_id.clone());
+    let (hospital, channel) = (p.text("hospital_id"), p.text("channel"));
+    let first = client
+        .execute(
+            "INSERT INTO counted_bookings (booking_id, hospital_id, channel, confirmed_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (booking_id) DO NOTHING",
+            &[&booking_id, &hospital, &channel, &event.occurred_at],
+        )
+        .await?
+        == 1;
+    if !first {
+        tracing::debug!(booking = %booking_id, "booking already counted");
+        return Ok(());
+    }
+    let fee = p.int("fee_fen").max(0);
+    client
+        .execute(
+            "INSERT INTO channel_daily (day, hospital_id, channel, bookings, fees_fen)
+             VALUES ($1, $2, $3, 1, $4)
+             ON CONFLICT (day, hospital_id, channel) DO UPDATE
+                SET bookings = channel_daily.bookings + 1,
+                    fees_fen = channel_daily.fees_fen + EXCLUDED.fees_fen",
+            &[&day, &hospital, &channel, &fee],
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO traffic_minute (minute, hospital_id, channel, bookings) VALUES ($1, $2, $3, 1)
+             ON CONFLICT (minute, hospital_id, channel) DO UPDATE
+                SET bookings = traffic_minute.bookings + 1",
+            &[&minute_of(event.occurred_at), &hospital, &channel],
+        )
+        .await?;
+    if fee > 0 {
+        money(
+            client,
+            event,
+            "fee",
+            day,
+            (&hospital, &channel, &p.text("payment_method")),
+            fee,
+            Some(booking_id),
+            p.detail().opt_text("payment_reference"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn bump<C: GenericClient>(
+    client: &C,
+    day: NaiveDate,
+    hospital: &str,
+    channel: &str,
+    counter: Counter,
+) -> anyhow::Result<()> {
+    let column = counter.column();
+    // `column` comes from a fixed list, never from input.
+    let sql = format!(
+        "INSERT INTO channel_daily (day, hospital_id, channel, {column}) VALUES ($1, $2, $3, 1)
+         ON CONFLICT (day, hospital_id, channel) DO UPDATE SET {column} = channel_daily.{column} + 1"
+    );
+    client.execute(&sql, &[&day, &hospital, &channel]).await?;
+    Ok(())
+}
+
+#[expect(clippy::too_many_arguments, reason = "one ledger row's columns")]
+async fn money<C: GenericClient>(
+    client: &C,
+    event: &Envelope,
+    kind: &str,
+    day: NaiveDate,
+    (hospital, channel, method): (&str, &str, &str),
+    amount_fen: i64,
+    booking_id: Option<String>,
+    reference: Option<String>,
+) -> anyhow::Result<()> {
+    if amount_fen <= 0 {
+        tracing::warn!(event = %event.event_id, kind, "money event without a positive amount ignored");
+        return Ok(());
+    }
+    let method = if method.is_empty() { "self_pay" } else { method };
+    client
+        .execute(
+            "INSERT INTO money_entries (event_id, kind, day, occurred_at, hospital_id, channel,
+                                        payment_method, amount_fen, booking_id, reference)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &event.event_id,
+                &kind,
+                &day,
+                &event.occurred_at,
+                &hospital,
+                &channel,
+                &method,
+                &amount_fen,
+                &booking_id,
+                &reference,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_start_on_the_minute() {
+        let t = DateTime::parse_from_rfc3339("2026-11-30T00:30:59.900Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(minute_of(t).to_rfc3339(), "2026-11-30T00:30:00+00:00");
+    }
 }

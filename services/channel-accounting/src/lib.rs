@@ -1,18 +1,26 @@
 //! # channel-accounting
-//! Every booking event, from every hospital, counted once per channel,
-//! hospital and day, for the municipal operators.
+//! Every booking, payment, refund and card event, from every hospital,
+//! applied once into per channel, hospital and day figures and a money
+//! ledger in fen, reconciled against each channel's statement, and shown to
+//! the municipal operators on a console.
 //!
 //! # Layout
-//! - [`settings`]: typed settings (streams to consume, consumer group).
+//! - [`settings`]: typed settings (streams, fee rates, operator accounts).
 //! - [`startup`]: [`Application::build`], one consumer task per stream.
 //! - [`consumer`]: read, apply, acknowledge; consumer-lag metric.
-//! - [`ledger`]: applies one event exactly once (event id unique in PostgreSQL).
-//! - [`routes`]: the reports API, `/v1/reports/channels`.
+//! - [`ledger`]: applies one event exactly once (event id unique in
+//!   PostgreSQL); what each event type does.
+//! - [`auth`]: operators (roles city / hospital), password hashes, sessions.
+//! - [`reconcile`]: the statement file format, matching, mismatches.
+//! - [`routes`]: reports (`/v1/reports/*`, JSON or CSV), login, statements,
+//!   the console page and its overview.
 //! - [`error`]: [`AccountingError`] and its machine codes.
 
+pub mod auth;
 pub mod consumer;
 pub mod error;
 pub mod ledger;
+pub mod reconcile;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -1,10 +1,21 @@
 //! Thin binary: load settings, install telemetry, run.
+//! `channel-accounting hash-password` reads a password on stdin and prints
+//! its Argon2 PHC string, for `operators.accounts.<login>.password_hash`.
+
+use std::io::{BufRead, Write};
 
 use anyhow::Context;
 use channel_accounting::{Application, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("hash-password") {
+        let mut password = String::new();
+        std::io::stdin().lock().read_line(&mut password)?;
+        let hash = channel_accounting::auth::hash_password(password.trim_end_matches(['\r', '\n']))?;
+        writeln!(std::io::stdout(), "{hash}")?;
+        return Ok(());
+    }
     let settings = Settings::load().context("loading channel-accounting settings")?;
     let _telemetry = jyt_telemetry::init(channel_accounting::settings::SERVICE, &settings.telemetry)?;
     Application::build(settings).await?.run_until_stopped().await?;

@@ -14,6 +14,7 @@ use jyt_web::ops::{record_http_metrics, request_tracing};
 use jyt_web::{Metrics, Readiness};
 use tokio::task::JoinHandle;
 
+use crate::auth;
 use crate::consumer::{self, ConsumerMetrics};
 use crate::routes;
 use crate::settings::{SERVICE, Settings};
@@ -34,6 +35,9 @@ impl Application {
         jyt_db::migrate(&pool, SERVICE, embedded::migrations::runner())
             .await
             .context("running channel-accounting migrations")?;
+        auth::seed_operators(&pool, &settings.operators)
+            .await
+            .context("seeding operator accounts")?;
         let redis = jyt_cache::connect(&settings.redis)
             .await
             .context("connecting to Redis")?;
@@ -82,6 +86,8 @@ impl Application {
         let pool = web::Data::new(pool);
         let metrics = web::Data::new(metrics);
         let readiness = web::Data::new(readiness);
+        let fees = web::Data::new(settings.fees.clone());
+        let operators = web::Data::new(settings.operators.clone());
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(record_http_metrics))
@@ -89,6 +95,8 @@ impl Application {
                 .app_data(pool.clone())
                 .app_data(metrics.clone())
                 .app_data(readiness.clone())
+                .app_data(fees.clone())
+                .app_data(operators.clone())
                 .app_data(body_limit)
                 .configure(jyt_web::ops::configure)
                 .configure(routes::configure)

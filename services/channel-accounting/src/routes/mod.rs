@@ -1,9 +1,24 @@
 //! HTTP routes; each file holds one resource's handlers.
 
+pub mod console;
+pub mod operators;
+pub mod query;
+pub mod reconciliation;
 pub mod reports;
 
 use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(reports::channels);
+    cfg.service(reports::channels)
+        .service(reports::money)
+        .service(reports::settlement)
+        .service(operators::login)
+        .service(operators::me)
+        .service(operators::logout)
+        .service(reconciliation::import)
+        .service(reconciliation::list)
+        .service(console::overview)
+        .service(console::page)
+        .service(console::script)
+        .service(console::style);
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# End-to-end test of the operators' console in headless Chromium: builds
+# channel-accounting, runs it on a fresh PostgreSQL database and Redis key
+# prefix, seeds a morning of events, logs in through the page, checks the
+# figures and saves a screenshot to target/browser-test/console.png.
+#
+# Needs Debian's chromium and chromium-driver (installed with apt-get when
+# missing and root) and python3 (standard library only: chromedriver is
+# driven through its W3C WebDriver HTTP API, so nothing is downloaded).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+started=$(date +%s)
+out=target/browser-test
+mkdir -p "$out"
+
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_install chromium chromium-driver
+fi
+command -v python3 >/dev/null || { log "python3 is required"; exit 1; }
+
+ensure_postgres
+ensure_redis
+
+log "building channel-accounting"
+cargo build --locked -p channel-accounting --bin channel-accounting
+bin=target/debug/channel-accounting
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+suffix=$(python3 -c 'import uuid; print(uuid.uuid4().hex[:12])')
+db=jyt_test_browser_$suffix
+prefix=jyt-test:browser-$suffix
+db_url=$(python3 - "$JYT_TEST_PG_ADMIN_URL" "$db" <<'PY'
+import sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+print(urllib.parse.urlunparse(u._replace(path="/" + sys.argv[2])))
+PY
+)
+psql "$JYT_TEST_PG_ADMIN_URL" -qc "CREATE DATABASE \"$db\"" >/dev/null
+
+service_pid=""
+driver_pid=""
+cleanup() {
+  local pid
+  for pid in $service_pid $driver_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  psql "$JYT_TEST_PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  redis-cli -u "$JYT_TEST_REDIS_URL" --scan --pattern "$prefix:*" \
+    | xargs -r redis-cli -u "$JYT_TEST_REDIS_URL" del >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+port=$(free_port)
+log "channel-accounting on port $port (database $db, Redis prefix $prefix)"
+JYT_CHANNEL_ACCOUNTING__HTTP__PORT=$port \
+JYT_CHANNEL_ACCOUNTING__HTTP__WORKERS=2 \
+JYT_CHANNEL_ACCOUNTING__POSTGRES__URL=$db_url \
+JYT_CHANNEL_ACCOUNTING__REDIS__URLS=$JYT_TEST_REDIS_URL \
+JYT_CHANNEL_ACCOUNTING__REDIS__KEY_PREFIX=$prefix \
+JYT_CHANNEL_ACCOUNTING__OPERATORS__DEMO_ACCOUNT=true \
+JYT_CHANNEL_ACCOUNTING__TELEMETRY__LOG_FILTER=warn \
+  "$bin" >"$out/channel-accounting.log" 2>&1 &
+service_pid=$!
+
+driver_port=$(free_port)
+chromedriver --port="$driver_port" >"$out/chromedriver.log" 2>&1 &
+driver_pid=$!
+
+wait_for "channel-accounting" curl -sfo /dev/null "http://127.0.0.1:$port/readyz" \
+  || { cat "$out/channel-accounting.log" >&2; exit 1; }
+wait_for "chromedriver" curl -sfo /dev/null "http://127.0.0.1:$driver_port/status" \
+  || { cat "$out/chromedriver.log" >&2; exit 1; }
+
+log "driving the console in headless Chromium"
+python3 tests/browser/console_test.py \
+  --base-url "http://127.0.0.1:$port" \
+  --redis-url "$JYT_TEST_REDIS_URL" \
+  --prefix "$prefix" \
+  --webdriver "http://127.0.0.1:$driver_port" \
+  --screenshot "$out/console.png"
+log "browser test green in $(( $(date +%s) - started )) s"
