@@ -42,6 +42,8 @@ pub struct UpstreamSettings {
     pub connect_timeout_ms: u64,
     pub pool_max_idle_per_host: usize,
     pub max_concurrent: usize,
+    /// How long a call waits for one of the `max_concurrent` places.
+    pub queue_timeout_ms: u64,
     pub breaker_failures: u32,
     pub breaker_open_ms: u64,
 }
@@ -225,6 +227,7 @@ impl Validate for Settings {
         for (key, v) in [
             ("upstream.timeout_ms", self.upstream.timeout_ms),
             ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            ("upstream.queue_timeout_ms", self.upstream.queue_timeout_ms),
             ("upstream.breaker_open_ms", self.upstream.breaker_open_ms),
             ("card_issuing.timeout_ms", self.card_issuing.timeout_ms),
         ] {

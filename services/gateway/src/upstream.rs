@@ -43,6 +43,7 @@ pub struct Upstreams {
     lanes: Arc<HashMap<HospitalId, Lane>>,
     breaker_failures: u32,
     breaker_open: Duration,
+    queue_timeout: Duration,
 }
 
 /// A hospital's answer, to be passed back as it came.
@@ -97,6 +98,7 @@ impl Upstreams {
             lanes: Arc::new(lanes),
             breaker_failures: settings.upstream.breaker_failures,
             breaker_open: Duration::from_millis(settings.upstream.breaker_open_ms),
+            queue_timeout: Duration::from_millis(settings.upstream.queue_timeout_ms),
         })
     }
 
@@ -188,9 +190,11 @@ impl Upstreams {
         let admission = self
             .admit(lane)
             .ok_or_else(|| unavailable("circuit open".to_owned()))?;
-        // Refuse at once rather than queue: waiting for a hung hospital's
-        // permit is exactly the latency the bulkhead exists to avoid.
-        let Ok(_permit) = lane.bulkhead.clone().try_acquire_owned() else {
+        // Wait briefly for a place: a burst at a healthy hospital drains in
+        // milliseconds, while a hung one keeps its places for its whole
+        // timeout, so its callers are refused after `queue_timeout`.
+        let permit = tokio::time::timeout(self.queue_timeout, lane.bulkhead.clone().acquire_owned()).await;
+        let Ok(Ok(_permit)) = permit else {
             if matches!(admission, Admission::Probe) {
                 self.record(lane, false);
             }
