@@ -46,6 +46,8 @@ pub enum SlotError {
     WrongPickupCode,
     #[error("the booking is {0:?} and cannot be checked in")]
     NotCheckInable(BookingStatus),
+    #[error("the booking is {0:?}; only a checked-in visit can be completed")]
+    NotCompletable(BookingStatus),
     #[error("check-in is open from {opens} to {closes}")]
     CheckInClosed {
         opens: DateTime<Utc>,
@@ -91,6 +93,7 @@ impl SlotError {
             SlotError::CancellationClosed(_) => "CANCELLATION_CLOSED",
             SlotError::WrongPickupCode => "WRONG_PICKUP_CODE",
             SlotError::NotCheckInable(_) => "NOT_CHECK_INABLE",
+            SlotError::NotCompletable(_) => "NOT_COMPLETABLE",
             SlotError::CheckInClosed { .. } => "CHECK_IN_CLOSED",
             SlotError::ScheduleNotFound(_) => "SCHEDULE_NOT_FOUND",
             SlotError::SeatsAvailable => "SEATS_AVAILABLE",
@@ -161,6 +164,7 @@ impl ResponseError for SlotError {
             | SlotError::BookingNotCancellable(_)
             | SlotError::CancellationClosed(_)
             | SlotError::NotCheckInable(_)
+            | SlotError::NotCompletable(_)
             | SlotError::CheckInClosed { .. } => StatusCode::CONFLICT,
             SlotError::WrongPickupCode => StatusCode::FORBIDDEN,
             SlotError::LockUnavailable(_) | SlotError::DatabaseUnavailable(_) => {

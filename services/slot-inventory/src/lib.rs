@@ -15,6 +15,7 @@
 
 pub mod booking;
 pub mod error;
+pub mod federation;
 pub mod policy;
 pub mod routes;
 pub mod schedule;

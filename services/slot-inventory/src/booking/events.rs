@@ -20,6 +20,10 @@ pub enum EventKind {
     RefundRequested,
     /// A waitlisted patient was handed a freed seat (as a hold).
     Promoted,
+    /// A priority hold offered after a stopped clinic.
+    Offered,
+    /// The visit is over (reported by the hospital).
+    Completed,
 }
 
 impl EventKind {
@@ -34,6 +38,8 @@ impl EventKind {
             EventKind::Stopped => "booking.stopped",
             EventKind::RefundRequested => "booking.refund_requested",
             EventKind::Promoted => "booking.promoted",
+            EventKind::Offered => "booking.offered",
+            EventKind::Completed => "booking.completed",
         }
     }
 }

@@ -33,6 +33,17 @@ pub struct BookRequest {
     /// Set (never by a client) when a waitlist entry is being promoted.
     #[serde(skip)]
     pub waitlist_entry: Option<Uuid>,
+    /// Set (never by a client) for a priority hold offered after a stopped
+    /// clinic.
+    #[serde(skip)]
+    pub offer: Option<OfferOf>,
+}
+
+/// A priority hold offered after 停诊, in place of a stopped booking (or
+/// for a patient of the stopped clinic's waitlist: `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfferOf {
+    pub replaces: Option<Uuid>,
 }
 
 /// A booking as every API shows it. Times are in Asia/Shanghai.

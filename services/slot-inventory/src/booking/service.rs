@@ -54,7 +54,7 @@ pub async fn segment_info(state: &AppState, segment: Uuid) -> Result<SegmentInfo
 pub async fn book(state: AppState, req: BookRequest, key: IdempotencyKey) -> Result<BookOutcome, SlotError> {
     let result = book_checked(&state, &req, &key).await;
     state.metrics.record(&result);
-    if req.waitlist_entry.is_none() {
+    if req.waitlist_entry.is_none() && req.offer.is_none() {
         state.tally.record(req.channel, state.clock.now(), &result);
     }
     result
@@ -136,7 +136,7 @@ async fn try_book(
         max_per_day: policy.max_per_person_per_day,
         max_per_department: policy.max_per_person_per_department_per_day,
         patient_day_ttl_seconds: patient_day_ttl(info, now),
-        promotion: req.waitlist_entry.is_some(),
+        promotion: req.waitlist_entry.is_some() || req.offer.is_some(),
     };
 
     let mut outcome = match state.scripts.hold(&state.redis, &keys, &hold_request).await {
@@ -374,6 +374,24 @@ async fn write_booking(
             EventKind::Promoted,
             &stored.booking,
             serde_json::json!({ "waitlist_entry_id": entry }),
+        )
+        .await?;
+        if kind == EventKind::Confirmed {
+            events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
+        }
+    } else if let Some(offer) = req.offer {
+        if let Some(replaced) = offer.replaces {
+            tx.execute(
+                "UPDATE bookings SET replaces_booking_id = $2 WHERE id = $1",
+                &[&won.booking_id, &replaced],
+            )
+            .await?;
+        }
+        events::append(
+            &tx,
+            EventKind::Offered,
+            &stored.booking,
+            serde_json::json!({ "replaces": offer.replaces }),
         )
         .await?;
         if kind == EventKind::Confirmed {

@@ -385,6 +385,7 @@ pub async fn promote(state: &AppState, schedule: Uuid) -> Result<usize, SlotErro
                 channel,
                 referral_id: None,
                 waitlist_entry: Some(entry),
+                offer: None,
             };
             outcome = service::book(state.clone(), req, key.clone()).await;
             if !matches!(outcome, Err(SlotError::SlotSoldOut)) {

@@ -1,6 +1,7 @@
 //! HTTP routes; each file holds one resource's handlers.
 
 pub mod bookings;
+pub mod federation;
 pub mod schedules;
 
 use actix_web::web;
@@ -14,5 +15,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(schedules::list)
         .service(schedules::join_waitlist)
         .service(schedules::get_waitlist_entry)
-        .service(schedules::set_capacity);
+        .service(schedules::set_capacity)
+        .service(federation::publish_schedules)
+        .service(federation::stop_schedule)
+        .service(federation::arrive)
+        .service(federation::complete)
+        .service(federation::bookings_feed);
 }

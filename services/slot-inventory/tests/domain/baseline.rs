@@ -12,7 +12,14 @@ async fn row_locks_alone_sell_each_seat_once_and_keep_the_rules() {
     let h = Hospital::start(
         beijing(3, 9, 0),
         10,
-        &[("BOOKING__LOCK", "postgres"), ("POSTGRES__POOL_MAX_SIZE", "8")],
+        // Every attempt waits for the row lock holding a connection: on a
+        // loaded machine the default 2 s wait for a connection can pass.
+        &[
+            ("BOOKING__LOCK", "postgres"),
+            ("POSTGRES__POOL_MAX_SIZE", "8"),
+            ("POSTGRES__WAIT_TIMEOUT_MS", "60000"),
+            ("POSTGRES__STATEMENT_TIMEOUT_MS", "60000"),
+        ],
     )
     .await;
     let slot = h.segment(sched::CT_AM, 0);
@@ -28,6 +35,7 @@ async fn row_locks_alone_sell_each_seat_once_and_keep_the_rules() {
                 channel,
                 referral_id: None,
                 waitlist_entry: None,
+                offer: None,
             };
             slot_inventory::booking::service::book(state, req, format!("k{i}").parse().unwrap()).await
         }));

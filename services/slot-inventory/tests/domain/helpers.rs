@@ -103,6 +103,7 @@ impl Hospital {
             channel,
             referral_id: referral.map(str::to_owned),
             waitlist_entry: None,
+            offer: None,
         };
         service::book(
             self.state.clone(),

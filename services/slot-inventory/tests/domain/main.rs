@@ -10,6 +10,7 @@
 )]
 
 mod baseline;
+mod federation;
 mod helpers;
 mod http;
 mod invariants;

@@ -1,0 +1,215 @@
+//! A hospital publishes its departments, doctors and schedules (with
+//! segments and capacities), keyed by its own ids: an idempotent bulk
+//! upsert. Changing a released schedule's capacity keeps every existing
+//! booking: a segment cannot shrink below its highest booked seat, and
+//! seats it gains go to the schedule's waitlist first.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use jyt_web::RequestError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::booking::queries::RELEASED_STATUSES;
+use crate::booking::service::{invalidate_segment, load_segment};
+use crate::booking::waitlist;
+use crate::error::SlotError;
+use crate::schedule::capacity::MAX_SEGMENT_CAPACITY;
+use crate::schedule::queries::upsert_schedule;
+use crate::schedule::{ClinicLevel, NewDepartment, NewDoctor, NewSchedule, NewSegment, Session};
+use crate::state::AppState;
+
+/// At most this many schedules per call.
+pub const MAX_SCHEDULES: usize = 500;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    pub schedules: Vec<PublishedSchedule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedSchedule {
+    /// The hospital's own id for this clinic session.
+    pub id: String,
+    pub department: PublishedDepartment,
+    pub doctor: PublishedDoctor,
+    pub date: NaiveDate,
+    pub session: Session,
+    pub level: ClinicLevel,
+    pub fee_fen: i64,
+    pub segments: Vec<PublishedSegment>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedDepartment {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedDoctor {
+    pub id: String,
+    pub name: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedSegment {
+    /// With its offset, e.g. `2026-12-08T08:00:00+08:00`.
+    pub starts_at: DateTime<FixedOffset>,
+    pub ends_at: DateTime<FixedOffset>,
+    pub capacity: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishedIds {
+    pub id: String,
+    pub schedule_id: Uuid,
+    pub segment_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishOutcome {
+    pub schedules: Vec<PublishedIds>,
+    /// Waiting patients who got seats this publish added.
+    pub promoted_from_waitlist: usize,
+}
+
+fn text(field: String, v: &str, max: usize) -> Result<(), SlotError> {
+    let n = v.trim().chars().count();
+    if n == 0 || n > max || v.chars().any(char::is_control) {
+        return Err(RequestError::invalid(field, format!("must be 1 to {max} printable characters")).into());
+    }
+    Ok(())
+}
+
+fn validate(req: &PublishRequest) -> Result<(), SlotError> {
+    if req.schedules.is_empty() || req.schedules.len() > MAX_SCHEDULES {
+        return Err(
+            RequestError::invalid("schedules", format!("must hold 1 to {MAX_SCHEDULES} schedules")).into(),
+        );
+    }
+    for (i, s) in req.schedules.iter().enumerate() {
+        let at = |f: &str| format!("schedules[{i}].{f}");
+        text(at("id"), &s.id, 64)?;
+        text(at("department.id"), &s.department.id, 64)?;
+        text(at("department.name"), &s.department.name, 100)?;
+        text(at("doctor.id"), &s.doctor.id, 64)?;
+        text(at("doctor.name"), &s.doctor.name, 100)?;
+        text(at("doctor.title"), &s.doctor.title, 100)?;
+        if !(0..=10_000_000).contains(&s.fee_fen) {
+            return Err(RequestError::invalid(at("fee_fen"), "must be between 0 and 10000000 fen").into());
+        }
+        if s.segments.is_empty() || s.segments.len() > 96 {
+            return Err(RequestError::invalid(at("segments"), "must hold 1 to 96 segments").into());
+        }
+        for (j, seg) in s.segments.iter().enumerate() {
+            let at = |f: &str| format!("schedules[{i}].segments[{j}].{f}");
+            if !(0..=MAX_SEGMENT_CAPACITY).contains(&seg.capacity) {
+                return Err(RequestError::invalid(
+                    at("capacity"),
+                    format!("must be between 0 and {MAX_SEGMENT_CAPACITY}"),
+                )
+                .into());
+            }
+            if seg.ends_at <= seg.starts_at {
+                return Err(RequestError::invalid(at("ends_at"), "must be after starts_at").into());
+            }
+            if jyt_domain::time::local(seg.starts_at.with_timezone(&Utc)).date_naive() != s.date {
+                return Err(RequestError::invalid(
+                    at("starts_at"),
+                    "must be on the schedule's date in Asia/Shanghai",
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOutcome, SlotError> {
+    validate(req)?;
+    let now = state.clock.now();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut out = Vec::with_capacity(req.schedules.len());
+    for (i, s) in req.schedules.iter().enumerate() {
+        // Seats already booked keep their numbers: a segment may not shrink
+        // below its highest live seat.
+        for (j, seg) in s.segments.iter().enumerate() {
+            let highest: Option<i32> = tx
+                .query_opt(
+                    &format!(
+                        "SELECT max(b.seat_no) FROM segments seg
+                           JOIN schedules sch ON sch.id = seg.schedule_id
+                           JOIN bookings b ON b.segment_id = seg.id AND b.status NOT IN {RELEASED_STATUSES}
+                          WHERE sch.external_id = $1 AND seg.starts_at = $2"
+                    ),
+                    &[&s.id, &seg.starts_at.with_timezone(&Utc)],
+                )
+                .await?
+                .and_then(|r| r.get(0));
+            if let Some(highest) = highest
+                && seg.capacity < highest
+            {
+                return Err(RequestError::invalid(
+                    format!("schedules[{i}].segments[{j}].capacity"),
+                    format!("seat {highest} is booked; the capacity cannot go below it"),
+                )
+                .into());
+            }
+        }
+        let schedule = NewSchedule {
+            external_id: s.id.trim().to_owned(),
+            department: NewDepartment {
+                external_id: s.department.id.trim().to_owned(),
+                name: s.department.name.trim().to_owned(),
+            },
+            doctor: NewDoctor {
+                external_id: s.doctor.id.trim().to_owned(),
+                name: s.doctor.name.trim().to_owned(),
+                title: s.doctor.title.trim().to_owned(),
+            },
+            visit_date: s.date,
+            session: s.session,
+            clinic_level: s.level,
+            fee_fen: s.fee_fen,
+            segments: s
+                .segments
+                .iter()
+                .map(|seg| NewSegment {
+                    starts_at: seg.starts_at.with_timezone(&Utc),
+                    ends_at: seg.ends_at.with_timezone(&Utc),
+                    capacity: seg.capacity,
+                })
+                .collect(),
+        };
+        let stored = upsert_schedule(&tx, &schedule, state.settings.policy.release_at(s.date), now).await?;
+        out.push(PublishedIds {
+            id: schedule.external_id,
+            schedule_id: stored.schedule_id,
+            segment_ids: stored.segment_ids,
+        });
+    }
+    tx.commit().await?;
+    drop(client);
+    // Redis follows: every segment reloaded from PostgreSQL (seats the
+    // publish added are kept back for waiting patients), then the lines
+    // are served.
+    let mut promoted = 0;
+    for s in &out {
+        for segment in &s.segment_ids {
+            invalidate_segment(state, *segment).await;
+            load_segment(state, *segment).await?;
+        }
+        promoted += waitlist::promote(state, s.schedule_id).await?;
+    }
+    Ok(PublishOutcome {
+        schedules: out,
+        promoted_from_waitlist: promoted,
+    })
+}

@@ -1,0 +1,306 @@
+//! 停诊: the hospital stops a clinic. Every live booking of the schedule
+//! becomes `stopped` (a refund is requested for each paid one, and every
+//! patient is notified by the event), the waitlist is closed, the seats
+//! leave sale, and then each affected patient, in the order of their
+//! original booking and then the waitlist's, is offered a priority hold on
+//! an equivalent slot: same department and clinic level, the same or one
+//! of the next few days. Stopping twice changes nothing more.
+
+use chrono::Days;
+use jyt_domain::{BookingRef, Channel, IdempotencyKey, SlotRef};
+use jyt_web::RequestError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::booking::events::{self, EventKind};
+use crate::booking::hold::{HeldSeat, SeatGoes};
+use crate::booking::queries::{self, StoredBooking};
+use crate::booking::service::{self, invalidate_segment, load_segment, segment_info};
+use crate::booking::{BookRequest, OfferOf};
+use crate::error::SlotError;
+use crate::state::AppState;
+
+/// How many days after the stopped clinic an equivalent one is looked for.
+const OFFER_DAYS: u64 = 3;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    pub reason: String,
+}
+
+/// A priority hold offered to one affected patient.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offer {
+    pub patient_id: Uuid,
+    /// The stopped booking, or `null` for a patient from the waitlist.
+    pub replaces: Option<BookingRef>,
+    /// The held (or, for a free exam, confirmed) booking offered; `null`
+    /// when no equivalent slot was free or the patient's own limits forbid.
+    pub offered: Option<BookingRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopOutcome {
+    pub schedule_id: Uuid,
+    /// True when the clinic was already stopped: nothing was done again.
+    pub already_stopped: bool,
+    pub stopped_bookings: usize,
+    pub refunds_requested: usize,
+    pub offers: Vec<Offer>,
+}
+
+pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result<StopOutcome, SlotError> {
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(RequestError::invalid("reason", "must be 1 to 200 characters").into());
+    }
+    let now = state.clock.now();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT status FROM schedules WHERE id = $1 FOR UPDATE",
+            &[&schedule],
+        )
+        .await?
+    else {
+        return Err(SlotError::ScheduleNotFound(schedule.to_string()));
+    };
+    if row.get::<_, String>(0) == "stopped" {
+        return Ok(StopOutcome {
+            schedule_id: schedule,
+            already_stopped: true,
+            stopped_bookings: 0,
+            refunds_requested: 0,
+            offers: Vec::new(),
+        });
+    }
+    tx.execute(
+        "UPDATE schedules SET status = 'stopped', stop_reason = $2, stopped_at = $3 WHERE id = $1",
+        &[&schedule, &reason, &now],
+    )
+    .await?;
+    let ids: Vec<Uuid> = tx
+        .query(
+            "SELECT id FROM bookings WHERE schedule_id = $1 AND status IN ('held', 'confirmed')
+              ORDER BY visit_no, created_at",
+            &[&schedule],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut stopped: Vec<StoredBooking> = Vec::with_capacity(ids.len());
+    let mut refunds = 0;
+    for id in ids {
+        let Some(before) = queries::get_booking(&tx, &state.hospital, id).await? else {
+            continue;
+        };
+        queries::transition(&tx, id, &["held", "confirmed"], "stopped", now).await?;
+        let Some(after) = queries::get_booking(&tx, &state.hospital, id).await? else {
+            continue;
+        };
+        events::append(
+            &tx,
+            EventKind::Stopped,
+            &after.booking,
+            serde_json::json!({ "reason": reason }),
+        )
+        .await?;
+        if let Some(reference) = &before.payment_reference {
+            events::append(
+                &tx,
+                EventKind::RefundRequested,
+                &after.booking,
+                serde_json::json!({
+                    "payment_reference": reference,
+                    "amount_fen": after.booking.fee_fen,
+                    "reason": "stopped",
+                }),
+            )
+            .await?;
+            refunds += 1;
+        }
+        stopped.push(after);
+    }
+    let mut waiting_rows: Vec<(chrono::DateTime<chrono::Utc>, Uuid, Uuid, String)> = tx
+        .query(
+            "UPDATE waitlist_entries SET status = 'left'
+              WHERE schedule_id = $1 AND status = 'waiting'
+             RETURNING created_at, id, patient_id, channel",
+            &[&schedule],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    // First come, first offered.
+    waiting_rows.sort_by_key(|(created_at, id, ..)| (*created_at, *id));
+    let waiting: Vec<(Uuid, Uuid, String)> = waiting_rows
+        .into_iter()
+        .map(|(_, entry, patient, channel)| (entry, patient, channel))
+        .collect();
+    for (entry, patient, channel) in &waiting {
+        jyt_events::append(
+            &tx,
+            "waitlist.stopped",
+            &entry.to_string(),
+            &serde_json::json!({
+                "schema": 1,
+                "entry_id": entry,
+                "hospital_id": state.hospital,
+                "schedule_id": schedule,
+                "patient_id": patient,
+                "channel": channel,
+                "reason": reason,
+            }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    drop(client);
+    state.relay.wake();
+
+    take_off_sale(state, schedule, &stopped).await?;
+
+    let mut offers = Vec::new();
+    for b in &stopped {
+        let offered = offer(
+            state,
+            schedule,
+            b.booking.patient_id,
+            b.booking.channel,
+            Some(b.booking.booking_id.id),
+        )
+        .await?;
+        offers.push(Offer {
+            patient_id: b.booking.patient_id,
+            replaces: Some(b.booking.booking_id.clone()),
+            offered,
+        });
+    }
+    for (entry, patient, channel) in &waiting {
+        let channel = channel.parse().unwrap_or(Channel::Window);
+        let offered = offer_keyed(state, schedule, *patient, channel, None, *entry).await?;
+        offers.push(Offer {
+            patient_id: *patient,
+            replaces: None,
+            offered,
+        });
+    }
+    Ok(StopOutcome {
+        schedule_id: schedule,
+        already_stopped: false,
+        stopped_bookings: stopped.len(),
+        refunds_requested: refunds,
+        offers,
+    })
+}
+
+/// Free the stopped bookings' holds in Redis (their patients' day counts
+/// with them) and reload the segments closed.
+async fn take_off_sale(state: &AppState, schedule: Uuid, stopped: &[StoredBooking]) -> Result<(), SlotError> {
+    for b in stopped {
+        let info = segment_info(state, b.segment_id).await?;
+        let keys = state.keys.segment(&info);
+        state
+            .scripts
+            .release(
+                &state.redis,
+                &keys,
+                &state.keys.patient_day(b.booking.patient_id, info.visit_date),
+                &state.keys.no_idempotency(),
+                &HeldSeat {
+                    patient: b.booking.patient_id,
+                    booking_id: b.booking.booking_id.id,
+                },
+                SeatGoes::Nowhere,
+            )
+            .await?;
+    }
+    let client = state.pool.get().await?;
+    let segments = crate::booking::waitlist::queries::segment_ids(&client, schedule).await?;
+    drop(client);
+    for segment in segments {
+        invalidate_segment(state, segment).await;
+        load_segment(state, segment).await?;
+    }
+    Ok(())
+}
+
+async fn offer(
+    state: &AppState,
+    stopped: Uuid,
+    patient: Uuid,
+    channel: Channel,
+    replaces: Option<Uuid>,
+) -> Result<Option<BookingRef>, SlotError> {
+    let key = replaces.unwrap_or(patient);
+    offer_keyed(state, stopped, patient, channel, replaces, key).await
+}
+
+/// Hold the first free equivalent seat for the patient, ahead of everyone
+/// else (like a waitlist promotion: any pool). Keyed by what it replaces,
+/// so a retried stop never offers twice.
+async fn offer_keyed(
+    state: &AppState,
+    stopped: Uuid,
+    patient: Uuid,
+    channel: Channel,
+    replaces: Option<Uuid>,
+    key: Uuid,
+) -> Result<Option<BookingRef>, SlotError> {
+    let client = state.pool.get().await?;
+    let Some(row) = client
+        .query_opt(
+            "SELECT department_id, clinic_level, visit_date FROM schedules WHERE id = $1",
+            &[&stopped],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (department, level, date): (Uuid, String, chrono::NaiveDate) = (row.get(0), row.get(1), row.get(2));
+    let last = date.checked_add_days(Days::new(OFFER_DAYS)).unwrap_or(date);
+    let segments: Vec<Uuid> = client
+        .query(
+            "SELECT seg.id FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+              WHERE sch.department_id = $1 AND sch.clinic_level = $2 AND sch.status = 'open'
+                AND sch.visit_date BETWEEN $3 AND $4 AND sch.id <> $5 AND seg.starts_at > $6
+              ORDER BY sch.visit_date, seg.starts_at",
+            &[&department, &level, &date, &last, &stopped, &state.clock.now()],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    let idempotency: IdempotencyKey = format!("stop-offer-{}", key.simple())
+        .parse()
+        .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("offer idempotency key: {e}")))?;
+    for segment in segments {
+        let req = BookRequest {
+            slot_id: SlotRef::new(state.hospital.clone(), segment),
+            patient_id: patient,
+            channel,
+            referral_id: None,
+            waitlist_entry: None,
+            offer: Some(OfferOf { replaces }),
+        };
+        match service::book(state.clone(), req, idempotency.clone()).await {
+            Ok(o) => return Ok(Some(o.booking.booking_id)),
+            Err(
+                SlotError::SlotSoldOut
+                | SlotError::NotYetReleased(_)
+                | SlotError::ScheduleStopped
+                | SlotError::AlreadyBooked(_)
+                | SlotError::ScheduleAlreadyBooked,
+            ) => {}
+            // The patient's own limits forbid another booking that day.
+            Err(SlotError::DepartmentDailyLimit | SlotError::DailyLimit) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}

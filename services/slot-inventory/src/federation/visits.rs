@@ -1,0 +1,75 @@
+//! Visit progress reported by the hospital's HIS: arrival (the hospital's
+//! own check-in, no pick-up code) and completion.
+
+use jyt_domain::{BookingRef, BookingStatus};
+
+use crate::booking::events::{self, EventKind};
+use crate::booking::queries::{self, StoredBooking};
+use crate::error::SlotError;
+use crate::state::AppState;
+
+async fn locked(
+    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+    state: &AppState,
+    booking: &BookingRef,
+) -> Result<StoredBooking, SlotError> {
+    if booking.hospital != state.hospital {
+        return Err(SlotError::BookingNotFound(booking.to_string()));
+    }
+    queries::get_booking_for_update(tx, &state.hospital, booking.id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))
+}
+
+/// The patient arrived (registered at the hospital's desk): checked in with
+/// the next queue number. Arriving twice answers the same booking.
+pub async fn arrive(state: &AppState, booking: &BookingRef) -> Result<StoredBooking, SlotError> {
+    let now = state.clock.now();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = locked(&tx, state, booking).await?;
+    match current.booking.status {
+        BookingStatus::CheckedIn | BookingStatus::Completed => return Ok(current),
+        BookingStatus::Confirmed => {}
+        other => return Err(SlotError::NotCheckInable(other)),
+    }
+    queries::check_in(&tx, booking.id, current.booking.schedule_id, now).await?;
+    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    events::append(
+        &tx,
+        EventKind::CheckedIn,
+        &stored.booking,
+        serde_json::json!({ "by": "hospital" }),
+    )
+    .await?;
+    tx.commit().await?;
+    state.relay.wake();
+    Ok(stored)
+}
+
+/// The visit is over. Completing twice answers the same booking.
+pub async fn complete(state: &AppState, booking: &BookingRef) -> Result<StoredBooking, SlotError> {
+    let now = state.clock.now();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = locked(&tx, state, booking).await?;
+    match current.booking.status {
+        BookingStatus::Completed => return Ok(current),
+        BookingStatus::CheckedIn => {}
+        other => return Err(SlotError::NotCompletable(other)),
+    }
+    tx.execute(
+        "UPDATE bookings SET status = 'completed', completed_at = $2, updated_at = $2 WHERE id = $1",
+        &[&booking.id, &now],
+    )
+    .await?;
+    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    events::append(&tx, EventKind::Completed, &stored.booking, serde_json::json!({})).await?;
+    tx.commit().await?;
+    state.relay.wake();
+    Ok(stored)
+}

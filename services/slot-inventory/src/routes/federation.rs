@@ -1,0 +1,61 @@
+//! The hospital's side (reached only through the gateway's federation
+//! API, which checks the hospital's credentials).
+
+use actix_web::{HttpResponse, get, post, put, web};
+use jyt_domain::BookingRef;
+use jyt_web::{Json, Query, RequestError};
+use uuid::Uuid;
+
+use crate::error::SlotError;
+use crate::federation::{feed, publish, stop, visits};
+use crate::state::AppState;
+
+fn booking_ref(raw: &str) -> Result<BookingRef, SlotError> {
+    raw.parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
+}
+
+/// Bulk upsert of departments, doctors and schedules by the hospital's ids.
+#[put("/v1/schedules")]
+pub async fn publish_schedules(
+    state: web::Data<AppState>,
+    body: Json<publish::PublishRequest>,
+) -> Result<HttpResponse, SlotError> {
+    Ok(HttpResponse::Ok().json(publish::publish(&state, &body.0).await?))
+}
+
+/// 停诊.
+#[post("/v1/schedules/{schedule_id}/stop")]
+pub async fn stop_schedule(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Json<stop::StopRequest>,
+) -> Result<HttpResponse, SlotError> {
+    let schedule =
+        Uuid::parse_str(&path).map_err(|_| RequestError::invalid("schedule_id", "must be a UUID"))?;
+    Ok(HttpResponse::Ok().json(stop::stop(&state, schedule, &body.0).await?))
+}
+
+#[post("/v1/bookings/{booking_id}/arrive")]
+pub async fn arrive(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, SlotError> {
+    let stored = visits::arrive(&state, &booking_ref(&path)?).await?;
+    Ok(HttpResponse::Ok().json(stored.booking))
+}
+
+#[post("/v1/bookings/{booking_id}/complete")]
+pub async fn complete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, SlotError> {
+    let stored = visits::complete(&state, &booking_ref(&path)?).await?;
+    Ok(HttpResponse::Ok().json(stored.booking))
+}
+
+/// Booking changes after `since`, in order, each exactly once.
+#[get("/v1/feed")]
+pub async fn bookings_feed(
+    state: web::Data<AppState>,
+    query: Query<feed::FeedQuery>,
+) -> Result<HttpResponse, SlotError> {
+    Ok(HttpResponse::Ok().json(feed::page(&state, &query.0).await?))
+}
