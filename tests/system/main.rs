@@ -5,6 +5,7 @@ mod accounting;
 mod booking_failures;
 mod booking_path;
 mod booking_surge;
+mod federation;
 mod gateway_auth;
 mod gateway_identity;
 mod gateway_limits;

@@ -17,7 +17,8 @@ use jyt_web::RequestError;
 
 use crate::error::GatewayError;
 use crate::signing::{self, HeaderProblem};
-use crate::state::{Caller, GatewayState};
+use crate::state::{Caller, GatewayState, HospitalCaller};
+use secrecy::ExposeSecret;
 
 fn header<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -43,12 +44,18 @@ pub async fn authenticate(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if !req.path().starts_with("/v1/") {
+    let federation = req.path().starts_with("/federation/v1/");
+    if !req.path().starts_with("/v1/") && !federation {
         return next.call(req).await;
     }
     let Some(state) = req.app_data::<web::Data<GatewayState>>().cloned() else {
         return Err(GatewayError::Unexpected(anyhow::anyhow!("gateway state missing")).into());
     };
+    if federation {
+        let caller = verify_hospital(&state, &mut req).await?;
+        req.extensions_mut().insert(caller);
+        return next.call(req).await;
+    }
     let caller = verify(&state, &mut req).await?;
     state.limits.check_app(&caller.app_id)?;
     if let Some(address) = caller.address.as_deref()
@@ -84,6 +91,45 @@ async fn verify(state: &GatewayState, req: &mut ServiceRequest) -> Result<Caller
     let app_id = header(req, signing::APP_ID).unwrap_or("").to_owned();
     let app = state.apps.get(&app_id).ok_or(GatewayError::UnknownApp)?;
     tracing::Span::current().record("app", app_id.as_str());
+    let secrets: Vec<&[u8]> = app.secrets().collect();
+    check_signed(state, req, &secrets, &format!("nonce:{app_id}")).await?;
+    Ok(Caller {
+        app_id,
+        channel: app.channel,
+        address: client_address(req, &state.settings.limits.client_address_header),
+    })
+}
+
+/// A member hospital's HIS on the federation API: the same signed
+/// request, with the hospital's key id in `X-App-Id`.
+#[tracing::instrument(skip_all, fields(key))]
+async fn verify_hospital(
+    state: &GatewayState,
+    req: &mut ServiceRequest,
+) -> Result<HospitalCaller, GatewayError> {
+    let key_id = header(req, signing::APP_ID).unwrap_or("").to_owned();
+    let key = state
+        .settings
+        .hospital_keys
+        .get(&key_id)
+        .ok_or(GatewayError::UnknownApp)?;
+    tracing::Span::current().record("key", key_id.as_str());
+    let secret = key.secret.expose_secret().as_bytes();
+    check_signed(state, req, &[secret], &format!("nonce:hk:{key_id}")).await?;
+    Ok(HospitalCaller {
+        key_id,
+        hospital: key.hospital.clone(),
+    })
+}
+
+/// Timestamp, nonce and signature of a request signed with one of
+/// `secrets`; the nonce is remembered under `nonce_scope`.
+async fn check_signed(
+    state: &GatewayState,
+    req: &mut ServiceRequest,
+    secrets: &[&[u8]],
+    nonce_scope: &str,
+) -> Result<(), GatewayError> {
     let timestamp = header(req, signing::TIMESTAMP)
         .ok_or(RequestError::MissingHeader {
             header: signing::TIMESTAMP,
@@ -118,11 +164,11 @@ async fn verify(state: &GatewayState, req: &mut ServiceRequest) -> Result<Caller
         &nonce,
         &body,
     );
-    if !signing::verify_signature(app.secrets(), &canonical, &signature) {
+    if !signing::verify_signature(secrets.iter().copied(), &canonical, &signature) {
         return Err(GatewayError::BadSignature);
     }
     // Only after the signature: nobody can burn an app's nonces without its secret.
-    let key = state.keys.plain(&format!("nonce:{app_id}:{nonce}"));
+    let key = state.keys.plain(&format!("{nonce_scope}:{nonce}"));
     let mut conn = state.redis.clone();
     let fresh: Option<String> = redis::cmd("SET")
         .arg(&key)
@@ -136,9 +182,5 @@ async fn verify(state: &GatewayState, req: &mut ServiceRequest) -> Result<Caller
         return Err(GatewayError::ReplayedNonce);
     }
     req.set_payload(actix_web::dev::Payload::from(body));
-    Ok(Caller {
-        app_id,
-        channel: app.channel,
-        address: client_address(req, &state.settings.limits.client_address_header),
-    })
+    Ok(())
 }

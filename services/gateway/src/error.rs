@@ -67,6 +67,9 @@ pub enum GatewayError {
     DeadLetterNotFound(String),
     #[error("hospital `{0}` is not a member of the platform")]
     HospitalNotFound(String),
+    /// A hospital's credentials used on another hospital's data.
+    #[error("these credentials belong to another hospital")]
+    HospitalForbidden,
     /// The hospital's service timed out, refused, failed, or its circuit is
     /// open; only that hospital's requests see this.
     #[error("hospital `{hospital}` is not answering")]
@@ -105,6 +108,7 @@ pub const ALL_CODES: &[&str] = &[
     "OPERATOR_UNAUTHORIZED",
     "DEAD_LETTER_NOT_FOUND",
     "HOSPITAL_NOT_FOUND",
+    "HOSPITAL_FORBIDDEN",
     "HOSPITAL_UNAVAILABLE",
     "INTERNAL_ERROR",
     // From the hospital's slot-inventory, passed through unchanged.
@@ -152,6 +156,7 @@ impl GatewayError {
             GatewayError::OperatorUnauthorized => "OPERATOR_UNAUTHORIZED",
             GatewayError::DeadLetterNotFound(_) => "DEAD_LETTER_NOT_FOUND",
             GatewayError::HospitalNotFound(_) => "HOSPITAL_NOT_FOUND",
+            GatewayError::HospitalForbidden => "HOSPITAL_FORBIDDEN",
             GatewayError::HospitalUnavailable { .. } => "HOSPITAL_UNAVAILABLE",
             GatewayError::Unexpected(_) => "INTERNAL_ERROR",
         }
@@ -181,6 +186,7 @@ impl GatewayError {
             GatewayError::OperatorUnauthorized => "Operator unauthorized",
             GatewayError::DeadLetterNotFound(_) => "No such dead letter",
             GatewayError::HospitalNotFound(_) => "Unknown hospital",
+            GatewayError::HospitalForbidden => "Another hospital's data",
             GatewayError::HospitalUnavailable { .. } => "Hospital unavailable",
             GatewayError::Unexpected(_) => "Internal error",
         }
@@ -206,7 +212,7 @@ impl ResponseError for GatewayError {
             | GatewayError::InsufficientBalance
             | GatewayError::HoldExpired { .. }
             | GatewayError::PaymentInProgress => StatusCode::CONFLICT,
-            GatewayError::NotYourBooking => StatusCode::FORBIDDEN,
+            GatewayError::NotYourBooking | GatewayError::HospitalForbidden => StatusCode::FORBIDDEN,
             GatewayError::HospitalNotFound(_) | GatewayError::DeadLetterNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::IdentityUnavailable(_)
             | GatewayError::CacheUnavailable(_)
@@ -287,6 +293,7 @@ mod tests {
             GatewayError::OperatorUnauthorized,
             GatewayError::DeadLetterNotFound(String::new()),
             GatewayError::HospitalNotFound(String::new()),
+            GatewayError::HospitalForbidden,
             GatewayError::HospitalUnavailable {
                 hospital: String::new(),
                 reason: String::new(),

@@ -34,6 +34,17 @@ pub struct Settings {
     /// empty registry.
     #[serde(default)]
     pub hospitals: BTreeMap<String, HospitalRoute>,
+    /// The federation API's credentials, keyed by key id: each belongs to
+    /// one member hospital, which may hold two during a rotation.
+    #[serde(default)]
+    pub hospital_keys: BTreeMap<String, HospitalKey>,
+}
+
+/// One member hospital's signing key for the federation API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HospitalKey {
+    pub hospital: HospitalId,
+    pub secret: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +363,26 @@ impl Validate for Settings {
         }
         if !(1..=200).contains(&self.search.page_size) {
             return Err(Invalid::new("search.page_size", "must be between 1 and 200"));
+        }
+        for (id, key) in &self.hospital_keys {
+            if !is_app_id(id) {
+                return Err(Invalid::new(
+                    format!("hospital_keys.{id}"),
+                    "key id must be 2 to 32 characters of a-z and 0-9",
+                ));
+            }
+            if key.secret.expose_secret().len() < 32 {
+                return Err(Invalid::new(
+                    format!("hospital_keys.{id}.secret"),
+                    "must be at least 32 characters",
+                ));
+            }
+            if !self.hospitals.contains_key(key.hospital.as_str()) {
+                return Err(Invalid::new(
+                    format!("hospital_keys.{id}.hospital"),
+                    "is not in the hospital registry",
+                ));
+            }
         }
         for (id, app) in &self.channel_apps {
             if !is_app_id(id) {

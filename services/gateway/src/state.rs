@@ -22,6 +22,13 @@ pub struct GatewayState {
     pub notifier: Notifier,
 }
 
+/// The authenticated member hospital of a `/federation/v1` request.
+#[derive(Debug, Clone)]
+pub struct HospitalCaller {
+    pub key_id: String,
+    pub hospital: jyt_domain::HospitalId,
+}
+
 /// The authenticated channel app of a `/v1` request, put into the request's
 /// extensions by [`crate::auth::authenticate`].
 #[derive(Debug, Clone)]

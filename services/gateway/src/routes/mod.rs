@@ -2,6 +2,7 @@
 
 pub mod availability;
 pub mod bookings;
+pub mod federation;
 pub mod hospitals;
 pub mod payments;
 
@@ -16,5 +17,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(availability::search)
         .service(crate::openapi::document)
         .service(crate::notify::list_dead)
-        .service(crate::notify::replay_dead);
+        .service(crate::notify::replay_dead)
+        .service(federation::publish)
+        .service(federation::set_capacity)
+        .service(federation::stop)
+        .service(federation::visit_step)
+        .service(federation::feed)
+        .service(federation::follow_up);
 }

@@ -1,0 +1,205 @@
+//! The federation API: member hospitals' HIS systems publish schedules,
+//! add capacity, stop clinics, book in-clinic follow-ups, report visit
+//! progress and poll their bookings feed. Requests are signed like the
+//! channels' (see [`crate::signing`]) with the hospital's key id in
+//! `X-App-Id`; a hospital touches only its own data: any other hospital's
+//! id in the path answers `403 HOSPITAL_FORBIDDEN`.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
+use chrono::Utc;
+use jyt_domain::{BookingRef, Channel, HospitalId, SlotRef};
+use jyt_web::extract::IDEMPOTENCY_KEY;
+use jyt_web::{IdempotencyKeyHeader, Json, RequestError};
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::GatewayError;
+use crate::identity::CardRef;
+use crate::state::{GatewayState, HospitalCaller};
+
+/// The path's hospital, if it is the caller's own.
+fn own(caller: &HospitalCaller, raw: &str) -> Result<HospitalId, GatewayError> {
+    let id: HospitalId = raw
+        .parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("hospital_id", e.to_string()))?;
+    if id != caller.hospital {
+        return Err(GatewayError::HospitalForbidden);
+    }
+    Ok(id)
+}
+
+fn own_booking(caller: &HospitalCaller, raw: &str) -> Result<BookingRef, GatewayError> {
+    let booking: BookingRef = raw
+        .parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()))?;
+    if booking.hospital != caller.hospital {
+        return Err(GatewayError::HospitalForbidden);
+    }
+    Ok(booking)
+}
+
+fn uuid_of(field: &'static str, raw: &str) -> Result<Uuid, GatewayError> {
+    Uuid::parse_str(raw).map_err(|_| RequestError::invalid(field, "must be a UUID").into())
+}
+
+async fn pass(
+    state: &GatewayState,
+    hospital: &HospitalId,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<web::Bytes>,
+) -> Result<HttpResponse, GatewayError> {
+    let answer = state
+        .upstreams
+        .forward(hospital, method, path, HeaderMap::new(), body.map(|b| b.to_vec()))
+        .await?;
+    Ok(answer.into_response())
+}
+
+/// Idempotent bulk upsert of departments, doctors and schedules (with
+/// segments and capacities), keyed by the hospital's own ids.
+#[put("/federation/v1/hospitals/{hospital_id}/schedules")]
+pub async fn publish(
+    state: web::Data<GatewayState>,
+    caller: web::ReqData<HospitalCaller>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path)?;
+    pass(
+        &state,
+        &hospital,
+        reqwest::Method::PUT,
+        "/v1/schedules",
+        Some(body),
+    )
+    .await
+}
+
+/// 加号: a segment's new capacity; new seats go to the waitlist first.
+#[put("/federation/v1/hospitals/{hospital_id}/segments/{segment_id}/capacity")]
+pub async fn set_capacity(
+    state: web::Data<GatewayState>,
+    caller: web::ReqData<HospitalCaller>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path.0)?;
+    let segment = uuid_of("segment_id", &path.1)?;
+    let target = format!("/v1/segments/{segment}/capacity");
+    pass(&state, &hospital, reqwest::Method::PUT, &target, Some(body)).await
+}
+
+/// 停诊, with a reason.
+#[post("/federation/v1/hospitals/{hospital_id}/schedules/{schedule_id}/stop")]
+pub async fn stop(
+    state: web::Data<GatewayState>,
+    caller: web::ReqData<HospitalCaller>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path.0)?;
+    let schedule = uuid_of("schedule_id", &path.1)?;
+    let target = format!("/v1/schedules/{schedule}/stop");
+    pass(&state, &hospital, reqwest::Method::POST, &target, Some(body)).await
+}
+
+/// The patient arrived at the hospital (`arrive`) or the visit ended
+/// (`complete`).
+#[post("/federation/v1/hospitals/{hospital_id}/bookings/{booking_id}/{step}")]
+pub async fn visit_step(
+    state: web::Data<GatewayState>,
+    caller: web::ReqData<HospitalCaller>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path.0)?;
+    let booking = own_booking(&caller, &path.1)?;
+    let step = match path.2.as_str() {
+        "arrive" => "arrive",
+        "complete" => "complete",
+        _ => return Err(RequestError::invalid("step", "must be `arrive` or `complete`").into()),
+    };
+    let target = format!("/v1/bookings/{booking}/{step}");
+    pass(&state, &hospital, reqwest::Method::POST, &target, None).await
+}
+
+/// Booking changes after `since` (the previous page's `next`), in order,
+/// each exactly once.
+#[get("/federation/v1/hospitals/{hospital_id}/feed")]
+pub async fn feed(
+    state: web::Data<GatewayState>,
+    caller: web::ReqData<HospitalCaller>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path)?;
+    let target = match req.query_string() {
+        "" => "/v1/feed".to_owned(),
+        q => format!("/v1/feed?{q}"),
+    };
+    pass(&state, &hospital, reqwest::Method::GET, &target, None).await
+}
+
+/// 诊间预约: during a visit the doctor books the patient's follow-up from
+/// the schedule's `clinic` pool; the patient pays or picks it up through
+/// any channel.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpRequest {
+    pub slot_id: SlotRef,
+    /// The patient's platform card, as presented at the visit.
+    pub card_number: String,
+}
+
+#[derive(Serialize)]
+struct HospitalBookRequest<'a> {
+    slot_id: &'a SlotRef,
+    patient_id: Uuid,
+    channel: Channel,
+}
+
+#[post("/federation/v1/hospitals/{hospital_id}/follow-ups")]
+pub async fn follow_up(
+    state: web::Data<GatewayState>,
+    caller: web::ReqData<HospitalCaller>,
+    path: web::Path<String>,
+    key: IdempotencyKeyHeader,
+    body: Json<FollowUpRequest>,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path)?;
+    if body.0.slot_id.hospital != hospital {
+        return Err(GatewayError::HospitalForbidden);
+    }
+    let patient = state
+        .patients
+        .resolve(
+            CardRef {
+                card_number: Some(body.0.card_number.as_str()),
+                ecard_token: None,
+            },
+            Utc::now(),
+        )
+        .await?;
+    let mut headers = HeaderMap::new();
+    let key_header = HeaderValue::from_str(key.0.as_str())
+        .map_err(|_| RequestError::invalid(IDEMPOTENCY_KEY, "must be visible ASCII"))?;
+    headers.insert(IDEMPOTENCY_KEY, key_header);
+    let upstream = serde_json::to_vec(&HospitalBookRequest {
+        slot_id: &body.0.slot_id,
+        patient_id: patient,
+        channel: Channel::Clinic,
+    })
+    .map_err(|e| GatewayError::Unexpected(e.into()))?;
+    let answer = state
+        .upstreams
+        .forward(
+            &hospital,
+            reqwest::Method::POST,
+            "/v1/bookings",
+            headers,
+            Some(upstream),
+        )
+        .await?;
+    Ok(answer.into_response())
+}
