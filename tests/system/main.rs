@@ -14,4 +14,5 @@ mod gateway_openapi;
 mod gateway_payments;
 mod gateway_routing;
 mod gateway_search;
+mod patient_actions;
 mod tracing;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::ALL_CODES;
-use crate::routes::{availability, bookings, hospitals, payments};
+use crate::routes::{availability, bookings, hospitals, patient_actions, payments};
 
 /// An `application/problem+json` body (RFC 9457). Problems may carry more
 /// members: `barred_until` (PATIENT_BARRED), `limit` (RATE_LIMITED,
@@ -41,6 +41,9 @@ pub struct ProblemDoc {
         bookings::create,
         bookings::get,
         payments::pay,
+        patient_actions::cancel,
+        patient_actions::join_waitlist,
+        patient_actions::check_in,
         hospitals::list,
         hospitals::schedules,
         availability::search,
@@ -50,6 +53,8 @@ pub struct ProblemDoc {
         bookings::BookRequest,
         payments::PaymentRequest,
         payments::PaymentMethod,
+        patient_actions::PatientRequest,
+        patient_actions::CheckInRequest,
         hospitals::HospitalView,
         hospitals::HospitalList,
         availability::Availability,

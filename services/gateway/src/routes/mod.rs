@@ -4,6 +4,7 @@ pub mod availability;
 pub mod bookings;
 pub mod federation;
 pub mod hospitals;
+pub mod patient_actions;
 pub mod payments;
 
 use actix_web::web;
@@ -12,6 +13,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(bookings::create)
         .service(bookings::get)
         .service(payments::pay)
+        .service(patient_actions::cancel)
+        .service(patient_actions::join_waitlist)
+        .service(patient_actions::check_in)
         .service(hospitals::list)
         .service(hospitals::schedules)
         .service(availability::search)

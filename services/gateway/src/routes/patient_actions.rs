@@ -1,0 +1,197 @@
+//! What a patient does after booking, through their channel: cancel, join
+//! a full clinic's waitlist (候补), check in at a kiosk (取号). The acting
+//! patient is named by their card or e-card, as for a booking; the
+//! hospital then checks that the booking is theirs, so a channel app
+//! cannot act on another patient's booking without that patient's card.
+
+use actix_web::{HttpResponse, post, web};
+use chrono::Utc;
+use jyt_domain::{BookingRef, HospitalId};
+use jyt_web::{Json, RequestError};
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::GatewayError;
+use crate::identity::CardRef;
+use crate::state::{Caller, GatewayState};
+
+/// The acting patient: one of `card_number` and `ecard_token`, and
+/// optionally a bound family member to act for.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatientRequest {
+    #[serde(default)]
+    pub card_number: Option<String>,
+    #[serde(default)]
+    pub ecard_token: Option<String>,
+    #[serde(default)]
+    pub patient_id: Option<Uuid>,
+}
+
+/// The patient the request acts for, after the card and family checks.
+async fn acting_patient(state: &GatewayState, req: &PatientRequest) -> Result<Uuid, GatewayError> {
+    let holder = state
+        .patients
+        .resolve(
+            CardRef {
+                card_number: req.card_number.as_deref(),
+                ecard_token: req.ecard_token.as_deref(),
+            },
+            Utc::now(),
+        )
+        .await?;
+    let patient = req.patient_id.unwrap_or(holder);
+    if patient != holder && !state.patients.is_family_member(holder, patient).await? {
+        return Err(GatewayError::NotFamilyMember);
+    }
+    Ok(patient)
+}
+
+fn booking_of(raw: &str) -> Result<BookingRef, GatewayError> {
+    raw.parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
+}
+
+fn json(body: &serde_json::Value) -> Result<Vec<u8>, GatewayError> {
+    serde_json::to_vec(body).map_err(|e| GatewayError::Unexpected(e.into()))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/bookings/{booking_id}/cancel",
+    tag = "bookings",
+    params(("booking_id" = String, Path, description = "`<hospital>-<uuid>`")),
+    request_body = PatientRequest,
+    responses(
+        (status = 200, description = "Cancelled; a paid booking's refund is requested", body = serde_json::Value),
+        (status = 400, description = "MALFORMED_JSON, INVALID_FIELD, ECARD_INVALID, ECARD_EXPIRED", body = crate::openapi::ProblemDoc),
+        (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "NOT_FAMILY_MEMBER, CARD_UNUSABLE", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND (also for another patient's booking), CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "CANCELLATION_CLOSED (with deadline), BOOKING_NOT_CANCELLABLE", body = crate::openapi::ProblemDoc),
+        (status = 429, description = "RATE_LIMITED", body = crate::openapi::ProblemDoc),
+        (status = 503, description = "HOSPITAL_UNAVAILABLE, IDENTITY_UNAVAILABLE, with Retry-After", body = crate::openapi::ProblemDoc),
+    ),
+    security(("signed_request" = []))
+)]
+#[post("/v1/bookings/{booking_id}/cancel")]
+pub async fn cancel(
+    state: web::Data<GatewayState>,
+    path: web::Path<String>,
+    body: Json<PatientRequest>,
+) -> Result<HttpResponse, GatewayError> {
+    let booking = booking_of(&path)?;
+    state.upstreams.route(&booking.hospital)?;
+    let patient = acting_patient(&state, &body.0).await?;
+    let upstream = json(&serde_json::json!({ "patient_id": patient }))?;
+    state
+        .upstreams
+        .call(
+            &booking.hospital,
+            reqwest::Method::POST,
+            &format!("/v1/bookings/{booking}/cancel"),
+            HeaderMap::new(),
+            Some(upstream),
+        )
+        .await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/hospitals/{hospital_id}/schedules/{schedule_id}/waitlist",
+    tag = "bookings",
+    params(
+        ("hospital_id" = String, Path, description = "e.g. `pumch`"),
+        ("schedule_id" = String, Path, description = "The schedule's uuid, as listed by `/v1/hospitals/{id}/schedules`"),
+    ),
+    request_body = PatientRequest,
+    responses(
+        (status = 201, description = "On the waitlist, with the place in line", body = serde_json::Value),
+        (status = 200, description = "Already on it: the same place", body = serde_json::Value),
+        (status = 400, description = "MALFORMED_JSON, INVALID_FIELD, ECARD_INVALID, ECARD_EXPIRED", body = crate::openapi::ProblemDoc),
+        (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "NOT_FAMILY_MEMBER, CARD_UNUSABLE, PATIENT_BARRED", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "HOSPITAL_NOT_FOUND, SCHEDULE_NOT_FOUND, CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "SEATS_AVAILABLE, SCHEDULE_ALREADY_BOOKED, SCHEDULE_STOPPED, NOT_YET_RELEASED", body = crate::openapi::ProblemDoc),
+        (status = 503, description = "HOSPITAL_UNAVAILABLE, IDENTITY_UNAVAILABLE, with Retry-After", body = crate::openapi::ProblemDoc),
+    ),
+    security(("signed_request" = []))
+)]
+#[post("/v1/hospitals/{hospital_id}/schedules/{schedule_id}/waitlist")]
+pub async fn join_waitlist(
+    state: web::Data<GatewayState>,
+    caller: web::ReqData<Caller>,
+    path: web::Path<(String, String)>,
+    body: Json<PatientRequest>,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital: HospitalId = path
+        .0
+        .parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("hospital_id", e.to_string()))?;
+    let schedule =
+        Uuid::parse_str(&path.1).map_err(|_| RequestError::invalid("schedule_id", "must be a UUID"))?;
+    state.upstreams.route(&hospital)?;
+    let patient = acting_patient(&state, &body.0).await?;
+    let now = Utc::now();
+    if let Some(until) = state.patients.barred_until(patient, now).await? {
+        return Err(GatewayError::PatientBarred { until });
+    }
+    let upstream = json(&serde_json::json!({ "patient_id": patient, "channel": caller.channel }))?;
+    state
+        .upstreams
+        .call(
+            &hospital,
+            reqwest::Method::POST,
+            &format!("/v1/schedules/{schedule}/waitlist"),
+            HeaderMap::new(),
+            Some(upstream),
+        )
+        .await
+}
+
+/// 取号 at a kiosk or window: the pick-up code is the patient's proof.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInRequest {
+    pub pickup_code: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/bookings/{booking_id}/check-in",
+    tag = "bookings",
+    params(("booking_id" = String, Path, description = "`<hospital>-<uuid>`")),
+    request_body = CheckInRequest,
+    responses(
+        (status = 200, description = "Checked in, with the queue number", body = serde_json::Value),
+        (status = 400, description = "MALFORMED_JSON, INVALID_FIELD", body = crate::openapi::ProblemDoc),
+        (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "WRONG_PICKUP_CODE", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "CHECK_IN_CLOSED (with opens_at, closes_at), NOT_CHECK_INABLE", body = crate::openapi::ProblemDoc),
+        (status = 503, description = "HOSPITAL_UNAVAILABLE, with Retry-After", body = crate::openapi::ProblemDoc),
+    ),
+    security(("signed_request" = []))
+)]
+#[post("/v1/bookings/{booking_id}/check-in")]
+pub async fn check_in(
+    state: web::Data<GatewayState>,
+    path: web::Path<String>,
+    body: Json<CheckInRequest>,
+) -> Result<HttpResponse, GatewayError> {
+    let booking = booking_of(&path)?;
+    state.upstreams.route(&booking.hospital)?;
+    let upstream = json(&serde_json::json!({ "pickup_code": body.0.pickup_code }))?;
+    state
+        .upstreams
+        .call(
+            &booking.hospital,
+            reqwest::Method::POST,
+            &format!("/v1/bookings/{booking}/check-in"),
+            HeaderMap::new(),
+            Some(upstream),
+        )
+        .await
+}
