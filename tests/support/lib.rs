@@ -13,6 +13,7 @@
 
 pub mod city;
 pub mod hospital;
+pub mod redis_cluster;
 
 use std::collections::HashMap;
 

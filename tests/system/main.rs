@@ -15,4 +15,5 @@ mod gateway_payments;
 mod gateway_routing;
 mod gateway_search;
 mod patient_actions;
+mod redis_cluster;
 mod tracing;

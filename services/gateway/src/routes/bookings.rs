@@ -137,10 +137,15 @@ pub async fn create(
             Some(upstream_body),
         )
         .await;
-    // Give the day's reservation back only on a definite refusal; after a
-    // timeout the booking may have been made, and a retry with the same
-    // Idempotency-Key reuses this reservation anyway.
-    if reservation.newly_taken && answer.as_ref().is_ok_and(|r| r.status.is_client_error()) {
+    // Give the day's reservation back only on a definite refusal: a 4xx, or
+    // the hospital's own 503 (its lock or database briefly unavailable:
+    // nothing was written). After a timeout the booking may have been
+    // made, and a retry with the same Idempotency-Key reuses this
+    // reservation anyway.
+    let refused = |r: &crate::upstream::Forwarded| {
+        r.status.is_client_error() || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    if reservation.newly_taken && answer.as_ref().is_ok_and(refused) {
         state.limits.release_daily(&reservation).await;
     }
     let answer = answer?;
