@@ -200,6 +200,13 @@ impl HoldScripts {
         Ok(())
     }
 
+    /// A client span named by the database semantic conventions, so a
+    /// booking's trace shows its Redis round trip.
+    #[tracing::instrument(
+        name = "EVALSHA hold.lua",
+        skip_all,
+        fields(otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", db.redis.script = "hold.lua")
+    )]
     pub async fn hold(
         &self,
         redis: &RedisConn,

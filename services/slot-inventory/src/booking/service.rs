@@ -327,6 +327,11 @@ fn pickup_code() -> String {
 }
 
 /// The booking row and its event, in one transaction.
+#[tracing::instrument(
+    name = "INSERT bookings",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation = "INSERT", db.sql.table = "bookings")
+)]
 async fn write_booking(
     state: &AppState,
     req: &BookRequest,
