@@ -329,8 +329,49 @@ async fn every_service_answers_healthz_readyz_and_metrics() {
         .unwrap();
     assert!(
         text.contains(
-            r#"jyt_booking_attempts_total{hospital="xuanwu",outcome="BOOKED",service="slot-inventory"} 1"#
+            r#"jyt_booking_attempts_total{channel="wechat",hospital="xuanwu",outcome="BOOKED",service="slot-inventory"} 1"#
         ),
         "{text}"
     );
+    // The surge dashboard's other figures (see deploy/grafana/).
+    assert!(
+        text.contains(r#"jyt_redis_script_duration_seconds_count{hospital="xuanwu",script="hold",service="slot-inventory"} 1"#),
+        "{text}"
+    );
+    let outbox_measured =
+        jyt_system_tests::eventually(std::time::Duration::from_secs(10), "outbox lag measured", || {
+            let (http, url) = (city.http.clone(), format!("{}/metrics", h.base_url));
+            async move {
+                let text = http.get(url).send().await.ok()?.text().await.ok()?;
+                text.contains("jyt_outbox_unpublished_events").then_some(text)
+            }
+        })
+        .await;
+    assert!(outbox_measured.contains("jyt_outbox_oldest_unpublished_seconds"));
+
+    // Every series the shipped Grafana dashboard queries exists (the stream
+    // consumers' lag is channel-accounting's and card-issuing's).
+    let gateway_text = city
+        .http
+        .get(format!("{}/metrics", city.gateway_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dashboard = include_str!("../../deploy/grafana/jyt-surge.json");
+    let mut names: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("jyt_") && *w != "jyt_consumer_lag_events")
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        assert!(
+            outbox_measured.contains(name) || gateway_text.contains(name),
+            "the dashboard queries {name}, which no service exports"
+        );
+    }
 }

@@ -7,7 +7,8 @@ use jyt_cache::RedisConn;
 use jyt_db::deadpool_postgres::Pool;
 use jyt_domain::HospitalId;
 use jyt_events::OutboxRelay;
-use prometheus::{IntCounterVec, Opts, Registry};
+use jyt_domain::Channel;
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use uuid::Uuid;
 
 use jyt_domain::time::Clock;
@@ -90,34 +91,89 @@ impl SegmentLoads {
     }
 }
 
-/// Booking attempts by outcome code: the surge dashboard's first graph.
+/// The surge dashboard's figures: booking attempts by channel and outcome
+/// code, Lua script latency, hold expiries and the outbox's lag.
 #[derive(Clone)]
 pub struct BookingMetrics {
     hospital: String,
     attempts: IntCounterVec,
+    script_seconds: HistogramVec,
+    hold_expiries: IntCounterVec,
+    outbox_unpublished: IntGaugeVec,
+    outbox_oldest_seconds: GaugeVec,
 }
 
 impl BookingMetrics {
     pub fn register(registry: &Registry, hospital: &HospitalId) -> Result<Self, prometheus::Error> {
         let attempts = IntCounterVec::new(
-            Opts::new("booking_attempts_total", "Booking attempts by outcome"),
-            &["hospital", "outcome"],
+            Opts::new("booking_attempts_total", "Booking attempts by channel and outcome"),
+            &["hospital", "channel", "outcome"],
+        )?;
+        let script_seconds = HistogramVec::new(
+            HistogramOpts::new("redis_script_duration_seconds", "Lua script round trips by script").buckets(vec![
+                0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            &["hospital", "script"],
+        )?;
+        let hold_expiries = IntCounterVec::new(
+            Opts::new("booking_hold_expiries_total", "Unpaid holds expired by the sweeper"),
+            &["hospital"],
+        )?;
+        let outbox_unpublished = IntGaugeVec::new(
+            Opts::new("outbox_unpublished_events", "Events written but not yet relayed to the stream"),
+            &["hospital"],
+        )?;
+        let outbox_oldest_seconds = GaugeVec::new(
+            Opts::new(
+                "outbox_oldest_unpublished_seconds",
+                "Age of the oldest event not yet relayed (0 when none)",
+            ),
+            &["hospital"],
         )?;
         registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(script_seconds.clone()))?;
+        registry.register(Box::new(hold_expiries.clone()))?;
+        registry.register(Box::new(outbox_unpublished.clone()))?;
+        registry.register(Box::new(outbox_oldest_seconds.clone()))?;
         Ok(Self {
             hospital: hospital.to_string(),
             attempts,
+            script_seconds,
+            hold_expiries,
+            outbox_unpublished,
+            outbox_oldest_seconds,
         })
     }
 
-    pub fn record(&self, result: &Result<BookOutcome, SlotError>) {
+    pub fn record(&self, channel: Channel, result: &Result<BookOutcome, SlotError>) {
         let outcome = match result {
             Ok(o) if o.replayed => "REPLAYED",
             Ok(_) => "BOOKED",
             Err(e) => e.code(),
         };
         self.attempts
-            .with_label_values(&[self.hospital.as_str(), outcome])
+            .with_label_values(&[self.hospital.as_str(), channel.as_str(), outcome])
             .inc();
+    }
+
+    pub fn script(&self, script: &str, took: std::time::Duration) {
+        self.script_seconds
+            .with_label_values(&[self.hospital.as_str(), script])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn hold_expired(&self, n: usize) {
+        self.hold_expiries
+            .with_label_values(&[self.hospital.as_str()])
+            .inc_by(u64::try_from(n).unwrap_or(0));
+    }
+
+    pub fn outbox(&self, unpublished: i64, oldest_seconds: f64) {
+        self.outbox_unpublished
+            .with_label_values(&[self.hospital.as_str()])
+            .set(unpublished);
+        self.outbox_oldest_seconds
+            .with_label_values(&[self.hospital.as_str()])
+            .set(oldest_seconds);
     }
 }

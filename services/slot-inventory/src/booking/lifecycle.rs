@@ -333,6 +333,20 @@ pub async fn mark_no_shows(state: &AppState) -> Result<usize, SlotError> {
     Ok(marked)
 }
 
+/// The outbox's lag, for `/metrics`: events written but not yet relayed.
+async fn measure_outbox(state: &AppState) -> Result<(), SlotError> {
+    let client = state.pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8
+               FROM outbox WHERE published_at IS NULL",
+            &[],
+        )
+        .await?;
+    state.metrics.outbox(row.get(0), row.get(1));
+    Ok(())
+}
+
 /// The sweepers, every second until the process ends.
 pub async fn run_sweepers(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -340,8 +354,12 @@ pub async fn run_sweepers(state: AppState) {
     let mut slow_tick: u64 = 1;
     loop {
         tick.tick().await;
-        if let Err(e) = expire_holds(&state).await {
-            tracing::warn!(error = %e, "hold expiry sweep failed");
+        match expire_holds(&state).await {
+            Ok(n) => state.metrics.hold_expired(n),
+            Err(e) => tracing::warn!(error = %e, "hold expiry sweep failed"),
+        }
+        if let Err(e) = measure_outbox(&state).await {
+            tracing::warn!(error = %e, "could not measure the outbox");
         }
         if let Err(e) = mark_no_shows(&state).await {
             tracing::warn!(error = %e, "no-show sweep failed");

@@ -53,7 +53,7 @@ pub async fn segment_info(state: &AppState, segment: Uuid) -> Result<SegmentInfo
 
 pub async fn book(state: AppState, req: BookRequest, key: IdempotencyKey) -> Result<BookOutcome, SlotError> {
     let result = book_checked(&state, &req, &key).await;
-    state.metrics.record(&result);
+    state.metrics.record(req.channel, &result);
     if req.waitlist_entry.is_none() && req.offer.is_none() {
         state.tally.record(req.channel, state.clock.now(), &result);
     }
@@ -139,7 +139,10 @@ async fn try_book(
         promotion: req.waitlist_entry.is_some() || req.offer.is_some(),
     };
 
-    let mut outcome = match state.scripts.hold(&state.redis, &keys, &hold_request).await {
+    let started = std::time::Instant::now();
+    let held = state.scripts.hold(&state.redis, &keys, &hold_request).await;
+    state.metrics.script("hold", started.elapsed());
+    let mut outcome = match held {
         Ok(o) => o,
         Err(e) => return Ok(Err(e.into())),
     };
