@@ -25,6 +25,8 @@ log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked
+log "supply chain: licences, bans, sources and advisories"
+scripts/supply-chain.sh
 log "operators' console in headless Chromium"
 scripts/browser-test.sh
 if [ -x scripts/validate-deploy.sh ]; then

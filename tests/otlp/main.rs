@@ -5,12 +5,6 @@
 //! protobuf with the OpenTelemetry proto types. Alone in its process: it
 //! owns the process's tracer provider.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test: a failure is a failed test"
-)]
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

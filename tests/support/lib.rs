@@ -12,6 +12,7 @@
 )]
 
 pub mod city;
+pub mod faults;
 pub mod hospital;
 pub mod redis_cluster;
 

@@ -1,10 +1,13 @@
 //! System tests: real gateway and slot-inventory services on random ports,
 //! real PostgreSQL and Redis, a fresh database and key prefix per test.
 
+mod access;
 mod accounting;
+mod bad_input;
 mod booking_failures;
 mod booking_path;
 mod booking_surge;
+mod faults;
 mod federation;
 mod gateway_auth;
 mod gateway_identity;

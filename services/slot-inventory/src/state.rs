@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use jyt_cache::RedisConn;
 use jyt_db::deadpool_postgres::Pool;
+use jyt_domain::Channel;
 use jyt_domain::HospitalId;
 use jyt_events::OutboxRelay;
-use jyt_domain::Channel;
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use uuid::Uuid;
 
@@ -106,21 +106,34 @@ pub struct BookingMetrics {
 impl BookingMetrics {
     pub fn register(registry: &Registry, hospital: &HospitalId) -> Result<Self, prometheus::Error> {
         let attempts = IntCounterVec::new(
-            Opts::new("booking_attempts_total", "Booking attempts by channel and outcome"),
+            Opts::new(
+                "booking_attempts_total",
+                "Booking attempts by channel and outcome",
+            ),
             &["hospital", "channel", "outcome"],
         )?;
         let script_seconds = HistogramVec::new(
-            HistogramOpts::new("redis_script_duration_seconds", "Lua script round trips by script").buckets(vec![
+            HistogramOpts::new(
+                "redis_script_duration_seconds",
+                "Lua script round trips by script",
+            )
+            .buckets(vec![
                 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
             ]),
             &["hospital", "script"],
         )?;
         let hold_expiries = IntCounterVec::new(
-            Opts::new("booking_hold_expiries_total", "Unpaid holds expired by the sweeper"),
+            Opts::new(
+                "booking_hold_expiries_total",
+                "Unpaid holds expired by the sweeper",
+            ),
             &["hospital"],
         )?;
         let outbox_unpublished = IntGaugeVec::new(
-            Opts::new("outbox_unpublished_events", "Events written but not yet relayed to the stream"),
+            Opts::new(
+                "outbox_unpublished_events",
+                "Events written but not yet relayed to the stream",
+            ),
             &["hospital"],
         )?;
         let outbox_oldest_seconds = GaugeVec::new(

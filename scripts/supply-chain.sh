@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Supply-chain checks, run by scripts/test.sh after the tests:
+# - licences, banned crates and sources with cargo-deny (rules in deny.toml);
+# - known advisories with cargo-audit against the RustSec snapshot in
+#   ../shared/advisory-db (it cannot be downloaded on this machine, hence
+#   --no-fetch); where that folder is absent the check says so and is skipped.
+#
+# The tools are used when installed. Building them from crates.io on a
+# busy 2-core machine took 19 minutes (cargo-audit) and 10 (cargo-deny),
+# longer than the rest of the test command, so a missing tool is installed
+# only when JYT_INSTALL_SUPPLY_CHAIN_TOOLS=1; otherwise the check says how
+# to install it and is skipped. Once installed, both checks take seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# tool <cargo subcommand> <crate>: true when `cargo <subcommand>` is usable.
+tool() {
+  local sub=$1 crate=$2
+  if cargo "$sub" --version >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "${JYT_INSTALL_SUPPLY_CHAIN_TOOLS:-0}" = 1 ]; then
+    log "installing $crate (missing)"
+    cargo install --locked "$crate"
+    return 0
+  fi
+  log "skipped: $crate is not installed (cargo install --locked $crate, or run with JYT_INSTALL_SUPPLY_CHAIN_TOOLS=1)"
+  return 1
+}
+
+if tool deny cargo-deny; then
+  log "cargo deny check licenses bans sources"
+  cargo deny --locked --offline check --hide-inclusion-graph licenses bans sources
+fi
+
+advisory_db=../shared/advisory-db
+if [ ! -d "$advisory_db" ]; then
+  log "skipped: no RustSec advisory database at $advisory_db (it cannot be fetched here)"
+elif tool audit cargo-audit; then
+  log "cargo audit against the RustSec snapshot in $advisory_db"
+  cargo audit --db "$advisory_db" --no-fetch
+fi
