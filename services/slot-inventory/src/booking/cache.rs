@@ -68,6 +68,18 @@ pub async fn check_generation(state: &AppState) -> Result<(), SlotError> {
     Ok(())
 }
 
+/// Start a rebuild in the background unless one is running.
+pub fn kick_rebuild(state: &AppState) {
+    if state.cache.rebuilding.try_lock().is_ok() {
+        let rebuilding = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = check_generation(&rebuilding).await {
+                tracing::error!(error = %e, "rebuilding the slot cache failed");
+            }
+        });
+    }
+}
+
 pub async fn generation_present(state: &AppState) -> Result<bool, SlotError> {
     let mut conn = state.redis.clone();
     Ok(redis::cmd("EXISTS")

@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
+use futures::StreamExt;
 use jyt_cache::redis;
 use jyt_domain::{BookingRef, Channel, IdempotencyKey, SlotRef};
 use jyt_web::RequestError;
@@ -25,6 +26,9 @@ use super::{BookRequest, Booking};
 use crate::error::SlotError;
 use crate::settings::LockKind;
 use crate::state::AppState;
+
+/// Segments loaded at once by a rebuild or warm-up.
+const REBUILD_CONCURRENCY: usize = 16;
 
 /// How long a hold's idempotency record lives before its booking is
 /// committed; if this process dies in between, a retry is not blocked for
@@ -84,6 +88,9 @@ async fn book_checked(
         return super::pg_lock::book(state, req, key, &info).await;
     }
     if !state.cache.is_ready() {
+        // Make sure someone is rebuilding (a failed rebuild is not left to
+        // the sweeper's next slow tick).
+        super::cache::kick_rebuild(state);
         return Err(SlotError::LockUnavailable(
             "the slot cache is being rebuilt from PostgreSQL".into(),
         ));
@@ -628,8 +635,18 @@ pub async fn rebuild_cache(state: &AppState) -> Result<usize, SlotError> {
             .query_async::<()>(&mut conn)
             .await?;
     }
-    for segment in &segments {
-        load_segment(state, *segment).await?;
+    // Several loads in flight: a rebuild during a surge must not take a
+    // round trip per segment in turn while bookings wait with 503.
+    let loads: Vec<Result<bool, SlotError>> = futures::stream::iter(segments.clone())
+        .map(|segment| {
+            let state = state.clone();
+            async move { load_segment(&state, segment).await }
+        })
+        .buffer_unordered(REBUILD_CONCURRENCY)
+        .collect()
+        .await;
+    for load in loads {
+        load?;
     }
     if !holds.is_empty() {
         let mut pipe = redis::pipe();
