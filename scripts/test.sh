@@ -27,6 +27,8 @@ log "cargo test"
 cargo test --workspace --locked
 log "supply chain: licences, bans, sources and advisories"
 scripts/supply-chain.sh
+log "load-test smoke: a small surge on both lock kinds; fails on oversell, lost booking or 5xx"
+cargo run -p loadtest --locked -- smoke
 log "operators' console in headless Chromium"
 scripts/browser-test.sh
 if [ -x scripts/validate-deploy.sh ]; then

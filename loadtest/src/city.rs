@@ -1,0 +1,364 @@
+//! A city for one run, in this process: card-issuing (shared by every city
+//! of the run), N hospitals' slot-inventory on one manual clock, and a
+//! gateway in front of them, all on port 0, wired the way `jyt up` does it.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use chrono::{DateTime, Days, Utc};
+use jyt_domain::time::Clock;
+use jyt_domain::{HospitalId, SlotRef};
+use jyt_settings::Sources;
+use slot_inventory::AppState;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Every channel app of the load test shares this secret.
+pub const APP_SECRET: &str = "loadtest-app-secret-0123456789abcdef-0123";
+/// The channel apps the gateway knows; the app id is the channel's name.
+pub const CHANNELS: [&str; 5] = ["wechat", "kiosk", "phone114", "window", "app"];
+
+/// How slot-inventory decides a booking (`booking.lock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lock {
+    Redis,
+    Postgres,
+}
+
+impl Lock {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lock::Redis => "redis",
+            Lock::Postgres => "postgres",
+        }
+    }
+}
+
+pub fn sources(pairs: Vec<(String, String)>) -> Sources {
+    Sources::from_map(pairs.into_iter().collect::<HashMap<_, _>>())
+}
+
+/// A running card-issuing.
+pub struct Cards {
+    pub base_url: String,
+    pub state: card_issuing::state::AppState,
+    _task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The patient index lives in one database kept between runs
+/// (`jyt_loadtest_cards`): registering 50,000 people is the slow part of a
+/// run, and who they are does not change what is measured.
+pub const CARDS_DATABASE: &str = "jyt_loadtest_cards";
+
+pub async fn start_cards(redis_prefix: &str) -> anyhow::Result<Cards> {
+    let admin = jyt_testkit::pg_admin_url();
+    jyt_db::ensure_database(&admin, CARDS_DATABASE).await?;
+    let url = jyt_db::url_with_database(&admin, CARDS_DATABASE);
+    let p = "JYT_CARD_ISSUING__";
+    let settings = card_issuing::Settings::load_from(&sources(vec![
+        (format!("{p}HTTP__PORT"), "0".to_owned()),
+        (format!("{p}HTTP__WORKERS"), "2".to_owned()),
+        (format!("{p}POSTGRES__URL"), url),
+        (format!("{p}POSTGRES__POOL_MAX_SIZE"), "4".to_owned()),
+        (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
+        (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
+    ]))?;
+    let app = card_issuing::Application::build(settings)
+        .await
+        .context("starting card-issuing")?;
+    let base_url = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    Ok(Cards {
+        base_url,
+        state,
+        _task: tokio::spawn(app.run_until_stopped()),
+    })
+}
+
+/// One hospital's running slot-inventory.
+pub struct Hospital {
+    pub id: HospitalId,
+    pub base_url: String,
+    pub database: String,
+    pub state: AppState,
+    /// Every segment of the seeded day, with its schedule's doctor code.
+    pub segments: Vec<Segment>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub slot: SlotRef,
+    /// Expert clinics are the hot ones in a surge.
+    pub expert: bool,
+}
+
+pub struct CityConfig {
+    pub hospitals: usize,
+    pub capacity: i32,
+    pub lock: Lock,
+    /// `(key, value)` after `JYT_GATEWAY__`, over the honest-traffic defaults.
+    pub gateway_extra: Vec<(String, String)>,
+}
+
+pub struct City {
+    pub lock: Lock,
+    pub gateway_url: String,
+    pub hospitals: Vec<Hospital>,
+    pub redis_prefix: String,
+    pub clock: Clock,
+    pub release_at: DateTime<Utc>,
+    gateway_task: JoinHandle<std::io::Result<()>>,
+}
+
+/// PostgreSQL connections per hospital: 29 hospitals and card-issuing must
+/// fit the server's 100 connections with room for other clients.
+pub const HOSPITAL_POOL_SIZE: usize = 2;
+
+pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
+    let redis_prefix = fresh_redis_prefix();
+    let visit_date = jyt_domain::time::today()
+        .checked_add_days(Days::new(7))
+        .context("date out of range")?;
+    // The hospitals' clock stops one minute before the release instant, so
+    // patients can open the app early (their identity is resolved and
+    // cached, as on a real morning), then jumps to the instant itself.
+    let mut clock = Clock::System;
+    let mut release_at = Utc::now();
+    let mut hospitals = Vec::with_capacity(cfg.hospitals);
+    for i in 0..cfg.hospitals {
+        let id = format!("h{:02}", i + 1);
+        let database = fresh_database(&id).await?;
+        let p = "JYT_SLOT_INVENTORY__";
+        let env = vec![
+            (format!("{p}HOSPITAL__ID"), id.clone()),
+            (format!("{p}HOSPITAL__NAME"), format!("Load-test hospital {id}")),
+            (format!("{p}HTTP__PORT"), "0".to_owned()),
+            (format!("{p}HTTP__WORKERS"), "1".to_owned()),
+            (format!("{p}POSTGRES__URL"), database.clone()),
+            (
+                format!("{p}POSTGRES__POOL_MAX_SIZE"),
+                HOSPITAL_POOL_SIZE.to_string(),
+            ),
+            (format!("{p}POSTGRES__WAIT_TIMEOUT_MS"), "10000".to_owned()),
+            (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
+            (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.clone()),
+            (format!("{p}BOOKING__LOCK"), cfg.lock.as_str().to_owned()),
+        ];
+        let settings = slot_inventory::Settings::load_from(&sources(env))?;
+        if i == 0 {
+            release_at = settings.policy.release_at(visit_date);
+            clock = Clock::manual(release_at - chrono::TimeDelta::seconds(60));
+        }
+        let app = slot_inventory::Application::build_with_clock(settings, clock.clone())
+            .await
+            .with_context(|| format!("starting slot-inventory {id}"))?;
+        let state = app.state().clone();
+        slot_inventory::seed::seed_demo_day(&state, visit_date, cfg.capacity).await?;
+        slot_inventory::booking::service::warm_cache(&state).await?;
+        let hospital: HospitalId = id.parse().map_err(|_| anyhow::anyhow!("bad hospital id {id}"))?;
+        let client = state.pool.get().await?;
+        let segments = client
+            .query(
+                "SELECT seg.id, sch.clinic_level = 'expert'
+                   FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+                  WHERE sch.visit_date = $1 ORDER BY sch.external_id, seg.starts_at",
+                &[&visit_date],
+            )
+            .await?
+            .iter()
+            .map(|r| Segment {
+                slot: SlotRef::new(hospital.clone(), r.get(0)),
+                expert: r.get(1),
+            })
+            .collect();
+        drop(client);
+        hospitals.push(Hospital {
+            id: hospital,
+            base_url: format!("http://127.0.0.1:{}", app.port()),
+            database,
+            state,
+            segments,
+            task: tokio::spawn(app.run_until_stopped()),
+        });
+    }
+
+    let p = "JYT_GATEWAY__";
+    let mut env: Vec<(String, String)> = [
+        ("HTTP__PORT", "0"),
+        ("HTTP__WORKERS", "2"),
+        // Same for both lock kinds: long enough that the baseline's queue
+        // on a hot row is measured, not cut off.
+        ("UPSTREAM__TIMEOUT_MS", "10000"),
+        // One gateway replica carries the whole city's surge here; the
+        // bulkhead is sized to the generator's connections.
+        ("UPSTREAM__MAX_CONCURRENT", "1100"),
+        ("UPSTREAM__POOL_MAX_IDLE_PER_HOST", "256"),
+        // The default 500 ms is shorter than the kernel's 1 s SYN
+        // retransmission: one SYN dropped by a full listen queue during the
+        // surge's connection burst became a 503 (see loadtest/README.md).
+        ("UPSTREAM__CONNECT_TIMEOUT_MS", "3000"),
+        ("CARD_ISSUING__IDENTITY_CACHE_SECONDS", "900"),
+        ("CARD_ISSUING__STANDING_CACHE_SECONDS", "900"),
+        ("CARD_ISSUING__TIMEOUT_MS", "10000"),
+        ("LIMITS__APP_PER_MINUTE", "10000000"),
+        ("LIMITS__APP_BURST", "1000000"),
+        ("LIMITS__ADDRESS_PER_MINUTE", "1000000"),
+        ("LIMITS__ADDRESS_BURST", "100000"),
+        ("LIMITS__PERSON_PER_MINUTE", "600"),
+        ("LIMITS__PERSON_BURST", "100"),
+        ("ANTI_SCALPING__RELEASE_PERSON_PER_MINUTE", "600"),
+        ("ANTI_SCALPING__RELEASE_PERSON_BURST", "100"),
+        ("ANTI_SCALPING__MAX_PERSONS_PER_ADDRESS", "1000000"),
+        ("TELEMETRY__LOG_FILTER", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{p}{k}"), v.to_owned()))
+    .collect();
+    env.push((format!("{p}REDIS__URLS"), jyt_testkit::redis_url()));
+    env.push((format!("{p}REDIS__KEY_PREFIX"), redis_prefix.clone()));
+    env.push((format!("{p}CARD_ISSUING__BASE_URL"), cards.base_url.clone()));
+    for channel in CHANNELS {
+        let a = format!("{p}CHANNEL_APPS__{}__", channel.to_ascii_uppercase());
+        env.push((format!("{a}CHANNEL"), channel.to_owned()));
+        env.push((format!("{a}SECRET"), APP_SECRET.to_owned()));
+    }
+    for h in &hospitals {
+        let k = format!("{p}HOSPITALS__{}__", h.id.as_str().to_ascii_uppercase());
+        env.push((format!("{k}NAME"), format!("Load-test hospital {}", h.id)));
+        env.push((format!("{k}BASE_URL"), h.base_url.clone()));
+        env.push((format!("{k}DISTRICT"), "dongcheng".to_owned()));
+        env.push((format!("{k}LEVEL"), "tertiary".to_owned()));
+    }
+    env.extend(
+        cfg.gateway_extra
+            .iter()
+            .map(|(k, v)| (format!("{p}{k}"), v.clone())),
+    );
+    let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env))?)
+        .await
+        .context("starting the gateway")?;
+    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
+    Ok(City {
+        lock: cfg.lock,
+        gateway_url,
+        hospitals,
+        redis_prefix,
+        clock,
+        release_at,
+        gateway_task: tokio::spawn(gateway.run_until_stopped()),
+    })
+}
+
+impl City {
+    /// Every segment of the city, hospital by hospital.
+    pub fn segments(&self) -> Vec<Segment> {
+        self.hospitals
+            .iter()
+            .flat_map(|h| h.segments.iter().cloned())
+            .collect()
+    }
+
+    pub fn hospital(&self, id: &HospitalId) -> Option<&Hospital> {
+        self.hospitals.iter().find(|h| &h.id == id)
+    }
+
+    /// The release instant: from now on the seeded day can be booked.
+    pub fn release(&self) {
+        self.clock.set(self.release_at);
+    }
+
+    /// Stop the services and drop the hospitals' databases and Redis keys.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.gateway_task.abort();
+        for h in &self.hospitals {
+            h.task.abort();
+            h.state.pool.close();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let admin = jyt_testkit::pg_admin_url();
+        let (client, conn) = jyt_db::tokio_postgres::connect(&admin, jyt_db::tokio_postgres::NoTls).await?;
+        let conn_task = tokio::spawn(conn);
+        for h in &self.hospitals {
+            let Some(name) = h.database.rsplit('/').next() else {
+                continue;
+            };
+            let name = name.split('?').next().unwrap_or(name);
+            if let Err(e) = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await
+            {
+                tracing::warn!(error = %e, database = name, "could not drop a load-test database");
+            }
+        }
+        drop(client);
+        conn_task.abort();
+        delete_prefix(&self.redis_prefix).await
+    }
+}
+
+/// A Redis key prefix of our own: the test command deletes `jyt-test:*`
+/// when it starts, which would wipe a city in the middle of a run.
+pub fn fresh_redis_prefix() -> String {
+    format!("jyt-loadtest:{}", Uuid::new_v4().simple())
+}
+
+/// A new database of our own (`jyt_loadtest_…`: the test command drops
+/// `jyt_test_*` databases when it starts), retried while the server is short
+/// of connections. Dropped when the run ends.
+pub async fn fresh_database(purpose: &str) -> anyhow::Result<String> {
+    let admin = jyt_testkit::pg_admin_url();
+    let name = format!(
+        "jyt_loadtest_{purpose}_{}",
+        &Uuid::new_v4().simple().to_string()[..12]
+    );
+    let mut tries = 0;
+    loop {
+        match jyt_db::ensure_database(&admin, &name).await {
+            Ok(_) => return Ok(jyt_db::url_with_database(&admin, &name)),
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::warn!(error = %e, database = %name, "creating a database failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating database {name}")),
+        }
+    }
+}
+
+/// Delete every Redis key under `prefix`.
+pub async fn delete_prefix(prefix: &str) -> anyhow::Result<()> {
+    let client = jyt_cache::redis::Client::open(jyt_testkit::redis_url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = jyt_cache::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            jyt_cache::redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// A booking id as the gateway answers it (`<hospital>-<uuid>`) → the uuid.
+pub fn booking_uuid(booking_ref: &str) -> Option<Uuid> {
+    booking_ref
+        .len()
+        .checked_sub(36)
+        .and_then(|i| booking_ref.get(i..))
+        .and_then(|s| s.parse().ok())
+}
