@@ -212,7 +212,7 @@ impl Upstreams {
                 .body(body);
         }
         let outcome = async {
-            let res = req.send().await.map_err(|e| e.to_string())?;
+            let res = req.send().await.map_err(|e| error_chain(&e))?;
             let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let passed: Vec<(String, Vec<u8>)> = PASSED_BACK
                 .iter()
@@ -222,7 +222,7 @@ impl Upstreams {
                         .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
                 })
                 .collect();
-            let body = res.bytes().await.map_err(|e| e.to_string())?;
+            let body = res.bytes().await.map_err(|e| error_chain(&e))?;
             Ok::<_, String>((status, passed, body))
         }
         .await;
@@ -246,4 +246,18 @@ impl Upstreams {
             body,
         })
     }
+}
+
+/// An error with its causes (reqwest's own message is only "error sending
+/// request"): the log must say whether it was a connect timeout, a reset
+/// or a refused connection.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
