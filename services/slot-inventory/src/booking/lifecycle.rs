@@ -60,7 +60,8 @@ pub struct CheckInRequest {
     pub pickup_code: String,
 }
 
-async fn locked(
+/// The booking, row-locked in `tx`; another hospital's id is not found.
+pub(crate) async fn locked(
     tx: &jyt_db::deadpool_postgres::Transaction<'_>,
     state: &AppState,
     booking: &BookingRef,

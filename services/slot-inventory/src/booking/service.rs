@@ -587,6 +587,13 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
     Ok(loaded)
 }
 
+/// Replace a segment's Redis copy with PostgreSQL's (after its capacity or
+/// its schedule changed).
+pub async fn reload_segment(state: &AppState, segment: Uuid) -> Result<(), SlotError> {
+    invalidate_segment(state, segment).await;
+    load_segment(state, segment).await.map(|_| ())
+}
+
 /// Forget a segment's Redis copy so the next attempt rebuilds it.
 pub async fn invalidate_segment(state: &AppState, segment: Uuid) {
     let mut conn = state.redis.clone();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::booking::queries::RELEASED_STATUSES;
-use crate::booking::service::{invalidate_segment, load_segment};
+use crate::booking::service::reload_segment;
 use crate::booking::waitlist;
 use crate::error::SlotError;
 use crate::schedule::capacity::MAX_SEGMENT_CAPACITY;
@@ -203,8 +203,7 @@ pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOu
     let mut promoted = 0;
     for s in &out {
         for segment in &s.segment_ids {
-            invalidate_segment(state, *segment).await;
-            load_segment(state, *segment).await?;
+            reload_segment(state, *segment).await?;
         }
         promoted += waitlist::promote(state, s.schedule_id).await?;
     }

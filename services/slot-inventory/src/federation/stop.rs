@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::booking::events::{self, EventKind};
 use crate::booking::hold::{HeldSeat, SeatGoes};
 use crate::booking::queries::{self, StoredBooking};
-use crate::booking::service::{self, invalidate_segment, load_segment, segment_info};
+use crate::booking::service::{self, reload_segment, segment_info};
 use crate::booking::{BookRequest, OfferOf};
 use crate::error::SlotError;
 use crate::state::AppState;
@@ -172,6 +172,7 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
             b.booking.patient_id,
             b.booking.channel,
             Some(b.booking.booking_id.id),
+            b.booking.booking_id.id,
         )
         .await?;
         offers.push(Offer {
@@ -182,7 +183,7 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
     }
     for (entry, patient, channel) in &waiting {
         let channel = channel.parse().unwrap_or(Channel::Window);
-        let offered = offer_keyed(state, schedule, *patient, channel, None, *entry).await?;
+        let offered = offer(state, schedule, *patient, channel, None, *entry).await?;
         offers.push(Offer {
             patient_id: *patient,
             replaces: None,
@@ -223,27 +224,15 @@ async fn take_off_sale(state: &AppState, schedule: Uuid, stopped: &[StoredBookin
     let segments = crate::booking::waitlist::queries::segment_ids(&client, schedule).await?;
     drop(client);
     for segment in segments {
-        invalidate_segment(state, segment).await;
-        load_segment(state, segment).await?;
+        reload_segment(state, segment).await?;
     }
     Ok(())
-}
-
-async fn offer(
-    state: &AppState,
-    stopped: Uuid,
-    patient: Uuid,
-    channel: Channel,
-    replaces: Option<Uuid>,
-) -> Result<Option<BookingRef>, SlotError> {
-    let key = replaces.unwrap_or(patient);
-    offer_keyed(state, stopped, patient, channel, replaces, key).await
 }
 
 /// Hold the first free equivalent seat for the patient, ahead of everyone
 /// else (like a waitlist promotion: any pool). Keyed by what it replaces,
 /// so a retried stop never offers twice.
-async fn offer_keyed(
+async fn offer(
     state: &AppState,
     stopped: Uuid,
     patient: Uuid,

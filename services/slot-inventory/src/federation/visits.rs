@@ -4,22 +4,10 @@
 use jyt_domain::{BookingRef, BookingStatus};
 
 use crate::booking::events::{self, EventKind};
+use crate::booking::lifecycle::locked;
 use crate::booking::queries::{self, StoredBooking};
 use crate::error::SlotError;
 use crate::state::AppState;
-
-async fn locked(
-    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
-    state: &AppState,
-    booking: &BookingRef,
-) -> Result<StoredBooking, SlotError> {
-    if booking.hospital != state.hospital {
-        return Err(SlotError::BookingNotFound(booking.to_string()));
-    }
-    queries::get_booking_for_update(tx, &state.hospital, booking.id)
-        .await?
-        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))
-}
 
 /// The patient arrived (registered at the hospital's desk): checked in with
 /// the next queue number. Arriving twice answers the same booking.

@@ -1,8 +1,8 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, post, web};
-use jyt_domain::BookingRef;
-use jyt_web::{IdempotencyKeyHeader, Json, RequestError};
+use jyt_web::{IdempotencyKeyHeader, Json};
 
+use super::booking_ref;
 use crate::booking::service::{self, BookOutcome};
 use crate::booking::{BookRequest, lifecycle, queries};
 use crate::error::SlotError;
@@ -36,22 +36,15 @@ pub async fn create(
 #[get("/v1/bookings/{booking_id}")]
 pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, SlotError> {
     let raw = path.into_inner();
-    let booking_ref: BookingRef = raw
-        .parse()
-        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()))?;
-    if booking_ref.hospital != state.hospital {
+    let booking = booking_ref(&raw)?;
+    if booking.hospital != state.hospital {
         return Err(SlotError::BookingNotFound(raw));
     }
     let client = state.pool.get().await?;
-    match queries::get_booking(&client, &state.hospital, booking_ref.id).await? {
+    match queries::get_booking(&client, &state.hospital, booking.id).await? {
         Some(stored) => Ok(HttpResponse::Ok().json(stored.booking)),
         None => Err(SlotError::BookingNotFound(raw)),
     }
-}
-
-fn booking_ref(raw: &str) -> Result<BookingRef, SlotError> {
-    raw.parse()
-        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
 }
 
 /// Pay a held booking (from the channel's payment notification or the

@@ -2,18 +2,13 @@
 //! API, which checks the hospital's credentials).
 
 use actix_web::{HttpResponse, get, post, put, web};
-use jyt_domain::BookingRef;
 use jyt_web::{Json, Query, RequestError};
 use uuid::Uuid;
 
+use super::booking_ref;
 use crate::error::SlotError;
 use crate::federation::{feed, publish, stop, visits};
 use crate::state::AppState;
-
-fn booking_ref(raw: &str) -> Result<BookingRef, SlotError> {
-    raw.parse()
-        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
-}
 
 /// Bulk upsert of departments, doctors and schedules by the hospital's ids.
 #[put("/v1/schedules")]

@@ -5,6 +5,16 @@ pub mod federation;
 pub mod schedules;
 
 use actix_web::web;
+use jyt_domain::BookingRef;
+use jyt_web::RequestError;
+
+use crate::error::SlotError;
+
+/// A `<hospital>-<uuid>` booking id from a path, or 400 naming `booking_id`.
+pub(crate) fn booking_ref(raw: &str) -> Result<BookingRef, SlotError> {
+    raw.parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(bookings::create)

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::booking::service::{invalidate_segment, load_segment, segment_info};
+use crate::booking::service::{reload_segment, segment_info};
 use crate::booking::waitlist;
 use crate::error::SlotError;
 use crate::state::AppState;
@@ -65,7 +65,6 @@ pub async fn set_segment_capacity(
     drop(client);
     // Holds taken between the commit and the reload that PostgreSQL does not
     // know yet are caught by its unique seat index and retried.
-    invalidate_segment(state, segment).await;
-    load_segment(state, segment).await?;
+    reload_segment(state, segment).await?;
     waitlist::promote(state, info.schedule_id).await
 }
