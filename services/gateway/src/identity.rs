@@ -162,6 +162,22 @@ impl PatientIndex {
         self.resolve_card(card, now).await.map(|h| h.person_id)
     }
 
+    /// Who acts and for whom: the card holder, and the patient the request
+    /// is for (the holder, or a family member bound to them).
+    pub async fn acting(
+        &self,
+        card: CardRef<'_>,
+        patient: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<(Uuid, Uuid), GatewayError> {
+        let holder = self.resolve(card, now).await?;
+        let patient = patient.unwrap_or(holder);
+        if patient != holder && !self.is_family_member(holder, patient).await? {
+            return Err(GatewayError::NotFamilyMember);
+        }
+        Ok((holder, patient))
+    }
+
     /// The card named by the request, and its holder.
     #[tracing::instrument(skip_all)]
     pub async fn resolve_card(&self, card: CardRef<'_>, now: DateTime<Utc>) -> Result<Holder, GatewayError> {

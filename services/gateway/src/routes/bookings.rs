@@ -91,20 +91,17 @@ pub async fn create(
         .map_err(|_| RequestError::invalid(IDEMPOTENCY_KEY, "must be visible ASCII"))?;
     headers.insert(IDEMPOTENCY_KEY, key_header);
 
-    let holder = state
+    let (holder, patient) = state
         .patients
-        .resolve(
+        .acting(
             CardRef {
                 card_number: req.card_number.as_deref(),
                 ecard_token: req.ecard_token.as_deref(),
             },
+            req.patient_id,
             now,
         )
         .await?;
-    let patient = req.patient_id.unwrap_or(holder);
-    if patient != holder && !state.patients.is_family_member(holder, patient).await? {
-        return Err(GatewayError::NotFamilyMember);
-    }
 
     // Anti-scalping and limits, cheapest first.
     let _in_flight = state.limits.enter(holder)?;

@@ -32,20 +32,11 @@ pub struct PatientRequest {
 
 /// The patient the request acts for, after the card and family checks.
 async fn acting_patient(state: &GatewayState, req: &PatientRequest) -> Result<Uuid, GatewayError> {
-    let holder = state
-        .patients
-        .resolve(
-            CardRef {
-                card_number: req.card_number.as_deref(),
-                ecard_token: req.ecard_token.as_deref(),
-            },
-            Utc::now(),
-        )
-        .await?;
-    let patient = req.patient_id.unwrap_or(holder);
-    if patient != holder && !state.patients.is_family_member(holder, patient).await? {
-        return Err(GatewayError::NotFamilyMember);
-    }
+    let card = CardRef {
+        card_number: req.card_number.as_deref(),
+        ecard_token: req.ecard_token.as_deref(),
+    };
+    let (_, patient) = state.patients.acting(card, req.patient_id, Utc::now()).await?;
     Ok(patient)
 }
 
