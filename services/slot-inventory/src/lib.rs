@@ -10,12 +10,14 @@
 //! - [`booking`]: the surge path: [`booking::hold`] (Redis Lua scripts),
 //!   [`booking::service`] (hold → write → compensate), [`booking::queries`].
 //! - [`routes`]: HTTP handlers, one file per resource.
+//! - [`fhir`]: the hospital's FHIR R4 API and SMART Scheduling Links feed.
 //! - [`error`]: [`SlotError`], every answer's machine code.
 //! - [`seed`]: a demo day of clinics.
 
 pub mod booking;
 pub mod error;
 pub mod federation;
+pub mod fhir;
 pub mod policy;
 pub mod routes;
 pub mod schedule;

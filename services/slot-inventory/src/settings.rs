@@ -23,6 +23,7 @@ pub struct Settings {
     pub booking: BookingSettings,
     pub events: EventSettings,
     pub policy: Policy,
+    pub fhir: FhirSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +56,65 @@ pub struct EventSettings {
     pub stream: String,
 }
 
+/// The hospital's FHIR R4 read model and SMART Scheduling Links feed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FhirSettings {
+    /// Absolute base of this hospital's FHIR API as the public reaches it
+    /// (through the gateway), without a trailing slash; empty: taken from
+    /// each request's scheme and Host, which is right only when clients
+    /// reach the service directly.
+    pub public_base_url: String,
+    /// Where a patient books a given slot; `{slot}` becomes the Slot id.
+    /// Aggregators link to it (SMART `booking-deep-link`).
+    pub booking_link_template: String,
+    /// The phone booking line (SMART `booking-phone`): the 114 centre.
+    pub booking_phone: String,
+    /// The hospital's Location: aggregators show where to go.
+    pub address_line: String,
+    pub district: String,
+    pub city: String,
+    pub postal_code: String,
+    /// The hospital's own switchboard (Location.telecom).
+    pub phone: String,
+}
+
+impl FhirSettings {
+    fn validate(&self, prefix: &str) -> Result<(), Invalid> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let http_url = |v: &str| {
+            (v.starts_with("https://") || v.starts_with("http://"))
+                && !v.ends_with('/')
+                && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if !self.public_base_url.is_empty() && !http_url(&self.public_base_url) {
+            return Err(Invalid::new(
+                key("public_base_url"),
+                "must be empty or an http(s) URL without a trailing slash",
+            ));
+        }
+        if !http_url(&self.booking_link_template) || !self.booking_link_template.contains("{slot}") {
+            return Err(Invalid::new(
+                key("booking_link_template"),
+                "must be an http(s) URL containing `{slot}`",
+            ));
+        }
+        for (k, v) in [
+            ("booking_phone", &self.booking_phone),
+            ("address_line", &self.address_line),
+            ("district", &self.district),
+            ("city", &self.city),
+            ("postal_code", &self.postal_code),
+            ("phone", &self.phone),
+        ] {
+            let n = v.trim().chars().count();
+            if n == 0 || n > 200 || v.chars().any(char::is_control) {
+                return Err(Invalid::new(key(k), "must be 1 to 200 printable characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), Invalid> {
         self.http.validate("http")?;
@@ -70,6 +130,7 @@ impl Validate for Settings {
             ));
         }
         self.policy.validate("policy")?;
+        self.fhir.validate("fhir")?;
         if self.events.stream.is_empty() || self.events.stream.contains(['{', '}']) {
             return Err(Invalid::new(
                 "events.stream",
@@ -116,6 +177,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("hospital.id"), "{err}");
+    }
+
+    #[test]
+    fn fhir_urls_are_checked_naming_the_key() {
+        let err = load(&[(
+            "JYT_SLOT_INVENTORY__FHIR__PUBLIC_BASE_URL",
+            "https://fhir.example/",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("fhir.public_base_url"), "{err}");
+        let err = load(&[(
+            "JYT_SLOT_INVENTORY__FHIR__BOOKING_LINK_TEMPLATE",
+            "https://book.example/",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("fhir.booking_link_template"), "{err}");
     }
 
     #[test]

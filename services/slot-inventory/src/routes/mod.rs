@@ -30,5 +30,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(federation::stop_schedule)
         .service(federation::arrive)
         .service(federation::complete)
-        .service(federation::bookings_feed);
+        .service(federation::bookings_feed)
+        .service(crate::fhir::routes::scope());
 }

@@ -11,6 +11,9 @@
 
 mod baseline;
 mod federation;
+mod fhir;
+mod fhir_ops;
+mod fhir_props;
 mod helpers;
 mod http;
 mod invariants;
