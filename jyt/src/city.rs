@@ -112,6 +112,11 @@ pub async fn start(
         env.push((format!("{a}CHANNEL"), app.to_owned()));
         env.push((format!("{a}SECRET"), secret));
     }
+    // The SMART bulk manifest lists its files by absolute URL: the demo's.
+    env.push((
+        format!("{p}FHIR__PUBLIC_BASE_URL"),
+        format!("http://127.0.0.1:{}", settings.ports.gateway),
+    ));
     for (hospital, base_url) in &routes {
         let h = format!("{p}HOSPITALS__{}__", hospital.id.as_str().to_ascii_uppercase());
         env.push((format!("{h}NAME"), hospital.name.clone()));

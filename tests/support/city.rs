@@ -435,6 +435,41 @@ impl TestCity {
         }
     }
 
+    /// A city whose gateway also routes to `dead` hospitals: registered,
+    /// but nothing listens at their address (port 9, discard), as a
+    /// hospital that is down.
+    pub async fn spawn_with_dead(
+        hospital_ids: &[&str],
+        dead: &[&str],
+        gateway_extra: &[(&str, &str)],
+    ) -> Self {
+        let prefix = jyt_testkit::fresh_redis_prefix();
+        let mut hospitals = Vec::new();
+        for id in hospital_ids {
+            hospitals.push(TestHospital::spawn_with(id, &prefix, &[], Clock::System).await);
+        }
+        let cards = spawn_cards(&prefix).await;
+        let routes: Vec<Route<'_>> = hospitals
+            .iter()
+            .map(|h| (h.id.as_str(), h.base_url.as_str()))
+            .chain(dead.iter().map(|id| (*id, "http://127.0.0.1:9")))
+            .map(|(id, base_url)| Route {
+                id,
+                base_url,
+                district: "dongcheng",
+                level: "tertiary",
+            })
+            .collect();
+        let gateway_url = spawn_gateway_with(&routes, &prefix, &cards.base_url, 3000, gateway_extra).await;
+        Self {
+            gateway_url,
+            hospitals,
+            http: reqwest::Client::new(),
+            redis_prefix: prefix,
+            cards,
+        }
+    }
+
     pub fn hospital(&self, i: usize) -> &TestHospital {
         &self.hospitals[i]
     }

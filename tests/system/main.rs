@@ -9,6 +9,7 @@ mod booking_path;
 mod booking_surge;
 mod faults;
 mod federation;
+mod fhir;
 mod gateway_auth;
 mod gateway_identity;
 mod gateway_limits;

@@ -1,4 +1,4 @@
-//! Middleware on every `/v1` request: read the body (up to the size
+//! Middleware on every `/v1` and signed `/fhir` request: read the body (up to the size
 //! limit), check the signed headers (see [`crate::signing`]), remember the
 //! nonce, apply the app's and the address's token buckets, and hand the
 //! [`Caller`] to the handler. Operations endpoints (`/healthz`, `/readyz`,
@@ -45,7 +45,9 @@ pub async fn authenticate(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let federation = req.path().starts_with("/federation/v1/");
-    if !req.path().starts_with("/v1/") && !federation {
+    // FHIR channel calls are signed like /v1; the public bulk feed is not.
+    let fhir = req.path().starts_with("/fhir/") && !crate::fhir::is_public_path(req.path());
+    if !req.path().starts_with("/v1/") && !fhir && !federation {
         return next.call(req).await;
     }
     let Some(state) = req.app_data::<web::Data<GatewayState>>().cloned() else {

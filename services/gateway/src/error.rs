@@ -61,6 +61,12 @@ pub enum GatewayError {
     NotYourBooking,
     #[error("a payment with this reference is being processed")]
     PaymentInProgress,
+    /// FHIR `$book` pays from the prepaid card only: a channel's own
+    /// payment is confirmed by its signed payment notification.
+    #[error(
+        "self-pay and insurance payments are confirmed by the channel's signed payment notification, POST /v1/bookings/{{id}}/payments"
+    )]
+    PaymentCallbackRequired,
     #[error("operator credentials are missing or wrong")]
     OperatorUnauthorized,
     #[error("no dead letter `{0}`")]
@@ -105,6 +111,7 @@ pub const ALL_CODES: &[&str] = &[
     "HOLD_EXPIRED",
     "NOT_YOUR_BOOKING",
     "PAYMENT_IN_PROGRESS",
+    "PAYMENT_CALLBACK_REQUIRED",
     "OPERATOR_UNAUTHORIZED",
     "DEAD_LETTER_NOT_FOUND",
     "HOSPITAL_NOT_FOUND",
@@ -160,6 +167,7 @@ impl GatewayError {
             GatewayError::HoldExpired { .. } => "HOLD_EXPIRED",
             GatewayError::NotYourBooking => "NOT_YOUR_BOOKING",
             GatewayError::PaymentInProgress => "PAYMENT_IN_PROGRESS",
+            GatewayError::PaymentCallbackRequired => "PAYMENT_CALLBACK_REQUIRED",
             GatewayError::OperatorUnauthorized => "OPERATOR_UNAUTHORIZED",
             GatewayError::DeadLetterNotFound(_) => "DEAD_LETTER_NOT_FOUND",
             GatewayError::HospitalNotFound(_) => "HOSPITAL_NOT_FOUND",
@@ -190,6 +198,7 @@ impl GatewayError {
             GatewayError::HoldExpired { .. } => "Hold expired",
             GatewayError::NotYourBooking => "Not this app's booking",
             GatewayError::PaymentInProgress => "Payment in progress",
+            GatewayError::PaymentCallbackRequired => "Pay through the payment notification",
             GatewayError::OperatorUnauthorized => "Operator unauthorized",
             GatewayError::DeadLetterNotFound(_) => "No such dead letter",
             GatewayError::HospitalNotFound(_) => "Unknown hospital",
@@ -220,6 +229,7 @@ impl ResponseError for GatewayError {
             | GatewayError::HoldExpired { .. }
             | GatewayError::PaymentInProgress => StatusCode::CONFLICT,
             GatewayError::NotYourBooking | GatewayError::HospitalForbidden => StatusCode::FORBIDDEN,
+            GatewayError::PaymentCallbackRequired => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::HospitalNotFound(_) | GatewayError::DeadLetterNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::IdentityUnavailable(_)
             | GatewayError::CacheUnavailable(_)
@@ -297,6 +307,7 @@ mod tests {
             GatewayError::HoldExpired { refund: "x" },
             GatewayError::NotYourBooking,
             GatewayError::PaymentInProgress,
+            GatewayError::PaymentCallbackRequired,
             GatewayError::OperatorUnauthorized,
             GatewayError::DeadLetterNotFound(String::new()),
             GatewayError::HospitalNotFound(String::new()),

@@ -23,11 +23,14 @@
 //!   `/v1/availability`.
 //! - [`notify`]: signed booking notices to channels' callbacks, with
 //!   retries, backoff and an operator-visible dead-letter list.
+//! - [`fhir`]: FHIR R4 for channels (signed), hospitals (their keys) and
+//!   aggregators (the public SMART Scheduling Links bulk feed).
 //! - [`openapi`]: the OpenAPI 3 document at `/openapi.json`.
 //! - [`error`]: [`GatewayError`] and its machine codes.
 
 pub mod auth;
 pub mod error;
+pub mod fhir;
 pub mod identity;
 pub mod limits;
 pub mod notify;

@@ -56,6 +56,8 @@ pub struct Limits {
     person: DefaultKeyedRateLimiter<Uuid>,
     person_release: DefaultKeyedRateLimiter<Uuid>,
     in_flight: Arc<Mutex<HashSet<Uuid>>>,
+    /// `anti_scalping.enabled`: off, only the `limits.*` buckets apply.
+    anti_scalping: bool,
     release_times: Vec<NaiveTime>,
     release_window_seconds: i64,
     max_persons_per_address: u32,
@@ -92,16 +94,18 @@ fn take<K: Hash + Eq + Clone>(
 
 /// Removes the person from the in-flight set when the booking is answered.
 pub struct InFlight {
-    set: Arc<Mutex<HashSet<Uuid>>>,
+    /// None when the anti-scalping rules are off.
+    set: Option<Arc<Mutex<HashSet<Uuid>>>>,
     person: Uuid,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.person);
+        if let Some(set) = &self.set {
+            set.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&self.person);
+        }
     }
 }
 
@@ -129,6 +133,7 @@ impl Limits {
                 anti.release_person_burst,
             )),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
+            anti_scalping: anti.enabled,
             release_times: anti.release_times(),
             release_window_seconds: i64::from(anti.release_window_seconds),
             max_persons_per_address: anti.max_persons_per_address,
@@ -176,7 +181,7 @@ impl Limits {
 
     /// The acting person's bucket; the stricter one in a release window.
     pub fn check_person(&self, person: Uuid, now: DateTime<Utc>) -> Result<(), GatewayError> {
-        if self.in_release_window(now) {
+        if self.anti_scalping && self.in_release_window(now) {
             take(&self.person_release, &person, "person_release_window")
         } else {
             take(&self.person, &person, "person")
@@ -185,6 +190,9 @@ impl Limits {
 
     /// One booking in flight per person.
     pub fn enter(&self, person: Uuid) -> Result<InFlight, GatewayError> {
+        if !self.anti_scalping {
+            return Ok(InFlight { set: None, person });
+        }
         let mut set = self
             .in_flight
             .lock()
@@ -196,7 +204,7 @@ impl Limits {
             });
         }
         Ok(InFlight {
-            set: self.in_flight.clone(),
+            set: Some(self.in_flight.clone()),
             person,
         })
     }
@@ -209,6 +217,9 @@ impl Limits {
         person: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(), GatewayError> {
+        if !self.anti_scalping {
+            return Ok(());
+        }
         let window = self.persons_window_seconds;
         let now_s = u64::try_from(now.timestamp()).unwrap_or(0);
         let bucket = now_s / window;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::ALL_CODES;
+use crate::fhir;
 use crate::routes::{availability, bookings, hospitals, patient_actions, payments};
 
 /// An `application/problem+json` body (RFC 9457). Problems may carry more
@@ -33,7 +34,7 @@ pub struct ProblemDoc {
 #[openapi(
     info(
         title = "JYT city gateway",
-        description = "The channel API of the city-wide appointment platform. Every /v1 request is signed: \
+        description = "The channel API of the city-wide appointment platform. Every /v1 and /fhir request (but the public /fhir/$bulk-publish feed) is signed; FHIR paths answer errors as OperationOutcome: \
             X-App-Id, X-Timestamp (unix seconds), X-Nonce and X-Signature = hex HMAC-SHA256 over \
             METHOD\\nPATH[?SORTED_QUERY]\\nTIMESTAMP\\nNONCE\\nhex(SHA-256(body))."
     ),
@@ -47,6 +48,18 @@ pub struct ProblemDoc {
         hospitals::list,
         hospitals::schedules,
         availability::search,
+        fhir::read::search_slots,
+        fhir::read::search_schedules,
+        fhir::read::read_slot,
+        fhir::read::read_schedule,
+        fhir::read::read_appointment,
+        fhir::operations::find,
+        fhir::operations::hold,
+        fhir::operations::book,
+        fhir::metadata::metadata,
+        fhir::bulk::manifest,
+        fhir::bulk::file,
+        fhir::federation::read,
     ),
     components(schemas(
         ProblemDoc,
@@ -103,6 +116,18 @@ mod tests {
             "/v1/hospitals",
             "/v1/hospitals/{hospital_id}/schedules",
             "/v1/availability",
+            "/fhir/Slot",
+            "/fhir/Schedule",
+            "/fhir/Slot/{id}",
+            "/fhir/Schedule/{id}",
+            "/fhir/Appointment/{id}",
+            "/fhir/Appointment/$find",
+            "/fhir/Appointment/$hold",
+            "/fhir/Appointment/$book",
+            "/fhir/metadata",
+            "/fhir/$bulk-publish",
+            "/fhir/bulk/{hospital}/{file}",
+            "/federation/v1/fhir/{path}",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path}");
         }
@@ -116,6 +141,7 @@ mod tests {
             "REPLAYED_NONCE",
             "PATIENT_BARRED",
             "RATE_LIMITED",
+            "PAYMENT_CALLBACK_REQUIRED",
         ] {
             assert!(codes.iter().any(|c| c == code), "{code}");
         }

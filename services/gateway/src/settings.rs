@@ -25,6 +25,7 @@ pub struct Settings {
     pub anti_scalping: AntiScalpingSettings,
     pub search: SearchSettings,
     pub notifications: NotificationSettings,
+    pub fhir: FhirSettings,
     /// Keyed by app id; a map (not a list) so one app, or one app's secret
     /// during a rotation, can be set by environment variable.
     #[serde(default)]
@@ -95,6 +96,10 @@ pub struct LimitSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AntiScalpingSettings {
+    /// Off: no release-window person bucket, no one-booking-in-flight rule
+    /// and no persons-per-address cap (the `limits.*` buckets still
+    /// apply). For the load test's with/without comparison.
+    pub enabled: bool,
     /// `HH:MM` times, Asia/Shanghai, comma-separated (one string, so one
     /// environment variable sets them all).
     pub release_times: String,
@@ -157,6 +162,18 @@ impl NotificationSettings {
     pub fn event_types(&self) -> impl Iterator<Item = &str> {
         split_list(&self.event_types)
     }
+}
+
+/// The city's FHIR R4 surface (see `crate::fhir`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FhirSettings {
+    /// Where aggregators reach the gateway, without a trailing slash: the
+    /// SMART Scheduling Links manifest must list its files by absolute URL,
+    /// and behind a load balancer only configuration knows that address.
+    pub public_base_url: String,
+    /// How long one built city manifest is served before the hospitals are
+    /// asked again (each with `If-None-Match`).
+    pub manifest_cache_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -361,6 +378,18 @@ impl Validate for Settings {
                 "must be 64 hex digits (SHA-256 of the token)",
             ));
         }
+        if !http_url_ok(&self.fhir.public_base_url) {
+            return Err(Invalid::new(
+                "fhir.public_base_url",
+                "must be an http(s) URL without a trailing slash",
+            ));
+        }
+        if !(1..=3600).contains(&self.fhir.manifest_cache_seconds) {
+            return Err(Invalid::new(
+                "fhir.manifest_cache_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
         if !(1..=200).contains(&self.search.page_size) {
             return Err(Invalid::new("search.page_size", "must be between 1 and 200"));
         }
@@ -534,6 +563,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`hospitals.pumch.base_url`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_fhir_public_base_url_is_refused_naming_the_key() {
+        let mut env = PUMCH.to_vec();
+        env.push(("JYT_GATEWAY__FHIR__PUBLIC_BASE_URL", "fhir.example.org/"));
+        let err = load(&env).unwrap_err().to_string();
+        assert!(err.contains("`fhir.public_base_url`"), "{err}");
     }
 
     #[test]

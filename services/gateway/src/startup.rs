@@ -44,6 +44,7 @@ impl Application {
         notifier.clone().spawn();
         let state = web::Data::new(GatewayState {
             notifier,
+            fhir: crate::fhir::bulk::CityFeed::new(&settings.fhir),
             apps: settings.channel_apps.clone().into_iter().collect(),
             upstreams: Upstreams::new(&settings)?,
             patients: PatientIndex::new(&settings.card_issuing, redis.clone(), keys.clone())?,
@@ -80,6 +81,9 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(crate::auth::authenticate))
+                // Outside authentication, so its refusals on FHIR paths
+                // become OperationOutcomes too.
+                .wrap(from_fn(crate::fhir::outcomes))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(request_tracing())
                 .app_data(state.clone())

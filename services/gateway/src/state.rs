@@ -20,6 +20,8 @@ pub struct GatewayState {
     pub patients: PatientIndex,
     pub limits: Limits,
     pub notifier: Notifier,
+    /// The city-wide SMART Scheduling Links manifest, cached.
+    pub fhir: crate::fhir::bulk::CityFeed,
 }
 
 /// The authenticated member hospital of a `/federation/v1` request.

@@ -19,7 +19,14 @@ use crate::error::GatewayError;
 use crate::settings::{HospitalRoute, Settings};
 
 /// Response headers worth passing back to the channel.
-const PASSED_BACK: [&str; 4] = ["content-type", "location", "idempotency-replayed", "retry-after"];
+/// `etag` for the FHIR bulk files, which pollers fetch with `If-None-Match`.
+const PASSED_BACK: [&str; 5] = [
+    "content-type",
+    "location",
+    "idempotency-replayed",
+    "retry-after",
+    "etag",
+];
 
 /// Consecutive failures open the circuit; after `open_for` one probe is
 /// let through, and its outcome closes or reopens it.

@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, get, post, web};
 use chrono::Utc;
-use jyt_domain::{BookingRef, Channel, SlotRef};
+use jyt_domain::{BookingRef, Channel, IdempotencyKey, SlotRef};
 use jyt_web::extract::IDEMPOTENCY_KEY;
 use jyt_web::{IdempotencyKeyHeader, Json, RequestError};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::error::GatewayError;
 use crate::identity::CardRef;
 use crate::state::{Caller, GatewayState};
+use crate::upstream::Forwarded;
 
 /// `POST /v1/bookings`: book a time segment. The acting patient is named
 /// by exactly one of `card_number` and `ecard_token`; `patient_id`, when
@@ -80,27 +81,65 @@ pub async fn create(
     body: Json<BookRequest>,
 ) -> Result<HttpResponse, GatewayError> {
     let req = body.0;
-    let now = Utc::now();
     if req.channel.is_some_and(|c| c != caller.channel) {
         return Err(RequestError::invalid("channel", "must be the channel app's own channel").into());
     }
+    let attempt = BookingAttempt {
+        slot: &req.slot_id,
+        card: CardRef {
+            card_number: req.card_number.as_deref(),
+            ecard_token: req.ecard_token.as_deref(),
+        },
+        patient_id: req.patient_id,
+        referral: req.referral_id.as_deref(),
+        key: &key.0,
+    };
+    let answer = book(&state, &caller, &attempt, HospitalApi::Json).await?;
+    Ok(answer.into_response())
+}
+
+/// One booking request, whichever door it came through (`/v1/bookings`
+/// or FHIR `Appointment/$hold`).
+pub struct BookingAttempt<'a> {
+    pub slot: &'a SlotRef,
+    pub card: CardRef<'a>,
+    /// Whom to book, when not the card holder: a bound family member.
+    pub patient_id: Option<Uuid>,
+    pub referral: Option<&'a str>,
+    pub key: &'a IdempotencyKey,
+}
+
+/// How the hospital is asked to book: its JSON API or its FHIR operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HospitalApi {
+    /// `POST /v1/bookings`; the answer's `booking_id` names the booking.
+    Json,
+    /// `POST /fhir/Appointment/$hold`; the Appointment's `id` names it.
+    Fhir,
+}
+
+/// The booking pipeline every booking door shares: identity, family,
+/// anti-scalping and rate limits, standing, the city-wide daily limit,
+/// then the hospital; the owning app is recorded on success. One
+/// function, so the rules cannot drift apart between doors.
+pub async fn book(
+    state: &GatewayState,
+    caller: &Caller,
+    attempt: &BookingAttempt<'_>,
+    api: HospitalApi,
+) -> Result<Forwarded, GatewayError> {
+    let now = Utc::now();
+    let slot = attempt.slot;
     // A stranger hospital is refused before anyone is asked anything.
-    state.upstreams.route(&req.slot_id.hospital)?;
+    state.upstreams.route(&slot.hospital)?;
     let mut headers = HeaderMap::new();
-    let key_header = HeaderValue::from_str(key.0.as_str())
+    let key_header = HeaderValue::from_str(attempt.key.as_str())
         .map_err(|_| RequestError::invalid(IDEMPOTENCY_KEY, "must be visible ASCII"))?;
     headers.insert(IDEMPOTENCY_KEY, key_header);
 
     let (holder, patient) = state
         .patients
-        .acting(
-            CardRef {
-                card_number: req.card_number.as_deref(),
-                ecard_token: req.ecard_token.as_deref(),
-            },
-            req.patient_id,
-            now,
-        )
+        .acting(attempt.card, attempt.patient_id, now)
         .await?;
 
     // Anti-scalping and limits, cheapest first.
@@ -114,22 +153,38 @@ pub async fn create(
     if let Some(until) = state.patients.barred_until(patient, now).await? {
         return Err(GatewayError::PatientBarred { until });
     }
-    let request_id = format!("{}|{}|{}", caller.app_id, key.0.as_str(), req.slot_id);
+    let request_id = format!("{}|{}|{}", caller.app_id, attempt.key.as_str(), slot);
     let reservation = state.limits.reserve_daily(patient, &request_id, now).await?;
 
-    let upstream_body = serde_json::to_vec(&HospitalBookRequest {
-        slot_id: &req.slot_id,
-        patient_id: patient,
-        channel: caller.channel,
-        referral_id: req.referral_id.as_deref(),
-    })
-    .map_err(|e| GatewayError::Unexpected(e.into()))?;
+    let (path, upstream_body) = match api {
+        HospitalApi::Json => (
+            "/v1/bookings",
+            serde_json::to_vec(&HospitalBookRequest {
+                slot_id: slot,
+                patient_id: patient,
+                channel: caller.channel,
+                referral_id: attempt.referral,
+            }),
+        ),
+        HospitalApi::Fhir => {
+            headers.extend(crate::fhir::public_headers(&state.settings.fhir));
+            headers.insert(
+                crate::fhir::CHANNEL_HEADER,
+                HeaderValue::from_static(caller.channel.as_str()),
+            );
+            (
+                "/fhir/Appointment/$hold",
+                serde_json::to_vec(&crate::fhir::hold_parameters(slot, patient, attempt.referral)),
+            )
+        }
+    };
+    let upstream_body = upstream_body.map_err(|e| GatewayError::Unexpected(e.into()))?;
     let answer = state
         .upstreams
         .forward(
-            &req.slot_id.hospital,
+            &slot.hospital,
             reqwest::Method::POST,
-            "/v1/bookings",
+            path,
             headers,
             Some(upstream_body),
         )
@@ -139,22 +194,26 @@ pub async fn create(
     // nothing was written). After a timeout the booking may have been
     // made, and a retry with the same Idempotency-Key reuses this
     // reservation anyway.
-    let refused = |r: &crate::upstream::Forwarded| {
+    let refused = |r: &Forwarded| {
         r.status.is_client_error() || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
     };
     if reservation.newly_taken && answer.as_ref().is_ok_and(refused) {
         state.limits.release_daily(&reservation).await;
     }
     let answer = answer?;
+    let id_field = match api {
+        HospitalApi::Json => "booking_id",
+        HospitalApi::Fhir => "id",
+    };
     if answer.status.is_success()
         && let Some(booking) = serde_json::from_slice::<serde_json::Value>(&answer.body)
             .ok()
-            .and_then(|b| b["booking_id"].as_str().map(str::to_owned))
+            .and_then(|b| b[id_field].as_str().map(str::to_owned))
     {
         // The booking's later events (停诊, cancellation, ...) go back to this app.
         state.notifier.remember_booking(&booking, &caller.app_id).await;
     }
-    Ok(answer.into_response())
+    Ok(answer)
 }
 
 #[utoipa::path(
@@ -183,13 +242,7 @@ pub async fn get(
         .into_inner()
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()))?;
-    // Only the channel app that made the booking, and only while that is
-    // recorded: a booking made at a window or by the hospital, or whose
-    // record is gone, is not shown or paid by id alone (fails closed).
-    match state.notifier.booking_app(&booking.to_string()).await? {
-        Some(owner) if owner == caller.app_id => {}
-        _ => return Err(GatewayError::NotYourBooking),
-    }
+    ensure_owner(&state, &caller, &booking).await?;
     state
         .upstreams
         .call(
@@ -200,4 +253,18 @@ pub async fn get(
             None,
         )
         .await
+}
+
+/// Only the channel app that made the booking, and only while that is
+/// recorded: a booking made at a window or by the hospital, or whose
+/// record is gone, is not shown or paid by id alone (fails closed).
+pub async fn ensure_owner(
+    state: &GatewayState,
+    caller: &Caller,
+    booking: &BookingRef,
+) -> Result<(), GatewayError> {
+    match state.notifier.booking_app(&booking.to_string()).await? {
+        Some(owner) if owner == caller.app_id => Ok(()),
+        _ => Err(GatewayError::NotYourBooking),
+    }
 }

@@ -27,5 +27,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(federation::stop)
         .service(federation::visit_step)
         .service(federation::feed)
-        .service(federation::follow_up);
+        .service(federation::follow_up)
+        .configure(crate::fhir::configure);
 }

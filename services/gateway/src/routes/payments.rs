@@ -114,7 +114,45 @@ pub async fn pay(
         .as_str()
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()))?;
-    let req = body.0;
+    settle(&state, &caller, &booking, &body.0)
+        .await
+        .map(Settled::into_response)
+}
+
+/// A payment's answer: fresh from the hospital, or the stored answer to
+/// the same payment delivered before.
+pub enum Settled {
+    Fresh(Forwarded),
+    Replayed { status: StatusCode, body: String },
+}
+
+impl Settled {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Settled::Fresh(a) => a.status,
+            Settled::Replayed { status, .. } => *status,
+        }
+    }
+
+    pub fn into_response(self) -> HttpResponse {
+        match self {
+            Settled::Fresh(answer) => answer.into_response(),
+            Settled::Replayed { status, body } => HttpResponse::build(status)
+                .insert_header(("content-type", content_type(status.as_u16())))
+                .insert_header(("Idempotency-Replayed", "true"))
+                .body(body),
+        }
+    }
+}
+
+/// Pay a held booking (see the module's doc): the one payment pipeline,
+/// shared by `POST /v1/bookings/{id}/payments` and FHIR `Appointment/$book`.
+pub async fn settle(
+    state: &GatewayState,
+    caller: &Caller,
+    booking: &BookingRef,
+    req: &PaymentRequest,
+) -> Result<Settled, GatewayError> {
     let reference = match req.payment_method {
         PaymentMethod::PrepaidCard => format!("prepaid:{}", booking.id),
         PaymentMethod::SelfPay | PaymentMethod::Insurance => {
@@ -133,13 +171,7 @@ pub async fn pay(
             format!("{}:{r}", caller.app_id)
         }
     };
-    // Only the channel app that made the booking, and only while that is
-    // recorded: a booking made at a window or by the hospital, or whose
-    // record is gone, is not shown or paid by id alone (fails closed).
-    match state.notifier.booking_app(&booking.to_string()).await? {
-        Some(owner) if owner == caller.app_id => {}
-        _ => return Err(GatewayError::NotYourBooking),
-    }
+    super::bookings::ensure_owner(state, caller, booking).await?;
 
     let key = state.keys.tagged(
         &format!("h:{}", booking.hospital),
@@ -150,12 +182,10 @@ pub async fn pay(
     if let Some(stored) = conn.get::<_, Option<String>>(&key).await?
         && let Ok(a) = serde_json::from_str::<StoredAnswer>(&stored)
     {
-        return Ok(
-            HttpResponse::build(StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK))
-                .insert_header(("content-type", content_type(a.status)))
-                .insert_header(("Idempotency-Replayed", "true"))
-                .body(a.body),
-        );
+        return Ok(Settled::Replayed {
+            status: StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK),
+            body: a.body,
+        });
     }
     let locked: Option<String> = redis::cmd("SET")
         .arg(&lock)
@@ -168,7 +198,7 @@ pub async fn pay(
     if locked.is_none() {
         return Err(GatewayError::PaymentInProgress);
     }
-    let outcome = process(&state, &caller, &booking, &req, &reference).await;
+    let outcome = process(state, caller, booking, req, &reference).await;
     // Keep definitive answers; after a 5xx the same request is retried.
     let response = match outcome {
         Ok(answer) => {
@@ -184,7 +214,7 @@ pub async fn pay(
                 )
                 .await?;
             }
-            Ok(answer.into_response())
+            Ok(Settled::Fresh(answer))
         }
         Err(e) => {
             if matches!(e, GatewayError::HoldExpired { .. }) {
