@@ -23,8 +23,18 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "FHIR validator (FHIR.js + HL7 R4 JSON schema, pinned): npm ci only when missing"
+bash tests/fhir-validator/setup.sh
 log "cargo test"
+# Every test process writes its services' logs here (jyt_testkit::logs);
+# cleared first so the scan sees this run only.
+target_dir=${CARGO_TARGET_DIR:-target}
+case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
+export JYT_TEST_LOG_DIR=${JYT_TEST_LOG_DIR:-$target_dir/test-logs}
+mkdir -p "$JYT_TEST_LOG_DIR" && find "$JYT_TEST_LOG_DIR" -maxdepth 1 -name '*.jsonl' -delete
 cargo test --workspace --locked
+log "logs: no ID number, phone number or secret in any captured line"
+scripts/scan-test-logs.sh
 log "supply chain: licences, bans, sources and advisories"
 scripts/supply-chain.sh
 log "load-test smoke: a small surge on both lock kinds; fails on oversell, lost booking or 5xx"

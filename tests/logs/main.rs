@@ -1,68 +1,30 @@
 //! No secret, ID number or phone number in any log line. This binary runs
-//! alone in its process so that it owns the process's log subscriber: the
-//! services' own JSON format, every level of our crates (stricter than
-//! production's `info`), with span fields. It drives every service through
-//! the paths that carry personal data and secrets (registration, search,
-//! cards and e-cards, bookings and payments, family binding, prepaid
-//! top-ups, operator login, bad input that puts personal data where it does
-//! not belong, failing signatures, a failing database), then scans every
-//! captured line for the exact values it used and for anything shaped like
-//! a resident ID number (with a valid check digit) or a mobile number.
+//! alone in its process, captured as every test process is
+//! (`jyt_testkit::logs`: the services' own JSON format, every level of our
+//! crates, stricter than production's `info`, with span fields). It drives
+//! every service through the paths that carry personal data and secrets
+//! (registration, search, cards and e-cards, bookings and payments, family
+//! binding, prepaid top-ups, operator login, bad input that puts personal
+//! data where it does not belong, failing signatures, a failing database),
+//! then scans every line it logged for the exact values it used, including
+//! those minted on the way (session, e-card token, database password), and
+//! with the rules the whole suite's logs are scanned with afterwards
+//! (`jyt_testkit::logscan`, `scripts/scan-test-logs.sh`).
 
 #![expect(clippy::unwrap_used, reason = "test helpers: a failure is a failed test")]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
 use jyt_system_tests::city::random_id_number;
 use jyt_system_tests::faults::{FaultCity, spawn_hospital_on};
 use jyt_system_tests::{ALL_SEATS_COMMON, TEST_APP_SECRET, problem, spawn_accounting};
+use jyt_testkit::logscan::{self, Secret};
 use reqwest::Method;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 use uuid::Uuid;
 
-/// Every log line of the process.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// Runs of characters that are not letters, digits or `-` bound a token:
-/// UUIDs and hex never make a phone or ID-number-shaped token.
-fn tokens(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .filter(|t| !t.is_empty())
-}
-
-fn looks_like_id_number(t: &str) -> bool {
-    let b = t.as_bytes();
-    b.len() == 18
-        && b[..17].iter().all(u8::is_ascii_digit)
-        && (b[17].is_ascii_digit() || b[17] == b'X' || b[17] == b'x')
-        && card_issuing::identity::id_check_char(&b[..17]).is_some_and(|c| c == b[17].to_ascii_uppercase())
-}
-
-fn looks_like_phone(t: &str) -> bool {
-    let b = t.as_bytes();
-    b.len() == 11 && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]) && b.iter().all(u8::is_ascii_digit)
+/// The workspace, where the scanner reads the configured secrets from.
+fn workspace() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 /// Register a person with a known ID number and phone; (person, card).
@@ -99,18 +61,7 @@ async fn register(city: &FaultCity, id_number: &str, phone: &str) -> (Uuid, Uuid
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_id_number_or_phone_number_reaches_any_log_line() {
-    let captured = Captured::default();
-    let filter = EnvFilter::new(
-        "info,gateway=trace,slot_inventory=trace,card_issuing=trace,channel_accounting=trace,\
-         jyt_web=trace,jyt_db=trace,jyt_cache=trace,jyt_events=trace,jyt_settings=trace",
-    );
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(true)
-        .with_env_filter(filter)
-        .with_writer(captured.clone())
-        .init();
+    let file = jyt_testkit::logs::capture().expect("this process's logs are captured");
 
     // A database URL with a password (the test server trusts every login,
     // so the password is accepted and must never be printed).
@@ -339,44 +290,76 @@ async fn no_secret_id_number_or_phone_number_reaches_any_log_line() {
     )
     .await;
 
-    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let logs = jyt_testkit::logs::read_own();
     let lines = logs.lines().count();
-    assert!(lines > 20, "the services logged ({lines} lines)");
-    let secrets = [
-        TEST_APP_SECRET.to_owned(),
+    assert!(
+        lines > 20,
+        "the services logged ({lines} lines in {})",
+        file.display()
+    );
+    // What the suite's scan looks for (tests/support's and the settings'
+    // secrets among them), and every exact value this test used or was
+    // given, minted ones too.
+    let mut secrets = logscan::collect_secrets(workspace());
+    for value in [TEST_APP_SECRET, "city-ops-test-password"] {
+        assert!(
+            secrets.iter().any(|s| s.value == value),
+            "the suite's scan does not know tests/support's {}",
+            logscan::mask(value)
+        );
+    }
+    let exact = [
         wrong_secret,
         db_password,
         "wrong-password-Zq9v".to_owned(),
-        "city-ops-test-password".to_owned(),
         session,
         token,
-        // card-issuing's built-in keys (the tests run on its defaults).
-        "cEIfJwfQSiHB6KeoWdG6pVdmA84oNkASyufu5H0T2CU=".to_owned(),
-        "wigY88kYCH+SNwpIDX/K36eRxWI+FreZBqkpAWRu5Jk=".to_owned(),
-        "XxjJ9b/JvRvfa1W68mShcSOquMVhjdhSfK+ij8OIU0U=".to_owned(),
-    ];
+    ]
+    .into_iter()
+    .chain(personal);
+    secrets.extend(exact.map(|value| Secret {
+        value,
+        source: "this test".to_owned(),
+    }));
     let mut leaks = Vec::new();
-    for line in logs.lines() {
-        for s in secrets.iter().chain(&personal) {
-            if line.contains(s.as_str()) {
-                leaks.push(format!("{s}: {line}"));
-            }
-        }
-        for t in tokens(line) {
-            if looks_like_id_number(t) || looks_like_phone(t) {
-                leaks.push(format!("{t}: {line}"));
-            }
+    for (n, line) in logs.lines().enumerate() {
+        for hit in logscan::scan_line(line, &secrets) {
+            leaks.push(format!(
+                "{}:{}: {} {}",
+                file.display(),
+                n + 1,
+                hit.rule,
+                hit.masked
+            ));
         }
     }
-    leaks.dedup();
     assert!(
         leaks.is_empty(),
-        "{} leaking log lines of {lines}:\n{}",
+        "{} leaks in {lines} log lines:\n{}",
         leaks.len(),
         leaks.join("\n")
     );
     eprintln!("scanned {lines} log lines: no secret, ID number or phone number");
     if std::env::var_os("JYT_PRINT_LOGS").is_some() {
         eprintln!("{logs}");
+    }
+}
+
+/// The suite's scan recognises a resident ID number exactly as
+/// card-issuing validates one.
+#[test]
+fn the_scan_checks_id_numbers_as_card_issuing_does() {
+    for _ in 0..500 {
+        let id = random_id_number();
+        let first17 = &id.as_bytes()[..17];
+        assert_eq!(
+            logscan::id_check_char(first17),
+            card_issuing::identity::id_check_char(first17)
+        );
+        let hits = logscan::scan_line(&format!("{{\"message\":\"id {id}\"}}"), &[]);
+        assert_eq!(hits.len(), 1, "{}", logscan::mask(&id));
+        let mut wrong = id[..17].to_owned();
+        wrong.push(if id.ends_with('0') { '1' } else { '0' });
+        assert!(logscan::scan_line(&wrong, &[]).is_empty());
     }
 }

@@ -4,10 +4,17 @@
 //! - [`fresh_database`]: a new, empty database per test (named
 //!   `jyt_test_…`, so the test command can drop leftovers);
 //! - [`fresh_redis_prefix`]: a key prefix per test (`jyt-test:…`);
-//! - [`eventually`]: poll a condition until a deadline, instead of sleeping.
+//! - [`eventually`]: poll a condition until a deadline, instead of sleeping;
+//! - [`logs`]: every log line of the process as JSON lines in a file of its
+//!   own, installed by the first of these helpers a test calls;
+//! - [`logscan`]: the rules those files are scanned with for personal data
+//!   and secrets (the `scan-test-logs` binary runs them over the suite).
 //!
 //! Where the servers are comes from `JYT_TEST_PG_ADMIN_URL` and
 //! `JYT_TEST_REDIS_URL`, defaulting to the local ones.
+
+pub mod logs;
+pub mod logscan;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -16,11 +23,13 @@ use uuid::Uuid;
 
 /// A URL to any database on the test server, with rights to create databases.
 pub fn pg_admin_url() -> String {
+    logs::capture();
     std::env::var("JYT_TEST_PG_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 pub fn redis_url() -> String {
+    logs::capture();
     std::env::var("JYT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
@@ -45,6 +54,7 @@ pub async fn fresh_database(purpose: &str) -> String {
 
 /// A key prefix no other test uses.
 pub fn fresh_redis_prefix() -> String {
+    logs::capture();
     format!("jyt-test:{}", Uuid::new_v4().simple())
 }
 

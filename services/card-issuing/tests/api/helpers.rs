@@ -5,8 +5,6 @@
 )]
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Mutex, OnceLock};
 
 use card_issuing::identity::id_check_char;
 use card_issuing::settings::Settings;
@@ -28,43 +26,11 @@ pub struct TestApp {
     pub redis_prefix: String,
 }
 
-/// Every log line written in this test binary, so a test can check that
-/// no personal data ever reaches a log.
-static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-
-struct CaptureWriter;
-
-impl Write for CaptureWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.get_or_init(Default::default)
-            .lock()
-            .unwrap()
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Every log line written in this test binary so far (the process's
+/// capture, `jyt_testkit::logs`), so a test can check that no personal
+/// data ever reaches a log.
 pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&LOGS.get_or_init(Default::default).lock().unwrap()).into_owned()
-}
-
-fn install_log_capture() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let filter =
-            tracing_subscriber::EnvFilter::new("debug,card_issuing=trace,h2=info,hyper=info,reqwest=info");
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_writer(|| CaptureWriter)
-            .try_init()
-            .unwrap();
-    });
+    jyt_testkit::logs::read_own()
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -74,7 +40,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// The service on an existing database, with extra settings (e.g. keys).
 pub async fn spawn_app_with(db_url: String, extra: &[(&str, &str)]) -> TestApp {
-    install_log_capture();
+    jyt_testkit::logs::capture();
     let redis_prefix = jyt_testkit::fresh_redis_prefix();
     let mut env: HashMap<String, String> = [
         ("JYT_CARD_ISSUING__HTTP__PORT", "0".to_owned()),
