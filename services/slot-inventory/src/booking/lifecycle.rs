@@ -171,6 +171,10 @@ pub async fn cancel(
         .await?;
     }
     tx.commit().await?;
+    // give_back asks the pool for connections of its own: holding this one
+    // meanwhile lets concurrent cancellations take the whole pool and wait
+    // on each other until the pool's timeout (found by the peak-day load).
+    drop(client);
     give_back(state, &stored).await;
     state.relay.wake();
     Ok(stored)
@@ -302,6 +306,10 @@ async fn expire_one(state: &AppState, id: Uuid, now: DateTime<Utc>) -> Result<bo
         .ok_or_else(|| SlotError::BookingNotFound(id.to_string()))?;
     events::append(&tx, EventKind::Expired, &stored.booking, serde_json::json!({})).await?;
     tx.commit().await?;
+    // give_back asks the pool for connections of its own: holding this one
+    // meanwhile lets concurrent cancellations take the whole pool and wait
+    // on each other until the pool's timeout (found by the peak-day load).
+    drop(client);
     give_back(state, &stored).await;
     state.relay.wake();
     Ok(true)

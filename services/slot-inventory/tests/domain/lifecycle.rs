@@ -172,3 +172,41 @@ async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_beco
     assert_eq!(h.booking(&absent.booking_id).await.status, BookingStatus::NoShow);
     assert!(h.event_types().await.contains(&"booking.no_show".to_owned()));
 }
+
+#[tokio::test]
+async fn many_cancellations_at_once_on_a_small_pool_all_go_through() {
+    // Each cancellation used to keep its connection while giving the seat
+    // back asked the pool for more: with 2 connections, concurrent
+    // cancellations waited on each other until the pool timed out.
+    let seats = 24;
+    let no_channel_pools = [
+        ("POSTGRES__POOL_MAX_SIZE", "2"),
+        ("POLICY__POOL_SHARES__WECHAT", "0"),
+        ("POLICY__POOL_SHARES__KIOSK", "0"),
+        ("POLICY__POOL_SHARES__PHONE114", "0"),
+        ("POLICY__POOL_SHARES__WINDOW", "0"),
+        ("POLICY__POOL_SHARES__APP", "0"),
+        ("POLICY__POOL_SHARES__REFERRAL", "0"),
+        ("POLICY__POOL_SHARES__CLINIC", "0"),
+    ];
+    let h = Hospital::start(beijing(2, 9, 0), seats, &no_channel_pools).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let mut booked = Vec::new();
+    for _ in 0..seats {
+        let patient = Uuid::new_v4();
+        let b = h.book(&slot, patient, Channel::Wechat).await.unwrap();
+        booked.push((patient, b.booking_id));
+    }
+    assert_eq!(h.redis_free(&slot).await, 0);
+    let cancels = booked.into_iter().map(|(patient, id)| {
+        let state = h.state.clone();
+        tokio::spawn(
+            async move { lifecycle::cancel(&state, &id, &CancelRequest { patient_id: patient }).await },
+        )
+    });
+    for answer in futures::future::join_all(cancels).await {
+        let stored = answer.unwrap().unwrap();
+        assert_eq!(stored.booking.status, BookingStatus::Cancelled);
+    }
+    assert_eq!(h.redis_free(&slot).await, i64::from(seats));
+}
