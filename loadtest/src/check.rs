@@ -51,9 +51,13 @@ struct SegmentSeen {
 
 const LIVE: &str = "status NOT IN ('cancelled', 'expired', 'stopped')";
 
+/// `expected` overrides what a client was told where the booking has
+/// moved on since by itself (a hold expired, a no-show marked), keyed by
+/// the booking's uuid; later samples override earlier ones.
 pub async fn check<'a>(
     city: &City,
     samples: impl IntoIterator<Item = &'a Sample>,
+    expected: &HashMap<Uuid, String>,
 ) -> anyhow::Result<CheckReport> {
     let mut r = CheckReport::default();
     let mut told: HashMap<Uuid, String> = HashMap::new();
@@ -69,16 +73,23 @@ pub async fn check<'a>(
         if o.status == 0 {
             r.unanswered += 1;
         }
-        if let Some((id, status)) = &o.booked {
-            match booking_uuid(id) {
+        if let Some(b) = &o.booked {
+            match booking_uuid(&b.id) {
                 Some(u) => {
-                    told.insert(u, status.clone());
+                    told.insert(u, b.status.clone());
                 }
-                None => r.problems.push(format!("a 201 without a booking id: {id:?}")),
+                None => r
+                    .problems
+                    .push(format!("an answer with a bad booking id: {:?}", b.id)),
             }
         }
     }
     r.told_booked = told.len();
+    for (id, status) in expected {
+        if let Some(t) = told.get_mut(id) {
+            t.clone_from(status);
+        }
+    }
     let mut seen: HashSet<Uuid> = HashSet::new();
     for h in &city.hospitals {
         let client = h.state.pool.get().await?;
@@ -96,6 +107,9 @@ pub async fn check<'a>(
                 &[],
             )
             .await?;
+        // Reading Redis below may need a connection of this pool (one, for
+        // a city of processes).
+        drop(client);
         let mut segs: HashMap<Uuid, SegmentSeen> = HashMap::new();
         for row in &rows {
             let (id, status, seg, pool, seat, patient, capacity, live): (

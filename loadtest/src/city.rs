@@ -1,6 +1,9 @@
-//! A city for one run, in this process: card-issuing (shared by every city
-//! of the run), N hospitals' slot-inventory on one manual clock, and a
-//! gateway in front of them, all on port 0, wired the way `jyt up` does it.
+//! A city for one run: card-issuing, N hospitals' slot-inventory on one
+//! manual clock, and a gateway in front of them, all on port 0, wired the
+//! way `jyt up` does it. Either in this process (card-issuing shared by
+//! every city of the run), or each service in a process of its own
+//! ([`Placement::Processes`], see [`crate::procs`]) so that each one's
+//! resident memory can be read.
 
 use std::collections::HashMap;
 
@@ -10,6 +13,8 @@ use jyt_domain::time::Clock;
 use jyt_domain::{HospitalId, SlotRef};
 use jyt_settings::Sources;
 use slot_inventory::AppState;
+
+use crate::procs;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -51,19 +56,24 @@ pub struct Cards {
 /// run, and who they are does not change what is measured.
 pub const CARDS_DATABASE: &str = "jyt_loadtest_cards";
 
-pub async fn start_cards(redis_prefix: &str) -> anyhow::Result<Cards> {
+/// card-issuing's settings for the load test, as environment variables.
+pub async fn cards_env(redis_prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
     let admin = jyt_testkit::pg_admin_url();
     jyt_db::ensure_database(&admin, CARDS_DATABASE).await?;
     let url = jyt_db::url_with_database(&admin, CARDS_DATABASE);
     let p = "JYT_CARD_ISSUING__";
-    let settings = card_issuing::Settings::load_from(&sources(vec![
+    Ok(vec![
         (format!("{p}HTTP__PORT"), "0".to_owned()),
         (format!("{p}HTTP__WORKERS"), "2".to_owned()),
         (format!("{p}POSTGRES__URL"), url),
         (format!("{p}POSTGRES__POOL_MAX_SIZE"), "4".to_owned()),
         (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
         (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
-    ]))?;
+    ])
+}
+
+pub async fn start_cards(redis_prefix: &str) -> anyhow::Result<Cards> {
+    let settings = card_issuing::Settings::load_from(&sources(cards_env(redis_prefix).await?))?;
     let app = card_issuing::Application::build(settings)
         .await
         .context("starting card-issuing")?;
@@ -84,14 +94,46 @@ pub struct Hospital {
     pub state: AppState,
     /// Every segment of the seeded day, with its schedule's doctor code.
     pub segments: Vec<Segment>,
-    task: JoinHandle<std::io::Result<()>>,
+    /// Where the city's districts and hospital levels are, for search.
+    pub district: &'static str,
+    pub level: &'static str,
+    runner: Runner,
 }
+
+/// How a service of the city runs.
+enum Runner {
+    Task(JoinHandle<std::io::Result<()>>),
+    Process(Box<procs::Service>),
+}
+
+impl Runner {
+    fn stop(&self) {
+        match self {
+            Runner::Task(t) => t.abort(),
+            Runner::Process(p) => p.kill(),
+        }
+    }
+}
+
+/// Where the city's services run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In this process (the surge: no process boundary to measure).
+    InProcess,
+    /// Each service a child process (`loadtest serve ...`), memory per service.
+    Processes,
+}
+
+/// Districts and hospital levels the city's hospitals cycle through.
+pub const DISTRICTS: [&str; 4] = ["dongcheng", "xicheng", "haidian", "chaoyang"];
+pub const LEVELS: [&str; 3] = ["tertiary", "tertiary", "secondary"];
 
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub slot: SlotRef,
     /// Expert clinics are the hot ones in a surge.
     pub expert: bool,
+    pub schedule: Uuid,
 }
 
 pub struct CityConfig {
@@ -100,6 +142,19 @@ pub struct CityConfig {
     pub lock: Lock,
     /// `(key, value)` after `JYT_GATEWAY__`, over the honest-traffic defaults.
     pub gateway_extra: Vec<(String, String)>,
+    pub placement: Placement,
+}
+
+impl CityConfig {
+    pub fn in_process(hospitals: usize, capacity: i32, lock: Lock) -> Self {
+        Self {
+            hospitals,
+            capacity,
+            lock,
+            gateway_extra: Vec::new(),
+            placement: Placement::InProcess,
+        }
+    }
 }
 
 pub struct City {
@@ -109,7 +164,12 @@ pub struct City {
     pub redis_prefix: String,
     pub clock: Clock,
     pub release_at: DateTime<Utc>,
-    gateway_task: JoinHandle<std::io::Result<()>>,
+    /// The seeded visit date.
+    pub visit_date: chrono::NaiveDate,
+    gateway: Runner,
+    /// card-issuing of this city (processes only; in process the run's one
+    /// is shared).
+    cards: Option<Runner>,
 }
 
 /// PostgreSQL connections per hospital: 29 hospitals and card-issuing must
@@ -131,37 +191,57 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         let id = format!("h{:02}", i + 1);
         let database = fresh_database(&id).await?;
         let p = "JYT_SLOT_INVENTORY__";
-        let env = vec![
-            (format!("{p}HOSPITAL__ID"), id.clone()),
-            (format!("{p}HOSPITAL__NAME"), format!("Load-test hospital {id}")),
-            (format!("{p}HTTP__PORT"), "0".to_owned()),
-            (format!("{p}HTTP__WORKERS"), "1".to_owned()),
-            (format!("{p}POSTGRES__URL"), database.clone()),
-            (
-                format!("{p}POSTGRES__POOL_MAX_SIZE"),
-                HOSPITAL_POOL_SIZE.to_string(),
-            ),
-            (format!("{p}POSTGRES__WAIT_TIMEOUT_MS"), "10000".to_owned()),
-            (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
-            (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.clone()),
-            (format!("{p}BOOKING__LOCK"), cfg.lock.as_str().to_owned()),
-        ];
-        let settings = slot_inventory::Settings::load_from(&sources(env))?;
+        let env = |pool: usize| {
+            vec![
+                (format!("{p}HOSPITAL__ID"), id.clone()),
+                (format!("{p}HOSPITAL__NAME"), format!("Load-test hospital {id}")),
+                (format!("{p}HTTP__PORT"), "0".to_owned()),
+                (format!("{p}HTTP__WORKERS"), "1".to_owned()),
+                (format!("{p}POSTGRES__URL"), database.clone()),
+                (format!("{p}POSTGRES__POOL_MAX_SIZE"), pool.to_string()),
+                (format!("{p}POSTGRES__WAIT_TIMEOUT_MS"), "10000".to_owned()),
+                (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
+                (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.clone()),
+                (format!("{p}BOOKING__LOCK"), cfg.lock.as_str().to_owned()),
+                (format!("{p}TELEMETRY__LOG_FILTER"), "error".to_owned()),
+            ]
+        };
+        let settings = slot_inventory::Settings::load_from(&sources(env(HOSPITAL_POOL_SIZE)))?;
         if i == 0 {
             release_at = settings.policy.release_at(visit_date);
             clock = Clock::manual(release_at - chrono::TimeDelta::seconds(60));
         }
-        let app = slot_inventory::Application::build_with_clock(settings, clock.clone())
-            .await
-            .with_context(|| format!("starting slot-inventory {id}"))?;
-        let state = app.state().clone();
-        slot_inventory::seed::seed_demo_day(&state, visit_date, cfg.capacity).await?;
-        slot_inventory::booking::service::warm_cache(&state).await?;
+        let (state, base_url, runner) = match cfg.placement {
+            Placement::InProcess => {
+                let app = slot_inventory::Application::build_with_clock(settings, clock.clone())
+                    .await
+                    .with_context(|| format!("starting slot-inventory {id}"))?;
+                let state = app.state().clone();
+                slot_inventory::seed::seed_demo_day(&state, visit_date, cfg.capacity).await?;
+                slot_inventory::booking::service::warm_cache(&state).await?;
+                let url = format!("http://127.0.0.1:{}", app.port());
+                (state, url, Runner::Task(tokio::spawn(app.run_until_stopped())))
+            }
+            Placement::Processes => {
+                let mut child_env = env(HOSPITAL_POOL_SIZE);
+                child_env.extend(procs::hospital_env(clock.now(), visit_date, cfg.capacity));
+                let service = procs::Service::spawn(procs::Role::Hospital, &id, child_env).await?;
+                // The checks read through a state of our own: one
+                // connection, no server, no sweepers.
+                let ours = slot_inventory::Settings::load_from(&sources(env(1)))?;
+                let state =
+                    slot_inventory::startup::connect(&ours, &prometheus::Registry::new(), clock.clone())
+                        .await
+                        .with_context(|| format!("connecting to hospital {id}'s stores"))?;
+                let url = format!("http://127.0.0.1:{}", service.port);
+                (state, url, Runner::Process(Box::new(service)))
+            }
+        };
         let hospital: HospitalId = id.parse().map_err(|_| anyhow::anyhow!("bad hospital id {id}"))?;
         let client = state.pool.get().await?;
         let segments = client
             .query(
-                "SELECT seg.id, sch.clinic_level = 'expert'
+                "SELECT seg.id, sch.clinic_level = 'expert', sch.id
                    FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
                   WHERE sch.visit_date = $1 ORDER BY sch.external_id, seg.starts_at",
                 &[&visit_date],
@@ -171,19 +251,71 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
             .map(|r| Segment {
                 slot: SlotRef::new(hospital.clone(), r.get(0)),
                 expert: r.get(1),
+                schedule: r.get(2),
             })
             .collect();
         drop(client);
         hospitals.push(Hospital {
             id: hospital,
-            base_url: format!("http://127.0.0.1:{}", app.port()),
+            base_url,
             database,
             state,
             segments,
-            task: tokio::spawn(app.run_until_stopped()),
+            district: DISTRICTS[i % DISTRICTS.len()],
+            level: LEVELS[i % LEVELS.len()],
+            runner,
         });
     }
 
+    let (cards_url, cards_runner) = match cfg.placement {
+        Placement::InProcess => (cards.base_url.clone(), None),
+        Placement::Processes => {
+            let service =
+                procs::Service::spawn(procs::Role::Cards, "cards", cards_env(&redis_prefix).await?).await?;
+            (
+                format!("http://127.0.0.1:{}", service.port),
+                Some(Runner::Process(Box::new(service))),
+            )
+        }
+    };
+    let env = gateway_env(cfg, &redis_prefix, &cards_url, &hospitals);
+    let (gateway_url, gateway) = match cfg.placement {
+        Placement::InProcess => {
+            let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env))?)
+                .await
+                .context("starting the gateway")?;
+            (
+                format!("http://127.0.0.1:{}", gateway.port()),
+                Runner::Task(tokio::spawn(gateway.run_until_stopped())),
+            )
+        }
+        Placement::Processes => {
+            let service = procs::Service::spawn(procs::Role::Gateway, "gateway", env).await?;
+            (
+                format!("http://127.0.0.1:{}", service.port),
+                Runner::Process(Box::new(service)),
+            )
+        }
+    };
+    Ok(City {
+        lock: cfg.lock,
+        gateway_url,
+        hospitals,
+        redis_prefix,
+        clock,
+        release_at,
+        visit_date,
+        gateway,
+        cards: cards_runner,
+    })
+}
+
+fn gateway_env(
+    cfg: &CityConfig,
+    redis_prefix: &str,
+    cards_url: &str,
+    hospitals: &[Hospital],
+) -> Vec<(String, String)> {
     let p = "JYT_GATEWAY__";
     let mut env: Vec<(String, String)> = [
         ("HTTP__PORT", "0"),
@@ -211,44 +343,32 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         ("ANTI_SCALPING__RELEASE_PERSON_PER_MINUTE", "600"),
         ("ANTI_SCALPING__RELEASE_PERSON_BURST", "100"),
         ("ANTI_SCALPING__MAX_PERSONS_PER_ADDRESS", "1000000"),
-        ("TELEMETRY__LOG_FILTER", "warn"),
+        ("TELEMETRY__LOG_FILTER", "error"),
     ]
     .into_iter()
     .map(|(k, v)| (format!("{p}{k}"), v.to_owned()))
     .collect();
     env.push((format!("{p}REDIS__URLS"), jyt_testkit::redis_url()));
-    env.push((format!("{p}REDIS__KEY_PREFIX"), redis_prefix.clone()));
-    env.push((format!("{p}CARD_ISSUING__BASE_URL"), cards.base_url.clone()));
+    env.push((format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()));
+    env.push((format!("{p}CARD_ISSUING__BASE_URL"), cards_url.to_owned()));
     for channel in CHANNELS {
         let a = format!("{p}CHANNEL_APPS__{}__", channel.to_ascii_uppercase());
         env.push((format!("{a}CHANNEL"), channel.to_owned()));
         env.push((format!("{a}SECRET"), APP_SECRET.to_owned()));
     }
-    for h in &hospitals {
+    for h in hospitals {
         let k = format!("{p}HOSPITALS__{}__", h.id.as_str().to_ascii_uppercase());
         env.push((format!("{k}NAME"), format!("Load-test hospital {}", h.id)));
         env.push((format!("{k}BASE_URL"), h.base_url.clone()));
-        env.push((format!("{k}DISTRICT"), "dongcheng".to_owned()));
-        env.push((format!("{k}LEVEL"), "tertiary".to_owned()));
+        env.push((format!("{k}DISTRICT"), h.district.to_owned()));
+        env.push((format!("{k}LEVEL"), h.level.to_owned()));
     }
     env.extend(
         cfg.gateway_extra
             .iter()
             .map(|(k, v)| (format!("{p}{k}"), v.clone())),
     );
-    let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env))?)
-        .await
-        .context("starting the gateway")?;
-    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
-    Ok(City {
-        lock: cfg.lock,
-        gateway_url,
-        hospitals,
-        redis_prefix,
-        clock,
-        release_at,
-        gateway_task: tokio::spawn(gateway.run_until_stopped()),
-    })
+    env
 }
 
 impl City {
@@ -265,15 +385,47 @@ impl City {
     }
 
     /// The release instant: from now on the seeded day can be booked.
-    pub fn release(&self) {
-        self.clock.set(self.release_at);
+    pub async fn release(&self) -> anyhow::Result<()> {
+        self.set_clock(self.release_at).await
+    }
+
+    /// Move every hospital's clock (ours, and each child process's).
+    pub async fn set_clock(&self, at: DateTime<Utc>) -> anyhow::Result<()> {
+        self.clock.set(at);
+        for h in &self.hospitals {
+            if let Runner::Process(p) = &h.runner {
+                p.set_clock(at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each service's process id (processes only): (service, pid).
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let mut add = |name: &str, r: &Runner| {
+            if let Runner::Process(p) = r {
+                out.push((name.to_owned(), p.pid));
+            }
+        };
+        add("gateway", &self.gateway);
+        if let Some(c) = &self.cards {
+            add("card-issuing", c);
+        }
+        for h in &self.hospitals {
+            add(&format!("slot-inventory {}", h.id), &h.runner);
+        }
+        out
     }
 
     /// Stop the services and drop the hospitals' databases and Redis keys.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.gateway_task.abort();
+        self.gateway.stop();
+        if let Some(c) = &self.cards {
+            c.stop();
+        }
         for h in &self.hospitals {
-            h.task.abort();
+            h.runner.stop();
             h.state.pool.close();
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

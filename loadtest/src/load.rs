@@ -21,8 +21,21 @@ pub struct Outcome {
     pub status: u16,
     /// The problem+json `code` of a refusal, or the transport error.
     pub code: String,
-    /// For a 201: (booking id as answered, booking status).
-    pub booked: Option<(String, String)>,
+    /// For an answer that is a booking (a 201, or a payment, cancellation
+    /// or check-in answered with the booking): what the client was told.
+    pub booked: Option<Booked>,
+}
+
+/// A booking as a client was told it.
+#[derive(Debug, Clone, Default)]
+pub struct Booked {
+    /// As answered: `<hospital>-<uuid>`.
+    pub id: String,
+    pub status: String,
+    pub fee_fen: i64,
+    pub pickup_code: String,
+    /// RFC 3339, as answered.
+    pub starts_at: String,
 }
 
 /// One request as the generator saw it.
@@ -130,22 +143,49 @@ pub async fn book(
     address: String,
 ) -> Outcome {
     let body = format!(r#"{{"slot_id":"{slot}","card_number":"{card}"}}"#);
-    let path = "/v1/bookings";
+    signed(
+        &http,
+        &gateway,
+        channel,
+        reqwest::Method::POST,
+        "/v1/bookings",
+        Some(body),
+        Some(address.as_str()),
+    )
+    .await
+}
+
+/// Any request to the gateway, signed as `channel`'s app (`path` with its
+/// query string); a body is sent as JSON with a fresh Idempotency-Key.
+pub async fn signed(
+    http: &reqwest::Client,
+    gateway: &str,
+    channel: &'static str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<String>,
+    address: Option<&str>,
+) -> Outcome {
+    let bytes = body.as_deref().unwrap_or_default().as_bytes();
     let signed = gateway::signing::sign_request(
         channel,
         APP_SECRET.as_bytes(),
-        "POST",
+        method.as_str(),
         path,
-        body.as_bytes(),
+        bytes,
         Utc::now().timestamp(),
         &gateway::signing::new_nonce(),
     );
-    let mut req = http
-        .post(format!("{gateway}{path}"))
-        .header("content-type", "application/json")
-        .header("Idempotency-Key", uuid::Uuid::new_v4().simple().to_string())
-        .header("X-Client-Address", address)
-        .body(body);
+    let mut req = http.request(method, format!("{gateway}{path}"));
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", uuid::Uuid::new_v4().simple().to_string())
+            .body(body);
+    }
+    if let Some(address) = address {
+        req = req.header("X-Client-Address", address);
+    }
     for (k, v) in signed.pairs() {
         req = req.header(k, v);
     }
@@ -180,23 +220,72 @@ async fn answer(res: reqwest::Result<reqwest::Response>) -> Outcome {
             .unwrap_or_default()
             .to_owned()
     };
-    if status == 201 {
-        Outcome {
-            status,
-            code: "BOOKED".to_owned(),
-            booked: Some((text("booking_id"), text("status"))),
+    let is_booking = body
+        .get("booking_id")
+        .and_then(serde_json::Value::as_str)
+        .is_some();
+    let booked = (status < 300 && is_booking).then(|| Booked {
+        id: text("booking_id"),
+        status: text("status"),
+        fee_fen: body
+            .get("fee_fen")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0),
+        pickup_code: text("pickup_code"),
+        starts_at: text("segment_starts_at"),
+    });
+    let code = match status {
+        201 if is_booking => "BOOKED".to_owned(),
+        0..300 => "OK".to_owned(),
+        // Which rule refused: the problem's `limit` extension.
+        429 => format!(
+            "{}:{}",
+            text("code"),
+            body.get("limit")
+                .map(ToString::to_string)
+                .unwrap_or_default()
+                .trim_matches('"')
+        ),
+        _ => text("code"),
+    };
+    Outcome { status, code, booked }
+}
+
+/// One signed request of a scripted phase (payments, cancellations, ...).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub channel: &'static str,
+    pub method: reqwest::Method,
+    pub path: String,
+    pub body: Option<String>,
+    pub address: Option<String>,
+}
+
+/// `calls` in a closed loop over `connections` connections.
+pub async fn closed_calls(
+    epoch: Instant,
+    http: &reqwest::Client,
+    gateway: &Arc<str>,
+    calls: Vec<Call>,
+    connections: usize,
+) -> Vec<Sample> {
+    let calls = Arc::new(calls);
+    let (http, gateway) = (http.clone(), gateway.clone());
+    closed_loop(epoch, calls.len(), connections, move |i| {
+        let (http, gateway, calls) = (http.clone(), gateway.clone(), calls.clone());
+        async move {
+            let c = &calls[i];
+            signed(
+                &http,
+                &gateway,
+                c.channel,
+                c.method.clone(),
+                &c.path,
+                c.body.clone(),
+                c.address.as_deref(),
+            )
+            .await
         }
-    } else if status < 300 {
-        Outcome {
-            status,
-            code: "OK".to_owned(),
-            booked: None,
-        }
-    } else {
-        Outcome {
-            status,
-            code: text("code"),
-            booked: None,
-        }
-    }
+    })
+    .await
 }

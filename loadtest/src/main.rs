@@ -5,14 +5,20 @@
 //! - [`load`]: the closed- and open-loop generator and signed requests;
 //! - [`check`]: correctness read straight from PostgreSQL and Redis;
 //! - [`ceilings`]: H, L and I, measured in the same run;
-//! - [`report`]: percentiles, timelines, the JSON summary and the PNG chart.
+//! - [`report`]: percentiles, timelines, the JSON summary and the PNG chart;
+//! - [`procs`]: the services as child processes, and their memory;
+//! - [`scalpers`], [`search`], [`peak_day`]: the scenarios beyond the surge.
 
 mod ceilings;
 mod check;
 mod city;
 mod load;
 mod patients;
+mod peak_day;
+mod procs;
 mod report;
+mod scalpers;
+mod search;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use tokio::time::Instant;
 
 use crate::city::{City, CityConfig, Lock, Segment};
 use crate::load::{Sample, book, closed_loop, http_client, open_loop};
-use crate::report::{PhaseStats, stats};
+use crate::report::{PhaseStats, Target, stats, target};
 
 #[derive(Parser)]
 #[command(about = "Load test and benchmark of the booking surge")]
@@ -42,6 +48,20 @@ enum Command {
     /// The CI smoke: a small surge on both lock kinds; fails on any
     /// oversell, lost booking or 5xx.
     Smoke,
+    /// Honest patients against scalpers at the release instant, with and
+    /// without the anti-scalping rules.
+    Scalpers(scalpers::Args),
+    /// City-wide availability searches in an open loop while a surge runs.
+    Search(search::Args),
+    /// Beijing's peak day compressed, each service its own process, with
+    /// resident memory per service.
+    PeakDay(peak_day::Args),
+    /// Run one service of a `peak-day` city (started by the load test itself).
+    #[command(hide = true)]
+    Serve {
+        #[arg(value_enum)]
+        role: procs::Role,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -108,13 +128,16 @@ fn channel(rng: &mut impl Rng) -> &'static str {
     "wechat"
 }
 
-fn plan(city: &City, args: &SurgeArgs) -> anyhow::Result<Vec<Attempt>> {
+/// `attempts` attempts, `hot_share` of them at the expert clinics of the
+/// first `hot_hospitals` hospitals, the rest over every other segment;
+/// patient `i` makes attempt `i` (modulo the patients there are).
+fn plan(city: &City, attempts: usize, hot_hospitals: usize, hot_share: f64) -> anyhow::Result<Vec<Attempt>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let all = city.segments();
     let hot: Vec<Segment> = city
         .hospitals
         .iter()
-        .take(args.hot_hospitals)
+        .take(hot_hospitals)
         .flat_map(|h| h.segments.iter().filter(|s| s.expert).cloned())
         .collect();
     let cold: Vec<Segment> = all
@@ -122,9 +145,9 @@ fn plan(city: &City, args: &SurgeArgs) -> anyhow::Result<Vec<Attempt>> {
         .filter(|s| !hot.iter().any(|h| h.slot == s.slot))
         .collect();
     anyhow::ensure!(!hot.is_empty() && !cold.is_empty(), "no hot or no cold segments");
-    Ok((0..args.attempts)
+    Ok((0..attempts)
         .map(|patient| {
-            let is_hot = rng.random_bool(args.hot_share.clamp(0.0, 1.0));
+            let is_hot = rng.random_bool(hot_share.clamp(0.0, 1.0));
             let pool = if is_hot { &hot } else { &cold };
             let segment = pool[rng.random_range(0..pool.len())].clone();
             Attempt {
@@ -166,18 +189,24 @@ struct LockRun {
     check: check::CheckReport,
 }
 
-#[derive(Serialize)]
-struct Target {
-    what: String,
-    target: String,
-    measured: String,
-    met: bool,
-}
-
 struct RunContext {
     epoch: Instant,
     http: reqwest::Client,
     cards: Arc<Vec<Arc<str>>>,
+}
+
+/// The machine, for the summaries: cores, and where the services ran.
+fn machine(placement: &str) -> String {
+    format!(
+        "{} cores (shared with other work), {placement}; load average at the end {}",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
 }
 
 fn address(patient: usize) -> String {
@@ -215,16 +244,11 @@ async fn run_lock(
     h_rate: Option<f64>,
 ) -> anyhow::Result<(LockRun, Option<ceilings::Rate>)> {
     let city = city::start(
-        &CityConfig {
-            hospitals: args.hospitals,
-            capacity: args.capacity,
-            lock,
-            gateway_extra: Vec::new(),
-        },
+        &CityConfig::in_process(args.hospitals, args.capacity, lock),
         cards_service,
     )
     .await?;
-    let plan = Arc::new(plan(&city, args)?);
+    let plan = Arc::new(plan(&city, args.attempts, args.hot_hospitals, args.hot_share)?);
     tracing::warn!(
         lock = lock.as_str(),
         attempts = plan.len(),
@@ -240,7 +264,7 @@ async fn run_lock(
         "closed",
         &warm,
     )?;
-    city.release();
+    city.release().await?;
     tracing::warn!(lock = lock.as_str(), "release instant: surge");
     let surge_samples = attempts(ctx, &city, plan.clone(), args.connections).await;
     let name = format!("surge, {} lock", lock.as_str());
@@ -356,7 +380,7 @@ async fn run_lock(
             );
         }
     }
-    let check = check::check(&city, all).await?;
+    let check = check::check(&city, all, &std::collections::HashMap::new()).await?;
     tracing::warn!(lock = lock.as_str(), ok = check.ok(), problems = ?check.problems, "checked");
     city.stop().await?;
     Ok((
@@ -375,15 +399,6 @@ async fn run_lock(
         },
         script_rate,
     ))
-}
-
-fn target(what: &str, target: String, measured: String, met: bool) -> Target {
-    Target {
-        what: what.to_owned(),
-        target,
-        measured,
-        met,
-    }
 }
 
 async fn surge(args: SurgeArgs, command: String) -> anyhow::Result<bool> {
@@ -490,15 +505,10 @@ async fn surge(args: SurgeArgs, command: String) -> anyhow::Result<bool> {
         redis_run.surge.seconds <= 4.0 && redis_run.surge.p99_ms <= 250.0,
     ));
     for run in [&redis_run, &pg_run] {
-        targets.push(target(
+        targets.push(report::correctness(
             &format!("correctness, {} lock", run.lock.as_str()),
-            "no oversell, no lost booking, Redis = PostgreSQL, no 5xx".into(),
-            if run.check.ok() {
-                "all checks passed".into()
-            } else {
-                run.check.problems.join("; ")
-            },
-            run.check.ok(),
+            report::CHECKS,
+            &run.check,
         ));
     }
     let correct = redis_run.check.ok() && pg_run.check.ok();
@@ -512,10 +522,7 @@ async fn surge(args: SurgeArgs, command: String) -> anyhow::Result<bool> {
     ceiling_json.insert("I".into(), serde_json::to_value(&inserts)?);
     let summary = Summary {
         command,
-        machine: format!(
-            "{} cores (shared with other work), generator and every service in one process",
-            std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
-        ),
+        machine: machine("generator and every service in one process"),
         settings: serde_json::json!({
             "attempts": args.attempts, "connections": args.connections, "hospitals": args.hospitals,
             "seats_per_segment": args.capacity, "hot_hospitals": args.hot_hospitals,
@@ -554,10 +561,7 @@ fn print_summary(s: &Summary) {
         .flatten()
         .chain(run.sold_out_open.iter())
         {
-            println!(
-                "{:<50} {:>7} req in {:>6.2} s = {:>7.0}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  {:?}",
-                p.name, p.requests, p.seconds, p.per_second, p.p50_ms, p.p99_ms, p.max_ms, p.codes
-            );
+            report::print_phase(p);
         }
         println!(
             "{} lock: {} bookings, {:.0} bookings/s; check: {}",
@@ -568,15 +572,7 @@ fn print_summary(s: &Summary) {
         );
     }
     println!("ceilings: {}", s.ceilings);
-    for t in &s.targets {
-        println!(
-            "[{}] {}: target {}; measured {}",
-            if t.met { "met" } else { "MISSED" },
-            t.what,
-            t.target,
-            t.measured
-        );
-    }
+    report::print_targets(&s.targets);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -612,6 +608,13 @@ async fn main() -> anyhow::Result<()> {
                 out: PathBuf::from("target/loadtest-smoke"),
             };
             surge(args, command).await?
+        }
+        Command::Scalpers(args) => scalpers::run(args, command).await?,
+        Command::Search(args) => search::run(args, command).await?,
+        Command::PeakDay(args) => peak_day::run(args, command).await?,
+        Command::Serve { role } => {
+            procs::serve(role).await?;
+            true
         }
     };
     anyhow::ensure!(ok, "correctness checks failed: see above");

@@ -12,15 +12,26 @@ use uuid::Uuid;
 
 use crate::city::Cards;
 
-/// Card numbers of at least `n` patients (exactly `n` returned).
+/// Card numbers of at least `n` patients (exactly `n` returned), every one
+/// in good standing: the no-shows and bars an earlier `peak-day` left in
+/// this load test's own patient index are wiped, or they would refuse
+/// patients of the next run (`PATIENT_BARRED`).
 pub async fn ensure(cards: &Cards, n: usize) -> anyhow::Result<Vec<String>> {
+    cards
+        .state
+        .pool
+        .get()
+        .await?
+        .batch_execute("DELETE FROM bars; DELETE FROM no_shows;")
+        .await
+        .context("clearing the last run's no-shows")?;
     let mut have = existing(cards, n).await?;
     if have.len() < n {
         let missing = n - have.len();
         tracing::warn!(missing, "registering patients at card-issuing (once per machine)");
         let started = std::time::Instant::now();
-        let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..missing)
-            .map(|_| register_one(cards))
+        let results: Vec<anyhow::Result<String>> = futures::stream::iter(0..missing)
+            .map(|_| register_one(cards, None))
             .buffer_unordered(8)
             .collect()
             .await;
@@ -53,13 +64,57 @@ async fn existing(cards: &Cards, n: usize) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-async fn register_one(cards: &Cards) -> anyhow::Result<()> {
+/// People who share one phone number (a scalper's farm of identities),
+/// registered anew for each run: their card numbers.
+pub async fn register_sharing_phone(cards: &Cards, n: usize, phone: &str) -> anyhow::Result<Vec<String>> {
+    futures::stream::iter(0..n)
+        .map(|_| register_one(cards, Some(phone)))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Put `fen` on each card's prepaid balance, once per card (the top-up's
+/// reference is the card's, so later runs replay it instead of adding).
+pub async fn top_up(cards: &Cards, numbers: &[String], fen: i64) -> anyhow::Result<()> {
+    let client = cards.state.pool.get().await?;
+    let ids: Vec<uuid::Uuid> = client
+        .query("SELECT id FROM cards WHERE card_number = ANY($1)", &[&numbers])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(ids)
+        .map(|card| async move {
+            let req = card_issuing::ledger::TopUpRequest {
+                amount_fen: fen,
+                channel: Channel::Kiosk,
+                channel_ref: format!("lt-topup-{}", card.simple()),
+            };
+            card_issuing::ledger::top_up(&cards.state, card, &req, Utc::now())
+                .await
+                .context("topping up a prepaid card")?;
+            Ok(())
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn register_one(cards: &Cards, phone: Option<&str>) -> anyhow::Result<String> {
     let state = &cards.state;
     for _ in 0..5 {
         let req = card_issuing::persons::RegisterRequest {
             name: "负载测试".to_owned(),
             id_number: random_id_number()?,
-            phone: format!("139{:08}", Uuid::new_v4().as_u128() % 100_000_000),
+            phone: phone.map_or_else(
+                || format!("139{:08}", Uuid::new_v4().as_u128() % 100_000_000),
+                str::to_owned,
+            ),
             insurance_number: None,
         };
         let registered = card_issuing::persons::register(state, &req, Utc::now())
@@ -76,10 +131,10 @@ async fn register_one(cards: &Cards) -> anyhow::Result<()> {
         };
         let key = IdempotencyKey::from_str(&format!("lt-card-{person}"))
             .map_err(|_| anyhow::anyhow!("bad idempotency key"))?;
-        card_issuing::cards::issue(state, person, &issue, &key, Utc::now())
+        let (card, _) = card_issuing::cards::issue(state, person, &issue, &key, Utc::now())
             .await
             .context("issuing an e-card")?;
-        return Ok(());
+        return Ok(card.card_number);
     }
     anyhow::bail!("no free ID number after 5 draws")
 }

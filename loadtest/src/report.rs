@@ -130,6 +130,63 @@ pub fn stats<'a>(
     })
 }
 
+/// One target of the issue, as measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+pub fn target(what: &str, target: String, measured: String, met: bool) -> Target {
+    Target {
+        what: what.to_owned(),
+        target,
+        measured,
+        met,
+    }
+}
+
+/// The correctness target of a run: met when every check passed.
+pub fn correctness(what: &str, expected: &str, check: &crate::check::CheckReport) -> Target {
+    target(
+        what,
+        expected.to_owned(),
+        if check.ok() {
+            "all checks passed".into()
+        } else {
+            check.problems.join("; ")
+        },
+        check.ok(),
+    )
+}
+
+/// What every run's checks look for.
+pub const CHECKS: &str = "no oversell, no lost booking, Redis = PostgreSQL, no 5xx";
+
+#[expect(clippy::print_stdout, reason = "the load test reports on stdout")]
+pub fn print_targets(targets: &[Target]) {
+    for t in targets {
+        println!(
+            "[{}] {}: target {}; measured {}",
+            if t.met { "MET" } else { "MISSED" },
+            t.what,
+            t.target,
+            t.measured
+        );
+    }
+}
+
+/// One line of a phase's figures.
+#[expect(clippy::print_stdout, reason = "the load test reports on stdout")]
+pub fn print_phase(p: &PhaseStats) {
+    println!(
+        "{:<50} {:>7} req in {:>6.2} s = {:>7.0}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  {:?}",
+        p.name, p.requests, p.seconds, p.per_second, p.p50_ms, p.p99_ms, p.max_ms, p.codes
+    );
+}
+
 /// Write `value` as pretty JSON.
 pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {

@@ -1,0 +1,509 @@
+//! `peak-day`: Beijing's peak day compressed into one run, every service
+//! in a process of its own ([`crate::procs`]) with its resident memory
+//! sampled throughout.
+//!
+//! The day, in order, on the hospitals' manual clock:
+//! 1. **Release** (08:30): `--attempts` booking attempts by `--patients`
+//!    patients (each makes attempt `i`, `i + patients`, ...: five each by
+//!    default), `--hot-share` of them at the expert clinics of the first
+//!    `--hot-hospitals` hospitals, Beijing's channel split.
+//! 2. **Payments** of the held bookings (every clinic but CT has a fee):
+//!    [`PAY_SHARE`] pay, the rest let the hold lapse. Patients `i % 100 <
+//!    15` pay from the card's prepaid balance (topped up beforehand);
+//!    others through the channel's signed payment notification, [`INSURANCE_SHARE`]
+//!    of them from the insurance account, the rest self-pay.
+//! 3. **Waitlist**: [`WAITLIST_SHARE`] of the patients who booked nothing
+//!    join the line of the schedule they last found sold out.
+//! 4. **Cancellations**: [`CANCEL_SHARE`] of the confirmed bookings; the
+//!    seats go to the waitlist (promoted holds).
+//! 5. The clock moves 11 minutes on: unpaid holds expire.
+//! 6. **Visit day**: the clock walks through the day; [`CHECK_IN_SHARE`] of
+//!    the confirmed bookings check in (取号, pick-up code, at a kiosk) within
+//!    their window; the rest become no-shows when the clock passes their
+//!    segment's end + 30 minutes.
+//! 7. Memory sampling stops; the checks read PostgreSQL and Redis, each
+//!    booking expected in the state its last answer said, moved on where
+//!    the day moves it (held → expired, confirmed → no_show).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveTime, TimeDelta};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::city::{self, CityConfig, Lock, Placement, booking_uuid};
+use crate::load::{Call, Sample, closed_calls, http_client};
+use crate::procs::{Memory, Sampler};
+use crate::report::{self, PhaseStats, Target, stats, target};
+
+/// Held bookings that are paid (the rest let the hold lapse).
+pub const PAY_SHARE: f64 = 0.90;
+/// Patients (by index, `i % 100 < 15`) who pay from the prepaid card.
+pub const PREPAID_PERCENT: usize = 15;
+/// Of the other payers, those paying from the insurance account.
+pub const INSURANCE_SHARE: f64 = 0.18;
+/// Patients without a booking who join a waitlist.
+pub const WAITLIST_SHARE: f64 = 0.10;
+/// Confirmed bookings cancelled.
+pub const CANCEL_SHARE: f64 = 0.08;
+/// Confirmed, not cancelled bookings that check in; the rest are no-shows.
+pub const CHECK_IN_SHARE: f64 = 0.88;
+/// Resident memory per service process.
+const MEMORY_TARGET_MB: f64 = 150.0;
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    #[arg(long, default_value_t = 340_000)]
+    attempts: usize,
+    #[arg(long, default_value_t = 68_000)]
+    patients: usize,
+    #[arg(long, default_value_t = 68_000)]
+    target_bookings: usize,
+    /// 20 hospitals and card-issuing fit the PostgreSQL server's 100
+    /// connections with the checks' own.
+    #[arg(long, default_value_t = 20)]
+    hospitals: usize,
+    /// Seats per segment (78 segments per hospital).
+    #[arg(long, default_value_t = 50)]
+    capacity: i32,
+    #[arg(long, default_value_t = 7)]
+    hot_hospitals: usize,
+    #[arg(long, default_value_t = 0.3)]
+    hot_share: f64,
+    /// Connections of the booking phase.
+    #[arg(long, default_value_t = 500)]
+    connections: usize,
+    /// Connections of the later phases.
+    #[arg(long, default_value_t = 200)]
+    action_connections: usize,
+    /// Connections of the cancellations (see the finding in the README).
+    #[arg(long, default_value_t = 1)]
+    cancel_connections: usize,
+    /// The replay target, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    target_seconds: f64,
+    #[arg(long, default_value = "loadtest/results")]
+    out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    command: String,
+    machine: String,
+    settings: serde_json::Value,
+    shares: serde_json::Value,
+    phases: Vec<PhaseStats>,
+    /// The client phases' durations added up (the clock moves and the
+    /// sweeps' waits left out), and from the release to the last answer.
+    replay_seconds: f64,
+    wall_seconds: f64,
+    counts: BTreeMap<String, i64>,
+    memory: Vec<Memory>,
+    check: crate::check::CheckReport,
+    targets: Vec<Target>,
+}
+
+fn body(v: &serde_json::Value) -> Option<String> {
+    Some(v.to_string())
+}
+
+/// Check-in rounds on the visit day (Asia/Shanghai): each segment's window
+/// (60 minutes before its start to its end) holds one of them.
+const CHECK_IN_ROUNDS: [(u32, u32); 7] = [(7, 30), (8, 30), (9, 30), (10, 30), (13, 0), (14, 0), (15, 0)];
+
+#[expect(clippy::too_many_lines, reason = "the day, phase by phase")]
+pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
+    let epoch = Instant::now();
+    let cards_prefix = city::fresh_redis_prefix();
+    // Patients and prepaid balances through card-issuing's library calls
+    // (its own process runs in the city).
+    let cards_service = city::start_cards(&cards_prefix).await?;
+    let numbers = crate::patients::ensure(&cards_service, args.patients).await?;
+    let prepaid: Vec<String> = numbers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 100 < PREPAID_PERCENT)
+        .map(|(_, n)| n.clone())
+        .collect();
+    tracing::warn!(
+        cards = prepaid.len(),
+        "topping up the prepaid payers' cards (once per machine)"
+    );
+    crate::patients::top_up(&cards_service, &prepaid, 1_000_000).await?;
+    let cards: Arc<Vec<Arc<str>>> = Arc::new(numbers.into_iter().map(Into::into).collect());
+
+    let cfg = CityConfig {
+        placement: Placement::Processes,
+        ..CityConfig::in_process(args.hospitals, args.capacity, Lock::Redis)
+    };
+    tracing::warn!(
+        hospitals = args.hospitals,
+        "starting the city, a process per service"
+    );
+    let city = city::start(&cfg, &cards_service).await?;
+    let sampler = Sampler::start(city.processes());
+    let ctx = crate::RunContext {
+        epoch,
+        http: http_client(args.connections)?,
+        cards: cards.clone(),
+    };
+    let gateway: Arc<str> = city.gateway_url.clone().into();
+    let plan = Arc::new(crate::plan(
+        &city,
+        args.attempts,
+        args.hot_hospitals,
+        args.hot_share,
+    )?);
+    let schedule_of: HashMap<Uuid, Uuid> = city.segments().iter().map(|s| (s.slot.id, s.schedule)).collect();
+
+    city.release().await?;
+    let released = Instant::now();
+    tracing::warn!(attempts = plan.len(), "release instant: bookings");
+    let bookings = crate::attempts(&ctx, &city, plan.clone(), args.connections).await;
+    let mut phases = vec![stats(
+        &format!(
+            "bookings: {} attempts, {} connections",
+            plan.len(),
+            args.connections
+        ),
+        "closed",
+        &bookings,
+    )?];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(68);
+    let who = |s: &Sample| {
+        let a = &plan[s.index];
+        (a.patient % cards.len(), a.channel)
+    };
+    let card = |patient: usize| cards[patient].to_string();
+
+    // Payments.
+    let mut pay_calls = Vec::new();
+    for s in &bookings {
+        let Some(b) = s.outcome.booked.as_ref().filter(|b| b.status == "held") else {
+            continue;
+        };
+        if !rng.random_bool(PAY_SHARE) {
+            continue;
+        }
+        let (patient, channel) = who(s);
+        let payment = if patient % 100 < PREPAID_PERCENT {
+            serde_json::json!({"payment_method": "prepaid_card", "card_number": card(patient)})
+        } else {
+            let method = if rng.random_bool(INSURANCE_SHARE) {
+                "insurance"
+            } else {
+                "self_pay"
+            };
+            serde_json::json!({
+                "payment_method": method,
+                "payment_reference": format!("lt-{}", Uuid::new_v4().simple()),
+                "amount_fen": b.fee_fen,
+            })
+        };
+        pay_calls.push(Call {
+            channel,
+            method: reqwest::Method::POST,
+            path: format!("/v1/bookings/{}/payments", b.id),
+            body: body(&payment),
+            address: Some(crate::address(patient)),
+        });
+    }
+    tracing::warn!(payments = pay_calls.len(), "payments");
+    let payments = closed_calls(epoch, &ctx.http, &gateway, pay_calls, args.action_connections).await;
+    phases.push(stats(
+        "payments (signed notifications and prepaid)",
+        "closed",
+        &payments,
+    )?);
+
+    // Waitlist: patients who booked nothing join the line of the schedule
+    // they last found sold out.
+    let booked_patients: HashSet<usize> = bookings
+        .iter()
+        .filter(|s| s.outcome.status == 201)
+        .map(|s| who(s).0)
+        .collect();
+    let mut lost: BTreeMap<usize, (Uuid, &'static str, String)> = BTreeMap::new();
+    for s in &bookings {
+        let (patient, channel) = who(s);
+        if s.outcome.code == "SLOT_SOLD_OUT" && !booked_patients.contains(&patient) {
+            let slot = &plan[s.index].segment.slot;
+            if let Some(schedule) = schedule_of.get(&slot.id) {
+                lost.insert(patient, (*schedule, channel, slot.hospital.to_string()));
+            }
+        }
+    }
+    let mut wait_calls = Vec::new();
+    for (patient, (schedule, channel, hospital)) in &lost {
+        if rng.random_bool(WAITLIST_SHARE) {
+            wait_calls.push(Call {
+                channel,
+                method: reqwest::Method::POST,
+                path: format!("/v1/hospitals/{hospital}/schedules/{schedule}/waitlist"),
+                body: body(&serde_json::json!({"card_number": card(*patient)})),
+                address: Some(crate::address(*patient)),
+            });
+        }
+    }
+    tracing::warn!(joins = wait_calls.len(), "waitlist joins");
+    let waitlist = closed_calls(epoch, &ctx.http, &gateway, wait_calls, args.action_connections).await;
+    phases.push(stats("waitlist joins", "closed", &waitlist)?);
+
+    // Cancellations of confirmed bookings (free ones, and paid ones).
+    let mut confirmed: Vec<(&Sample, String)> = Vec::new();
+    let paid: HashMap<String, &Sample> = payments
+        .iter()
+        .filter_map(|s| {
+            s.outcome
+                .booked
+                .as_ref()
+                .filter(|b| b.status == "confirmed")
+                .map(|b| (b.id.clone(), s))
+        })
+        .collect();
+    for s in &bookings {
+        if let Some(b) = &s.outcome.booked
+            && (b.status == "confirmed" || paid.contains_key(&b.id))
+        {
+            confirmed.push((s, b.id.clone()));
+        }
+    }
+    let mut cancel_calls = Vec::new();
+    let mut cancelled: HashSet<String> = HashSet::new();
+    for (s, id) in &confirmed {
+        if rng.random_bool(CANCEL_SHARE) {
+            let (patient, channel) = who(s);
+            cancelled.insert(id.clone());
+            cancel_calls.push(Call {
+                channel,
+                method: reqwest::Method::POST,
+                path: format!("/v1/bookings/{id}/cancel"),
+                body: body(&serde_json::json!({"card_number": card(patient)})),
+                address: Some(crate::address(patient)),
+            });
+        }
+    }
+    tracing::warn!(cancellations = cancel_calls.len(), "cancellations");
+    // One at a time: concurrent cancellations at one hospital deadlock its
+    // PostgreSQL pool (see loadtest/README.md, Findings); spread over a
+    // real day they seldom meet.
+    let cancels = closed_calls(epoch, &ctx.http, &gateway, cancel_calls, args.cancel_connections).await;
+    phases.push(stats("cancellations", "closed", &cancels)?);
+    // The sweeper promotes waiters every second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Unpaid holds lapse.
+    city.set_clock(city.release_at + TimeDelta::minutes(11)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The visit day: check-in rounds.
+    let mut rounds: Vec<Vec<Call>> = vec![Vec::new(); CHECK_IN_ROUNDS.len()];
+    let at = |(h, m): (u32, u32)| {
+        NaiveTime::from_hms_opt(h, m, 0).map(|t| jyt_domain::time::at(city.visit_date, t))
+    };
+    for (s, id) in &confirmed {
+        if cancelled.contains(id) || !rng.random_bool(CHECK_IN_SHARE) {
+            continue;
+        }
+        let Some(b) = &s.outcome.booked else { continue };
+        let Ok(starts) = DateTime::parse_from_rfc3339(&b.starts_at) else {
+            continue;
+        };
+        let starts = starts.with_timezone(&chrono::Utc);
+        let round = CHECK_IN_ROUNDS.iter().position(|r| {
+            at(*r)
+                .is_some_and(|t| t >= starts - TimeDelta::minutes(60) && t <= starts + TimeDelta::minutes(30))
+        });
+        if let Some(r) = round {
+            rounds[r].push(Call {
+                channel: "kiosk",
+                method: reqwest::Method::POST,
+                path: format!("/v1/bookings/{id}/check-in"),
+                body: body(&serde_json::json!({"pickup_code": b.pickup_code})),
+                address: None,
+            });
+        }
+    }
+    let mut check_ins = Vec::new();
+    for (r, calls) in CHECK_IN_ROUNDS.iter().zip(rounds) {
+        if let Some(t) = at(*r) {
+            city.set_clock(t).await?;
+        }
+        tracing::warn!(round = ?r, check_ins = calls.len(), "check-ins");
+        check_ins.extend(closed_calls(epoch, &ctx.http, &gateway, calls, args.action_connections).await);
+    }
+    phases.push(stats("check-ins (取号)", "closed", &check_ins)?);
+    let replay_seconds: f64 = phases.iter().map(|p| p.seconds).sum();
+    let wall_seconds = released.elapsed().as_secs_f64();
+
+    // The day ends: the rest become no-shows.
+    if let Some(t) = at((23, 0)) {
+        city.set_clock(t).await?;
+    }
+    let counts = settle(&city).await?;
+    let memory = sampler.finish().await;
+
+    // What each booking should be now: its last answer, moved on by the day.
+    let all: Vec<&Sample> = bookings
+        .iter()
+        .chain(&payments)
+        .chain(&waitlist)
+        .chain(&cancels)
+        .chain(&check_ins)
+        .collect();
+    let mut last: HashMap<Uuid, String> = HashMap::new();
+    for s in &all {
+        if let Some(b) = &s.outcome.booked
+            && let Some(u) = booking_uuid(&b.id)
+        {
+            last.insert(u, b.status.clone());
+        }
+    }
+    let expected: HashMap<Uuid, String> = last
+        .into_iter()
+        .filter_map(|(id, status)| match status.as_str() {
+            "held" => Some((id, "expired".to_owned())),
+            "confirmed" => Some((id, "no_show".to_owned())),
+            _ => None,
+        })
+        .collect();
+    let check = crate::check::check(&city, all.iter().copied(), &expected).await?;
+    tracing::warn!(ok = check.ok(), problems = ?check.problems, "checked");
+    city.stop().await?;
+    city::delete_prefix(&cards_prefix).await?;
+
+    let booked = phases[0].codes.get("BOOKED").copied().unwrap_or(0);
+    let mut targets = vec![
+        target(
+            "bookings among the attempts",
+            format!(
+                "{} bookings among ~{} attempts",
+                args.target_bookings, args.attempts
+            ),
+            format!(
+                "{booked} bookings among {} attempts ({:.2} × the target; {:.1} attempts per booking)",
+                phases[0].requests,
+                ratio(booked, args.target_bookings),
+                ratio(phases[0].requests, booked)
+            ),
+            booked >= args.target_bookings * 95 / 100,
+        ),
+        target(
+            "the day replayed (bookings, payments, waitlist, cancellations, check-ins)",
+            format!("≤ {:.0} s", args.target_seconds),
+            format!(
+                "{replay_seconds:.1} s of requests ({:.2} × the target), {wall_seconds:.1} s from the release to the last check-in with the clock moves",
+                replay_seconds / args.target_seconds
+            ),
+            replay_seconds <= args.target_seconds,
+        ),
+    ];
+    for m in &memory {
+        targets.push(target(
+            &format!("resident memory, {} ({} process(es))", m.service, m.processes),
+            format!("< {MEMORY_TARGET_MB:.0} MB each"),
+            format!(
+                "max RSS sampled {:.1} MB, VmHWM {:.1} MB",
+                m.max_rss_mb, m.peak_hwm_mb
+            ),
+            m.peak_hwm_mb < MEMORY_TARGET_MB,
+        ));
+    }
+    targets.push(report::correctness(
+        "correctness after the day",
+        "no oversell, every answer in PostgreSQL in the told state (moved on by the day), Redis = PostgreSQL, no 5xx",
+        &check,
+    ));
+    let correct = check.ok();
+    let summary = Summary {
+        command,
+        machine: crate::machine("generator in one process, each service in its own (loadtest serve)"),
+        settings: serde_json::json!({
+            "attempts": args.attempts, "patients": args.patients, "hospitals": args.hospitals,
+            "seats_per_segment": args.capacity, "segments_per_hospital": 78,
+            "hot_hospitals": args.hot_hospitals, "hot_share": args.hot_share,
+            "connections": args.connections, "action_connections": args.action_connections,
+            "cancel_connections": args.cancel_connections,
+            "channels": crate::CHANNEL_WEIGHTS,
+        }),
+        shares: serde_json::json!({
+            "held bookings paid": PAY_SHARE,
+            "payers by prepaid card (patients i % 100 < 15)": 0.15,
+            "other payers by insurance (the rest self-pay), signed notifications": INSURANCE_SHARE,
+            "patients without a booking joining a waitlist": WAITLIST_SHARE,
+            "confirmed bookings cancelled": CANCEL_SHARE,
+            "confirmed, not cancelled, checking in (the rest no-show)": CHECK_IN_SHARE,
+        }),
+        phases,
+        replay_seconds: (replay_seconds * 10.0).round() / 10.0,
+        wall_seconds: (wall_seconds * 10.0).round() / 10.0,
+        counts,
+        memory,
+        check,
+        targets,
+    };
+    report::write_json(&args.out.join("peak-day-summary.json"), &summary)?;
+    let phases: Vec<&PhaseStats> = summary.phases.iter().collect();
+    report::chart(&args.out.join("peak-day.png"), "peak day", &phases)?;
+    print(&summary);
+    Ok(correct)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "counts are far below 2^52")]
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Wait (up to 60 s) for the sweepers to mark every confirmed booking of
+/// the day a no-show, then count the bookings by status and the waitlist.
+async fn settle(city: &city::City) -> anyhow::Result<BTreeMap<String, i64>> {
+    let started = Instant::now();
+    loop {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for h in &city.hospitals {
+            let client = h.state.pool.get().await?;
+            for row in client
+                .query("SELECT status, count(*) FROM bookings GROUP BY status", &[])
+                .await?
+            {
+                *counts
+                    .entry(format!("bookings {}", row.get::<_, String>(0)))
+                    .or_insert(0) += row.get::<_, i64>(1);
+            }
+            for row in client
+                .query(
+                    "SELECT status, count(*) FROM waitlist_entries GROUP BY status",
+                    &[],
+                )
+                .await?
+            {
+                *counts
+                    .entry(format!("waitlist {}", row.get::<_, String>(0)))
+                    .or_insert(0) += row.get::<_, i64>(1);
+            }
+        }
+        let open = counts.get("bookings confirmed").copied().unwrap_or(0)
+            + counts.get("bookings held").copied().unwrap_or(0);
+        if open == 0 || started.elapsed() > Duration::from_secs(60) {
+            return Ok(counts);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the load test reports on stdout")]
+fn print(s: &Summary) {
+    for p in &s.phases {
+        report::print_phase(p);
+    }
+    println!(
+        "replay {:.1} s of requests, {:.1} s wall; {:?}",
+        s.replay_seconds, s.wall_seconds, s.counts
+    );
+    report::print_targets(&s.targets);
+}
