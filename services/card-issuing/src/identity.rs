@@ -28,23 +28,7 @@ impl IdNumberError {
     }
 }
 
-const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-const CHECK_CHARS: [u8; 11] = *b"10X98765432";
-
-/// ISO 7064 MOD 11-2 over the first 17 digits. `None` if any is not a digit.
-pub fn id_check_char(first17: &[u8]) -> Option<u8> {
-    if first17.len() != 17 {
-        return None;
-    }
-    let mut sum = 0u32;
-    for (b, w) in first17.iter().zip(WEIGHTS) {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        sum += u32::from(b - b'0') * w;
-    }
-    CHECK_CHARS.get((sum % 11) as usize).copied()
-}
+pub use jyt_domain::id_number::id_check_char;
 
 /// A validated, normalised 18-character resident ID number.
 #[derive(Clone, PartialEq, Eq)]
