@@ -10,7 +10,9 @@ OpenAPI schemas bundled in kubernetes-validate (strict: unknown fields are
 errors); the ServiceMonitor CRD, which those schemas lack, against a small
 local schema in deploy/schemas/. Then cross-references the API server would
 not catch (a Deployment naming a ConfigMap that is not rendered, a selector
-matching no pod, a hospital missing from the gateway's registry).
+matching no pod, a hospital missing from the gateway's registry, an Ingress
+backend that is not rendered, gateway-search not running the gateway's
+config).
 """
 
 from __future__ import annotations
@@ -202,6 +204,10 @@ MAP_TABLES = {
     "gateway": {"hospitals": {"name": "", "base_url": "", "district": "", "level": ""}},
 }
 
+# Components that run another service's binary, and so read its settings:
+# gateway-search is the gateway under another component label.
+COMPONENT_SERVICE = {"gateway-search": "gateway"}
+
 
 def _unknown_keys(rendered: dict, defaults: dict, prefix: str = "") -> list[str]:
     """Keys of `rendered` missing from `defaults`. A defaults table whose
@@ -263,6 +269,7 @@ def cross_references(objects: list[dict], label: str) -> list[str]:
     # defaults.toml: a misspelt key would be ignored silently by serde.
     for name, cm in by_kind.get("ConfigMap", {}).items():
         component = cm["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        component = COMPONENT_SERVICE.get(str(component), component)
         defaults_file = ROOT / "services" / str(component) / "config" / "defaults.toml"
         if not defaults_file.exists():
             continue
@@ -301,6 +308,21 @@ def cross_references(objects: list[dict], label: str) -> list[str]:
             sel = sel.get("matchLabels", sel) if kind != "Service" else sel
             if not any(_matches(sel, pl) for pl in pod_labels):
                 errors.append(f"[{label}] {kind}/{name}: selector {sel} matches no rendered pod")
+    # An Ingress backend must be a rendered Service, by a port it has.
+    services = by_kind.get("Service", {})
+    for name, ing in by_kind.get("Ingress", {}).items():
+        for rule in ing["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path["backend"].get("service")
+                if not backend:
+                    continue
+                svc = services.get(backend["name"])
+                want = backend.get("port", {})
+                ports = (svc or {}).get("spec", {}).get("ports", [])
+                if svc is None:
+                    errors.append(f"[{label}] Ingress/{name}: {path['path']} goes to Service/{backend['name']}, which is not rendered")
+                elif not any(("name" in want and p.get("name") == want["name"]) or ("number" in want and p.get("port") == want["number"]) for p in ports):
+                    errors.append(f"[{label}] Ingress/{name}: {path['path']} goes to Service/{backend['name']} port {want}, which it does not have")
     for name, h in by_kind.get("HorizontalPodAutoscaler", {}).items():
         target = h["spec"]["scaleTargetRef"]["name"]
         if target not in deployments:
@@ -309,6 +331,20 @@ def cross_references(objects: list[dict], label: str) -> list[str]:
             errors.append(f"[{label}] Deployment/{target}: sets replicas while an HPA owns them")
     # Every slot-inventory must be in the gateway's hospital registry.
     gateway_cm = next((c for n, c in by_kind.get("ConfigMap", {}).items() if n.endswith("-gateway-config")), None)
+    # gateway-search must run the gateway's config: only [http] workers may differ.
+    search_cm = next((c for n, c in by_kind.get("ConfigMap", {}).items() if n.endswith("-gateway-search-config")), None)
+    if gateway_cm is not None and search_cm is not None:
+        try:
+            configs = [
+                {k: tomllib.loads(t) for k, t in c["data"].items()} for c in (gateway_cm, search_cm)
+            ]
+        except tomllib.TOMLDecodeError:
+            configs = []
+        for c in configs:
+            for doc in c.values():
+                doc.get("http", {}).pop("workers", None)
+        if configs and configs[0] != configs[1]:
+            errors.append(f"[{label}] ConfigMap/{search_cm['metadata']['name']}: differs from the gateway's in more than [http] workers")
     if gateway_cm is not None:
         registry = "".join(gateway_cm["data"].values())
         for name, d in deployments.items():

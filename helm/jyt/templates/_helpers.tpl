@@ -120,16 +120,29 @@ log_filter = {{ include "jyt.tomlString" $v.telemetry.logFilter }}
 {{- end -}}
 
 {{/*
-The gateway's hospital registry: hospital id -> its slot-inventory base URL.
-Short Service names, so the same manifests work in any namespace.
+The gateway's own sections: [upstream], where card-issuing answers, the
+public FHIR address, and the hospital registry (hospital id -> its
+slot-inventory base URL). Short Service names, so the same manifests work in
+any namespace.
 */}}
-{{- define "jyt.config.gatewayRegistry" -}}
+{{- define "jyt.config.gateway" -}}
 {{- $fullname := include "jyt.fullname" . -}}
 {{- $port := .Values.slotInventory.port | int -}}
 [upstream]
 timeout_ms = {{ .Values.gateway.upstream.timeoutMs | int }}
 connect_timeout_ms = {{ .Values.gateway.upstream.connectTimeoutMs | int }}
 pool_max_idle_per_host = {{ .Values.gateway.upstream.poolMaxIdlePerHost | int }}
+{{- if .Values.cardIssuing.enabled }}
+
+[card_issuing]
+base_url = {{ include "jyt.tomlString" (printf "http://%s-card-issuing:%d" $fullname (.Values.cardIssuing.port | int)) }}
+{{- end }}
+{{- with .Values.gateway.publicBaseUrl }}
+
+[fhir]
+# Where aggregators reach the gateway: the FHIR manifest lists files under it.
+public_base_url = {{ include "jyt.tomlString" . }}
+{{- end }}
 {{- range $h := .Values.hospitals }}
 
 [hospitals.{{ $h.id }}]
@@ -138,4 +151,24 @@ base_url = {{ include "jyt.tomlString" (printf "http://%s-slot-%s:%d" $fullname 
 district = {{ include "jyt.tomlString" $h.district }}
 level = {{ include "jyt.tomlString" $h.level }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The config file of a city-wide service. Args: dict root, service (e.g.
+card-issuing), cfg (its values; for gateway-search the gateway's merged with
+gatewaySearch).
+*/}}
+{{- define "jyt.config.service" -}}
+{{- $cfg := .cfg -}}
+{{- $config := include "jyt.config.common" (dict "root" .root "cfg" $cfg "redis" $cfg.redis.enabled) -}}
+{{- if $cfg.postgres.enabled -}}
+{{- $config = printf "%s\n\n[postgres]\n# url comes from the Secret, as %s__POSTGRES__URL.\npool_max_size = %d" $config (include "jyt.envPrefix" .service) ($cfg.postgres.poolMaxSize | int) -}}
+{{- end -}}
+{{- if eq .service "gateway" -}}
+{{- $config = printf "%s\n\n%s" $config (include "jyt.config.gateway" .root) -}}
+{{- end -}}
+{{- with $cfg.extraConfig -}}
+{{- $config = printf "%s\n\n%s" $config (trim .) -}}
+{{- end -}}
+{{- $config -}}
 {{- end -}}

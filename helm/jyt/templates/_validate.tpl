@@ -10,11 +10,17 @@ a message naming the value.
 {{- end -}}
 {{- $_ := set $seen $h.id true -}}
 {{- end -}}
-{{- range $key := list "gateway" "cardIssuing" "channelAccounting" "slotInventory" -}}
+{{- range $key := list "gateway" "gatewaySearch" "cardIssuing" "channelAccounting" "slotInventory" -}}
 {{- $a := (index $.Values $key).autoscaling -}}
 {{- if gt ($a.minReplicas | int) ($a.maxReplicas | int) -}}
 {{- fail (printf "%s.autoscaling: minReplicas %d > maxReplicas %d" $key ($a.minReplicas | int) ($a.maxReplicas | int)) -}}
 {{- end -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (not .Values.gateway.enabled) -}}
+{{- fail "ingress.enabled: the Ingress routes to the gateway, which gateway.enabled turns off" -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not (and .Values.ingress.host .Values.ingress.tls.secretName)) -}}
+{{- fail "ingress.tls.enabled needs ingress.host and ingress.tls.secretName" -}}
 {{- end -}}
 {{- if and .Values.tests.hospital (not (hasKey $seen .Values.tests.hospital)) -}}
 {{- fail (printf "tests.hospital %q is not in hospitals" .Values.tests.hospital) -}}

@@ -5,9 +5,16 @@ PodDisruptionBudget. Used once per city-wide service and once per hospital.
 
 Args (dict):
   root      the chart's top-level context
-  service   binary and image name, e.g. slot-inventory
+  service   binary and image name, e.g. slot-inventory; also the container
+            name, the env prefix (JYT_SLOT_INVENTORY) and OTEL_SERVICE_NAME
+  component optional: the app.kubernetes.io/component label that selectors,
+            the Service, PDB, NetworkPolicies and metrics tell workloads
+            apart by; defaults to service. gateway-search runs service
+            gateway under component gateway-search.
   hospital  hospital id, or "" for a city-wide service
   name      object name, e.g. jyt-slot-pumch
+  envSecret optional: the Secret read with envFrom (default <name>-env);
+            gateway-search reads the gateway's, <fullname>-gateway-env
   cfg       the service's values (for a hospital: slotInventory merged with
             the hospital's overrides)
   config    the rendered TOML config file
@@ -20,7 +27,7 @@ Args (dict):
 {{- $v := $root.Values -}}
 {{- $cfg := .cfg -}}
 {{- $prefix := include "jyt.envPrefix" .service -}}
-{{- $sel := dict "root" $root "component" .service "hospital" .hospital -}}
+{{- $sel := dict "root" $root "component" (default .service .component) "hospital" .hospital -}}
 {{- $configFile := printf "%s.toml" $v.environment -}}
 apiVersion: v1
 kind: ConfigMap
@@ -140,7 +147,7 @@ spec:
           # Secret settings the chart does not model (keys are variable names).
           envFrom:
             - secretRef:
-                name: {{ .name }}-env
+                name: {{ default (printf "%s-env" .name) .envSecret }}
                 optional: true
           startupProbe:
             httpGet:
