@@ -31,6 +31,11 @@ tool() {
 }
 
 if tool deny cargo-deny; then
+  # cargo-deny reads the metadata of every platform's dependencies, while a
+  # build downloads only this host's: on a new machine the others (e.g.
+  # wasm-bindgen) are not in the cache yet and --offline fails on them.
+  log "cargo fetch --locked (every platform's crates, for cargo-deny)"
+  cargo fetch --locked
   log "cargo deny check licenses bans sources"
   cargo deny --locked --offline check --hide-inclusion-graph licenses bans sources
 fi
