@@ -7,6 +7,12 @@ use std::io::{BufRead, Write};
 use anyhow::Context;
 use channel_accounting::{Application, Settings};
 
+/// mimalloc instead of glibc's malloc: allocation and free were about a
+/// sixth of the CPU in the surge profile (many small, short-lived buffers
+/// per request, freed on another thread than they were made on).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("hash-password") {

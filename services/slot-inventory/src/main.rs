@@ -3,6 +3,12 @@
 use anyhow::Context;
 use slot_inventory::{Application, Settings};
 
+/// mimalloc instead of glibc's malloc: allocation and free were about a
+/// sixth of the CPU in the surge profile (many small, short-lived buffers
+/// per request, freed on another thread than they were made on).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading slot-inventory settings")?;
