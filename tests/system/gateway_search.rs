@@ -166,3 +166,69 @@ async fn availability_is_searched_filtered_and_paginated_from_redis_alone() {
         assert_eq!(problem(res).await["field"], field, "{query}");
     }
 }
+
+/// A date's summaries are read from Redis at most once per
+/// `search.max_age_ms`: a change inside that time is not seen yet (the
+/// snapshot answered), and is seen once the age has passed.
+#[tokio::test]
+async fn searches_share_one_snapshot_per_date_for_at_most_max_age() {
+    let prefix = jyt_testkit::fresh_redis_prefix();
+    let cards = spawn_cards(&prefix).await;
+    let routes = [Route {
+        id: "pumch",
+        base_url: "http://127.0.0.1:9",
+        district: "dongcheng",
+        level: "tertiary",
+    }];
+    let gateway = spawn_gateway_with(
+        &routes,
+        &prefix,
+        &cards.base_url,
+        500,
+        &[("SEARCH__MAX_AGE_MS", "2000")],
+    )
+    .await;
+    let date = "2026-12-01";
+    let client = redis::Client::open(jyt_testkit::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let avail = format!("{prefix}:{{h:pumch}}:avail:{date}");
+    let set = |n: i64| redis::cmd("HSET").arg(&avail).arg("card|expert").arg(n).clone();
+    set(3).query_async::<()>(&mut conn).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let remaining = || {
+        let req = jyt_system_tests::signed(
+            &http,
+            &gateway,
+            "wechat",
+            Method::GET,
+            &format!("/v1/availability?date={date}"),
+            None,
+        );
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let page: serde_json::Value = res.json().await.unwrap();
+            page["results"][0]["remaining"].as_i64().unwrap()
+        }
+    };
+    let read_at = std::time::Instant::now();
+    assert_eq!(remaining().await, 3);
+    set(1).query_async::<()>(&mut conn).await.unwrap();
+    let second = remaining().await;
+    if read_at.elapsed() < std::time::Duration::from_millis(1500) {
+        assert_eq!(second, 3, "a search inside max_age is answered from the snapshot");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if remaining().await == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the change was never seen");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        read_at.elapsed() >= std::time::Duration::from_millis(2000),
+        "seen before max_age passed"
+    );
+}

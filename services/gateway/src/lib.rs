@@ -21,6 +21,8 @@
 //! - [`upstream`]: per-hospital timeouts, bulkheads and circuit breakers.
 //! - [`routes`]: `/v1/bookings` (and their payments), `/v1/hospitals`,
 //!   `/v1/availability`.
+//! - [`summaries`]: the hospitals' availability summaries in Redis, read
+//!   per date and kept for `search.max_age_ms`, for search.
 //! - [`notify`]: signed booking notices to channels' callbacks, with
 //!   retries, backoff and an operator-visible dead-letter list.
 //! - [`fhir`]: FHIR R4 for channels (signed), hospitals (their keys) and
@@ -40,6 +42,7 @@ pub mod settings;
 pub mod signing;
 pub mod startup;
 pub mod state;
+pub mod summaries;
 pub mod upstream;
 
 pub use error::GatewayError;

@@ -179,6 +179,10 @@ pub struct FhirSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct SearchSettings {
     pub page_size: usize,
+    /// How stale a search may be: each replica renews a date's summaries
+    /// from Redis once this many milliseconds have passed, and never
+    /// serves them older than twice this (0: read on every search).
+    pub max_age_ms: u64,
 }
 
 /// A channel's backend (the WeChat mini-program server, the kiosk fleet
@@ -392,6 +396,12 @@ impl Validate for Settings {
         }
         if !(1..=200).contains(&self.search.page_size) {
             return Err(Invalid::new("search.page_size", "must be between 1 and 200"));
+        }
+        if self.search.max_age_ms > 10_000 {
+            return Err(Invalid::new(
+                "search.max_age_ms",
+                "must be at most 10000: patients would search seats long gone",
+            ));
         }
         for (id, key) in &self.hospital_keys {
             if !is_app_id(id) {

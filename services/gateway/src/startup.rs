@@ -18,6 +18,7 @@ use crate::notify::Notifier;
 use crate::routes;
 use crate::settings::{SERVICE, Settings};
 use crate::state::GatewayState;
+use crate::summaries::Summaries;
 use crate::upstream::Upstreams;
 
 pub struct Application {
@@ -45,6 +46,12 @@ impl Application {
         let state = web::Data::new(GatewayState {
             notifier,
             fhir: crate::fhir::bulk::CityFeed::new(&settings.fhir),
+            summaries: Summaries::new(
+                redis.clone(),
+                keys.clone(),
+                Duration::from_millis(settings.search.max_age_ms),
+                settings.hospital_routes().into_iter().map(|(id, _)| id).collect(),
+            ),
             apps: settings.channel_apps.clone().into_iter().collect(),
             upstreams: Upstreams::new(&settings)?,
             patients: PatientIndex::new(&settings.card_issuing, redis.clone(), keys.clone())?,

@@ -20,6 +20,8 @@ pub struct GatewayState {
     pub patients: PatientIndex,
     pub limits: Limits,
     pub notifier: Notifier,
+    /// Availability summaries for search, cached per date.
+    pub summaries: crate::summaries::Summaries,
     /// The city-wide SMART Scheduling Links manifest, cached.
     pub fhir: crate::fhir::bulk::CityFeed,
 }

@@ -1,45 +1,17 @@
 //! City-wide search, answered from the availability summaries that each
-//! hospital's slot-inventory keeps in Redis, without calling any hospital:
-//!
-//! - `<prefix>:{h:<hospital>}:avail:<YYYY-MM-DD>`: hash
-//!   `<department_external_id>|<clinic_level>` → remaining seats;
-//! - `<prefix>:{h:<hospital>}:departments`: hash department id → name.
-//!
-//! Two reads per hospital in the registry, all in one pipeline.
+//! hospital's slot-inventory keeps in Redis (read and cached per date by
+//! [`crate::summaries`]), without calling any hospital.
 
 use actix_web::{HttpResponse, get, web};
 use chrono::NaiveDate;
-use jyt_cache::redis;
 use jyt_web::{Query, RequestError};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::GatewayError;
 use crate::state::GatewayState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ClinicLevel {
-    General,
-    Expert,
-    Special,
-    Ct,
-    Mri,
-}
-
-impl ClinicLevel {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "general" => Self::General,
-            "expert" => Self::Expert,
-            "special" => Self::Special,
-            "ct" => Self::Ct,
-            "mri" => Self::Mri,
-            _ => return None,
-        })
-    }
-}
+pub use crate::summaries::ClinicLevel;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -110,65 +82,37 @@ pub async fn search(
     if page == 0 {
         return Err(RequestError::invalid("page", "pages are numbered from 1").into());
     }
-    let mut hospitals: Vec<_> = state
-        .upstreams
-        .hospitals()
-        .filter(|(_, r)| q.district.as_ref().is_none_or(|d| *d == r.district))
-        .filter(|(_, r)| q.hospital_level.as_ref().is_none_or(|l| *l == r.level))
-        .collect();
-    hospitals.sort_by(|a, b| a.0.cmp(b.0));
-
-    let mut pipe = redis::pipe();
-    for (id, _) in &hospitals {
-        let tag = format!("h:{id}");
-        pipe.cmd("HGETALL")
-            .arg(state.keys.tagged(&tag, &format!("avail:{}", q.date)));
-        pipe.cmd("HGETALL").arg(state.keys.tagged(&tag, "departments"));
-    }
-    let mut conn = state.redis.clone();
-    let replies: Vec<HashMap<String, String>> = if hospitals.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(&mut conn).await?
-    };
-
+    let snapshot = state.summaries.for_date(q.date).await?;
     let wanted_dept = q.department.as_deref().map(str::trim).filter(|d| !d.is_empty());
     let mut results = Vec::new();
-    for ((id, route), pair) in hospitals.iter().zip(replies.chunks(2)) {
-        let [avail, departments] = pair else { continue };
-        for (field, remaining) in avail {
-            // Fields not in the contract's shape are skipped, not fatal: a
-            // newer writer may add kinds this reader does not know yet.
-            let Some((dept, level)) = field.split_once('|') else {
-                continue;
-            };
-            let Some(level) = ClinicLevel::parse(level) else {
-                continue;
-            };
-            let Ok(remaining) = remaining.parse::<i64>() else {
-                continue;
-            };
-            if q.level.is_some_and(|l| l != level) {
-                continue;
-            }
-            let name = departments.get(dept).cloned().unwrap_or_else(|| dept.to_owned());
-            if let Some(w) = wanted_dept
-                && dept != w
-                && !name.contains(w)
-            {
-                continue;
-            }
-            results.push(Availability {
-                hospital_id: id.to_string(),
-                hospital_name: route.name.clone(),
-                district: route.district.clone(),
-                hospital_level: route.level.clone(),
-                department_id: dept.to_owned(),
-                department_name: name,
-                clinic_level: level,
-                remaining: remaining.max(0),
-            });
+    for s in &snapshot.summaries {
+        // The registry decides what a hospital is called and where it is;
+        // a hospital removed from it since the snapshot is left out.
+        let Ok(route) = state.upstreams.route(&s.hospital) else {
+            continue;
+        };
+        if q.district.as_ref().is_some_and(|d| *d != route.district)
+            || q.hospital_level.as_ref().is_some_and(|l| *l != route.level)
+            || q.level.is_some_and(|l| l != s.clinic_level)
+        {
+            continue;
         }
+        if let Some(w) = wanted_dept
+            && s.department_id != w
+            && !s.department_name.contains(w)
+        {
+            continue;
+        }
+        results.push(Availability {
+            hospital_id: s.hospital.to_string(),
+            hospital_name: route.name.clone(),
+            district: route.district.clone(),
+            hospital_level: route.level.clone(),
+            department_id: s.department_id.clone(),
+            department_name: s.department_name.clone(),
+            clinic_level: s.clinic_level,
+            remaining: s.remaining,
+        });
     }
     results.sort_by(|a, b| {
         (
