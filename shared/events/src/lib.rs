@@ -55,11 +55,15 @@ pub async fn append<C: GenericClient>(
     payload: &serde_json::Value,
 ) -> Result<Uuid, jyt_db::tokio_postgres::Error> {
     let event_id = Uuid::now_v7();
-    client
-        .execute(
+    // Prepared once per connection: every booking appends an event, and an
+    // unprepared statement costs a second round trip each time.
+    let insert = client
+        .prepare_cached(
             "INSERT INTO outbox (event_id, event_type, aggregate_id, payload) VALUES ($1, $2, $3, $4)",
-            &[&event_id, &event_type, &aggregate_id, payload],
         )
+        .await?;
+    client
+        .execute(&insert, &[&event_id, &event_type, &aggregate_id, payload])
         .await?;
     Ok(event_id)
 }

@@ -92,8 +92,11 @@ pub async fn get_booking<C: GenericClient>(
     id: Uuid,
 ) -> Result<Option<StoredBooking>, Error> {
     let sql = format!("{SELECT_BOOKING} WHERE b.id = $1");
+    // Prepared once per connection: the winner's write path reads every
+    // new booking back.
+    let select = client.prepare_cached(&sql).await?;
     Ok(client
-        .query_opt(&sql, &[&id])
+        .query_opt(&select, &[&id])
         .await?
         .map(|r| to_stored(hospital, &r)))
 }
@@ -145,8 +148,9 @@ pub struct NewBooking<'a> {
 /// Insert a booking, unless its seat is beyond the segment's capacity or its
 /// schedule is stopped; `None` then. Unique indexes refuse a taken seat.
 pub async fn insert_booking<C: GenericClient>(client: &C, b: &NewBooking<'_>) -> Result<Option<Uuid>, Error> {
-    let row = client
-        .query_opt(
+    // Prepared once per connection (the surge's winners each insert one).
+    let insert = client
+        .prepare_cached(
             "INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
                                    fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
                                    referral_id)
@@ -157,6 +161,11 @@ pub async fn insert_booking<C: GenericClient>(client: &C, b: &NewBooking<'_>) ->
                FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
               WHERE seg.id = $2 AND $5 <= seg.capacity AND sch.status = 'open'
              RETURNING id",
+        )
+        .await?;
+    let row = client
+        .query_opt(
+            &insert,
             &[
                 &b.id,
                 &b.segment_id,
