@@ -194,3 +194,81 @@ pub async fn inserts(n: usize, connections: usize) -> anyhow::Result<Rate> {
         per_second,
     })
 }
+
+/// W: successful durable bookings through one hospital's own booking
+/// function (the hold script takes the seat and the visit number in
+/// Redis, then the booking row and its outbox event are inserted in one
+/// transaction: insert-only, no hot row), called directly with `concurrency`
+/// tasks on the hospital's pool, every attempt a new patient with a free
+/// seat. The write path's own rate, to set against I at the same pool
+/// size; the gateway's HTTP hops are measured by the surge.
+pub async fn durable_bookings(
+    hospital: &crate::city::Hospital,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Rate> {
+    use slot_inventory::booking::BookRequest;
+    use slot_inventory::booking::service::book;
+
+    let segments = Arc::new(hospital.segments.clone());
+    anyhow::ensure!(!segments.is_empty(), "the hospital has no segments");
+    let state = hospital.state.clone();
+    let started = Instant::now();
+    let results: Vec<Result<(), String>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (state, segments) = (state.clone(), segments.clone());
+            async move {
+                let patient = Uuid::new_v4();
+                let key: jyt_domain::IdempotencyKey = patient
+                    .simple()
+                    .to_string()
+                    .parse()
+                    .map_err(|_| "idempotency key".to_owned())?;
+                let channel = match i % 100 {
+                    0..40 => jyt_domain::Channel::Wechat,
+                    40..87 => jyt_domain::Channel::Kiosk,
+                    87..92 => jyt_domain::Channel::Phone114,
+                    92..96 => jyt_domain::Channel::Window,
+                    _ => jyt_domain::Channel::App,
+                };
+                let req = BookRequest {
+                    slot_id: segments[i % segments.len()].slot.clone(),
+                    patient_id: patient,
+                    channel,
+                    referral_id: None,
+                    waitlist_entry: None,
+                    offer: None,
+                };
+                book(state, req, key).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let booked = results.iter().filter(|r| r.is_ok()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        anyhow::bail!("{} of {n} bookings failed, e.g.: {e}", n - booked);
+    }
+    // Durable means in PostgreSQL: count the rows, not the answers.
+    let client = hospital.state.pool.get().await?;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM bookings", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        usize::try_from(rows).unwrap_or(0) == booked,
+        "{booked} bookings answered, {rows} rows in PostgreSQL"
+    );
+    #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^52")]
+    let per_second = booked as f64 / seconds;
+    Ok(Rate {
+        what: format!(
+            "W: successful durable bookings through the hospital's booking function, pool of {}",
+            crate::city::HOSPITAL_POOL_SIZE
+        ),
+        concurrency,
+        operations: booked,
+        per_second,
+    })
+}

@@ -167,6 +167,9 @@ pub struct City {
     /// The seeded visit date.
     pub visit_date: chrono::NaiveDate,
     gateway: Runner,
+    /// The gateway's settings, for a second replica ([`City::start_search_replica`]).
+    gateway_env: Vec<(String, String)>,
+    search_gateway: Option<Runner>,
     /// card-issuing of this city (processes only; in process the run's one
     /// is shared).
     cards: Option<Runner>,
@@ -281,7 +284,7 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
     let env = gateway_env(cfg, &redis_prefix, &cards_url, &hospitals);
     let (gateway_url, gateway) = match cfg.placement {
         Placement::InProcess => {
-            let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env))?)
+            let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env.clone()))?)
                 .await
                 .context("starting the gateway")?;
             (
@@ -290,7 +293,7 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
             )
         }
         Placement::Processes => {
-            let service = procs::Service::spawn(procs::Role::Gateway, "gateway", env).await?;
+            let service = procs::Service::spawn(procs::Role::Gateway, "gateway", env.clone()).await?;
             (
                 format!("http://127.0.0.1:{}", service.port),
                 Runner::Process(Box::new(service)),
@@ -306,6 +309,8 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         release_at,
         visit_date,
         gateway,
+        gateway_env: env,
+        search_gateway: None,
         cards: cards_runner,
     })
 }
@@ -343,7 +348,9 @@ fn gateway_env(
         ("ANTI_SCALPING__RELEASE_PERSON_PER_MINUTE", "600"),
         ("ANTI_SCALPING__RELEASE_PERSON_BURST", "100"),
         ("ANTI_SCALPING__MAX_PERSONS_PER_ADDRESS", "1000000"),
-        ("TELEMETRY__LOG_FILTER", "error"),
+        // The gateway's failed upstream calls (warn, with reqwest's error
+        // chain) say why a patient got HOSPITAL_UNAVAILABLE.
+        ("TELEMETRY__LOG_FILTER", "error,gateway::error=warn"),
     ]
     .into_iter()
     .map(|(k, v)| (format!("{p}{k}"), v.to_owned()))
@@ -419,8 +426,26 @@ impl City {
     }
 
     /// Stop the services and drop the hospitals' databases and Redis keys.
+    /// A second gateway replica with `workers` workers, in a process of
+    /// its own: the chart's `gateway-search` Deployment (same image, same
+    /// settings), to which the ingress sends `/v1/availability`, so
+    /// searches never queue behind the booking surge on the booking
+    /// replica's workers, nor its Redis connection behind this process's
+    /// generator. Its address.
+    pub async fn start_search_replica(&mut self, workers: usize) -> anyhow::Result<String> {
+        let mut env = self.gateway_env.clone();
+        env.push(("JYT_GATEWAY__HTTP__WORKERS".to_owned(), workers.to_string()));
+        let replica = procs::Service::spawn(procs::Role::Gateway, "gateway-search", env).await?;
+        let url = format!("http://127.0.0.1:{}", replica.port);
+        self.search_gateway = Some(Runner::Process(Box::new(replica)));
+        Ok(url)
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         self.gateway.stop();
+        if let Some(s) = &self.search_gateway {
+            s.stop();
+        }
         if let Some(c) = &self.cards {
             c.stop();
         }

@@ -1,9 +1,12 @@
 //! `search`: city-wide availability searches (`GET /v1/availability`,
 //! answered from the hospitals' Redis summaries) in an open loop at a
 //! fixed rate, latency from each search's intended send time: first on an
-//! idle city (the baseline), then while the release surge runs over the
-//! same gateway. Only searches due between the surge's first and last
-//! attempt count as "during the surge".
+//! idle city (the baseline), then while the release surge runs. As
+//! deployed (the chart's ingress), searches go to a search replica of the
+//! gateway (same code and settings, its own worker) and bookings to the
+//! booking replica; the same searches are also sent to the booking replica,
+//! to show what the split buys. Only searches due between the surge's first
+//! and last attempt count as "during the surge".
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -38,6 +41,9 @@ pub struct Args {
     /// The idle baseline before the release.
     #[arg(long, default_value_t = 10.0)]
     idle_seconds: f64,
+    /// Workers of the search replica (the chart's `gateway-search`).
+    #[arg(long, default_value_t = 1)]
+    search_workers: usize,
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
 }
@@ -91,7 +97,11 @@ struct Summary {
     machine: String,
     settings: serde_json::Value,
     idle: PhaseStats,
+    /// On the search replica: the design.
     during_surge: PhaseStats,
+    /// The same searches sent to the replica that takes the bookings, as
+    /// if there were no search replica.
+    during_surge_shared: PhaseStats,
     after_surge: Option<PhaseStats>,
     surge: PhaseStats,
     check: crate::check::CheckReport,
@@ -135,6 +145,37 @@ async fn searches(
     .await
 }
 
+/// [`searches`] on a thread and runtime of their own: the searching
+/// patients are other devices than the surge's, so their replies must not
+/// wait in the run queue of the generator's 1,000 booking connections
+/// (that wait would be counted as the gateway's latency).
+async fn searches_on_own_thread(
+    epoch: Instant,
+    gateway: Arc<str>,
+    date: chrono::NaiveDate,
+    rate: f64,
+    count: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<Sample>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("search-generator".into())
+        .spawn(move || {
+            let run = || -> anyhow::Result<Vec<Sample>> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let http = http_client(256)?;
+                    Ok(searches(epoch, &http, &gateway, date, rate, count, seed).await)
+                })
+            };
+            // The receiver only goes away if the run was abandoned.
+            let _ = tx.send(run());
+        })?;
+    rx.await?
+}
+
 #[expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
@@ -158,12 +199,15 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
         http: http_client(args.connections)?,
         cards: Arc::new(cards),
     };
-    let city = city::start(
+    let mut city = city::start(
         &CityConfig::in_process(args.hospitals, args.capacity, Lock::Redis),
         &cards_service,
     )
     .await?;
-    let gateway: Arc<str> = city.gateway_url.clone().into();
+    // Bookings go to the gateway replica the surge uses; searches to the
+    // search replica, as the chart's ingress routes them.
+    let booking_gateway: Arc<str> = city.gateway_url.clone().into();
+    let gateway: Arc<str> = city.start_search_replica(args.search_workers).await?.into();
     let search_http = http_client(256)?;
     let date = city.visit_date;
 
@@ -183,25 +227,25 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let warm = crate::attempts(&ctx, &city, plan.clone(), args.connections).await;
     city.release().await?;
     tracing::warn!("release instant: surge and searches");
-    let (surge, during) = tokio::join!(
+    let n = count(args.rate, args.seconds);
+    let (surge, during, during_shared) = tokio::join!(
         crate::attempts(&ctx, &city, plan.clone(), args.connections),
-        searches(
-            epoch,
-            &search_http,
-            &gateway,
-            date,
-            args.rate,
-            count(args.rate, args.seconds),
-            2,
-        )
+        searches_on_own_thread(epoch, gateway.clone(), date, args.rate, n, 2),
+        searches_on_own_thread(epoch, booking_gateway.clone(), date, args.rate, n, 3),
     );
+    let (during, during_shared) = (during?, during_shared?);
     let first = surge.iter().map(|s| s.due).min().unwrap_or_default();
     let last = surge.iter().map(|s| s.due + s.latency).max().unwrap_or_default();
-    let (inside, outside): (Vec<&Sample>, Vec<&Sample>) =
-        during.iter().partition(|s| s.due >= first && s.due <= last);
+    let in_surge = |s: &&Sample| s.due >= first && s.due <= last;
+    let (inside, outside): (Vec<&Sample>, Vec<&Sample>) = during.iter().partition(in_surge);
     let name = |what: &str| format!("search {:.0}/s, {what}", args.rate);
-    let idle_stats = stats(&name("idle city"), "open", &idle)?;
-    let during_stats = stats(&name("during the surge"), "open", inside)?;
+    let idle_stats = stats(&name("idle city, search replica"), "open", &idle)?;
+    let during_stats = stats(&name("during the surge, search replica"), "open", inside)?;
+    let during_shared_stats = stats(
+        &name("during the surge, on the booking replica"),
+        "open",
+        during_shared.iter().filter(in_surge),
+    )?;
     let after_stats = if outside.is_empty() {
         None
     } else {
@@ -217,7 +261,11 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     )?;
     let check = crate::check::check(
         &city,
-        surge.iter().chain(during.iter()).chain(idle.iter()),
+        surge
+            .iter()
+            .chain(during.iter())
+            .chain(during_shared.iter())
+            .chain(idle.iter()),
         &HashMap::new(),
     )
     .await?;
@@ -228,7 +276,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let non_200 = |p: &PhaseStats| p.requests - p.statuses.get("200").copied().unwrap_or(0);
     let targets = vec![
         target(
-            "search p99 while the surge runs (open loop, from the intended send time)",
+            "search p99 while the surge runs, on the search replica (open loop, from the intended send time)",
             "p99 < 20 ms".into(),
             format!(
                 "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} searches = {:.1} × the target (idle city: p50 {:.1}, p99 {:.1} ms)",
@@ -241,6 +289,18 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
                 idle_stats.p99_ms
             ),
             during_stats.p99_ms < 20.0,
+        ),
+        target(
+            "the same searches on the replica taking the bookings (no search replica)",
+            "for comparison".into(),
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms over {} searches, {} not 200",
+                during_shared_stats.p50_ms,
+                during_shared_stats.p99_ms,
+                during_shared_stats.requests,
+                non_200(&during_shared_stats)
+            ),
+            true,
         ),
         target(
             "searches answered 200",
@@ -263,18 +323,26 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             "attempts": args.attempts, "connections": args.connections,
             "hospitals": args.hospitals, "seats_per_segment": args.capacity,
             "search_rate": args.rate, "search_seconds": args.seconds,
+            "search_replica_workers": args.search_workers, "booking_replica_workers": 2,
+            "search_max_age_ms": 500,
             "idle_seconds": args.idle_seconds,
             "query_mix": "department: cardio, peds, 心血管, endo, radiology or none; level: expert, general, ct or none; district half the time; page 2 one time in five",
         }),
         idle: idle_stats,
         during_surge: during_stats,
+        during_surge_shared: during_shared_stats,
         after_surge: after_stats,
         surge: surge_stats,
         check,
         targets,
     };
     report::write_json(&args.out.join("search-summary.json"), &summary)?;
-    let mut phases = vec![&summary.idle, &summary.during_surge, &summary.surge];
+    let mut phases = vec![
+        &summary.idle,
+        &summary.during_surge,
+        &summary.during_surge_shared,
+        &summary.surge,
+    ];
     phases.extend(summary.after_surge.iter());
     report::chart(&args.out.join("search.png"), "search during the surge", &phases)?;
     for p in &phases {
