@@ -21,33 +21,10 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use jyt_cache::{Keyspace, RedisConn, redis};
 use jyt_domain::HospitalId;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::error::GatewayError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ClinicLevel {
-    General,
-    Expert,
-    Special,
-    Ct,
-    Mri,
-}
-
-impl ClinicLevel {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "general" => Self::General,
-            "expert" => Self::Expert,
-            "special" => Self::Special,
-            "ct" => Self::Ct,
-            "mri" => Self::Mri,
-            _ => return None,
-        })
-    }
-}
+pub use jyt_domain::ClinicLevel;
 
 /// One hospital's remaining seats in one department at one clinic level.
 #[derive(Debug, Clone)]

@@ -5,12 +5,16 @@
 //!   booking references carry their hospital so the stateless gateway can
 //!   route them without a lookup.
 //! - [`Channel`]: the booking channel a request came through.
+//! - [`ClinicLevel`]: general, expert, special, CT or MRI.
 //! - [`Fen`]: money as an integer number of fen (0.01 yuan), never a float.
 //! - [`time`]: Asia/Shanghai calendar helpers (times are stored in UTC).
 //! - [`IdempotencyKey`]: the client's key that makes a write safe to retry.
 
+pub mod clinic;
 pub mod id_number;
 pub mod time;
+
+pub use clinic::ClinicLevel;
 
 use std::fmt;
 use std::str::FromStr;

@@ -28,29 +28,7 @@ impl Session {
     }
 }
 
-/// 普通 (general), 专家 (expert), 特需 (special) clinics, and imaging exams
-/// booked by time slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClinicLevel {
-    General,
-    Expert,
-    Special,
-    Ct,
-    Mri,
-}
-
-impl ClinicLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClinicLevel::General => "general",
-            ClinicLevel::Expert => "expert",
-            ClinicLevel::Special => "special",
-            ClinicLevel::Ct => "ct",
-            ClinicLevel::Mri => "mri",
-        }
-    }
-}
+pub use jyt_domain::ClinicLevel;
 
 /// A schedule to create or update, keyed by the hospital's own ids.
 #[derive(Debug, Clone)]
