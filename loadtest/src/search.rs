@@ -41,8 +41,9 @@ pub struct Args {
     /// The idle baseline before the release.
     #[arg(long, default_value_t = 10.0)]
     idle_seconds: f64,
-    /// Workers of the search replica (the chart's `gateway-search`).
-    #[arg(long, default_value_t = 1)]
+    /// Workers of the search replica (the chart's `gateway-search`, which
+    /// runs 2).
+    #[arg(long, default_value_t = 2)]
     search_workers: usize,
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
