@@ -104,10 +104,18 @@ struct CardProblem {
 }
 
 impl PatientIndex {
-    pub fn new(settings: &CardIssuingSettings, redis: RedisConn, keys: Keyspace) -> anyhow::Result<Self> {
+    /// `pool_idle_timeout`: `upstream.pool_idle_timeout_ms`, below
+    /// card-issuing's keep-alive like the hospitals'.
+    pub fn new(
+        settings: &CardIssuingSettings,
+        pool_idle_timeout: Duration,
+        redis: RedisConn,
+        keys: Keyspace,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .pool_max_idle_per_host(64)
+            .pool_idle_timeout(pool_idle_timeout)
             .tcp_nodelay(true)
             .build()?;
         let ecard_secret = STANDARD

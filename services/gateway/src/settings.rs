@@ -53,6 +53,10 @@ pub struct UpstreamSettings {
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
     pub pool_max_idle_per_host: usize,
+    /// An idle pooled connection is closed after this long; it must be
+    /// shorter than the services' keep-alive (actix-web's 5 s), or a
+    /// request can be sent on a connection the other side is closing.
+    pub pool_idle_timeout_ms: u64,
     pub max_concurrent: usize,
     /// How long a call waits for one of the `max_concurrent` places.
     pub queue_timeout_ms: u64,
@@ -259,6 +263,10 @@ impl Validate for Settings {
         for (key, v) in [
             ("upstream.timeout_ms", self.upstream.timeout_ms),
             ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            (
+                "upstream.pool_idle_timeout_ms",
+                self.upstream.pool_idle_timeout_ms,
+            ),
             ("upstream.queue_timeout_ms", self.upstream.queue_timeout_ms),
             ("upstream.breaker_open_ms", self.upstream.breaker_open_ms),
             ("card_issuing.timeout_ms", self.card_issuing.timeout_ms),
@@ -266,6 +274,12 @@ impl Validate for Settings {
             if !(1..=60_000).contains(&v) {
                 return Err(Invalid::new(key, "must be between 1 and 60000 ms"));
             }
+        }
+        if self.upstream.pool_idle_timeout_ms >= 5_000 {
+            return Err(Invalid::new(
+                "upstream.pool_idle_timeout_ms",
+                "must be below 5000: the services close idle connections after 5 s",
+            ));
         }
         if self.card_issuing.max_concurrent == 0 {
             return Err(Invalid::new("card_issuing.max_concurrent", "must be at least 1"));

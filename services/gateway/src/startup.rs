@@ -54,7 +54,12 @@ impl Application {
             ),
             apps: settings.channel_apps.clone().into_iter().collect(),
             upstreams: Upstreams::new(&settings)?,
-            patients: PatientIndex::new(&settings.card_issuing, redis.clone(), keys.clone())?,
+            patients: PatientIndex::new(
+                &settings.card_issuing,
+                Duration::from_millis(settings.upstream.pool_idle_timeout_ms),
+                redis.clone(),
+                keys.clone(),
+            )?,
             limits: Limits::new(
                 &settings.limits,
                 &settings.anti_scalping,

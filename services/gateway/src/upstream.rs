@@ -83,6 +83,7 @@ impl Upstreams {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.upstream.connect_timeout_ms))
             .pool_max_idle_per_host(settings.upstream.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_millis(settings.upstream.pool_idle_timeout_ms))
             .tcp_nodelay(true)
             .build()?;
         let lanes = settings
@@ -219,7 +220,22 @@ impl Upstreams {
                 .body(body);
         }
         let outcome = async {
-            let res = req.send().await.map_err(|e| error_chain(&e))?;
+            let again = req.try_clone();
+            let res = match req.send().await {
+                // Nothing reached the hospital: a connection that could not
+                // be made (a SYN dropped by a full listen queue in a burst,
+                // seen in the load test) is tried once more, which is safe
+                // even for a booking.
+                Err(e) if e.is_connect() => match again {
+                    Some(again) => {
+                        tracing::warn!(%hospital, error = %error_chain(&e), "connecting to the hospital failed; trying once more");
+                        again.send().await
+                    }
+                    None => Err(e),
+                },
+                other => other,
+            }
+            .map_err(|e| error_chain(&e))?;
             let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let passed: Vec<(String, Vec<u8>)> = PASSED_BACK
                 .iter()
