@@ -74,6 +74,13 @@ pub async fn handler(
     )
 }
 
+/// A patient never seen before, and an Idempotency-Key of their own.
+fn new_patient() -> anyhow::Result<(Uuid, jyt_domain::IdempotencyKey)> {
+    let patient = Uuid::new_v4();
+    let key = patient.simple().to_string().parse()?;
+    Ok((patient, key))
+}
+
 /// L: the hold script, called for a sold-out segment with new patients.
 pub async fn script(state: &AppState, segment: Uuid, n: usize, concurrency: usize) -> anyhow::Result<Rate> {
     let info = slot_inventory::booking::service::segment_info(state, segment)
@@ -86,12 +93,7 @@ pub async fn script(state: &AppState, segment: Uuid, n: usize, concurrency: usiz
         .map(|_| {
             let (keys, info, state) = (keys.clone(), info.clone(), state.clone());
             async move {
-                let patient = Uuid::new_v4();
-                let key: jyt_domain::IdempotencyKey = patient
-                    .simple()
-                    .to_string()
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("key"))?;
+                let (patient, key) = new_patient()?;
                 let idem = state.keys.idempotency(patient, &key);
                 let day = state.keys.patient_day(patient, info.visit_date);
                 let req = HoldRequest {
@@ -218,19 +220,10 @@ pub async fn durable_bookings(
         .map(|i| {
             let (state, segments) = (state.clone(), segments.clone());
             async move {
-                let patient = Uuid::new_v4();
-                let key: jyt_domain::IdempotencyKey = patient
-                    .simple()
-                    .to_string()
-                    .parse()
-                    .map_err(|_| "idempotency key".to_owned())?;
-                let channel = match i % 100 {
-                    0..40 => jyt_domain::Channel::Wechat,
-                    40..87 => jyt_domain::Channel::Kiosk,
-                    87..92 => jyt_domain::Channel::Phone114,
-                    92..96 => jyt_domain::Channel::Window,
-                    _ => jyt_domain::Channel::App,
-                };
+                let (patient, key) = new_patient().map_err(|e| e.to_string())?;
+                let channel = crate::channel_at(u32::try_from(i % 100).unwrap_or(0))
+                    .parse::<jyt_domain::Channel>()
+                    .map_err(|e| e.to_string())?;
                 let req = BookRequest {
                     slot_id: segments[i % segments.len()].slot.clone(),
                     patient_id: patient,

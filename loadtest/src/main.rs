@@ -118,7 +118,11 @@ const CHANNEL_WEIGHTS: [(&str, u32); 5] = [
 ];
 
 fn channel(rng: &mut impl Rng) -> &'static str {
-    let mut x = rng.random_range(0..100);
+    channel_at(rng.random_range(0..100))
+}
+
+/// The channel at `x` (0..100) of Beijing's split laid end to end.
+fn channel_at(mut x: u32) -> &'static str {
     for (c, w) in CHANNEL_WEIGHTS {
         if x < w {
             return c;
