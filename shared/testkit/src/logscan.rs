@@ -220,7 +220,7 @@ fn digit_hits(line: &str, hits: &mut Vec<Located>) {
         }
         let decimal_before = start >= 2 && b[start - 1] == b'.' && b[start - 2].is_ascii_digit();
         let decimal_after = end + 1 < b.len() && b[end] == b'.' && b[end + 1].is_ascii_digit();
-        if decimal_before || decimal_after || in_hex_token(b, start, end) {
+        if decimal_before || decimal_after || in_hex_token(b, start, end) || in_uuid(b, start, end) {
             continue;
         }
         let run = &b[start..end];
@@ -255,6 +255,21 @@ fn in_hex_token(b: &[u8], start: usize, end: usize) -> bool {
         && token.len() >= 16
         && token.iter().all(|c| hexish(*c))
         && token.iter().any(u8::is_ascii_alphabetic)
+}
+
+/// The run sits inside a UUID (8-4-4-4-12 hex digits), whatever the UUID
+/// is glued to: ids such as `fasth-01a23046-ad70-761f-9be7-d13112346330`
+/// (a hospital code, then a UUIDv7) hold 11 random digits now and then.
+fn in_uuid(b: &[u8], start: usize, end: usize) -> bool {
+    const UUID_LEN: usize = 36;
+    let is_uuid = |s: &[u8]| {
+        s.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+    };
+    let first = end.saturating_sub(UUID_LEN);
+    (first..=start).any(|s| s + UUID_LEN <= b.len() && is_uuid(&b[s..s + UUID_LEN]))
 }
 
 fn token_char(c: u8) -> bool {
@@ -731,6 +746,9 @@ mod tests {
         assert!(rules("12812345678 138123456789 0.13812345678").is_empty());
         assert!(rules("trace 4bf92f3577b34dae13812345678ce9290e0e473").is_empty());
         assert!(rules("person 01a22f23-bd39-75b3-8535-b17612341131").is_empty());
+        assert!(rules("slot fasth-01a23046-ad70-761f-9be7-d13112346330 held").is_empty());
+        assert!(rules("slot fasth-01a23046-ad70-761f-9be7-13112346330a").is_empty());
+        assert_eq!(rules("fasth-01a23046 13112346330"), [Rule::Mobile]);
         assert_eq!(rules("call-13812345678"), [Rule::Mobile]);
         assert!(rules("138****5678 130****8255").is_empty());
     }
