@@ -47,6 +47,10 @@ pub struct Envelope {
     pub payload: serde_json::Value,
 }
 
+/// The outbox insert: event id, type, aggregate id, payload.
+pub const APPEND_SQL: &str =
+    "INSERT INTO outbox (event_id, event_type, aggregate_id, payload) VALUES ($1, $2, $3, $4)";
+
 /// Append an event to the outbox within the caller's transaction.
 pub async fn append<C: GenericClient>(
     client: &C,
@@ -57,13 +61,26 @@ pub async fn append<C: GenericClient>(
     let event_id = Uuid::now_v7();
     // Prepared once per connection: every booking appends an event, and an
     // unprepared statement costs a second round trip each time.
-    let insert = client
-        .prepare_cached(
-            "INSERT INTO outbox (event_id, event_type, aggregate_id, payload) VALUES ($1, $2, $3, $4)",
-        )
-        .await?;
+    let insert = client.prepare_cached(APPEND_SQL).await?;
     client
         .execute(&insert, &[&event_id, &event_type, &aggregate_id, payload])
+        .await?;
+    Ok(event_id)
+}
+
+/// [`append`] with [`APPEND_SQL`] already prepared as `statement`: the
+/// request goes out on the first poll, so it can be pipelined with the
+/// `COMMIT` that follows it.
+pub async fn append_prepared(
+    client: &jyt_db::tokio_postgres::Client,
+    statement: &jyt_db::tokio_postgres::Statement,
+    event_type: &str,
+    aggregate_id: &str,
+    payload: &serde_json::Value,
+) -> Result<Uuid, jyt_db::tokio_postgres::Error> {
+    let event_id = Uuid::now_v7();
+    client
+        .execute(statement, &[&event_id, &event_type, &aggregate_id, payload])
         .await?;
     Ok(event_id)
 }

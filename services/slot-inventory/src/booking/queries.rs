@@ -3,9 +3,11 @@
 //! drive time.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use jyt_db::deadpool_postgres::GenericClient;
+use jyt_db::tokio_postgres::types::ToSql;
 use jyt_db::tokio_postgres::{Error, Row};
 use jyt_domain::time::local;
 use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, HospitalId, SlotRef};
@@ -145,43 +147,69 @@ pub struct NewBooking<'a> {
     pub hold_deadline: DateTime<Utc>,
 }
 
+/// The insert of a won hold: a row only if the seat is within the
+/// segment's capacity and the schedule is open. Unique indexes refuse a
+/// taken seat.
+const INSERT_BOOKING: &str = "
+    INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
+                          fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
+                          referral_id)
+    SELECT $1, seg.id, seg.schedule_id, $3, $4, $5,
+           CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
+           sch.fee_fen, $6, $7, $8, $9,
+           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11
+      FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+     WHERE seg.id = $2 AND $5 <= seg.capacity AND sch.status = 'open'";
+
+/// [`INSERT_BOOKING`]'s parameters, in order.
+fn insert_params<'a>(b: &'a NewBooking<'a>, channel: &'a &'a str) -> [&'a (dyn ToSql + Sync); 11] {
+    [
+        &b.id,
+        &b.segment_id,
+        &b.patient_id,
+        channel,
+        &b.seat_no,
+        &b.idempotency_key,
+        &b.pool,
+        &b.visit_no,
+        &b.pickup_code,
+        &b.hold_deadline,
+        &b.referral_id,
+    ]
+}
+
 /// Insert a booking, unless its seat is beyond the segment's capacity or its
 /// schedule is stopped; `None` then. Unique indexes refuse a taken seat.
 pub async fn insert_booking<C: GenericClient>(client: &C, b: &NewBooking<'_>) -> Result<Option<Uuid>, Error> {
     // Prepared once per connection (the surge's winners each insert one).
     let insert = client
-        .prepare_cached(
-            "INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
-                                   fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
-                                   referral_id)
-             SELECT $1, seg.id, seg.schedule_id, $3, $4, $5,
-                    CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
-                    sch.fee_fen, $6, $7, $8, $9,
-                    CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11
-               FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
-              WHERE seg.id = $2 AND $5 <= seg.capacity AND sch.status = 'open'
-             RETURNING id",
-        )
+        .prepare_cached(&format!("{INSERT_BOOKING} RETURNING id"))
         .await?;
-    let row = client
-        .query_opt(
-            &insert,
-            &[
-                &b.id,
-                &b.segment_id,
-                &b.patient_id,
-                &b.channel.as_str(),
-                &b.seat_no,
-                &b.idempotency_key,
-                &b.pool,
-                &b.visit_no,
-                &b.pickup_code,
-                &b.hold_deadline,
-                &b.referral_id,
-            ],
-        )
-        .await?;
+    let channel = b.channel.as_str();
+    let row = client.query_opt(&insert, &insert_params(b, &channel)).await?;
     Ok(row.map(|r| r.get(0)))
+}
+
+/// [`insert_booking`] that answers with the stored booking, as
+/// [`get_booking`] would read it: one statement instead of two.
+pub static INSERT_BOOKING_RETURNING: LazyLock<String> = LazyLock::new(|| {
+    // The CTE is named `b`, the alias the booking columns are read under.
+    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
+    format!("WITH b AS ({INSERT_BOOKING} RETURNING *) {read_back}")
+});
+
+/// Run [`INSERT_BOOKING_RETURNING`], prepared by the caller as `statement`.
+pub async fn insert_booking_returning(
+    client: &jyt_db::tokio_postgres::Client,
+    statement: &jyt_db::tokio_postgres::Statement,
+    hospital: &HospitalId,
+    b: &NewBooking<'_>,
+) -> Result<Option<StoredBooking>, Error> {
+    let channel = b.channel.as_str();
+    Ok(client
+        .query_opt(statement, &insert_params(b, &channel))
+        .await?
+        .map(|r| to_stored(hospital, &r)))
 }
 
 /// Facts about a segment that never change once it exists: cached in the

@@ -336,13 +336,103 @@ fn pickup_code() -> String {
     format!("{:06}", rand::rng().random_range(0..1_000_000))
 }
 
-/// The booking row and its event, in one transaction.
+/// The booking row and its event, in one transaction. A plain booking
+/// (the surge's winners) takes two round trips: `BEGIN` with the insert
+/// that reads the booking back, then the event with `COMMIT`; each pair is
+/// pipelined (both statements are prepared beforehand, so each request
+/// leaves on its future's first poll, in order).
 #[tracing::instrument(
     name = "INSERT bookings",
     skip_all,
     fields(otel.kind = "client", db.system = "postgresql", db.operation = "INSERT", db.sql.table = "bookings")
 )]
 async fn write_booking(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+    won: &Won,
+) -> Result<Option<StoredBooking>, WriteError> {
+    if req.waitlist_entry.is_some() || req.offer.is_some() {
+        return write_booking_in_steps(state, req, key, won).await;
+    }
+    let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
+    let insert = client.prepare_cached(&queries::INSERT_BOOKING_RETURNING).await?;
+    let append = client.prepare_cached(jyt_events::APPEND_SQL).await?;
+    let code = pickup_code();
+    let new = NewBooking {
+        id: won.booking_id,
+        segment_id: req.slot_id.id,
+        patient_id: req.patient_id,
+        channel: req.channel,
+        seat_no: won.seat,
+        pool: &won.pool,
+        visit_no: won.visit_no,
+        pickup_code: &code,
+        idempotency_key: key.as_str(),
+        referral_id: req.referral_id.as_deref(),
+        hold_deadline: won.now + state.settings.policy.hold_length(),
+    };
+    let begun = futures::future::try_join(
+        client.batch_execute("BEGIN"),
+        queries::insert_booking_returning(&client, &insert, &state.hospital, &new),
+    )
+    .await;
+    let stored = match begun {
+        Ok((_, Some(stored))) => stored,
+        Ok((_, None)) => {
+            abandon(client).await;
+            return Ok(None);
+        }
+        Err(e) => {
+            abandon(client).await;
+            return Err(e.into());
+        }
+    };
+    let kind = if stored.booking.hold_deadline.is_some() {
+        EventKind::Held
+    } else {
+        EventKind::Confirmed
+    };
+    let payload = events::payload(&stored.booking, serde_json::json!({}));
+    let committed = futures::future::try_join(
+        jyt_events::append_prepared(
+            &client,
+            &append,
+            kind.event_type(),
+            &stored.booking.booking_id.to_string(),
+            &payload,
+        ),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    if let Err(e) = committed {
+        // A failed statement turns the pipelined `COMMIT` into a rollback;
+        // a failed `COMMIT` leaves nothing either.
+        abandon(client).await;
+        return Err(e.into());
+    }
+    Ok(Some(stored))
+}
+
+/// End an unfinished transaction begun by hand; a connection that cannot
+/// even roll back is closed rather than handed to the next caller inside
+/// a transaction.
+async fn abandon(client: jyt_db::deadpool_postgres::Object) {
+    if let Err(e) = client.batch_execute("ROLLBACK").await {
+        tracing::warn!(error = %e, "could not roll back; closing the connection");
+        drop(jyt_db::deadpool_postgres::Object::take(client));
+    }
+}
+
+/// The booking row and its events, in one transaction, statement by
+/// statement: a waitlist promotion or a change offer, which write more than
+/// a plain booking.
+#[tracing::instrument(
+    name = "INSERT bookings (waitlist or offer)",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation = "INSERT", db.sql.table = "bookings")
+)]
+async fn write_booking_in_steps(
     state: &AppState,
     req: &BookRequest,
     key: &IdempotencyKey,

@@ -78,3 +78,75 @@ async fn visit_numbers_follow_booking_order_within_the_schedule() {
     }
     assert_eq!(numbers, [1, 2, 3, 4]);
 }
+
+#[tokio::test]
+async fn a_seat_postgresql_already_has_is_refused_leaving_nothing_and_the_connection_clean() {
+    // One connection: a write path that left its transaction open (or
+    // aborted) would break every statement after it.
+    let h = Hospital::start(beijing(2, 9, 0), 1, &[("POSTGRES__POOL_MAX_SIZE", "1")]).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let first = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+
+    // Redis wrongly offers the taken seat again: the hold succeeds, and the
+    // pipelined insert is refused by the seat's unique index.
+    let info = slot_inventory::booking::service::segment_info(&h.state, slot.id)
+        .await
+        .unwrap();
+    let keys = h.state.keys.segment(&info);
+    let mut conn = h.state.redis.clone();
+    let () = jyt_cache::redis::pipe()
+        .lpush(&keys.free, 1)
+        .ignore()
+        .hincr(&keys.pools, &first.pool, 1)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(h.redis_free(&slot).await, 1);
+
+    let second = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await;
+    assert_eq!(
+        code(&second.unwrap_err()),
+        "SLOT_SOLD_OUT",
+        "refreshed from PostgreSQL"
+    );
+    assert_eq!(h.redis_free(&slot).await, 0, "Redis repaired");
+
+    let client = h.state.pool.get().await.unwrap();
+    let bookings: i64 = client
+        .query_one("SELECT count(*) FROM bookings WHERE segment_id = $1", &[&slot.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(bookings, 1, "nothing written for the refused seat");
+    // Seen from another connection, the pooled one is idle, not idle in a
+    // transaction (open or aborted).
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let observer = jyt_db::build_pool(&h.state.settings.postgres).unwrap();
+    let state: String = observer
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "idle", "no transaction left open on the connection");
+    drop(client);
+    assert_eq!(
+        h.event_types().await,
+        ["booking.confirmed"],
+        "one event, the first booking's"
+    );
+
+    // The same (only) connection books the next seat.
+    let next = h
+        .book(&h.segment(sched::CT_AM, 1), Uuid::new_v4(), Channel::Kiosk)
+        .await
+        .unwrap();
+    assert_eq!(next.status, jyt_domain::BookingStatus::Confirmed);
+}
