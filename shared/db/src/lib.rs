@@ -4,6 +4,7 @@
 //! - [`migrate`]: runs a service's embedded refinery migrations under a
 //!   PostgreSQL advisory lock, so replicas starting together do not race.
 //! - [`ensure_database`]: creates a database if it is missing (`jyt up`, tests).
+//! - [`roll_back_or_close`]: the way out of a transaction begun by hand.
 //! - [`unique_violation`]: which unique constraint a failed write hit; the
 //!   database's constraints are our last word against double booking.
 
@@ -60,6 +61,16 @@ pub fn build_pool(settings: &PostgresSettings) -> Result<Pool, DbError> {
         })
         .build()
         .map_err(|e| DbError::Build(e.to_string()))
+}
+
+/// End a transaction begun by hand (`BEGIN` pipelined with the first
+/// statement) that will not commit. A connection that cannot even roll back
+/// is closed rather than handed to the next caller inside a transaction.
+pub async fn roll_back_or_close(client: deadpool_postgres::Object) {
+    if let Err(e) = client.batch_execute("ROLLBACK").await {
+        tracing::warn!(error = %e, "could not roll back; closing the connection");
+        drop(deadpool_postgres::Object::take(client));
+    }
 }
 
 /// One round trip; used by `/readyz`.

@@ -119,21 +119,39 @@ impl OutboxRelay {
         self.wake.notify_one();
     }
 
-    /// Publish one batch; returns how many rows were published.
+    /// Publish one batch; returns how many rows were published. The relay
+    /// shares the service's pool with the booking path, so it holds a
+    /// connection for two round trips, not five: `BEGIN` goes out with the
+    /// `SELECT`, the `UPDATE` with `COMMIT` (both pipelined; the statements
+    /// are prepared first so each request leaves on its first poll).
     pub async fn relay_once(&self) -> Result<usize, EventError> {
-        let mut client = self.pool.get().await.map_err(jyt_db::DbError::from)?;
-        let tx = client.transaction().await?;
-        let rows = tx
-            .query(
+        let client = self.pool.get().await.map_err(jyt_db::DbError::from)?;
+        let select = client
+            .prepare_cached(
                 "SELECT seq, event_id, event_type, aggregate_id, occurred_at, payload
                    FROM outbox WHERE published_at IS NULL
                   ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-                &[&self.batch_size],
             )
             .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
+        let mark = client
+            .prepare_cached("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+            .await?;
+        let begun = futures::future::try_join(
+            client.batch_execute("BEGIN"),
+            client.query(&select, &[&self.batch_size]),
+        )
+        .await;
+        let rows = match begun {
+            Ok((_, rows)) if rows.is_empty() => {
+                jyt_db::roll_back_or_close(client).await;
+                return Ok(0);
+            }
+            Ok((_, rows)) => rows,
+            Err(e) => {
+                jyt_db::roll_back_or_close(client).await;
+                return Err(e.into());
+            }
+        };
         let mut pipe = redis::pipe();
         let mut seqs = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -161,13 +179,18 @@ impl OutboxRelay {
                 .ignore();
         }
         let mut redis = self.redis.clone();
-        pipe.query_async::<()>(&mut redis).await?;
-        tx.execute(
-            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)",
-            &[&seqs],
-        )
-        .await?;
-        tx.commit().await?;
+        if let Err(e) = pipe.query_async::<()>(&mut redis).await {
+            // Nothing marked: the rows go out again (consumers deduplicate
+            // on `event_id`).
+            jyt_db::roll_back_or_close(client).await;
+            return Err(e.into());
+        }
+        let committed =
+            futures::future::try_join(client.execute(&mark, &[&seqs]), client.batch_execute("COMMIT")).await;
+        if let Err(e) = committed {
+            jyt_db::roll_back_or_close(client).await;
+            return Err(e.into());
+        }
         Ok(seqs.len())
     }
 

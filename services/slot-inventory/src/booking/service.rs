@@ -380,11 +380,11 @@ async fn write_booking(
     let stored = match begun {
         Ok((_, Some(stored))) => stored,
         Ok((_, None)) => {
-            abandon(client).await;
+            jyt_db::roll_back_or_close(client).await;
             return Ok(None);
         }
         Err(e) => {
-            abandon(client).await;
+            jyt_db::roll_back_or_close(client).await;
             return Err(e.into());
         }
     };
@@ -408,20 +408,10 @@ async fn write_booking(
     if let Err(e) = committed {
         // A failed statement turns the pipelined `COMMIT` into a rollback;
         // a failed `COMMIT` leaves nothing either.
-        abandon(client).await;
+        jyt_db::roll_back_or_close(client).await;
         return Err(e.into());
     }
     Ok(Some(stored))
-}
-
-/// End an unfinished transaction begun by hand; a connection that cannot
-/// even roll back is closed rather than handed to the next caller inside
-/// a transaction.
-async fn abandon(client: jyt_db::deadpool_postgres::Object) {
-    if let Err(e) = client.batch_execute("ROLLBACK").await {
-        tracing::warn!(error = %e, "could not roll back; closing the connection");
-        drop(jyt_db::deadpool_postgres::Object::take(client));
-    }
 }
 
 /// The booking row and its events, in one transaction, statement by

@@ -19,5 +19,6 @@ mod http;
 mod invariants;
 mod lifecycle;
 mod pools;
+mod relay;
 mod rules;
 mod waitlist;

@@ -1,0 +1,106 @@
+//! The outbox relay: every booking's event reaches the stream once, and
+//! the relay (which shares the booking path's pool) leaves its connection
+//! idle, also when Redis refuses the batch.
+
+use std::collections::HashMap;
+
+use jyt_cache::redis;
+use jyt_domain::Channel;
+use uuid::Uuid;
+
+use crate::helpers::{Hospital, beijing, sched};
+
+async fn stream_event_ids(h: &Hospital) -> Vec<String> {
+    let mut conn = h.state.redis.clone();
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&h.state.relay.stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entries
+        .ids
+        .iter()
+        .map(|e| {
+            let map: &HashMap<String, redis::Value> = &e.map;
+            redis::from_redis_value(map["event_id"].clone()).unwrap()
+        })
+        .collect()
+}
+
+async fn pooled_connection_state(h: &Hospital) -> String {
+    let client = h.state.pool.get().await.unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    let observer = jyt_db::build_pool(&h.state.settings.postgres).unwrap();
+    observer
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[("POSTGRES__POOL_MAX_SIZE", "1")]).await;
+    for segment in 0..3 {
+        h.book(&h.segment(sched::CT_AM, segment), Uuid::new_v4(), Channel::Wechat)
+            .await
+            .unwrap();
+    }
+
+    // Redis refuses the batch (the stream key holds a string): nothing is
+    // marked published, and the connection is not left in the transaction.
+    let mut conn = h.state.redis.clone();
+    let () = redis::cmd("SET")
+        .arg(&h.state.relay.stream)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(h.state.relay.relay_once().await.is_err(), "WRONGTYPE from Redis");
+    assert_eq!(pooled_connection_state(&h).await, "idle");
+    let client = h.state.pool.get().await.unwrap();
+    let unpublished: i64 = client
+        .query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    assert_eq!(unpublished, 3, "a failed batch marks nothing");
+
+    let () = redis::cmd("DEL")
+        .arg(&h.state.relay.stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(h.state.relay.relay_once().await.unwrap(), 3);
+    assert_eq!(h.state.relay.relay_once().await.unwrap(), 0, "nothing twice");
+    assert_eq!(pooled_connection_state(&h).await, "idle");
+
+    let client = h.state.pool.get().await.unwrap();
+    let mut written: Vec<String> = client
+        .query(
+            "SELECT event_id::text FROM outbox WHERE published_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    let mut published = stream_event_ids(&h).await;
+    written.sort();
+    published.sort();
+    assert_eq!(written.len(), 3);
+    assert_eq!(published, written, "every event on the stream, once");
+}
