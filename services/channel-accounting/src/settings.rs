@@ -28,6 +28,9 @@ pub struct ConsumerSettings {
     pub streams: Vec<String>,
     pub group: String,
     pub name: String,
+    /// Entries left unacknowledged this long (by a replica that died, or
+    /// after a failed apply) are taken over and read again.
+    pub claim_idle_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +86,12 @@ impl Validate for Settings {
         }
         if self.consumer.group.trim().is_empty() {
             return Err(Invalid::new("consumer.group", "must not be empty"));
+        }
+        if !(100..=3_600_000).contains(&self.consumer.claim_idle_ms) {
+            return Err(Invalid::new(
+                "consumer.claim_idle_ms",
+                "must be between 100 and 3600000",
+            ));
         }
         for (channel, bp) in &self.fees.rates_bp {
             let key = format!("fees.rates_bp.{channel}");

@@ -51,12 +51,13 @@ impl Application {
             let conn = jyt_cache::connect(&settings.redis)
                 .await
                 .context("connecting to Redis")?;
-            let consumer = StreamConsumer::new(
+            let mut consumer = StreamConsumer::new(
                 conn,
                 keyspace.plain(stream),
                 settings.consumer.group.clone(),
                 settings.consumer_name(),
             );
+            consumer.claim_idle_ms = settings.consumer.claim_idle_ms;
             consumers.push(tokio::spawn(consumer::run(
                 consumer,
                 pool.clone(),

@@ -308,9 +308,10 @@ impl Notifier {
             self.stream_redis.clone(),
             self.keys.plain(&self.settings.source_stream),
             self.settings.consumer_group.clone(),
-            self.settings.consumer_name.clone(),
+            self.settings.consumer_name(),
         );
         consumer.block_ms = self.settings.block_ms;
+        consumer.claim_idle_ms = self.settings.claim_idle_ms;
         consumer.batch_size = self.settings.batch_size;
         loop {
             if let Err(e) = consumer.ensure_group().await {
@@ -334,7 +335,8 @@ impl Notifier {
                 if let Some(env) = &entry.envelope
                     && let Err(e) = self.enqueue(env).await
                 {
-                    // Not acknowledged: read again after the next restart.
+                    // Not acknowledged: read again on the next pass
+                    // (`claim_idle_ms`) or after a restart.
                     tracing::warn!(error = %e, "could not queue a notification");
                     continue;
                 }

@@ -141,8 +141,11 @@ pub struct NotificationSettings {
     /// slot-inventory's event stream, under the Redis key prefix.
     pub source_stream: String,
     pub consumer_group: String,
-    /// Unique per replica (e.g. the pod name).
+    /// Unique per replica; empty means the host name (a pod's name).
     pub consumer_name: String,
+    /// Entries another replica (one that died) or this one (a failed
+    /// queueing) left unacknowledged this long are taken over and read again.
+    pub claim_idle_ms: u64,
     /// Must stay below redis.response_timeout_ms: the read blocks.
     pub block_ms: usize,
     pub batch_size: usize,
@@ -163,6 +166,15 @@ pub struct NotificationSettings {
 }
 
 impl NotificationSettings {
+    /// This replica's name in the consumer group.
+    pub fn consumer_name(&self) -> String {
+        if self.consumer_name.trim().is_empty() {
+            std::env::var("HOSTNAME").unwrap_or_else(|_| format!("gateway-{}", std::process::id()))
+        } else {
+            self.consumer_name.clone()
+        }
+    }
+
     pub fn event_types(&self) -> impl Iterator<Item = &str> {
         split_list(&self.event_types)
     }
@@ -378,6 +390,7 @@ impl Validate for Settings {
             ("notifications.backoff_base_ms", n.backoff_base_ms),
             ("notifications.backoff_max_ms", n.backoff_max_ms),
             ("notifications.max_attempts", u64::from(n.max_attempts)),
+            ("notifications.claim_idle_ms", n.claim_idle_ms),
             (
                 "notifications.batch_size",
                 u64::try_from(n.batch_size).unwrap_or(0),

@@ -233,6 +233,12 @@ pub fn envelope_from_fields(fields: &HashMap<String, redis::Value>) -> Option<En
 /// order per consumer. After a crash, entries read but not acknowledged are
 /// read again first, so the caller must apply each event idempotently (by
 /// `event_id`) and acknowledge only after its transaction commits.
+///
+/// Each replica needs a consumer name of its own (the pod name). With
+/// `claim_idle_ms` set, every that often the consumer takes over entries
+/// any member of the group (a replica that died, or itself after a failed
+/// apply) has left unacknowledged that long, and reads its own pending
+/// list again, once through.
 pub struct StreamConsumer {
     /// A connection of its own: `XREADGROUP ... BLOCK` would stall every
     /// other command multiplexed on a shared connection.
@@ -242,8 +248,12 @@ pub struct StreamConsumer {
     pub consumer: String,
     pub batch_size: usize,
     pub block_ms: usize,
-    /// Whether our own unacknowledged entries have been re-read since start.
-    recovered: bool,
+    /// Take over entries unacknowledged this long (0: never).
+    pub claim_idle_ms: u64,
+    last_claim: std::time::Instant,
+    /// Where the pass over our own pending entries has got to; `None` when
+    /// no pass is due (new entries are read).
+    pending_from: Option<String>,
 }
 
 /// One stream entry; `envelope` is `None` for an entry we cannot parse
@@ -263,7 +273,10 @@ impl StreamConsumer {
             consumer,
             batch_size: 200,
             block_ms: 1000,
-            recovered: false,
+            claim_idle_ms: 0,
+            last_claim: std::time::Instant::now(),
+            // Start with our own unacknowledged entries (after a restart).
+            pending_from: Some("0".to_owned()),
         }
     }
 
@@ -284,16 +297,55 @@ impl StreamConsumer {
     }
 
     /// The next entries for this consumer: first its own pending ones (after
-    /// a restart), then new ones, waiting up to `block_ms` for them.
+    /// a restart or a take-over), then new ones, waiting up to `block_ms`.
     pub async fn next_batch(&mut self) -> Result<Vec<StreamEntry>, EventError> {
-        if !self.recovered {
-            let pending = self.read("0", None).await?;
-            if !pending.is_empty() {
+        if self.claim_idle_ms > 0 && self.last_claim.elapsed() >= Duration::from_millis(self.claim_idle_ms) {
+            self.last_claim = std::time::Instant::now();
+            self.claim_abandoned().await?;
+            self.pending_from = Some("0".to_owned());
+        }
+        if let Some(from) = self.pending_from.take() {
+            let pending = self.read(&from, None).await?;
+            if let Some(last) = pending.last() {
+                // Go on after these next time: entries that fail again wait
+                // for the next pass instead of being retried in a loop.
+                self.pending_from = Some(last.id.clone());
                 return Ok(pending);
             }
-            self.recovered = true;
         }
         self.read(">", Some(self.block_ms)).await
+    }
+
+    /// Make every entry of the group left unacknowledged for
+    /// `claim_idle_ms` ours (`XAUTOCLAIM`, page by page).
+    async fn claim_abandoned(&mut self) -> Result<(), EventError> {
+        let mut start = "0-0".to_owned();
+        loop {
+            let reply: redis::streams::StreamAutoClaimReply = redis::AsyncCommands::xautoclaim_options(
+                &mut self.redis,
+                &self.stream,
+                &self.group,
+                &self.consumer,
+                self.claim_idle_ms,
+                &start,
+                redis::streams::StreamAutoClaimOptions::default()
+                    .count(self.batch_size)
+                    .with_justid(),
+            )
+            .await?;
+            if !reply.claimed.is_empty() {
+                tracing::info!(
+                    stream = %self.stream,
+                    consumer = %self.consumer,
+                    entries = reply.claimed.len(),
+                    "took over unacknowledged entries"
+                );
+            }
+            if reply.next_stream_id == "0-0" {
+                return Ok(());
+            }
+            start = reply.next_stream_id;
+        }
     }
 
     async fn read(&mut self, from: &str, block_ms: Option<usize>) -> Result<Vec<StreamEntry>, EventError> {

@@ -1,0 +1,110 @@
+//! A stream consumer group against real Redis: entries a replica read and
+//! never acknowledged (it died) are taken over by another replica after
+//! `claim_idle_ms`, and an entry is handed out again only after that idle
+//! time, never in a tight loop.
+
+#![expect(clippy::unwrap_used, reason = "tests: a failure is a failed test")]
+
+use std::time::Duration;
+
+use jyt_cache::{RedisConn, redis};
+use jyt_events::StreamConsumer;
+
+async fn connection() -> RedisConn {
+    let client = redis::Client::open(jyt_testkit::redis_url()).unwrap();
+    RedisConn::Single(client.get_connection_manager().await.unwrap())
+}
+
+async fn add(conn: &mut RedisConn, stream: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("event_id")
+            .arg(i.to_string())
+            .query_async(conn)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+fn ids(batch: &[jyt_events::StreamEntry]) -> Vec<String> {
+    batch.iter().map(|e| e.id.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_dead_replicas_unacknowledged_entries_are_taken_over_after_the_idle_time() {
+    let stream = format!("{}:events", jyt_testkit::fresh_redis_prefix());
+    let mut conn = connection().await;
+    let mut dead = StreamConsumer::new(connection().await, stream.clone(), "g".into(), "pod-a".into());
+    dead.block_ms = 10;
+    dead.ensure_group().await.unwrap();
+    let sent = add(&mut conn, &stream, 3).await;
+
+    // pod-a reads all three, acknowledges the first, then dies.
+    let read = dead.next_batch().await.unwrap();
+    assert_eq!(ids(&read), sent);
+    dead.ack(&sent[..1]).await.unwrap();
+    drop(dead);
+
+    let mut alive = StreamConsumer::new(connection().await, stream.clone(), "g".into(), "pod-b".into());
+    alive.block_ms = 10;
+    alive.claim_idle_ms = 200;
+    // Before the idle time nothing is taken: pod-a may only be slow.
+    assert!(alive.next_batch().await.unwrap().is_empty());
+    // Polled with a deadline; each read blocks up to `block_ms`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let taken = loop {
+        let batch = alive.next_batch().await.unwrap();
+        if !batch.is_empty() {
+            break ids(&batch);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod-b never took over pod-a's entries"
+        );
+    };
+    assert_eq!(
+        taken,
+        sent[1..],
+        "the two unacknowledged entries, not the acknowledged one"
+    );
+    alive.ack(&taken).await.unwrap();
+
+    let pending: (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("g")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending.0, 0, "nothing left unacknowledged in the group");
+}
+
+#[tokio::test]
+async fn an_entry_that_fails_is_read_again_on_the_next_pass_not_at_once() {
+    let stream = format!("{}:events", jyt_testkit::fresh_redis_prefix());
+    let mut conn = connection().await;
+    let mut consumer = StreamConsumer::new(connection().await, stream.clone(), "g".into(), "pod-a".into());
+    consumer.block_ms = 10;
+    consumer.claim_idle_ms = 3_600_000;
+    consumer.ensure_group().await.unwrap();
+    assert!(consumer.next_batch().await.unwrap().is_empty());
+    let first = add(&mut conn, &stream, 1).await;
+    assert_eq!(ids(&consumer.next_batch().await.unwrap()), first);
+    // Not acknowledged (the apply failed): new entries still flow.
+    let second = add(&mut conn, &stream, 1).await;
+    assert_eq!(ids(&consumer.next_batch().await.unwrap()), second);
+    consumer.ack(&second).await.unwrap();
+
+    // A restarted consumer reads its own pending entry first, once.
+    let mut restarted = StreamConsumer::new(connection().await, stream.clone(), "g".into(), "pod-a".into());
+    restarted.block_ms = 10;
+    assert_eq!(ids(&restarted.next_batch().await.unwrap()), first);
+    assert!(
+        restarted.next_batch().await.unwrap().is_empty(),
+        "one pass, then new entries"
+    );
+}
