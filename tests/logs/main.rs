@@ -80,7 +80,7 @@ async fn no_secret_id_number_or_phone_number_reaches_any_log_line() {
     .await;
     let city = FaultCity::spawn(h, &prefix, &[]).await;
     let h = &city.hospital;
-    let slots = h.seed_tomorrow(3).await;
+    let slots = h.seed_visit_day(3).await;
     let (accounting, _, session) = spawn_accounting(&prefix).await;
     let http = &city.http;
     let cards = city.cards.base_url.clone();

@@ -65,7 +65,7 @@ async fn one_booking_is_one_trace_from_the_gateway_to_redis_and_postgresql() {
     let guard = jyt_telemetry::init("jyt-otlp-test", &settings).unwrap();
 
     let city = TestCity::spawn(&["pumch"]).await;
-    let slots = city.hospital(0).seed_tomorrow(3).await;
+    let slots = city.hospital(0).seed_visit_day(3).await;
     let patient = city.patient().await;
     let res = city.book(&slots[10], patient, "kiosk", "otlp-1").await;
     assert_eq!(res.status(), 201);

@@ -9,7 +9,7 @@ use jyt_domain::{HospitalId, SlotRef};
 use slot_inventory::AppState;
 use uuid::Uuid;
 
-use crate::{sources, tomorrow};
+use crate::{sources, visit_day};
 
 /// A running slot-inventory for one hospital.
 pub struct TestHospital {
@@ -55,10 +55,10 @@ impl TestHospital {
         }
     }
 
-    /// Seed a demo day (tomorrow, Asia/Shanghai) with `capacity` seats per
+    /// Seed a demo day ([`visit_day`], Asia/Shanghai) with `capacity` seats per
     /// segment; returns the first segment of each schedule.
-    pub async fn seed_tomorrow(&self, capacity: i32) -> Vec<SlotRef> {
-        let stored = slot_inventory::seed::seed_demo_day(&self.state, tomorrow(), capacity)
+    pub async fn seed_visit_day(&self, capacity: i32) -> Vec<SlotRef> {
+        let stored = slot_inventory::seed::seed_demo_day(&self.state, visit_day(), capacity)
             .await
             .unwrap();
         stored

@@ -44,6 +44,10 @@ pub const ALL_SEATS_COMMON: &[(&str, &str)] = &[
     ("POLICY__POOL_SHARES__CLINIC", "0"),
 ];
 
-pub fn tomorrow() -> NaiveDate {
-    jyt_domain::time::today().checked_add_days(Days::new(1)).unwrap()
+/// The day the system tests book: the day after tomorrow (Asia/Shanghai),
+/// released days ago and still before both 15:00 deadlines of the day
+/// before the visit (cancellation closes, the channel pools merge), so a
+/// test sees the same rules whatever the time of day it runs.
+pub fn visit_day() -> NaiveDate {
+    jyt_domain::time::today().checked_add_days(Days::new(2)).unwrap()
 }

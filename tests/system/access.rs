@@ -34,7 +34,7 @@ async fn count_bookings(h: &TestHospital) -> i64 {
 async fn a_channel_app_cannot_read_pay_or_cancel_another_apps_booking() {
     let city = TestCity::spawn_configured(&["bola"], &[], ALL_SEATS_COMMON).await;
     let h = city.hospital(0);
-    let slot = h.seed_tomorrow(5).await.remove(0);
+    let slot = h.seed_visit_day(5).await.remove(0);
     let patient = city.patient().await;
     let res = city.book(&slot, patient, "wechat", "mine").await;
     assert_eq!(res.status(), 201);
@@ -115,7 +115,7 @@ async fn a_channel_app_cannot_read_pay_or_cancel_another_apps_booking() {
 async fn a_booking_made_through_another_door_is_not_shown_to_any_channel_app() {
     let city = TestCity::spawn_configured(&["door"], &[], ALL_SEATS_COMMON).await;
     let h = city.hospital(0);
-    let slot = h.seed_tomorrow(5).await.remove(0);
+    let slot = h.seed_visit_day(5).await.remove(0);
     let patient = city.patient().await;
     // Booked at the hospital's own window system, not through the gateway.
     let res = reqwest::Client::new()
@@ -151,8 +151,8 @@ async fn a_booking_made_through_another_door_is_not_shown_to_any_channel_app() {
 async fn one_hospitals_ids_never_reach_another_hospitals_data() {
     let city = TestCity::spawn_configured(&["hosa", "hosb"], &[], ALL_SEATS_COMMON).await;
     let (a, b) = (city.hospital(0), city.hospital(1));
-    let slot_a = a.seed_tomorrow(5).await.remove(0);
-    b.seed_tomorrow(5).await;
+    let slot_a = a.seed_visit_day(5).await.remove(0);
+    b.seed_visit_day(5).await;
     let patient = city.patient().await;
     let res = city.book(&slot_a, patient, "wechat", "at-a").await;
     assert_eq!(res.status(), 201);
@@ -220,7 +220,7 @@ async fn one_hospitals_ids_never_reach_another_hospitals_data() {
 async fn an_account_holder_books_only_for_people_bound_to_them() {
     let city = TestCity::spawn_configured(&["family"], &[], ALL_SEATS_COMMON).await;
     let h = city.hospital(0);
-    let slot = h.seed_tomorrow(5).await.remove(0);
+    let slot = h.seed_visit_day(5).await.remove(0);
     let holder = city.cards.register().await;
     let stranger = city.patient().await;
     let others_member = city.patient().await;

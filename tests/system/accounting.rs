@@ -10,7 +10,7 @@ use jyt_system_tests::{TestCity, eventually, spawn_accounting};
 async fn bookings_are_counted_once_per_channel_even_when_events_are_delivered_twice() {
     let city = TestCity::spawn(&["tongren"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(10).await;
+    let slots = h.seed_visit_day(10).await;
     let (accounting, _db, token) = spawn_accounting(&city.redis_prefix).await;
 
     for (i, channel) in ["wechat", "wechat", "kiosk"].iter().enumerate() {

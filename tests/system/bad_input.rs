@@ -223,7 +223,7 @@ fn every_request_body_parser_answers_bad_input_with_4xx_problem_json_and_writes_
     let (cards, hospital, (accounting_url, accounting_db, token)) = rt.block_on(async {
         let cards = spawn_cards(&prefix).await;
         let h = TestHospital::spawn("badin", &prefix).await;
-        h.seed_tomorrow(5).await;
+        h.seed_visit_day(5).await;
         (cards, h, spawn_accounting(&prefix).await)
     });
     let (c, s) = (cards.base_url.clone(), hospital.base_url.clone());

@@ -6,7 +6,7 @@ use jyt_system_tests::{TestCity, problem};
 async fn a_postgres_failure_after_the_redis_hold_gives_the_seat_back() {
     let city = TestCity::spawn(&["pkuth"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(2).await;
+    let slots = h.seed_visit_day(2).await;
     let slot = &slots[0];
     // Warm the segment into Redis.
     let first = city.book(slot, city.patient().await, "wechat", "warm").await;
@@ -47,7 +47,7 @@ async fn a_postgres_failure_after_the_redis_hold_gives_the_seat_back() {
 async fn redis_losing_its_data_is_rebuilt_from_postgres_without_double_booking() {
     let city = TestCity::spawn(&["fuwai"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(3).await;
+    let slots = h.seed_visit_day(3).await;
     let slot = &slots[0];
     let patient = city.patient().await;
     let first = city.book(slot, patient, "wechat", "before-restart").await;

@@ -1,13 +1,13 @@
 //! One booking through every layer, and the answers around it.
 
-use jyt_system_tests::{TestCity, problem, tomorrow};
+use jyt_system_tests::{TestCity, problem, visit_day};
 use uuid::Uuid;
 
 #[tokio::test]
 async fn a_booking_goes_through_the_gateway_into_postgres_and_can_be_read_back() {
     let city = TestCity::spawn(&["pumch"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(5).await;
+    let slots = h.seed_visit_day(5).await;
     let patient = city.patient().await;
 
     let res = city.book(&slots[0], patient, "wechat", "k-1").await;
@@ -60,7 +60,7 @@ async fn a_booking_goes_through_the_gateway_into_postgres_and_can_be_read_back()
 async fn a_retry_with_the_same_idempotency_key_answers_the_first_booking_and_books_nothing_more() {
     let city = TestCity::spawn(&["bjh"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(5).await;
+    let slots = h.seed_visit_day(5).await;
     let patient = city.patient().await;
 
     let first = city.book(&slots[0], patient, "kiosk", "same-key").await;
@@ -91,7 +91,7 @@ async fn a_retry_with_the_same_idempotency_key_answers_the_first_booking_and_boo
 async fn a_full_segment_answers_409_slot_sold_out_as_problem_json() {
     let city = TestCity::spawn(&["chaoyang"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(1).await;
+    let slots = h.seed_visit_day(1).await;
 
     assert_eq!(
         city.book(&slots[0], city.patient().await, "wechat", "a")
@@ -112,7 +112,7 @@ async fn a_full_segment_answers_409_slot_sold_out_as_problem_json() {
 async fn schedules_list_every_slot_with_its_remaining_count() {
     let city = TestCity::spawn(&["tiantan"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(3).await;
+    let slots = h.seed_visit_day(3).await;
     assert_eq!(
         city.book(&slots[0], city.patient().await, "app", "x")
             .await
@@ -120,8 +120,8 @@ async fn schedules_list_every_slot_with_its_remaining_count() {
         201
     );
 
-    let day = city.schedules(&h.id, tomorrow()).await;
-    assert_eq!(day.date, tomorrow());
+    let day = city.schedules(&h.id, visit_day()).await;
+    assert_eq!(day.date, visit_day());
     assert_eq!(day.schedules.len(), slots.len(), "one entry per seeded schedule");
     let all: Vec<_> = day.schedules.iter().flat_map(|s| &s.slots).collect();
     assert!(all.len() > slots.len(), "schedules have several time segments");
@@ -131,7 +131,7 @@ async fn schedules_list_every_slot_with_its_remaining_count() {
         assert_eq!(slot.capacity, 3);
     }
 
-    let empty = city.schedules(&h.id, tomorrow() + chrono::Days::new(30)).await;
+    let empty = city.schedules(&h.id, visit_day() + chrono::Days::new(30)).await;
     assert!(empty.schedules.is_empty());
 }
 
@@ -139,7 +139,7 @@ async fn schedules_list_every_slot_with_its_remaining_count() {
 async fn bad_input_is_refused_with_4xx_problem_json_naming_the_field_and_nothing_is_written() {
     let city = TestCity::spawn(&["anzhen"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(2).await;
+    let slots = h.seed_visit_day(2).await;
     let patient = city.patient().await;
     let card = city.cards.card_of(patient);
     let good = serde_json::json!({
@@ -300,7 +300,7 @@ async fn bad_input_is_refused_with_4xx_problem_json_naming_the_field_and_nothing
 async fn every_service_answers_healthz_readyz_and_metrics() {
     let city = TestCity::spawn(&["xuanwu"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(2).await;
+    let slots = h.seed_visit_day(2).await;
     assert_eq!(
         city.book(&slots[0], city.patient().await, "wechat", "m")
             .await

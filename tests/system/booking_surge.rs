@@ -43,7 +43,7 @@ async fn two_thousand_concurrent_attempts_for_fifty_seats_book_exactly_fifty() {
         .await,
     );
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(SEATS).await;
+    let slots = h.seed_visit_day(SEATS).await;
     let slot = slots[0].clone();
     // Real-name booking: every patient has a card the gateway resolves.
     let patients: Vec<Uuid> = city

@@ -142,7 +142,7 @@ async fn redis_killed_during_a_surge_and_restarted_empty_loses_and_oversells_not
     let redis_url = redis.url();
     let city = Arc::new(FaultCity::spawn(h, &prefix, &[("REDIS__URLS", redis_url.as_str())]).await);
     let h = &city.hospital;
-    let slot = h.seed_tomorrow(SURGE_SEATS).await.remove(0);
+    let slot = h.seed_visit_day(SURGE_SEATS).await.remove(0);
     let persons: Vec<Uuid> = city
         .cards
         .register_many(SURGE_PATIENTS)
@@ -240,7 +240,7 @@ async fn postgres_stopped_during_a_surge_and_started_again_half_writes_nothing_a
     .await;
     let city = Arc::new(FaultCity::spawn(h, &prefix, &[]).await);
     let h = &city.hospital;
-    let slot = h.seed_tomorrow(SURGE_SEATS).await.remove(0);
+    let slot = h.seed_visit_day(SURGE_SEATS).await.remove(0);
     let persons: Vec<Uuid> = city
         .cards
         .register_many(SURGE_PATIENTS)
@@ -356,7 +356,7 @@ async fn a_hospital_killed_between_its_lua_hold_and_its_postgres_write_leaves_an
 {
     let city = TestCity::spawn_configured(&["orphan"], &[], ALL_SEATS_COMMON).await;
     let h = city.hospital(0);
-    let slot = h.seed_tomorrow(3).await.remove(0);
+    let slot = h.seed_visit_day(3).await.remove(0);
     service::load_segment(&h.state, slot.id).await.unwrap();
     let (dead, young) = (city.patient().await, city.patient().await);
 
@@ -439,7 +439,7 @@ async fn a_gateway_timeout_after_the_hospital_booked_is_retried_into_the_same_bo
     )
     .await;
     let h = city.hospital(0);
-    let slot = h.seed_tomorrow(2).await.remove(0);
+    let slot = h.seed_visit_day(2).await.remove(0);
     let patient = city.patient().await;
     // The hospital's commit takes 1.5 s: well past the gateway's 300 ms.
     h.sql(

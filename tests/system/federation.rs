@@ -1,7 +1,7 @@
 //! The federation API through the gateway: member hospitals sign with
 //! their own keys (two during a rotation) and touch only their own data.
 
-use jyt_system_tests::{TEST_APP_SECRET, TestCity, problem, signed, tomorrow};
+use jyt_system_tests::{TEST_APP_SECRET, TestCity, problem, signed, visit_day};
 use reqwest::Method;
 
 fn keys() -> Vec<(String, String)> {
@@ -20,7 +20,7 @@ fn keys() -> Vec<(String, String)> {
 }
 
 fn schedule_body() -> serde_json::Value {
-    let date = tomorrow();
+    let date = visit_day();
     serde_json::json!({
         "schedules": [{
             "id": "his-derm-am",
@@ -77,7 +77,7 @@ async fn a_hospital_publishes_reads_its_feed_stops_a_clinic_and_cannot_touch_ano
         .to_owned();
 
     // Another hospital's key is refused on pumch's data, whatever the call.
-    let date = tomorrow();
+    let date = visit_day();
     for (method, path, body) in [
         (
             Method::PUT,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jyt_domain::SlotRef;
-use jyt_system_tests::{TEST_APP_SECRET, TestCity, TestPatient, signed, tomorrow};
+use jyt_system_tests::{TEST_APP_SECRET, TestCity, TestPatient, signed, visit_day};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -177,8 +177,8 @@ async fn top_up(city: &TestCity, p: &TestPatient, amount: i64) {
 #[tokio::test]
 async fn channels_read_hold_and_book_through_the_gateway_under_the_booking_rules() {
     let city = city().await;
-    let pumch = city.hospital(0).seed_tomorrow(4).await;
-    let bjh = city.hospital(1).seed_tomorrow(4).await;
+    let pumch = city.hospital(0).seed_visit_day(4).await;
+    let bjh = city.hospital(1).seed_visit_day(4).await;
 
     // Schedules of a hospital: `actor` routes the search and is required.
     let (status, schedules) = fhir(get(&city, "wechat", "/fhir/Schedule?actor=Location/pumch").await).await;
@@ -499,8 +499,8 @@ async fn channels_read_hold_and_book_through_the_gateway_under_the_booking_rules
 #[tokio::test]
 async fn find_asks_every_hospital_at_once_returns_only_free_slots_and_reports_a_dead_one() {
     let city = city().await;
-    let pumch = city.hospital(0).seed_tomorrow(1).await;
-    let bjh = city.hospital(1).seed_tomorrow(1).await;
+    let pumch = city.hospital(0).seed_visit_day(1).await;
+    let bjh = city.hospital(1).seed_visit_day(1).await;
     // Fill one segment at each hospital: neither may be proposed.
     for (i, slot) in [&pumch[0], &bjh[0]].into_iter().enumerate() {
         let p = city.cards.register().await;
@@ -514,7 +514,7 @@ async fn find_asks_every_hospital_at_once_returns_only_free_slots_and_reports_a_
         .await;
         assert_eq!(res.status(), 201);
     }
-    let date = tomorrow();
+    let date = visit_day();
     let find = json!({ "resourceType": "Parameters", "parameter": [
         { "name": "start", "valueDateTime": format!("{date}T00:00:00+08:00") },
         { "name": "end", "valueDateTime": format!("{date}T23:59:59+08:00") },
@@ -623,8 +623,8 @@ fn etag(res: &reqwest::Response) -> String {
 #[tokio::test]
 async fn the_city_bulk_feed_lists_every_hospital_is_valid_fhir_and_cheap_to_poll() {
     let city = city().await;
-    let pumch = city.hospital(0).seed_tomorrow(1).await;
-    city.hospital(1).seed_tomorrow(1).await;
+    let pumch = city.hospital(0).seed_visit_day(1).await;
+    city.hospital(1).seed_visit_day(1).await;
 
     let res = manifest(&city, None).await;
     assert_eq!(res.status(), 200);

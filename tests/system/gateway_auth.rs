@@ -137,7 +137,7 @@ async fn bad_signatures_stale_timestamps_replayed_nonces_and_unknown_apps_are_re
     // Query parameters may come in any order: they are sorted before signing.
     let q = format!(
         "/v1/hospitals/authh/schedules?date={}",
-        jyt_system_tests::tomorrow()
+        jyt_system_tests::visit_day()
     );
     let h = sign_request("kiosk", secret, "GET", &q, b"", now, &signing::new_nonce());
     let res = headers(city.http.get(format!("{}{q}", city.gateway_url)), &h)

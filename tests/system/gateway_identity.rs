@@ -10,7 +10,7 @@ use reqwest::Method;
 async fn a_barred_patient_is_refused_with_the_date_the_bar_ends_and_the_hospital_is_not_asked() {
     let city = TestCity::spawn(&["barh"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(3).await;
+    let slots = h.seed_visit_day(3).await;
     let patient = city.patient().await;
     let until = Utc::now() + Duration::days(60);
     city.cards.bar(patient, until).await;
@@ -35,7 +35,7 @@ async fn a_barred_patient_is_refused_with_the_date_the_bar_ends_and_the_hospital
 async fn family_members_are_booked_by_their_account_holder_only() {
     let city = TestCity::spawn(&["famh"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(5).await;
+    let slots = h.seed_visit_day(5).await;
     let holder = city.patient().await;
     let member = city.patient().await;
     let stranger = city.patient().await;
@@ -94,7 +94,7 @@ async fn family_members_are_booked_by_their_account_holder_only() {
 async fn e_card_tokens_are_verified_and_unknown_or_forged_cards_are_refused() {
     let city = TestCity::spawn(&["ecardh"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(5).await;
+    let slots = h.seed_visit_day(5).await;
     let patient = city.cards.register().await;
     let token = city.cards.ecard_token(&patient).await;
 
@@ -155,8 +155,8 @@ async fn the_city_wide_daily_limit_counts_across_hospitals_and_refusals_give_the
     )
     .await;
     let (a, b) = (city.hospital(0), city.hospital(1));
-    let slots_a = a.seed_tomorrow(1).await;
-    let slots_b = b.seed_tomorrow(3).await;
+    let slots_a = a.seed_visit_day(1).await;
+    let slots_b = b.seed_visit_day(3).await;
     let patient = city.patient().await;
 
     // A sold-out refusal at the first hospital does not use up the day.

@@ -55,7 +55,7 @@ async fn a_person_over_their_rate_gets_429_with_retry_after() {
         ],
     )
     .await;
-    let slots = city.hospital(0).seed_tomorrow(20).await;
+    let slots = city.hospital(0).seed_visit_day(20).await;
     let patient = city.patient().await;
     // Two attempts pass the bucket, whatever the hospital then answers.
     assert_eq!(city.book(&slots[0], patient, "wechat", "p-1").await.status(), 201);
@@ -107,7 +107,7 @@ async fn at_release_time_scalpers_are_slowed_and_every_honest_patient_books() {
     );
     let h = city.hospital(0);
     // Plenty of seats in the WeChat pool; the point is who gets them.
-    let slots = h.seed_tomorrow(200).await;
+    let slots = h.seed_visit_day(200).await;
     let contested = slots[0].clone();
     let honest = city.cards.register_many(30).await;
     let farm = city.cards.register_many(20).await;

@@ -123,7 +123,7 @@ async fn a_notice_is_delivered_signed_on_the_third_try_and_a_dead_letter_is_repl
         ],
     )
     .await;
-    let slots = city.hospital(0).seed_tomorrow(5).await;
+    let slots = city.hospital(0).seed_visit_day(5).await;
 
     // A booking made through the WeChat app is stopped (停诊).
     let res = city.book(&slots[0], city.patient().await, "wechat", "n-1").await;

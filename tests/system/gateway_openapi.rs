@@ -28,7 +28,7 @@ async fn openapi_lists_every_path_and_code_and_answers_match_it() {
     }
 
     // Answers use documented statuses and codes.
-    let slots = city.hospital(0).seed_tomorrow(1).await;
+    let slots = city.hospital(0).seed_visit_day(1).await;
     let cases = [
         (
             city.signed("wechat", Method::GET, "/v1/hospitals", None),

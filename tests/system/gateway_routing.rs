@@ -83,9 +83,9 @@ async fn setup() -> Setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_hospital_does_not_slow_bookings_at_the_others() {
     let s = setup().await;
-    let slots = s.fast.seed_tomorrow(50).await;
+    let slots = s.fast.seed_visit_day(50).await;
     let patients = s.cards.register_many(20).await;
-    let date = jyt_system_tests::tomorrow();
+    let date = jyt_system_tests::visit_day();
 
     // Warm up: one booking at the fast hospital, to measure from a warm pool.
     let book = |i: usize| {
@@ -168,7 +168,7 @@ async fn a_slow_hospital_does_not_slow_bookings_at_the_others() {
 #[tokio::test]
 async fn a_dead_hospital_answers_hospital_unavailable_for_its_own_requests_only() {
     let s = setup().await;
-    let date = jyt_system_tests::tomorrow();
+    let date = jyt_system_tests::visit_day();
     for _ in 0..4 {
         let res = jyt_system_tests::signed(
             &s.http,

@@ -8,7 +8,7 @@ use reqwest::Method;
 async fn only_the_patients_own_card_cancels_and_check_in_needs_the_pickup_code() {
     let city = TestCity::spawn(&["tiantan"]).await;
     let h = city.hospital(0);
-    let slots = h.seed_tomorrow(3).await;
+    let slots = h.seed_visit_day(3).await;
     // CT (free: confirmed at once) is the 11th schedule of the demo day.
     let ct = &slots[10];
     let owner = city.cards.register().await;
@@ -34,7 +34,7 @@ async fn only_the_patients_own_card_cancels_and_check_in_needs_the_pickup_code()
     assert_eq!(res.status(), 404);
     assert_eq!(problem(res).await["code"], "BOOKING_NOT_FOUND");
 
-    // 取号 needs the pick-up code; tomorrow's window is not open yet.
+    // 取号 needs the pick-up code; the visit day's window is not open yet.
     let check_in = |code: &str| {
         let body = serde_json::json!({ "pickup_code": code });
         city.signed(

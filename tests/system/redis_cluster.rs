@@ -33,7 +33,7 @@ async fn bookings_race_across_hospitals_on_a_redis_cluster_and_survive_a_master_
     let mut slots = Vec::new();
     for i in 0..hospitals.len() {
         // CT is free: confirmed at once.
-        slots.push(city.hospital(i).seed_tomorrow(SEATS).await[10].clone());
+        slots.push(city.hospital(i).seed_visit_day(SEATS).await[10].clone());
     }
     let patients = city
         .cards
