@@ -336,6 +336,29 @@ fn pickup_code() -> String {
     format!("{:06}", rand::rng().random_range(0..1_000_000))
 }
 
+/// The row a won hold becomes.
+fn new_booking<'a>(
+    state: &AppState,
+    req: &'a BookRequest,
+    key: &'a IdempotencyKey,
+    won: &'a Won,
+    pickup_code: &'a str,
+) -> NewBooking<'a> {
+    NewBooking {
+        id: won.booking_id,
+        segment_id: req.slot_id.id,
+        patient_id: req.patient_id,
+        channel: req.channel,
+        seat_no: won.seat,
+        pool: &won.pool,
+        visit_no: won.visit_no,
+        pickup_code,
+        idempotency_key: key.as_str(),
+        referral_id: req.referral_id.as_deref(),
+        hold_deadline: won.now + state.settings.policy.hold_length(),
+    }
+}
+
 /// The booking row and its event, in one transaction. A plain booking
 /// (the surge's winners) takes two round trips: `BEGIN` with the insert
 /// that reads the booking back, then the event with `COMMIT`; each pair is
@@ -359,19 +382,7 @@ async fn write_booking(
     let insert = client.prepare_cached(&queries::INSERT_BOOKING_RETURNING).await?;
     let append = client.prepare_cached(jyt_events::APPEND_SQL).await?;
     let code = pickup_code();
-    let new = NewBooking {
-        id: won.booking_id,
-        segment_id: req.slot_id.id,
-        patient_id: req.patient_id,
-        channel: req.channel,
-        seat_no: won.seat,
-        pool: &won.pool,
-        visit_no: won.visit_no,
-        pickup_code: &code,
-        idempotency_key: key.as_str(),
-        referral_id: req.referral_id.as_deref(),
-        hold_deadline: won.now + state.settings.policy.hold_length(),
-    };
+    let new = new_booking(state, req, key, won, &code);
     let begun = futures::future::try_join(
         client.batch_execute("BEGIN"),
         queries::insert_booking_returning(&client, &insert, &state.hospital, &new),
@@ -431,23 +442,7 @@ async fn write_booking_in_steps(
     let mut client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
     let tx = client.transaction().await?;
     let code = pickup_code();
-    let inserted = queries::insert_booking(
-        &tx,
-        &NewBooking {
-            id: won.booking_id,
-            segment_id: req.slot_id.id,
-            patient_id: req.patient_id,
-            channel: req.channel,
-            seat_no: won.seat,
-            pool: &won.pool,
-            visit_no: won.visit_no,
-            pickup_code: &code,
-            idempotency_key: key.as_str(),
-            referral_id: req.referral_id.as_deref(),
-            hold_deadline: won.now + state.settings.policy.hold_length(),
-        },
-    )
-    .await?;
+    let inserted = queries::insert_booking(&tx, &new_booking(state, req, key, won, &code)).await?;
     if inserted.is_none() {
         return Ok(None);
     }

@@ -139,6 +139,28 @@ impl Hospital {
             .collect()
     }
 
+    /// The state (`idle`, `idle in transaction`, ...) of the pool's
+    /// connection, as another connection sees it in `pg_stat_activity`
+    /// (for tests running the pool at one connection).
+    pub async fn pooled_connection_state(&self) -> String {
+        let client = self.state.pool.get().await.unwrap();
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        drop(client);
+        let observer = jyt_db::build_pool(&self.state.settings.postgres).unwrap();
+        observer
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// Free seats of a segment as Redis has them.
     pub async fn redis_free(&self, slot: &SlotRef) -> i64 {
         let info = service::segment_info(&self.state, slot.id).await.unwrap();

@@ -29,25 +29,6 @@ async fn stream_event_ids(h: &Hospital) -> Vec<String> {
         .collect()
 }
 
-async fn pooled_connection_state(h: &Hospital) -> String {
-    let client = h.state.pool.get().await.unwrap();
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    drop(client);
-    let observer = jyt_db::build_pool(&h.state.settings.postgres).unwrap();
-    observer
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
     let h = Hospital::start(beijing(2, 9, 0), 3, &[("POSTGRES__POOL_MAX_SIZE", "1")]).await;
@@ -67,7 +48,7 @@ async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
         .await
         .unwrap();
     assert!(h.state.relay.relay_once().await.is_err(), "WRONGTYPE from Redis");
-    assert_eq!(pooled_connection_state(&h).await, "idle");
+    assert_eq!(h.pooled_connection_state().await, "idle");
     let client = h.state.pool.get().await.unwrap();
     let unpublished: i64 = client
         .query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
@@ -84,7 +65,7 @@ async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
         .unwrap();
     assert_eq!(h.state.relay.relay_once().await.unwrap(), 3);
     assert_eq!(h.state.relay.relay_once().await.unwrap(), 0, "nothing twice");
-    assert_eq!(pooled_connection_state(&h).await, "idle");
+    assert_eq!(h.pooled_connection_state().await, "idle");
 
     let client = h.state.pool.get().await.unwrap();
     let mut written: Vec<String> = client

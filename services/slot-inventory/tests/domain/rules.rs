@@ -119,24 +119,14 @@ async fn a_seat_postgresql_already_has_is_refused_leaving_nothing_and_the_connec
         .unwrap()
         .get(0);
     assert_eq!(bookings, 1, "nothing written for the refused seat");
+    drop(client);
     // Seen from another connection, the pooled one is idle, not idle in a
     // transaction (open or aborted).
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let observer = jyt_db::build_pool(&h.state.settings.postgres).unwrap();
-    let state: String = observer
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(state, "idle", "no transaction left open on the connection");
-    drop(client);
+    assert_eq!(
+        h.pooled_connection_state().await,
+        "idle",
+        "no transaction left open"
+    );
     assert_eq!(
         h.event_types().await,
         ["booking.confirmed"],
