@@ -31,6 +31,13 @@ async fn add(conn: &mut RedisConn, stream: &str, n: usize) -> Vec<String> {
     ids
 }
 
+/// A member `name` of group `g` on `stream`, blocking 10 ms per read.
+async fn member(stream: &str, name: &str) -> StreamConsumer {
+    let mut consumer = StreamConsumer::new(connection().await, stream.to_owned(), "g".into(), name.into());
+    consumer.block_ms = 10;
+    consumer
+}
+
 fn ids(batch: &[jyt_events::StreamEntry]) -> Vec<String> {
     batch.iter().map(|e| e.id.clone()).collect()
 }
@@ -39,8 +46,7 @@ fn ids(batch: &[jyt_events::StreamEntry]) -> Vec<String> {
 async fn a_dead_replicas_unacknowledged_entries_are_taken_over_after_the_idle_time() {
     let stream = format!("{}:events", jyt_testkit::fresh_redis_prefix());
     let mut conn = connection().await;
-    let mut dead = StreamConsumer::new(connection().await, stream.clone(), "g".into(), "pod-a".into());
-    dead.block_ms = 10;
+    let mut dead = member(&stream, "pod-a").await;
     dead.ensure_group().await.unwrap();
     let sent = add(&mut conn, &stream, 3).await;
 
@@ -50,8 +56,7 @@ async fn a_dead_replicas_unacknowledged_entries_are_taken_over_after_the_idle_ti
     dead.ack(&sent[..1]).await.unwrap();
     drop(dead);
 
-    let mut alive = StreamConsumer::new(connection().await, stream.clone(), "g".into(), "pod-b".into());
-    alive.block_ms = 10;
+    let mut alive = member(&stream, "pod-b").await;
     alive.claim_idle_ms = 200;
     // Before the idle time nothing is taken: pod-a may only be slow.
     assert!(alive.next_batch().await.unwrap().is_empty());
@@ -87,8 +92,7 @@ async fn a_dead_replicas_unacknowledged_entries_are_taken_over_after_the_idle_ti
 async fn an_entry_that_fails_is_read_again_on_the_next_pass_not_at_once() {
     let stream = format!("{}:events", jyt_testkit::fresh_redis_prefix());
     let mut conn = connection().await;
-    let mut consumer = StreamConsumer::new(connection().await, stream.clone(), "g".into(), "pod-a".into());
-    consumer.block_ms = 10;
+    let mut consumer = member(&stream, "pod-a").await;
     consumer.claim_idle_ms = 3_600_000;
     consumer.ensure_group().await.unwrap();
     assert!(consumer.next_batch().await.unwrap().is_empty());
@@ -100,8 +104,7 @@ async fn an_entry_that_fails_is_read_again_on_the_next_pass_not_at_once() {
     consumer.ack(&second).await.unwrap();
 
     // A restarted consumer reads its own pending entry first, once.
-    let mut restarted = StreamConsumer::new(connection().await, stream.clone(), "g".into(), "pod-a".into());
-    restarted.block_ms = 10;
+    let mut restarted = member(&stream, "pod-a").await;
     assert_eq!(ids(&restarted.next_batch().await.unwrap()), first);
     assert!(
         restarted.next_batch().await.unwrap().is_empty(),

@@ -182,13 +182,15 @@ fn insert_params<'a>(b: &'a NewBooking<'a>, channel: &'a &'a str) -> [&'a (dyn T
 /// schedule is stopped; `None` then. Unique indexes refuse a taken seat.
 pub async fn insert_booking<C: GenericClient>(client: &C, b: &NewBooking<'_>) -> Result<Option<Uuid>, Error> {
     // Prepared once per connection (the surge's winners each insert one).
-    let insert = client
-        .prepare_cached(&format!("{INSERT_BOOKING} RETURNING id"))
-        .await?;
+    let insert = client.prepare_cached(&INSERT_BOOKING_RETURNING_ID).await?;
     let channel = b.channel.as_str();
     let row = client.query_opt(&insert, &insert_params(b, &channel)).await?;
     Ok(row.map(|r| r.get(0)))
 }
+
+/// [`INSERT_BOOKING`] answering the new row's id (built once, not per booking).
+static INSERT_BOOKING_RETURNING_ID: LazyLock<String> =
+    LazyLock::new(|| format!("{INSERT_BOOKING} RETURNING id"));
 
 /// [`insert_booking`] that answers with the stored booking, as
 /// [`get_booking`] would read it: one statement instead of two.
