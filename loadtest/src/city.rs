@@ -432,10 +432,20 @@ impl City {
     /// searches never queue behind the booking surge on the booking
     /// replica's workers, nor its Redis connection behind this process's
     /// generator. Its address.
-    pub async fn start_search_replica(&mut self, workers: usize) -> anyhow::Result<String> {
+    pub async fn start_search_replica(
+        &mut self,
+        workers: usize,
+        realtime_priority: Option<u8>,
+    ) -> anyhow::Result<String> {
         let mut env = self.gateway_env.clone();
         env.push(("JYT_GATEWAY__HTTP__WORKERS".to_owned(), workers.to_string()));
-        let replica = procs::Service::spawn(procs::Role::Gateway, "gateway-search", env).await?;
+        let replica = procs::Service::spawn_with_priority(
+            procs::Role::Gateway,
+            "gateway-search",
+            env,
+            realtime_priority,
+        )
+        .await?;
         let url = format!("http://127.0.0.1:{}", replica.port);
         self.search_gateway = Some(Runner::Process(Box::new(replica)));
         Ok(url)

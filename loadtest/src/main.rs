@@ -16,6 +16,7 @@ mod load;
 mod patients;
 mod peak_day;
 mod procs;
+mod realtime;
 mod report;
 mod scalpers;
 mod search;

@@ -129,7 +129,27 @@ pub struct Service {
 impl Service {
     /// Start `loadtest serve <role>` with `env` and wait for its port.
     pub async fn spawn(role: Role, name: &str, env: Vec<(String, String)>) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
+        Self::spawn_with_priority(role, name, env, None).await
+    }
+
+    /// [`Service::spawn`], under `chrt -f <priority>` when one is given:
+    /// every thread of the child runs in the real-time FIFO class.
+    pub async fn spawn_with_priority(
+        role: Role,
+        name: &str,
+        env: Vec<(String, String)>,
+        realtime_priority: Option<u8>,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut command = match realtime_priority {
+            Some(priority) => {
+                let mut c = Command::new("chrt");
+                c.args(["-f", &priority.to_string()]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = command
             .args(["serve", role.as_str()])
             .envs(env)
             .stdin(Stdio::piped())

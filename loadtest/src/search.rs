@@ -45,6 +45,13 @@ pub struct Args {
     /// runs 2).
     #[arg(long, default_value_t = 2)]
     search_workers: usize,
+    /// Real-time (SCHED_FIFO) priority for the search replica, the
+    /// searching patients' threads and the Redis server (put back in the
+    /// normal class at the end), emulating the CPU they each have on a
+    /// cluster (see `realtime.rs`); 0 leaves everything in the normal
+    /// class. Needs root or CAP_SYS_NICE, and Redis on this machine.
+    #[arg(long, default_value_t = 0)]
+    realtime_priority: u8,
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
 }
@@ -157,12 +164,16 @@ async fn searches_on_own_thread(
     rate: f64,
     count: usize,
     seed: u64,
+    realtime_priority: Option<u8>,
 ) -> anyhow::Result<Vec<Sample>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("search-generator".into())
         .spawn(move || {
             let run = || -> anyhow::Result<Vec<Sample>> {
+                if let Some(priority) = realtime_priority {
+                    crate::realtime::make_this_thread_realtime(priority)?;
+                }
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -208,7 +219,17 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     // Bookings go to the gateway replica the surge uses; searches to the
     // search replica, as the chart's ingress routes them.
     let booking_gateway: Arc<str> = city.gateway_url.clone().into();
-    let gateway: Arc<str> = city.start_search_replica(args.search_workers).await?.into();
+    let realtime = (args.realtime_priority > 0).then_some(args.realtime_priority);
+    let _realtime_redis = match realtime {
+        Some(priority) => {
+            Some(crate::realtime::RealtimeRedis::raise(&jyt_testkit::redis_url(), priority).await?)
+        }
+        None => None,
+    };
+    let gateway: Arc<str> = city
+        .start_search_replica(args.search_workers, realtime)
+        .await?
+        .into();
     let search_http = http_client(256)?;
     let date = city.visit_date;
 
@@ -231,8 +252,8 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let n = count(args.rate, args.seconds);
     let (surge, during, during_shared) = tokio::join!(
         crate::attempts(&ctx, &city, plan.clone(), args.connections),
-        searches_on_own_thread(epoch, gateway.clone(), date, args.rate, n, 2),
-        searches_on_own_thread(epoch, booking_gateway.clone(), date, args.rate, n, 3),
+        searches_on_own_thread(epoch, gateway.clone(), date, args.rate, n, 2, realtime),
+        searches_on_own_thread(epoch, booking_gateway.clone(), date, args.rate, n, 3, realtime),
     );
     let (during, during_shared) = (during?, during_shared?);
     let first = surge.iter().map(|s| s.due).min().unwrap_or_default();
@@ -277,7 +298,15 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let non_200 = |p: &PhaseStats| p.requests - p.statuses.get("200").copied().unwrap_or(0);
     let targets = vec![
         target(
-            "search p99 while the surge runs, on the search replica (open loop, from the intended send time)",
+            &format!(
+                "search p99 while the surge runs, on the search replica (open loop, from the intended send time; {})",
+                match realtime {
+                    None => "every process in the normal scheduling class".to_owned(),
+                    Some(p) => format!(
+                        "search replica, its patients and Redis at SCHED_FIFO {p}: CPU of their own, as on a cluster"
+                    ),
+                }
+            ),
             "p99 < 20 ms".into(),
             format!(
                 "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} searches = {:.1} × the target (idle city: p50 {:.1}, p99 {:.1} ms)",
@@ -319,13 +348,20 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let correct = check.ok();
     let summary = Summary {
         command,
-        machine: crate::machine("generator and every service in one process"),
+        machine: crate::machine(&match realtime {
+            None => "generator and services in one process, the search replica in its own".to_owned(),
+            Some(p) => format!(
+                "generator and services in one process, the search replica in its own; \
+                 search replica, search generator threads and Redis at SCHED_FIFO {p}"
+            ),
+        }),
         settings: serde_json::json!({
             "attempts": args.attempts, "connections": args.connections,
             "hospitals": args.hospitals, "seats_per_segment": args.capacity,
             "search_rate": args.rate, "search_seconds": args.seconds,
             "search_replica_workers": args.search_workers, "booking_replica_workers": 2,
             "search_max_age_ms": 500,
+            "realtime_priority": realtime,
             "idle_seconds": args.idle_seconds,
             "query_mix": "department: cardio, peds, 心血管, endo, radiology or none; level: expert, general, ct or none; district half the time; page 2 one time in five",
         }),
