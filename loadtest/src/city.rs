@@ -514,10 +514,16 @@ pub async fn fresh_database(purpose: &str) -> anyhow::Result<String> {
     }
 }
 
+/// A plain connection to the load test's Redis, for housekeeping outside
+/// the services.
+pub async fn redis_connection() -> anyhow::Result<jyt_cache::redis::aio::MultiplexedConnection> {
+    let client = jyt_cache::redis::Client::open(jyt_testkit::redis_url())?;
+    Ok(client.get_multiplexed_async_connection().await?)
+}
+
 /// Delete every Redis key under `prefix`.
 pub async fn delete_prefix(prefix: &str) -> anyhow::Result<()> {
-    let client = jyt_cache::redis::Client::open(jyt_testkit::redis_url())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis_connection().await?;
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = jyt_cache::redis::cmd("SCAN")

@@ -48,12 +48,11 @@ pub struct RealtimeRedis {
 }
 
 impl RealtimeRedis {
-    /// Raise every thread of the Redis server at `redis_url` to `priority`.
+    /// Raise every thread of the load test's Redis server to `priority`.
     /// Redis must run on this machine: its pid comes from `INFO server` and
     /// is checked against `/proc/<pid>/comm`.
-    pub async fn raise(redis_url: &str, priority: u8) -> anyhow::Result<Self> {
-        let client = jyt_cache::redis::Client::open(redis_url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+    pub async fn raise(priority: u8) -> anyhow::Result<Self> {
+        let mut conn = crate::city::redis_connection().await?;
         let info: String = jyt_cache::redis::cmd("INFO")
             .arg("server")
             .query_async(&mut conn)

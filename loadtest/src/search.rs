@@ -221,10 +221,16 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let booking_gateway: Arc<str> = city.gateway_url.clone().into();
     let realtime = (args.realtime_priority > 0).then_some(args.realtime_priority);
     let _realtime_redis = match realtime {
-        Some(priority) => {
-            Some(crate::realtime::RealtimeRedis::raise(&jyt_testkit::redis_url(), priority).await?)
-        }
+        Some(priority) => Some(crate::realtime::RealtimeRedis::raise(priority).await?),
         None => None,
+    };
+    // Named in the target's label and the summary, so a run in one mode
+    // cannot be read as the other.
+    let scheduling = match realtime {
+        None => "every process in the normal scheduling class".to_owned(),
+        Some(p) => format!(
+            "search replica, its patients and Redis at SCHED_FIFO {p}: CPU of their own, as on a cluster"
+        ),
     };
     let gateway: Arc<str> = city
         .start_search_replica(args.search_workers, realtime)
@@ -299,13 +305,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let targets = vec![
         target(
             &format!(
-                "search p99 while the surge runs, on the search replica (open loop, from the intended send time; {})",
-                match realtime {
-                    None => "every process in the normal scheduling class".to_owned(),
-                    Some(p) => format!(
-                        "search replica, its patients and Redis at SCHED_FIFO {p}: CPU of their own, as on a cluster"
-                    ),
-                }
+                "search p99 while the surge runs, on the search replica (open loop, from the intended send time; {scheduling})"
             ),
             "p99 < 20 ms".into(),
             format!(
@@ -348,13 +348,9 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let correct = check.ok();
     let summary = Summary {
         command,
-        machine: crate::machine(&match realtime {
-            None => "generator and services in one process, the search replica in its own".to_owned(),
-            Some(p) => format!(
-                "generator and services in one process, the search replica in its own; \
-                 search replica, search generator threads and Redis at SCHED_FIFO {p}"
-            ),
-        }),
+        machine: crate::machine(&format!(
+            "generator and services in one process, the search replica in its own; {scheduling}"
+        )),
         settings: serde_json::json!({
             "attempts": args.attempts, "connections": args.connections,
             "hospitals": args.hospitals, "seats_per_segment": args.capacity,
