@@ -9,7 +9,7 @@ use jyt_settings::Sources;
 use tokio::task::JoinHandle;
 
 use crate::infra::Endpoints;
-use crate::settings::CitySettings;
+use crate::settings::{CitySettings, DemoCredentials};
 
 /// One running service, for the summary.
 pub struct Running {
@@ -58,6 +58,7 @@ pub async fn start(
     e: &Endpoints,
 ) -> anyhow::Result<(Vec<Running>, Option<SlotRef>)> {
     let key_prefix = &settings.redis.key_prefix;
+    let credentials = DemoCredentials::load()?;
     let mut running = Vec::new();
     let mut example_slot = None;
     let mut routes = Vec::new();
@@ -107,11 +108,16 @@ pub async fn start(
         format!("{p}CARD_ISSUING__BASE_URL"),
         format!("http://127.0.0.1:{}", settings.ports.card_issuing),
     ));
-    for (app, secret) in demo_channel_apps() {
+    for (app, secret) in &credentials.channel_app_secrets {
         let a = format!("{p}CHANNEL_APPS__{}__", app.to_ascii_uppercase());
-        env.push((format!("{a}CHANNEL"), app.to_owned()));
-        env.push((format!("{a}SECRET"), secret));
+        env.push((format!("{a}CHANNEL"), app.clone()));
+        env.push((format!("{a}SECRET"), secret.clone()));
     }
+    // The demo operator's token also opens the dead-letter endpoints.
+    env.push((
+        format!("{p}NOTIFICATIONS__OPERATOR_TOKEN_SHA256"),
+        credentials.operator.token_sha256.clone(),
+    ));
     // The SMART bulk manifest lists its files by absolute URL: the demo's.
     env.push((
         format!("{p}FHIR__PUBLIC_BASE_URL"),
@@ -125,7 +131,7 @@ pub async fn start(
         env.push((format!("{h}LEVEL"), hospital.level.clone()));
     }
     let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env))?).await?;
-    print_signing_help(&format!("http://127.0.0.1:{}", gateway.port()));
+    print_signing_help(&format!("http://127.0.0.1:{}", gateway.port()), &credentials);
     running.push(Running {
         name: "gateway".into(),
         url: format!("http://127.0.0.1:{}", gateway.port()),
@@ -134,13 +140,16 @@ pub async fn start(
 
     jyt_db::ensure_database(&e.postgres_admin_url, "jyt_card").await?;
     let url = jyt_db::url_with_database(&e.postgres_admin_url, "jyt_card");
-    let env = common(
-        "JYT_CARD_ISSUING__",
-        settings.ports.card_issuing,
-        Some(&url),
-        e,
-        key_prefix,
-    );
+    let p = "JYT_CARD_ISSUING__";
+    let mut env = common(p, settings.ports.card_issuing, Some(&url), e, key_prefix);
+    // The defaults have no operator: the demo's is configured here only.
+    env.push((
+        format!(
+            "{p}OPERATORS__{}__TOKEN_SHA256",
+            credentials.operator.id.to_ascii_uppercase()
+        ),
+        credentials.operator.token_sha256.clone(),
+    ));
     let cards = card_issuing::Application::build(card_issuing::Settings::load_from(&sources(env))?).await?;
     running.push(Running {
         name: "card-issuing".into(),
@@ -152,7 +161,7 @@ pub async fn start(
     let url = jyt_db::url_with_database(&e.postgres_admin_url, "jyt_accounting");
     let p = "JYT_CHANNEL_ACCOUNTING__";
     let mut env = common(p, settings.ports.channel_accounting, Some(&url), e, key_prefix);
-    // The console's demo login (city / demo-city-password), on this machine only.
+    // The console's demo login (credentials.console), on this machine only.
     env.push((format!("{p}OPERATORS__DEMO_ACCOUNT"), "true".to_owned()));
     let accounting =
         channel_accounting::Application::build(channel_accounting::Settings::load_from(&sources(env))?)
@@ -166,32 +175,41 @@ pub async fn start(
     Ok((running, example_slot))
 }
 
-/// One demo channel app per channel kind; the app id is the channel's name.
-/// DEMO secrets, for a first look on one machine only.
-pub fn demo_channel_apps() -> Vec<(&'static str, String)> {
-    ["wechat", "kiosk", "phone114", "window", "app"]
-        .into_iter()
-        .map(|app| (app, format!("demo-{app}-secret-change-me-0123456789abcdef")))
-        .collect()
-}
-
-/// How to sign a request to the demo gateway from a shell.
-pub fn signing_help(gateway: &str) -> String {
-    let (app, secret) = ("wechat", "demo-wechat-secret-change-me-0123456789abcdef");
+/// How to sign a request to the demo gateway from a shell, and the demo
+/// operators' credentials.
+pub fn signing_help(gateway: &str, credentials: &DemoCredentials) -> String {
+    let apps = &credentials.channel_app_secrets;
+    let app = if apps.contains_key("wechat") {
+        "wechat"
+    } else {
+        apps.keys().next().map_or("wechat", String::as_str)
+    };
+    let secret = apps.get(app).map_or("", String::as_str);
+    let names: Vec<&str> = apps.keys().map(String::as_str).collect();
+    let (op, console) = (&credentials.operator, &credentials.console);
     format!(
-        "Every /v1 request is signed (see README, \"Signed requests\"). Demo apps: wechat, kiosk, phone114,\n\
-         window, app; secret demo-<app>-secret-change-me-0123456789abcdef. From a shell:\n\
+        "Every /v1 request is signed (see README, \"Signed requests\"). Demo apps: {}; their\n\
+         secrets are in jyt/config/demo-credentials.toml. From a shell:\n\
          \n  APP={app} SECRET={secret}\n\
          \x20 TS=$(date +%s) NONCE=$(cat /proc/sys/kernel/random/uuid | tr -d -) BODY=''\n\
          \x20 SIG=$(printf 'GET\\n/v1/hospitals\\n%s\\n%s\\n%s' \"$TS\" \"$NONCE\" \"$(printf %s \"$BODY\" | sha256sum | cut -d' ' -f1)\" \\\n\
          \x20   | openssl dgst -sha256 -hmac \"$SECRET\" -hex | sed 's/^.* //')\n\
          \x20 curl -s {gateway}/v1/hospitals -H \"X-App-Id: $APP\" -H \"X-Timestamp: $TS\" -H \"X-Nonce: $NONCE\" -H \"X-Signature: $SIG\"\n\
          \nBookings name the patient by card: register at card-issuing (POST /v1/persons, then\n\
-         POST /v1/persons/<id>/cards) and send {{\"slot_id\": ..., \"card_number\": ...}}, signed the same way."
+         POST /v1/persons/<id>/cards) and send {{\"slot_id\": ..., \"card_number\": ...}}, signed the same way.\n\
+         \nDemo operators (refused by every service outside JYT_ENV=local, test and demo):\n\
+         \x20 card-issuing operator `{}` and the gateway's /ops/notifications/dead-letters:\n\
+         \x20   Authorization: Bearer {}\n\
+         \x20 channel-accounting console /console: {} / {}",
+        names.join(", "),
+        op.id,
+        op.token,
+        console.login,
+        console.password,
     )
 }
 
 #[expect(clippy::print_stdout, reason = "the demo city tells its user how to call it")]
-fn print_signing_help(gateway: &str) {
-    println!("{}", signing_help(gateway));
+fn print_signing_help(gateway: &str, credentials: &DemoCredentials) {
+    println!("{}", signing_help(gateway, credentials));
 }

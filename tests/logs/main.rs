@@ -29,7 +29,7 @@ fn workspace() -> &'static Path {
 
 /// Register a person with a known ID number and phone; (person, card).
 async fn register(city: &FaultCity, id_number: &str, phone: &str) -> (Uuid, Uuid, String) {
-    let http = &city.http;
+    let http = &city.cards.http;
     let cards = &city.cards.base_url;
     let res = http
         .post(format!("{cards}/v1/persons"))
@@ -82,7 +82,7 @@ async fn no_secret_id_number_or_phone_number_reaches_any_log_line() {
     let h = &city.hospital;
     let slots = h.seed_visit_day(3).await;
     let (accounting, _, session) = spawn_accounting(&prefix).await;
-    let http = &city.http;
+    let http = &city.cards.http;
     let cards = city.cards.base_url.clone();
 
     let mut personal: Vec<String> = Vec::new();

@@ -36,7 +36,8 @@ pub struct TestCity {
 pub struct TestCards {
     pub base_url: String,
     pub database_url: String,
-    http: reqwest::Client,
+    /// Carries card-issuing's internal token, as jyt's tools would.
+    pub http: reqwest::Client,
     /// person id → platform card number.
     cards: Mutex<HashMap<Uuid, String>>,
 }
@@ -101,6 +102,11 @@ pub async fn spawn_cards(redis_prefix: &str) -> TestCards {
         (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
     ]))
     .expect("card-issuing test settings");
+    let http = jyt_testkit::internal_client(
+        &settings.internal_auth.key(jyt_signing::internal::CARD_ISSUING),
+        jyt_signing::internal::CARD_ISSUING,
+        settings.internal_auth.max_lifetime_seconds,
+    );
     let app = card_issuing::Application::build(settings)
         .await
         .expect("card-issuing starts");
@@ -109,7 +115,7 @@ pub async fn spawn_cards(redis_prefix: &str) -> TestCards {
     TestCards {
         base_url,
         database_url,
-        http: reqwest::Client::new(),
+        http,
         cards: Mutex::new(HashMap::new()),
     }
 }

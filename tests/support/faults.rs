@@ -43,17 +43,44 @@ fn find_binary(name: &str) -> Option<PathBuf> {
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    // Versions compare numerically, part by part (`9.6` < `15` < `17`).
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let version: Vec<u32> = e
+                .file_name()
+                .to_str()?
+                .split('.')
+                .map(|part| part.parse().ok())
+                .collect::<Option<_>>()?;
             let candidate = e.path().join("bin").join(name);
             candidate.is_file().then_some((version, candidate))
         })
         .collect();
     versions.sort();
     versions.pop().map(|(_, p)| p)
+}
+
+/// Under CI (`CI` set, and not `false` or `0`) a fault test must run: a
+/// missing server binary is a failure there, never a quiet pass.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && !v.eq_ignore_ascii_case("false") && v != "0"
+    })
+}
+
+/// `missing` was not found where `looked`: under CI the test fails naming
+/// it and the package to install; elsewhere it is skipped with the same
+/// message.
+fn unavailable(missing: &str, looked: &str, package: &str, consequence: &str) {
+    let message = format!(
+        "cannot find {missing} (looked {looked}), so {consequence}; \
+         install it with `apt-get install {package}` (scripts/test.sh does so as root)"
+    );
+    assert!(!in_ci(), "fault test cannot run under CI=true: {message}");
+    eprintln!("skipped (not under CI): {message}");
 }
 
 /// A private `redis-server` without persistence: killed and started again,
@@ -66,10 +93,16 @@ pub struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    /// `None` (and a message) when redis-server is not installed.
+    /// `None` (and a message) when redis-server is not installed; under CI
+    /// that is a failure instead.
     pub async fn start() -> Option<Self> {
         let Some(binary) = find_binary("redis-server") else {
-            eprintln!("skipped: redis-server is not installed, so Redis cannot be killed privately");
+            unavailable(
+                "redis-server",
+                "on PATH",
+                "redis-server",
+                "Redis cannot be killed privately",
+            );
             return None;
         };
         let mut redis = Self {
@@ -138,10 +171,20 @@ pub struct PrivatePostgres {
 }
 
 impl PrivatePostgres {
-    /// `None` (and a message) when PostgreSQL's server binaries are absent.
+    /// `None` (and a message) when PostgreSQL's server binaries are absent;
+    /// under CI that is a failure instead.
     pub async fn start() -> Option<Self> {
         let (Some(initdb), Some(pg_ctl)) = (find_binary("initdb"), find_binary("pg_ctl")) else {
-            eprintln!("skipped: PostgreSQL's initdb/pg_ctl are not installed");
+            let missing: Vec<&str> = ["initdb", "pg_ctl"]
+                .into_iter()
+                .filter(|name| find_binary(name).is_none())
+                .collect();
+            unavailable(
+                &format!("PostgreSQL's {}", missing.join(" and ")),
+                "on PATH and under /usr/lib/postgresql/<version>/bin",
+                "postgresql",
+                "PostgreSQL cannot be stopped privately",
+            );
             return None;
         };
         let dir = scratch_dir("postgres");
@@ -479,12 +522,24 @@ pub async fn check_invariants(h: &TestHospital, told: &HashMap<Uuid, (String, St
         )
         .await
         .unwrap();
+    // Each pool against its own share, as the hospital's policy splits the
+    // segment (channel shares rounded down, the rest common): a seat is
+    // recorded in the pool it was drawn from, even after the merge, so no
+    // pool ever holds more live bookings than its share (only a capacity
+    // cut below the bookings could, and no fault test cuts capacity).
+    let policy = &h.state.settings.policy;
     for row in &pools {
         let (segment, pool, n, capacity): (Uuid, String, i64, i32) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
+        let split = policy.pool_split(capacity);
+        let share = split
+            .iter()
+            .find(|(name, _)| *name == pool)
+            .map_or(0, |(_, seats)| *seats);
         assert!(
-            n <= i64::from(capacity),
-            "pool {pool} of {segment}: {n} > {capacity}"
+            n <= i64::from(share),
+            "pool {pool} of segment {segment} has {n} live bookings, over its share of {share} \
+             (capacity {capacity} split {split:?})"
         );
     }
     let mut lost = Vec::new();

@@ -55,6 +55,17 @@ impl TestHospital {
         }
     }
 
+    /// A client that calls this hospital directly as jyt's tools may: every
+    /// request carries a valid internal token (`X-Internal-Token`).
+    pub fn http(&self) -> reqwest::Client {
+        let audience = jyt_signing::internal::hospital_audience(self.id.as_str());
+        jyt_testkit::internal_client(
+            &self.state.settings.internal_auth.key(&audience),
+            &audience,
+            self.state.settings.internal_auth.max_lifetime_seconds,
+        )
+    }
+
     /// Seed a demo day ([`visit_day`], Asia/Shanghai) with `capacity` seats per
     /// segment; returns the first segment of each schedule.
     pub async fn seed_visit_day(&self, capacity: i32) -> Vec<SlotRef> {

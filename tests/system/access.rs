@@ -89,7 +89,7 @@ async fn a_channel_app_cannot_read_pay_or_cancel_another_apps_booking() {
     assert_eq!(status_of(h, &booking_ref).await, "held");
     // At the hospital, only with the patient's own identity; someone else's
     // is told the booking does not exist (nothing revealed about whose it is).
-    let http = reqwest::Client::new();
+    let http = h.http();
     let cancel = |who: Uuid| {
         http.post(format!("{}/v1/bookings/{id}/cancel", h.base_url))
             .json(&serde_json::json!({ "patient_id": who }))
@@ -118,7 +118,8 @@ async fn a_booking_made_through_another_door_is_not_shown_to_any_channel_app() {
     let slot = h.seed_visit_day(5).await.remove(0);
     let patient = city.patient().await;
     // Booked at the hospital's own window system, not through the gateway.
-    let res = reqwest::Client::new()
+    let res = h
+        .http()
         .post(format!("{}/v1/bookings", h.base_url))
         .header("Idempotency-Key", "window-1")
         .json(&serde_json::json!({ "slot_id": slot.to_string(), "patient_id": patient, "channel": "window" }))
@@ -170,9 +171,10 @@ async fn one_hospitals_ids_never_reach_another_hospitals_data() {
         .unwrap();
     assert_eq!(res.status(), 403);
     assert_eq!(problem(res).await["code"], "NOT_YOUR_BOOKING");
-    let http = reqwest::Client::new();
     for (hospital, other) in [(b, &at_a), (a, &as_b)] {
-        // Each hospital refuses the other's ids, even for the right patient.
+        // Each hospital refuses the other's ids, even for the right patient
+        // and with the gateway's credentials for that hospital.
+        let http = hospital.http();
         let res = http
             .get(format!("{}/v1/bookings/{other}", hospital.base_url))
             .send()
@@ -201,7 +203,8 @@ async fn one_hospitals_ids_never_reach_another_hospitals_data() {
         .await;
     assert_eq!(res.status(), 404);
     assert_eq!(problem(res).await["code"], "SLOT_NOT_FOUND");
-    let direct = http
+    let direct = b
+        .http()
         .post(format!("{}/v1/bookings", b.base_url))
         .header("Idempotency-Key", "direct")
         .json(&serde_json::json!({ "slot_id": slot_a.to_string(), "patient_id": Uuid::new_v4(), "channel": "window" }))

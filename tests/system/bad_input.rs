@@ -334,7 +334,9 @@ fn every_request_body_parser_answers_bad_input_with_4xx_problem_json_and_writes_
         all
     });
 
-    let http = reqwest::Client::new();
+    // card-issuing and the hospital answer only internal callers: the
+    // fuzzing is of their input checks, so it carries their tokens.
+    let (cards_http, hospital_http, http) = (cards.http.clone(), hospital.http(), reqwest::Client::new());
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 300,
         ..ProptestConfig::default()
@@ -379,7 +381,14 @@ fn every_request_body_parser_answers_bad_input_with_4xx_problem_json_and_writes_
                 } else {
                     generic.clone()
                 };
-                let mut req = http
+                let client = if target.url.starts_with(&c) {
+                    &cards_http
+                } else if target.url.starts_with(&s) {
+                    &hospital_http
+                } else {
+                    &http
+                };
+                let mut req = client
                     .request(target.method.clone(), &target.url)
                     .body(body.clone());
                 let ct = if target.name == "statement" && seed % 3 == 0 {
@@ -436,21 +445,72 @@ fn every_request_body_parser_answers_bad_input_with_4xx_problem_json_and_writes_
         })
         .unwrap();
 
-    // An oversized body, on each service.
+    // An oversized body, on each service (JSON refused from its declared
+    // length, the statement upload while it streams): every one answered
+    // 413 problem+json BODY_TOO_LARGE, and nothing written. A transport
+    // error is a failure too: actix answers early and then reads the rest
+    // of the body before closing, so a client always gets the answer.
     rt.block_on(async {
-        let huge = vec![b'a'; 2 * 1024 * 1024];
-        for url in [format!("{c}/v1/persons"), format!("{s}/v1/bookings")] {
-            let res = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("Idempotency-Key", "huge")
-                .body(huge.clone())
-                .send()
-                .await;
-            if let Ok(res) = res {
-                assert_eq!(res.status(), 413, "{url}");
+        let before_huge = {
+            let mut all = Vec::new();
+            for d in &databases {
+                all.push(row_counts(d).await);
             }
+            all
+        };
+        let huge = vec![b'a'; 2 * 1024 * 1024];
+        let statement =
+            format!("{accounting_url}/v1/reconciliation/statements?channel=wechat&date=2026-11-30");
+        // Each with the caller the service admits, so that the size is what
+        // is refused (not the caller).
+        for (client, url, content_type, operator) in [
+            (&cards_http, format!("{c}/v1/persons"), "application/json", false),
+            (
+                &hospital_http,
+                format!("{s}/v1/bookings"),
+                "application/json",
+                false,
+            ),
+            (
+                &http,
+                format!("{accounting_url}/v1/operators/login"),
+                "application/json",
+                false,
+            ),
+            (&http, statement, "text/csv", true),
+        ] {
+            let mut req = client
+                .post(&url)
+                .header("content-type", content_type)
+                .header("Idempotency-Key", "huge")
+                .body(huge.clone());
+            if operator {
+                req = req.bearer_auth(&token);
+            }
+            let res = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{url}: no answer to an oversized body: {e}"));
+            assert_eq!(res.status().as_u16(), 413, "{url}");
+            let ctype = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            assert_eq!(ctype, "application/problem+json", "{url}");
+            let problem: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(problem["code"], "BODY_TOO_LARGE", "{url}: {problem}");
+            assert_eq!(problem["status"], 413, "{url}: {problem}");
         }
+        let after_huge = {
+            let mut all = Vec::new();
+            for d in &databases {
+                all.push(row_counts(d).await);
+            }
+            all
+        };
+        assert_eq!(before_huge, after_huge, "an oversized body wrote nothing");
         let after = {
             let mut all = Vec::new();
             for d in &databases {

@@ -7,8 +7,10 @@
 //! every booking a patient was told of exists in the state they were told.
 //!
 //! Kill/restart faults use private Redis and PostgreSQL processes on free
-//! ports (the machine's shared servers are never touched). Each test
-//! prints a `reliability |` line: the README's reliability table.
+//! ports (the machine's shared servers are never touched); without
+//! `redis-server` or PostgreSQL's `initdb`/`pg_ctl` those tests skip with a
+//! message, except under `CI=true`, where they fail naming what to install.
+//! Each test prints a `reliability |` line: the README's reliability table.
 
 #![expect(
     clippy::unwrap_used,

@@ -165,6 +165,7 @@ fn book_params(appointment: &str, method: &str, patient: Value) -> Value {
 
 async fn top_up(city: &TestCity, p: &TestPatient, amount: i64) {
     let res = city
+        .cards
         .http
         .post(format!("{}/v1/cards/{}/top-ups", city.cards.base_url, p.card_id))
         .json(&json!({ "amount_fen": amount, "channel": "kiosk", "channel_ref": uuid::Uuid::new_v4().to_string() }))

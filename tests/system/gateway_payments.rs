@@ -175,6 +175,7 @@ impl Setup {
 
     async fn balance(&self, card_id: Uuid) -> i64 {
         let card: serde_json::Value = self
+            .cards
             .http
             .get(format!("{}/v1/cards/{card_id}", self.cards.base_url))
             .send()
@@ -188,6 +189,7 @@ impl Setup {
 
     async fn top_up(&self, card_id: Uuid, amount: i64) {
         let res = self
+            .cards
             .http
             .post(format!("{}/v1/cards/{card_id}/top-ups", self.cards.base_url))
             .json(&serde_json::json!({ "amount_fen": amount, "channel": "kiosk", "channel_ref": Uuid::new_v4().to_string() }))
@@ -297,6 +299,7 @@ async fn a_prepaid_card_is_debited_then_confirmed_and_refunded_when_the_hold_had
     assert!(body["refund"].as_str().unwrap().contains("card"));
     assert_eq!(s.balance(patient.card_id).await, 25_000, "the debit was refunded");
     let ledger: serde_json::Value = s
+        .cards
         .http
         .get(format!(
             "{}/v1/cards/{}/ledger",

@@ -21,3 +21,4 @@ mod gateway_search;
 mod patient_actions;
 mod redis_cluster;
 mod tracing;
+mod trust_boundary;

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jyt_settings::{
-    HttpSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources, TelemetrySettings,
-    Validate,
+    HttpSettings, InternalAuthSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources,
+    TelemetrySettings, Validate,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -22,6 +22,8 @@ pub struct Settings {
     pub postgres: PostgresSettings,
     pub redis: RedisSettings,
     pub telemetry: TelemetrySettings,
+    /// Who may call: the gateway and jyt's tools, with internal tokens.
+    pub internal_auth: InternalAuthSettings,
     pub crypto: CryptoSettings,
     pub ecard: EcardSettings,
     pub cards: CardSettings,
@@ -39,7 +41,11 @@ pub struct CryptoSettings {
     /// The key new ciphertexts are sealed with.
     pub active_key_id: String,
     /// Every key that may have sealed a stored row, by id (base64, 32 bytes).
-    /// Old keys stay here during rotation so old rows still open.
+    /// Old keys stay here during rotation so old rows still open. An id
+    /// set to "" is left out: tables merge across sources, so that is how
+    /// a deployment drops the built-in demo key
+    /// (`JYT_CARD_ISSUING__CRYPTO__KEYS__DEMO1=`).
+    #[serde(deserialize_with = "keyring")]
     pub keys: HashMap<String, SecretString>,
     /// HMAC key of the blind indexes (base64, ≥ 32 bytes).
     pub blind_index_key: SecretString,
@@ -93,6 +99,13 @@ pub struct OperatorSettings {
     pub token_sha256: String,
 }
 
+/// The keyring without the ids set to "" (see [`CryptoSettings::keys`]).
+fn keyring<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HashMap<String, SecretString>, D::Error> {
+    let mut keys = HashMap::<String, SecretString>::deserialize(d)?;
+    keys.retain(|_, key| !key.expose_secret().trim().is_empty());
+    Ok(keys)
+}
+
 /// Decode a base64 secret and check its length; the key name goes into the error.
 pub fn decode_key(key: &str, value: &SecretString, min_len: usize) -> Result<Vec<u8>, Invalid> {
     let bytes = STANDARD
@@ -116,6 +129,9 @@ impl Validate for Settings {
         self.http.validate("http")?;
         self.postgres.validate("postgres")?;
         self.redis.validate("redis")?;
+        self.internal_auth.validate("internal_auth")?;
+        self.internal_auth
+            .refuse_demo_derived("internal_auth", jyt_signing::internal::CARD_ISSUING)?;
 
         if !self.crypto.keys.contains_key(&self.crypto.active_key_id) {
             return Err(Invalid::new(
@@ -217,6 +233,28 @@ impl Validate for Settings {
         }
         Ok(())
     }
+
+    /// Outside `JYT_ENV` local, test and demo none of these may be a value
+    /// committed to the repository (`jyt_settings::committed`).
+    fn secrets(&self) -> Vec<(String, &str)> {
+        let mut keys: Vec<(&String, &SecretString)> = self.crypto.keys.iter().collect();
+        keys.sort_by_key(|(id, _)| *id);
+        let mut secrets: Vec<(String, &str)> = keys
+            .into_iter()
+            .map(|(id, key)| (format!("crypto.keys.{id}"), key.expose_secret()))
+            .collect();
+        secrets.push((
+            "crypto.blind_index_key".to_owned(),
+            self.crypto.blind_index_key.expose_secret(),
+        ));
+        secrets.push(("ecard.secret".to_owned(), self.ecard.secret.expose_secret()));
+        let mut operators: Vec<(&String, &OperatorSettings)> = self.operators.iter().collect();
+        operators.sort_by_key(|(id, _)| *id);
+        for (id, op) in operators {
+            secrets.push((format!("operators.{id}.token_sha256"), op.token_sha256.as_str()));
+        }
+        secrets
+    }
 }
 
 impl Settings {
@@ -247,7 +285,75 @@ mod tests {
     fn defaults_are_valid() {
         let s = load(&[]).unwrap();
         assert_eq!(s.http.port, 8102);
-        assert!(s.operators.contains_key("demo-operator"));
+        assert!(
+            s.operators.is_empty(),
+            "only jyt up and tests configure operators"
+        );
+    }
+
+    fn load_in(environment: &str, pairs: &[(&str, String)]) -> Result<Settings, SettingsError> {
+        Settings::load_from(&Sources {
+            environment_name: Some(environment.to_owned()),
+            ..Sources::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        })
+    }
+
+    /// Every secret of card-issuing set to a value of our own (made here,
+    /// never committed), the demo key dropped from the keyring.
+    fn own_secrets() -> Vec<(&'static str, String)> {
+        let key = |b: u8| STANDARD.encode([b; 32]);
+        vec![
+            ("JYT_CARD_ISSUING__CRYPTO__ACTIVE_KEY_ID", "k2025".to_owned()),
+            ("JYT_CARD_ISSUING__CRYPTO__KEYS__K2025", key(1)),
+            ("JYT_CARD_ISSUING__CRYPTO__KEYS__DEMO1", String::new()),
+            ("JYT_CARD_ISSUING__CRYPTO__BLIND_INDEX_KEY", key(2)),
+            ("JYT_CARD_ISSUING__ECARD__SECRET", key(3)),
+            ("JYT_CARD_ISSUING__INTERNAL_AUTH__SECRET", "ab".repeat(32)),
+            ("JYT_CARD_ISSUING__INTERNAL_AUTH__MASTER_SECRET", String::new()),
+            ("JYT_CARD_ISSUING__OPERATORS__ANN__TOKEN_SHA256", "cd".repeat(32)),
+        ]
+    }
+
+    #[test]
+    fn in_production_the_committed_demo_secrets_are_refused_naming_the_key() {
+        let err = load_in("prod", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "`crypto.keys.demo1` equals a value committed in the repository; \
+                 set a secret of your own (JYT_ENV=prod)"
+            ),
+            "{err}"
+        );
+        for other in ["crypto.blind_index_key", "ecard.secret"] {
+            assert!(err.contains(other), "{other}: {err}");
+        }
+
+        // One committed value among our own is enough: jyt up's operator.
+        let mut env = own_secrets();
+        env.push((
+            "JYT_CARD_ISSUING__OPERATORS__DEMO-OPERATOR__TOKEN_SHA256",
+            "61112491d046c3f6f8ab801f170d9b2d0c734a17ceff60dee92123fb507cfc3f".to_owned(),
+        ));
+        let err = load_in("prod", &env).unwrap_err();
+        match err {
+            SettingsError::Invalid { service, key, reason } => {
+                assert_eq!(service, "card-issuing");
+                assert_eq!(key, "operators.demo-operator.token_sha256", "{reason}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn in_production_secrets_of_ones_own_are_accepted_and_the_demo_key_is_dropped() {
+        let s = load_in("prod", &own_secrets()).unwrap();
+        assert_eq!(s.crypto.keys.len(), 1, "demo1 set to \"\" leaves the keyring");
+        assert!(s.crypto.keys.contains_key("k2025"));
+        assert!(s.operators.contains_key("ann"));
+        // The same committed defaults are fine where they belong.
+        for environment in ["local", "test", "demo"] {
+            load_in(environment, &[]).unwrap();
+        }
     }
 
     #[test]

@@ -4,6 +4,13 @@
 //!
 //! Roles: a `city` operator sees every hospital; a `hospital` operator only
 //! their own, and asking for another hospital is refused with 403.
+//!
+//! Brute force is slowed: [`throttle`] counts failed logins per name and
+//! per client address; the Argon2 check runs on a blocking thread with no
+//! PostgreSQL connection held; an unknown login is checked against
+//! [`DUMMY_HASH`] so it costs what a wrong password does.
+
+pub mod throttle;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -20,6 +27,17 @@ use crate::settings::OperatorSettings;
 
 pub const DEMO_LOGIN: &str = "city";
 pub const DEMO_PASSWORD: &str = "demo-city-password";
+
+/// OWASP's recommended Argon2id cost (19 MiB, 2 passes), for real accounts.
+pub const PASSWORD_MEMORY_KIB: u32 = 19_456;
+pub const PASSWORD_ITERATIONS: u32 = 2;
+
+/// What an unknown login is checked against, so that it costs one Argon2
+/// verification at the real accounts' cost, like a wrong password, and
+/// answers in the same time. Made by `hash-password` from random bytes that
+/// were thrown away; [`check_password`] refuses it whatever is typed.
+pub const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$CZVcmROZQn2Gb8wviCXcPw$hvuzsEGpaOGABaqND8neuumqy2Vbj7Z4X7AlXfY8EE0";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -88,11 +106,19 @@ pub fn hash_password_with(password: &str, memory_kib: u32, iterations: u32) -> a
 
 /// A hash at OWASP's recommended cost (19 MiB, 2 passes), for real accounts.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    hash_password_with(password, 19_456, 2)
+    hash_password_with(password, PASSWORD_MEMORY_KIB, PASSWORD_ITERATIONS)
 }
 
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Check a password against an account's stored hash, or, for an unknown
+/// login (`None`), against [`DUMMY_HASH`] and refuse: one Argon2
+/// verification either way. Slow on purpose: call it off the async threads.
+pub fn check_password(password: &str, stored: Option<&str>) -> bool {
+    let matches = verify_password(password, stored.unwrap_or(DUMMY_HASH));
+    matches && stored.is_some()
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
@@ -154,14 +180,18 @@ pub struct Session {
     pub operator: Operator,
 }
 
-/// Check a login and open a session; `None` for a wrong login or password
-/// (the caller cannot tell which, on purpose).
-pub async fn login(
-    pool: &Pool,
-    login: &str,
-    password: &str,
-    ttl_minutes: u32,
-) -> Result<Option<Session>, AccountingError> {
+/// An operator row: its password hash and role.
+struct Account {
+    password_hash: String,
+    role: String,
+    hospital_id: Option<String>,
+}
+
+/// Read a login's account on a connection of its own, back in the pool
+/// when this returns: the Argon2 check that follows takes tens of
+/// milliseconds, and holding a connection through it would let a burst of
+/// logins take the whole pool from the reports.
+async fn find_account(pool: &Pool, login: &str) -> Result<Option<Account>, AccountingError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
@@ -169,23 +199,37 @@ pub async fn login(
             &[&login],
         )
         .await?;
-    let Some(row) = row else {
+    Ok(row.map(|row| Account {
+        password_hash: row.get(0),
+        role: row.get(1),
+        hospital_id: row.get(2),
+    }))
+}
+
+/// Check a login and open a session; `None` for a wrong login or password
+/// (the caller cannot tell which, on purpose: same answer, same cost).
+pub async fn login(
+    pool: &Pool,
+    login: &str,
+    password: &str,
+    ttl_minutes: u32,
+) -> Result<Option<Session>, AccountingError> {
+    let account = find_account(pool, login).await?;
+    let stored = account.as_ref().map(|a| a.password_hash.clone());
+    let password = password.to_owned();
+    let ok = tokio::task::spawn_blocking(move || check_password(&password, stored.as_deref()))
+        .await
+        .map_err(|e| anyhow::anyhow!("the password check did not finish: {e}"))?;
+    let Some(account) = account.filter(|_| ok) else {
         return Ok(None);
     };
-    let hash: String = row.get(0);
-    let password = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        return Ok(None);
-    }
     let token = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
     let expires_at = Utc::now() + chrono::Duration::minutes(i64::from(ttl_minutes));
+    let client = pool.get().await?;
     client
         .execute(
             "INSERT INTO operator_sessions (token_sha256, login, expires_at) VALUES ($1, $2, $3)",
@@ -197,7 +241,7 @@ pub async fn login(
         expires_at,
         operator: Operator {
             login: login.to_owned(),
-            role: role_of(row.get(1), row.get(2)),
+            role: role_of(account.role, account.hospital_id),
         },
     }))
 }
@@ -269,6 +313,32 @@ mod tests {
         assert!(verify_password("s3cret", &h));
         assert!(!verify_password("S3cret", &h));
         assert!(!verify_password("s3cret", "not a hash"));
+        assert!(check_password("s3cret", Some(&h)));
+        assert!(!check_password("S3cret", Some(&h)));
+    }
+
+    #[test]
+    fn unknown_logins_are_checked_against_a_dummy_at_the_real_cost() {
+        let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
+        assert_eq!(dummy.algorithm, Algorithm::Argon2id.ident());
+        assert_eq!(dummy.version, Some(Version::V0x13.into()));
+        let params = Params::try_from(&dummy).unwrap();
+        assert_eq!(
+            (
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                params.output_len()
+            ),
+            (
+                PASSWORD_MEMORY_KIB,
+                PASSWORD_ITERATIONS,
+                1,
+                Some(Params::DEFAULT_OUTPUT_LEN)
+            )
+        );
+        // There is no account behind it: refused whatever is typed.
+        assert!(!check_password("anything", None));
     }
 
     #[test]

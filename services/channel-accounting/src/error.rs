@@ -14,6 +14,13 @@ pub enum AccountingError {
     Unauthenticated,
     #[error("wrong login or password")]
     InvalidCredentials,
+    /// Too many failed logins for this login name or client address; the
+    /// password was not checked.
+    #[error("too many failed logins from this {limit}; retry after {retry_after_seconds} s")]
+    LoginThrottled {
+        limit: &'static str,
+        retry_after_seconds: u64,
+    },
     #[error("`{field}`: {reason}")]
     Forbidden { field: &'static str, reason: String },
     /// A statement file that cannot be read; nothing of it is stored.
@@ -21,6 +28,10 @@ pub enum AccountingError {
     StatementMalformed { line: u64, reason: String },
     #[error("the accounting database is unavailable: {0}")]
     DatabaseUnavailable(String),
+    /// Redis (the login throttle) is unreachable: logins are refused rather
+    /// than let through uncounted.
+    #[error("the login throttle is unavailable: {0}")]
+    CacheUnavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -31,9 +42,11 @@ impl AccountingError {
             AccountingError::Request(e) => e.code(),
             AccountingError::Unauthenticated => "UNAUTHENTICATED",
             AccountingError::InvalidCredentials => "INVALID_CREDENTIALS",
+            AccountingError::LoginThrottled { .. } => "LOGIN_THROTTLED",
             AccountingError::Forbidden { .. } => "FORBIDDEN",
             AccountingError::StatementMalformed { .. } => "STATEMENT_MALFORMED",
             AccountingError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
+            AccountingError::CacheUnavailable(_) => "CACHE_UNAVAILABLE",
             AccountingError::Internal(_) => "INTERNAL",
         }
     }
@@ -46,6 +59,12 @@ impl AccountingError {
 impl From<jyt_db::deadpool_postgres::PoolError> for AccountingError {
     fn from(e: jyt_db::deadpool_postgres::PoolError) -> Self {
         AccountingError::DatabaseUnavailable(e.to_string())
+    }
+}
+
+impl From<jyt_cache::redis::RedisError> for AccountingError {
+    fn from(e: jyt_cache::redis::RedisError) -> Self {
+        AccountingError::CacheUnavailable(e.to_string())
     }
 }
 
@@ -62,9 +81,12 @@ impl ResponseError for AccountingError {
             AccountingError::Unauthenticated | AccountingError::InvalidCredentials => {
                 StatusCode::UNAUTHORIZED
             }
+            AccountingError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             AccountingError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AccountingError::StatementMalformed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            AccountingError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AccountingError::DatabaseUnavailable(_) | AccountingError::CacheUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AccountingError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +107,11 @@ impl ResponseError for AccountingError {
             AccountingError::InvalidCredentials => {
                 problem("Unauthorized").field("password").to_response(None)
             }
+            AccountingError::LoginThrottled {
+                retry_after_seconds, ..
+            } => problem("Too many failed logins")
+                .field("login")
+                .to_response(Some(*retry_after_seconds)),
             AccountingError::Forbidden { field, .. } => problem("Forbidden").field(*field).to_response(None),
             AccountingError::StatementMalformed { line, .. } => problem("Statement file refused")
                 .field("body")
@@ -93,6 +120,10 @@ impl ResponseError for AccountingError {
             AccountingError::DatabaseUnavailable(reason) => {
                 tracing::error!(code = self.code(), %reason, "request failed");
                 Problem::new(status, self.code(), "Reports are briefly unavailable").to_response(Some(1))
+            }
+            AccountingError::CacheUnavailable(reason) => {
+                tracing::error!(code = self.code(), %reason, "request failed");
+                Problem::new(status, self.code(), "Logins are briefly unavailable").to_response(Some(1))
             }
             AccountingError::Internal(e) => {
                 tracing::error!(code = self.code(), error = format!("{e:#}"), "request failed");

@@ -50,6 +50,13 @@ pub struct OperatorSettings {
     pub session_ttl_minutes: u32,
     /// Seeds the demo `city` login so `jyt up` has a usable console.
     pub demo_account: bool,
+    /// Failed logins a login name may take per window, from any address:
+    /// slows a guesser spreading over many addresses.
+    pub max_failed_logins_per_name: u32,
+    /// Failed logins one client address may take per window, whatever the
+    /// names: slows a guesser trying many names.
+    pub max_failed_logins_per_address: u32,
+    pub failed_login_window_seconds: u64,
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountSettings>,
 }
@@ -111,6 +118,26 @@ impl Validate for Settings {
                 "must be at least 1",
             ));
         }
+        for (key, value) in [
+            (
+                "operators.max_failed_logins_per_name",
+                u64::from(self.operators.max_failed_logins_per_name),
+            ),
+            (
+                "operators.max_failed_logins_per_address",
+                u64::from(self.operators.max_failed_logins_per_address),
+            ),
+        ] {
+            if !(1..=10_000).contains(&value) {
+                return Err(Invalid::new(key, "must be between 1 and 10000"));
+            }
+        }
+        if !(1..=86_400).contains(&self.operators.failed_login_window_seconds) {
+            return Err(Invalid::new(
+                "operators.failed_login_window_seconds",
+                "must be between 1 and 86400 (a day)",
+            ));
+        }
         for (login, account) in &self.operators.accounts {
             let key = |k: &str| format!("operators.accounts.{login}.{k}");
             if login.is_empty()
@@ -149,6 +176,28 @@ impl Validate for Settings {
         }
         Ok(())
     }
+
+    /// Outside `JYT_ENV` local, test and demo none of these may be a value
+    /// committed to the repository (`jyt_settings::committed`): an
+    /// account's hash, or the demo login's password, which is committed
+    /// (`jyt up`'s demo credentials), so the demo login is refused there.
+    fn secrets(&self) -> Vec<(String, &str)> {
+        let mut secrets: Vec<(String, &str)> = self
+            .operators
+            .accounts
+            .iter()
+            .map(|(login, a)| {
+                (
+                    format!("operators.accounts.{login}.password_hash"),
+                    a.password_hash.as_str(),
+                )
+            })
+            .collect();
+        if self.operators.demo_account {
+            secrets.push(("operators.demo_account".to_owned(), crate::auth::DEMO_PASSWORD));
+        }
+        secrets
+    }
 }
 
 impl Settings {
@@ -177,6 +226,63 @@ mod tests {
     fn load(env: &[(&str, &str)]) -> Result<Settings, String> {
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
         Settings::load_from(&Sources::from_map(env.collect())).map_err(|e| e.to_string())
+    }
+
+    fn load_in(environment: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Settings::load_from(&Sources {
+            environment_name: Some(environment.to_owned()),
+            ..Sources::from_map(env.collect())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn in_production_the_demo_login_is_refused_naming_the_key() {
+        // The defaults hold no secret of channel-accounting's own (only
+        // jyt up turns the demo login on), so they load anywhere.
+        load_in("prod", &[]).unwrap();
+        let err = load_in(
+            "prod",
+            &[("JYT_CHANNEL_ACCOUNTING__OPERATORS__DEMO_ACCOUNT", "true")],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "`operators.demo_account` equals a value committed in the repository; \
+                 set a secret of your own (JYT_ENV=prod)"
+            ),
+            "{err}"
+        );
+        for environment in ["local", "test", "demo"] {
+            load_in(
+                environment,
+                &[("JYT_CHANNEL_ACCOUNTING__OPERATORS__DEMO_ACCOUNT", "true")],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn in_production_an_account_of_ones_own_is_accepted() {
+        let hash = crate::auth::hash_password_with("a-password-of-our-own", 1024, 1).unwrap();
+        let s = load_in(
+            "prod",
+            &[
+                (
+                    "JYT_CHANNEL_ACCOUNTING__OPERATORS__ACCOUNTS__ANN__PASSWORD_HASH",
+                    &hash,
+                ),
+                ("JYT_CHANNEL_ACCOUNTING__OPERATORS__ACCOUNTS__ANN__ROLE", "city"),
+            ],
+        )
+        .unwrap();
+        assert!(s.operators.accounts.contains_key("ann"));
+    }
+
+    #[test]
+    fn the_demo_login_is_among_the_committed_values() {
+        assert!(jyt_settings::committed::is_committed(crate::auth::DEMO_PASSWORD));
     }
 
     #[test]
@@ -208,5 +314,30 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("`operators.accounts.ann.password_hash`"), "{err}");
+    }
+
+    #[test]
+    fn login_throttle_limits_are_refused_naming_the_key() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.operators.max_failed_logins_per_name, 5);
+        assert_eq!(s.operators.max_failed_logins_per_address, 20);
+        assert_eq!(s.operators.failed_login_window_seconds, 900);
+        for (var, key) in [
+            (
+                "MAX_FAILED_LOGINS_PER_NAME",
+                "operators.max_failed_logins_per_name",
+            ),
+            (
+                "MAX_FAILED_LOGINS_PER_ADDRESS",
+                "operators.max_failed_logins_per_address",
+            ),
+            (
+                "FAILED_LOGIN_WINDOW_SECONDS",
+                "operators.failed_login_window_seconds",
+            ),
+        ] {
+            let err = load(&[(&format!("JYT_CHANNEL_ACCOUNTING__OPERATORS__{var}"), "0")]).unwrap_err();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
     }
 }

@@ -89,6 +89,11 @@ impl Application {
         let readiness = web::Data::new(readiness);
         let fees = web::Data::new(settings.fees.clone());
         let operators = web::Data::new(settings.operators.clone());
+        let login_throttle = web::Data::new(auth::throttle::LoginThrottle::new(
+            redis.clone(),
+            keyspace.clone(),
+            &settings.operators,
+        ));
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(record_http_metrics))
@@ -98,6 +103,7 @@ impl Application {
                 .app_data(readiness.clone())
                 .app_data(fees.clone())
                 .app_data(operators.clone())
+                .app_data(login_throttle.clone())
                 .app_data(body_limit)
                 .configure(jyt_web::ops::configure)
                 .configure(routes::configure)

@@ -1,17 +1,31 @@
-//! Middleware on every `/v1` and signed `/fhir` request: read the body (up to the size
-//! limit), check the signed headers (see [`crate::signing`]), remember the
-//! nonce, apply the app's and the address's token buckets, and hand the
-//! [`Caller`] to the handler. Operations endpoints (`/healthz`, `/readyz`,
-//! `/metrics`, `/openapi.json`) are not signed.
+//! Who may call what, before any handler runs.
+//!
+//! - [`canonical_path`] (outermost, before routing): a raw path that is not
+//!   in canonical form is refused with 400, so no two spellings of one route
+//!   exist (percent-encoded letters, digits or `/`, doubled slashes, dot
+//!   segments, backslashes).
+//! - [`authenticate_channel`] wraps the `/v1` and signed `/fhir` scopes and
+//!   [`authenticate_hospital`] the `/federation/v1` scope: authentication is
+//!   bound to the routed scope, not to a prefix of the path string.
+//!   They read the body (up to the size limit), check the signed headers
+//!   (see [`crate::signing`]), remember the nonce, apply the app's and the
+//!   address's token buckets, and hand the [`Caller`] / [`HospitalCaller`]
+//!   to the handler, whose extractor answers 401 if it is missing.
+//!
+//! Operations endpoints (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`)
+//! and the public FHIR feed are not signed.
 
-use actix_web::HttpMessage;
+use std::net::IpAddr;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::middleware::Next;
 use actix_web::web::{self, BytesMut};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use chrono::Utc;
 use futures::StreamExt;
+use futures::future::{Ready, ready};
 use jyt_cache::redis;
 use jyt_web::RequestError;
 
@@ -20,44 +34,124 @@ use crate::signing::{self, HeaderProblem};
 use crate::state::{Caller, GatewayState, HospitalCaller};
 use secrecy::ExposeSecret;
 
+/// The header a channel app whose backend relays its patients' requests
+/// (`channel_apps.<id>.relays_device_address`) names the patient's device
+/// address in. Only such an app, once its signature is checked, is believed.
+pub const DEVICE_ADDRESS: &str = "X-Device-Address";
+
 fn header<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The end user's device address, from `limits.client_address_header`
-/// (`X-Client-Address` by default): channel backends (the WeChat
-/// mini-program server, an app's server) relay many patients' requests from
-/// a few addresses of their own, so they pass the device's address on; a
-/// trusted load balancer sets it for clients that connect directly. `None`
-/// when absent or not an IP address: the address rules are then skipped
-/// rather than applied to a backend's address, which would throttle every
-/// patient behind it.
-pub fn client_address(req: &ServiceRequest, header_name: &str) -> Option<String> {
-    if header_name.is_empty() {
-        return None;
+/// Why a raw path is not canonical, or `None` when it is. Canonical: starts
+/// with `/`; no empty, `.` or `..` segment (except one trailing slash is
+/// left to routing); no backslash; no percent-encoding of an unreserved
+/// character (RFC 3986: letters, digits, `-._~`), of `/`, `\` or `%`; no
+/// broken `%` escape; nothing outside printable ASCII.
+pub fn non_canonical(raw: &str) -> Option<&'static str> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Some("must start with /");
     }
-    let raw = header(req, header_name)?.split(',').next()?.trim();
-    raw.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    if raw.contains('\\') {
+        return Some("must not contain a backslash");
+    }
+    if bytes.iter().any(|b| !(0x21..0x7f).contains(b)) {
+        return Some("must be printable ASCII");
+    }
+    let segments: Vec<&str> = raw[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() && i != last {
+            return Some("must not contain an empty segment (//)");
+        }
+        if *segment == "." || *segment == ".." {
+            return Some("must not contain a dot segment");
+        }
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let Some(decoded) = hex else {
+                return Some("has a broken percent-escape");
+            };
+            if decoded.is_ascii_alphanumeric() || b"-._~/\\%".contains(&decoded) {
+                return Some("must not percent-encode a letter, digit, -._~, /, \\ or %");
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
-pub async fn authenticate(
+/// Middleware, outermost: refuse a non-canonical raw path with
+/// `400 NON_CANONICAL_PATH` before actix decodes and routes it.
+pub async fn canonical_path(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(reason) = non_canonical(req.uri().path()) {
+        return Err(GatewayError::NonCanonicalPath(reason).into());
+    }
+    next.call(req).await
+}
+
+/// Whether `ip` is in one of `limits.trusted_proxies`.
+fn trusted_proxy(state: &GatewayState, ip: IpAddr) -> bool {
+    state.trusted_proxies.iter().any(|net| net.contains(&ip))
+}
+
+/// The address a request comes from, for the per-address rules: the TCP
+/// peer, unless the peer is a configured trusted proxy (the Ingress), which
+/// names the client's address in `limits.client_address_header`
+/// (`X-Client-Address`; the Ingress sets it and drops any value the client
+/// sent). A client that connects directly cannot choose its address by
+/// sending the header.
+pub fn connection_address(state: &GatewayState, req: &HttpRequest) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let name = state.settings.limits.client_address_header.as_str();
+    if name.is_empty() || !trusted_proxy(state, peer) {
+        return Some(peer);
+    }
+    let relayed = req
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    Some(relayed.unwrap_or(peer))
+}
+
+/// The patient's address for a signed channel request: the device address
+/// a relaying app's backend names in [`DEVICE_ADDRESS`] (its signature
+/// vouches for it), else the connection's address.
+fn caller_address(state: &GatewayState, req: &ServiceRequest, relays_device: bool) -> Option<String> {
+    if relays_device
+        && let Some(ip) = header(req, DEVICE_ADDRESS).and_then(|v| v.trim().parse::<IpAddr>().ok())
+    {
+        return Some(ip.to_string());
+    }
+    connection_address(state, req.request()).map(|ip| ip.to_string())
+}
+
+fn state_of(req: &ServiceRequest) -> Result<web::Data<GatewayState>, GatewayError> {
+    req.app_data::<web::Data<GatewayState>>()
+        .cloned()
+        .ok_or_else(|| GatewayError::Unexpected(anyhow::anyhow!("gateway state missing")))
+}
+
+/// Middleware of the `/v1` and signed `/fhir` scopes: a channel app's signed request.
+pub async fn authenticate_channel(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let federation = req.path().starts_with("/federation/v1/");
-    // FHIR channel calls are signed like /v1; the public bulk feed is not.
-    let fhir = req.path().starts_with("/fhir/") && !crate::fhir::is_public_path(req.path());
-    if !req.path().starts_with("/v1/") && !fhir && !federation {
-        return next.call(req).await;
-    }
-    let Some(state) = req.app_data::<web::Data<GatewayState>>().cloned() else {
-        return Err(GatewayError::Unexpected(anyhow::anyhow!("gateway state missing")).into());
-    };
-    if federation {
-        let caller = verify_hospital(&state, &mut req).await?;
-        req.extensions_mut().insert(caller);
-        return next.call(req).await;
-    }
+    let state = state_of(&req)?;
     let caller = verify(&state, &mut req).await?;
     state.limits.check_app(&caller.app_id)?;
     if let Some(address) = caller.address.as_deref()
@@ -67,6 +161,48 @@ pub async fn authenticate(
     }
     req.extensions_mut().insert(caller);
     next.call(req).await
+}
+
+/// Middleware of the `/federation/v1` scope: a member hospital's signed request.
+pub async fn authenticate_hospital(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = state_of(&req)?;
+    let caller = verify_hospital(&state, &mut req).await?;
+    req.extensions_mut().insert(caller);
+    next.call(req).await
+}
+
+/// A handler that takes a [`Caller`] cannot run without a verified
+/// signature, whatever the routing: a missing caller is 401, never a
+/// default.
+impl FromRequest for Caller {
+    type Error = GatewayError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(
+            req.extensions()
+                .get::<Caller>()
+                .cloned()
+                .ok_or(GatewayError::BadSignature),
+        )
+    }
+}
+
+impl FromRequest for HospitalCaller {
+    type Error = GatewayError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(
+            req.extensions()
+                .get::<HospitalCaller>()
+                .cloned()
+                .ok_or(GatewayError::BadSignature),
+        )
+    }
 }
 
 async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<web::Bytes, GatewayError> {
@@ -96,9 +232,9 @@ async fn verify(state: &GatewayState, req: &mut ServiceRequest) -> Result<Caller
     let secrets: Vec<&[u8]> = app.secrets().collect();
     check_signed(state, req, &secrets, &format!("nonce:{app_id}")).await?;
     Ok(Caller {
+        address: caller_address(state, req, app.relays_device_address),
         app_id,
         channel: app.channel,
-        address: client_address(req, &state.settings.limits.client_address_header),
     })
 }
 

@@ -17,6 +17,13 @@ impl From<jyt_cache::redis::RedisError> for GatewayError {
 pub enum GatewayError {
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The raw path is not in canonical form (see `auth::non_canonical`).
+    #[error("the request path {0}; send the canonical path")]
+    NonCanonicalPath(&'static str),
+    /// An internal service (slot-inventory, card-issuing) refused the
+    /// gateway's internal token: the gateway's and the service's keys differ.
+    #[error("an internal service refused the gateway's credentials")]
+    InternalAuthRefused,
     /// No `X-App-Id`, or one we do not know.
     #[error("the channel app is missing or unknown")]
     UnknownApp,
@@ -88,6 +95,7 @@ pub enum GatewayError {
 /// slot-inventory), for the OpenAPI document.
 pub const ALL_CODES: &[&str] = &[
     "MALFORMED_JSON",
+    "NON_CANONICAL_PATH",
     "INVALID_FIELD",
     "MISSING_HEADER",
     "UNSUPPORTED_MEDIA_TYPE",
@@ -138,17 +146,26 @@ pub const ALL_CODES: &[&str] = &[
     "SEATS_AVAILABLE",
     "ALREADY_WAITLISTED",
     "WRONG_PICKUP_CODE",
+    "PICKUP_LOCKED",
     "CHECK_IN_CLOSED",
     "NOT_CHECK_INABLE",
     "NOT_COMPLETABLE",
     "SLOT_LOCK_UNAVAILABLE",
     "DATABASE_UNAVAILABLE",
+    // From card-issuing, passed through by the /v1/cards routes.
+    "CARD_LOST",
+    "CARD_REPLACED",
+    "CARD_CANCELLED",
+    "NOT_AN_ECARD",
+    "REFERENCE_REUSED",
 ];
 
 impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::Request(e) => e.code(),
+            GatewayError::NonCanonicalPath(_) => "NON_CANONICAL_PATH",
+            GatewayError::InternalAuthRefused => "INTERNAL_ERROR",
             GatewayError::UnknownApp => "UNKNOWN_APP",
             GatewayError::BadSignature => "BAD_SIGNATURE",
             GatewayError::StaleTimestamp { .. } => "STALE_TIMESTAMP",
@@ -180,6 +197,8 @@ impl GatewayError {
     fn title(&self) -> &'static str {
         match self {
             GatewayError::Request(_) => "Bad request",
+            GatewayError::NonCanonicalPath(_) => "Non-canonical path",
+            GatewayError::InternalAuthRefused => "Internal error",
             GatewayError::UnknownApp => "Unknown channel app",
             GatewayError::BadSignature => "Bad signature",
             GatewayError::StaleTimestamp { .. } => "Stale timestamp",
@@ -213,6 +232,8 @@ impl ResponseError for GatewayError {
     fn status_code(&self) -> StatusCode {
         match self {
             GatewayError::Request(e) => e.status_code(),
+            GatewayError::NonCanonicalPath(_) => StatusCode::BAD_REQUEST,
+            GatewayError::InternalAuthRefused => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::UnknownApp
             | GatewayError::BadSignature
             | GatewayError::StaleTimestamp { .. }
@@ -243,6 +264,14 @@ impl ResponseError for GatewayError {
         let problem = Problem::new(status, self.code(), self.title()).detail(self.to_string());
         match self {
             GatewayError::Request(e) => e.error_response(),
+            GatewayError::NonCanonicalPath(_) => problem.field("path").to_response(None),
+            GatewayError::InternalAuthRefused => {
+                tracing::error!(
+                    code = self.code(),
+                    "an internal service refused the gateway's token"
+                );
+                Problem::new(status, self.code(), self.title()).to_response(None)
+            }
             GatewayError::RateLimited {
                 limit,
                 retry_after_seconds,
@@ -284,6 +313,8 @@ mod tests {
     fn every_code_the_gateway_answers_is_listed_for_the_openapi_document() {
         let all = [
             GatewayError::Request(RequestError::UnsupportedMediaType),
+            GatewayError::NonCanonicalPath("x"),
+            GatewayError::InternalAuthRefused,
             GatewayError::UnknownApp,
             GatewayError::BadSignature,
             GatewayError::StaleTimestamp {

@@ -29,6 +29,8 @@ use crate::settings::CardIssuingSettings;
 pub struct PatientIndex {
     http: reqwest::Client,
     base_url: String,
+    /// card-issuing answers only callers with its internal token.
+    internal: jyt_signing::internal::Minter,
     ecard_secret: Vec<u8>,
     redis: RedisConn,
     keys: Keyspace,
@@ -108,6 +110,7 @@ impl PatientIndex {
     /// card-issuing's keep-alive like the hospitals'.
     pub fn new(
         settings: &CardIssuingSettings,
+        internal: jyt_signing::internal::Minter,
         pool_idle_timeout: Duration,
         redis: RedisConn,
         keys: Keyspace,
@@ -124,6 +127,7 @@ impl PatientIndex {
         Ok(Self {
             http,
             base_url: settings.base_url.clone(),
+            internal,
             ecard_secret,
             redis,
             keys,
@@ -249,6 +253,7 @@ impl PatientIndex {
         let res = self
             .http
             .post(format!("{}/v1/cards/resolve", self.base_url))
+            .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(&body)
             .send()
             .await
@@ -322,6 +327,7 @@ impl PatientIndex {
         let res = self
             .http
             .post(format!("{}{path}", self.base_url))
+            .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(body)
             .send()
             .await
@@ -344,6 +350,54 @@ impl PatientIndex {
         })
     }
 
+    /// A patient service at card-issuing (top-up, e-card token, cancel with
+    /// pay-out), called for a channel's authenticated patient; its answer
+    /// is passed back as it came, except that a refused internal token or
+    /// a failure of card-issuing is ours to report.
+    #[tracing::instrument(skip_all, fields(%path))]
+    pub async fn relay(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<crate::upstream::Forwarded, GatewayError> {
+        let _permit = self.permit().await?;
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header(jyt_signing::internal::HEADER, self.internal.token())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        let status = actix_web::http::StatusCode::from_u16(res.status().as_u16())
+            .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+        if status == actix_web::http::StatusCode::UNAUTHORIZED {
+            return Err(GatewayError::InternalAuthRefused);
+        }
+        if status.is_server_error() {
+            return Err(GatewayError::IdentityUnavailable(format!(
+                "{path} answered {status}"
+            )));
+        }
+        let headers = ["content-type", "cache-control", "idempotency-replayed"]
+            .iter()
+            .filter_map(|name| {
+                res.headers()
+                    .get(*name)
+                    .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
+            })
+            .collect();
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        Ok(crate::upstream::Forwarded {
+            status,
+            headers,
+            body,
+        })
+    }
+
     /// When the person's bar ends, if they are barred now.
     #[tracing::instrument(skip_all)]
     pub async fn barred_until(
@@ -362,6 +416,7 @@ impl PatientIndex {
         let res = self
             .http
             .get(format!("{}/v1/persons/{person}/standing", self.base_url))
+            .header(jyt_signing::internal::HEADER, self.internal.token())
             .send()
             .await
             .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
@@ -393,6 +448,7 @@ impl PatientIndex {
                 let res = self
                     .http
                     .get(format!("{}/v1/persons/{holder}/family", self.base_url))
+                    .header(jyt_signing::internal::HEADER, self.internal.token())
                     .send()
                     .await
                     .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;

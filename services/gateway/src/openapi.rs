@@ -11,7 +11,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::error::ALL_CODES;
 use crate::fhir;
-use crate::routes::{availability, bookings, hospitals, patient_actions, payments};
+use crate::routes::{availability, bookings, cards, hospitals, patient_actions, payments};
 
 /// An `application/problem+json` body (RFC 9457). Problems may carry more
 /// members: `barred_until` (PATIENT_BARRED), `limit` (RATE_LIMITED,
@@ -48,6 +48,9 @@ pub struct ProblemDoc {
         hospitals::list,
         hospitals::schedules,
         availability::search,
+        cards::top_up,
+        cards::ecard_token,
+        cards::cancel,
         fhir::read::search_slots,
         fhir::read::search_schedules,
         fhir::read::read_slot,
@@ -73,6 +76,8 @@ pub struct ProblemDoc {
         availability::Availability,
         availability::AvailabilityPage,
         availability::ClinicLevel,
+        cards::CardRequest,
+        cards::TopUpNotification,
     ))
 )]
 pub struct ApiDoc;

@@ -20,6 +20,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub upstream: UpstreamSettings,
     pub signing: SigningSettings,
+    pub internal_auth: InternalAuthSettings,
     pub card_issuing: CardIssuingSettings,
     pub limits: LimitSettings,
     pub anti_scalping: AntiScalpingSettings,
@@ -64,6 +65,26 @@ pub struct UpstreamSettings {
     pub breaker_open_ms: u64,
 }
 
+/// The gateway's side of the internal tokens (`jyt_signing::internal`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InternalAuthSettings {
+    /// The platform master secret; each service's key is derived from it.
+    pub master_secret: SecretString,
+    pub token_lifetime_seconds: i64,
+}
+
+impl InternalAuthSettings {
+    /// Tokens from the gateway for `audience`.
+    pub fn minter(&self, audience: &str) -> jyt_signing::internal::Minter {
+        jyt_signing::internal::Minter::from_master(
+            self.master_secret.expose_secret().as_bytes(),
+            "gateway",
+            audience,
+            self.token_lifetime_seconds,
+        )
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct SigningSettings {
     pub max_skew_seconds: i64,
@@ -96,6 +117,26 @@ pub struct LimitSettings {
     /// `auth::client_address`); empty turns the address rules off.
     #[serde(default)]
     pub client_address_header: String,
+    /// CIDR ranges, comma-separated, whose `client_address_header` is
+    /// believed (validated at start).
+    #[serde(default)]
+    pub trusted_proxies: String,
+}
+
+impl LimitSettings {
+    /// Parsed `trusted_proxies` (validated at start, so nothing is dropped).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        split_list(&self.trusted_proxies)
+            .filter_map(|net| parse_net(net).ok())
+            .collect()
+    }
+}
+
+/// A CIDR range, or one address as its own /32 or /128.
+fn parse_net(raw: &str) -> Result<ipnet::IpNet, String> {
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{raw}` is not a CIDR range or an IP address"))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +256,11 @@ pub struct ChannelApp {
     /// with `secret`); none means the app polls instead.
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// The app's backend relays its patients' requests (a mini-program or
+    /// app server) and names each patient's device in `X-Device-Address`;
+    /// its signature vouches for that header, which is ignored for others.
+    #[serde(default)]
+    pub relays_device_address: bool,
 }
 
 impl ChannelApp {
@@ -302,6 +348,18 @@ impl Validate for Settings {
         if self.upstream.breaker_failures == 0 {
             return Err(Invalid::new("upstream.breaker_failures", "must be at least 1"));
         }
+        if self.internal_auth.master_secret.expose_secret().len() < 32 {
+            return Err(Invalid::new(
+                "internal_auth.master_secret",
+                "must be at least 32 characters",
+            ));
+        }
+        if !(10..=300).contains(&self.internal_auth.token_lifetime_seconds) {
+            return Err(Invalid::new(
+                "internal_auth.token_lifetime_seconds",
+                "must be between 10 and 300 (and within the services' max_lifetime_seconds)",
+            ));
+        }
         if !(1..=3600).contains(&self.signing.max_skew_seconds) {
             return Err(Invalid::new(
                 "signing.max_skew_seconds",
@@ -369,6 +427,9 @@ impl Validate for Settings {
                     format!("`{c}` is not a channel"),
                 ));
             }
+        }
+        for net in split_list(&self.limits.trusted_proxies) {
+            parse_net(net).map_err(|reason| Invalid::new("limits.trusted_proxies", reason))?;
         }
         if self.anti_scalping.persons_window_seconds == 0 {
             return Err(Invalid::new(
@@ -517,6 +578,31 @@ impl Validate for Settings {
         }
         Ok(())
     }
+
+    /// Outside `JYT_ENV` local, test and demo none of these may be a value
+    /// committed to the repository (`jyt_settings::committed`).
+    fn secrets(&self) -> Vec<(String, &str)> {
+        let mut secrets = vec![(
+            "card_issuing.ecard_secret".to_owned(),
+            self.card_issuing.ecard_secret.expose_secret(),
+        )];
+        if let Some(hash) = &self.notifications.operator_token_sha256 {
+            secrets.push(("notifications.operator_token_sha256".to_owned(), hash.as_str()));
+        }
+        for (id, app) in &self.channel_apps {
+            secrets.push((format!("channel_apps.{id}.secret"), app.secret.expose_secret()));
+            if let Some(previous) = &app.previous_secret {
+                secrets.push((
+                    format!("channel_apps.{id}.previous_secret"),
+                    previous.expose_secret(),
+                ));
+            }
+        }
+        for (id, key) in &self.hospital_keys {
+            secrets.push((format!("hospital_keys.{id}.secret"), key.secret.expose_secret()));
+        }
+        secrets
+    }
 }
 
 #[cfg(test)]
@@ -616,5 +702,91 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("upstream.timeout_ms"), "{err}");
+    }
+
+    fn load_in(environment: &str, pairs: &[(&str, String)]) -> Result<Settings, SettingsError> {
+        Settings::load_from(&Sources {
+            environment_name: Some(environment.to_owned()),
+            ..Sources::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        })
+    }
+
+    /// A hospital, and every secret of the gateway set to a value of our
+    /// own (made here, never committed): an app, a hospital key, the
+    /// operators' token hash, the e-card secret and the internal master.
+    fn own_secrets() -> Vec<(&'static str, String)> {
+        let own = |what: &str| format!("{what}-of-our-own-{}", "7".repeat(24));
+        let mut env: Vec<(&'static str, String)> = PUMCH.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        env.extend([
+            ("JYT_GATEWAY__CARD_ISSUING__ECARD_SECRET", own("ecard")),
+            ("JYT_GATEWAY__INTERNAL_AUTH__MASTER_SECRET", own("master")),
+            (
+                "JYT_GATEWAY__NOTIFICATIONS__OPERATOR_TOKEN_SHA256",
+                "ab".repeat(32),
+            ),
+            ("JYT_GATEWAY__CHANNEL_APPS__WECHAT__CHANNEL", "wechat".to_owned()),
+            ("JYT_GATEWAY__CHANNEL_APPS__WECHAT__SECRET", own("app")),
+            (
+                "JYT_GATEWAY__CHANNEL_APPS__WECHAT__PREVIOUS_SECRET",
+                own("old-app"),
+            ),
+            ("JYT_GATEWAY__HOSPITAL_KEYS__PUMCH1__HOSPITAL", "pumch".to_owned()),
+            ("JYT_GATEWAY__HOSPITAL_KEYS__PUMCH1__SECRET", own("hospital")),
+        ]);
+        env
+    }
+
+    #[test]
+    fn in_production_the_committed_demo_secrets_are_refused_naming_the_key() {
+        let env: Vec<(&str, String)> = PUMCH.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let err = load_in("prod", &env).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "`card_issuing.ecard_secret` equals a value committed in the repository; \
+                 set a secret of your own (JYT_ENV=prod)"
+            ),
+            "{err}"
+        );
+
+        // jyt up's demo app secret and operator token hash, among our own.
+        for (var, committed, key) in [
+            (
+                "JYT_GATEWAY__CHANNEL_APPS__WECHAT__SECRET",
+                "demo-wechat-secret-change-me-0123456789abcdef",
+                "channel_apps.wechat.secret",
+            ),
+            (
+                "JYT_GATEWAY__NOTIFICATIONS__OPERATOR_TOKEN_SHA256",
+                "61112491d046c3f6f8ab801f170d9b2d0c734a17ceff60dee92123fb507cfc3f",
+                "notifications.operator_token_sha256",
+            ),
+            (
+                "JYT_GATEWAY__HOSPITAL_KEYS__PUMCH1__SECRET",
+                "demo-kiosk-secret-change-me-0123456789abcdef",
+                "hospital_keys.pumch1.secret",
+            ),
+        ] {
+            let mut env = own_secrets();
+            env.push((var, committed.to_owned()));
+            match load_in("prod", &env).unwrap_err() {
+                SettingsError::Invalid {
+                    service, key: named, ..
+                } => {
+                    assert_eq!((service.as_str(), named.as_str()), ("gateway", key));
+                }
+                other => panic!("{key}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn in_production_secrets_of_ones_own_are_accepted() {
+        let s = load_in("prod", &own_secrets()).unwrap();
+        assert_eq!(s.channel_apps["wechat"].secrets().count(), 2);
+        assert!(s.hospital_keys.contains_key("pumch1"));
+        let env: Vec<(&str, String)> = PUMCH.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        for environment in ["local", "test", "demo"] {
+            load_in(environment, &env).unwrap();
+        }
     }
 }

@@ -56,6 +56,7 @@ impl Application {
             upstreams: Upstreams::new(&settings)?,
             patients: PatientIndex::new(
                 &settings.card_issuing,
+                settings.internal_auth.minter(jyt_signing::internal::CARD_ISSUING),
                 Duration::from_millis(settings.upstream.pool_idle_timeout_ms),
                 redis.clone(),
                 keys.clone(),
@@ -66,6 +67,7 @@ impl Application {
                 redis.clone(),
                 keys.clone(),
             ),
+            trusted_proxies: settings.limits.trusted_proxies(),
             redis: redis.clone(),
             keys,
             settings: settings.clone(),
@@ -91,11 +93,14 @@ impl Application {
         let port = listener.local_addr()?.port();
         let body_limit = BodyLimit(settings.http.max_body_bytes);
         let mut server = HttpServer::new(move || {
+            // Authentication wraps the signed scopes themselves (see
+            // `routes::configure`); the non-canonical path check is
+            // outermost, before routing.
             App::new()
-                .wrap(from_fn(crate::auth::authenticate))
-                // Outside authentication, so its refusals on FHIR paths
-                // become OperationOutcomes too.
+                // Outside the scopes' authentication, so its refusals on
+                // FHIR paths become OperationOutcomes too.
                 .wrap(from_fn(crate::fhir::outcomes))
+                .wrap(from_fn(crate::auth::canonical_path))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(request_tracing())
                 .app_data(state.clone())

@@ -19,6 +19,8 @@ pub struct GatewayState {
     pub upstreams: Upstreams,
     pub patients: PatientIndex,
     pub limits: Limits,
+    /// `limits.trusted_proxies`, parsed: peers whose `X-Client-Address` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub notifier: Notifier,
     /// Availability summaries for search, cached per date.
     pub summaries: crate::summaries::Summaries,

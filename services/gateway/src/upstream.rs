@@ -39,6 +39,8 @@ struct Breaker {
 
 struct Lane {
     route: HospitalRoute,
+    /// The hospital answers only callers with its internal token.
+    internal: jyt_signing::internal::Minter,
     timeout: Duration,
     bulkhead: Arc<Semaphore>,
     breaker: Mutex<Breaker>,
@@ -96,6 +98,9 @@ impl Upstreams {
                         route.max_concurrent.unwrap_or(settings.upstream.max_concurrent),
                     )),
                     breaker: Mutex::new(Breaker::default()),
+                    internal: settings
+                        .internal_auth
+                        .minter(&jyt_signing::internal::hospital_audience(id.as_str())),
                     route,
                 };
                 (id, lane)
@@ -209,6 +214,9 @@ impl Upstreams {
             return Err(unavailable("too many calls in flight".to_owned()));
         };
         jyt_telemetry::inject_trace_context(&mut headers);
+        if let Ok(token) = HeaderValue::from_str(&lane.internal.token()) {
+            headers.insert(jyt_signing::internal::HEADER, token);
+        }
         let mut req = self
             .client
             .request(method, format!("{}{path}", lane.route.base_url))
@@ -256,6 +264,12 @@ impl Upstreams {
                 return Err(unavailable(reason));
             }
         };
+        if status == StatusCode::UNAUTHORIZED {
+            // The hospital answers 401 only to a refused internal token: a
+            // configuration fault of ours, not the channel's.
+            self.record(lane, false);
+            return Err(GatewayError::InternalAuthRefused);
+        }
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             // A hospital's internal failure is not the channel's business;
             // its own 503s (lock or database briefly unavailable) pass through.

@@ -42,8 +42,14 @@ pub enum SlotError {
     BookingNotCancellable(BookingStatus),
     #[error("cancellation closed at {0}")]
     CancellationClosed(DateTime<Utc>),
-    #[error("the pick-up code does not match")]
-    WrongPickupCode,
+    #[error("the pick-up code does not match ({attempts_left} tries left before check-in locks)")]
+    WrongPickupCode { attempts_left: u32 },
+    /// Too many wrong pick-up codes for this booking: check-in with a code
+    /// is refused, even with the right one, so the code cannot be guessed.
+    #[error(
+        "check-in with the pick-up code is locked after too many wrong codes; please ask at the hospital's desk"
+    )]
+    PickupLocked,
     #[error("the booking is {0:?} and cannot be checked in")]
     NotCheckInable(BookingStatus),
     #[error("the booking is {0:?}; only a checked-in visit can be completed")]
@@ -91,7 +97,8 @@ impl SlotError {
             SlotError::BookingNotHeld(_) => "BOOKING_NOT_HELD",
             SlotError::BookingNotCancellable(_) => "BOOKING_NOT_CANCELLABLE",
             SlotError::CancellationClosed(_) => "CANCELLATION_CLOSED",
-            SlotError::WrongPickupCode => "WRONG_PICKUP_CODE",
+            SlotError::WrongPickupCode { .. } => "WRONG_PICKUP_CODE",
+            SlotError::PickupLocked => "PICKUP_LOCKED",
             SlotError::NotCheckInable(_) => "NOT_CHECK_INABLE",
             SlotError::NotCompletable(_) => "NOT_COMPLETABLE",
             SlotError::CheckInClosed { .. } => "CHECK_IN_CLOSED",
@@ -166,7 +173,8 @@ impl ResponseError for SlotError {
             | SlotError::NotCheckInable(_)
             | SlotError::NotCompletable(_)
             | SlotError::CheckInClosed { .. } => StatusCode::CONFLICT,
-            SlotError::WrongPickupCode => StatusCode::FORBIDDEN,
+            SlotError::WrongPickupCode { .. } => StatusCode::FORBIDDEN,
+            SlotError::PickupLocked => StatusCode::LOCKED,
             SlotError::LockUnavailable(_) | SlotError::DatabaseUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -203,6 +211,16 @@ impl ResponseError for SlotError {
                     .extension("opens_at", jyt_domain::time::local(*opens).to_rfc3339())
                     .extension("closes_at", jyt_domain::time::local(*closes).to_rfc3339())
             }
+            SlotError::WrongPickupCode { attempts_left } => {
+                Problem::new(status, self.code(), "Wrong pick-up code")
+                    .detail(self.to_string())
+                    .field("pickup_code")
+                    .extension("attempts_left", *attempts_left)
+            }
+            SlotError::PickupLocked => Problem::new(status, self.code(), "Check-in locked")
+                .detail(self.to_string())
+                .field("pickup_code")
+                .extension("attempts_left", 0),
             SlotError::AlreadyBooked(existing) => Problem::new(status, self.code(), "Already booked")
                 .detail(self.to_string())
                 .extension("booking_id", existing.to_string()),

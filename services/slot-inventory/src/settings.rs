@@ -3,8 +3,8 @@
 
 use jyt_domain::HospitalId;
 use jyt_settings::{
-    HttpSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources, TelemetrySettings,
-    Validate,
+    HttpSettings, InternalAuthSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources,
+    TelemetrySettings, Validate,
 };
 use serde::Deserialize;
 
@@ -20,6 +20,8 @@ pub struct Settings {
     pub postgres: PostgresSettings,
     pub redis: RedisSettings,
     pub telemetry: TelemetrySettings,
+    /// Who may call: the gateway and jyt's tools, with internal tokens.
+    pub internal_auth: InternalAuthSettings,
     pub booking: BookingSettings,
     pub events: EventSettings,
     pub policy: Policy,
@@ -120,6 +122,11 @@ impl Validate for Settings {
         self.http.validate("http")?;
         self.postgres.validate("postgres")?;
         self.redis.validate("redis")?;
+        self.internal_auth.validate("internal_auth")?;
+        self.internal_auth.refuse_demo_derived(
+            "internal_auth",
+            &jyt_signing::internal::hospital_audience(self.hospital.id.as_str()),
+        )?;
         if self.hospital.name.trim().is_empty() {
             return Err(Invalid::new("hospital.name", "must not be empty"));
         }
@@ -138,6 +145,13 @@ impl Validate for Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Outside `JYT_ENV` local, test and demo none of these may be a value
+    /// committed to the repository (`jyt_settings::committed`). Keys named
+    /// like a secret are checked by their name as well.
+    fn secrets(&self) -> Vec<(String, &str)> {
+        Vec::new()
     }
 }
 
@@ -163,6 +177,41 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         ))
+    }
+
+    fn load_in(environment: &str, pairs: &[(&str, String)]) -> Result<Settings, SettingsError> {
+        Settings::load_from(&Sources {
+            environment_name: Some(environment.to_owned()),
+            ..Sources::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        })
+    }
+
+    #[test]
+    fn in_production_the_committed_demo_secrets_are_refused_naming_the_key() {
+        let err = load_in("prod", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "`internal_auth.master_secret` equals a value committed in the repository; \
+                 set a secret of your own (JYT_ENV=prod)"
+            ),
+            "{err}"
+        );
+        for environment in ["local", "test", "demo"] {
+            load_in(environment, &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn in_production_secrets_of_ones_own_are_accepted() {
+        let s = load_in(
+            "prod",
+            &[
+                ("JYT_SLOT_INVENTORY__INTERNAL_AUTH__SECRET", "ab".repeat(32)),
+                ("JYT_SLOT_INVENTORY__INTERNAL_AUTH__MASTER_SECRET", String::new()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.internal_auth.key("h"), "ab".repeat(32));
     }
 
     #[test]

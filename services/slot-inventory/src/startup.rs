@@ -138,13 +138,22 @@ impl Application {
         let app_state = web::Data::new(state.clone());
         let metrics = web::Data::new(metrics);
         let readiness = web::Data::new(readiness);
+        let audience = &jyt_signing::internal::hospital_audience(settings.hospital.id.as_str());
+        let internal = jyt_web::internal::verifier(
+            &settings.internal_auth.key(audience),
+            audience,
+            settings.internal_auth.max_lifetime_seconds,
+        );
         let mut server = HttpServer::new(move || {
             App::new()
+                // Inside metrics and tracing, so refused calls are counted and logged.
+                .wrap(from_fn(jyt_web::internal::require_internal_token))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(request_tracing())
                 .app_data(app_state.clone())
                 .app_data(metrics.clone())
                 .app_data(readiness.clone())
+                .app_data(internal.clone())
                 .app_data(body_limit)
                 .configure(jyt_web::ops::configure)
                 .configure(routes::configure)

@@ -14,6 +14,13 @@
 //! (ranges, URLs, cross-field rules). Either failure stops the service with a
 //! message naming the key, so a typo is found at start, not at the first
 //! request.
+//!
+//! Outside `JYT_ENV` `local`, `test` and `demo`, a key, secret or token
+//! whose value is committed to the repository (a demo key from the
+//! defaults, `jyt up`'s credentials: see [`committed`]) stops the service
+//! too, naming the key: a real deployment sets secrets of its own.
+
+pub mod committed;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -61,6 +68,15 @@ impl Invalid {
 /// Checks a loaded settings value can run; the first broken rule is reported.
 pub trait Validate {
     fn validate(&self) -> Result<(), Invalid>;
+
+    /// Every key, secret and token of these settings, as (key, value):
+    /// outside `local`, `test` and `demo` none may be a value committed to
+    /// the repository ([`committed`]). Keys whose name says they are a
+    /// secret are checked anyway ([`committed::secret_named`]); list every
+    /// secret here all the same, whatever its name.
+    fn secrets(&self) -> Vec<(String, &str)> {
+        Vec::new()
+    }
 }
 
 /// Where settings come from. `env` is `None` to read the process environment;
@@ -127,20 +143,61 @@ pub fn load_from<T: DeserializeOwned + Validate>(
         environment = environment.source(Some(map.clone().into_iter().collect()));
     }
 
-    let settings: T = Config::builder()
+    let merged = Config::builder()
         .add_source(File::from_str(defaults, FileFormat::Toml))
         .add_source(File::from(config_dir.join(format!("{environment_name}.toml"))).required(false))
         .add_source(environment)
         .build()
-        .map_err(load_err)?
-        .try_deserialize()
         .map_err(load_err)?;
+    let tree: Option<config::Value> = if committed::allowed_in(&environment_name) {
+        None
+    } else {
+        Some(merged.clone().try_deserialize().map_err(load_err)?)
+    };
+    let settings: T = merged.try_deserialize().map_err(load_err)?;
     settings.validate().map_err(|i| SettingsError::Invalid {
         service: service.to_owned(),
         key: i.key,
         reason: i.reason,
     })?;
+    if let Some(tree) = tree {
+        let mut keys: Vec<String> = settings
+            .secrets()
+            .into_iter()
+            .filter(|(_, value)| committed::is_committed(value))
+            .map(|(key, _)| key)
+            .collect();
+        for key in committed::committed_secret_keys(&tree) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        if let Some((key, others)) = keys.split_first() {
+            let mut reason = format!(
+                "equals a value committed in the repository; set a secret of your own (JYT_ENV={environment_name})"
+            );
+            if !others.is_empty() {
+                reason.push_str(&format!("; so do {}", others.join(", ")));
+            }
+            return Err(SettingsError::Invalid {
+                service: service.to_owned(),
+                key: key.clone(),
+                reason,
+            });
+        }
+    }
     Ok(settings)
+}
+
+/// Deserialise a committed TOML data file (such as `jyt up`'s demo
+/// credentials); `name` goes into the error.
+pub fn from_toml<T: DeserializeOwned>(name: &str, text: &str) -> Result<T, SettingsError> {
+    committed::parse(text)
+        .and_then(config::Value::try_deserialize)
+        .map_err(|source| SettingsError::Load {
+            service: name.to_owned(),
+            source: Box::new(source),
+        })
 }
 
 /// The HTTP listener.
@@ -303,6 +360,98 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// How a service behind the gateway (slot-inventory, card-issuing) checks
+/// its callers' internal tokens (`jyt_signing::internal`). Exactly one of
+/// `secret` and `master_secret` is set: a deployment sets `secret`, this
+/// service's own key, and leaves `master_secret` empty; `jyt up`, tests and
+/// the load test run every service from the one demo `master_secret` and
+/// derive the key from it, as the gateway does.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InternalAuthSettings {
+    /// This service's key: `derive_key(master, audience)`, hex.
+    #[serde(default = "empty_secret")]
+    pub secret: SecretString,
+    /// The platform's master secret (demo and test set-ups only).
+    #[serde(default = "empty_secret")]
+    pub master_secret: SecretString,
+    /// A token expiring further ahead than this is refused, so a token
+    /// minted by mistake with a long life is no good either.
+    pub max_lifetime_seconds: i64,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+impl InternalAuthSettings {
+    pub fn validate(&self, prefix: &str) -> Result<(), Invalid> {
+        let own = self.secret.expose_secret();
+        let master = self.master_secret.expose_secret();
+        match (own.is_empty(), master.is_empty()) {
+            (true, true) => {
+                return Err(Invalid::new(
+                    format!("{prefix}.secret"),
+                    "must be set: this service's key, derived from the gateway's internal_auth.master_secret",
+                ));
+            }
+            (false, false) => {
+                return Err(Invalid::new(
+                    format!("{prefix}.master_secret"),
+                    "must be empty when internal_auth.secret is set: a service holds only its own key",
+                ));
+            }
+            (false, true) if own.len() < 32 => {
+                return Err(Invalid::new(
+                    format!("{prefix}.secret"),
+                    "must be at least 32 characters",
+                ));
+            }
+            (true, false) if master.len() < 32 => {
+                return Err(Invalid::new(
+                    format!("{prefix}.master_secret"),
+                    "must be at least 32 characters",
+                ));
+            }
+            _ => {}
+        }
+        if !(10..=3600).contains(&self.max_lifetime_seconds) {
+            return Err(Invalid::new(
+                format!("{prefix}.max_lifetime_seconds"),
+                "must be between 10 and 3600",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `secret` must not be the key derived from a committed master secret
+    /// (the demo one): anyone with the repository could mint tokens for it.
+    /// Refused in every environment: demo set-ups use `master_secret`.
+    pub fn refuse_demo_derived(&self, prefix: &str, audience: &str) -> Result<(), Invalid> {
+        let own = self.secret.expose_secret();
+        if !own.is_empty()
+            && committed::values()
+                .iter()
+                .any(|master| jyt_signing::internal::derive_key(master.as_bytes(), audience) == own)
+        {
+            return Err(Invalid::new(
+                format!("{prefix}.secret"),
+                "is derived from a master secret committed in the repository; derive it from a master of your own",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The key this service verifies tokens for `audience` with.
+    pub fn key(&self, audience: &str) -> String {
+        let own = self.secret.expose_secret();
+        if own.is_empty() {
+            jyt_signing::internal::derive_key(self.master_secret.expose_secret().as_bytes(), audience)
+        } else {
+            own.to_owned()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,11 +549,159 @@ mod tests {
         assert!(err.contains("`redis.key_prefix`"), "{err}");
     }
 
+    /// Settings with a secret listed explicitly and one found by its name.
+    #[derive(Debug, Deserialize)]
+    struct WithSecrets {
+        http: HttpSettings,
+        vault: Vault,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Vault {
+        /// Named like nothing secret: only the explicit list finds it.
+        sealing: SecretString,
+        api_token: SecretString,
+    }
+
+    impl Validate for WithSecrets {
+        fn validate(&self) -> Result<(), Invalid> {
+            self.http.validate("http")
+        }
+
+        fn secrets(&self) -> Vec<(String, &str)> {
+            vec![("vault.sealing".to_owned(), self.vault.sealing.expose_secret())]
+        }
+    }
+
+    /// Committed values: card-issuing's demo AES key and jyt up's operator token.
+    const WITH_SECRETS: &str = r#"
+        [http]
+        host = "127.0.0.1"
+        port = 8080
+        [vault]
+        sealing = "cEIfJwfQSiHB6KeoWdG6pVdmA84oNkASyufu5H0T2CU="
+        api_token = "demo-operator-token"
+    "#;
+
+    fn in_env(environment: &str, pairs: &[(&str, &str)]) -> Sources {
+        let mut sources = env(pairs);
+        sources.environment_name = Some(environment.to_owned());
+        sources
+    }
+
+    #[test]
+    fn outside_demo_environments_a_committed_secret_is_refused_naming_the_key() {
+        let err = load_from::<WithSecrets>("demo-svc", WITH_SECRETS, &in_env("prod", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`vault.sealing` equals a value committed in the repository"),
+            "{err}"
+        );
+        assert!(err.contains("set a secret of your own (JYT_ENV=prod)"), "{err}");
+        assert!(err.contains("so do vault.api_token"), "{err}");
+        assert!(!err.contains("cEIfJwfQ"), "the value never prints: {err}");
+
+        // With the listed one replaced, the name-based rule still finds the other.
+        let err = load_from::<WithSecrets>(
+            "demo-svc",
+            WITH_SECRETS,
+            &in_env(
+                "prod",
+                &[(
+                    "JYT_DEMO_SVC__VAULT__SEALING",
+                    "a-sealing-key-of-our-own-0123456789",
+                )],
+            ),
+        )
+        .unwrap_err();
+        match err {
+            SettingsError::Invalid { service, key, .. } => {
+                assert_eq!((service.as_str(), key.as_str()), ("demo-svc", "vault.api_token"));
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn outside_demo_environments_secrets_of_ones_own_are_accepted() {
+        let s: WithSecrets = load_from(
+            "demo-svc",
+            WITH_SECRETS,
+            &in_env(
+                "prod",
+                &[
+                    (
+                        "JYT_DEMO_SVC__VAULT__SEALING",
+                        "a-sealing-key-of-our-own-0123456789",
+                    ),
+                    ("JYT_DEMO_SVC__VAULT__API_TOKEN", "a-token-of-our-own-0123456789"),
+                ],
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.vault.api_token.expose_secret(), "a-token-of-our-own-0123456789");
+    }
+
+    #[test]
+    fn local_test_and_demo_accept_committed_secrets() {
+        for environment in ["local", "test", "demo"] {
+            load_from::<WithSecrets>("demo-svc", WITH_SECRETS, &in_env(environment, &[]))
+                .unwrap_or_else(|e| panic!("{environment}: {e}"));
+        }
+        // JYT_ENV unset means local.
+        load_from::<WithSecrets>("demo-svc", WITH_SECRETS, &env(&[])).unwrap();
+        // JYT_ENV from the variables is what counts when no name is given.
+        let err = load_from::<WithSecrets>("demo-svc", WITH_SECRETS, &env(&[("JYT_ENV", "staging")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(JYT_ENV=staging)"), "{err}");
+    }
+
+    #[test]
+    fn committed_toml_deserialises() {
+        #[derive(Deserialize)]
+        struct Creds {
+            operator: Operator,
+        }
+        #[derive(Deserialize)]
+        struct Operator {
+            token: String,
+        }
+        let c: Creds = from_toml("x", "[operator]\ntoken = \"t\"\n").unwrap();
+        assert_eq!(c.operator.token, "t");
+        assert!(from_toml::<Creds>("x", "[operator]\n").is_err());
+    }
+
     #[test]
     fn a_missing_key_is_refused_naming_the_key() {
         let err = load_from::<Demo>("demo-svc", "[http]\nhost = \"x\"\nport = 1\n", &env(&[]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("redis"), "{err}");
+    }
+
+    #[test]
+    fn an_internal_key_derived_from_the_committed_demo_master_is_refused() {
+        let master = committed::values()
+            .iter()
+            .find(|v| v.starts_with("demo-internal-master-"))
+            .expect("the demo master is committed");
+        let audience = "slot-inventory:pumch";
+        let derived = InternalAuthSettings {
+            secret: SecretString::from(jyt_signing::internal::derive_key(master.as_bytes(), audience)),
+            master_secret: SecretString::from(String::new()),
+            max_lifetime_seconds: 300,
+        };
+        assert!(derived.validate("internal_auth").is_ok());
+        let err = derived
+            .refuse_demo_derived("internal_auth", audience)
+            .unwrap_err();
+        assert_eq!(err.key, "internal_auth.secret");
+        let own = InternalAuthSettings {
+            secret: SecretString::from("0123456789abcdef".repeat(4)),
+            ..derived
+        };
+        assert!(own.refuse_demo_derived("internal_auth", audience).is_ok());
     }
 }

@@ -33,6 +33,25 @@ pub fn redis_url() -> String {
     std::env::var("JYT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// An HTTP client whose every request carries an internal token for
+/// `audience` (as the gateway or jyt's tools would send), valid for
+/// `lifetime_seconds`: for tests that call slot-inventory or card-issuing
+/// directly. `key` is the service's key (`settings.internal_auth.key(audience)`).
+#[expect(clippy::expect_used, reason = "test helper: a failure is a failed test")]
+pub fn internal_client(key: &str, audience: &str, lifetime_seconds: i64) -> reqwest::Client {
+    let token =
+        jyt_signing::internal::Minter::new(key.as_bytes(), "test", audience, lifetime_seconds).token();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        jyt_signing::internal::HEADER,
+        reqwest::header::HeaderValue::from_str(&token).expect("a token is a valid header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 /// Create an empty database for one test and return its URL.
 pub async fn fresh_database(purpose: &str) -> String {
     let purpose: String = purpose

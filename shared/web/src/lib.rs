@@ -6,8 +6,10 @@
 //!   offending field (`patient_id`, `Idempotency-Key`, ...).
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics`, plus the request metrics
 //!   middleware and OpenTelemetry request tracing.
+//! - [`internal`]: the internal-token door of the services behind the gateway.
 
 pub mod extract;
+pub mod internal;
 pub mod ops;
 pub mod problem;
 

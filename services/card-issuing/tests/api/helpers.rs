@@ -13,8 +13,12 @@ use chrono::NaiveDate;
 use jyt_cache::RedisConn;
 use jyt_settings::Sources;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+/// The operator every test app is configured with (the defaults have
+/// none); its id is what the audit log names.
+pub const OPERATOR_ID: &str = "demo-operator";
 pub const OPERATOR_TOKEN: &str = "demo-operator-token";
 
 pub struct TestApp {
@@ -54,6 +58,10 @@ pub async fn spawn_app_with(db_url: String, extra: &[(&str, &str)]) -> TestApp {
         ),
         ("JYT_CARD_ISSUING__REDIS__URLS", jyt_testkit::redis_url()),
         ("JYT_CARD_ISSUING__REDIS__KEY_PREFIX", redis_prefix.clone()),
+        (
+            "JYT_CARD_ISSUING__OPERATORS__DEMO-OPERATOR__TOKEN_SHA256",
+            hex::encode(Sha256::digest(OPERATOR_TOKEN)),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -63,6 +71,13 @@ pub async fn spawn_app_with(db_url: String, extra: &[(&str, &str)]) -> TestApp {
     let redis = jyt_cache::connect(&settings.redis)
         .await
         .expect("redis for tests");
+    // The service answers only internal callers (the gateway, jyt's tools):
+    // the tests call it as such.
+    let client = jyt_testkit::internal_client(
+        &settings.internal_auth.key(jyt_signing::internal::CARD_ISSUING),
+        jyt_signing::internal::CARD_ISSUING,
+        settings.internal_auth.max_lifetime_seconds,
+    );
     let app = Application::build(settings).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
@@ -70,7 +85,7 @@ pub async fn spawn_app_with(db_url: String, extra: &[(&str, &str)]) -> TestApp {
     TestApp {
         address,
         db_url,
-        client: reqwest::Client::new(),
+        client,
         state,
         redis,
         redis_prefix,

@@ -2,7 +2,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{
-    OPERATOR_TOKEN, captured_logs, random_id_number, random_phone, spawn_app, spawn_app_with,
+    OPERATOR_ID, OPERATOR_TOKEN, captured_logs, random_id_number, random_phone, spawn_app, spawn_app_with,
 };
 
 #[tokio::test]
@@ -247,7 +247,7 @@ async fn operators_read_unmasked_data_only_with_a_token_and_every_read_is_audite
         1,
         "the refused reads left no audit row; the good one did"
     );
-    assert_eq!(audit[0].get::<_, String>(0), "demo-operator");
+    assert_eq!(audit[0].get::<_, String>(0), OPERATOR_ID);
     assert_eq!(audit[0].get::<_, Uuid>(1).to_string(), person);
     assert_eq!(audit[0].get::<_, String>(2), "patient complaint #42");
 }

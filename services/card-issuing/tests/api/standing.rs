@@ -11,7 +11,7 @@ use jyt_events::Envelope;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{OPERATOR_TOKEN, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{OPERATOR_ID, OPERATOR_TOKEN, TestApp, spawn_app, spawn_app_with};
 
 /// What slot-inventory's outbox relay writes for a no-show.
 async fn publish_no_show(app: &TestApp, event_id: Uuid, person: Uuid, visit_date: &str) {
@@ -168,7 +168,7 @@ async fn three_no_shows_in_ninety_days_bar_and_a_waiver_lifts_the_bar() {
         .await
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
-    assert_eq!(lifted.0.as_deref(), Some("demo-operator"));
+    assert_eq!(lifted.0.as_deref(), Some(OPERATOR_ID));
 
     // Every event was acknowledged: nothing pending for our group.
     let mut conn = app.redis.clone();

@@ -1,5 +1,8 @@
 //! Operator login and logout: `POST /v1/operators/login` answers an opaque
 //! bearer token; `GET /v1/operators/me`; `DELETE /v1/operators/session`.
+//! A login is refused with `429 LOGIN_THROTTLED` (and `Retry-After`) after
+//! too many failures for its name or its client address, see
+//! [`auth::throttle`].
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
@@ -7,6 +10,7 @@ use jyt_db::deadpool_postgres::Pool;
 use jyt_web::Json;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::throttle::LoginThrottle;
 use crate::auth::{self, Operator};
 use crate::error::AccountingError;
 use crate::settings::OperatorSettings;
@@ -29,8 +33,10 @@ pub struct LoginResponse {
 
 #[post("/v1/operators/login")]
 pub async fn login(
+    req: HttpRequest,
     pool: web::Data<Pool>,
     settings: web::Data<OperatorSettings>,
+    throttle: web::Data<LoginThrottle>,
     body: Json<LoginRequest>,
 ) -> Result<HttpResponse, AccountingError> {
     let body = body.0;
@@ -43,14 +49,17 @@ pub async fn login(
             "must be 1 to 1024 characters",
         ));
     }
-    let session = auth::login(
-        &pool,
-        body.login.trim(),
-        &body.password,
-        settings.session_ttl_minutes,
-    )
-    .await?
-    .ok_or(AccountingError::InvalidCredentials)?;
+    let login = body.login.trim();
+    // Counted before the password is checked; over a limit it is not.
+    let attempt = throttle
+        .admit(login, req.peer_addr().map(|peer| peer.ip()))
+        .await?;
+    let outcome = auth::login(&pool, login, &body.password, settings.session_ttl_minutes).await;
+    if !matches!(outcome, Ok(None)) {
+        // Logged in, or failed on our side: not a failed guess.
+        throttle.forgive(&attempt).await;
+    }
+    let session = outcome?.ok_or(AccountingError::InvalidCredentials)?;
     tracing::info!(operator = %session.operator.login, "operator logged in");
     Ok(HttpResponse::Ok().json(LoginResponse {
         token: session.token,

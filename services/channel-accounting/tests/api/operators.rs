@@ -1,8 +1,17 @@
-//! Operator logins, roles, CSV reports and bad input.
+//! Operator logins, roles, CSV reports and bad input; brute force slowed.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers below: a failed unwrap is a failed test, with its location"
+)]
+
+use std::collections::HashMap;
+
+use channel_accounting::{Application, Settings};
+use jyt_settings::Sources;
 use serde_json::{Value, json};
 
-use crate::helpers::{BOOKINGS, CITY, PUMCH, assert_problem, booking, spawn_app};
+use crate::helpers::{BOOKINGS, CITY, PUMCH, TestApp, assert_problem, booking, spawn_app};
 
 #[tokio::test]
 async fn a_hospital_operator_sees_only_their_hospital() {
@@ -244,4 +253,154 @@ async fn the_console_page_and_its_assets_are_served() {
         assert!(res.headers()["content-type"].to_str().unwrap().starts_with(kind));
         assert!(res.text().await.unwrap().contains(needle), "{path}");
     }
+}
+
+/// Like `spawn_app`, with `extra` settings (keys after
+/// `JYT_CHANNEL_ACCOUNTING__`) on top, e.g. a smaller pool or other limits.
+async fn spawn_app_with(extra: &[(&str, String)]) -> TestApp {
+    let db_url = jyt_testkit::fresh_database("acct").await;
+    let redis_prefix = jyt_testkit::fresh_redis_prefix();
+    let hash = |pw: &str| channel_accounting::auth::hash_password_with(pw, 1024, 1).unwrap();
+    let base = [
+        ("HTTP__PORT", "0".to_owned()),
+        ("HTTP__WORKERS", "2".to_owned()),
+        ("POSTGRES__URL", db_url.clone()),
+        ("REDIS__URLS", jyt_testkit::redis_url()),
+        ("REDIS__KEY_PREFIX", redis_prefix.clone()),
+        ("CONSUMER__NAME", "test".to_owned()),
+        ("OPERATORS__DEMO_ACCOUNT", "false".to_owned()),
+        ("OPERATORS__ACCOUNTS__OPS__PASSWORD_HASH", hash(CITY.1)),
+        ("OPERATORS__ACCOUNTS__OPS__ROLE", "city".to_owned()),
+        ("OPERATORS__ACCOUNTS__PUMCH_OPS__PASSWORD_HASH", hash(PUMCH.1)),
+        ("OPERATORS__ACCOUNTS__PUMCH_OPS__ROLE", "hospital".to_owned()),
+        ("OPERATORS__ACCOUNTS__PUMCH_OPS__HOSPITAL_ID", "pumch".to_owned()),
+    ];
+    let env: HashMap<String, String> = base
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .map(|(k, v)| (format!("JYT_CHANNEL_ACCOUNTING__{k}"), v))
+        .collect();
+    let settings = Settings::load_from(&Sources::from_map(env)).unwrap();
+    let redis = jyt_cache::connect(&settings.redis).await.unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        db_url,
+        client: reqwest::Client::new(),
+        redis,
+        redis_prefix,
+    }
+}
+
+impl TestApp {
+    async fn try_login(&self, login: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/operators/login", self.address))
+            .json(&json!({ "login": login, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A 429 LOGIN_THROTTLED naming `login`, with a Retry-After within the
+/// window; answers its body.
+async fn assert_throttled(res: reqwest::Response, window_seconds: u64) -> Value {
+    let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (1..=window_seconds).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    assert_problem(res, 429, "LOGIN_THROTTLED", Some("login")).await
+}
+
+#[tokio::test]
+async fn after_five_wrong_passwords_even_the_right_one_is_refused() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        let res = app.try_login(CITY.0, "wrong").await;
+        assert_problem(res, 401, "INVALID_CREDENTIALS", Some("password")).await;
+    }
+    // Not checked at all: the right password gets the same answer.
+    let body = assert_throttled(app.try_login(CITY.0, CITY.1).await, 900).await;
+    assert!(body["detail"].as_str().unwrap().contains("login name"), "{body}");
+    assert_throttled(app.try_login(CITY.0, "wrong").await, 900).await;
+    // Another login from the same address is not this name's limit.
+    app.login(PUMCH).await;
+}
+
+#[tokio::test]
+async fn failures_from_one_address_throttle_every_login_name() {
+    let app = spawn_app_with(&[("OPERATORS__MAX_FAILED_LOGINS_PER_ADDRESS", "6".to_owned())]).await;
+    // Four for one name (under its limit of five), two for names that do
+    // not exist: counted the same.
+    for _ in 0..4 {
+        let res = app.try_login(CITY.0, "wrong").await;
+        assert_problem(res, 401, "INVALID_CREDENTIALS", None).await;
+    }
+    for name in ["nobody", "no_one"] {
+        let res = app.try_login(name, "guess").await;
+        assert_problem(res, 401, "INVALID_CREDENTIALS", None).await;
+    }
+    // A name with no failures of its own, right password: the address is
+    // over its limit.
+    let body = assert_throttled(app.try_login(PUMCH.0, PUMCH.1).await, 900).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("client address"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_login_answers_exactly_as_a_wrong_password() {
+    let app = spawn_app().await;
+    let answer = |res: reqwest::Response| async move {
+        let status = res.status();
+        let mut headers: Vec<(String, String)> = res
+            .headers()
+            .iter()
+            .filter(|(name, _)| !["date", "content-length", "traceparent"].contains(&name.as_str()))
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        headers.sort();
+        let body: Value = res.json().await.unwrap();
+        (status, headers, body)
+    };
+    let wrong = answer(app.try_login(CITY.0, "not-the-password").await).await;
+    let unknown = answer(app.try_login("no-such-operator", "not-the-password").await).await;
+    assert_eq!(unknown, wrong);
+    assert_eq!(wrong.0, 401);
+    assert_eq!(wrong.2["code"], "INVALID_CREDENTIALS");
+}
+
+#[tokio::test]
+async fn password_checks_hold_no_database_connection() {
+    // One connection, and a short wait for it. Each login below checks a
+    // password at the real accounts' cost (the unknown one against the
+    // dummy hash), which takes longer than that wait in a test build: a
+    // login holding the connection through its check would leave the
+    // others waiting past the timeout, answered 503 DATABASE_UNAVAILABLE.
+    let real = channel_accounting::auth::hash_password(CITY.1).unwrap();
+    let app = spawn_app_with(&[
+        ("POSTGRES__POOL_MAX_SIZE", "1".to_owned()),
+        ("POSTGRES__WAIT_TIMEOUT_MS", "250".to_owned()),
+        ("OPERATORS__ACCOUNTS__OPS__PASSWORD_HASH", real),
+    ])
+    .await;
+    let logins = [
+        (CITY.0, CITY.1),
+        (CITY.0, CITY.1),
+        (CITY.0, "wrong"),
+        ("no-such-operator", CITY.1),
+    ];
+    let answers = futures::future::join_all(
+        logins
+            .iter()
+            .map(|(login, password)| app.try_login(login, password)),
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|res| res.status().as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 401, 401]);
 }

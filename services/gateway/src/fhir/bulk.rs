@@ -228,17 +228,11 @@ pub fn none_match(req: &HttpRequest, etag: &str) -> bool {
         .any(|t| t.trim() == "*" || strip(t) == strip(etag))
 }
 
-/// The per-address token bucket for unsigned requests: the relayed
-/// client address when present, else the peer's own.
+/// The per-address token bucket for unsigned requests, keyed by the
+/// connection's address (the Ingress's `X-Client-Address` only when the
+/// peer is a trusted proxy; see `auth::connection_address`).
 fn check_public_address(state: &GatewayState, req: &HttpRequest) -> Result<(), GatewayError> {
-    let name = state.settings.limits.client_address_header.as_str();
-    let relayed = (!name.is_empty())
-        .then(|| req.headers().get(name))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
-    match relayed.or_else(|| req.peer_addr().map(|a| a.ip())) {
+    match crate::auth::connection_address(state, req) {
         Some(ip) => state.limits.check_address(&ip.to_string()),
         None => Ok(()),
     }

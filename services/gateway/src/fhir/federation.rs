@@ -86,10 +86,10 @@ fn check_own(caller: &HospitalCaller, tail: &str, query: &str) -> Result<(), Gat
     ),
     security(("signed_request" = []))
 )]
-#[get("/federation/v1/fhir/{tail:.*}")]
+#[get("/fhir/{tail:.*}")]
 pub async fn read(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<HospitalCaller>,
+    caller: HospitalCaller,
     tail: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, GatewayError> {

@@ -47,13 +47,6 @@ pub fn is_fhir_path(path: &str) -> bool {
     path.starts_with("/fhir/") || path.starts_with("/federation/v1/fhir/")
 }
 
-/// FHIR paths anyone may read: SMART Scheduling Links publishers are
-/// public, so aggregators poll them without credentials, and FHIR clients
-/// read the CapabilityStatement before anything else.
-pub fn is_public_path(path: &str) -> bool {
-    path == "/fhir/$bulk-publish" || path == "/fhir/metadata" || path.starts_with("/fhir/bulk/")
-}
-
 /// The OperationOutcome issue type for an HTTP status.
 fn issue_type(status: StatusCode, code: &str) -> &'static str {
     match status.as_u16() {
@@ -302,19 +295,24 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, GatewayError> {
         .map_err(|e| RequestError::invalid("query", e.to_string()).into())
 }
 
-pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+/// The FHIR reads anyone may make: the capability statement and the SMART
+/// Scheduling Links bulk feed (rate limited per address in [`bulk`]).
+pub fn configure_public(cfg: &mut actix_web::web::ServiceConfig) {
     cfg.service(metadata::metadata)
-        .service(read::search_slots)
+        .service(bulk::manifest)
+        .service(bulk::file);
+}
+
+/// Inside the signed `/fhir` scope: channels' reads and operations.
+pub fn configure_signed(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.service(read::search_slots)
         .service(read::search_schedules)
         .service(read::read_slot)
         .service(read::read_schedule)
         .service(read::read_appointment)
         .service(operations::find)
         .service(operations::hold)
-        .service(operations::book)
-        .service(bulk::manifest)
-        .service(bulk::file)
-        .service(federation::read);
+        .service(operations::book);
 }
 
 #[cfg(test)]

@@ -47,11 +47,11 @@ fn fhir_ok(status: StatusCode, body: &Value) -> HttpResponse {
     ),
     security(("signed_request" = []))
 )]
-#[post("/fhir/Appointment/$find")]
+#[post("/Appointment/$find")]
 #[tracing::instrument(skip_all, fields(app = %caller.app_id))]
 pub async fn find(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<Caller>,
+    caller: Caller,
     body: Json<Value>,
 ) -> Result<HttpResponse, GatewayError> {
     let params = Parameters::parse(&body.0)?;
@@ -201,11 +201,11 @@ fn as_patient_parameter(e: GatewayError) -> GatewayError {
     ),
     security(("signed_request" = []))
 )]
-#[post("/fhir/Appointment/$hold")]
+#[post("/Appointment/$hold")]
 #[tracing::instrument(skip_all, fields(app = %caller.app_id))]
 pub async fn hold(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<Caller>,
+    caller: Caller,
     key: IdempotencyKeyHeader,
     body: Json<Value>,
 ) -> Result<HttpResponse, GatewayError> {
@@ -256,11 +256,11 @@ pub async fn hold(
     ),
     security(("signed_request" = []))
 )]
-#[post("/fhir/Appointment/$book")]
+#[post("/Appointment/$book")]
 #[tracing::instrument(skip_all, fields(app = %caller.app_id))]
 pub async fn book(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<Caller>,
+    caller: Caller,
     body: Json<Value>,
 ) -> Result<HttpResponse, GatewayError> {
     let params = Parameters::parse(&body.0)?;

@@ -69,8 +69,9 @@ fn routed_by(
     ),
     security(("signed_request" = []))
 )]
-#[get("/fhir/Slot")]
+#[get("/Slot")]
 pub async fn search_slots(
+    _caller: Caller,
     state: web::Data<GatewayState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, GatewayError> {
@@ -101,8 +102,9 @@ pub async fn search_slots(
     ),
     security(("signed_request" = []))
 )]
-#[get("/fhir/Schedule")]
+#[get("/Schedule")]
 pub async fn search_schedules(
+    _caller: Caller,
     state: web::Data<GatewayState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, GatewayError> {
@@ -138,8 +140,9 @@ pub async fn search_schedules(
     ),
     security(("signed_request" = []))
 )]
-#[get("/fhir/Slot/{id}")]
+#[get("/Slot/{id}")]
 pub async fn read_slot(
+    _caller: Caller,
     state: web::Data<GatewayState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
@@ -159,8 +162,9 @@ pub async fn read_slot(
     ),
     security(("signed_request" = []))
 )]
-#[get("/fhir/Schedule/{id}")]
+#[get("/Schedule/{id}")]
 pub async fn read_schedule(
+    _caller: Caller,
     state: web::Data<GatewayState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
@@ -181,10 +185,10 @@ pub async fn read_schedule(
     ),
     security(("signed_request" = []))
 )]
-#[get("/fhir/Appointment/{id}")]
+#[get("/Appointment/{id}")]
 pub async fn read_appointment(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<Caller>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
     let booking: BookingRef = path

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::GatewayError;
-use crate::state::GatewayState;
+use crate::state::{Caller, GatewayState};
 
 pub use crate::summaries::ClinicLevel;
 
@@ -71,9 +71,10 @@ pub struct AvailabilityPage {
     ),
     security(("signed_request" = []))
 )]
-#[get("/v1/availability")]
+#[get("/availability")]
 #[tracing::instrument(skip_all)]
 pub async fn search(
+    _caller: Caller,
     state: web::Data<GatewayState>,
     query: Query<AvailabilityQuery>,
 ) -> Result<HttpResponse, GatewayError> {

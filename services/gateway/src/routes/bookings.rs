@@ -72,11 +72,11 @@ struct HospitalBookRequest<'a> {
     ),
     security(("signed_request" = []))
 )]
-#[post("/v1/bookings")]
+#[post("/bookings")]
 #[tracing::instrument(skip_all, fields(slot = %body.0.slot_id, app = %caller.app_id))]
 pub async fn create(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<Caller>,
+    caller: Caller,
     key: IdempotencyKeyHeader,
     body: Json<BookRequest>,
 ) -> Result<HttpResponse, GatewayError> {
@@ -232,10 +232,10 @@ pub async fn book(
     ),
     security(("signed_request" = []))
 )]
-#[get("/v1/bookings/{booking_id}")]
+#[get("/bookings/{booking_id}")]
 pub async fn get(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<Caller>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
     let booking: BookingRef = path

@@ -59,10 +59,10 @@ async fn pass(
 
 /// Idempotent bulk upsert of departments, doctors and schedules (with
 /// segments and capacities), keyed by the hospital's own ids.
-#[put("/federation/v1/hospitals/{hospital_id}/schedules")]
+#[put("/hospitals/{hospital_id}/schedules")]
 pub async fn publish(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<HospitalCaller>,
+    caller: HospitalCaller,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, GatewayError> {
@@ -78,10 +78,10 @@ pub async fn publish(
 }
 
 /// 加号: a segment's new capacity; new seats go to the waitlist first.
-#[put("/federation/v1/hospitals/{hospital_id}/segments/{segment_id}/capacity")]
+#[put("/hospitals/{hospital_id}/segments/{segment_id}/capacity")]
 pub async fn set_capacity(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<HospitalCaller>,
+    caller: HospitalCaller,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, GatewayError> {
@@ -92,10 +92,10 @@ pub async fn set_capacity(
 }
 
 /// 停诊, with a reason.
-#[post("/federation/v1/hospitals/{hospital_id}/schedules/{schedule_id}/stop")]
+#[post("/hospitals/{hospital_id}/schedules/{schedule_id}/stop")]
 pub async fn stop(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<HospitalCaller>,
+    caller: HospitalCaller,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, GatewayError> {
@@ -107,10 +107,10 @@ pub async fn stop(
 
 /// The patient arrived at the hospital (`arrive`) or the visit ended
 /// (`complete`).
-#[post("/federation/v1/hospitals/{hospital_id}/bookings/{booking_id}/{step}")]
+#[post("/hospitals/{hospital_id}/bookings/{booking_id}/{step}")]
 pub async fn visit_step(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<HospitalCaller>,
+    caller: HospitalCaller,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, GatewayError> {
     let hospital = own(&caller, &path.0)?;
@@ -126,10 +126,10 @@ pub async fn visit_step(
 
 /// Booking changes after `since` (the previous page's `next`), in order,
 /// each exactly once.
-#[get("/federation/v1/hospitals/{hospital_id}/feed")]
+#[get("/hospitals/{hospital_id}/feed")]
 pub async fn feed(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<HospitalCaller>,
+    caller: HospitalCaller,
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, GatewayError> {
@@ -159,10 +159,10 @@ struct HospitalBookRequest<'a> {
     channel: Channel,
 }
 
-#[post("/federation/v1/hospitals/{hospital_id}/follow-ups")]
+#[post("/hospitals/{hospital_id}/follow-ups")]
 pub async fn follow_up(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<HospitalCaller>,
+    caller: HospitalCaller,
     path: web::Path<String>,
     key: IdempotencyKeyHeader,
     body: Json<FollowUpRequest>,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::GatewayError;
-use crate::state::GatewayState;
+use crate::state::{Caller, GatewayState};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HospitalView {
@@ -34,8 +34,8 @@ pub struct HospitalList {
     ),
     security(("signed_request" = []))
 )]
-#[get("/v1/hospitals")]
-pub async fn list(state: web::Data<GatewayState>) -> HttpResponse {
+#[get("/hospitals")]
+pub async fn list(_caller: Caller, state: web::Data<GatewayState>) -> HttpResponse {
     let mut hospitals: Vec<HospitalView> = state
         .upstreams
         .hospitals()
@@ -72,8 +72,9 @@ pub struct DateQuery {
     ),
     security(("signed_request" = []))
 )]
-#[get("/v1/hospitals/{hospital_id}/schedules")]
+#[get("/hospitals/{hospital_id}/schedules")]
 pub async fn schedules(
+    _caller: Caller,
     state: web::Data<GatewayState>,
     path: web::Path<String>,
     query: Query<DateQuery>,

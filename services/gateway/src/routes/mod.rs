@@ -2,14 +2,48 @@
 
 pub mod availability;
 pub mod bookings;
+pub mod cards;
 pub mod federation;
 pub mod hospitals;
 pub mod patient_actions;
 pub mod payments;
 
+use actix_web::middleware::from_fn;
 use actix_web::web;
 
+/// Every route, each family in the scope whose middleware authenticates
+/// it. Authentication is bound to the routed scope, not to a spelling of
+/// the path: whatever percent-encoding or dot segment a request uses, if
+/// actix routes it to a handler in `/v1`, `/fhir` (signed part) or
+/// `/federation/v1`, that scope's check has run first. (Non-canonical
+/// paths are refused before routing anyway: [`crate::auth::canonical_path`].)
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(crate::openapi::document)
+        .service(crate::notify::list_dead)
+        .service(crate::notify::replay_dead)
+        // The public FHIR reads (capability statement, SMART bulk feed)
+        // are registered before the signed `/fhir` scope, which would
+        // otherwise take every `/fhir/...` path.
+        .configure(crate::fhir::configure_public)
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(crate::auth::authenticate_channel))
+                .configure(configure_channel),
+        )
+        .service(
+            web::scope("/fhir")
+                .wrap(from_fn(crate::auth::authenticate_channel))
+                .configure(crate::fhir::configure_signed),
+        )
+        .service(
+            web::scope("/federation/v1")
+                .wrap(from_fn(crate::auth::authenticate_hospital))
+                .configure(configure_federation),
+        );
+}
+
+/// `/v1`: channel apps' signed requests.
+fn configure_channel(cfg: &mut web::ServiceConfig) {
     cfg.service(bookings::create)
         .service(bookings::get)
         .service(payments::pay)
@@ -19,14 +53,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(hospitals::list)
         .service(hospitals::schedules)
         .service(availability::search)
-        .service(crate::openapi::document)
-        .service(crate::notify::list_dead)
-        .service(crate::notify::replay_dead)
-        .service(federation::publish)
+        .service(cards::top_up)
+        .service(cards::ecard_token)
+        .service(cards::cancel);
+}
+
+/// `/federation/v1`: member hospitals' signed requests.
+fn configure_federation(cfg: &mut web::ServiceConfig) {
+    cfg.service(federation::publish)
         .service(federation::set_capacity)
         .service(federation::stop)
         .service(federation::visit_step)
         .service(federation::feed)
         .service(federation::follow_up)
-        .configure(crate::fhir::configure);
+        .service(crate::fhir::federation::read);
 }

@@ -67,8 +67,9 @@ fn json(body: &serde_json::Value) -> Result<Vec<u8>, GatewayError> {
     ),
     security(("signed_request" = []))
 )]
-#[post("/v1/bookings/{booking_id}/cancel")]
+#[post("/bookings/{booking_id}/cancel")]
 pub async fn cancel(
+    _caller: Caller,
     state: web::Data<GatewayState>,
     path: web::Path<String>,
     body: Json<PatientRequest>,
@@ -110,10 +111,10 @@ pub async fn cancel(
     ),
     security(("signed_request" = []))
 )]
-#[post("/v1/hospitals/{hospital_id}/schedules/{schedule_id}/waitlist")]
+#[post("/hospitals/{hospital_id}/schedules/{schedule_id}/waitlist")]
 pub async fn join_waitlist(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<Caller>,
+    caller: Caller,
     path: web::Path<(String, String)>,
     body: Json<PatientRequest>,
 ) -> Result<HttpResponse, GatewayError> {
@@ -142,11 +143,18 @@ pub async fn join_waitlist(
         .await
 }
 
-/// 取号 at a kiosk or window: the pick-up code is the patient's proof.
+/// 取号 at a kiosk or window: the pick-up code, and either the patient's
+/// own card (`card_number` or `ecard_token`, as the kiosk reads it) or,
+/// without one, the check-in must come from the app that made the booking.
+/// The hospital locks check-in after 5 wrong codes for the booking.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckInRequest {
     pub pickup_code: String,
+    #[serde(default)]
+    pub card_number: Option<String>,
+    #[serde(default)]
+    pub ecard_token: Option<String>,
 }
 
 #[utoipa::path(
@@ -159,22 +167,37 @@ pub struct CheckInRequest {
         (status = 200, description = "Checked in, with the queue number", body = serde_json::Value),
         (status = 400, description = "MALFORMED_JSON, INVALID_FIELD", body = crate::openapi::ProblemDoc),
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
-        (status = 403, description = "WRONG_PICKUP_CODE", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "WRONG_PICKUP_CODE (with attempts_left), NOT_YOUR_BOOKING (no card, and another app's booking)", body = crate::openapi::ProblemDoc),
+        (status = 423, description = "PICKUP_LOCKED: 5 wrong codes; check in at the window", body = crate::openapi::ProblemDoc),
         (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND", body = crate::openapi::ProblemDoc),
         (status = 409, description = "CHECK_IN_CLOSED (with opens_at, closes_at), NOT_CHECK_INABLE", body = crate::openapi::ProblemDoc),
         (status = 503, description = "HOSPITAL_UNAVAILABLE, with Retry-After", body = crate::openapi::ProblemDoc),
     ),
     security(("signed_request" = []))
 )]
-#[post("/v1/bookings/{booking_id}/check-in")]
+#[post("/bookings/{booking_id}/check-in")]
 pub async fn check_in(
+    caller: Caller,
     state: web::Data<GatewayState>,
     path: web::Path<String>,
     body: Json<CheckInRequest>,
 ) -> Result<HttpResponse, GatewayError> {
     let booking = booking_of(&path)?;
     state.upstreams.route(&booking.hospital)?;
-    let upstream = json(&serde_json::json!({ "pickup_code": body.0.pickup_code }))?;
+    let req = body.0;
+    // Guessing pick-up codes needs the booking's own patient or app: a
+    // stranger's guesses never reach the hospital's counter of wrong codes.
+    let upstream = if req.card_number.is_some() || req.ecard_token.is_some() {
+        let card = CardRef {
+            card_number: req.card_number.as_deref(),
+            ecard_token: req.ecard_token.as_deref(),
+        };
+        let patient = state.patients.resolve(card, Utc::now()).await?;
+        json(&serde_json::json!({ "pickup_code": req.pickup_code, "patient_id": patient }))?
+    } else {
+        super::bookings::ensure_owner(&state, &caller, &booking).await?;
+        json(&serde_json::json!({ "pickup_code": req.pickup_code }))?
+    };
     state
         .upstreams
         .call(

@@ -102,11 +102,11 @@ fn code_of(answer: &Forwarded) -> Option<String> {
     ),
     security(("signed_request" = []))
 )]
-#[post("/v1/bookings/{booking_id}/payments")]
+#[post("/bookings/{booking_id}/payments")]
 #[tracing::instrument(skip_all, fields(booking = %path, app = %caller.app_id))]
 pub async fn pay(
     state: web::Data<GatewayState>,
-    caller: web::ReqData<Caller>,
+    caller: Caller,
     path: web::Path<String>,
     body: Json<PaymentRequest>,
 ) -> Result<HttpResponse, GatewayError> {

@@ -58,7 +58,15 @@ pub struct CancelRequest {
 #[serde(deny_unknown_fields)]
 pub struct CheckInRequest {
     pub pickup_code: String,
+    /// When the channel knows who is checking in, it says so: a booking of
+    /// another patient then answers as unknown, so ids cannot be probed.
+    #[serde(default)]
+    pub patient_id: Option<Uuid>,
 }
+
+/// Wrong pick-up codes a booking takes before check-in with a code locks:
+/// enough for a patient's typos, a 1-in-200 000 chance for a guesser.
+pub const MAX_WRONG_PICKUP_CODES: i16 = 5;
 
 /// The booking, row-locked in `tx`; another hospital's id is not found.
 pub(crate) async fn locked(
@@ -181,7 +189,11 @@ pub async fn cancel(
 }
 
 /// 取号: within the check-in window, with the pick-up code; answers the
-/// queue number.
+/// queue number. Every wrong code is counted; at
+/// [`MAX_WRONG_PICKUP_CODES`] check-in with a code is locked for the rest
+/// of the booking's segment (its check-in window closes with the segment
+/// anyway). The hospital's desk can still check the patient in after
+/// seeing them, without a code (`federation::visits::arrive`).
 pub async fn check_in(
     state: &AppState,
     booking: &BookingRef,
@@ -191,8 +203,29 @@ pub async fn check_in(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let current = locked(&tx, state, booking).await?;
+    if req
+        .patient_id
+        .is_some_and(|patient| patient != current.booking.patient_id)
+    {
+        // Exactly an unknown booking's answer, and no guess counted: the
+        // caller learns nothing about the booking, not even that it exists.
+        return Err(SlotError::BookingNotFound(booking.to_string()));
+    }
+    if current.pickup_failures >= MAX_WRONG_PICKUP_CODES {
+        // Checked before the code: once locked, the right code is refused
+        // too, or the lock would only slow a guesser down.
+        return Err(SlotError::PickupLocked);
+    }
     if current.booking.pickup_code != req.pickup_code {
-        return Err(SlotError::WrongPickupCode);
+        let failures = queries::count_wrong_pickup_code(&tx, booking.id).await?;
+        // Committed although the request fails: rolled back, every guess
+        // would be free.
+        tx.commit().await?;
+        let attempts_left = MAX_WRONG_PICKUP_CODES.saturating_sub(failures);
+        return Err(match u32::try_from(attempts_left) {
+            Ok(left) if left > 0 => SlotError::WrongPickupCode { attempts_left: left },
+            _ => SlotError::PickupLocked,
+        });
     }
     match current.booking.status {
         BookingStatus::CheckedIn => return Ok(current),

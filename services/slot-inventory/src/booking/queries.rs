@@ -23,7 +23,7 @@ const SELECT_BOOKING: &str = "
     SELECT b.id, b.segment_id, b.schedule_id, b.patient_id, b.channel, b.status, b.seat_no,
            b.fee_fen, b.created_at, b.idempotency_key, b.pool, b.visit_no, b.pickup_code,
            b.hold_deadline, b.payment_reference, b.payment_method, b.queue_no, b.referral_id,
-           sch.visit_date, seg.starts_at, seg.ends_at, dep.name AS department,
+           b.pickup_failures, sch.visit_date, seg.starts_at, seg.ends_at, dep.name AS department,
            dep.external_id AS department_id, doc.name AS doctor
       FROM bookings b
       JOIN segments seg ON seg.id = b.segment_id
@@ -41,6 +41,9 @@ pub struct StoredBooking {
     pub department_id: String,
     pub segment_starts_at: DateTime<Utc>,
     pub segment_ends_at: DateTime<Utc>,
+    /// Wrong pick-up codes tried so far: check-in with a code locks at a
+    /// limit, so the six digits cannot be guessed.
+    pub pickup_failures: i16,
 }
 
 fn to_stored(hospital: &HospitalId, row: &Row) -> StoredBooking {
@@ -85,6 +88,7 @@ fn to_stored(hospital: &HospitalId, row: &Row) -> StoredBooking {
         department_id: row.get("department_id"),
         segment_starts_at: starts_at,
         segment_ends_at: ends_at,
+        pickup_failures: row.get("pickup_failures"),
     }
 }
 
@@ -393,6 +397,20 @@ pub async fn check_in<C: GenericClient>(
         )
         .await?
         .map(|r| r.get(0)))
+}
+
+/// Count one wrong pick-up code; answers the count with it. The booking
+/// row is already locked by the caller, so concurrent guesses add up.
+/// `updated_at` is left alone: the booking itself did not change.
+pub async fn count_wrong_pickup_code<C: GenericClient>(client: &C, id: Uuid) -> Result<i16, Error> {
+    Ok(client
+        .query_one(
+            "UPDATE bookings SET pickup_failures = pickup_failures + 1 WHERE id = $1
+             RETURNING pickup_failures",
+            &[&id],
+        )
+        .await?
+        .get(0))
 }
 
 /// Confirmed bookings whose segment ended more than the grace period ago.

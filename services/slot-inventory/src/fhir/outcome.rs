@@ -89,7 +89,7 @@ fn issue_type(e: &SlotError) -> &'static str {
         | SlotError::CheckInClosed { .. }
         | SlotError::SeatsAvailable
         | SlotError::WaitlistEntryGone => "business-rule",
-        SlotError::WrongPickupCode => "forbidden",
+        SlotError::WrongPickupCode { .. } | SlotError::PickupLocked => "forbidden",
         SlotError::LockUnavailable(_) | SlotError::DatabaseUnavailable(_) => "transient",
         SlotError::Unexpected(_) => "exception",
     }

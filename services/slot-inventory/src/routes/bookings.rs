@@ -72,7 +72,10 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(stored.booking))
 }
 
-/// 取号 at the hospital: answers the booking with its queue number.
+/// 取号 at the hospital: answers the booking with its queue number. A wrong
+/// code answers 403 `WRONG_PICKUP_CODE` with `attempts_left`; the last one
+/// allowed, and every attempt after it, 423 `PICKUP_LOCKED`. A `patient_id`
+/// other than the booking's answers 404 `BOOKING_NOT_FOUND`.
 #[post("/v1/bookings/{booking_id}/check-in")]
 pub async fn check_in(
     state: web::Data<AppState>,

@@ -102,9 +102,15 @@ impl FhirApp {
         )
         .await
         .expect("seeded");
+        let audience = jyt_signing::internal::hospital_audience(state.hospital.as_str());
+        let http = jyt_testkit::internal_client(
+            &state.settings.internal_auth.key(&audience),
+            &audience,
+            state.settings.internal_auth.max_lifetime_seconds,
+        );
         Self {
             base,
-            http: reqwest::Client::new(),
+            http,
             state,
             clock,
             schedules,

@@ -36,7 +36,12 @@ async fn bad_input_names_the_field() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::new();
+    let audience = jyt_signing::internal::hospital_audience("httph");
+    let http = jyt_testkit::internal_client(
+        &state.settings.internal_auth.key(&audience),
+        &audience,
+        state.settings.internal_auth.max_lifetime_seconds,
+    );
 
     let segment = Uuid::new_v4();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![

@@ -144,6 +144,7 @@ impl World {
                 if let Some((id, _, code)) = self.bookings.get(booking) {
                     let req = CheckInRequest {
                         pickup_code: code.clone(),
+                        patient_id: None,
                     };
                     if let Err(e) = lifecycle::check_in(state, id, &req).await {
                         allowed(&e);

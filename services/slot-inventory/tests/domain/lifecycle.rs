@@ -134,6 +134,7 @@ async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_beco
     let absent = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
     let code_of = |b: &slot_inventory::booking::Booking| CheckInRequest {
         pickup_code: b.pickup_code.clone(),
+        patient_id: None,
     };
 
     // The window opens an hour before the segment.
@@ -146,6 +147,7 @@ async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_beco
         &second.booking_id,
         &CheckInRequest {
             pickup_code: "not-it".into(),
+            patient_id: None,
         },
     )
     .await;
@@ -209,4 +211,121 @@ async fn many_cancellations_at_once_on_a_small_pool_all_go_through() {
         assert_eq!(stored.booking.status, BookingStatus::Cancelled);
     }
     assert_eq!(h.redis_free(&slot).await, i64::from(seats));
+}
+
+/// The problem+json a check-in refusal answers over HTTP.
+async fn answer(e: &slot_inventory::SlotError) -> (u16, serde_json::Value) {
+    let res = actix_web::ResponseError::error_response(e);
+    let status = res.status().as_u16();
+    let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn wrong_pickup_codes_are_counted_and_the_fifth_locks_check_in() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let guessed = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    let typo = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    h.clock.set(beijing(0, 7, 30));
+    let with = |code: &str| CheckInRequest {
+        pickup_code: code.to_owned(),
+        patient_id: None,
+    };
+    let failures = |id: Uuid| {
+        let pool = h.state.pool.clone();
+        async move {
+            let client = pool.get().await.unwrap();
+            let row = client
+                .query_one("SELECT pickup_failures FROM bookings WHERE id = $1", &[&id])
+                .await
+                .unwrap();
+            row.get::<_, i16>(0)
+        }
+    };
+
+    // Each wrong code says how many are left, and is committed although
+    // the request fails.
+    for left in (1..=4).rev() {
+        let err = lifecycle::check_in(&h.state, &guessed.booking_id, &with("000000x"))
+            .await
+            .unwrap_err();
+        let (status, body) = answer(&err).await;
+        assert_eq!(status, 403);
+        assert_eq!(body["code"], "WRONG_PICKUP_CODE", "{body}");
+        assert_eq!(body["field"], "pickup_code", "{body}");
+        assert_eq!(body["attempts_left"], left, "{body}");
+    }
+    assert_eq!(failures(guessed.booking_id.id).await, 4);
+    let fifth = lifecycle::check_in(&h.state, &guessed.booking_id, &with("000000x"))
+        .await
+        .unwrap_err();
+    let (status, locked) = answer(&fifth).await;
+    assert_eq!(status, 423);
+    assert_eq!(locked["code"], "PICKUP_LOCKED", "{locked}");
+    assert_eq!(locked["field"], "pickup_code", "{locked}");
+    assert_eq!(locked["attempts_left"], 0, "{locked}");
+
+    // Locked: the right code is refused too, and nothing was checked in.
+    let right = lifecycle::check_in(&h.state, &guessed.booking_id, &with(&guessed.pickup_code))
+        .await
+        .unwrap_err();
+    assert_eq!(answer(&right).await, (423, locked));
+    assert_eq!(
+        h.booking(&guessed.booking_id).await.status,
+        BookingStatus::Confirmed
+    );
+    assert_eq!(failures(guessed.booking_id.id).await, 5);
+    assert!(!h.event_types().await.contains(&"booking.checked_in".to_owned()));
+
+    // Four typos still leave the patient their check-in.
+    for _ in 0..4 {
+        let err = lifecycle::check_in(&h.state, &typo.booking_id, &with("not-it"))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&err), "WRONG_PICKUP_CODE");
+    }
+    let checked_in = lifecycle::check_in(&h.state, &typo.booking_id, &with(&typo.pickup_code))
+        .await
+        .unwrap();
+    assert_eq!(checked_in.booking.status, BookingStatus::CheckedIn);
+    assert_eq!(checked_in.booking.queue_number, Some(1));
+}
+
+#[tokio::test]
+async fn check_in_naming_another_patient_answers_as_an_unknown_booking() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let patient = Uuid::new_v4();
+    let b = h.book(&slot, patient, Channel::Wechat).await.unwrap();
+    h.clock.set(beijing(0, 7, 30));
+
+    // Even with the right code: the other patient learns nothing.
+    let stranger = lifecycle::check_in(
+        &h.state,
+        &b.booking_id,
+        &CheckInRequest {
+            pickup_code: b.pickup_code.clone(),
+            patient_id: Some(Uuid::new_v4()),
+        },
+    )
+    .await
+    .unwrap_err();
+    let unknown = slot_inventory::SlotError::BookingNotFound(b.booking_id.to_string());
+    assert_eq!(answer(&stranger).await, answer(&unknown).await);
+    assert_eq!(answer(&stranger).await.0, 404);
+    assert_eq!(code(&stranger), "BOOKING_NOT_FOUND");
+    assert_eq!(h.booking(&b.booking_id).await.status, BookingStatus::Confirmed);
+
+    let own = lifecycle::check_in(
+        &h.state,
+        &b.booking_id,
+        &CheckInRequest {
+            pickup_code: b.pickup_code.clone(),
+            patient_id: Some(patient),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(own.booking.status, BookingStatus::CheckedIn);
 }

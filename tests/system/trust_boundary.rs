@@ -1,0 +1,806 @@
+//! The trust boundary, tried as an attacker would (issue "Trust boundary"):
+//! - no spelling of a signed route (percent-encoded letters or digits, any
+//!   hex case, doubled slashes, trailing slashes, dot segments, encoded
+//!   slashes, backslashes) is answered without a signature;
+//! - slot-inventory and card-issuing answer only internal tokens for
+//!   themselves, whatever the network admits;
+//! - money moves only on the channel's signed notification, relayed by the
+//!   gateway; every forged movement leaves the ledger as it was;
+//! - `X-Client-Address` is believed only from a trusted proxy.
+//!
+//! Requests go over a raw TCP socket so that the path reaches the server
+//! exactly as written: an HTTP client library would normalise it first.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers: a failure is a failed test"
+)]
+
+use std::time::Duration;
+
+use chrono::Utc;
+use jyt_signing::internal;
+use jyt_system_tests::{ALL_SEATS_COMMON, TEST_APP_SECRET, TestCity, TestHospital, problem};
+use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+/// What the server answered a raw request: status and body.
+struct Raw {
+    status: u16,
+    body: String,
+}
+
+/// Send `method target` exactly as given, with `headers`, over a new connection.
+async fn raw(base: &str, method: &str, target: &str, headers: &[(String, String)], body: &[u8]) -> Raw {
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write body");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Raw { status, body }
+}
+
+/// The signed headers for `target` as sent (the signature covers the raw path).
+fn signed_headers(channel: &str, method: &str, target: &str, body: &[u8]) -> Vec<(String, String)> {
+    let h = gateway::signing::sign_request(
+        channel,
+        TEST_APP_SECRET.as_bytes(),
+        method,
+        target,
+        body,
+        Utc::now().timestamp(),
+        &gateway::signing::new_nonce(),
+    );
+    h.pairs()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Spellings of `path` (no query) that are not canonical, each with a name.
+fn spellings(path: &str) -> Vec<(&'static str, String)> {
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let rest = |from: usize| segments[from..].join("/");
+    let first = segments[0];
+    let mut out = Vec::new();
+    // Encode the first character of the first segment, in both hex cases.
+    let c = first.as_bytes()[0];
+    out.push(("encoded letter", format!("/%{c:02X}{}/{}", &first[1..], rest(1))));
+    out.push((
+        "encoded letter, lower-case hex",
+        format!("/%{c:02x}{}/{}", &first[1..], rest(1)),
+    ));
+    // Encode a digit where there is one (`v1`), else the last letter of the last segment.
+    if let Some(i) = path.find(|ch: char| ch.is_ascii_digit()) {
+        let d = path.as_bytes()[i];
+        out.push((
+            "encoded digit",
+            format!("{}%{d:02X}{}", &path[..i], &path[i + 1..]),
+        ));
+    }
+    let last = path.len() - 1;
+    let l = path.as_bytes()[last];
+    if l.is_ascii_alphanumeric() {
+        out.push(("encoded last character", format!("{}%{l:02x}", &path[..last])));
+    }
+    out.push(("leading double slash", format!("/{path}")));
+    out.push(("inner double slash", format!("/{first}//{}", rest(1))));
+    out.push(("trailing slash", format!("{path}/")));
+    out.push(("dot segment", format!("/{first}/./{}", rest(1))));
+    out.push(("dot-dot segment", format!("/{first}/x/../{}", rest(1))));
+    out.push(("encoded dot segment", format!("/{first}/%2e/{}", rest(1))));
+    out.push(("encoded slash", format!("/{first}%2F{}", rest(1))));
+    out.push(("encoded slash, lower case", format!("/{first}%2f{}", rest(1))));
+    out.push(("backslash", format!("/{first}\\{}", rest(1))));
+    out.push(("encoded percent", format!("/{first}/%25{}", rest(1))));
+    out
+}
+
+#[tokio::test]
+async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
+    let city = TestCity::spawn_configured(&["tbh"], &[], ALL_SEATS_COMMON).await;
+    let h = city.hospital(0);
+    let slots = h.seed_visit_day(5).await;
+    // A paid booking: the prize of the attack this test was written for.
+    let patient = city.cards.register().await;
+    let res = city.book(&slots[1], patient.person_id, "wechat", "tb-1").await;
+    assert_eq!(res.status(), 201);
+    let booking: serde_json::Value = res.json().await.unwrap();
+    let pickup = booking["pickup_code"].as_str().unwrap().to_owned();
+    if booking["status"] == "held" {
+        assert_eq!(city.pay("wechat", &booking).await.status(), 200);
+    }
+    let id = booking["booking_id"].as_str().unwrap().to_owned();
+    let segment = Uuid::now_v7();
+    let card = serde_json::json!({ "card_number": patient.card_number }).to_string();
+    let empty = String::new();
+    let routes: Vec<(&str, String, &String)> = vec![
+        ("GET", "/v1/hospitals".into(), &empty),
+        ("GET", "/v1/hospitals/tbh/schedules".into(), &empty),
+        ("GET", "/v1/availability".into(), &empty),
+        ("POST", "/v1/bookings".into(), &card),
+        ("GET", format!("/v1/bookings/{id}"), &empty),
+        ("POST", format!("/v1/bookings/{id}/cancel"), &card),
+        ("POST", format!("/v1/bookings/{id}/payments"), &card),
+        ("POST", format!("/v1/bookings/{id}/check-in"), &card),
+        (
+            "POST",
+            format!("/v1/hospitals/tbh/schedules/tbh-{segment}/waitlist"),
+            &card,
+        ),
+        ("POST", "/v1/cards/top-ups".into(), &card),
+        ("POST", "/v1/cards/ecard-token".into(), &card),
+        ("POST", "/v1/cards/cancel".into(), &card),
+        ("GET", "/fhir/Slot".into(), &empty),
+        ("GET", "/fhir/Schedule".into(), &empty),
+        ("GET", format!("/fhir/Slot/tbh-{segment}"), &empty),
+        ("GET", format!("/fhir/Appointment/{id}"), &empty),
+        ("POST", "/fhir/Appointment/$find".into(), &empty),
+        ("POST", "/fhir/Appointment/$hold".into(), &empty),
+        ("POST", "/fhir/Appointment/$book".into(), &empty),
+        ("PUT", "/federation/v1/hospitals/tbh/schedules".into(), &empty),
+        ("GET", "/federation/v1/hospitals/tbh/feed".into(), &empty),
+        (
+            "POST",
+            format!("/federation/v1/hospitals/tbh/schedules/tbh-{segment}/stop"),
+            &empty,
+        ),
+        ("GET", "/federation/v1/fhir/Schedule".into(), &empty),
+    ];
+    let mut tried = 0;
+    for (method, canonical, body) in &routes {
+        // The canonical path itself, unsigned: refused.
+        let answer = raw(&city.gateway_url, method, canonical, &[], body.as_bytes()).await;
+        assert_eq!(
+            answer.status, 401,
+            "{method} {canonical} unsigned: {}",
+            answer.body
+        );
+        for (how, target) in spellings(canonical) {
+            tried += 1;
+            let unsigned = raw(&city.gateway_url, method, &target, &[], body.as_bytes()).await;
+            assert!(
+                matches!(unsigned.status, 400 | 401 | 404 | 405),
+                "{how}: unsigned {method} {target} answered {}: {}",
+                unsigned.status,
+                unsigned.body
+            );
+            if unsigned.status == 400 {
+                assert!(
+                    unsigned.body.contains("NON_CANONICAL_PATH"),
+                    "{how}: {}",
+                    unsigned.body
+                );
+            }
+            assert!(!unsigned.body.contains(&pickup), "{how}: the pick-up code leaked");
+            // Signed over the very spelling sent (as a channel app; the
+            // federation scope wants a hospital key, so refuses it): still
+            // no second door. A trailing slash is canonical but no route.
+            let headers = signed_headers("wechat", method, &target, body.as_bytes());
+            let signed = raw(&city.gateway_url, method, &target, &headers, body.as_bytes()).await;
+            assert!(
+                (signed.status == 400 && signed.body.contains("NON_CANONICAL_PATH"))
+                    || (how == "trailing slash" && matches!(signed.status, 401 | 404)),
+                "{how}: signed {method} {target} answered {}: {}",
+                signed.status,
+                signed.body
+            );
+        }
+    }
+    assert!(tried > 300, "{tried} spellings tried");
+    // The paid booking is still paid and the patient's; nothing was cancelled.
+    let res = city.get_booking(&id).await;
+    assert_eq!(res.status(), 200);
+    let now: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(now["status"], "confirmed", "{now}");
+    // The public FHIR reads stay public, and only in their canonical form.
+    assert_eq!(
+        raw(&city.gateway_url, "GET", "/fhir/metadata", &[], b"")
+            .await
+            .status,
+        200
+    );
+    let encoded = raw(&city.gateway_url, "GET", "/fhir/%6Detadata", &[], b"").await;
+    assert_eq!(encoded.status, 400, "{}", encoded.body);
+    assert!(encoded.body.contains("NON_CANONICAL_PATH"));
+}
+
+/// Every route of a service behind the gateway, as (method, path, body).
+fn hospital_routes(h: &str) -> Vec<(Method, String, serde_json::Value)> {
+    let b = format!("{h}-{}", Uuid::now_v7());
+    let s = Uuid::now_v7();
+    let empty = serde_json::json!({});
+    vec![
+        (
+            Method::POST,
+            "/v1/bookings".into(),
+            serde_json::json!({ "slot_id": b, "patient_id": Uuid::new_v4(), "channel": "window" }),
+        ),
+        (Method::GET, format!("/v1/bookings/{b}"), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/bookings/{b}/confirm"),
+            serde_json::json!({ "payment_reference": "x", "payment_method": "self_pay" }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/bookings/{b}/cancel"),
+            serde_json::json!({ "patient_id": Uuid::new_v4() }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/bookings/{b}/check-in"),
+            serde_json::json!({ "pickup_code": "000000" }),
+        ),
+        (Method::GET, "/v1/schedules?date=2026-12-01".into(), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/schedules/{s}/waitlist"),
+            serde_json::json!({ "patient_id": Uuid::new_v4(), "channel": "wechat" }),
+        ),
+        (Method::GET, format!("/v1/waitlist/{s}"), empty.clone()),
+        (
+            Method::PUT,
+            format!("/v1/segments/{s}/capacity"),
+            serde_json::json!({ "capacity": 99 }),
+        ),
+        (
+            Method::PUT,
+            "/v1/schedules".into(),
+            serde_json::json!({ "schedules": [] }),
+        ),
+        (Method::POST, format!("/v1/schedules/{s}/stop"), empty.clone()),
+        (Method::POST, format!("/v1/bookings/{b}/arrive"), empty.clone()),
+        (Method::POST, format!("/v1/bookings/{b}/complete"), empty.clone()),
+        (Method::GET, "/v1/feed".into(), empty.clone()),
+        (Method::GET, "/fhir/metadata".into(), empty.clone()),
+        (Method::GET, "/fhir/Schedule".into(), empty.clone()),
+        (Method::GET, "/fhir/Slot".into(), empty.clone()),
+        (Method::POST, "/fhir/Appointment/$hold".into(), empty.clone()),
+        (Method::GET, "/fhir/$bulk-publish".into(), empty.clone()),
+        (Method::GET, "/nowhere".into(), empty),
+    ]
+}
+
+fn card_routes(card: Uuid, person: Uuid) -> Vec<(Method, String, serde_json::Value)> {
+    let empty = serde_json::json!({});
+    vec![
+        (
+            Method::POST,
+            "/v1/persons".into(),
+            serde_json::json!({ "name": "攻击者", "id_number": "110105199001011234", "phone": "13900000000" }),
+        ),
+        (
+            Method::POST,
+            "/v1/persons/search".into(),
+            serde_json::json!({ "id_number": "110105199001011234" }),
+        ),
+        (Method::GET, format!("/v1/persons/{person}"), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/reveal"),
+            empty.clone(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/cards"),
+            serde_json::json!({ "kind": "ecard", "channel": "wechat" }),
+        ),
+        (Method::GET, format!("/v1/cards/{card}"), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/cards/{card}/report-loss"),
+            empty.clone(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/cards/{card}/replace"),
+            serde_json::json!({ "channel": "kiosk" }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/cards/{card}/cancel"),
+            serde_json::json!({ "channel": "kiosk" }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/cards/{card}/ecard-token"),
+            empty.clone(),
+        ),
+        (
+            Method::POST,
+            "/v1/cards/resolve".into(),
+            serde_json::json!({ "card_number": "9110000000000000" }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/family"),
+            empty.clone(),
+        ),
+        (Method::GET, format!("/v1/persons/{person}/family"), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/family-bindings/{}/unbind", Uuid::new_v4()),
+            empty.clone(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/cards/{card}/top-ups"),
+            serde_json::json!({ "amount_fen": 100_000, "channel": "wechat", "channel_ref": "forged-1" }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/cards/{card}/payments"),
+            serde_json::json!({ "amount_fen": 100, "channel": "wechat", "reference": "forged-pay" }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/cards/{card}/refunds"),
+            serde_json::json!({ "amount_fen": 100, "reference": "forged-refund", "refund_of": "x" }),
+        ),
+        (Method::GET, format!("/v1/cards/{card}/ledger"), empty.clone()),
+        (
+            Method::GET,
+            "/v1/reports/daily-balances?date=2026-12-01".into(),
+            empty.clone(),
+        ),
+        (
+            Method::GET,
+            format!("/v1/persons/{person}/standing"),
+            empty.clone(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/no-shows/{}/waiver", Uuid::new_v4()),
+            empty,
+        ),
+    ]
+}
+
+async fn balance(city: &TestCity, card: Uuid) -> (i64, usize) {
+    let card_view: serde_json::Value = city
+        .cards
+        .http
+        .get(format!("{}/v1/cards/{card}", city.cards.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ledger: serde_json::Value = city
+        .cards
+        .http
+        .get(format!("{}/v1/cards/{card}/ledger", city.cards.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = ledger["entries"].as_array().map_or(0, Vec::len);
+    (card_view["balance_fen"].as_i64().unwrap(), entries)
+}
+
+/// Each of `routes` at `base` is refused with 401 INTERNAL_AUTH_REQUIRED
+/// when sent with `token` (none, forged, expired, for another service).
+async fn all_refused(
+    base: &str,
+    routes: &[(Method, String, serde_json::Value)],
+    token: Option<&str>,
+    what: &str,
+) {
+    let http = reqwest::Client::new();
+    for (method, path, body) in routes {
+        let mut req = http.request(method.clone(), format!("{base}{path}")).json(body);
+        if let Some(t) = token {
+            req = req.header(internal::HEADER, t);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{what}: {method} {path}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            problem(res).await["code"],
+            "INTERNAL_AUTH_REQUIRED",
+            "{what}: {method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn slot_inventory_and_card_issuing_answer_only_their_own_internal_tokens() {
+    let city = TestCity::spawn_configured(&["tbi", "tbj"], &[], ALL_SEATS_COMMON).await;
+    let (h, other) = (city.hospital(0), city.hospital(1));
+    let slots = h.seed_visit_day(5).await;
+    let patient = city.cards.register().await;
+    let before = balance(&city, patient.card_id).await;
+    let bookings_before = count_bookings(h).await;
+
+    let settings = &h.state.settings.internal_auth;
+    let audience = internal::hospital_audience("tbi");
+    let now = Utc::now().timestamp();
+    let key = settings.key(&audience);
+    let other_key = other
+        .state
+        .settings
+        .internal_auth
+        .key(&internal::hospital_audience("tbj"));
+    let cards_key = settings.key(internal::CARD_ISSUING);
+    let tokens: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("garbage", Some("Bearer let-me-in".into())),
+        (
+            "forged with a guessed key",
+            Some(internal::mint(
+                b"guess-guess-guess-guess-guess-guess",
+                "gateway",
+                &audience,
+                now + 30,
+            )),
+        ),
+        (
+            "expired",
+            Some(internal::mint(key.as_bytes(), "gateway", &audience, now - 5)),
+        ),
+        (
+            "valid for a year",
+            Some(internal::mint(
+                key.as_bytes(),
+                "gateway",
+                &audience,
+                now + 365 * 86_400,
+            )),
+        ),
+        (
+            "another hospital's token",
+            Some(internal::mint(
+                other_key.as_bytes(),
+                "gateway",
+                &internal::hospital_audience("tbj"),
+                now + 30,
+            )),
+        ),
+        (
+            "card-issuing's token",
+            Some(internal::mint(
+                cards_key.as_bytes(),
+                "gateway",
+                internal::CARD_ISSUING,
+                now + 30,
+            )),
+        ),
+        // A hospital holds only its own key: it cannot mint for another.
+        (
+            "minted by tbj for tbi",
+            Some(internal::mint(
+                other_key.as_bytes(),
+                "gateway",
+                &audience,
+                now + 30,
+            )),
+        ),
+    ];
+    for (what, token) in &tokens {
+        all_refused(&h.base_url, &hospital_routes("tbi"), token.as_deref(), what).await;
+    }
+    // A booking attempted straight at the hospital with a real slot: refused, nothing written.
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/bookings", h.base_url))
+        .header("Idempotency-Key", "direct-1")
+        .json(&serde_json::json!({ "slot_id": slots[0].to_string(), "patient_id": patient.person_id, "channel": "window" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(count_bookings(h).await, bookings_before);
+
+    let cards_audience_tokens: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        (
+            "a hospital's token",
+            Some(internal::mint(key.as_bytes(), "gateway", &audience, now + 30)),
+        ),
+        (
+            "forged",
+            Some(internal::mint(
+                b"guess-guess-guess-guess-guess-guess",
+                "gateway",
+                internal::CARD_ISSUING,
+                now + 30,
+            )),
+        ),
+        (
+            "expired",
+            Some(internal::mint(
+                cards_key.as_bytes(),
+                "gateway",
+                internal::CARD_ISSUING,
+                now - 5,
+            )),
+        ),
+    ];
+    for (what, token) in &cards_audience_tokens {
+        all_refused(
+            &city.cards.base_url,
+            &card_routes(patient.card_id, patient.person_id),
+            token.as_deref(),
+            what,
+        )
+        .await;
+    }
+    assert_eq!(
+        balance(&city, patient.card_id).await,
+        before,
+        "the ledger did not move"
+    );
+
+    // Probes and scrapes stay open, by their exact path only.
+    let http = reqwest::Client::new();
+    for base in [&h.base_url, &city.cards.base_url] {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let res = http.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{base}{path}");
+        }
+        let encoded = raw(base, "GET", "/%68ealthz", &[], b"").await;
+        assert_eq!(encoded.status, 401, "{base}/%68ealthz: {}", encoded.body);
+    }
+    // The gateway, holding the right keys, still books.
+    let res = city.book(&slots[0], patient.person_id, "wechat", "tb-gw").await;
+    assert_eq!(res.status(), 201);
+}
+
+async fn count_bookings(h: &TestHospital) -> i64 {
+    let client = h.state.pool.get().await.unwrap();
+    client
+        .query_one("SELECT count(*) FROM bookings", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gateway() {
+    let city = TestCity::spawn(&["tbm"]).await;
+    let patient = city.cards.register().await;
+    let start = balance(&city, patient.card_id).await;
+    let notice = |reference: &str, amount: i64| serde_json::json!({ "card_number": patient.card_number, "amount_fen": amount, "payment_reference": reference });
+
+    // Unsigned, or signed with a guessed secret, at the gateway: refused.
+    let res = city
+        .http
+        .post(format!("{}/v1/cards/top-ups", city.gateway_url))
+        .json(&notice("wx-forged", 50_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body = notice("wx-forged-2", 50_000).to_string();
+    let mut forged = gateway::signing::sign_request(
+        "wechat",
+        b"a-guessed-secret-a-guessed-secret",
+        "POST",
+        "/v1/cards/top-ups",
+        body.as_bytes(),
+        Utc::now().timestamp(),
+        &gateway::signing::new_nonce(),
+    )
+    .pairs()
+    .into_iter()
+    .fold(
+        city.http.post(format!("{}/v1/cards/top-ups", city.gateway_url)),
+        |r, (k, v)| r.header(k, v),
+    );
+    forged = forged.header("content-type", "application/json").body(body);
+    let res = forged.send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(problem(res).await["code"], "BAD_SIGNATURE");
+    // Straight at card-issuing, every money movement and e-card mint: refused.
+    for (method, path, body) in card_routes(patient.card_id, patient.person_id) {
+        if !(path.contains("top-ups")
+            || path.contains("payments")
+            || path.contains("refunds")
+            || path.ends_with("/cancel")
+            || path.ends_with("ecard-token"))
+        {
+            continue;
+        }
+        let res = reqwest::Client::new()
+            .request(method.clone(), format!("{}{path}", city.cards.base_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{method} {path}");
+    }
+    assert_eq!(balance(&city, patient.card_id).await, start, "nothing moved");
+
+    // The channel's signed notification credits once, to the fen.
+    let res = city
+        .signed(
+            "wechat",
+            Method::POST,
+            "/v1/cards/top-ups",
+            Some(&notice("wx-0001", 12_345)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let again = city
+        .signed(
+            "wechat",
+            Method::POST,
+            "/v1/cards/top-ups",
+            Some(&notice("wx-0001", 12_345)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        200,
+        "a retried notification credits nothing twice"
+    );
+    assert_eq!(again.headers()["idempotency-replayed"], "true");
+    let other_amount = city
+        .signed(
+            "wechat",
+            Method::POST,
+            "/v1/cards/top-ups",
+            Some(&notice("wx-0001", 99_999)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_amount.status(), 409);
+    assert_eq!(
+        balance(&city, patient.card_id).await,
+        (start.0 + 12_345, start.1 + 1)
+    );
+    // Bad input names the field and moves nothing.
+    for (bad, field) in [
+        (notice("wx-0002", 0), "amount_fen"),
+        (notice("wx 0002", 10), "payment_reference"),
+    ] {
+        let res = city
+            .signed("wechat", Method::POST, "/v1/cards/top-ups", Some(&bad))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        assert_eq!(problem(res).await["field"], field);
+    }
+    assert_eq!(
+        balance(&city, patient.card_id).await,
+        (start.0 + 12_345, start.1 + 1)
+    );
+
+    // E-card tokens are minted for the patient through their channel only.
+    let res = city
+        .signed(
+            "wechat",
+            Method::POST,
+            "/v1/cards/ecard-token",
+            Some(&serde_json::json!({ "card_number": patient.card_number })),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let minted: serde_json::Value = res.json().await.unwrap();
+    assert!(minted["token"].as_str().is_some_and(|t| t.len() > 20), "{minted}");
+
+    // Cancel with pay-out through the calling channel: the balance leaves once.
+    let cancel = serde_json::json!({ "card_number": patient.card_number });
+    let res = city
+        .signed("kiosk", Method::POST, "/v1/cards/cancel", Some(&cancel))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let after = balance(&city, patient.card_id).await;
+    assert_eq!(after.0, 0, "paid out");
+    // A top-up to a cancelled card is refused and moves nothing.
+    let res = city
+        .signed(
+            "wechat",
+            Method::POST,
+            "/v1/cards/top-ups",
+            Some(&notice("wx-0003", 100)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(res.status().as_u16(), 403 | 409), "{}", res.status());
+    assert_eq!(balance(&city, patient.card_id).await, after);
+}
+
+#[tokio::test]
+async fn a_client_rotating_x_client_address_is_still_limited_by_its_own_address() {
+    // The gateway trusts no proxy: every request is known by its TCP peer.
+    let untrusted = TestCity::spawn_with(
+        &["tbx"],
+        &[
+            ("LIMITS__TRUSTED_PROXIES", ""),
+            ("LIMITS__CLIENT_ADDRESS_HEADER", "X-Client-Address"),
+            ("LIMITS__ADDRESS_PER_MINUTE", "1"),
+            ("LIMITS__ADDRESS_BURST", "3"),
+            ("ANTI_SCALPING__ADDRESS_RULE_CHANNELS", "wechat,app"),
+        ],
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let res = untrusted
+            .signed("wechat", Method::GET, "/v1/hospitals", None)
+            .header("X-Client-Address", format!("203.0.113.{}", i + 1))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(
+        statuses[3..].iter().all(|s| *s == 429),
+        "rotating the header did not help: {statuses:?}"
+    );
+
+    // Behind a trusted proxy (loopback stands in for the Ingress), the
+    // header it sets is each client's own address: each has its own bucket.
+    let trusted = TestCity::spawn_with(
+        &["tby"],
+        &[
+            ("LIMITS__TRUSTED_PROXIES", "127.0.0.0/8"),
+            ("LIMITS__ADDRESS_PER_MINUTE", "1"),
+            ("LIMITS__ADDRESS_BURST", "3"),
+        ],
+    )
+    .await;
+    for i in 0..8 {
+        let res = trusted
+            .signed("wechat", Method::GET, "/v1/hospitals", None)
+            .header("X-Client-Address", format!("203.0.113.{}", i + 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "client {i}");
+    }
+    // One client behind the proxy is limited by its own address.
+    let mut own = Vec::new();
+    for _ in 0..5 {
+        let res = trusted
+            .signed("wechat", Method::GET, "/v1/hospitals", None)
+            .header("X-Client-Address", "198.51.100.7")
+            .send()
+            .await
+            .unwrap();
+        own.push(res.status().as_u16());
+    }
+    assert_eq!(own, vec![200, 200, 200, 429, 429]);
+}
