@@ -25,6 +25,8 @@ mod embedded {
 
 pub struct Application {
     port: u16,
+    /// `/metrics` apart from the API (`http.ops_port`), when set.
+    ops_port: Option<u16>,
     server: Server,
     consumers: Vec<JoinHandle<()>>,
 }
@@ -83,6 +85,9 @@ impl Application {
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
         let port = listener.local_addr()?.port();
+        let (ops_listener, ops_port) =
+            jyt_web::ops::bind_ops_port(&settings.http.host, settings.http.ops_port)
+                .with_context(|| format!("binding the ops port {:?}", settings.http.ops_port))?;
         let body_limit = BodyLimit(settings.http.max_body_bytes);
         let pool = web::Data::new(pool);
         let metrics = web::Data::new(metrics);
@@ -96,6 +101,7 @@ impl Application {
         ));
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(jyt_web::ops::separate_ops_port))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(request_tracing())
                 .app_data(pool.clone())
@@ -105,6 +111,7 @@ impl Application {
                 .app_data(operators.clone())
                 .app_data(login_throttle.clone())
                 .app_data(body_limit)
+                .app_data(ops_port)
                 .configure(jyt_web::ops::configure)
                 .configure(routes::configure)
                 .default_service(web::to(jyt_web::problem::not_found))
@@ -112,13 +119,23 @@ impl Application {
         if settings.http.workers > 0 {
             server = server.workers(settings.http.workers);
         }
-        let server = server.listen(listener)?.run();
+        server = server.listen(listener)?;
+        if let Some(ops) = ops_listener {
+            server = server.listen(ops)?;
+        }
+        let server = server.run();
         tracing::info!(service = SERVICE, port, "listening");
         Ok(Self {
             port,
+            ops_port: ops_port.0,
             server,
             consumers,
         })
+    }
+
+    /// The port serving `/metrics` apart from the API, if `http.ops_port` is set.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops_port
     }
 
     pub fn port(&self) -> u16 {

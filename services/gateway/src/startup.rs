@@ -23,6 +23,8 @@ use crate::upstream::Upstreams;
 
 pub struct Application {
     port: u16,
+    /// `/metrics` apart from the API (`http.ops_port`), when set.
+    ops_port: Option<u16>,
     server: Server,
 }
 
@@ -91,6 +93,9 @@ impl Application {
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
         let port = listener.local_addr()?.port();
+        let (ops_listener, ops_port) =
+            jyt_web::ops::bind_ops_port(&settings.http.host, settings.http.ops_port)
+                .with_context(|| format!("binding the ops port {:?}", settings.http.ops_port))?;
         let body_limit = BodyLimit(settings.http.max_body_bytes);
         let mut server = HttpServer::new(move || {
             // Authentication wraps the signed scopes themselves (see
@@ -101,12 +106,14 @@ impl Application {
                 // FHIR paths become OperationOutcomes too.
                 .wrap(from_fn(crate::fhir::outcomes))
                 .wrap(from_fn(crate::auth::canonical_path))
+                .wrap(from_fn(jyt_web::ops::separate_ops_port))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(request_tracing())
                 .app_data(state.clone())
                 .app_data(metrics.clone())
                 .app_data(readiness.clone())
                 .app_data(body_limit)
+                .app_data(ops_port)
                 .configure(jyt_web::ops::configure)
                 .configure(routes::configure)
                 .default_service(web::to(jyt_web::problem::not_found))
@@ -114,9 +121,22 @@ impl Application {
         if settings.http.workers > 0 {
             server = server.workers(settings.http.workers);
         }
-        let server = server.listen(listener)?.run();
+        server = server.listen(listener)?;
+        if let Some(ops) = ops_listener {
+            server = server.listen(ops)?;
+        }
+        let server = server.run();
         tracing::info!(service = SERVICE, port, "listening");
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            ops_port: ops_port.0,
+            server,
+        })
+    }
+
+    /// The port serving `/metrics` apart from the API, if `http.ops_port` is set.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops_port
     }
 
     pub fn port(&self) -> u16 {

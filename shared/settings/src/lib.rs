@@ -212,6 +212,11 @@ pub struct HttpSettings {
     /// Larger request bodies are refused with 413 before they are parsed.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Serve `/metrics` (with `/healthz`, `/readyz`) on this port of its own
+    /// and not on `port`; unset serves them all on `port` (jyt up, tests).
+    /// 0 picks a free port.
+    #[serde(default)]
+    pub ops_port: Option<u16>,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -222,6 +227,15 @@ impl HttpSettings {
     pub fn validate(&self, prefix: &str) -> Result<(), Invalid> {
         if self.host.trim().is_empty() {
             return Err(Invalid::new(format!("{prefix}.host"), "must not be empty"));
+        }
+        if let Some(ops) = self.ops_port
+            && ops != 0
+            && ops == self.port
+        {
+            return Err(Invalid::new(
+                format!("{prefix}.ops_port"),
+                "must differ from the API port",
+            ));
         }
         if !(256..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(Invalid::new(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
@@ -130,6 +130,57 @@ impl Readiness {
             .filter_map(|(name, r)| r.err().map(|e| (name, e)))
             .collect()
     }
+}
+
+/// The port `/metrics` is served on when it is kept apart from the API
+/// (`http.ops_port`): then the API port does not answer `/metrics`, and the
+/// ops port answers only `/metrics`, `/healthz` and `/readyz`. The Ingress
+/// and the API's callers never see the metrics; Prometheus scrapes the ops
+/// port, which only the monitoring namespace may reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpsPort(pub Option<u16>);
+
+/// Paths the ops port answers.
+pub const OPS_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// Bind the ops listener when `ops_port` is set (0 picks a free port); the
+/// [`OpsPort`] to register as app data, with the port actually bound.
+pub fn bind_ops_port(
+    host: &str,
+    ops_port: Option<u16>,
+) -> std::io::Result<(Option<std::net::TcpListener>, OpsPort)> {
+    match ops_port {
+        None => Ok((None, OpsPort(None))),
+        Some(port) => {
+            let listener = std::net::TcpListener::bind((host, port))?;
+            let bound = listener.local_addr()?.port();
+            Ok((Some(listener), OpsPort(Some(bound))))
+        }
+    }
+}
+
+/// Middleware (`from_fn`): keep `/metrics` on the ops port and the ops port
+/// to the ops paths, by the listener's own port (the exact raw path, so no
+/// spelling of `/metrics` reaches it on the API port). A no-op without an
+/// ops port.
+pub async fn separate_ops_port(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if let Some(OpsPort(Some(ops))) = req.app_data::<OpsPort>().copied() {
+        let on_ops = req.app_config().local_addr().port() == ops;
+        let path = req.path();
+        let refused = if on_ops {
+            !OPS_PATHS.contains(&path)
+        } else {
+            path.starts_with("/metrics")
+        };
+        if refused {
+            let res = Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found").to_response(None);
+            return Ok(req.into_response(res).map_into_right_body());
+        }
+    }
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
 }
 
 /// Mount `/healthz`, `/readyz` and `/metrics`. Needs `web::Data<Metrics>`

@@ -143,3 +143,53 @@ fn a_release_window_of_zero_or_overfull_pools_stop_the_service_naming_the_key() 
     let err = slot_inventory::Settings::load_from(&env(&[("POLICY__RELEASE_TIME", "8h30")])).unwrap_err();
     assert!(err.to_string().contains("release_time"), "{err}");
 }
+
+/// With `http.ops_port` set, `/metrics` leaves the API port and the ops
+/// port answers nothing but the operations paths: Prometheus scrapes one
+/// port, callers (and an Ingress) reach the other.
+#[tokio::test]
+async fn metrics_are_served_on_the_ops_port_only() {
+    let database_url = jyt_testkit::fresh_database("slotops").await;
+    let prefix = jyt_testkit::fresh_redis_prefix();
+    let settings = slot_inventory::Settings::load_from(&env(&[
+        ("HOSPITAL__ID", "opsh"),
+        ("HTTP__PORT", "0"),
+        ("HTTP__OPS_PORT", "0"),
+        ("HTTP__WORKERS", "1"),
+        ("POSTGRES__URL", &database_url),
+        ("REDIS__KEY_PREFIX", &prefix),
+    ]))
+    .unwrap();
+    let app = slot_inventory::Application::build(settings).await.unwrap();
+    let api = format!("http://127.0.0.1:{}", app.port());
+    let ops = format!("http://127.0.0.1:{}", app.ops_port().unwrap());
+    assert_ne!(api, ops);
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    let audience = jyt_signing::internal::hospital_audience("opsh");
+    let http = jyt_testkit::internal_client(
+        &state.settings.internal_auth.key(&audience),
+        &audience,
+        state.settings.internal_auth.max_lifetime_seconds,
+    );
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(format!("{ops}/metrics")).await, 200);
+    assert_eq!(status(format!("{ops}/healthz")).await, 200);
+    assert_eq!(
+        status(format!("{api}/metrics")).await,
+        404,
+        "no metrics on the API port"
+    );
+    assert_eq!(status(format!("{api}/metrics/")).await, 404);
+    assert_eq!(
+        status(format!("{api}/healthz")).await,
+        200,
+        "probes still reach the API port"
+    );
+    // The ops port is no second door to the API, even with a valid token.
+    assert_eq!(status(format!("{ops}/v1/schedules?date=2026-12-01")).await, 404);
+    assert_eq!(status(format!("{api}/v1/schedules?date=2026-12-01")).await, 200);
+}
