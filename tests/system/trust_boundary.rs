@@ -716,8 +716,25 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
     let minted: serde_json::Value = res.json().await.unwrap();
     assert!(minted["token"].as_str().is_some_and(|t| t.len() > 20), "{minted}");
 
-    // Cancel with pay-out through the calling channel: the balance leaves once.
+    // Another app that knows the card number cannot pay the balance out
+    // to itself: outside a kiosk or window the patient's e-card token is needed.
     let cancel = serde_json::json!({ "card_number": patient.card_number });
+    let res = city
+        .signed("app", Method::POST, "/v1/cards/cancel", Some(&cancel))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body = problem(res).await;
+    assert_eq!(
+        (body["code"].as_str(), body["field"].as_str()),
+        (Some("PATIENT_PROOF_REQUIRED"), Some("ecard_token"))
+    );
+    assert_eq!(
+        balance(&city, patient.card_id).await,
+        (start.0 + 12_345, start.1 + 1)
+    );
+    // Cancel with pay-out at a kiosk (card read, person seen): the balance leaves once.
     let res = city
         .signed("kiosk", Method::POST, "/v1/cards/cancel", Some(&cancel))
         .send()
@@ -803,4 +820,79 @@ async fn a_client_rotating_x_client_address_is_still_limited_by_its_own_address(
         own.push(res.status().as_u16());
     }
     assert_eq!(own, vec![200, 200, 200, 429, 429]);
+}
+
+#[tokio::test]
+async fn check_in_through_the_gateway_needs_the_bookings_own_patient_or_app_and_locks_after_five_wrong_codes()
+{
+    let city = TestCity::spawn_configured(&["tbc"], &[], ALL_SEATS_COMMON).await;
+    let h = city.hospital(0);
+    let slots = h.seed_visit_day(5).await;
+    let patient = city.cards.register().await;
+    let stranger = city.cards.register().await;
+    let res = city.book(&slots[1], patient.person_id, "wechat", "tbc-1").await;
+    assert_eq!(res.status(), 201);
+    let booking: serde_json::Value = res.json().await.unwrap();
+    if booking["status"] == "held" {
+        assert_eq!(city.pay("wechat", &booking).await.status(), 200);
+    }
+    let id = booking["booking_id"].as_str().unwrap();
+    let path = format!("/v1/bookings/{id}/check-in");
+    let wrong = serde_json::json!({ "pickup_code": "000000" });
+    // An outsider: unsigned.
+    let res = city
+        .http
+        .post(format!("{}{path}", city.gateway_url))
+        .json(&wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // Another channel app, without the patient's card: not its booking,
+    // and the guess never reaches the hospital's counter.
+    for _ in 0..6 {
+        let res = city
+            .signed("app", Method::POST, &path, Some(&wrong))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert_eq!(problem(res).await["code"], "NOT_YOUR_BOOKING");
+    }
+    // Another patient's card: answered as an unknown booking, not counted.
+    let as_stranger = serde_json::json!({ "pickup_code": "000000", "card_number": stranger.card_number });
+    let res = city
+        .signed("kiosk", Method::POST, &path, Some(&as_stranger))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(problem(res).await["code"], "BOOKING_NOT_FOUND");
+    // The owning app guessing: counted, then locked, right code included.
+    for left in (1..=4).rev() {
+        let res = city
+            .signed("wechat", Method::POST, &path, Some(&wrong))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        let body = problem(res).await;
+        assert_eq!(body["code"], "WRONG_PICKUP_CODE");
+        assert_eq!(body["attempts_left"], left, "{body}");
+    }
+    let res = city
+        .signed("wechat", Method::POST, &path, Some(&wrong))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 423);
+    let right =
+        serde_json::json!({ "pickup_code": booking["pickup_code"], "card_number": patient.card_number });
+    let res = city
+        .signed("kiosk", Method::POST, &path, Some(&right))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 423);
+    assert_eq!(problem(res).await["code"], "PICKUP_LOCKED");
 }

@@ -66,6 +66,9 @@ pub enum GatewayError {
     HoldExpired { refund: &'static str },
     #[error("the booking was made through another channel app")]
     NotYourBooking,
+    /// Money leaves a card only with the patient's own proof of presence.
+    #[error("paying a card's balance out needs the patient's own e-card token, or a kiosk or window")]
+    PatientProofRequired,
     #[error("a payment with this reference is being processed")]
     PaymentInProgress,
     /// FHIR `$book` pays from the prepaid card only: a channel's own
@@ -118,6 +121,7 @@ pub const ALL_CODES: &[&str] = &[
     "INSUFFICIENT_BALANCE",
     "HOLD_EXPIRED",
     "NOT_YOUR_BOOKING",
+    "PATIENT_PROOF_REQUIRED",
     "PAYMENT_IN_PROGRESS",
     "PAYMENT_CALLBACK_REQUIRED",
     "OPERATOR_UNAUTHORIZED",
@@ -183,6 +187,7 @@ impl GatewayError {
             GatewayError::InsufficientBalance => "INSUFFICIENT_BALANCE",
             GatewayError::HoldExpired { .. } => "HOLD_EXPIRED",
             GatewayError::NotYourBooking => "NOT_YOUR_BOOKING",
+            GatewayError::PatientProofRequired => "PATIENT_PROOF_REQUIRED",
             GatewayError::PaymentInProgress => "PAYMENT_IN_PROGRESS",
             GatewayError::PaymentCallbackRequired => "PAYMENT_CALLBACK_REQUIRED",
             GatewayError::OperatorUnauthorized => "OPERATOR_UNAUTHORIZED",
@@ -216,6 +221,7 @@ impl GatewayError {
             GatewayError::InsufficientBalance => "Insufficient balance",
             GatewayError::HoldExpired { .. } => "Hold expired",
             GatewayError::NotYourBooking => "Not this app's booking",
+            GatewayError::PatientProofRequired => "Patient's proof required",
             GatewayError::PaymentInProgress => "Payment in progress",
             GatewayError::PaymentCallbackRequired => "Pay through the payment notification",
             GatewayError::OperatorUnauthorized => "Operator unauthorized",
@@ -249,7 +255,9 @@ impl ResponseError for GatewayError {
             | GatewayError::InsufficientBalance
             | GatewayError::HoldExpired { .. }
             | GatewayError::PaymentInProgress => StatusCode::CONFLICT,
-            GatewayError::NotYourBooking | GatewayError::HospitalForbidden => StatusCode::FORBIDDEN,
+            GatewayError::NotYourBooking
+            | GatewayError::HospitalForbidden
+            | GatewayError::PatientProofRequired => StatusCode::FORBIDDEN,
             GatewayError::PaymentCallbackRequired => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::HospitalNotFound(_) | GatewayError::DeadLetterNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::IdentityUnavailable(_)
@@ -300,6 +308,7 @@ impl ResponseError for GatewayError {
                 tracing::error!(code = self.code(), error = %self, "request failed");
                 Problem::new(status, self.code(), self.title()).to_response(None)
             }
+            GatewayError::PatientProofRequired => problem.field("ecard_token").to_response(None),
             _ => problem.to_response(None),
         }
     }
@@ -337,6 +346,7 @@ mod tests {
             GatewayError::InsufficientBalance,
             GatewayError::HoldExpired { refund: "x" },
             GatewayError::NotYourBooking,
+            GatewayError::PatientProofRequired,
             GatewayError::PaymentInProgress,
             GatewayError::PaymentCallbackRequired,
             GatewayError::OperatorUnauthorized,

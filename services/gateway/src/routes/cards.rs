@@ -164,6 +164,7 @@ pub async fn ecard_token(
     request_body = CardRequest,
     responses(
         (status = 200, description = "Cancelled; the balance is paid out through the calling channel", body = serde_json::Value),
+        (status = 403, description = "PATIENT_PROOF_REQUIRED: outside a kiosk or window, the patient's own ecard_token is needed", body = crate::openapi::ProblemDoc),
         (status = 400, description = "MALFORMED_JSON, INVALID_FIELD, ECARD_INVALID, ECARD_EXPIRED", body = crate::openapi::ProblemDoc),
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
         (status = 404, description = "CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
@@ -179,6 +180,15 @@ pub async fn cancel(
     state: web::Data<GatewayState>,
     body: Json<CardRequest>,
 ) -> Result<HttpResponse, GatewayError> {
+    // The balance leaves through the calling channel: a card number alone
+    // (printed on the card, known to any app the patient ever used) is no
+    // proof the patient is there. The patient's own e-card token is (a
+    // short-lived QR from their device), and so is presence at a kiosk or
+    // window, where the card is read and the person seen.
+    let present = matches!(caller.channel, jyt_domain::Channel::Kiosk | jyt_domain::Channel::Window);
+    if !present && body.0.ecard_token.is_none() {
+        return Err(GatewayError::PatientProofRequired);
+    }
     let card_id = card_of(
         &state,
         body.0.card_number.as_deref(),
