@@ -36,11 +36,6 @@ out = [
     "  resources:",
     "    requests: {cpu: 100m, memory: 96Mi}",
     "    limits: {cpu: \"1\", memory: 256Mi}",
-    "networkPolicy:",
-    "  his:",
-    "    namespaceSelector:",
-    "      matchLabels:",
-    "        jyt.example/his-bridge: \"true\"",
     "hospitals:",
 ]
 for i in range(1, count + 1):
@@ -54,7 +49,5 @@ for i in range(1, count + 1):
             "    autoscaling:",
             "      minReplicas: 3",
             "      maxReplicas: 12",
-            "    his:",
-            f"      cidrs: [\"10.{100 + i // 256}.{i % 256}.0/24\"]",
         ]
 print("\n".join(out))

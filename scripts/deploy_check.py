@@ -12,13 +12,16 @@ local schema in deploy/schemas/. Then cross-references the API server would
 not catch (a Deployment naming a ConfigMap that is not rendered, a selector
 matching no pod, a hospital missing from the gateway's registry, an Ingress
 backend that is not rendered, gateway-search not running the gateway's
-config).
+config, a pod given the internal master secret or another service's key,
+an Ingress publishing /metrics or /readyz).
 """
 
 from __future__ import annotations
 
+import base64
 import difflib
 import functools
+import hashlib
 import json
 import re
 import sys
@@ -225,6 +228,99 @@ def _unknown_keys(rendered: dict, defaults: dict, prefix: str = "") -> list[str]
     return out
 
 
+# Paths every service answers without an internal token, for Prometheus and
+# the kubelet: no Ingress may route them.
+PRIVATE_PATHS = ("/metrics", "/readyz", "/healthz")
+
+# Internal tokens: which component holds what (templates/_helpers.tpl,
+# jyt.serviceEnv). The gateway (and gateway-search) the master secret from
+# <fullname>-gateway-internal-auth; card-issuing and every slot-inventory
+# their own key from <deployment>-internal-auth and an empty master.
+INTERNAL_KEY_HOLDERS = {"card-issuing": "JYT_CARD_ISSUING", "slot-inventory": "JYT_SLOT_INVENTORY"}
+MASTER_HOLDERS = {"gateway", "gateway-search"}
+
+
+def _internal_auth_refs(deployments: dict[str, dict], label: str) -> list[str]:
+    """A pod sees the master secret only if it is the gateway's; a
+    hospital's pod reads its own Secret and no other."""
+    errors = []
+    gateway_secret = None
+    gateway = next((d for d in deployments.values() if d["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"), None)
+    if gateway is not None:
+        for c in gateway["spec"]["template"]["spec"]["containers"]:
+            for env in c.get("env", []):
+                if env["name"] == "JYT_GATEWAY__INTERNAL_AUTH__MASTER_SECRET":
+                    gateway_secret = env.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+    for name, d in deployments.items():
+        component = d["metadata"]["labels"].get("app.kubernetes.io/component")
+        envs = [e for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])]
+        by_name = {e["name"]: e for e in envs}
+        for e in envs:
+            ref = e.get("valueFrom", {}).get("secretKeyRef", {})
+            if component not in MASTER_HOLDERS and (
+                e["name"].endswith("__INTERNAL_AUTH__MASTER_SECRET") and "valueFrom" in e
+                or (gateway_secret and ref.get("name") == gateway_secret)
+            ):
+                errors.append(f"[{label}] Deployment/{name}: env {e['name']} gives a {component} pod the internal master secret")
+        if component in MASTER_HOLDERS:
+            master = by_name.get("JYT_GATEWAY__INTERNAL_AUTH__MASTER_SECRET", {})
+            if "secretKeyRef" not in master.get("valueFrom", {}):
+                errors.append(f"[{label}] Deployment/{name}: no JYT_GATEWAY__INTERNAL_AUTH__MASTER_SECRET from a Secret")
+        if component in INTERNAL_KEY_HOLDERS:
+            prefix = INTERNAL_KEY_HOLDERS[component]
+            own = by_name.get(f"{prefix}__INTERNAL_AUTH__SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            if own.get("name") != f"{name}-internal-auth":
+                errors.append(f"[{label}] Deployment/{name}: {prefix}__INTERNAL_AUTH__SECRET must come from Secret/{name}-internal-auth, not {own.get('name')}")
+            if by_name.get(f"{prefix}__INTERNAL_AUTH__MASTER_SECRET", {}).get("value", None) != "":
+                errors.append(f"[{label}] Deployment/{name}: {prefix}__INTERNAL_AUTH__MASTER_SECRET must be \"\" (drops the built-in demo master)")
+            for e in envs:
+                ref = e.get("valueFrom", {}).get("secretKeyRef", {}).get("name", "")
+                if ref.endswith("-internal-auth") and ref != f"{name}-internal-auth":
+                    errors.append(f"[{label}] Deployment/{name}: env {e['name']} reads another service's key, Secret/{ref}")
+    return errors
+
+
+def _secret_value(secret: dict | None, key: str) -> str | None:
+    if secret is None:
+        return None
+    if key in (secret.get("stringData") or {}):
+        return str(secret["stringData"][key])
+    if key in (secret.get("data") or {}):
+        return base64.b64decode(secret["data"][key]).decode()
+    return None
+
+
+def _internal_keys_derived(deployments: dict[str, dict], secrets: dict[str, dict], label: str) -> list[str]:
+    """Where the master and the services' keys are all in the set (demo
+    values, dev overlay), each key must be derived from that master for
+    that service's audience, as jyt_signing::internal::derive_key does."""
+    errors = []
+    master = None
+    for d in deployments.values():
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if env["name"] == "JYT_GATEWAY__INTERNAL_AUTH__MASTER_SECRET" and ref:
+                    master = _secret_value(secrets.get(ref["name"]), ref["key"])
+    if master is None:
+        return errors
+    for name, d in deployments.items():
+        labels = d["metadata"]["labels"]
+        component = labels.get("app.kubernetes.io/component")
+        if component not in INTERNAL_KEY_HOLDERS:
+            continue
+        audience = f"slot-inventory:{labels.get('jyt.example/hospital')}" if component == "slot-inventory" else component
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if env["name"].endswith("__INTERNAL_AUTH__SECRET") and ref:
+                    got = _secret_value(secrets.get(ref["name"]), ref["key"])
+                    want = hashlib.sha256(f"{master}:{audience}".encode()).hexdigest()
+                    if got is not None and got != want:
+                        errors.append(f"[{label}] Secret/{ref['name']}: key {ref['key']} is not hex(sha256(master \":{audience}\"))")
+    return errors
+
+
 def _matches(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -308,6 +404,20 @@ def cross_references(objects: list[dict], label: str) -> list[str]:
             sel = sel.get("matchLabels", sel) if kind != "Service" else sel
             if not any(_matches(sel, pl) for pl in pod_labels):
                 errors.append(f"[{label}] {kind}/{name}: selector {sel} matches no rendered pod")
+    errors += _internal_auth_refs(deployments, label)
+    if secrets:
+        errors += _internal_keys_derived(deployments, secrets, label)
+    # Prometheus and the kubelet reach these on the pods; never the public.
+    for name, ing in by_kind.get("Ingress", {}).items():
+        for rule in ing["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                p, kind = path["path"], path.get("pathType")
+                for private in PRIVATE_PATHS:
+                    covered = p == private if kind == "Exact" else (
+                        p.rstrip("/") == "" or private == p.rstrip("/") or private.startswith(p.rstrip("/") + "/")
+                    )
+                    if covered:
+                        errors.append(f"[{label}] Ingress/{name}: {kind} {p} publishes {private}")
     # An Ingress backend must be a rendered Service, by a port it has.
     services = by_kind.get("Service", {})
     for name, ing in by_kind.get("Ingress", {}).items():
@@ -362,6 +472,7 @@ def base_objects() -> list[dict]:
     supply them) and without the helm test hook."""
     values = values_for(["values-demo.yaml"])
     values["redis"]["urls"] = []
+    values["internalAuth"]["masterSecret"] = ""
     for key in ("cardIssuing", "channelAccounting"):
         values[key]["postgres"]["url"] = ""
     for h in values["hospitals"]:
@@ -404,8 +515,9 @@ def render_k8s() -> None:
 
 def kustomize_build(directory: Path) -> list[dict]:
     """The subset of kustomize our overlays use: resources, namespace,
-    labels, images, secretGenerator (literals) and JSON6902 patches with a
-    kind/name/labelSelector target. Anything else is refused, so an overlay
+    labels, images, secretGenerator (literals) and JSON6902 patches
+    (add, replace, remove, move, test) with a kind/name/labelSelector
+    target. Anything else is refused, so an overlay
     cannot silently use a feature this check does not understand."""
     kfile = directory / "kustomization.yaml"
     k = load_docs(kfile.read_text(), str(kfile.relative_to(ROOT)))[0]
@@ -466,6 +578,18 @@ def _target_matches(target: dict, o: dict) -> bool:
 
 
 def _apply_op(obj: dict, op: dict, where: str) -> None:
+    if op["op"] == "move":
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["from"].lstrip("/").split("/")]
+        src: Any = obj
+        try:
+            for p in parts[:-1]:
+                src = src[int(p)] if isinstance(src, list) else src[p]
+            value = src[int(parts[-1])] if isinstance(src, list) else src[parts[-1]]
+        except (KeyError, IndexError, ValueError):
+            raise Failure(f"{where}: move from {op['from']}: no such field") from None
+        _apply_op(obj, {"op": "remove", "path": op["from"]}, where)
+        _apply_op(obj, {"op": "add", "path": op["path"], "value": value}, where)
+        return
     parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")]
     parent: Any = obj
     for p in parts[:-1]:
@@ -474,6 +598,14 @@ def _apply_op(obj: dict, op: dict, where: str) -> None:
         except (KeyError, IndexError, ValueError):
             raise Failure(f"{where}: path {op['path']} does not exist") from None
     last = parts[-1]
+    if op["op"] == "test":
+        try:
+            actual = parent[int(last)] if isinstance(parent, list) else parent[last]
+        except (KeyError, IndexError, ValueError):
+            raise Failure(f"{where}: test {op['path']}: no such field") from None
+        if actual != op["value"]:
+            raise Failure(f"{where}: test {op['path']}: is {actual!r}, not {op['value']!r}")
+        return
     if op["op"] in ("replace", "remove"):
         exists = (last in parent) if isinstance(parent, dict) else (last.isdigit() and int(last) < len(parent))
         if not exists:

@@ -90,6 +90,55 @@ name, e.g. jyt-card-issuing or jyt-slot-pumch), postgres (values block).
 {{- default (printf "%s-postgres" .name) .postgres.existingSecret -}}
 {{- end -}}
 
+{{/*
+Internal tokens (X-Internal-Token). The key of one audience (card-issuing,
+slot-inventory:<hospital>) derived from the master secret, as
+jyt_signing::internal::derive_key computes it: hex(SHA-256(master ":"
+audience)). Empty when the master is not in values (the Secrets are then
+managed outside the chart). Args: dict master, audience.
+*/}}
+{{- define "jyt.internalKey" -}}
+{{- if .master -}}
+{{- printf "%s:%s" .master .audience | sha256sum -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Environment variables one service gets beyond the common ones, as YAML list
+items. The gateway (and gateway-search): the master secret from
+<fullname>-gateway-internal-auth, the token lifetime and the trusted
+proxies. card-issuing and each slot-inventory: their own derived key from
+their own Secret (<name>-internal-auth, key secret), and an empty master,
+which drops the demo master of their built-in defaults; so a hospital's pod
+holds neither the master nor another hospital's key. channel-accounting:
+none (it takes no calls from the gateway's internal client).
+Args: dict root, service, secretName (the Secret holding this pod's key).
+*/}}
+{{- define "jyt.serviceEnv" -}}
+{{- $v := .root.Values -}}
+{{- $prefix := include "jyt.envPrefix" .service -}}
+{{- if eq .service "gateway" }}
+- name: {{ $prefix }}__INTERNAL_AUTH__MASTER_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: master-secret
+- name: {{ $prefix }}__INTERNAL_AUTH__TOKEN_LIFETIME_SECONDS
+  value: {{ $v.internalAuth.tokenLifetimeSeconds | int | quote }}
+# Peers whose X-Client-Address is believed (gateway.trustedProxies).
+- name: {{ $prefix }}__LIMITS__TRUSTED_PROXIES
+  value: {{ join "," (default list $v.gateway.trustedProxies) | quote }}
+{{- else if has .service (list "card-issuing" "slot-inventory") }}
+- name: {{ $prefix }}__INTERNAL_AUTH__SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: secret
+- name: {{ $prefix }}__INTERNAL_AUTH__MASTER_SECRET
+  value: ""
+{{- end }}
+{{- end -}}
+
 {{/* The sections every service's config file shares. Args: dict root, cfg, redis (bool). */}}
 {{- define "jyt.config.common" -}}
 {{- $v := .root.Values -}}

@@ -15,6 +15,9 @@ Args (dict):
   name      object name, e.g. jyt-slot-pumch
   envSecret optional: the Secret read with envFrom (default <name>-env);
             gateway-search reads the gateway's, <fullname>-gateway-env
+  internalAuthSecret optional: the Secret holding this pod's internal-auth
+            key (default <name>-internal-auth); gateway-search reads the
+            gateway's, <fullname>-gateway-internal-auth
   cfg       the service's values (for a hospital: slotInventory merged with
             the hospital's overrides)
   config    the rendered TOML config file
@@ -132,6 +135,9 @@ spec:
                 secretKeyRef:
                   name: {{ .postgres.secretName }}
                   key: {{ .postgres.secretKey }}
+            {{- end }}
+            {{- with trim (include "jyt.serviceEnv" (dict "root" $root "service" .service "secretName" (default (printf "%s-internal-auth" .name) .internalAuthSecret))) }}
+            {{- . | nindent 12 }}
             {{- end }}
             {{- if $v.telemetry.otlpEndpoint }}
             - name: OTEL_EXPORTER_OTLP_ENDPOINT

@@ -23,7 +23,7 @@ pub const MIN_LEN: usize = 8;
 /// Every committed settings file, by its path from the workspace root.
 /// A new demo value belongs in one of these files, or in a new file listed
 /// here, not in code.
-pub const FILES: [(&str, &str); 6] = [
+pub const FILES: [(&str, &str); 7] = [
     (
         "services/gateway/config/defaults.toml",
         include_str!("../../../services/gateway/config/defaults.toml"),
@@ -47,6 +47,10 @@ pub const FILES: [(&str, &str); 6] = [
     (
         "jyt/config/demo-credentials.toml",
         include_str!("../../../jyt/config/demo-credentials.toml"),
+    ),
+    (
+        "deploy/demo-secrets.toml",
+        include_str!("../../../deploy/demo-secrets.toml"),
     ),
 ];
 
@@ -217,4 +221,16 @@ mod tests {
             assert!(!allowed_in(e), "{e}");
         }
     }
+
+    #[test]
+    fn the_helm_demo_master_secret_is_counted_as_committed() {
+        let values = include_str!("../../../helm/jyt/values-demo.yaml");
+        let master = values
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("masterSecret:"))
+            .map(|v| v.trim().trim_matches('"'))
+            .expect("values-demo.yaml sets internalAuth.masterSecret");
+        assert!(is_committed(master), "{master} must be listed in deploy/demo-secrets.toml");
+    }
+
 }
