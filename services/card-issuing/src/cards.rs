@@ -63,33 +63,7 @@ impl CardKind {
     }
 }
 
-/// The Luhn (mod 10) check digit for `digits`.
-pub fn luhn_check_digit(digits: &str) -> Option<u8> {
-    let mut sum = 0u32;
-    for (i, b) in digits.bytes().rev().enumerate() {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        let mut d = u32::from(b - b'0');
-        // The rightmost payload digit is doubled, since the check digit
-        // will sit to its right.
-        if i % 2 == 0 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
-    }
-    u8::try_from((10 - sum % 10) % 10).ok()
-}
-
-/// A card number is 16 digits whose last is the Luhn digit of the rest.
-pub fn card_number_valid(n: &str) -> bool {
-    n.len() == 16
-        && n.bytes().all(|b| b.is_ascii_digit())
-        && luhn_check_digit(&n[..15]).map(|d| d + b'0') == n.as_bytes().last().copied()
-}
+pub use jyt_domain::card_number::{card_number_valid, luhn_check_digit};
 
 /// Prefix, then random digits, then the Luhn digit: 16 digits.
 fn new_card_number(prefix: &str) -> String {

@@ -196,7 +196,7 @@ impl PatientIndex {
         match (card.card_number, card.ecard_token) {
             (Some(number), None) => {
                 let number = number.trim();
-                if !card_issuing::cards::card_number_valid(number) {
+                if !jyt_domain::card_number::card_number_valid(number) {
                     return Err(RequestError::invalid(
                         "card_number",
                         "must be 16 digits with a valid check digit",
@@ -218,12 +218,13 @@ impl PatientIndex {
             }
             (None, Some(token)) => {
                 // Offline first: a forged or expired token costs no call.
-                let claims = card_issuing::verify_ecard_token(&self.ecard_secret, token, now).map_err(
-                    |e| match e {
-                        card_issuing::EcardTokenError::Invalid => GatewayError::EcardInvalid,
-                        card_issuing::EcardTokenError::Expired => GatewayError::EcardExpired,
-                    },
-                )?;
+                let claims =
+                    jyt_signing::ecard::verify_ecard_token(&self.ecard_secret, token, now).map_err(|e| {
+                        match e {
+                            jyt_signing::ecard::EcardTokenError::Invalid => GatewayError::EcardInvalid,
+                            jyt_signing::ecard::EcardTokenError::Expired => GatewayError::EcardExpired,
+                        }
+                    })?;
                 // Keyed by card, not token: every fresh QR code of a card
                 // shares the entry. card-issuing is still asked once per
                 // card and TTL, so a card reported lost stops working.

@@ -10,6 +10,7 @@
 //! - [`time`]: Asia/Shanghai calendar helpers (times are stored in UTC).
 //! - [`IdempotencyKey`]: the client's key that makes a write safe to retry.
 
+pub mod card_number;
 pub mod clinic;
 pub mod id_number;
 pub mod time;
