@@ -166,10 +166,10 @@ impl Reader {
         }
         let mut pipe = redis::pipe();
         for id in hospitals {
-            let tag = format!("h:{id}");
             pipe.cmd("HGETALL")
-                .arg(self.keys.tagged(&tag, &format!("avail:{date}")));
-            pipe.cmd("HGETALL").arg(self.keys.tagged(&tag, "departments"));
+                .arg(jyt_cache::hospital::availability(&self.keys, id.as_str(), date));
+            pipe.cmd("HGETALL")
+                .arg(jyt_cache::hospital::departments(&self.keys, id.as_str()));
         }
         let mut conn = self.redis.clone();
         let replies: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
@@ -179,7 +179,7 @@ impl Reader {
             for (field, remaining) in avail {
                 // Fields not in the contract's shape are skipped, not fatal:
                 // a newer writer may add kinds this reader does not know yet.
-                let Some((dept, level)) = field.split_once('|') else {
+                let Some((dept, level)) = jyt_cache::hospital::parse_availability_field(field) else {
                     continue;
                 };
                 let Some(clinic_level) = ClinicLevel::parse(level) else {

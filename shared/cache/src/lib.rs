@@ -117,6 +117,40 @@ impl Keyspace {
     }
 }
 
+/// The layout of one hospital's keys that more than one service reads:
+/// slot-inventory writes them, the gateway's city-wide search reads them.
+/// Written once, here. Every key of a hospital carries the tag
+/// `{h:<hospital>}`, so each Lua script touches one Redis Cluster slot.
+pub mod hospital {
+    use super::Keyspace;
+
+    /// The hash tag (without braces) of a hospital's keys.
+    pub fn tag(hospital: &str) -> String {
+        format!("h:{hospital}")
+    }
+
+    /// `<prefix>:{h:<hospital>}:avail:<YYYY-MM-DD>`: a hash of remaining
+    /// seats by [`availability_field`], one per visit date.
+    pub fn availability(keys: &Keyspace, hospital: &str, date: impl std::fmt::Display) -> String {
+        keys.tagged(&tag(hospital), &format!("avail:{date}"))
+    }
+
+    /// `<prefix>:{h:<hospital>}:departments`: department id → name.
+    pub fn departments(keys: &Keyspace, hospital: &str) -> String {
+        keys.tagged(&tag(hospital), "departments")
+    }
+
+    /// A field of [`availability`]: `<department id>|<clinic level>`.
+    pub fn availability_field(department: &str, level: impl std::fmt::Display) -> String {
+        format!("{department}|{level}")
+    }
+
+    /// The parts of an [`availability_field`]; `None` for another shape.
+    pub fn parse_availability_field(field: &str) -> Option<(&str, &str)> {
+        field.split_once('|')
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +160,15 @@ mod tests {
         let ks = Keyspace::new("jyt");
         assert_eq!(ks.tagged("h:pumch", "seg:1:free"), "jyt:{h:pumch}:seg:1:free");
         assert_eq!(ks.plain("nonce:x"), "jyt:nonce:x");
+        assert_eq!(
+            hospital::availability(&ks, "pumch", "2026-12-01"),
+            "jyt:{h:pumch}:avail:2026-12-01"
+        );
+        assert_eq!(hospital::departments(&ks, "pumch"), "jyt:{h:pumch}:departments");
+        let field = hospital::availability_field("cardio", "expert");
+        assert_eq!(
+            hospital::parse_availability_field(&field),
+            Some(("cardio", "expert"))
+        );
     }
 }

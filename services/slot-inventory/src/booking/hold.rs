@@ -19,6 +19,7 @@ use super::queries::SegmentInfo;
 pub struct HospitalKeys {
     keyspace: Keyspace,
     tag: String,
+    hospital: String,
 }
 
 /// The keys one segment's scripts touch.
@@ -40,7 +41,8 @@ impl HospitalKeys {
     pub fn new(keyspace: Keyspace, hospital: &HospitalId) -> Self {
         Self {
             keyspace,
-            tag: format!("h:{hospital}"),
+            hospital: hospital.to_string(),
+            tag: jyt_cache::hospital::tag(hospital.as_str()),
         }
     }
 
@@ -58,7 +60,7 @@ impl HospitalKeys {
             visit_numbers: self.key(&format!("sch:{}:visit", info.schedule_id)),
             availability: self.availability(info.visit_date),
             availability_shares: self.key(&format!("avail-seg:{}", info.visit_date)),
-            availability_field: format!("{}|{}", info.department, info.clinic_level),
+            availability_field: jyt_cache::hospital::availability_field(&info.department, &info.clinic_level),
             segment: seg,
         }
     }
@@ -71,12 +73,12 @@ impl HospitalKeys {
     /// `<prefix>:{h:<id>}:avail:<date>`: remaining seats by
     /// `<department>|<level>`, read by the gateway's city-wide search.
     pub fn availability(&self, date: NaiveDate) -> String {
-        self.key(&format!("avail:{date}"))
+        jyt_cache::hospital::availability(&self.keyspace, &self.hospital, date)
     }
 
     /// Department id → name, for the search's answers.
     pub fn departments(&self) -> String {
-        self.key("departments")
+        jyt_cache::hospital::departments(&self.keyspace, &self.hospital)
     }
 
     /// A patient's bookings at this hospital on one visit date.
