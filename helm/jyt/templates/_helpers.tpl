@@ -106,8 +106,9 @@ managed outside the chart). Args: dict master, audience.
 {{/*
 Environment variables one service gets beyond the common ones, as YAML list
 items. The gateway (and gateway-search): the master secret from
-<fullname>-gateway-internal-auth, the token lifetime and the trusted
-proxies. card-issuing and each slot-inventory: their own derived key from
+<fullname>-gateway-internal-auth, the token lifetime, the trusted proxies
+and, when `helm test` is enabled, the test's channel app (its secret from
+the Secret the test pod reads too, jyt.testApp.secretName). card-issuing and each slot-inventory: their own derived key from
 their own Secret (<name>-internal-auth, key secret), and an empty master,
 which drops the demo master of their built-in defaults; so a hospital's pod
 holds neither the master nor another hospital's key. channel-accounting:
@@ -128,6 +129,17 @@ Args: dict root, service, secretName (the Secret holding this pod's key).
 # Peers whose X-Client-Address is believed (gateway.trustedProxies).
 - name: {{ $prefix }}__LIMITS__TRUSTED_PROXIES
   value: {{ join "," (default list $v.gateway.trustedProxies) | quote }}
+{{- if include "jyt.testApp.enabled" .root }}
+{{- $appPrefix := printf "%s__CHANNEL_APPS__%s" $prefix (upper $v.tests.channelApp.id) }}
+# The channel app `helm test` signs with (tests.channelApp).
+- name: {{ $appPrefix }}__CHANNEL
+  value: {{ $v.tests.channelApp.channel | quote }}
+- name: {{ $appPrefix }}__SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "jyt.testApp.secretName" .root }}
+      key: secret
+{{- end }}
 {{- else if has .service (list "card-issuing" "slot-inventory") }}
 - name: {{ $prefix }}__INTERNAL_AUTH__SECRET
   valueFrom:
@@ -146,6 +158,8 @@ Args: dict root, service, secretName (the Secret holding this pod's key).
 # Listen on every interface: the pod network, not loopback.
 host = "0.0.0.0"
 port = {{ .cfg.port | int }}
+# /metrics, /healthz and /readyz, only there (Prometheus, kubelet probes).
+ops_port = {{ $v.opsPort | int }}
 workers = {{ .cfg.workers | int }}
 max_body_bytes = {{ .cfg.maxBodyBytes | int }}
 {{- if .redis }}
@@ -169,14 +183,12 @@ log_filter = {{ include "jyt.tomlString" $v.telemetry.logFilter }}
 {{- end -}}
 
 {{/*
-The gateway's own sections: [upstream], where card-issuing answers, the
-public FHIR address, and the hospital registry (hospital id -> its
-slot-inventory base URL). Short Service names, so the same manifests work in
-any namespace.
+The gateway's own sections: [upstream], where card-issuing answers and the
+public FHIR address. The hospital registry is jyt.config.registry, kept
+apart so its checksum is too (see templates/services.yaml).
 */}}
 {{- define "jyt.config.gateway" -}}
 {{- $fullname := include "jyt.fullname" . -}}
-{{- $port := .Values.slotInventory.port | int -}}
 [upstream]
 timeout_ms = {{ .Values.gateway.upstream.timeoutMs | int }}
 connect_timeout_ms = {{ .Values.gateway.upstream.connectTimeoutMs | int }}
@@ -192,6 +204,17 @@ base_url = {{ include "jyt.tomlString" (printf "http://%s-card-issuing:%d" $full
 # Where aggregators reach the gateway: the FHIR manifest lists files under it.
 public_base_url = {{ include "jyt.tomlString" . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The gateway's hospital registry: hospital id -> its slot-inventory's
+Service (short names, so the same manifests work in any namespace), name,
+district and level. Only `hospitals` values feed it: a hospital's replicas,
+resources, database or extraConfig never change it.
+*/}}
+{{- define "jyt.config.registry" -}}
+{{- $fullname := include "jyt.fullname" . -}}
+{{- $port := .Values.slotInventory.port | int -}}
 {{- range $h := .Values.hospitals }}
 
 [hospitals.{{ $h.id }}]
@@ -205,7 +228,8 @@ level = {{ include "jyt.tomlString" $h.level }}
 {{/*
 The config file of a city-wide service. Args: dict root, service (e.g.
 card-issuing), cfg (its values; for gateway-search the gateway's merged with
-gatewaySearch).
+gatewaySearch), where (the values key, for messages), registry (the
+gateway's: jyt.config.registry, rendered once by services.yaml).
 */}}
 {{- define "jyt.config.service" -}}
 {{- $cfg := .cfg -}}
@@ -214,10 +238,63 @@ gatewaySearch).
 {{- $config = printf "%s\n\n[postgres]\n# url comes from the Secret, as %s__POSTGRES__URL.\npool_max_size = %d" $config (include "jyt.envPrefix" .service) ($cfg.postgres.poolMaxSize | int) -}}
 {{- end -}}
 {{- if eq .service "gateway" -}}
-{{- $config = printf "%s\n\n%s" $config (include "jyt.config.gateway" .root) -}}
+{{- $config = printf "%s\n\n%s%s" $config (include "jyt.config.gateway" .root) (default "" .registry) -}}
 {{- end -}}
 {{- with $cfg.extraConfig -}}
+{{- $reserved := ternary (list "hospitals" "channel_apps") (list) (eq $.service "gateway") -}}
+{{- include "jyt.checkExtraConfig" (dict "where" (printf "%s.extraConfig" $.where) "extra" . "rendered" $config "reserved" $reserved) -}}
 {{- $config = printf "%s\n\n%s" $config (trim .) -}}
 {{- end -}}
 {{- $config -}}
+{{- end -}}
+
+{{/*
+extraConfig is raw TOML appended to a config file the chart renders; stop
+with a message naming the value when it would break that file or take over
+what values already set: it must start with a [section] header (keys before
+one would land in the chart's last section), and may not repeat a section
+the chart renders (TOML refuses a table defined twice, so the service would
+not start) nor use a reserved one. Renders nothing.
+Args: dict where (e.g. hospitals[2] (chaoyang).extraConfig), extra (the
+TOML), rendered (the file the chart renders before it), reserved (section
+names that are the chart's even when not rendered, with their subtables).
+*/}}
+{{- define "jyt.checkExtraConfig" -}}
+{{- $where := .where -}}
+{{- $header := "(?m)^[ \\t]*\\[\\[?[^\\]\\n]*\\]" -}}
+{{- $first := "" -}}
+{{- range $line := splitList "\n" (trim .extra) -}}
+{{- $l := trim $line -}}
+{{- if and (not $first) $l (not (hasPrefix "#" $l)) -}}
+{{- $first = $l -}}
+{{- end -}}
+{{- end -}}
+{{- if and $first (not (hasPrefix "[" $first)) -}}
+{{- fail (printf "%s: must start with a [section] header; %q would land in the last section the chart renders" $where $first) -}}
+{{- end -}}
+{{- $rendered := list -}}
+{{- range $m := regexFindAll $header .rendered -1 -}}
+{{- $rendered = append $rendered (regexReplaceAll "[\\[\\]\\s\"']" $m "") -}}
+{{- end -}}
+{{- range $m := regexFindAll $header .extra -1 -}}
+{{- $name := regexReplaceAll "[\\[\\]\\s\"']" $m "" -}}
+{{- if has $name $rendered -}}
+{{- fail (printf "%s repeats [%s], a section the chart renders: set it through the chart's values, or leave it out" $where $name) -}}
+{{- end -}}
+{{- range $r := $.reserved -}}
+{{- if or (eq $name $r) (hasPrefix (printf "%s." $r) $name) -}}
+{{- fail (printf "%s sets [%s]: %s" $where $name (get (dict "hospitals" "the hospital registry is rendered from `hospitals`" "channel_apps" "channel apps carry secrets: give them as JYT_GATEWAY__CHANNEL_APPS__<ID>__* in Secret <fullname>-gateway-env") $r)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether `helm test` runs, and so whether the gateway gets its channel app: "true" or "". */}}
+{{- define "jyt.testApp.enabled" -}}
+{{- if and .Values.tests.enabled .Values.gateway.enabled .Values.hospitals -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret (key `secret`) holding the test channel app's signing secret. */}}
+{{- define "jyt.testApp.secretName" -}}
+{{- default (printf "%s-test-app" (include "jyt.fullname" .)) .Values.tests.channelApp.existingSecret -}}
 {{- end -}}

@@ -1,6 +1,9 @@
 {{/*
-Rules values.schema.json cannot express; a broken one stops rendering with
-a message naming the value.
+Rules values.schema.json cannot express (or that must hold even when it is
+skipped); a broken one stops rendering with a message naming the value.
+Per-hospital rules (autoscaling after the merge with slotInventory,
+extraConfig) are checked where a hospital is rendered, slot-inventory.yaml;
+extraConfig of every service by jyt.checkExtraConfig (_helpers.tpl).
 */}}
 {{- define "jyt.validate" -}}
 {{- $seen := dict -}}
@@ -21,6 +24,15 @@ a message naming the value.
 {{- end -}}
 {{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not (and .Values.ingress.host .Values.ingress.tls.secretName)) -}}
 {{- fail "ingress.tls.enabled needs ingress.host and ingress.tls.secretName" -}}
+{{- end -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if not (regexMatch "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$" $tag) -}}
+{{- fail (printf "image.tag %q is not a valid image tag: 1 to 128 of A-Z a-z 0-9 _ . -, not starting with . or -" $tag) -}}
+{{- end -}}
+{{- range $key := list "gateway" "cardIssuing" "channelAccounting" "slotInventory" -}}
+{{- if eq ((index $.Values $key).port | int) ($.Values.opsPort | int) -}}
+{{- fail (printf "opsPort %d is also %s.port: /metrics, /healthz and /readyz need a port of their own" ($.Values.opsPort | int) $key) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.tests.hospital (not (hasKey $seen .Values.tests.hospital)) -}}
 {{- fail (printf "tests.hospital %q is not in hospitals" .Values.tests.hospital) -}}

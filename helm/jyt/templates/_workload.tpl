@@ -21,6 +21,9 @@ Args (dict):
   cfg       the service's values (for a hospital: slotInventory merged with
             the hospital's overrides)
   config    the rendered TOML config file
+  registry  optional (gateway, gateway-search): the hospital registry part
+            of config. Its digest is checksum/registry and checksum/config
+            covers the rest, so a rollout says which of the two changed
   postgres  dict enabled, secretName, secretKey
   redis     whether the service reads Redis (gets the URLs Secret)
   secretChecksum  digest of the chart-managed secret values this pod reads
@@ -69,7 +72,12 @@ spec:
         {{- include "jyt.labels" $root | nindent 8 }}
         {{- include "jyt.componentLabels" $sel | nindent 8 }}
       annotations:
-        checksum/config: {{ .config | sha256sum }}
+        # A change to either rolls these pods, and only these: a hospital's
+        # config is its own, and the gateway's registry only lists hospitals.
+        checksum/config: {{ ternary (replace (default "" .registry) "" .config) .config (ne (default "" .registry) "") | sha256sum }}
+        {{- with .registry }}
+        checksum/registry: {{ . | sha256sum }}
+        {{- end }}
         checksum/secret: {{ .secretChecksum | sha256sum }}
     spec:
       serviceAccountName: {{ include "jyt.fullname" $root }}
@@ -110,14 +118,31 @@ spec:
           image: {{ include "jyt.image" (dict "root" $root "service" .service) }}
           imagePullPolicy: {{ $v.image.pullPolicy }}
           ports:
+            # The API: callers (the gateway's, the Ingress) only.
             - name: http
               containerPort: {{ $cfg.port | int }}
               protocol: TCP
+            # /metrics, /healthz, /readyz only (http.ops_port): Prometheus
+            # and the kubelet; the API port answers /metrics with 404.
+            - name: ops
+              containerPort: {{ $v.opsPort | int }}
+              protocol: TCP
           env:
+            # JYT_CONFIG_DIR, JYT_ENV and the OTEL_* variables come first, in
+            # this order, in every pod (k8s/overlays/prod patches them by index).
             - name: JYT_CONFIG_DIR
               value: /etc/jyt
             - name: JYT_ENV
               value: {{ $v.environment | quote }}
+            - name: OTEL_SERVICE_NAME
+              value: {{ .service | quote }}
+            # $(JYT_ENV): whatever environment the pod runs as, never another.
+            - name: OTEL_RESOURCE_ATTRIBUTES
+              value: {{ printf "service.namespace=jyt,deployment.environment=$(JYT_ENV)%s" (ternary (printf ",jyt.hospital=%s" .hospital) "" (ne .hospital "")) | quote }}
+            {{- if $v.telemetry.otlpEndpoint }}
+            - name: OTEL_EXPORTER_OTLP_ENDPOINT
+              value: {{ $v.telemetry.otlpEndpoint | quote }}
+            {{- end }}
             {{- if .hospital }}
             - name: {{ $prefix }}__HOSPITAL__ID
               value: {{ .hospital | quote }}
@@ -139,14 +164,6 @@ spec:
             {{- with trim (include "jyt.serviceEnv" (dict "root" $root "service" .service "secretName" (default (printf "%s-internal-auth" .name) .internalAuthSecret))) }}
             {{- . | nindent 12 }}
             {{- end }}
-            {{- if $v.telemetry.otlpEndpoint }}
-            - name: OTEL_EXPORTER_OTLP_ENDPOINT
-              value: {{ $v.telemetry.otlpEndpoint | quote }}
-            {{- end }}
-            - name: OTEL_SERVICE_NAME
-              value: {{ .service | quote }}
-            - name: OTEL_RESOURCE_ATTRIBUTES
-              value: {{ printf "service.namespace=jyt,deployment.environment=%s%s" $v.environment (ternary (printf ",jyt.hospital=%s" .hospital) "" (ne .hospital "")) | quote }}
             {{- with $cfg.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -155,23 +172,24 @@ spec:
             - secretRef:
                 name: {{ default (printf "%s-env" .name) .envSecret }}
                 optional: true
+          # Probes on the ops port (the kubelet is not subject to NetworkPolicy).
           startupProbe:
             httpGet:
               path: /healthz
-              port: http
+              port: ops
             periodSeconds: {{ $v.probes.startup.periodSeconds | int }}
             failureThreshold: {{ $v.probes.startup.failureThreshold | int }}
           readinessProbe:
             httpGet:
               path: /readyz
-              port: http
+              port: ops
             periodSeconds: {{ $v.probes.readiness.periodSeconds | int }}
             timeoutSeconds: {{ $v.probes.readiness.timeoutSeconds | int }}
             failureThreshold: {{ $v.probes.readiness.failureThreshold | int }}
           livenessProbe:
             httpGet:
               path: /healthz
-              port: http
+              port: ops
             periodSeconds: {{ $v.probes.liveness.periodSeconds | int }}
             timeoutSeconds: {{ $v.probes.liveness.timeoutSeconds | int }}
             failureThreshold: {{ $v.probes.liveness.failureThreshold | int }}
@@ -200,7 +218,7 @@ metadata:
   labels:
     {{- include "jyt.labels" $root | nindent 4 }}
     {{- include "jyt.componentLabels" $sel | nindent 4 }}
-    # Picked up by the ServiceMonitor.
+    # Picked up by the ServiceMonitor, which scrapes port ops.
     jyt.example/metrics: "true"
 spec:
   type: ClusterIP
@@ -210,6 +228,10 @@ spec:
     - name: http
       port: {{ $cfg.port | int }}
       targetPort: http
+      protocol: TCP
+    - name: ops
+      port: {{ $v.opsPort | int }}
+      targetPort: ops
       protocol: TCP
 {{- if $cfg.autoscaling.enabled }}
 ---
