@@ -107,7 +107,7 @@ pub async fn script(state: &AppState, segment: Uuid, n: usize, concurrency: usiz
                     max_per_day: 2,
                     max_per_department: 1,
                     patient_day_ttl_seconds: 3600,
-                    promotion: false,
+                    kind: slot_inventory::booking::hold::HoldKind::Book,
                 };
                 Ok(state.scripts.hold(&state.redis, &keys, &req).await?)
             }
@@ -229,6 +229,8 @@ pub async fn durable_bookings(
                     patient_id: patient,
                     channel,
                     referral_id: None,
+                    follows_booking_id: None,
+                    owner_app: None,
                     waitlist_entry: None,
                     offer: None,
                 };

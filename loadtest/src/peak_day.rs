@@ -15,7 +15,9 @@
 //! 3. **Waitlist**: [`WAITLIST_SHARE`] of the patients who booked nothing
 //!    join the line of the schedule they last found sold out.
 //! 4. **Cancellations**: [`CANCEL_SHARE`] of the confirmed bookings; the
-//!    seats go to the waitlist (promoted holds).
+//!    seats go to the waitlist (promoted holds) where someone waiting may
+//!    take their pool (before the pools merge, WeChat's line takes WeChat
+//!    and common seats, and so on).
 //! 5. The clock moves 11 minutes on: unpaid holds expire.
 //! 6. **Visit day**: the clock walks through the day; [`CHECK_IN_SHARE`] of
 //!    the confirmed bookings check in (取号, pick-up code, at a kiosk) within
@@ -300,6 +302,9 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     // Unpaid holds lapse.
     city.set_clock(city.release_at + TimeDelta::minutes(11)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Before the visit day (and the pools' merge the day before): the
+    // line was served from cancelled and expired seats of its own pools.
+    let promoted_before_merge = waitlist_promoted(&city).await?;
 
     // The visit day: check-in rounds.
     let mut rounds: Vec<Vec<Call>> = vec![Vec::new(); CHECK_IN_ROUNDS.len()];
@@ -320,11 +325,16 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
                 .is_some_and(|t| t >= starts - TimeDelta::minutes(60) && t <= starts + TimeDelta::minutes(30))
         });
         if let Some(r) = round {
+            // The kiosk reads the patient's card: a booking made through
+            // another app is checked in with it.
             rounds[r].push(Call {
                 channel: "kiosk",
                 method: reqwest::Method::POST,
                 path: format!("/v1/bookings/{id}/check-in"),
-                body: body(&serde_json::json!({"pickup_code": b.pickup_code})),
+                body: body(&serde_json::json!({
+                    "pickup_code": b.pickup_code,
+                    "card_number": card(who(s).0),
+                })),
                 address: None,
             });
         }
@@ -403,6 +413,21 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             replay_seconds <= args.target_seconds,
         ),
     ];
+    // Joins refused because a seat of the patient's own channel was left
+    // are expected; the line must be served.
+    let joined = waitlist.iter().filter(|s| s.outcome.status == 201).count();
+    let refused = waitlist.len() - joined;
+    let promoted = counts.get("waitlist promoted").copied().unwrap_or(0);
+    targets.push(target(
+        "waitlist: joined when no seat of the patient's channel is left, served from cancelled and expired seats",
+        "promotions > 0".to_owned(),
+        format!(
+            "{joined} joined ({refused} refused), {promoted_before_merge} promoted before the pools merged, {promoted} by the end of the day, {} left the line, {} still waiting at the end",
+            counts.get("waitlist left").copied().unwrap_or(0),
+            counts.get("waitlist waiting").copied().unwrap_or(0)
+        ),
+        promoted > 0,
+    ));
     for m in &memory {
         targets.push(target(
             &format!("resident memory, {} ({} process(es))", m.service, m.processes),
@@ -457,6 +482,22 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
 #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^52")]
 fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Waitlist entries promoted so far, in every hospital.
+async fn waitlist_promoted(city: &city::City) -> anyhow::Result<i64> {
+    let mut promoted = 0;
+    for h in &city.hospitals {
+        let client = h.state.pool.get().await?;
+        promoted += client
+            .query_one(
+                "SELECT count(*) FROM waitlist_entries WHERE status = 'promoted'",
+                &[],
+            )
+            .await?
+            .get::<_, i64>(0);
+    }
+    Ok(promoted)
 }
 
 /// Wait (up to 60 s) for the sweepers to mark every confirmed booking of

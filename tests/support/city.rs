@@ -183,6 +183,35 @@ pub async fn spawn_gateway_with(
     timeout_ms: u64,
     extra: &[(&str, &str)],
 ) -> String {
+    start_gateway(routes, redis_prefix, cards_url, timeout_ms, extra)
+        .await
+        .url
+}
+
+/// A gateway a test can stop, with its notifier, as a crash would.
+pub struct RunningGateway {
+    pub url: String,
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningGateway {
+    /// Stop at once (no graceful shutdown): requests and notices in flight
+    /// are cut off; returns once the server and its notifier are stopped.
+    pub async fn kill(self) {
+        self.handle.stop(false).await;
+        let _ended = self.task.await;
+    }
+}
+
+/// [`spawn_gateway_with`], keeping what it takes to stop the gateway.
+pub async fn start_gateway(
+    routes: &[Route<'_>],
+    redis_prefix: &str,
+    cards_url: &str,
+    timeout_ms: u64,
+    extra: &[(&str, &str)],
+) -> RunningGateway {
     let mut env = gateway_env(routes, redis_prefix, cards_url, timeout_ms);
     env.extend(
         extra
@@ -194,8 +223,9 @@ pub async fn spawn_gateway_with(
         .await
         .expect("gateway starts");
     let url = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    url
+    let handle = app.server_handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    RunningGateway { url, handle, task }
 }
 
 /// Start a gateway routing to the given hospital base URLs (no patient

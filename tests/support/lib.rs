@@ -4,13 +4,16 @@
 //! - [`hospital`]: one slot-inventory with its state (pool, Redis) and
 //!   invariant checks read straight from PostgreSQL and Redis;
 //! - [`city`]: hospitals behind a gateway (and channel-accounting), with
-//!   typed request helpers.
+//!   typed request helpers;
+//! - [`callback`]: a channel app's notice endpoint that records what the
+//!   gateway's notifier sends.
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "test support: a failure is a failed test"
 )]
 
+pub mod callback;
 pub mod city;
 pub mod faults;
 pub mod hospital;
@@ -21,10 +24,11 @@ use std::collections::HashMap;
 use chrono::{Days, NaiveDate};
 use jyt_settings::Sources;
 
+pub use callback::Callback;
 pub use city::{
     Route, TEST_APP_SECRET, TestCards, TestPatient, sign, signed, spawn_cards, spawn_gateway_with,
 };
-pub use city::{TestCity, problem, spawn_accounting, spawn_gateway};
+pub use city::{RunningGateway, TestCity, problem, spawn_accounting, spawn_gateway, start_gateway};
 pub use hospital::TestHospital;
 pub use jyt_testkit::eventually;
 

@@ -348,7 +348,7 @@ async fn hold_without_writing(
         max_per_day: policy.max_per_person_per_day,
         max_per_department: policy.max_per_person_per_department_per_day,
         patient_day_ttl_seconds: 3 * 86_400,
-        promotion: false,
+        kind: slot_inventory::booking::hold::HoldKind::Book,
     };
     state.scripts.hold(&state.redis, &keys, &request).await.unwrap()
 }
@@ -521,6 +521,8 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
                 patient_id: patient,
                 channel: Channel::Kiosk,
                 referral_id: None,
+                follows_booking_id: None,
+                owner_app: None,
                 waitlist_entry,
                 offer: None,
             };
@@ -558,6 +560,7 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
         let join = |p| JoinRequest {
             patient_id: p,
             channel: Channel::Wechat,
+            owner_app: None,
         };
         let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
         let (w1, _) = waitlist::join(&h.state, schedule.schedule_id, &join(first))

@@ -229,3 +229,192 @@ async fn a_hospital_publishes_reads_its_feed_stops_a_clinic_and_cannot_touch_ano
         .get(0);
     assert_eq!(status, "stopped");
 }
+
+/// A line past its threshold asks the hospital for capacity through its
+/// feed; the hospital answers with 加号 and with a session published for the
+/// waitlist, and the line is served from both, in order of joining.
+#[tokio::test]
+async fn a_capacity_request_reaches_the_feed_and_added_seats_and_a_waitlist_session_serve_the_line_in_order()
+{
+    let env: Vec<(String, String)> = keys().into_iter().filter(|(k, _)| k.contains("PUMCH")).collect();
+    let gateway: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut hospital = jyt_system_tests::ALL_SEATS_COMMON.to_vec();
+    hospital.push(("POLICY__WAITLIST_CAPACITY_REQUEST_THRESHOLD", "2"));
+    let city = TestCity::spawn_configured(&["pumch"], &gateway, &hospital).await;
+    let fed = |method: Method, path: &str, body: Option<&serde_json::Value>| {
+        signed(&city.http, &city.gateway_url, "pumchk1", method, path, body)
+    };
+    // One segment of 2 seats.
+    let mut body = schedule_body();
+    body["schedules"][0]["segments"][0]["capacity"] = 2.into();
+    let res = fed(
+        Method::PUT,
+        "/federation/v1/hospitals/pumch/schedules",
+        Some(&body),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let published: serde_json::Value = res.json().await.unwrap();
+    let schedule = published["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let segment = published["schedules"][0]["segment_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let slot: jyt_domain::SlotRef = format!("pumch-{segment}").parse().unwrap();
+    for i in 0..2 {
+        let patient = city.patient().await;
+        assert_eq!(
+            city.book(&slot, patient, "wechat", &format!("cap-{i}"))
+                .await
+                .status(),
+            201
+        );
+    }
+    // Three patients wait; the third passes the threshold of 2.
+    let mut entries = Vec::new();
+    for _ in 0..3 {
+        let patient = city.cards.register().await;
+        let res = city
+            .signed(
+                "wechat",
+                Method::POST,
+                &format!("/v1/hospitals/pumch/schedules/{schedule}/waitlist"),
+                Some(&serde_json::json!({ "card_number": patient.card_number })),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let entry: serde_json::Value = res.json().await.unwrap();
+        entries.push((patient, entry["entry_id"].as_str().unwrap().to_owned()));
+    }
+
+    // The hospital's feed carries the request, with its own ids.
+    let res = fed(Method::GET, "/federation/v1/hospitals/pumch/feed?since=0", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page: serde_json::Value = res.json().await.unwrap();
+    let requests: Vec<&serde_json::Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "waitlist.capacity_requested")
+        .collect();
+    assert_eq!(requests.len(), 1, "{page}");
+    let request = &requests[0]["capacity_request"];
+    assert_eq!(request["schedule_id"], schedule.as_str());
+    assert_eq!(request["waiting"], 3);
+    assert_eq!(request["schedule"]["external_id"], "his-derm-am");
+    assert_eq!(request["schedule"]["doctor_external_id"], "doc-derm-1");
+    assert_eq!(request["segment_ids"][0], segment.as_str());
+    assert!(requests[0].get("booking").is_none());
+    let bookings_in_feed = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "booking.confirmed")
+        .count();
+    assert_eq!(bookings_in_feed, 2, "booking changes stay in the feed");
+
+    let place = |entry: &str| {
+        let entry = entry.to_owned();
+        let city = &city;
+        async move {
+            let res = city
+                .signed("wechat", Method::GET, &format!("/v1/waitlist/{entry}"), None)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    // 加号: one more seat, to the head of the line.
+    let res = fed(
+        Method::PUT,
+        &format!("/federation/v1/hospitals/pumch/segments/{segment}/capacity"),
+        Some(&serde_json::json!({ "capacity": 3 })),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let added: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(added["promoted_from_waitlist"], 1);
+    assert_eq!(place(&entries[0].1).await["status"], "promoted");
+    assert_eq!(place(&entries[1].1).await["position"], 1);
+
+    // A session for the waitlist: the same doctor that evening, 3 seats.
+    // The two still waiting get one each, in order; the third is on sale.
+    let date = visit_day();
+    let extra = serde_json::json!({
+        "schedules": [{
+            "id": "his-derm-extra",
+            "department": { "id": "derm", "name": "皮肤科 Dermatology" },
+            "doctor": { "id": "doc-derm-1", "name": "孙医生", "title": "主治医师" },
+            "date": date,
+            "session": "evening",
+            "level": "general",
+            "fee_fen": 0,
+            "for_waitlist": true,
+            "segments": [
+                { "starts_at": format!("{date}T18:00:00+08:00"), "ends_at": format!("{date}T18:30:00+08:00"), "capacity": 3 }
+            ]
+        }]
+    });
+    let res = fed(
+        Method::PUT,
+        "/federation/v1/hospitals/pumch/schedules",
+        Some(&extra),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let outcome: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(outcome["promoted_from_waitlist"], 2);
+    let extra_schedule = outcome["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut visit_numbers = Vec::new();
+    for (patient, entry) in &entries[1..] {
+        let place = place(entry).await;
+        assert_eq!(place["status"], "promoted");
+        let res = city.get_booking(place["booking_id"].as_str().unwrap()).await;
+        assert_eq!(res.status(), 200);
+        let booking: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(booking["schedule_id"], extra_schedule.as_str());
+        assert_eq!(booking["patient_id"], patient.person_id.to_string());
+        visit_numbers.push(booking["visit_number"].as_i64().unwrap());
+    }
+    assert_eq!(visit_numbers, [1, 2], "served in the order they joined");
+    let extra_slot: jyt_domain::SlotRef = format!(
+        "pumch-{}",
+        outcome["schedules"][0]["segment_ids"][0].as_str().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let walk_in = city.patient().await;
+    assert_eq!(
+        city.book(&extra_slot, walk_in, "kiosk", "cap-walk-in")
+            .await
+            .status(),
+        201
+    );
+    let late = city.patient().await;
+    let res = city.book(&extra_slot, late, "kiosk", "cap-late").await;
+    assert_eq!(problem(res).await["code"], "SLOT_SOLD_OUT");
+    let h = city.hospital(0);
+    assert!(h.oversold_segments().await.is_empty());
+    for s in [&slot, &extra_slot] {
+        assert_eq!(h.redis_segment(s).await.1, h.pg_holders(s).await);
+    }
+}

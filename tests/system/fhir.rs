@@ -421,10 +421,19 @@ async fn channels_read_hold_and_book_through_the_gateway_under_the_booking_rules
     )
     .await;
     let prepaid = book_params(&appointment, "prepaid-card", by_card(&patient));
+    // Another app: only with the patient's own card (their consent), not
+    // with someone else's.
+    let not_theirs = book_params(&appointment, "prepaid-card", by_card(&stranger));
     outcome(
-        post(&city, "kiosk", "/fhir/Appointment/$book", &prepaid, None).await,
+        post(&city, "kiosk", "/fhir/Appointment/$book", &not_theirs, None).await,
         403,
         "NOT_YOUR_BOOKING",
+    )
+    .await;
+    outcome(
+        post(&city, "kiosk", "/fhir/Appointment/$book", &prepaid, None).await,
+        409,
+        "INSUFFICIENT_BALANCE",
     )
     .await;
     outcome(

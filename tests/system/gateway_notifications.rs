@@ -165,8 +165,8 @@ async fn a_notice_is_delivered_signed_on_the_third_try_and_a_dead_letter_is_repl
         header(headers, "x-signature")
     ));
 
-    // The same event delivered twice on the stream is sent once; events
-    // not about the patient (confirmed, from the booking itself) are not sent.
+    // The same event delivered twice on the stream is sent once; the
+    // booking's own `booking.held` is not echoed to the app that made it.
     let mut conn = city.hospital(0).state.redis.clone();
     let stream = format!("{}:events:slot-inventory", city.redis_prefix);
     let entries: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(&mut conn, &stream)

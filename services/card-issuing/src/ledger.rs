@@ -282,22 +282,25 @@ async fn finish(
     posted: LedgerTransaction,
     balance: i64,
     person_id: Uuid,
+    extra: Option<&serde_json::Value>,
 ) -> Result<Posted, CardError> {
-    jyt_events::append(
-        &tx,
-        event,
-        &posted.card_id.to_string(),
-        &serde_json::json!({
-            "transaction_id": posted.transaction_id,
-            "card_id": posted.card_id,
-            "person_id": person_id,
-            "channel": posted.channel,
-            "amount_fen": posted.amount_fen,
-            "reference": posted.reference,
-            "balance_fen": balance,
-        }),
-    )
-    .await?;
+    let mut payload = serde_json::json!({
+        "transaction_id": posted.transaction_id,
+        "card_id": posted.card_id,
+        "person_id": person_id,
+        "channel": posted.channel,
+        "amount_fen": posted.amount_fen,
+        "reference": posted.reference,
+        "balance_fen": balance,
+    });
+    // Fields about what the movement was for (the booking of a refund),
+    // never replacing the ledger's own.
+    if let (Some(serde_json::Value::Object(extra)), Some(out)) = (extra, payload.as_object_mut()) {
+        for (k, v) in extra {
+            out.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    jyt_events::append(&tx, event, &posted.card_id.to_string(), &payload).await?;
     tx.commit().await?;
     state.relay.wake();
     Ok(Posted {
@@ -377,6 +380,7 @@ pub async fn top_up(
                 posted,
                 account.balance + req.amount_fen,
                 person,
+                None,
             )
             .await
         }
@@ -445,6 +449,7 @@ pub async fn pay_fee(
                 posted,
                 account.balance - req.amount_fen,
                 person,
+                None,
             )
             .await
         }
@@ -465,6 +470,27 @@ pub async fn refund(
     card_id: Uuid,
     req: &RefundRequest,
     now: DateTime<Utc>,
+) -> Result<Posted, CardError> {
+    post_refund(state, card_id, req, now, RefundOf::Request).await
+}
+
+/// Who asks for a refund, which decides two things.
+enum RefundOf<'a> {
+    /// A caller of `/v1/cards/{id}/refunds`: the card must be active.
+    Request,
+    /// slot-inventory's `booking.refund_requested`: the money is the
+    /// patient's whatever became of the card since (a lost card's balance
+    /// moves to its replacement; a cancelled one's stays visible for an
+    /// operator to pay out), and `card.refunded` names the booking.
+    Booking(&'a serde_json::Value),
+}
+
+async fn post_refund(
+    state: &AppState,
+    card_id: Uuid,
+    req: &RefundRequest,
+    now: DateTime<Utc>,
+    of: RefundOf<'_>,
 ) -> Result<Posted, CardError> {
     check_amount(req.amount_fen)?;
     check_reference("reference", &req.reference)?;
@@ -487,7 +513,15 @@ pub async fn refund(
             &req.reference,
         );
     }
-    require_active(account.status)?;
+    match of {
+        RefundOf::Request => require_active(account.status)?,
+        RefundOf::Booking(_) if account.status != CardStatus::Active => tracing::warn!(
+            card = %card_id,
+            status = account.status.as_str(),
+            "a booking's fee is refunded to a card that is no longer active"
+        ),
+        RefundOf::Booking(_) => {}
+    }
     let fee = tx
         .query_opt(
             &format!(
@@ -532,11 +566,77 @@ pub async fn refund(
                 posted,
                 account.balance + req.amount_fen,
                 person,
+                match of {
+                    RefundOf::Booking(context) => Some(context),
+                    RefundOf::Request => None,
+                },
             )
             .await
         }
         Err(existing) => replayed(existing, card_id, req.amount_fen, account.balance, &req.reference),
     }
+}
+
+/// The ledger reference of the refund of a booking's card fee. The
+/// gateway uses the same one when the hospital refuses a payment it has
+/// already debited, so the two paths can never both credit a fee.
+pub fn booking_refund_reference(booking_id: &str) -> String {
+    format!("refund:{booking_id}")
+}
+
+/// What became of a requested booking refund.
+#[derive(Debug)]
+pub enum BookingRefund {
+    /// Credited now (`created`) or already before (a redelivered event).
+    Credited(Posted),
+    /// No card fee was taken under this booking: nothing to give back here.
+    NoCardPayment,
+}
+
+/// Credit back a booking's fee that the gateway debited from a card (the
+/// debit's reference is the booking id), to the card that paid it or the
+/// one that replaced it. Idempotent under `refund:<booking_id>`: a
+/// redelivered event credits nothing twice. `context` (booking, hospital,
+/// owning channel app) is carried into the `card.refunded` event.
+pub async fn refund_booking(
+    state: &AppState,
+    booking_id: &str,
+    amount_fen: i64,
+    context: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<BookingRefund, CardError> {
+    let card = {
+        let client = state.pool.get().await?;
+        let paid_by = client
+            .query_opt(
+                "SELECT card_id FROM ledger_transactions WHERE kind = 'fee' AND reference = $1",
+                &[&booking_id],
+            )
+            .await?;
+        let Some(paid_by) = paid_by else {
+            return Ok(BookingRefund::NoCardPayment);
+        };
+        // The newest card of the chain that replaced the paying one.
+        client
+            .query_one(
+                "WITH RECURSIVE successors(id, depth) AS (
+                    SELECT $1::uuid, 0
+                    UNION ALL
+                    SELECT c.id, s.depth + 1 FROM cards c JOIN successors s ON c.replaces_card_id = s.id)
+                 SELECT id FROM successors ORDER BY depth DESC LIMIT 1",
+                &[&paid_by.get::<_, Uuid>(0)],
+            )
+            .await?
+            .get::<_, Uuid>(0)
+    };
+    let req = RefundRequest {
+        amount_fen,
+        reference: booking_refund_reference(booking_id),
+        refund_of: booking_id.to_owned(),
+    };
+    post_refund(state, card, &req, now, RefundOf::Booking(context))
+        .await
+        .map(BookingRefund::Credited)
 }
 
 /// Move a replaced card's whole balance to its replacement (inside the

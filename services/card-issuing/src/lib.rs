@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`settings`]: typed settings and their validation.
 //! - [`startup`]: [`Application::build`] binds the listener and wires state,
-//!   the outbox relay and the no-show consumer.
+//!   the outbox relay and the booking-event consumer.
 //! - [`identity`]: resident ID numbers (GB 11643 check digit), phones,
 //!   masking; their `Debug` never shows a whole number.
 //! - [`crypto`]: AES-256-GCM keyring with rotation; HMAC blind index.
@@ -18,7 +18,8 @@
 //!   the gateway calls with the shared secret and no database.
 //! - [`family`]: binding rules and monthly limits (Asia/Shanghai months).
 //! - [`ledger`]: double-entry prepaid balance and the daily channel report.
-//! - [`standing`]: no-shows, bars and waivers; [`consumer`] feeds it from
+//! - [`standing`]: no-shows, bars and waivers; [`consumer`] feeds it (and
+//!   credits back prepaid-card fees of refunded bookings) from
 //!   slot-inventory's event stream.
 //! - [`operator`]: bearer-token operators (tokens kept as SHA-256 hashes).
 //! - [`routes`]: HTTP handlers, one file per resource.

@@ -19,7 +19,10 @@
 //! - `status`: `paid` or `refunded` (WeChat's `SUCCESS` / `REFUND` too).
 //!
 //! Matching is by channel transaction id against the registration fees
-//! confirmed that day on that channel with a payment reference; a booking
+//! confirmed that day on that channel with a payment reference (as the
+//! gateway recorded it, `<app id>:<transaction id>`, or the transaction id
+//! alone), paid through the channel (`self_pay`, `insurance`: a fee paid
+//! from the prepaid card is card-issuing's, on no channel's statement); a booking
 //! with any refund recorded is `refunded` with the refunds' sum. Every
 //! mismatch is reported: `duplicate` (a transaction id seen on an earlier
 //! line), `missing_on_platform`, `amount_differs` (the paid amount),
@@ -197,9 +200,17 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 /// Every mismatch between a statement and the platform's payments.
 pub fn reconcile(lines: &[StatementLine], platform: &[PlatformPayment]) -> Vec<Mismatch> {
-    let by_reference: HashMap<&str, &PlatformPayment> =
-        platform.iter().map(|p| (p.reference.as_str(), p)).collect();
+    let exact: HashMap<&str, &PlatformPayment> = platform.iter().map(|p| (p.reference.as_str(), p)).collect();
+    // The gateway records a channel's transaction id under the app that
+    // sent it (`<app id>:<transaction id>`, so two apps' ids cannot
+    // collide); the channel's statement has its own id alone.
+    let unscoped: HashMap<&str, &PlatformPayment> = platform
+        .iter()
+        .filter_map(|p| p.reference.split_once(':').map(|(_, tx)| (tx, p)))
+        .collect();
+    let by_reference = |tx: &str| exact.get(tx).or_else(|| unscoped.get(tx)).copied();
     let mut seen: HashSet<&str> = HashSet::new();
+    let mut matched: HashSet<&str> = HashSet::new();
     let mut out = Vec::new();
     for l in lines {
         let base = Mismatch {
@@ -222,16 +233,14 @@ pub fn reconcile(lines: &[StatementLine], platform: &[PlatformPayment]) -> Vec<M
             ..base.clone()
         };
         if !seen.insert(l.transaction_id.as_str()) {
-            out.push(kind(
-                "duplicate",
-                by_reference.get(l.transaction_id.as_str()).copied(),
-            ));
+            out.push(kind("duplicate", by_reference(l.transaction_id.as_str())));
             continue;
         }
-        let Some(p) = by_reference.get(l.transaction_id.as_str()).copied() else {
+        let Some(p) = by_reference(l.transaction_id.as_str()) else {
             out.push(kind("missing_on_platform", None));
             continue;
         };
+        matched.insert(p.reference.as_str());
         if p.amount_fen != l.amount_fen {
             out.push(kind("amount_differs", Some(p)));
         }
@@ -240,7 +249,7 @@ pub fn reconcile(lines: &[StatementLine], platform: &[PlatformPayment]) -> Vec<M
         }
     }
     for p in platform {
-        if !seen.contains(p.reference.as_str()) {
+        if !matched.contains(p.reference.as_str()) {
             out.push(Mismatch {
                 kind: "missing_at_channel".to_owned(),
                 line: None,
@@ -271,6 +280,9 @@ pub async fn platform_payments(
                FROM money_entries f
               WHERE f.kind = 'fee' AND f.channel = $1 AND f.day = $2
                 AND f.reference IS NOT NULL AND f.booking_id IS NOT NULL
+                -- Paid from the platform card's prepaid balance: never on
+                -- the channel's statement (card-issuing's ledger holds it).
+                AND f.payment_method <> 'prepaid_card'
               ORDER BY f.occurred_at, f.reference",
             &[&channel, &day],
         )
@@ -496,5 +508,21 @@ mod tests {
                 ("missing_at_channel".to_owned(), None),
             ]
         );
+    }
+
+    #[test]
+    fn a_channel_lists_its_own_transaction_id_which_the_gateway_scoped_by_app() {
+        let platform = vec![PlatformPayment {
+            booking_id: "pumch-b1".into(),
+            reference: "wxmini:4200001".into(),
+            amount_fen: 5_000,
+            status: "refunded".into(),
+            refund_fen: 5_000,
+        }];
+        let body = format!("{HEAD}\n2026-11-30 08:00:00,4200001,pumch-b1,5000,refunded,5000\n");
+        let lines = parse_statement(body.as_bytes()).unwrap();
+        assert!(reconcile(&lines, &platform).is_empty());
+        let scoped = format!("{HEAD}\n2026-11-30 08:00:00,wxmini:4200001,pumch-b1,5000,refunded,5000\n");
+        assert!(reconcile(&parse_statement(scoped.as_bytes()).unwrap(), &platform).is_empty());
     }
 }

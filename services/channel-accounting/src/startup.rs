@@ -1,16 +1,15 @@
 //! [`Application::build`]: migrations, one consumer per stream, then the
 //! HTTP listener (bound first, so port 0 works in tests).
 
-use std::net::TcpListener;
-
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use jyt_cache::Keyspace;
 use jyt_events::StreamConsumer;
 use jyt_web::extract::BodyLimit;
 use jyt_web::ops::{record_http_metrics, request_tracing};
+use jyt_web::server::Listeners;
 use jyt_web::{Metrics, Readiness};
 use tokio::task::JoinHandle;
 
@@ -82,12 +81,8 @@ impl Application {
                     Box::pin(async move { jyt_cache::ping(&redis).await.map_err(|e| e.to_string()) })
                 }
             });
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
-        let port = listener.local_addr()?.port();
-        let (ops_listener, ops_port) =
-            jyt_web::ops::bind_ops_port(&settings.http.host, settings.http.ops_port)
-                .with_context(|| format!("binding the ops port {:?}", settings.http.ops_port))?;
+        let listeners = Listeners::bind(&settings.http.host, settings.http.port, settings.http.ops_port)?;
+        let (port, ops_port) = (listeners.port, listeners.ops_port);
         let body_limit = BodyLimit(settings.http.max_body_bytes);
         let pool = web::Data::new(pool);
         let metrics = web::Data::new(metrics);
@@ -99,7 +94,7 @@ impl Application {
             keyspace.clone(),
             &settings.operators,
         ));
-        let mut server = HttpServer::new(move || {
+        let server = listeners.serve(settings.http.workers, move || {
             App::new()
                 .wrap(from_fn(jyt_web::ops::separate_ops_port))
                 .wrap(from_fn(record_http_metrics))
@@ -115,15 +110,7 @@ impl Application {
                 .configure(jyt_web::ops::configure)
                 .configure(routes::configure)
                 .default_service(web::to(jyt_web::problem::not_found))
-        });
-        if settings.http.workers > 0 {
-            server = server.workers(settings.http.workers);
-        }
-        server = server.listen(listener)?;
-        if let Some(ops) = ops_listener {
-            server = server.listen(ops)?;
-        }
-        let server = server.run();
+        })?;
         tracing::info!(service = SERVICE, port, "listening");
         Ok(Self {
             port,

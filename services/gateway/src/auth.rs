@@ -19,12 +19,10 @@ use std::net::IpAddr;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::middleware::Next;
-use actix_web::web::{self, BytesMut};
+use actix_web::web;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use chrono::Utc;
-use futures::StreamExt;
 use futures::future::{Ready, ready};
 use jyt_cache::redis;
 use jyt_web::RequestError;
@@ -206,22 +204,8 @@ impl FromRequest for HospitalCaller {
 }
 
 async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<web::Bytes, GatewayError> {
-    let declared = header(req, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(RequestError::BodyTooLarge { limit }.into());
-    }
-    let mut payload = req.take_payload();
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| RequestError::MalformedJson {
-            detail: e.to_string(),
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(RequestError::BodyTooLarge { limit }.into());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+    let declared = jyt_web::extract::declared_length(req.headers());
+    Ok(jyt_web::extract::read_limited(req.take_payload(), declared, limit).await?)
 }
 
 #[tracing::instrument(skip_all, fields(app))]

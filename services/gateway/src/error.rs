@@ -104,6 +104,7 @@ pub const ALL_CODES: &[&str] = &[
     "UNSUPPORTED_MEDIA_TYPE",
     "BODY_TOO_LARGE",
     "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
     "UNKNOWN_APP",
     "BAD_SIGNATURE",
     "STALE_TIMESTAMP",

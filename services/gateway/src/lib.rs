@@ -19,24 +19,30 @@
 //! - [`identity`]: card / e-card → person, standing, family (card-issuing, cached).
 //! - [`limits`]: rate limits, anti-scalping and the daily limit.
 //! - [`upstream`]: per-hospital timeouts, bulkheads and circuit breakers.
+//! - [`booking`]: the booking pipeline and the ownership rule every door
+//!   shares (`/v1` and FHIR).
 //! - [`routes`]: `/v1/bookings` (and their payments), `/v1/hospitals`,
-//!   `/v1/availability`.
+//!   `/v1/availability`, `/v1/waitlist`.
 //! - [`summaries`]: the hospitals' availability summaries in Redis, read
 //!   per date and kept for `search.max_age_ms`, for search.
 //! - [`notify`]: signed booking notices to channels' callbacks, with
-//!   retries, backoff and an operator-visible dead-letter list.
+//!   retries, backoff and an operator-visible dead-letter list; which
+//!   notices for which event, and when, in [`notices`].
 //! - [`fhir`]: FHIR R4 for channels (signed), hospitals (their keys) and
 //!   aggregators (the public SMART Scheduling Links bulk feed).
 //! - [`openapi`]: the OpenAPI 3 document at `/openapi.json`.
 //! - [`error`]: [`GatewayError`] and its machine codes.
 
 pub mod auth;
+pub mod booking;
 pub mod error;
 pub mod fhir;
 pub mod identity;
 pub mod limits;
+pub mod notices;
 pub mod notify;
 pub mod openapi;
+pub mod payment;
 pub mod routes;
 pub mod settings;
 /// Channel request signing lives in the shared `jyt-signing` crate; the

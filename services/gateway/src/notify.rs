@@ -1,12 +1,26 @@
-//! Notifications to channels: booking events that concern a patient (停诊,
-//! cancellation, hold expired, waitlist promotion, ...) are read from
-//! slot-inventory's event stream and POSTed, signed like a request (see
-//! [`crate::signing`], with the app's own secret), to the callback URL of
-//! the channel app that made the booking.
+//! Notifications to channels: booking events that concern a patient
+//! (confirmed, 停诊 and the offer after it, cancellation, hold about to
+//! expire, visit reminder, waitlist promotion, refunds, ...) are read from
+//! slot-inventory's event stream (and card-issuing's, for refunds credited
+//! to a card) and POSTed, signed like a request (see [`crate::signing`],
+//! with the app's own secret), to the callback URL of the channel app the
+//! booking belongs to (the event's `owner_app`, else the app that made it
+//! through this gateway). Which notices, and when: [`crate::notices`].
 //!
-//! Deliveries live in Redis, so retries survive a restart and any replica
-//! may send them: a sorted set of delivery ids by due time and a hash per
-//! delivery. A failed delivery is retried with exponential backoff; after
+//! Nothing is lost to a crash, at any step:
+//! - a stream entry is acknowledged only once its notices are scheduled
+//!   (one script, with the event's id remembered, so a redelivered event
+//!   schedules nothing twice);
+//! - notices live in Redis, so retries survive a restart and any replica
+//!   may send them: a sorted set of notice ids by due time and a key per
+//!   notice. A replica takes a due notice by pushing its due time
+//!   `lease_ms` ahead, not by removing it: if it dies before recording
+//!   the outcome, the notice falls due again and is sent again (at least
+//!   once; `notice_id` lets the channel drop the copy). It is removed only
+//!   with its outcome: delivered, dead-lettered, or dropped because the
+//!   hospital says it no longer applies.
+//!
+//! A failed delivery is retried with exponential backoff; after
 //! `max_attempts` it moves to a dead-letter list, which an operator reads
 //! and replays through `/ops/notifications/dead-letters`.
 
@@ -15,17 +29,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use jyt_cache::redis::{self, AsyncCommands};
 use jyt_cache::{Keyspace, RedisConn};
 use jyt_events::StreamConsumer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::task::JoinHandle;
 
 use crate::error::GatewayError;
+use crate::notices::{self, OnlyIf, Plan, Planned};
 use crate::settings::{ChannelApp, NotificationSettings};
 use crate::state::GatewayState;
+use crate::upstream::Upstreams;
 
 /// How long the gateway remembers which app made a booking.
 const BOOKING_APP_TTL_SECONDS: u64 = 200 * 86_400;
@@ -33,48 +50,159 @@ const BOOKING_APP_TTL_SECONDS: u64 = 200 * 86_400;
 /// is at least once) is not sent twice.
 const SEEN_TTL_SECONDS: u64 = 7 * 86_400;
 
-/// Queue a delivery unless its event was queued before, atomically, so a
-/// crash cannot leave an event marked seen but never queued.
+/// Schedule an event's notices and drop the ones it makes pointless,
+/// unless the event was handled before, atomically, so a crash cannot
+/// leave an event marked seen but its notices unscheduled.
+/// KEYS: seen, due, the n new notices' keys, then the dropped ones' keys.
+/// ARGV: seen TTL, n, (id, notice, due ms) × n, then the dropped ids.
 const ENQUEUE: &str = r"
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
-  redis.call('SET', KEYS[2], ARGV[2])
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[3]), ARGV[4])
-  return 1
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
+  return 0
 end
-return 0
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  local at = 3 * i
+  if redis.call('SET', KEYS[2 + i], ARGV[at + 1], 'NX') then
+    redis.call('ZADD', KEYS[2], tonumber(ARGV[at + 2]), ARGV[at])
+  end
+end
+for j = 1, #KEYS - 2 - n do
+  redis.call('ZREM', KEYS[2], ARGV[3 * n + 2 + j])
+  redis.call('DEL', KEYS[2 + n + j])
+end
+return 1
 ";
 
-/// One delivery, as stored and as shown to operators.
+/// Take a due notice: its due time moves `lease_ms` ahead (it stays
+/// scheduled) and its body is answered; nil if another replica took it
+/// first or it is gone. KEYS: due, notice. ARGV: now ms, lease end ms, id.
+const TAKE: &str = r"
+local due = redis.call('ZSCORE', KEYS[1], ARGV[3])
+if not due or tonumber(due) > tonumber(ARGV[1]) then
+  return false
+end
+local job = redis.call('GET', KEYS[2])
+if not job then
+  redis.call('ZREM', KEYS[1], ARGV[3])
+  return false
+end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[3])
+return job
+";
+
+/// Delivered (or no longer wanted): remove it, and schedule its follow-up
+/// once. KEYS: due, notice[, follow-up seen, follow-up notice].
+/// ARGV: id[, follow-up id, follow-up notice, its due ms, seen TTL].
+const DONE: &str = r"
+local existed = redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+if existed == 1 and ARGV[2] then
+  if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[5])) then
+    redis.call('SET', KEYS[4], ARGV[3])
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[4]), ARGV[2])
+  end
+end
+return existed
+";
+
+/// Schedule it again (a retry, or a hold warning not yet due), unless its
+/// outcome was recorded meanwhile. KEYS: due, notice. ARGV: id, notice, due ms.
+const AGAIN: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[1])
+return 1
+";
+
+/// Out of attempts: onto the dead-letter list, off the schedule, in one
+/// step. KEYS: due, notice, dead. ARGV: id, the dead letter.
+const DEAD: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+";
+
+/// An operator's replay: off the dead-letter list and back on the
+/// schedule in one step. KEYS: dead, notice, due. ARGV: the dead letter as
+/// listed, id, the notice with fresh attempts, due ms.
+const REPLAY: &str = r"
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[2])
+return 1
+";
+
+/// One notice, as stored and as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Delivery {
-    /// The event's id: one delivery per event and app.
+    /// The notice's id (`notice_id`): the event's id for the event's own
+    /// notice, `<kind>:<booking>` for the others.
     pub id: String,
     pub app_id: String,
+    /// The notice's type, e.g. `booking.confirmed`, `refund.instruction`.
     pub event_type: String,
     pub body: String,
     pub attempts: u32,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Checked with the hospital right before sending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_if: Option<OnlyIf>,
+    /// Scheduled once this one was delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<Box<Delivery>>,
 }
 
-/// What the channel receives.
-#[derive(Debug, Serialize)]
-struct Notice<'a> {
-    event_id: &'a str,
-    event_type: &'a str,
-    occurred_at: chrono::DateTime<Utc>,
-    booking: &'a serde_json::Value,
+impl Delivery {
+    fn planned(p: Planned, app_id: &str) -> Self {
+        Self {
+            id: p.id,
+            app_id: app_id.to_owned(),
+            event_type: p.notice_type,
+            body: p.body.to_string(),
+            attempts: 0,
+            last_error: None,
+            only_if: p.only_if,
+            then: p.then.map(|next| Box::new(Delivery::planned(*next, app_id))),
+        }
+    }
+
+    fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What the hospital's booking says about a notice that depends on it.
+enum Check {
+    Send(String),
+    /// Not yet: a hold warning found before its time.
+    Later(DateTime<Utc>),
+    Drop(String),
+    Failed(String),
 }
 
 #[derive(Clone)]
 pub struct Notifier {
     redis: RedisConn,
-    /// The reader blocks on `XREADGROUP`: a connection of its own, so it
-    /// never stalls the commands multiplexed on `redis`.
+    /// The readers block on `XREADGROUP`: connections of their own
+    /// (slot-inventory's stream, card-issuing's), so they never stall the
+    /// commands multiplexed on `redis`.
     stream_redis: RedisConn,
+    card_stream_redis: RedisConn,
     keys: Keyspace,
     http: reqwest::Client,
     apps: Arc<HashMap<String, ChannelApp>>,
+    /// The hospitals, asked before a notice that depends on a booking's
+    /// status (hold warning, reminder) is sent.
+    upstreams: Upstreams,
     settings: NotificationSettings,
 }
 
@@ -84,16 +212,20 @@ impl Notifier {
         apps: HashMap<String, ChannelApp>,
         redis: RedisConn,
         stream_redis: RedisConn,
+        card_stream_redis: RedisConn,
         keys: Keyspace,
+        upstreams: Upstreams,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             stream_redis,
+            card_stream_redis,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_millis(settings.timeout_ms))
                 .build()?,
             redis,
             keys,
             apps: Arc::new(apps),
+            upstreams,
             settings: settings.clone(),
         })
     }
@@ -103,6 +235,9 @@ impl Notifier {
     }
     fn job_key(&self, id: &str) -> String {
         self.keys.tagged("notify", &format!("job:{id}"))
+    }
+    fn seen_key(&self, id: &str) -> String {
+        self.keys.tagged("notify", &format!("seen:{id}"))
     }
     pub fn dead_key(&self) -> String {
         self.keys.tagged("notify", "dead")
@@ -129,63 +264,73 @@ impl Notifier {
         conn.get(self.booking_app_key(booking_id)).await
     }
 
-    /// Queue a delivery for one event, once per event id.
-    async fn enqueue(&self, envelope: &jyt_events::Envelope) -> Result<(), redis::RedisError> {
-        if !self.settings.event_types().any(|t| t == envelope.event_type) {
-            return Ok(());
+    /// The app an event's notices go to: the one it names, else the one
+    /// that made the booking (or the booking it replaces) here; `None`
+    /// when it has no callback (it polls) or is unknown.
+    async fn owner(&self, plan: &Plan) -> Result<Option<String>, redis::RedisError> {
+        let mut owner = plan.owner_app.clone();
+        for booking in &plan.owner_bookings {
+            if owner.is_some() {
+                break;
+            }
+            owner = self.booking_app(booking).await?;
         }
-        let mut conn = self.redis.clone();
-        let app_id: Option<String> = conn.get(self.booking_app_key(&envelope.aggregate_id)).await?;
-        let Some(app_id) = app_id else {
-            // Booked through another door (a hospital's own window system):
-            // no channel of ours to tell.
-            return Ok(());
-        };
-        if self
-            .apps
-            .get(&app_id)
-            .and_then(|a| a.callback_url.as_ref())
-            .is_none()
-        {
-            return Ok(());
-        }
-        let body = serde_json::to_string(&Notice {
-            event_id: &envelope.event_id.to_string(),
-            event_type: &envelope.event_type,
-            occurred_at: envelope.occurred_at,
-            booking: &envelope.payload,
-        })
-        .unwrap_or_default();
-        let delivery = Delivery {
-            id: envelope.event_id.to_string(),
-            app_id,
-            event_type: envelope.event_type.clone(),
-            body,
-            attempts: 0,
-            last_error: None,
-        };
-        // The script's keys share the `{notify}` hash tag: one cluster slot.
-        redis::Script::new(ENQUEUE)
-            .key(self.keys.tagged("notify", &format!("seen:{}", delivery.id)))
-            .key(self.job_key(&delivery.id))
-            .key(self.due_key())
-            .arg(SEEN_TTL_SECONDS)
-            .arg(serde_json::to_string(&delivery).unwrap_or_default())
-            .arg(Utc::now().timestamp_millis())
-            .arg(&delivery.id)
-            .invoke_async::<i64>(&mut conn)
-            .await?;
-        Ok(())
+        Ok(owner.filter(|app| self.apps.get(app).and_then(|a| a.callback_url.as_ref()).is_some()))
     }
 
-    async fn schedule(&self, d: &Delivery, delay_ms: u64) -> Result<(), redis::RedisError> {
+    /// Schedule an event's notices, once per event id.
+    async fn enqueue(&self, envelope: &jyt_events::Envelope) -> Result<(), redis::RedisError> {
+        let channel_of = |app: &str| self.apps.get(app).map(|a| a.channel.as_str().to_owned());
+        let mut plan = notices::plan(envelope, &self.settings, &channel_of, Utc::now());
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let Some(app_id) = self.owner(&plan).await? else {
+            // Booked through another door (a hospital's own window
+            // system) or by an app that polls: only drop what is pointless.
+            plan.notices.clear();
+            if plan.cancels.is_empty() {
+                return Ok(());
+            }
+            return self.schedule_event(envelope, Vec::new(), &plan.cancels).await;
+        };
+        let deliveries = plan
+            .notices
+            .into_iter()
+            .map(|p| {
+                let due = p.due.timestamp_millis();
+                (Delivery::planned(p, &app_id), due)
+            })
+            .collect();
+        self.schedule_event(envelope, deliveries, &plan.cancels).await
+    }
+
+    async fn schedule_event(
+        &self,
+        envelope: &jyt_events::Envelope,
+        deliveries: Vec<(Delivery, i64)>,
+        cancels: &[String],
+    ) -> Result<(), redis::RedisError> {
+        // The script's keys share the `{notify}` hash tag: one cluster slot.
+        let script = redis::Script::new(ENQUEUE);
+        let mut invocation = script.key(self.seen_key(&envelope.event_id.to_string()));
+        invocation.key(self.due_key());
+        for (d, _) in &deliveries {
+            invocation.key(self.job_key(&d.id));
+        }
+        for id in cancels {
+            invocation.key(self.job_key(id));
+        }
+        invocation.arg(SEEN_TTL_SECONDS).arg(deliveries.len());
+        for (d, due) in &deliveries {
+            invocation.arg(&d.id).arg(d.json()).arg(*due);
+        }
+        for id in cancels {
+            invocation.arg(id);
+        }
         let mut conn = self.redis.clone();
-        let job = serde_json::to_string(d).unwrap_or_default();
-        let due = Utc::now().timestamp_millis() + i64::try_from(delay_ms).unwrap_or(i64::MAX / 2);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(self.job_key(&d.id)).arg(&job).ignore();
-        pipe.cmd("ZADD").arg(self.due_key()).arg(due).arg(&d.id).ignore();
-        pipe.query_async::<()>(&mut conn).await
+        invocation.invoke_async::<i64>(&mut conn).await?;
+        Ok(())
     }
 
     fn backoff_ms(&self, attempts: u32) -> u64 {
@@ -235,6 +380,172 @@ impl Notifier {
         }
     }
 
+    /// Ask the booking's hospital whether a notice still applies, and
+    /// build its body from the booking as it is now.
+    async fn check(&self, d: &Delivery, cond: &OnlyIf) -> Check {
+        let Ok(booking) = cond.booking_id.parse::<jyt_domain::BookingRef>() else {
+            return Check::Drop(format!("`{}` is not a booking id", cond.booking_id));
+        };
+        let answer = match self
+            .upstreams
+            .forward(
+                &booking.hospital,
+                reqwest::Method::GET,
+                &format!("/v1/bookings/{booking}"),
+                reqwest::header::HeaderMap::new(),
+                None,
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => return Check::Failed(format!("asking the hospital: {e}")),
+        };
+        if answer.status.as_u16() == 404 {
+            return Check::Drop("the hospital has no such booking".to_owned());
+        }
+        if !answer.status.is_success() {
+            return Check::Failed(format!("the hospital answered {}", answer.status));
+        }
+        let Ok(mut current) = serde_json::from_slice::<serde_json::Value>(&answer.body) else {
+            return Check::Failed("the hospital's booking is not JSON".to_owned());
+        };
+        if current["status"].as_str() != Some(cond.status.as_str()) {
+            return Check::Drop(format!("the booking is {} now", current["status"]));
+        }
+        if let Some(before) = cond.before_deadline_seconds {
+            let Some(deadline) = current["hold_deadline"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+            else {
+                return Check::Drop("the hold has no deadline".to_owned());
+            };
+            let now = Utc::now();
+            if deadline <= now {
+                return Check::Drop("the hold's deadline has passed".to_owned());
+            }
+            let warn_at = deadline - chrono::TimeDelta::seconds(i64::try_from(before).unwrap_or(0));
+            if warn_at > now + chrono::TimeDelta::milliseconds(500) {
+                return Check::Later(warn_at);
+            }
+        }
+        // The pick-up code is between the patient and the hospital; no
+        // notice carries it (the events do not either).
+        if let Some(b) = current.as_object_mut() {
+            b.remove("pickup_code");
+        }
+        let mut body: serde_json::Value = serde_json::from_str(&d.body).unwrap_or_default();
+        body["booking"] = current;
+        Check::Send(body.to_string())
+    }
+
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &str,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, redis::RedisError> {
+        let script = redis::Script::new(script);
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(k);
+        }
+        for a in args {
+            invocation.arg(a);
+        }
+        let mut conn = self.redis.clone();
+        invocation.invoke_async(&mut conn).await
+    }
+
+    /// Record a delivery's end: removed, its follow-up scheduled once.
+    async fn done(&self, d: &Delivery) -> Result<(), redis::RedisError> {
+        let mut keys = vec![self.due_key(), self.job_key(&d.id)];
+        let mut args = vec![d.id.clone()];
+        if let Some(next) = &d.then {
+            keys.push(self.seen_key(&next.id));
+            keys.push(self.job_key(&next.id));
+            args.extend([
+                next.id.clone(),
+                next.json(),
+                Utc::now().timestamp_millis().to_string(),
+                SEEN_TTL_SECONDS.to_string(),
+            ]);
+        }
+        self.run_script::<i64>(DONE, &keys, &args).await?;
+        Ok(())
+    }
+
+    async fn again(&self, d: &Delivery, due: DateTime<Utc>) -> Result<(), redis::RedisError> {
+        self.run_script::<i64>(
+            AGAIN,
+            &[self.due_key(), self.job_key(&d.id)],
+            &[d.id.clone(), d.json(), due.timestamp_millis().to_string()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// One attempt at a taken delivery; its outcome is recorded before
+    /// it leaves the schedule.
+    async fn attempt(&self, mut d: Delivery) -> Result<(), redis::RedisError> {
+        // The check and the send both fit in the lease, so no other
+        // replica takes the notice meanwhile.
+        let check_budget = Duration::from_millis(
+            self.settings
+                .lease_ms
+                .saturating_sub(self.settings.timeout_ms)
+                .saturating_sub(500)
+                .max(100),
+        );
+        let checked = match d.only_if.clone() {
+            None => Ok(()),
+            Some(cond) => match tokio::time::timeout(check_budget, self.check(&d, &cond))
+                .await
+                .unwrap_or_else(|_| Check::Failed("the hospital did not answer in time".to_owned()))
+            {
+                Check::Send(body) => {
+                    d.body = body;
+                    Ok(())
+                }
+                Check::Later(at) => return self.again(&d, at).await,
+                Check::Drop(reason) => {
+                    tracing::info!(delivery = %d.id, %reason, "notification no longer applies; dropped");
+                    return self.done(&Delivery { then: None, ..d }).await;
+                }
+                Check::Failed(reason) => Err(reason),
+            },
+        };
+        d.attempts += 1;
+        let sent = match checked {
+            Ok(()) => self.send(&d).await,
+            Err(reason) => Err(reason),
+        };
+        match sent {
+            Ok(()) => {
+                self.done(&d).await?;
+                tracing::info!(delivery = %d.id, kind = %d.event_type, attempts = d.attempts, "notification delivered");
+            }
+            Err(reason) if d.attempts >= self.settings.max_attempts => {
+                tracing::warn!(delivery = %d.id, %reason, "notification dead-lettered");
+                d.last_error = Some(reason);
+                self.run_script::<i64>(
+                    DEAD,
+                    &[self.due_key(), self.job_key(&d.id), self.dead_key()],
+                    &[d.id.clone(), d.json()],
+                )
+                .await?;
+            }
+            Err(reason) => {
+                tracing::info!(delivery = %d.id, attempts = d.attempts, %reason, "notification will be retried");
+                d.last_error = Some(reason);
+                let wait = i64::try_from(self.backoff_ms(d.attempts)).unwrap_or(i64::MAX / 2);
+                self.again(&d, Utc::now() + chrono::TimeDelta::milliseconds(wait))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deliver what is due; the number of deliveries attempted.
     pub async fn deliver_due(&self) -> Result<usize, redis::RedisError> {
         let mut conn = self.redis.clone();
@@ -248,51 +559,55 @@ impl Notifier {
             .arg(self.settings.batch_size)
             .query_async(&mut conn)
             .await?;
+        let lease = i64::try_from(self.settings.lease_ms).unwrap_or(i64::MAX / 2);
         let mut attempted = 0;
         for id in due {
-            // Whoever removes it from the schedule owns this attempt, so
-            // replicas never send the same attempt twice.
-            let claimed: i64 = conn.zrem(self.due_key(), &id).await?;
-            if claimed == 0 {
+            // Whoever moves it ahead owns this attempt, so replicas never
+            // send the same attempt twice; it stays scheduled until its
+            // outcome is recorded. The lease starts now, not when the
+            // batch was read: earlier sends of the batch may have been slow.
+            let now = Utc::now().timestamp_millis();
+            let lease_end = now.saturating_add(lease);
+            let job: Option<String> = self
+                .run_script(
+                    TAKE,
+                    &[self.due_key(), self.job_key(&id)],
+                    &[now.to_string(), lease_end.to_string(), id.clone()],
+                )
+                .await?;
+            let Some(job) = job else {
                 continue;
-            }
-            let job: Option<String> = conn.get(self.job_key(&id)).await?;
-            let Some(mut d) = job.and_then(|j| serde_json::from_str::<Delivery>(&j).ok()) else {
+            };
+            let Ok(d) = serde_json::from_str::<Delivery>(&job) else {
+                tracing::error!(delivery = %id, "unreadable notification dropped");
+                self.run_script::<i64>(DONE, &[self.due_key(), self.job_key(&id)], &[id])
+                    .await?;
                 continue;
             };
             attempted += 1;
-            d.attempts += 1;
-            match self.send(&d).await {
-                Ok(()) => {
-                    conn.del::<_, ()>(self.job_key(&id)).await?;
-                    tracing::info!(delivery = %id, attempts = d.attempts, "notification delivered");
-                }
-                Err(reason) if d.attempts >= self.settings.max_attempts => {
-                    tracing::warn!(delivery = %id, %reason, "notification dead-lettered");
-                    d.last_error = Some(reason);
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("LPUSH")
-                        .arg(self.dead_key())
-                        .arg(serde_json::to_string(&d).unwrap_or_default())
-                        .ignore();
-                    pipe.cmd("DEL").arg(self.job_key(&id)).ignore();
-                    pipe.query_async::<()>(&mut conn).await?;
-                }
-                Err(reason) => {
-                    tracing::info!(delivery = %id, attempts = d.attempts, %reason, "notification will be retried");
-                    d.last_error = Some(reason);
-                    self.schedule(&d, self.backoff_ms(d.attempts)).await?;
-                }
-            }
+            self.attempt(d).await?;
         }
         Ok(attempted)
     }
 
-    /// Run the stream reader and the delivery loop until the process ends.
-    pub fn spawn(self) {
+    /// Run the stream readers and the delivery loop; the tasks end with
+    /// the process, or when the caller aborts them (the gateway does when
+    /// its server stops).
+    pub fn spawn(self) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
         let reader = self.clone();
-        tokio::spawn(async move { reader.read_events().await });
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
+            let stream = reader.keys.plain(&reader.settings.source_stream);
+            reader.read_events(reader.stream_redis.clone(), stream).await;
+        }));
+        if !self.settings.card_stream.trim().is_empty() {
+            let reader = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let stream = reader.keys.plain(&reader.settings.card_stream);
+                reader.read_events(reader.card_stream_redis.clone(), stream).await;
+            }));
+        }
+        tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(self.settings.poll_ms));
             loop {
                 tick.tick().await;
@@ -300,13 +615,14 @@ impl Notifier {
                     tracing::warn!(error = %e, "notification delivery failed");
                 }
             }
-        });
+        }));
+        tasks
     }
 
-    async fn read_events(&self) {
+    async fn read_events(&self, redis: RedisConn, stream: String) {
         let mut consumer = StreamConsumer::new(
-            self.stream_redis.clone(),
-            self.keys.plain(&self.settings.source_stream),
+            redis,
+            stream,
             self.settings.consumer_group.clone(),
             self.settings.consumer_name(),
         );
@@ -315,7 +631,7 @@ impl Notifier {
         consumer.batch_size = self.settings.batch_size;
         loop {
             if let Err(e) = consumer.ensure_group().await {
-                tracing::warn!(error = %e, "cannot create the notifier's consumer group; retrying");
+                tracing::warn!(error = %e, stream = %consumer.stream, "cannot create the notifier's consumer group; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -325,8 +641,12 @@ impl Notifier {
             let batch = match consumer.next_batch().await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading booking events failed; retrying");
+                    tracing::warn!(error = %e, stream = %consumer.stream, "reading events failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    // A Redis that restarted empty has lost the group too.
+                    if let Err(e) = consumer.ensure_group().await {
+                        tracing::debug!(error = %e, "the notifier's consumer group is not back yet");
+                    }
                     continue;
                 }
             };
@@ -337,13 +657,13 @@ impl Notifier {
                 {
                     // Not acknowledged: read again on the next pass
                     // (`claim_idle_ms`) or after a restart.
-                    tracing::warn!(error = %e, "could not queue a notification");
+                    tracing::warn!(error = %e, "could not schedule a notification");
                     continue;
                 }
                 done.push(entry.id);
             }
             if let Err(e) = consumer.ack(&done).await {
-                tracing::warn!(error = %e, "could not acknowledge booking events");
+                tracing::warn!(error = %e, "could not acknowledge events");
             }
         }
     }
@@ -365,13 +685,20 @@ impl Notifier {
             if d.id != id {
                 continue;
             }
-            let removed: i64 = conn.lrem(self.dead_key(), 1, &r).await?;
-            if removed == 0 {
-                return Ok(false);
-            }
             d.attempts = 0;
-            self.schedule(&d, 0).await?;
-            return Ok(true);
+            let replayed: i64 = self
+                .run_script(
+                    REPLAY,
+                    &[self.dead_key(), self.job_key(&d.id), self.due_key()],
+                    &[
+                        r,
+                        d.id.clone(),
+                        d.json(),
+                        Utc::now().timestamp_millis().to_string(),
+                    ],
+                )
+                .await?;
+            return Ok(replayed == 1);
         }
         Ok(false)
     }

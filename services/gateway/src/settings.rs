@@ -181,6 +181,9 @@ fn split_list(s: &str) -> impl Iterator<Item = &str> {
 pub struct NotificationSettings {
     /// slot-inventory's event stream, under the Redis key prefix.
     pub source_stream: String,
+    /// card-issuing's event stream: its `card.refunded` for a booking is
+    /// the patient's `refund.issued` notice. Empty: not read.
+    pub card_stream: String,
     pub consumer_group: String,
     /// Unique per replica; empty means the host name (a pod's name).
     pub consumer_name: String,
@@ -194,12 +197,27 @@ pub struct NotificationSettings {
     pub poll_ms: u64,
     /// Per callback call.
     pub timeout_ms: u64,
+    /// How long a replica that took a due notice has to record its
+    /// outcome before another replica (or itself, restarted) sends it
+    /// again: the notice stays scheduled meanwhile, so a crash between
+    /// taking and sending loses nothing. At least `timeout_ms` + 1 s; what
+    /// is left after the send's timeout bounds the check with the hospital.
+    pub lease_ms: u64,
     pub max_attempts: u32,
     /// Retry n waits base * 2^(n-1), at most `backoff_max_ms`.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
-    /// Event types sent to channels, comma-separated.
+    /// Event types that make notices, comma-separated (which notices:
+    /// `crate::notices`).
     pub event_types: String,
+    /// A held booking's app is warned this long before the hold's
+    /// deadline (`booking.hold_expiring`), if still unpaid; 0: never.
+    pub hold_warning_seconds: u64,
+    /// The visit reminder (`booking.visit_reminder`) is sent this many
+    /// days before the visit, at `visit_reminder_time` (Asia/Shanghai,
+    /// `HH:MM` or `HH:MM:SS`; empty: no reminders).
+    pub visit_reminder_days_before: u64,
+    pub visit_reminder_time: String,
     /// SHA-256 (hex) of the operators' bearer token for the dead-letter
     /// endpoints; none configured means they are closed.
     #[serde(default)]
@@ -314,8 +332,10 @@ fn http_url_ok(url: &str) -> bool {
     (url.starts_with("http://") || url.starts_with("https://")) && !url.ends_with('/')
 }
 
-impl Validate for Settings {
-    fn validate(&self) -> Result<(), Invalid> {
+/// Validation by section, so each rule sits next to its neighbours.
+impl Settings {
+    /// Checks http, Redis, upstreams, card-issuing, internal tokens and signing.
+    fn validate_transport(&self) -> Result<(), Invalid> {
         self.http.validate("http")?;
         self.redis.validate("redis")?;
         for (key, v) in [
@@ -384,6 +404,11 @@ impl Validate for Settings {
                 "must be card-issuing's ecard.secret",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks rate limits, anti-scalping and trusted proxies.
+    fn validate_limits(&self) -> Result<(), Invalid> {
         for (key, v) in [
             ("limits.app_per_minute", self.limits.app_per_minute),
             ("limits.app_burst", self.limits.app_burst),
@@ -437,6 +462,11 @@ impl Validate for Settings {
                 "must be at least 1",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the notifier.
+    fn validate_notifications(&self) -> Result<(), Invalid> {
         let n = &self.notifications;
         if n.block_ms == 0 || u64::try_from(n.block_ms).unwrap_or(u64::MAX) >= self.redis.response_timeout_ms
         {
@@ -461,6 +491,39 @@ impl Validate for Settings {
                 return Err(Invalid::new(key, "must be at least 1"));
             }
         }
+        if n.lease_ms < n.timeout_ms.saturating_add(1_000) {
+            return Err(Invalid::new(
+                "notifications.lease_ms",
+                "must be at least notifications.timeout_ms + 1000 (a send, and time to ask the hospital first)",
+            ));
+        }
+        if n.hold_warning_seconds > 86_400 {
+            return Err(Invalid::new(
+                "notifications.hold_warning_seconds",
+                "must be at most 86400 (0: no hold warnings)",
+            ));
+        }
+        if n.visit_reminder_days_before > 30 {
+            return Err(Invalid::new(
+                "notifications.visit_reminder_days_before",
+                "must be between 0 and 30",
+            ));
+        }
+        let reminder = n.visit_reminder_time.trim();
+        if !reminder.is_empty() && crate::notices::parse_time_of_day(reminder).is_none() {
+            return Err(Invalid::new(
+                "notifications.visit_reminder_time",
+                "must be HH:MM or HH:MM:SS (Asia/Shanghai), or empty for no reminders",
+            ));
+        }
+        for (key, stream) in [
+            ("notifications.source_stream", n.source_stream.as_str()),
+            ("notifications.card_stream", n.card_stream.as_str()),
+        ] {
+            if stream.contains(['{', '}']) || (key.ends_with("source_stream") && stream.trim().is_empty()) {
+                return Err(Invalid::new(key, "must be a stream name without braces"));
+            }
+        }
         if n.operator_token_sha256
             .as_deref()
             .is_some_and(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -470,6 +533,11 @@ impl Validate for Settings {
                 "must be 64 hex digits (SHA-256 of the token)",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the FHIR surface and search.
+    fn validate_fhir_and_search(&self) -> Result<(), Invalid> {
         if !http_url_ok(&self.fhir.public_base_url) {
             return Err(Invalid::new(
                 "fhir.public_base_url",
@@ -491,6 +559,11 @@ impl Validate for Settings {
                 "must be at most 10000: patients would search seats long gone",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks hospital keys, channel apps and the hospital registry.
+    fn validate_registry(&self) -> Result<(), Invalid> {
         for (id, key) in &self.hospital_keys {
             if !is_app_id(id) {
                 return Err(Invalid::new(
@@ -576,6 +649,17 @@ impl Validate for Settings {
                 ));
             }
         }
+        Ok(())
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.validate_transport()?;
+        self.validate_limits()?;
+        self.validate_notifications()?;
+        self.validate_fhir_and_search()?;
+        self.validate_registry()?;
         Ok(())
     }
 
@@ -673,6 +757,34 @@ mod tests {
         ]);
         let err = load(&env).unwrap_err().to_string();
         assert!(err.contains("`channel_apps.kiosk1.secret`"), "{err}");
+    }
+
+    #[test]
+    fn bad_notice_schedules_are_refused_naming_the_key() {
+        for (key, value, named) in [
+            ("VISIT_REMINDER_TIME", "6pm", "notifications.visit_reminder_time"),
+            (
+                "VISIT_REMINDER_DAYS_BEFORE",
+                "31",
+                "notifications.visit_reminder_days_before",
+            ),
+            (
+                "HOLD_WARNING_SECONDS",
+                "90000",
+                "notifications.hold_warning_seconds",
+            ),
+            ("LEASE_MS", "100", "notifications.lease_ms"),
+            ("CARD_STREAM", "events:{card}", "notifications.card_stream"),
+        ] {
+            let mut env = PUMCH.to_vec();
+            let var = format!("JYT_GATEWAY__NOTIFICATIONS__{key}");
+            env.push((var.as_str(), value));
+            let err = load(&env).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{named}`")), "{err}");
+        }
+        let s = load(&PUMCH).unwrap();
+        assert_eq!(s.notifications.visit_reminder_time, "18:00");
+        assert!(s.notifications.event_types().any(|t| t == "card.refunded"));
     }
 
     #[test]

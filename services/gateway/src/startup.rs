@@ -1,15 +1,15 @@
 //! [`Application::build`]: bind first (port 0 in tests), then serve.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use jyt_cache::Keyspace;
 use jyt_web::extract::BodyLimit;
 use jyt_web::ops::{record_http_metrics, request_tracing};
+use jyt_web::server::Listeners;
 use jyt_web::{Metrics, Readiness};
 
 use crate::identity::PatientIndex;
@@ -26,6 +26,8 @@ pub struct Application {
     /// `/metrics` apart from the API (`http.ops_port`), when set.
     ops_port: Option<u16>,
     server: Server,
+    /// The notifier's readers and sender; stopped with the server.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -37,14 +39,20 @@ impl Application {
         let stream_redis = jyt_cache::connect(&settings.redis)
             .await
             .context("connecting to Redis for the event stream")?;
+        let card_stream_redis = jyt_cache::connect(&settings.redis)
+            .await
+            .context("connecting to Redis for card-issuing's event stream")?;
+        let upstreams = Upstreams::new(&settings)?;
         let notifier = Notifier::new(
             &settings.notifications,
             settings.channel_apps.clone().into_iter().collect(),
             redis.clone(),
             stream_redis,
+            card_stream_redis,
             keys.clone(),
+            upstreams.clone(),
         )?;
-        notifier.clone().spawn();
+        let background = notifier.clone().spawn();
         let state = web::Data::new(GatewayState {
             notifier,
             fhir: crate::fhir::bulk::CityFeed::new(&settings.fhir),
@@ -55,7 +63,7 @@ impl Application {
                 settings.hospital_routes().into_iter().map(|(id, _)| id).collect(),
             ),
             apps: settings.channel_apps.clone().into_iter().collect(),
-            upstreams: Upstreams::new(&settings)?,
+            upstreams,
             patients: PatientIndex::new(
                 &settings.card_issuing,
                 settings.internal_auth.minter(jyt_signing::internal::CARD_ISSUING),
@@ -90,22 +98,19 @@ impl Application {
                 shrinking.limits.shrink();
             }
         });
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
-        let port = listener.local_addr()?.port();
-        let (ops_listener, ops_port) =
-            jyt_web::ops::bind_ops_port(&settings.http.host, settings.http.ops_port)
-                .with_context(|| format!("binding the ops port {:?}", settings.http.ops_port))?;
+        let listeners = Listeners::bind(&settings.http.host, settings.http.port, settings.http.ops_port)?;
+        let (port, ops_port) = (listeners.port, listeners.ops_port);
         let body_limit = BodyLimit(settings.http.max_body_bytes);
-        let mut server = HttpServer::new(move || {
+        let server = listeners.serve(settings.http.workers, move || {
             // Authentication wraps the signed scopes themselves (see
-            // `routes::configure`); the non-canonical path check is
-            // outermost, before routing.
+            // `routes::configure`); the non-canonical path check runs before
+            // routing, inside `outcomes` so that a non-canonical FHIR path is
+            // refused with an OperationOutcome like every other FHIR answer.
             App::new()
+                .wrap(from_fn(crate::auth::canonical_path))
                 // Outside the scopes' authentication, so its refusals on
                 // FHIR paths become OperationOutcomes too.
                 .wrap(from_fn(crate::fhir::outcomes))
-                .wrap(from_fn(crate::auth::canonical_path))
                 .wrap(from_fn(jyt_web::ops::separate_ops_port))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(request_tracing())
@@ -116,22 +121,21 @@ impl Application {
                 .app_data(ops_port)
                 .configure(jyt_web::ops::configure)
                 .configure(routes::configure)
-                .default_service(web::to(jyt_web::problem::not_found))
-        });
-        if settings.http.workers > 0 {
-            server = server.workers(settings.http.workers);
-        }
-        server = server.listen(listener)?;
-        if let Some(ops) = ops_listener {
-            server = server.listen(ops)?;
-        }
-        let server = server.run();
+                .default_service(web::to(crate::openapi::no_route))
+        })?;
         tracing::info!(service = SERVICE, port, "listening");
         Ok(Self {
             port,
             ops_port: ops_port.0,
             server,
+            background,
         })
+    }
+
+    /// Stops the server (and with it the notifier), as a shutdown signal
+    /// would; tests use it to kill a gateway mid-run.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// The port serving `/metrics` apart from the API, if `http.ops_port` is set.
@@ -144,6 +148,10 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        for task in self.background {
+            task.abort();
+        }
+        result
     }
 }

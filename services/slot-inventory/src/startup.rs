@@ -2,17 +2,17 @@
 //! migrations, Redis, the outbox relay, then the HTTP listener, bound first
 //! so that port 0 works in tests and the real port can be read back.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use jyt_cache::Keyspace;
 use jyt_events::OutboxRelay;
 use jyt_web::extract::BodyLimit;
 use jyt_web::ops::{record_http_metrics, request_tracing};
+use jyt_web::server::Listeners;
 use jyt_web::{Metrics, Readiness};
 use tokio::task::JoinHandle;
 
@@ -133,12 +133,8 @@ impl Application {
                 }
             });
 
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
-        let port = listener.local_addr()?.port();
-        let (ops_listener, ops_port) =
-            jyt_web::ops::bind_ops_port(&settings.http.host, settings.http.ops_port)
-                .with_context(|| format!("binding the ops port {:?}", settings.http.ops_port))?;
+        let listeners = Listeners::bind(&settings.http.host, settings.http.port, settings.http.ops_port)?;
+        let (port, ops_port) = (listeners.port, listeners.ops_port);
         let body_limit = BodyLimit(settings.http.max_body_bytes);
         let app_state = web::Data::new(state.clone());
         let metrics = web::Data::new(metrics);
@@ -149,7 +145,7 @@ impl Application {
             audience,
             settings.internal_auth.max_lifetime_seconds,
         );
-        let mut server = HttpServer::new(move || {
+        let server = listeners.serve(settings.http.workers, move || {
             App::new()
                 // Inside metrics and tracing, so refused calls are counted and logged.
                 .wrap(from_fn(jyt_web::internal::require_internal_token))
@@ -165,15 +161,7 @@ impl Application {
                 .configure(jyt_web::ops::configure)
                 .configure(routes::configure)
                 .default_service(web::to(jyt_web::problem::not_found))
-        });
-        if settings.http.workers > 0 {
-            server = server.workers(settings.http.workers);
-        }
-        server = server.listen(listener)?;
-        if let Some(ops) = ops_listener {
-            server = server.listen(ops)?;
-        }
-        let server = server.run();
+        })?;
         let relay_task = tokio::spawn(relay.run(std::future::pending()));
         let background = vec![relay_task, sweepers];
         tracing::info!(service = SERVICE, hospital = %state.hospital, port, "listening");

@@ -2,8 +2,12 @@
 //! - [`append`]: write an event into the service's `outbox` table inside the
 //!   caller's transaction, so the event exists exactly when the change does.
 //! - [`OutboxRelay`]: moves unpublished outbox rows to a Redis Stream in
-//!   order, marking them published. A crash between the `XADD` and the mark
-//!   publishes a row twice; consumers deduplicate on `event_id`.
+//!   order, marking them published only once Redis has answered every
+//!   `XADD` with an entry id. A crash between the `XADD` and the mark
+//!   publishes a row twice; consumers deduplicate on `event_id`. The relay
+//!   also trims the stream, but only below what every consumer group has
+//!   read and acknowledged ([`trim_floor`]): an entry stays replayable until
+//!   the slowest group is past it.
 //!
 //! Every service's migrations create the same `outbox` table (see
 //! [`OUTBOX_DDL`]).
@@ -33,6 +37,10 @@ pub enum EventError {
     Query(#[from] jyt_db::tokio_postgres::Error),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis answered the pipeline without an entry id for every `XADD`:
+    /// nothing is marked published, the rows go out again.
+    #[error("Redis acknowledged {acknowledged} of {sent} XADDs")]
+    Unacknowledged { sent: usize, acknowledged: usize },
 }
 
 /// An event as it travels on a stream.
@@ -93,9 +101,10 @@ pub struct OutboxRelay {
     /// Full stream key, e.g. `jyt:events:slot-inventory`.
     pub stream: String,
     pub batch_size: i64,
-    /// Upper bound on the stream's length (approximate trim); consumers
-    /// that fall further behind than this lose events, so it is generous.
-    pub max_len: usize,
+    /// How often the stream is trimmed below its slowest consumer group
+    /// ([`trim_floor`]). Never by length: a consumer that is behind (or
+    /// down) must find every entry it has not acknowledged yet.
+    pub trim_interval: Duration,
     /// How often to look for rows when nobody calls [`OutboxRelay::wake`].
     pub poll_interval: Duration,
     wake: Arc<Notify>,
@@ -108,7 +117,7 @@ impl OutboxRelay {
             redis,
             stream,
             batch_size: 500,
-            max_len: 1_000_000,
+            trim_interval: Duration::from_secs(30),
             poll_interval: Duration::from_millis(250),
             wake: Arc::new(Notify::new()),
         }
@@ -164,26 +173,39 @@ impl OutboxRelay {
                 payload: row.get("payload"),
             };
             let body = serde_json::to_string(&envelope).unwrap_or_default();
+            // No MAXLEN: trimming by length would drop entries a slow
+            // consumer group has not read yet (see `trim_once`).
             pipe.cmd("XADD")
                 .arg(&self.stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.max_len)
                 .arg("*")
                 .arg("event_id")
                 .arg(envelope.event_id.to_string())
                 .arg("event_type")
                 .arg(&envelope.event_type)
                 .arg("envelope")
-                .arg(body)
-                .ignore();
+                .arg(body);
         }
         let mut redis = self.redis.clone();
-        if let Err(e) = pipe.query_async::<()>(&mut redis).await {
-            // Nothing marked: the rows go out again (consumers deduplicate
-            // on `event_id`).
+        // One entry id per XADD, or the whole pipeline fails: a row counts
+        // as published only once Redis has acknowledged its entry. Nothing
+        // marked on any failure: the rows go out again (consumers
+        // deduplicate on `event_id`).
+        let added = match pipe.query_async::<Vec<Option<String>>>(&mut redis).await {
+            Ok(ids) => ids
+                .iter()
+                .filter(|id| id.as_deref().is_some_and(|i| !i.is_empty()))
+                .count(),
+            Err(e) => {
+                jyt_db::roll_back_or_close(client).await;
+                return Err(e.into());
+            }
+        };
+        if added != rows.len() {
             jyt_db::roll_back_or_close(client).await;
-            return Err(e.into());
+            return Err(EventError::Unacknowledged {
+                sent: rows.len(),
+                acknowledged: added,
+            });
         }
         let committed =
             futures::future::try_join(client.execute(&mark, &[&seqs]), client.batch_execute("COMMIT")).await;
@@ -194,13 +216,41 @@ impl OutboxRelay {
         Ok(seqs.len())
     }
 
+    /// Trim the stream below the position every consumer group has read
+    /// and acknowledged ([`trim_floor`]); the number of entries removed.
+    /// A stream nobody reads yet is left alone.
+    pub async fn trim_once(&self) -> Result<usize, EventError> {
+        let mut redis = self.redis.clone();
+        let Some(floor) = trim_floor(&mut redis, &self.stream).await? else {
+            return Ok(0);
+        };
+        // Exact MINID: entries strictly below the floor go, the floor stays.
+        let removed: usize = redis::cmd("XTRIM")
+            .arg(&self.stream)
+            .arg("MINID")
+            .arg(&floor)
+            .query_async(&mut redis)
+            .await?;
+        if removed > 0 {
+            tracing::debug!(stream = %self.stream, removed, floor = %floor, "stream trimmed below its slowest group");
+        }
+        Ok(removed)
+    }
+
     /// Run until `shutdown` resolves: relay whenever woken or every poll
     /// interval; on errors, back off and keep going (PostgreSQL or Redis may
-    /// be restarting).
+    /// be restarting). Every `trim_interval`, trim what every group has read.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = self.poll_interval;
+        let mut last_trim = std::time::Instant::now();
         loop {
+            if last_trim.elapsed() >= self.trim_interval {
+                last_trim = std::time::Instant::now();
+                if let Err(err) = self.trim_once().await {
+                    tracing::warn!(error = %err, stream = %self.stream, "stream trim failed; will retry");
+                }
+            }
             let wait = match self.relay_once().await {
                 Ok(n) if n as i64 == self.batch_size => Duration::ZERO,
                 Ok(_) => {
@@ -220,6 +270,67 @@ impl OutboxRelay {
             }
         }
     }
+}
+
+/// A stream entry id (`<ms>-<seq>`) as a comparable pair.
+fn entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn field<T: redis::FromRedisValue>(map: &HashMap<String, redis::Value>, name: &str) -> Option<T> {
+    map.get(name)
+        .and_then(|v| redis::from_redis_value::<T>(v.clone()).ok())
+}
+
+/// The lowest stream position some consumer group may still need: for each
+/// group, its oldest pending (delivered, unacknowledged) entry, or else its
+/// last-delivered id; the minimum over the groups. Every entry strictly
+/// below it has been read and acknowledged by every group, so `XTRIM MINID`
+/// at it loses nothing. `None` when the stream has no group (nobody has
+/// said what they need yet) or a group has read nothing.
+pub async fn trim_floor(redis: &mut RedisConn, stream: &str) -> Result<Option<String>, EventError> {
+    let groups: Vec<HashMap<String, redis::Value>> = match redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(redis)
+        .await
+    {
+        Ok(g) => g,
+        // No such stream yet: nothing to trim.
+        Err(e) if e.code() == Some("ERR") && e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut floor: Option<((u64, u64), String)> = None;
+    for group in &groups {
+        let (Some(name), Some(last)) = (
+            field::<String>(group, "name"),
+            field::<String>(group, "last-delivered-id"),
+        ) else {
+            return Ok(None);
+        };
+        let mut needed = last;
+        if field::<i64>(group, "pending").unwrap_or(0) > 0 {
+            // XPENDING's summary: [count, lowest id, highest id, consumers].
+            let summary: (i64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(&name)
+                .query_async(redis)
+                .await?;
+            if let Some(lowest) = summary.1
+                && entry_id(&lowest) < entry_id(&needed)
+            {
+                needed = lowest;
+            }
+        }
+        let Some(position) = entry_id(&needed) else {
+            return Ok(None);
+        };
+        if floor.as_ref().is_none_or(|(f, _)| position < *f) {
+            floor = Some((position, needed));
+        }
+    }
+    Ok(floor.and_then(|(position, id)| (position > (0, 0)).then_some(id)))
 }
 
 /// Parse an envelope from a stream entry's fields.

@@ -230,7 +230,9 @@ mod tests {
             .find_map(|l| l.trim().strip_prefix("masterSecret:"))
             .map(|v| v.trim().trim_matches('"'))
             .expect("values-demo.yaml sets internalAuth.masterSecret");
-        assert!(is_committed(master), "{master} must be listed in deploy/demo-secrets.toml");
+        assert!(
+            is_committed(master),
+            "{master} must be listed in deploy/demo-secrets.toml"
+        );
     }
-
 }

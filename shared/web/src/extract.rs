@@ -36,32 +36,51 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                     || (essence.starts_with("application/") && essence.ends_with("+json"))
             })
             .unwrap_or(false);
-        let declared_len = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
+        let declared_len = declared_length(req.headers());
+        let payload = payload.take();
         Box::pin(async move {
             if !is_json {
                 return Err(RequestError::UnsupportedMediaType);
             }
-            if declared_len.is_some_and(|n| n > limit) {
-                return Err(RequestError::BodyTooLarge { limit });
-            }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| RequestError::MalformedJson {
-                    detail: e.to_string(),
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(RequestError::BodyTooLarge { limit });
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_limited(payload, declared_len, limit).await?;
             parse_json(&body).map(Json)
         })
     }
+}
+
+/// The declared `Content-Length`, if it is a number.
+pub fn declared_length(headers: &header::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// A request body of at most `limit` bytes, read once for every service:
+/// refused with `413 BODY_TOO_LARGE` as soon as the declared length or the
+/// bytes received pass the limit, so an oversized body is never buffered
+/// whole; a broken payload is `400` naming `body`.
+pub async fn read_limited<S, E>(
+    mut payload: S,
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<web::Bytes, RequestError>
+where
+    S: futures::Stream<Item = Result<web::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    if declared.is_some_and(|n| n > limit) {
+        return Err(RequestError::BodyTooLarge { limit });
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| RequestError::invalid("body", e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(RequestError::BodyTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Parse JSON, naming the field at fault (`slot_id`, `segments[2].capacity`).

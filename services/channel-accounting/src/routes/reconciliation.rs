@@ -5,7 +5,6 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::NaiveDate;
-use futures::StreamExt;
 use jyt_db::deadpool_postgres::Pool;
 use jyt_domain::Channel;
 use jyt_web::extract::BodyLimit;
@@ -41,7 +40,7 @@ pub async fn import(
     pool: web::Data<Pool>,
     operator: Operator,
     query: Query<StatementQuery>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<HttpResponse, AccountingError> {
     operator.require_city("importing a statement")?;
     let channel = channel_of(query.0.channel.as_deref())?
@@ -63,14 +62,7 @@ pub async fn import(
         return Err(RequestError::UnsupportedMediaType.into());
     }
     let limit = req.app_data::<BodyLimit>().map_or(1024 * 1024, |l| l.0);
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| AccountingError::invalid("body", e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(RequestError::BodyTooLarge { limit }.into());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = jyt_web::extract::read_limited(payload, None, limit).await?;
     let lines = reconcile::parse_statement(&body)?;
     let platform = reconcile::platform_payments(&pool, channel.as_str(), day).await?;
     let mismatches = reconcile::reconcile(&lines, &platform);

@@ -5,11 +5,11 @@
 //!   Appointments; a hospital that does not answer is reported in the
 //!   Bundle as an `outcome` entry instead of failing the search.
 //! - `Appointment/$hold` is `POST /v1/bookings` in FHIR clothes: the same
-//!   pipeline ([`crate::routes::bookings::book`]), then the hospital's own
+//!   pipeline ([`crate::booking::book`]), then the hospital's own
 //!   `$hold` with the identity the gateway established.
 //! - `Appointment/$book` pays a pending Appointment from the platform
 //!   card's prepaid balance through the payments pipeline
-//!   ([`crate::routes::payments::settle`]); channel-paid methods are
+//!   ([`crate::payment::settle`]); channel-paid methods are
 //!   confirmed by the channel's signed payment notification instead.
 
 use actix_web::http::StatusCode;
@@ -20,11 +20,11 @@ use jyt_web::{IdempotencyKeyHeader, Json, RequestError};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::booking::{BookingAttempt, HospitalApi, book as book_slot};
 use crate::error::GatewayError;
 use crate::fhir::{CARD_NUMBER_SYSTEM, ECARD_TOKEN_SYSTEM, FHIR_JSON, Parameters, issue, public_headers};
 use crate::identity::CardRef;
-use crate::routes::bookings::{BookingAttempt, HospitalApi, book as book_slot};
-use crate::routes::payments::{PaymentMethod, PaymentRequest, settle};
+use crate::payment::{PaymentMethod, PaymentRequest, settle};
 use crate::state::{Caller, GatewayState};
 
 fn fhir_ok(status: StatusCode, body: &Value) -> HttpResponse {
@@ -242,12 +242,12 @@ pub async fn hold(
 #[utoipa::path(
     post, path = "/fhir/Appointment/$book", tag = "fhir",
     request_body(content = serde_json::Value, content_type = "application/fhir+json",
-        description = "Parameters: `appointment` (valueReference `Appointment/<id>`, a pending Appointment this app made), `payment-method` (valueCode `prepaid-card`) and `patient` (valueIdentifier: the card to debit, the patient's or their family account holder's)"),
+        description = "Parameters: `appointment` (valueReference `Appointment/<id>`, a pending Appointment of this app's, i.e. its `owner_app`), `payment-method` (valueCode `prepaid-card`) and `patient` (valueIdentifier: the card to debit, the patient's or their family account holder's; from an app other than the booking's own it must be the patient's own card, their consent)"),
     responses(
         (status = 200, description = "Appointment `booked`: the fee was debited from the card's prepaid balance and the hospital confirmed", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 400, description = "INVALID_FIELD (naming the parameter), MALFORMED_JSON, ECARD_INVALID, ECARD_EXPIRED", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = serde_json::Value, content_type = "application/fhir+json"),
-        (status = 403, description = "NOT_YOUR_BOOKING, NOT_FAMILY_MEMBER, CARD_UNUSABLE", body = serde_json::Value, content_type = "application/fhir+json"),
+        (status = 403, description = "NOT_YOUR_BOOKING (another app's booking, and not the patient's own card), NOT_FAMILY_MEMBER, CARD_UNUSABLE", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND, CARD_NOT_FOUND", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 409, description = "HOLD_EXPIRED (refunded to the card), INSUFFICIENT_BALANCE, PAYMENT_IN_PROGRESS, ALREADY_CONFIRMED, BOOKING_NOT_HELD", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 422, description = "PAYMENT_CALLBACK_REQUIRED: self-pay and insurance are confirmed by the channel's signed payment notification (`POST /v1/bookings/{id}/payments`)", body = serde_json::Value, content_type = "application/fhir+json"),

@@ -6,9 +6,9 @@ use actix_web::{HttpRequest, HttpResponse, get, web};
 use jyt_domain::{BookingRef, HospitalId};
 use jyt_web::RequestError;
 
+use crate::booking::{as_card_header, ensure_owner, patient_card_headers};
 use crate::error::GatewayError;
 use crate::fhir::{hospital_of, public_headers, query_pairs};
-use crate::routes::bookings::ensure_owner;
 use crate::state::{Caller, GatewayState};
 
 async fn get_from(
@@ -140,7 +140,7 @@ pub async fn search_schedules(
     ),
     security(("signed_request" = []))
 )]
-#[get("/Slot/{id}")]
+#[get("/Slot/{id:[^$/][^/]*}")]
 pub async fn read_slot(
     _caller: Caller,
     state: web::Data<GatewayState>,
@@ -162,7 +162,7 @@ pub async fn read_slot(
     ),
     security(("signed_request" = []))
 )]
-#[get("/Schedule/{id}")]
+#[get("/Schedule/{id:[^$/][^/]*}")]
 pub async fn read_schedule(
     _caller: Caller,
     state: web::Data<GatewayState>,
@@ -174,28 +174,36 @@ pub async fn read_schedule(
 
 #[utoipa::path(
     get, path = "/fhir/Appointment/{id}", tag = "fhir",
-    params(("id" = String, Path, description = "The booking, `<hospital>-<booking uuid>`")),
+    params(
+        ("id" = String, Path, description = "The booking, `<hospital>-<booking uuid>`"),
+        ("X-Patient-Card" = Option<String>, Header, description = "From an app other than the booking's own (`owner_app`): the patient's platform card number, as their consent"),
+        ("X-Patient-Ecard-Token" = Option<String>, Header, description = "Or the patient's e-card QR token (at most one of the two)"),
+    ),
     responses(
         (status = 200, description = "The Appointment", body = serde_json::Value, content_type = "application/fhir+json"),
-        (status = 400, description = "INVALID_FIELD", body = serde_json::Value, content_type = "application/fhir+json"),
+        (status = 400, description = "INVALID_FIELD (naming the header for a malformed card), ECARD_INVALID, ECARD_EXPIRED", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = serde_json::Value, content_type = "application/fhir+json"),
-        (status = 403, description = "NOT_YOUR_BOOKING: only the app that made the booking reads it", body = serde_json::Value, content_type = "application/fhir+json"),
-        (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND", body = serde_json::Value, content_type = "application/fhir+json"),
-        (status = 503, description = "HOSPITAL_UNAVAILABLE, CACHE_UNAVAILABLE, with Retry-After", body = serde_json::Value, content_type = "application/fhir+json"),
+        (status = 403, description = "NOT_YOUR_BOOKING: only the app the booking belongs to reads it, or another app with the patient's own card", body = serde_json::Value, content_type = "application/fhir+json"),
+        (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND, CARD_NOT_FOUND", body = serde_json::Value, content_type = "application/fhir+json"),
+        (status = 503, description = "HOSPITAL_UNAVAILABLE, IDENTITY_UNAVAILABLE, with Retry-After", body = serde_json::Value, content_type = "application/fhir+json"),
     ),
     security(("signed_request" = []))
 )]
-#[get("/Appointment/{id}")]
+#[get("/Appointment/{id:[^$/][^/]*}")]
 pub async fn read_appointment(
     state: web::Data<GatewayState>,
     caller: Caller,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
     let booking: BookingRef = path
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("id", e.to_string()))?;
     // The same object-level rule as `GET /v1/bookings/{id}`.
-    ensure_owner(&state, &caller, &booking).await?;
+    let card = patient_card_headers(&req)?;
+    ensure_owner(&state, &caller, &booking, card)
+        .await
+        .map_err(as_card_header)?;
     get_from(
         &state,
         &booking.hospital,

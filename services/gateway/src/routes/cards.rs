@@ -185,7 +185,10 @@ pub async fn cancel(
     // proof the patient is there. The patient's own e-card token is (a
     // short-lived QR from their device), and so is presence at a kiosk or
     // window, where the card is read and the person seen.
-    let present = matches!(caller.channel, jyt_domain::Channel::Kiosk | jyt_domain::Channel::Window);
+    let present = matches!(
+        caller.channel,
+        jyt_domain::Channel::Kiosk | jyt_domain::Channel::Window
+    );
     if !present && body.0.ecard_token.is_none() {
         return Err(GatewayError::PatientProofRequired);
     }

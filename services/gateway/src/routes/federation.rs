@@ -142,14 +142,22 @@ pub async fn feed(
 }
 
 /// 诊间预约: during a visit the doctor books the patient's follow-up from
-/// the schedule's `clinic` pool; the patient pays or picks it up through
-/// any channel.
+/// the schedule's `clinic` pool. It belongs to the patient's own channel
+/// app (`owner_app`), which reads and pays it: the app of the booking it
+/// follows, when `follows_booking_id` names one (the same patient's, at
+/// this hospital) that was made through an app; else the app of the
+/// patient's most recent booking at this hospital made through an app;
+/// else none (then only with the patient's card). Any other channel app
+/// acts on it with the patient's own card.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FollowUpRequest {
     pub slot_id: SlotRef,
     /// The patient's platform card, as presented at the visit.
     pub card_number: String,
+    /// The visit the follow-up follows (`<hospital>-<uuid>`), if known.
+    #[serde(default)]
+    pub follows_booking_id: Option<BookingRef>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +165,8 @@ struct HospitalBookRequest<'a> {
     slot_id: &'a SlotRef,
     patient_id: Uuid,
     channel: Channel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    follows_booking_id: Option<&'a BookingRef>,
 }
 
 #[post("/hospitals/{hospital_id}/follow-ups")]
@@ -170,6 +180,14 @@ pub async fn follow_up(
     let hospital = own(&caller, &path)?;
     if body.0.slot_id.hospital != hospital {
         return Err(GatewayError::HospitalForbidden);
+    }
+    if body
+        .0
+        .follows_booking_id
+        .as_ref()
+        .is_some_and(|b| b.hospital != hospital)
+    {
+        return Err(RequestError::invalid("follows_booking_id", "must be a booking at this hospital").into());
     }
     let patient = state
         .patients
@@ -189,6 +207,7 @@ pub async fn follow_up(
         slot_id: &body.0.slot_id,
         patient_id: patient,
         channel: Channel::Clinic,
+        follows_booking_id: body.0.follows_booking_id.as_ref(),
     })
     .map_err(|e| GatewayError::Unexpected(e.into()))?;
     let answer = state
@@ -201,5 +220,12 @@ pub async fn follow_up(
             Some(upstream),
         )
         .await?;
+    if answer.status.is_success()
+        && let Ok(booked) = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        && let (Some(id), Some(owner)) = (booked["booking_id"].as_str(), booked["owner_app"].as_str())
+    {
+        // Cached like a channel's own booking (the hospital's row says it anyway).
+        state.notifier.remember_booking(id, owner).await;
+    }
     Ok(answer.into_response())
 }

@@ -7,6 +7,7 @@ pub mod federation;
 pub mod hospitals;
 pub mod patient_actions;
 pub mod payments;
+pub mod waitlist;
 
 use actix_web::middleware::from_fn;
 use actix_web::web;
@@ -49,6 +50,7 @@ fn configure_channel(cfg: &mut web::ServiceConfig) {
         .service(payments::pay)
         .service(patient_actions::cancel)
         .service(patient_actions::join_waitlist)
+        .service(waitlist::get)
         .service(patient_actions::check_in)
         .service(hospitals::list)
         .service(hospitals::schedules)

@@ -49,6 +49,9 @@ fn json(body: &serde_json::Value) -> Result<Vec<u8>, GatewayError> {
     serde_json::to_vec(body).map_err(|e| GatewayError::Unexpected(e.into()))
 }
 
+/// Cancel a booking: through any channel app (the booking's own or
+/// another), always with the patient's own card, their consent; the
+/// hospital then checks the booking is that patient's.
 #[utoipa::path(
     post,
     path = "/v1/bookings/{booking_id}/cancel",
@@ -100,13 +103,13 @@ pub async fn cancel(
     ),
     request_body = PatientRequest,
     responses(
-        (status = 201, description = "On the waitlist, with the place in line", body = serde_json::Value),
-        (status = 200, description = "Already on it: the same place", body = serde_json::Value),
+        (status = 201, description = "On the waitlist, with the place in line; `entry_id` (`<hospital>-<uuid>`) reads it again with `GET /v1/waitlist/{entry_id}`", body = super::waitlist::WaitlistEntryView),
+        (status = 200, description = "Already on it: the same place", body = super::waitlist::WaitlistEntryView),
         (status = 400, description = "MALFORMED_JSON, INVALID_FIELD, ECARD_INVALID, ECARD_EXPIRED", body = crate::openapi::ProblemDoc),
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
         (status = 403, description = "NOT_FAMILY_MEMBER, CARD_UNUSABLE, PATIENT_BARRED", body = crate::openapi::ProblemDoc),
         (status = 404, description = "HOSPITAL_NOT_FOUND, SCHEDULE_NOT_FOUND, CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
-        (status = 409, description = "SEATS_AVAILABLE, SCHEDULE_ALREADY_BOOKED, SCHEDULE_STOPPED, NOT_YET_RELEASED", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "SEATS_AVAILABLE (a seat this channel may book is left: its pool or common, any pool after the merge time), SCHEDULE_ALREADY_BOOKED, SCHEDULE_STOPPED, NOT_YET_RELEASED", body = crate::openapi::ProblemDoc),
         (status = 503, description = "HOSPITAL_UNAVAILABLE, IDENTITY_UNAVAILABLE, with Retry-After", body = crate::openapi::ProblemDoc),
     ),
     security(("signed_request" = []))
@@ -131,16 +134,21 @@ pub async fn join_waitlist(
         return Err(GatewayError::PatientBarred { until });
     }
     let upstream = json(&serde_json::json!({ "patient_id": patient, "channel": caller.channel }))?;
-    state
+    // A promotion's booking will belong to this app.
+    let mut headers = HeaderMap::new();
+    headers.insert(crate::booking::APP_HEADER, crate::booking::app_header(&caller)?);
+    let answer = state
         .upstreams
-        .call(
+        .forward(
             &hospital,
             reqwest::Method::POST,
             &format!("/v1/schedules/{schedule}/waitlist"),
-            HeaderMap::new(),
+            headers,
             Some(upstream),
         )
-        .await
+        .await?;
+    // The entry id as `GET /v1/waitlist/{entry_id}` takes it.
+    super::waitlist::joined(&hospital, answer)
 }
 
 /// 取号 at a kiosk or window: the pick-up code, and either the patient's
@@ -195,7 +203,7 @@ pub async fn check_in(
         let patient = state.patients.resolve(card, Utc::now()).await?;
         json(&serde_json::json!({ "pickup_code": req.pickup_code, "patient_id": patient }))?
     } else {
-        super::bookings::ensure_owner(&state, &caller, &booking).await?;
+        crate::booking::ensure_owner(&state, &caller, &booking, None).await?;
         json(&serde_json::json!({ "pickup_code": req.pickup_code }))?
     };
     state

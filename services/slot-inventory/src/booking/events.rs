@@ -55,6 +55,7 @@ pub fn payload(booking: &Booking, detail: serde_json::Value) -> serde_json::Valu
         "schedule_id": booking.schedule_id,
         "patient_id": booking.patient_id,
         "channel": booking.channel,
+        "owner_app": booking.owner_app,
         "pool": booking.pool,
         "status": booking.status,
         "fee_fen": booking.fee_fen,

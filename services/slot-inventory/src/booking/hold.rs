@@ -13,13 +13,14 @@ use jyt_domain::{Channel, HospitalId, IdempotencyKey};
 use uuid::Uuid;
 
 use super::queries::SegmentInfo;
+use crate::policy::Policy;
 
 /// Builds this hospital's keys.
 #[derive(Debug, Clone)]
 pub struct HospitalKeys {
     keyspace: Keyspace,
-    tag: String,
     hospital: String,
+    tag: String,
 }
 
 /// The keys one segment's scripts touch.
@@ -154,8 +155,104 @@ pub struct HoldRequest<'a> {
     pub max_per_day: u32,
     pub max_per_department: u32,
     pub patient_day_ttl_seconds: i64,
-    /// A waitlist promotion: any pool, seats kept back for the waitlist.
-    pub promotion: bool,
+    /// Which seats the attempt may take.
+    pub kind: HoldKind,
+}
+
+/// What a hold attempt is: it decides which pools and which seats (on
+/// offer, or kept back for the waitlist) it may take; the rule in full is in
+/// `scripts/hold.lua` and [`super::waitlist`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldKind {
+    /// A patient's own booking: seats on offer, their channel's pool then
+    /// common (any pool after the merge time).
+    Book,
+    /// A waitlisted patient handed a seat: the pools of their own booking,
+    /// seats kept back for the line first.
+    Promote,
+    /// A priority hold after 停诊: seats on offer of any pool, any time.
+    Offer,
+}
+
+impl HoldKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            HoldKind::Book => "book",
+            HoldKind::Promote => "promote",
+            HoldKind::Offer => "offer",
+        }
+    }
+}
+
+/// Seats left per pool of a segment of `capacity` seats with `free` of them
+/// free, whose live bookings drew from the pools `used` (one per booking):
+/// each pool's share less what its bookings took; seats of a pool overdrawn
+/// (capacity lowered) come out of common. Pools must add up to the free
+/// seats; when they cannot (a capacity cut below the bookings) nothing is
+/// on sale. Redis is loaded with these, and a waitlist join is decided on
+/// them, so both count alike.
+pub fn pools_left<'a>(
+    policy: &Policy,
+    capacity: i32,
+    free: usize,
+    used: impl Iterator<Item = &'a str> + Clone,
+) -> Vec<(String, i32)> {
+    let mut pools: Vec<(String, i32)> = policy
+        .pool_split(capacity)
+        .into_iter()
+        .map(|(pool, n)| {
+            let taken = used.clone().filter(|p| *p == pool).count();
+            (pool.to_owned(), n - i32::try_from(taken).unwrap_or(i32::MAX))
+        })
+        .collect();
+    let overdrawn: i32 = pools.iter().filter(|(_, n)| *n < 0).map(|(_, n)| -n).sum();
+    for (pool, n) in &mut pools {
+        if *n < 0 {
+            *n = 0;
+        } else if pool == "common" {
+            *n -= overdrawn;
+        }
+    }
+    let on_sale: i32 = pools.iter().map(|(_, n)| (*n).max(0)).sum();
+    if on_sale != i32::try_from(free).unwrap_or(0) {
+        for (_, n) in &mut pools {
+            *n = 0;
+        }
+    }
+    pools
+}
+
+/// Whether a patient booking through `channel` may take a seat of `pool`
+/// (before the merge time: their channel's pool or common; after it, any).
+pub fn may_take(pool: &str, channel: Channel, merged: bool) -> bool {
+    merged || pool == "common" || pool == channel.as_str()
+}
+
+/// The seats a segment loaded from PostgreSQL keeps back for its
+/// schedule's waitlist, as `kept:<pool>` meta fields: free seats the
+/// waiting patients (`waiting` of them, through `channels`) could take, at
+/// most one each, common first. A seat freed for the line while Redis was
+/// away is thus kept for it again; unsold seats of pools no waiting
+/// patient may take are not.
+pub fn kept_for_line(
+    pools: &[(String, i32)],
+    waiting: usize,
+    channels: &[Channel],
+    merged: bool,
+) -> Vec<(String, String)> {
+    let mut left = i32::try_from(waiting).unwrap_or(i32::MAX);
+    let common_first = pools
+        .iter()
+        .filter(|(p, _)| p == "common")
+        .chain(pools.iter().filter(|(p, _)| p != "common"));
+    let mut kept = Vec::new();
+    for (pool, n) in common_first {
+        let usable = channels.iter().any(|c| may_take(pool, *c, merged));
+        let k = if usable { (*n).min(left).max(0) } else { 0 };
+        left -= k;
+        kept.push((format!("kept:{pool}"), k.to_string()));
+    }
+    kept
 }
 
 /// The scripts, loaded once (EVALSHA, falling back to EVAL after a Redis restart).
@@ -181,8 +278,9 @@ impl Default for HoldScripts {
 /// A segment's state as PostgreSQL has it, ready to load into Redis.
 #[derive(Debug, Clone)]
 pub struct SegmentSnapshot {
-    /// schedule, dept, release_at, merge_at, open, capacity, ...
-    pub meta: Vec<(&'static str, String)>,
+    /// schedule, dept, release_at, merge_at, open, capacity, and
+    /// `kept:<pool>` for seats kept back for the waitlist.
+    pub meta: Vec<(String, String)>,
     pub pools: Vec<(String, i32)>,
     pub free_seats: Vec<i32>,
     /// (patient, "booking|pool|seat").
@@ -237,7 +335,7 @@ impl HoldScripts {
             .arg(r.patient_day_ttl_seconds.max(60))
             .arg(&keys.availability_field)
             .arg(keys.segment.to_string())
-            .arg(if r.promotion { "promote" } else { "book" })
+            .arg(r.kind.as_str())
             .invoke_async(&mut conn)
             .await?;
         Ok(parse_outcome(&reply))
@@ -285,17 +383,29 @@ impl HoldScripts {
         Ok(released == 1)
     }
 
-    /// Put a segment's seats kept back for an emptied waitlist on sale.
-    pub async fn unreserve(&self, redis: &RedisConn, keys: &SegmentKeys) -> RedisResult<i64> {
+    /// Put a segment's seats kept back for the waitlist on sale, but for
+    /// those of pools a patient still waiting (through one of `waiting`'s
+    /// channels) could take; all of them when `waiting` is empty. Returns
+    /// how many went on sale.
+    pub async fn unreserve(
+        &self,
+        redis: &RedisConn,
+        keys: &SegmentKeys,
+        now: i64,
+        waiting: &[Channel],
+    ) -> RedisResult<i64> {
         let mut conn = redis.clone();
-        self.unreserve
-            .key(&keys.meta)
+        let mut inv = self.unreserve.key(&keys.meta);
+        inv.key(&keys.pools)
             .key(&keys.availability)
             .key(&keys.availability_shares)
             .arg(&keys.availability_field)
             .arg(keys.segment.to_string())
-            .invoke_async(&mut conn)
-            .await
+            .arg(now);
+        for channel in waiting {
+            inv.arg(channel.as_str());
+        }
+        inv.invoke_async(&mut conn).await
     }
 
     /// Load a segment unless it is already loaded; true if this call loaded it.
@@ -319,7 +429,7 @@ impl HoldScripts {
             .arg(snap.highest_visit_no)
             .arg(snap.meta.len());
         for (field, value) in &snap.meta {
-            inv.arg(*field).arg(value);
+            inv.arg(field).arg(value);
         }
         inv.arg(snap.pools.len());
         for (pool, n) in &snap.pools {

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod events;
 pub mod hold;
 pub mod lifecycle;
+pub mod owner;
 pub mod pg_lock;
 pub mod queries;
 pub mod service;
@@ -30,6 +31,15 @@ pub struct BookRequest {
     /// referral pool.
     #[serde(default)]
     pub referral_id: Option<String>,
+    /// An in-clinic follow-up (channel `clinic`): the patient's booking it
+    /// follows, whose channel app then owns it too ([`owner::settle`]).
+    #[serde(default)]
+    pub follows_booking_id: Option<BookingRef>,
+    /// The channel app the booking will belong to: the gateway's
+    /// [`owner::APP_HEADER`] (never the body), or for a booking the platform
+    /// makes, the patient's app ([`owner`]).
+    #[serde(skip)]
+    pub owner_app: Option<String>,
     /// Set (never by a client) when a waitlist entry is being promoted.
     #[serde(skip)]
     pub waitlist_entry: Option<Uuid>,
@@ -55,6 +65,11 @@ pub struct Booking {
     pub schedule_id: Uuid,
     pub patient_id: Uuid,
     pub channel: Channel,
+    /// The channel app the booking belongs to (see [`owner`]): it reads and
+    /// pays the booking through the gateway; `null` for none (a hospital
+    /// window). In every `booking.*` event too.
+    #[serde(default)]
+    pub owner_app: Option<String>,
     pub status: BookingStatus,
     /// The seat within the time segment, from 1.
     pub seat_number: i32,

@@ -57,68 +57,9 @@ pub async fn book(
         return Err(SlotError::ScheduleStopped);
     }
 
-    let mine = tx
-        .query(
-            &format!(
-                "SELECT b.id, b.segment_id, b.schedule_id, dep.external_id
-                   FROM bookings b JOIN schedules sch ON sch.id = b.schedule_id
-                   JOIN departments dep ON dep.id = sch.department_id
-                  WHERE b.patient_id = $1 AND sch.visit_date = $2 AND b.status NOT IN {RELEASED_STATUSES}"
-            ),
-            &[&req.patient_id, &info.visit_date],
-        )
-        .await?;
-    if let Some(r) = mine.iter().find(|r| r.get::<_, Uuid>(1) == info.segment_id) {
-        return Err(SlotError::AlreadyBooked(BookingRef::new(
-            state.hospital.clone(),
-            r.get(0),
-        )));
-    }
-    if mine.iter().any(|r| r.get::<_, Uuid>(2) == info.schedule_id) {
-        return Err(SlotError::ScheduleAlreadyBooked);
-    }
-    let same_department = mine
-        .iter()
-        .filter(|r| r.get::<_, String>(3) == info.department)
-        .count();
-    if same_department >= usize::try_from(policy.max_per_person_per_department_per_day).unwrap_or(1) {
-        return Err(SlotError::DepartmentDailyLimit);
-    }
-    if mine.len() >= usize::try_from(policy.max_per_person_per_day).unwrap_or(2) {
-        return Err(SlotError::DailyLimit);
-    }
-
-    let live = tx
-        .query(
-            &format!("SELECT seat_no, pool FROM bookings WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES}"),
-            &[&info.segment_id],
-        )
-        .await?;
-    let left = |pool: &str, share: i32| {
-        share
-            - i32::try_from(live.iter().filter(|r| r.get::<_, String>(1) == pool).count()).unwrap_or(i32::MAX)
-    };
-    let split = policy.pool_split(capacity);
-    let remaining: Vec<(&str, i32)> = split.iter().map(|(p, n)| (*p, left(p, *n))).collect();
-    let get = |pool: &str| remaining.iter().find(|(p, _)| *p == pool).map_or(0, |(_, n)| *n);
-    let pool = if get(req.channel.as_str()) > 0 {
-        Some(req.channel.as_str())
-    } else if get("common") > 0 {
-        Some("common")
-    } else if now >= policy.pool_merge_at(info.visit_date) {
-        remaining
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .max_by_key(|(_, n)| *n)
-            .map(|(p, _)| *p)
-    } else {
-        None
-    };
-    let taken: std::collections::HashSet<i32> = live.iter().map(|r| r.get(0)).collect();
-    let seat = (1..=capacity).find(|s| !taken.contains(s));
-    let (Some(pool), Some(seat)) = (pool, seat) else {
-        return Err(SlotError::SlotSoldOut);
-    };
+    check_person_rules(&tx, state, req, info).await?;
+    let (pool, seat) = choose_seat(&tx, state, req, info, capacity).await?;
+    let pool = pool.as_str();
 
     // The visit number: the schedule's row is the hot row of this design.
     let visit_no: i32 = tx
@@ -144,6 +85,7 @@ pub async fn book(
             pickup_code: &code,
             idempotency_key: key.as_str(),
             referral_id: req.referral_id.as_deref(),
+            owner_app: req.owner_app.as_deref(),
             hold_deadline: now + TimeDelta::minutes(i64::from(policy.hold_minutes)),
         },
     )
@@ -183,4 +125,91 @@ pub async fn book(
         booking: stored.booking,
         replayed: false,
     })
+}
+
+/// The person rules, read from the patient's live bookings that day (the
+/// patient's advisory lock is held, so they cannot change meanwhile).
+async fn check_person_rules(
+    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+    state: &AppState,
+    req: &BookRequest,
+    info: &SegmentInfo,
+) -> Result<(), SlotError> {
+    let policy = &state.settings.policy;
+    let mine = tx
+        .query(
+            &format!(
+                "SELECT b.id, b.segment_id, b.schedule_id, dep.external_id
+                   FROM bookings b JOIN schedules sch ON sch.id = b.schedule_id
+                   JOIN departments dep ON dep.id = sch.department_id
+                  WHERE b.patient_id = $1 AND sch.visit_date = $2 AND b.status NOT IN {RELEASED_STATUSES}"
+            ),
+            &[&req.patient_id, &info.visit_date],
+        )
+        .await?;
+    if let Some(r) = mine.iter().find(|r| r.get::<_, Uuid>(1) == info.segment_id) {
+        return Err(SlotError::AlreadyBooked(BookingRef::new(
+            state.hospital.clone(),
+            r.get(0),
+        )));
+    }
+    if mine.iter().any(|r| r.get::<_, Uuid>(2) == info.schedule_id) {
+        return Err(SlotError::ScheduleAlreadyBooked);
+    }
+    let same_department = mine
+        .iter()
+        .filter(|r| r.get::<_, String>(3) == info.department)
+        .count();
+    if same_department >= usize::try_from(policy.max_per_person_per_department_per_day).unwrap_or(1) {
+        return Err(SlotError::DepartmentDailyLimit);
+    }
+    if mine.len() >= usize::try_from(policy.max_per_person_per_day).unwrap_or(2) {
+        return Err(SlotError::DailyLimit);
+    }
+    Ok(())
+}
+
+/// The pool and seat this attempt gets, under the segment's row lock:
+/// the channel's own pool, then common, then (after the merge time) any.
+async fn choose_seat(
+    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+    state: &AppState,
+    req: &BookRequest,
+    info: &SegmentInfo,
+    capacity: i32,
+) -> Result<(String, i32), SlotError> {
+    let now = state.clock.now();
+    let policy = &state.settings.policy;
+    let live = tx
+        .query(
+            &format!("SELECT seat_no, pool FROM bookings WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES}"),
+            &[&info.segment_id],
+        )
+        .await?;
+    let left = |pool: &str, share: i32| {
+        share
+            - i32::try_from(live.iter().filter(|r| r.get::<_, String>(1) == pool).count()).unwrap_or(i32::MAX)
+    };
+    let split = policy.pool_split(capacity);
+    let remaining: Vec<(&str, i32)> = split.iter().map(|(p, n)| (*p, left(p, *n))).collect();
+    let get = |pool: &str| remaining.iter().find(|(p, _)| *p == pool).map_or(0, |(_, n)| *n);
+    let pool = if get(req.channel.as_str()) > 0 {
+        Some(req.channel.as_str())
+    } else if get("common") > 0 {
+        Some("common")
+    } else if now >= policy.pool_merge_at(info.visit_date) {
+        remaining
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(_, n)| *n)
+            .map(|(p, _)| *p)
+    } else {
+        None
+    };
+    let taken: std::collections::HashSet<i32> = live.iter().map(|r| r.get(0)).collect();
+    let seat = (1..=capacity).find(|s| !taken.contains(s));
+    let (Some(pool), Some(seat)) = (pool, seat) else {
+        return Err(SlotError::SlotSoldOut);
+    };
+    Ok((pool.to_owned(), seat))
 }

@@ -23,7 +23,7 @@ const SELECT_BOOKING: &str = "
     SELECT b.id, b.segment_id, b.schedule_id, b.patient_id, b.channel, b.status, b.seat_no,
            b.fee_fen, b.created_at, b.idempotency_key, b.pool, b.visit_no, b.pickup_code,
            b.hold_deadline, b.payment_reference, b.payment_method, b.queue_no, b.referral_id,
-           b.pickup_failures, sch.visit_date, seg.starts_at, seg.ends_at, dep.name AS department,
+           b.pickup_failures, b.owner_app, sch.visit_date, seg.starts_at, seg.ends_at, dep.name AS department,
            dep.external_id AS department_id, doc.name AS doctor
       FROM bookings b
       JOIN segments seg ON seg.id = b.segment_id
@@ -61,6 +61,7 @@ fn to_stored(hospital: &HospitalId, row: &Row) -> StoredBooking {
             patient_id: row.get("patient_id"),
             // The CHECK constraints keep these columns to known values.
             channel: Channel::from_str(&channel).unwrap_or(Channel::Window),
+            owner_app: row.get("owner_app"),
             status: BookingStatus::from_str(&status).unwrap_or(BookingStatus::Held),
             seat_number: row.get("seat_no"),
             visit_number: row.get("visit_no"),
@@ -146,6 +147,8 @@ pub struct NewBooking<'a> {
     pub pickup_code: &'a str,
     pub idempotency_key: &'a str,
     pub referral_id: Option<&'a str>,
+    /// The channel app the booking belongs to (`booking::owner`).
+    pub owner_app: Option<&'a str>,
     /// Used only if the visit has a fee: then the booking is `held` until
     /// paid; a free visit is `confirmed` at once.
     pub hold_deadline: DateTime<Utc>,
@@ -157,16 +160,16 @@ pub struct NewBooking<'a> {
 const INSERT_BOOKING: &str = "
     INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
                           fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
-                          referral_id)
+                          referral_id, owner_app)
     SELECT $1, seg.id, seg.schedule_id, $3, $4, $5,
            CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
            sch.fee_fen, $6, $7, $8, $9,
-           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11
+           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11, $12
       FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
      WHERE seg.id = $2 AND $5 <= seg.capacity AND sch.status = 'open'";
 
 /// [`INSERT_BOOKING`]'s parameters, in order.
-fn insert_params<'a>(b: &'a NewBooking<'a>, channel: &'a &'a str) -> [&'a (dyn ToSql + Sync); 11] {
+fn insert_params<'a>(b: &'a NewBooking<'a>, channel: &'a &'a str) -> [&'a (dyn ToSql + Sync); 12] {
     [
         &b.id,
         &b.segment_id,
@@ -179,6 +182,7 @@ fn insert_params<'a>(b: &'a NewBooking<'a>, channel: &'a &'a str) -> [&'a (dyn T
         &b.pickup_code,
         &b.hold_deadline,
         &b.referral_id,
+        &b.owner_app,
     ]
 }
 

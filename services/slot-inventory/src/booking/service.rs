@@ -20,7 +20,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::events::{self, EventKind};
-use super::hold::{HeldSeat, HoldOutcome, HoldRequest, SeatGoes, SegmentSnapshot};
+use super::hold::{HeldSeat, HoldKind, HoldOutcome, HoldRequest, SeatGoes, SegmentSnapshot};
 use super::queries::{self, NewBooking, SegmentInfo, StoredBooking};
 use super::{BookRequest, Booking};
 use crate::error::SlotError;
@@ -55,8 +55,15 @@ pub async fn segment_info(state: &AppState, segment: Uuid) -> Result<SegmentInfo
     Ok(info)
 }
 
-pub async fn book(state: AppState, req: BookRequest, key: IdempotencyKey) -> Result<BookOutcome, SlotError> {
-    let result = book_checked(&state, &req, &key).await;
+pub async fn book(
+    state: AppState,
+    mut req: BookRequest,
+    key: IdempotencyKey,
+) -> Result<BookOutcome, SlotError> {
+    let result = match super::owner::settle(&state, &mut req).await {
+        Ok(()) => book_checked(&state, &req, &key).await,
+        Err(e) => Err(e),
+    };
     state.metrics.record(req.channel, &result);
     if req.waitlist_entry.is_none() && req.offer.is_none() {
         state.tally.record(req.channel, state.clock.now(), &result);
@@ -143,7 +150,13 @@ async fn try_book(
         max_per_day: policy.max_per_person_per_day,
         max_per_department: policy.max_per_person_per_department_per_day,
         patient_day_ttl_seconds: patient_day_ttl(info, now),
-        promotion: req.waitlist_entry.is_some() || req.offer.is_some(),
+        kind: if req.waitlist_entry.is_some() {
+            HoldKind::Promote
+        } else if req.offer.is_some() {
+            HoldKind::Offer
+        } else {
+            HoldKind::Book
+        },
     };
 
     let started = std::time::Instant::now();
@@ -355,6 +368,7 @@ fn new_booking<'a>(
         pickup_code,
         idempotency_key: key.as_str(),
         referral_id: req.referral_id.as_deref(),
+        owner_app: req.owner_app.as_deref(),
         hold_deadline: won.now + state.settings.policy.hold_length(),
     }
 }
@@ -580,6 +594,11 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
             SlotRef::new(state.hospital.clone(), segment).to_string(),
         ));
     };
+    let waiting_channels = if st.waiting > 0 {
+        super::waitlist::queries::waiting_channels(&client, info.schedule_id).await?
+    } else {
+        Vec::new()
+    };
     drop(client);
     let policy = &state.settings.policy;
     let taken: HashSet<i32> = st.live.iter().map(|(seat, ..)| *seat).collect();
@@ -588,53 +607,41 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
     } else {
         Vec::new()
     };
-    // Pools: each pool's share less what its live bookings took; seats of
-    // a pool overdrawn (capacity lowered) come out of common.
-    let mut pools: Vec<(String, i32)> = policy
-        .pool_split(st.capacity)
-        .into_iter()
-        .map(|(pool, n)| {
-            let used = st.live.iter().filter(|(.., p)| p == pool).count();
-            (pool.to_owned(), n - i32::try_from(used).unwrap_or(i32::MAX))
-        })
-        .collect();
-    let overdrawn: i32 = pools.iter().filter(|(_, n)| *n < 0).map(|(_, n)| -n).sum();
-    for (pool, n) in &mut pools {
-        if *n < 0 {
-            *n = 0;
-        } else if pool == "common" {
-            *n -= overdrawn;
-        }
-    }
-    let on_sale: i32 = pools.iter().map(|(_, n)| (*n).max(0)).sum();
-    if !st.open || on_sale != i32::try_from(free_seats.len()).unwrap_or(0) {
-        // Pools must add up to the free seats; when they cannot (a stopped
-        // schedule, a capacity cut below the bookings) nothing is on sale.
+    let mut pools = super::hold::pools_left(
+        policy,
+        st.capacity,
+        free_seats.len(),
+        st.live.iter().map(|(.., p)| p.as_str()),
+    );
+    if !st.open {
+        // A stopped schedule has nothing on sale.
         for (_, n) in &mut pools {
             *n = 0;
         }
     }
     let now = state.clock.now();
-    let offered = if pools.iter().all(|(_, n)| *n == 0) {
-        0
-    } else {
-        free_seats.len()
-    };
-    let reserved = i64::try_from(offered).unwrap_or(0).min(st.waiting);
+    let merge_at = policy.pool_merge_at(info.visit_date);
+    // Free seats the waiting patients may take go to the waitlist first.
+    let kept = super::hold::kept_for_line(
+        &pools,
+        usize::try_from(st.waiting).unwrap_or(0),
+        &waiting_channels,
+        now >= merge_at,
+    );
+    let mut meta: Vec<(String, String)> = [
+        ("schedule", info.schedule_id.to_string()),
+        ("dept", info.department.clone()),
+        ("release_at", st.release_at.timestamp().max(0).to_string()),
+        ("merge_at", merge_at.timestamp().to_string()),
+        ("open", if st.open { "1" } else { "0" }.to_owned()),
+        ("capacity", st.capacity.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    meta.extend(kept);
     let snapshot = SegmentSnapshot {
-        meta: vec![
-            ("schedule", info.schedule_id.to_string()),
-            ("dept", info.department.clone()),
-            ("release_at", st.release_at.timestamp().max(0).to_string()),
-            (
-                "merge_at",
-                policy.pool_merge_at(info.visit_date).timestamp().to_string(),
-            ),
-            ("open", if st.open { "1" } else { "0" }.to_owned()),
-            ("capacity", st.capacity.to_string()),
-            // Free seats go to the waitlist first.
-            ("reserved", reserved.to_string()),
-        ],
+        meta,
         free_seats: if pools.iter().all(|(_, n)| *n == 0) {
             Vec::new()
         } else {

@@ -1,17 +1,23 @@
-//! 候补: a full schedule's waitlist. Patients join in order (one place per
-//! person); whenever a seat of the schedule frees (cancellation, expiry,
-//! added capacity) it is kept back in Redis for the line (the segment's
-//! `reserved` count: ordinary bookings cannot take it) and the head of the
-//! line is handed it as a hold through the same Lua script every booking
-//! uses, so no pool and no person rule is bypassed.
+//! 候补: a schedule's waitlist, for patients whose channel can book no seat
+//! of it. Patients join in order (one place per person); whenever a seat
+//! they may take frees (cancellation, expiry, 加号, a session published for
+//! the waitlist) it is kept back in Redis for the line (counted per pool in
+//! the segment's `kept:<pool>`: ordinary bookings cannot take it) and the
+//! first patient in line who may take it is handed it as a hold through
+//! the same Lua script every booking uses, so no pool and no person rule
+//! is bypassed. The rules in full are on [`promote`].
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, FixedOffset, Utc};
+use jyt_cache::redis;
 use jyt_domain::{BookingRef, Channel, IdempotencyKey, SlotRef};
 use jyt_web::RequestError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::BookRequest;
+use super::hold::{may_take, pools_left};
 use super::service::{self, segment_info};
 use crate::error::SlotError;
 use crate::state::AppState;
@@ -22,6 +28,10 @@ use crate::state::AppState;
 pub struct JoinRequest {
     pub patient_id: Uuid,
     pub channel: Channel,
+    /// The channel app joining for the patient (the gateway's `Jyt-App`,
+    /// never the body): the booking a promotion makes belongs to it.
+    #[serde(skip)]
+    pub owner_app: Option<String>,
 }
 
 /// A place in a waitlist, as the API shows it.
@@ -31,6 +41,9 @@ pub struct WaitlistEntry {
     pub schedule_id: Uuid,
     pub patient_id: Uuid,
     pub channel: Channel,
+    /// The channel app that made the entry, `null` for none.
+    #[serde(default)]
+    pub owner_app: Option<String>,
     /// `waiting`, `promoted` or `left`.
     pub status: String,
     /// 1 for the head of the line; `null` once no longer waiting.
@@ -42,18 +55,25 @@ pub struct WaitlistEntry {
 
 /// The SQL of waitlists.
 pub mod queries {
-    use chrono::{DateTime, Utc};
+    use chrono::{DateTime, NaiveDate, Utc};
     use jyt_db::deadpool_postgres::GenericClient;
     use jyt_db::tokio_postgres::Error;
+    use jyt_domain::Channel;
     use uuid::Uuid;
+
+    use crate::booking::queries::RELEASED_STATUSES;
 
     /// A schedule's bookability, with its row locked against concurrent joins.
     pub struct ScheduleFill {
         pub open: bool,
         pub release_at: DateTime<Utc>,
-        pub capacity: i64,
-        pub live: i64,
+        pub visit_date: NaiveDate,
+        pub segments: Vec<SegmentFill>,
     }
+
+    /// One segment of a schedule: its capacity and the (seat, pool) of each
+    /// live booking.
+    pub type SegmentFill = (i32, Vec<(i32, String)>);
 
     pub async fn schedule_fill_for_update<C: GenericClient>(
         client: &C,
@@ -61,26 +81,39 @@ pub mod queries {
     ) -> Result<Option<ScheduleFill>, Error> {
         let Some(row) = client
             .query_opt(
-                "SELECT status = 'open', release_at FROM schedules WHERE id = $1 FOR UPDATE",
+                "SELECT status = 'open', release_at, visit_date FROM schedules WHERE id = $1 FOR UPDATE",
                 &[&schedule],
             )
             .await?
         else {
             return Ok(None);
         };
-        let fill = client
-            .query_one(
-                "SELECT (SELECT coalesce(sum(capacity), 0)::bigint FROM segments WHERE schedule_id = $1),
-                        (SELECT count(*) FROM bookings
-                          WHERE schedule_id = $1 AND status NOT IN ('cancelled', 'expired', 'stopped'))",
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT seg.id, seg.capacity, b.seat_no, b.pool FROM segments seg
+                       LEFT JOIN bookings b ON b.segment_id = seg.id AND b.status NOT IN {RELEASED_STATUSES}
+                      WHERE seg.schedule_id = $1 ORDER BY seg.id"
+                ),
                 &[&schedule],
             )
             .await?;
+        let mut segments: Vec<(Uuid, SegmentFill)> = Vec::new();
+        for r in &rows {
+            let id: Uuid = r.get(0);
+            if segments.last().is_none_or(|(last, _)| *last != id) {
+                segments.push((id, (r.get(1), Vec::new())));
+            }
+            let booked: (Option<i32>, Option<String>) = (r.get(2), r.get(3));
+            if let ((Some(seat), Some(pool)), Some((_, (_, live)))) = (booked, segments.last_mut()) {
+                live.push((seat, pool));
+            }
+        }
         Ok(Some(ScheduleFill {
             open: row.get(0),
             release_at: row.get(1),
-            capacity: fill.get(0),
-            live: fill.get(1),
+            visit_date: row.get(2),
+            segments: segments.into_iter().map(|(_, fill)| fill).collect(),
         }))
     }
 
@@ -106,15 +139,16 @@ pub mod queries {
         schedule: Uuid,
         patient: Uuid,
         channel: &str,
+        owner_app: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<Uuid>, Error> {
         Ok(client
             .query_opt(
-                "INSERT INTO waitlist_entries (id, schedule_id, patient_id, channel, created_at)
-                 VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO waitlist_entries (id, schedule_id, patient_id, channel, created_at, owner_app)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (schedule_id, patient_id) WHERE status = 'waiting' DO NOTHING
                  RETURNING id",
-                &[&id, &schedule, &patient, &channel, &now],
+                &[&id, &schedule, &patient, &channel, &now, &owner_app],
             )
             .await?
             .map(|r| r.get(0)))
@@ -126,7 +160,7 @@ pub mod queries {
               (SELECT count(*) FROM waitlist_entries o
                 WHERE o.schedule_id = w.schedule_id AND o.status = 'waiting'
                   AND (o.created_at, o.id) <= (w.created_at, w.id))
-         END";
+         END, w.owner_app";
 
     pub async fn entry<C: GenericClient>(
         client: &C,
@@ -164,20 +198,153 @@ pub mod queries {
             .get(0))
     }
 
-    /// The head of the line: (entry, patient, channel).
-    pub async fn head<C: GenericClient>(
+    /// One waiting patient, as a promotion pass reads the line.
+    #[derive(Debug, Clone)]
+    pub struct Waiter {
+        pub entry: Uuid,
+        /// The schedule whose line they joined.
+        pub schedule: Uuid,
+        pub patient: Uuid,
+        pub channel: Channel,
+        /// The channel app that made the entry; the booking is its too.
+        pub owner_app: Option<String>,
+    }
+
+    /// The first `limit` patients waiting in any of `lines`, in the order
+    /// they joined.
+    pub async fn line<C: GenericClient>(
+        client: &C,
+        lines: &[Uuid],
+        limit: i64,
+    ) -> Result<Vec<Waiter>, Error> {
+        Ok(client
+            .query(
+                "SELECT id, schedule_id, patient_id, channel, owner_app FROM waitlist_entries
+                  WHERE schedule_id = ANY($1) AND status = 'waiting'
+                  ORDER BY created_at, id LIMIT $2",
+                &[&lines, &limit],
+            )
+            .await?
+            .iter()
+            .map(|r| Waiter {
+                entry: r.get(0),
+                schedule: r.get(1),
+                patient: r.get(2),
+                // The CHECK constraint keeps the column to known channels.
+                channel: r.get::<_, String>(3).parse().unwrap_or(Channel::Window),
+                owner_app: r.get(4),
+            })
+            .collect())
+    }
+
+    /// The channels of the patients waiting in `schedule`'s line.
+    pub async fn waiting_channels<C: GenericClient>(
         client: &C,
         schedule: Uuid,
-    ) -> Result<Option<(Uuid, Uuid, String)>, Error> {
+    ) -> Result<Vec<Channel>, Error> {
+        Ok(waiting_channels_in(client, &[schedule])
+            .await?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    /// (line, channel) of everyone waiting in any of `lines`, once each.
+    pub async fn waiting_channels_in<C: GenericClient>(
+        client: &C,
+        lines: &[Uuid],
+    ) -> Result<Vec<(Uuid, Channel)>, Error> {
         Ok(client
-            .query_opt(
-                "SELECT id, patient_id, channel FROM waitlist_entries
-                  WHERE schedule_id = $1 AND status = 'waiting'
-                  ORDER BY created_at, id LIMIT 1",
+            .query(
+                "SELECT DISTINCT schedule_id, channel FROM waitlist_entries
+                  WHERE schedule_id = ANY($1) AND status = 'waiting'",
+                &[&lines],
+            )
+            .await?
+            .iter()
+            .filter_map(|r| Some((r.get(0), r.get::<_, String>(1).parse().ok()?)))
+            .collect())
+    }
+
+    /// The sessions served together with `schedule`, (id, published for
+    /// the waitlist): `schedule` alone, or, when a session of the same
+    /// doctor that day was published for the waitlist, every open session
+    /// of the doctor that day.
+    pub async fn group<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Vec<(Uuid, bool)>, Error> {
+        Ok(client
+            .query(
+                "SELECT x.id, x.for_waitlist FROM schedules s
+                   JOIN schedules x ON x.id = s.id
+                     OR (x.doctor_id = s.doctor_id AND x.visit_date = s.visit_date AND x.status = 'open'
+                         AND EXISTS (SELECT 1 FROM schedules f
+                                      WHERE f.doctor_id = s.doctor_id AND f.visit_date = s.visit_date
+                                        AND f.status = 'open' AND f.for_waitlist))
+                  WHERE s.id = $1",
                 &[&schedule],
             )
             .await?
-            .map(|r| (r.get(0), r.get(1), r.get(2))))
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// (schedule, segment) of every segment of `schedules` not ended at
+    /// `now` (nobody is handed a visit that is over), by start.
+    pub async fn segments_of<C: GenericClient>(
+        client: &C,
+        schedules: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, Uuid)>, Error> {
+        Ok(client
+            .query(
+                "SELECT schedule_id, id FROM segments WHERE schedule_id = ANY($1) AND ends_at > $2
+                  ORDER BY starts_at, id",
+                &[&schedules, &now],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Whether anyone waits for a seat of `schedule`: in its own line, or,
+    /// for a session published for the waitlist, in the line of any open
+    /// session of the doctor that day.
+    pub async fn waiting_for_seats_of<C: GenericClient>(client: &C, schedule: Uuid) -> Result<bool, Error> {
+        Ok(client
+            .query_one(
+                "SELECT EXISTS (
+                    SELECT 1 FROM schedules y
+                      JOIN schedules x ON x.id = y.id
+                        OR (y.for_waitlist AND x.doctor_id = y.doctor_id
+                            AND x.visit_date = y.visit_date AND x.status = 'open')
+                      JOIN waitlist_entries w ON w.schedule_id = x.id AND w.status = 'waiting'
+                     WHERE y.id = $1)",
+                &[&schedule],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// What a hospital needs to answer a capacity request: its own id of
+    /// the session and of the doctor, the date and session.
+    pub async fn schedule_for_hospital<C: GenericClient>(
+        client: &C,
+        schedule: Uuid,
+    ) -> Result<serde_json::Value, Error> {
+        let row = client
+            .query_one(
+                "SELECT sch.external_id, d.external_id, sch.visit_date, sch.session
+                   FROM schedules sch JOIN doctors d ON d.id = sch.doctor_id WHERE sch.id = $1",
+                &[&schedule],
+            )
+            .await?;
+        Ok(serde_json::json!({
+            "external_id": row.get::<_, String>(0),
+            "doctor_external_id": row.get::<_, String>(1),
+            "visit_date": row.get::<_, NaiveDate>(2),
+            "session": row.get::<_, String>(3),
+        }))
     }
 
     /// Schedules with someone waiting, visit date `from` or later.
@@ -247,6 +414,7 @@ fn to_entry(state: &AppState, row: &jyt_db::tokio_postgres::Row) -> WaitlistEntr
         patient_id: row.get(2),
         // The CHECK constraint keeps the column to known channels.
         channel: channel.parse().unwrap_or(Channel::Window),
+        owner_app: row.get(8),
         status: row.get(4),
         booking_id: row
             .get::<_, Option<Uuid>>(5)
@@ -256,8 +424,28 @@ fn to_entry(state: &AppState, row: &jyt_db::tokio_postgres::Row) -> WaitlistEntr
     }
 }
 
-/// Join a full schedule's waitlist. Joining again answers the existing
-/// place (`false`: nothing new was created).
+/// Seats of the schedule a patient booking through `channel` could take
+/// now (seats kept back for the line count too: they are for those ahead).
+fn seats_for(state: &AppState, fill: &queries::ScheduleFill, channel: Channel, now: DateTime<Utc>) -> i32 {
+    let policy = &state.settings.policy;
+    let merged = now >= policy.pool_merge_at(fill.visit_date);
+    fill.segments
+        .iter()
+        .map(|(capacity, live)| {
+            let taken = live.iter().filter(|(seat, _)| *seat <= *capacity).count();
+            let free = usize::try_from(*capacity).unwrap_or(0).saturating_sub(taken);
+            pools_left(policy, *capacity, free, live.iter().map(|(_, p)| p.as_str()))
+                .iter()
+                .filter(|(pool, _)| may_take(pool, channel, merged))
+                .map(|(_, n)| *n)
+                .sum::<i32>()
+        })
+        .sum()
+}
+
+/// Join the waitlist of a schedule with no seat for the patient's channel
+/// (see the module's rules). Joining again answers the existing place
+/// (`false`: nothing new was created).
 pub async fn join(
     state: &AppState,
     schedule: Uuid,
@@ -288,16 +476,24 @@ pub async fn join(
             .ok_or_else(|| SlotError::ScheduleNotFound(schedule.to_string()))?;
         return Ok((to_entry(state, &row), false));
     }
-    if fill.live < fill.capacity {
+    if seats_for(state, &fill, req.channel, now) > 0 {
         return Err(SlotError::SeatsAvailable);
     }
     if queries::has_live_booking(&tx, schedule, req.patient_id).await? {
         return Err(SlotError::ScheduleAlreadyBooked);
     }
     let id = Uuid::now_v7();
-    if queries::insert(&tx, id, schedule, req.patient_id, req.channel.as_str(), now)
-        .await?
-        .is_none()
+    if queries::insert(
+        &tx,
+        id,
+        schedule,
+        req.patient_id,
+        req.channel.as_str(),
+        req.owner_app.as_deref(),
+        now,
+    )
+    .await?
+    .is_none()
     {
         return Err(SlotError::AlreadyWaitlisted);
     }
@@ -316,6 +512,7 @@ pub async fn join(
             "schedule_id": schedule,
             "patient_id": req.patient_id,
             "channel": req.channel,
+            "owner_app": req.owner_app,
             "position": entry.position,
         }),
     )
@@ -332,6 +529,10 @@ pub async fn join(
                 "schema": 1,
                 "hospital_id": state.hospital,
                 "schedule_id": schedule,
+                // The hospital's own ids, to answer with 加号 on a segment or
+                // a session published for the waitlist.
+                "schedule": queries::schedule_for_hospital(&tx, schedule).await?,
+                "segment_ids": queries::segment_ids(&tx, schedule).await?,
                 "waiting": waiting,
             }),
         )
@@ -350,88 +551,286 @@ pub async fn get(state: &AppState, entry: Uuid) -> Result<WaitlistEntry, SlotErr
     Ok(to_entry(state, &row))
 }
 
-/// Whether a seat freed in `schedule` must be kept back for its waitlist.
+/// Whether a seat freed in `schedule` must be kept back for a waitlist:
+/// someone waits in its line (or, for a session published for the
+/// waitlist, in the line of one of the doctor's sessions that day). The
+/// promotion pass that follows puts it on sale if nobody waiting may take
+/// its pool.
 pub async fn has_waiting(state: &AppState, schedule: Uuid) -> Result<bool, SlotError> {
     let client = state.pool.get().await?;
-    Ok(queries::waiting_count(&client, schedule).await? > 0)
+    Ok(queries::waiting_for_seats_of(&client, schedule).await?)
 }
 
-/// Hand freed seats of `schedule` to the head of its line, one hold each,
-/// until the seats or the line run out; an emptied line puts kept-back
-/// seats on open sale. Returns how many patients were promoted.
-pub async fn promote(state: &AppState, schedule: Uuid) -> Result<usize, SlotError> {
-    let client = state.pool.get().await?;
-    let segments = queries::segment_ids(&client, schedule).await?;
-    drop(client);
-    let mut promoted = 0;
-    // Each turn either promotes or drops one entry, or stops.
-    for _ in 0..10_000 {
+/// Patients a promotion pass reads from the line at most; the rest are
+/// served by the next pass (each second).
+const LINE_PASS: i64 = 500;
+
+/// The sessions one promotion pass serves together (see
+/// [`queries::group`]).
+struct Group {
+    /// (schedule, published for the waitlist).
+    schedules: Vec<(Uuid, bool)>,
+    /// (schedule, segment), by start.
+    segments: Vec<(Uuid, Uuid)>,
+}
+
+impl Group {
+    async fn of(state: &AppState, schedule: Uuid) -> Result<Self, SlotError> {
         let client = state.pool.get().await?;
-        let head = queries::head(&client, schedule).await?;
-        drop(client);
-        let Some((entry, patient, channel)) = head else {
-            unreserve(state, &segments).await?;
-            break;
-        };
-        let channel: Channel = channel.parse().unwrap_or(Channel::Window);
-        let key: IdempotencyKey = format!("waitlist-{}", entry.simple())
-            .parse()
-            .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("waitlist idempotency key: {e}")))?;
-        let mut outcome = Err(SlotError::SlotSoldOut);
-        for segment in &segments {
-            let req = BookRequest {
-                slot_id: SlotRef::new(state.hospital.clone(), *segment),
-                patient_id: patient,
-                channel,
-                referral_id: None,
-                waitlist_entry: Some(entry),
-                offer: None,
+        let schedules = queries::group(&client, schedule).await?;
+        let ids: Vec<Uuid> = schedules.iter().map(|(id, _)| *id).collect();
+        let segments = queries::segments_of(&client, &ids, state.clock.now()).await?;
+        Ok(Self { schedules, segments })
+    }
+
+    fn lines(&self) -> Vec<Uuid> {
+        self.schedules.iter().map(|(id, _)| *id).collect()
+    }
+
+    fn for_waitlist(&self, schedule: Uuid) -> bool {
+        self.schedules.iter().any(|(id, f)| *id == schedule && *f)
+    }
+
+    /// Where a patient waiting in `line` may be served from: their own
+    /// session's segments, then those of sessions published for the
+    /// waitlist.
+    fn seats_for(&self, line: Uuid) -> impl Iterator<Item = Uuid> + '_ {
+        let own = self.segments.iter().filter(move |(s, _)| *s == line);
+        let extra = self
+            .segments
+            .iter()
+            .filter(move |(s, _)| *s != line && self.for_waitlist(*s));
+        own.chain(extra).map(|(_, seg)| *seg)
+    }
+
+    /// Whether a patient waiting in `line` may be served from a seat of
+    /// `schedule`.
+    fn serves(&self, schedule: Uuid, line: Uuid) -> bool {
+        schedule == line || self.for_waitlist(schedule)
+    }
+}
+
+/// One segment as Redis has it at the start of a pass: which channels a
+/// promotion could serve from it, and whether it keeps seats back.
+#[derive(Debug)]
+struct SeatsNow {
+    loaded: bool,
+    released: bool,
+    merged: bool,
+    kept: bool,
+    left: Vec<(String, i64)>,
+}
+
+impl SeatsNow {
+    /// Whether a patient waiting through `channel` might get a seat here
+    /// (not loaded: perhaps, the hold script loads it).
+    fn may_serve(&self, channel: Channel) -> bool {
+        !self.loaded
+            || (self.released
+                && self
+                    .left
+                    .iter()
+                    .any(|(pool, n)| *n > 0 && may_take(pool, channel, self.merged)))
+    }
+}
+
+async fn seats_now(state: &AppState, segments: &[Uuid]) -> Result<HashMap<Uuid, SeatsNow>, SlotError> {
+    let mut pipe = redis::pipe();
+    for segment in segments {
+        let keys = state.keys.segment(&segment_info(state, *segment).await?);
+        pipe.hgetall(&keys.meta).hgetall(&keys.pools);
+    }
+    let mut conn = state.redis.clone();
+    let read: Vec<(HashMap<String, String>, HashMap<String, i64>)> = if segments.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut conn).await?
+    };
+    let now = state.clock.now().timestamp();
+    let at = |meta: &HashMap<String, String>, field: &str| {
+        meta.get(field)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(i64::MAX)
+    };
+    Ok(segments
+        .iter()
+        .zip(read)
+        .map(|(segment, (meta, pools))| {
+            let seats = SeatsNow {
+                loaded: meta.contains_key("schedule"),
+                released: now >= at(&meta, "release_at") && meta.get("open").is_some_and(|o| o == "1"),
+                merged: now >= at(&meta, "merge_at"),
+                kept: meta
+                    .iter()
+                    .any(|(f, n)| f.starts_with("kept:") && n.parse::<i64>().is_ok_and(|n| n > 0)),
+                left: pools.into_iter().collect(),
             };
-            outcome = service::book(state.clone(), req, key.clone()).await;
-            if !matches!(outcome, Err(SlotError::SlotSoldOut)) {
-                break;
+            (*segment, seats)
+        })
+        .collect())
+}
+
+/// Serve the waitlist of `schedule` (and the lines served with it, see
+/// [`queries::group`]) from the seats its patients may take, in order of
+/// joining, one hold each, until no one waiting can be served; then seats
+/// kept back that nobody still waiting may take go on sale. Returns how
+/// many patients were promoted.
+///
+/// The rules, with `merged` = the pool merge time has passed (policy
+/// `pool_merge_days_before`/`pool_merge_time`, D-1 15:00 by default):
+/// - joining: allowed when no seat of the schedule is one the patient's
+///   channel may book (its pool, or common; any pool once merged); seats
+///   still unsold in other channels' pools (referral, say) do not keep
+///   them out of the line, since they wait for the merge;
+/// - a promotion is a booking through the waiter's channel, drawn from the
+///   same pools as their own booking would be, seats kept for the line
+///   first: an unsold seat of another channel's pool never goes to the
+///   line before the merge; from the merge on, any pool's seat does (the
+///   sweeper's next pass);
+/// - a seat freed while someone waits (cancellation, expiry, a failed
+///   promotion's write) is kept back in its pool (`kept:<pool>`, which
+///   ordinary bookings cannot take) and goes to the first patient in line
+///   who may take that pool; if nobody waiting may (a kiosk seat before the
+///   merge, with only WeChat patients waiting) it goes back on sale. Seats
+///   added by 加号 or a session published for the waitlist are pooled like
+///   any seat and served the same way;
+/// - a patient the line cannot serve (no seat of their pools) keeps their
+///   place; the patients behind them who can be served are.
+pub async fn promote(state: &AppState, schedule: Uuid) -> Result<usize, SlotError> {
+    let group = Group::of(state, schedule).await?;
+    promote_group(state, &group).await
+}
+
+async fn promote_group(state: &AppState, group: &Group) -> Result<usize, SlotError> {
+    let all: Vec<Uuid> = group.segments.iter().map(|(_, seg)| *seg).collect();
+    let seats = seats_now(state, &all).await?;
+    let mut promoted = 0;
+    // Segments a promotion was tried on (a failed one keeps its seat back).
+    let mut tried: HashSet<Uuid> = HashSet::new();
+    let anything = seats
+        .values()
+        .any(|s| !s.loaded || s.kept || s.left.iter().any(|(_, n)| *n > 0));
+    if anything {
+        let client = state.pool.get().await?;
+        let line = queries::line(&client, &group.lines(), LINE_PASS).await?;
+        drop(client);
+        // (line, channel) pairs with no seat left to serve them this pass.
+        let mut exhausted: HashSet<(Uuid, Channel)> = HashSet::new();
+        for waiter in &line {
+            if exhausted.contains(&(waiter.schedule, waiter.channel)) {
+                continue;
+            }
+            let candidates: Vec<Uuid> = group
+                .seats_for(waiter.schedule)
+                .filter(|seg| seats.get(seg).is_none_or(|s| s.may_serve(waiter.channel)))
+                .collect();
+            tried.extend(&candidates);
+            match serve(state, waiter, &candidates).await {
+                Ok(true) => promoted += 1,
+                // A concurrent pass promoted them.
+                Ok(false) => {}
+                Err(SlotError::SlotSoldOut) => {
+                    exhausted.insert((waiter.schedule, waiter.channel));
+                }
+                // Being promoted by a concurrent pass, or gone.
+                Err(SlotError::RequestInProgress | SlotError::WaitlistEntryGone) => {}
+                Err(
+                    SlotError::ScheduleAlreadyBooked
+                    | SlotError::DepartmentDailyLimit
+                    | SlotError::DailyLimit
+                    | SlotError::AlreadyBooked(_),
+                ) => {
+                    // The patient booked elsewhere meanwhile and may not
+                    // hold this one too: they leave the line, the next one
+                    // is asked.
+                    let client = state.pool.get().await?;
+                    queries::mark_left(&client, waiter.entry).await?;
+                }
+                Err(e) => return Err(e),
             }
         }
-        match outcome {
-            Ok(_) => promoted += 1,
-            // No seat anywhere in the schedule: the line waits.
-            Err(SlotError::SlotSoldOut) => break,
-            Err(SlotError::WaitlistEntryGone) => {}
-            Err(
-                SlotError::ScheduleAlreadyBooked
-                | SlotError::DepartmentDailyLimit
-                | SlotError::DailyLimit
-                | SlotError::AlreadyBooked(_),
-            ) => {
-                // The patient booked elsewhere meanwhile and may not hold
-                // this one too: they leave the line, the next one is asked.
-                let client = state.pool.get().await?;
-                queries::mark_left(&client, entry).await?;
-            }
-            Err(e) => return Err(e),
-        }
+    }
+    let keeping: Vec<Uuid> = all
+        .iter()
+        .filter(|seg| tried.contains(seg) || seats.get(seg).is_some_and(|s| s.kept))
+        .copied()
+        .collect();
+    if !keeping.is_empty() {
+        release_unusable(state, group, &keeping).await?;
     }
     Ok(promoted)
 }
 
-async fn unreserve(state: &AppState, segments: &[Uuid]) -> Result<(), SlotError> {
+/// Hand one waiting patient a hold on the first of `segments` with a seat
+/// for them (`false`: a concurrent pass already had): `SlotSoldOut` when
+/// none has.
+async fn serve(state: &AppState, waiter: &queries::Waiter, segments: &[Uuid]) -> Result<bool, SlotError> {
+    let key: IdempotencyKey = format!("waitlist-{}", waiter.entry.simple())
+        .parse()
+        .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("waitlist idempotency key: {e}")))?;
     for segment in segments {
+        let req = BookRequest {
+            slot_id: SlotRef::new(state.hospital.clone(), *segment),
+            patient_id: waiter.patient,
+            channel: waiter.channel,
+            referral_id: None,
+            follows_booking_id: None,
+            // The booking belongs to the app that made the entry.
+            owner_app: waiter.owner_app.clone(),
+            waitlist_entry: Some(waiter.entry),
+            offer: None,
+        };
+        match service::book(state.clone(), req, key.clone()).await {
+            Ok(outcome) => return Ok(!outcome.replayed),
+            // No seat for them here (or not bookable): the next segment.
+            Err(SlotError::SlotSoldOut | SlotError::NotYetReleased(_) | SlotError::ScheduleStopped) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(SlotError::SlotSoldOut)
+}
+
+/// Put on sale the seats `segments` keep back that nobody still waiting for
+/// them may take (all of them once their lines are empty).
+async fn release_unusable(state: &AppState, group: &Group, segments: &[Uuid]) -> Result<(), SlotError> {
+    let client = state.pool.get().await?;
+    let waiting = queries::waiting_channels_in(&client, &group.lines()).await?;
+    drop(client);
+    let now = state.clock.now().timestamp();
+    for (schedule, segment) in group.segments.iter().filter(|(_, seg)| segments.contains(seg)) {
+        let mut channels: Vec<Channel> = waiting
+            .iter()
+            .filter(|(line, _)| group.serves(*schedule, *line))
+            .map(|(_, c)| *c)
+            .collect();
+        channels.sort_by_key(|c| c.as_str());
+        channels.dedup();
         let info = segment_info(state, *segment).await?;
         let keys = state.keys.segment(&info);
-        state.scripts.unreserve(&state.redis, &keys).await?;
+        state
+            .scripts
+            .unreserve(&state.redis, &keys, now, &channels)
+            .await?;
     }
     Ok(())
 }
 
-/// The sweeper's pass: promote wherever someone waits (seats added by a
-/// capacity change, or freed while this process was down).
+/// The sweeper's pass: promote wherever someone waits (seats freed while
+/// this process was down, the pools' merge, a session published for the
+/// waitlist).
 pub async fn promote_all(state: &AppState) -> Result<usize, SlotError> {
     let client = state.pool.get().await?;
     let schedules = queries::schedules_with_waiting(&client, state.clock.today()).await?;
     drop(client);
     let mut promoted = 0;
+    let mut done: HashSet<Uuid> = HashSet::new();
     for schedule in schedules {
-        promoted += promote(state, schedule).await?;
+        if done.contains(&schedule) {
+            continue;
+        }
+        let group = Group::of(state, schedule).await?;
+        done.extend(group.lines());
+        promoted += promote_group(state, &group).await?;
     }
     Ok(promoted)
 }

@@ -1,5 +1,7 @@
-//! The bookings feed a HIS polls with `?since=<position>`: every booking
-//! change exactly once, in order, across pages.
+//! The feed a HIS polls with `?since=<position>`: every booking change and
+//! every request for more capacity (`waitlist.capacity_requested`, which
+//! the hospital answers with 加号 or a session published for the waitlist)
+//! exactly once, in order, across pages.
 //!
 //! Outbox rows get their `seq` at insert, but transactions commit out of
 //! order; a reader paging by `seq` could pass a row that commits later and
@@ -32,14 +34,22 @@ fn default_limit() -> i64 {
     100
 }
 
+/// The event types a hospital's feed carries (SQL `LIKE` patterns).
+const FEED_EVENTS: [&str; 2] = ["booking.%", "waitlist.capacity_requested"];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FeedEntry {
     pub position: i64,
     pub event_id: Uuid,
     pub event_type: String,
     pub occurred_at: DateTime<FixedOffset>,
-    /// The event's payload: the booking as the API shows it, plus `detail`.
-    pub booking: serde_json::Value,
+    /// `booking.*`: the booking as the API shows it, plus `detail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booking: Option<serde_json::Value>,
+    /// `waitlist.capacity_requested`: the schedule (with the hospital's own
+    /// ids), its segments and how many patients wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_request: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,19 +97,29 @@ pub async fn page(state: &AppState, q: &FeedQuery) -> Result<FeedPage, SlotError
     let rows = client
         .query(
             "SELECT feed_seq, event_id, event_type, occurred_at, payload FROM outbox
-              WHERE feed_seq > $1 AND event_type LIKE 'booking.%'
+              WHERE feed_seq > $1 AND event_type LIKE ANY($3)
               ORDER BY feed_seq LIMIT $2",
-            &[&q.since, &q.limit],
+            &[&q.since, &q.limit, &&FEED_EVENTS[..]],
         )
         .await?;
     let entries: Vec<FeedEntry> = rows
         .iter()
-        .map(|r| FeedEntry {
-            position: r.get(0),
-            event_id: r.get(1),
-            event_type: r.get(2),
-            occurred_at: jyt_domain::time::local(r.get::<_, DateTime<Utc>>(3)),
-            booking: r.get(4),
+        .map(|r| {
+            let event_type: String = r.get(2);
+            let payload: serde_json::Value = r.get(4);
+            let (booking, capacity_request) = if event_type.starts_with("booking.") {
+                (Some(payload), None)
+            } else {
+                (None, Some(payload))
+            };
+            FeedEntry {
+                position: r.get(0),
+                event_id: r.get(1),
+                event_type,
+                occurred_at: jyt_domain::time::local(r.get::<_, DateTime<Utc>>(3)),
+                booking,
+                capacity_request,
+            }
         })
         .collect();
     let next = entries.last().map_or(q.since, |e| e.position);

@@ -39,6 +39,11 @@ pub struct PublishedSchedule {
     pub level: ClinicLevel,
     pub fee_fen: i64,
     pub segments: Vec<PublishedSegment>,
+    /// A session added for the waitlist (in answer to
+    /// `waitlist.capacity_requested`): its seats serve, in order of joining,
+    /// the lines of the doctor's other sessions that day.
+    #[serde(default)]
+    pub for_waitlist: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +194,11 @@ pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOu
                 .collect(),
         };
         let stored = upsert_schedule(&tx, &schedule, state.settings.policy.release_at(s.date), now).await?;
+        tx.execute(
+            "UPDATE schedules SET for_waitlist = $2 WHERE id = $1",
+            &[&stored.schedule_id, &s.for_waitlist],
+        )
+        .await?;
         out.push(PublishedIds {
             id: schedule.external_id,
             schedule_id: stored.schedule_id,
@@ -199,7 +209,8 @@ pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOu
     drop(client);
     // Redis follows: every segment reloaded from PostgreSQL (seats the
     // publish added are kept back for waiting patients), then the lines
-    // are served.
+    // are served (a session for the waitlist serves the lines of the
+    // doctor's other sessions that day, see `waitlist::promote`).
     let mut promoted = 0;
     for s in &out {
         for segment in &s.segment_ids {

@@ -81,6 +81,33 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
         &[&schedule, &reason, &now],
     )
     .await?;
+    let (stopped, refunds) = stop_bookings(&tx, state, schedule, reason, now).await?;
+    let waiting = leave_waitlist(&tx, state, schedule, reason).await?;
+    tx.commit().await?;
+    drop(client);
+    state.relay.wake();
+
+    take_off_sale(state, schedule, &stopped).await?;
+
+    let offers = make_offers(state, schedule, &stopped, &waiting).await?;
+    Ok(StopOutcome {
+        schedule_id: schedule,
+        already_stopped: false,
+        stopped_bookings: stopped.len(),
+        refunds_requested: refunds,
+        offers,
+    })
+}
+
+/// Stop the schedule's live bookings, each with its event and, when paid,
+/// a refund request; answers them and how many refunds were requested.
+async fn stop_bookings(
+    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+    state: &AppState,
+    schedule: Uuid,
+    reason: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Vec<StoredBooking>, usize), SlotError> {
     let ids: Vec<Uuid> = tx
         .query(
             "SELECT id FROM bookings WHERE schedule_id = $1 AND status IN ('held', 'confirmed')
@@ -94,15 +121,15 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
     let mut stopped: Vec<StoredBooking> = Vec::with_capacity(ids.len());
     let mut refunds = 0;
     for id in ids {
-        let Some(before) = queries::get_booking(&tx, &state.hospital, id).await? else {
+        let Some(before) = queries::get_booking(tx, &state.hospital, id).await? else {
             continue;
         };
-        queries::transition(&tx, id, &["held", "confirmed"], "stopped", now).await?;
-        let Some(after) = queries::get_booking(&tx, &state.hospital, id).await? else {
+        queries::transition(tx, id, &["held", "confirmed"], "stopped", now).await?;
+        let Some(after) = queries::get_booking(tx, &state.hospital, id).await? else {
             continue;
         };
         events::append(
-            &tx,
+            tx,
             EventKind::Stopped,
             &after.booking,
             serde_json::json!({ "reason": reason }),
@@ -110,7 +137,7 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
         .await?;
         if let Some(reference) = &before.payment_reference {
             events::append(
-                &tx,
+                tx,
                 EventKind::RefundRequested,
                 &after.booking,
                 serde_json::json!({
@@ -124,26 +151,46 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
         }
         stopped.push(after);
     }
-    let mut waiting_rows: Vec<(chrono::DateTime<chrono::Utc>, Uuid, Uuid, String)> = tx
+    Ok((stopped, refunds))
+}
+
+/// Take everyone off the stopped schedule's waitlist (first come first),
+/// each with a `waitlist.stopped` event.
+async fn leave_waitlist(
+    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+    state: &AppState,
+    schedule: Uuid,
+    reason: &str,
+) -> Result<Vec<Waiting>, SlotError> {
+    let mut waiting: Vec<Waiting> = tx
         .query(
             "UPDATE waitlist_entries SET status = 'left'
               WHERE schedule_id = $1 AND status = 'waiting'
-             RETURNING created_at, id, patient_id, channel",
+             RETURNING created_at, id, patient_id, channel, owner_app",
             &[&schedule],
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| Waiting {
+            created_at: r.get(0),
+            entry: r.get(1),
+            patient: r.get(2),
+            channel: r.get(3),
+            owner_app: r.get(4),
+        })
         .collect();
     // First come, first offered.
-    waiting_rows.sort_by_key(|(created_at, id, ..)| (*created_at, *id));
-    let waiting: Vec<(Uuid, Uuid, String)> = waiting_rows
-        .into_iter()
-        .map(|(_, entry, patient, channel)| (entry, patient, channel))
-        .collect();
-    for (entry, patient, channel) in &waiting {
+    waiting.sort_by_key(|w| (w.created_at, w.entry));
+    for Waiting {
+        entry,
+        patient,
+        channel,
+        owner_app,
+        ..
+    } in &waiting
+    {
         jyt_events::append(
-            &tx,
+            tx,
             "waitlist.stopped",
             &entry.to_string(),
             &serde_json::json!({
@@ -153,24 +200,34 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
                 "schedule_id": schedule,
                 "patient_id": patient,
                 "channel": channel,
+                "owner_app": owner_app,
                 "reason": reason,
             }),
         )
         .await?;
     }
-    tx.commit().await?;
-    drop(client);
-    state.relay.wake();
+    Ok(waiting)
+}
 
-    take_off_sale(state, schedule, &stopped).await?;
-
+/// A priority hold for each stopped booking's patient, then for each
+/// patient who was waiting, in that order.
+async fn make_offers(
+    state: &AppState,
+    schedule: Uuid,
+    stopped: &[StoredBooking],
+    waiting: &[Waiting],
+) -> Result<Vec<Offer>, SlotError> {
     let mut offers = Vec::new();
-    for b in &stopped {
+    for b in stopped {
+        // The offer belongs to the app that made the stopped booking.
         let offered = offer(
             state,
             schedule,
-            b.booking.patient_id,
-            b.booking.channel,
+            Offeree {
+                patient: b.booking.patient_id,
+                channel: b.booking.channel,
+                owner_app: b.booking.owner_app.clone(),
+            },
             Some(b.booking.booking_id.id),
             b.booking.booking_id.id,
         )
@@ -181,22 +238,27 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
             offered,
         });
     }
-    for (entry, patient, channel) in &waiting {
-        let channel = channel.parse().unwrap_or(Channel::Window);
-        let offered = offer(state, schedule, *patient, channel, None, *entry).await?;
+    for Waiting {
+        entry,
+        patient,
+        channel,
+        owner_app,
+        ..
+    } in waiting
+    {
+        let offeree = Offeree {
+            patient: *patient,
+            channel: channel.parse().unwrap_or(Channel::Window),
+            owner_app: owner_app.clone(),
+        };
+        let offered = offer(state, schedule, offeree, None, *entry).await?;
         offers.push(Offer {
             patient_id: *patient,
             replaces: None,
             offered,
         });
     }
-    Ok(StopOutcome {
-        schedule_id: schedule,
-        already_stopped: false,
-        stopped_bookings: stopped.len(),
-        refunds_requested: refunds,
-        offers,
-    })
+    Ok(offers)
 }
 
 /// Free the stopped bookings' holds in Redis (their patients' day counts
@@ -229,17 +291,39 @@ async fn take_off_sale(state: &AppState, schedule: Uuid, stopped: &[StoredBookin
     Ok(())
 }
 
+/// A patient of the stopped clinic's waitlist: offered a seat too.
+struct Waiting {
+    created_at: chrono::DateTime<chrono::Utc>,
+    entry: Uuid,
+    patient: Uuid,
+    channel: String,
+    /// The app that made the entry: the offer is its.
+    owner_app: Option<String>,
+}
+
+/// Whom an offer is for: the patient, their channel, and their channel
+/// app, which the offered booking belongs to.
+struct Offeree {
+    patient: Uuid,
+    channel: Channel,
+    owner_app: Option<String>,
+}
+
 /// Hold the first free equivalent seat for the patient, ahead of everyone
 /// else (like a waitlist promotion: any pool). Keyed by what it replaces,
 /// so a retried stop never offers twice.
 async fn offer(
     state: &AppState,
     stopped: Uuid,
-    patient: Uuid,
-    channel: Channel,
+    offeree: Offeree,
     replaces: Option<Uuid>,
     key: Uuid,
 ) -> Result<Option<BookingRef>, SlotError> {
+    let Offeree {
+        patient,
+        channel,
+        owner_app,
+    } = offeree;
     let client = state.pool.get().await?;
     let Some(row) = client
         .query_opt(
@@ -274,6 +358,8 @@ async fn offer(
             patient_id: patient,
             channel,
             referral_id: None,
+            follows_booking_id: None,
+            owner_app: owner_app.clone(),
             waitlist_entry: None,
             offer: Some(OfferOf { replaces }),
         };

@@ -88,6 +88,7 @@ pub async fn hold(
     state: &AppState,
     key: IdempotencyKey,
     channel: Channel,
+    owner_app: Option<String>,
     body: &[u8],
 ) -> Result<BookOutcome, FhirError> {
     let params = params::parameters(body, &["slot", "patient", "referral"])?;
@@ -105,6 +106,8 @@ pub async fn hold(
         patient_id,
         channel,
         referral_id,
+        follows_booking_id: None,
+        owner_app,
         waitlist_entry: None,
         offer: None,
     };

@@ -4,7 +4,6 @@
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, get, post, web};
-use futures::StreamExt;
 use jyt_domain::{BookingRef, Channel};
 use jyt_web::extract::BodyLimit;
 use jyt_web::{IdempotencyKeyHeader, RequestError};
@@ -53,7 +52,7 @@ fn not_found(what: &str) -> HttpResponse {
 
 /// A `Parameters` body: JSON (`application/fhir+json` or
 /// `application/json`) within `http.max_body_bytes`.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, FhirError> {
+async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, FhirError> {
     let limit = req.app_data::<BodyLimit>().map_or(64 * 1024, |l| l.0);
     let is_json = req
         .headers()
@@ -69,25 +68,8 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::
     if !is_json {
         return Err(RequestError::UnsupportedMediaType.into());
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(RequestError::BodyTooLarge { limit }.into());
-    }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| RequestError::MalformedJson {
-            detail: e.to_string(),
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(RequestError::BodyTooLarge { limit }.into());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+    let declared = jyt_web::extract::declared_length(req.headers());
+    Ok(jyt_web::extract::read_limited(payload, declared, limit).await?)
 }
 
 /// The search's own URL with `_page` set (for `self` and `next` links).
@@ -435,8 +417,9 @@ pub async fn appointment_hold(
 ) -> Result<HttpResponse, FhirError> {
     let key = IdempotencyKeyHeader::extract(&req).await?.0;
     let channel = channel(&req)?;
+    let owner_app = crate::booking::owner::acting_app(&req)?;
     let body = read_body(&req, payload).await?;
-    let outcome = operations::hold(&state, key, channel, &body).await?;
+    let outcome = operations::hold(&state, key, channel, owner_app, &body).await?;
     let ctx = context(&state, outcome.booking.schedule_id).await?;
     let appointment = resources::appointment(&state.settings, &outcome.booking, &ctx);
     let mut res = HttpResponse::Created();

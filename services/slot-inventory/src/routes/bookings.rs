@@ -1,26 +1,30 @@
 use actix_web::http::header;
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use jyt_web::{IdempotencyKeyHeader, Json};
 
 use super::booking_ref;
 use crate::booking::service::{self, BookOutcome};
-use crate::booking::{BookRequest, lifecycle, queries};
+use crate::booking::{BookRequest, lifecycle, owner, queries};
 use crate::error::SlotError;
 use crate::state::AppState;
 
-/// Book a seat in a time segment.
+/// Book a seat in a time segment, for the channel app the gateway names in
+/// `Jyt-App` (none: a hospital's own window system).
 #[post("/v1/bookings")]
 #[tracing::instrument(skip_all, fields(slot = %body.0.slot_id, channel = %body.0.channel))]
 pub async fn create(
     state: web::Data<AppState>,
+    http: HttpRequest,
     key: IdempotencyKeyHeader,
     body: Json<BookRequest>,
 ) -> Result<HttpResponse, SlotError> {
+    let mut req = body.0;
+    req.owner_app = owner::acting_app(&http)?;
     let state = state.get_ref().clone();
     // On its own task: a client hanging up must not cancel us between the
     // Redis hold and the PostgreSQL write.
     let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
-        service::book(state, body.0, key.0).await
+        service::book(state, req, key.0).await
     }));
     let BookOutcome { booking, replayed } = task
         .await

@@ -1,4 +1,4 @@
-use actix_web::{HttpResponse, get, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use jyt_web::{Json, RequestError};
 use uuid::Uuid;
 
@@ -28,15 +28,19 @@ fn uuid_of(field: &str, raw: &str) -> Result<Uuid, SlotError> {
     Uuid::parse_str(raw).map_err(|_| RequestError::invalid(field, "must be a UUID").into())
 }
 
-/// 候补: join a full schedule's waitlist (201), or see one's place again (200).
+/// 候补: join a full schedule's waitlist (201), or see one's place again
+/// (200), for the channel app the gateway names in `Jyt-App`.
 #[post("/v1/schedules/{schedule_id}/waitlist")]
 pub async fn join_waitlist(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    http: HttpRequest,
     body: Json<waitlist::JoinRequest>,
 ) -> Result<HttpResponse, SlotError> {
     let schedule = uuid_of("schedule_id", &path)?;
-    let (entry, created) = waitlist::join(&state, schedule, &body.0).await?;
+    let mut req = body.0;
+    req.owner_app = crate::booking::owner::acting_app(&http)?;
+    let (entry, created) = waitlist::join(&state, schedule, &req).await?;
     Ok(if created {
         HttpResponse::Created().json(entry)
     } else {

@@ -60,6 +60,7 @@ async fn stopping_a_clinic_refunds_paid_bookings_once_and_offers_each_patient_an
         &JoinRequest {
             patient_id: waiting,
             channel: Channel::App,
+            owner_app: None,
         },
     )
     .await
@@ -178,6 +179,8 @@ async fn the_feed_returns_every_change_exactly_once_across_pages_even_with_concu
                         patient_id: Uuid::new_v4(),
                         channel: Channel::Kiosk,
                         referral_id: None,
+                        follows_booking_id: None,
+                        owner_app: None,
                         waitlist_entry: None,
                         offer: None,
                     };
@@ -274,6 +277,7 @@ async fn publishing_is_idempotent_keeps_bookings_and_gives_added_seats_to_the_wa
         &JoinRequest {
             patient_id: waiting,
             channel: Channel::Wechat,
+            owner_app: None,
         },
     )
     .await

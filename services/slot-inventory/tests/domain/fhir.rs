@@ -199,6 +199,8 @@ impl FhirApp {
             patient_id: patient,
             channel: Channel::Kiosk,
             referral_id: None,
+            follows_booking_id: None,
+            owner_app: None,
             waitlist_entry: None,
             offer: None,
         };
@@ -422,6 +424,7 @@ async fn every_resource_in_every_status_passes_the_validator() {
         &JoinRequest {
             patient_id: patient(),
             channel: Channel::Wechat,
+            owner_app: None,
         },
     )
     .await

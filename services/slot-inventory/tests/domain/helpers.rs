@@ -102,6 +102,8 @@ impl Hospital {
             patient_id: patient,
             channel,
             referral_id: referral.map(str::to_owned),
+            follows_booking_id: None,
+            owner_app: None,
             waitlist_entry: None,
             offer: None,
         };
@@ -171,6 +173,75 @@ impl Hospital {
             .query_async(&mut conn)
             .await
             .unwrap()
+    }
+
+    /// No oversell, and Redis agrees with PostgreSQL on a segment: live
+    /// bookings within capacity and each pool's share, the same holders,
+    /// free seats + live bookings = capacity, the pools adding up to the
+    /// free seats, and no pool keeping back for the waitlist more seats
+    /// than it has left.
+    pub async fn assert_consistent(&self, slot: &SlotRef) {
+        let client = self.state.pool.get().await.unwrap();
+        let capacity: i32 = client
+            .query_one("SELECT capacity FROM segments WHERE id = $1", &[&slot.id])
+            .await
+            .unwrap()
+            .get(0);
+        let rows = client
+            .query(
+                "SELECT patient_id, id, pool, seat_no FROM bookings
+                  WHERE segment_id = $1 AND status NOT IN ('cancelled', 'expired', 'stopped')",
+                &[&slot.id],
+            )
+            .await
+            .unwrap();
+        assert!(rows.len() <= usize::try_from(capacity).unwrap(), "oversold");
+        for (pool, seats) in self.state.settings.policy.pool_split(capacity) {
+            let used = rows.iter().filter(|r| r.get::<_, String>(2) == pool).count();
+            assert!(used <= usize::try_from(seats).unwrap(), "pool {pool} oversold");
+        }
+        let pg: HashMap<String, String> = rows
+            .iter()
+            .map(|r| {
+                let (patient, id, pool, seat): (Uuid, Uuid, String, i32) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+                (patient.to_string(), format!("{id}|{pool}|{seat}"))
+            })
+            .collect();
+        let info = service::segment_info(&self.state, slot.id).await.unwrap();
+        let keys = self.state.keys.segment(&info);
+        let mut conn = self.state.redis.clone();
+        let (holders, free): (HashMap<String, String>, i64) = redis::pipe()
+            .hgetall(&keys.holders)
+            .llen(&keys.free)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (pools, meta): (HashMap<String, i64>, HashMap<String, String>) = redis::pipe()
+            .hgetall(&keys.pools)
+            .hgetall(&keys.meta)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            holders, pg,
+            "Redis holders differ from PostgreSQL's live bookings"
+        );
+        assert_eq!(
+            free + i64::try_from(rows.len()).unwrap(),
+            i64::from(capacity),
+            "free seats"
+        );
+        assert_eq!(pools.values().sum::<i64>(), free, "pool counts");
+        for (pool, left) in &pools {
+            let kept: i64 = meta
+                .get(&format!("kept:{pool}"))
+                .map_or(0, |n| n.parse().unwrap());
+            assert!(
+                (0..=*left).contains(&kept),
+                "pool {pool} keeps {kept} of {left} seats"
+            );
+        }
     }
 }
 

@@ -134,7 +134,9 @@ impl World {
                 let schedule = self.h.schedules[SCHEDULES[schedule]].schedule_id;
                 let req = waitlist::JoinRequest {
                     patient_id: self.persons[person],
-                    channel: Channel::Wechat,
+                    // Waiters of several channels, so pools decide who is served.
+                    channel: CHANNELS[person % CHANNELS.len()],
+                    owner_app: None,
                 };
                 if let Err(e) = waitlist::join(state, schedule, &req).await {
                     allowed(&e);
@@ -266,6 +268,20 @@ impl World {
                 "free seats after {after:?}"
             );
             assert_eq!(pools.values().sum::<i64>(), free, "pool counts after {after:?}");
+            let meta: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&keys.meta)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            for (pool, left) in &pools {
+                let kept: i64 = meta
+                    .get(&format!("kept:{pool}"))
+                    .map_or(0, |n| n.parse().unwrap());
+                assert!(
+                    (0..=*left).contains(&kept),
+                    "pool {pool} keeps {kept} of {left} seats for the waitlist after {after:?}"
+                );
+            }
         }
         // Person rules: per day at most 2, one per department, one per schedule.
         for person in &self.persons {

@@ -13,6 +13,7 @@ fn join(patient: Uuid) -> JoinRequest {
     JoinRequest {
         patient_id: patient,
         channel: Channel::Wechat,
+        owner_app: None,
     }
 }
 
@@ -173,4 +174,143 @@ async fn a_seat_kept_for_the_waitlist_is_not_sold_to_others_meanwhile() {
         .book(&h.segment(sched::ENDO_AM, 0), Uuid::new_v4(), Channel::Window)
         .await;
     assert_eq!(code(&walk_in.unwrap_err()), "SLOT_SOLD_OUT");
+}
+
+/// Default pool shares: a segment of 20 seats has wechat 8, kiosk 6,
+/// phone114 2, window 1, app 1, referral 1 and common 1.
+#[tokio::test]
+async fn with_default_pools_a_patient_with_no_seat_of_their_own_joins_and_is_served_from_their_pools_only() {
+    let h = Hospital::start(beijing(3, 9, 0), 20, &[]).await;
+    // One segment of CT's morning (free: bookings are confirmed at once);
+    // the other six have no seats.
+    let schedule = h.schedules[sched::CT_AM].schedule_id;
+    for segment in 1..7 {
+        let slot = h.segment(sched::CT_AM, segment);
+        capacity::set_segment_capacity(&h.state, slot.id, &CapacityChange { capacity: 0 })
+            .await
+            .unwrap();
+    }
+    let slot = h.segment(sched::CT_AM, 0);
+    let mut sold: Vec<(Channel, Uuid, slot_inventory::booking::Booking)> = Vec::new();
+    for (channel, n) in [
+        (Channel::Wechat, 9),
+        (Channel::Kiosk, 6),
+        (Channel::Phone114, 2),
+        (Channel::Window, 1),
+        (Channel::App, 1),
+    ] {
+        for _ in 0..n {
+            let patient = Uuid::new_v4();
+            sold.push((channel, patient, h.book(&slot, patient, channel).await.unwrap()));
+        }
+    }
+    let in_pool = |pool: &str| sold.iter().find(|(.., b)| b.pool == pool).unwrap().clone();
+    assert_eq!(in_pool("common").0, Channel::Wechat, "WeChat's ninth took common");
+    // Only the referral seat is left: nobody but a referral can book it
+    // before the merge, so the WeChat and kiosk patients may wait.
+    let err = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap_err();
+    assert_eq!(code(&err), "SLOT_SOLD_OUT");
+    let wechat_1 = Uuid::new_v4();
+    let (w1, created) = waitlist::join(&h.state, schedule, &join(wechat_1)).await.unwrap();
+    assert!(created);
+    let kiosk_1 = Uuid::new_v4();
+    let (k1, _) = waitlist::join(
+        &h.state,
+        schedule,
+        &JoinRequest {
+            patient_id: kiosk_1,
+            channel: Channel::Kiosk,
+            owner_app: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((w1.position, k1.position), (Some(1), Some(2)));
+    // The sweeper does not hand the unsold referral seat to the line.
+    assert_eq!(waitlist::promote_all(&h.state).await.unwrap(), 0);
+    assert_eq!(
+        waitlist::get(&h.state, w1.entry_id).await.unwrap().status,
+        "waiting"
+    );
+    h.assert_consistent(&slot).await;
+
+    // A kiosk seat frees: the WeChat patient ahead may not take it before
+    // the merge, the kiosk patient behind may, and is served.
+    let (_, kiosk_patient, kiosk_booking) = in_pool("kiosk");
+    lifecycle::cancel(
+        &h.state,
+        &kiosk_booking.booking_id,
+        &CancelRequest {
+            patient_id: kiosk_patient,
+        },
+    )
+    .await
+    .unwrap();
+    let k1 = waitlist::get(&h.state, k1.entry_id).await.unwrap();
+    assert_eq!(k1.status, "promoted");
+    let held = h.booking(k1.booking_id.as_ref().unwrap()).await;
+    assert_eq!((held.patient_id, held.pool.as_str()), (kiosk_1, "kiosk"));
+    assert_eq!(
+        waitlist::get(&h.state, w1.entry_id).await.unwrap().position,
+        Some(1)
+    );
+
+    // The common seat frees: the head of the line gets it.
+    let (_, common_patient, common_booking) = in_pool("common");
+    lifecycle::cancel(
+        &h.state,
+        &common_booking.booking_id,
+        &CancelRequest {
+            patient_id: common_patient,
+        },
+    )
+    .await
+    .unwrap();
+    let w1 = waitlist::get(&h.state, w1.entry_id).await.unwrap();
+    assert_eq!(w1.status, "promoted");
+    let held = h.booking(w1.booking_id.as_ref().unwrap()).await;
+    assert_eq!((held.patient_id, held.pool.as_str()), (wechat_1, "common"));
+    assert_eq!(held.status, BookingStatus::Confirmed);
+    h.assert_consistent(&slot).await;
+
+    // Another WeChat patient waits. A 114 seat frees: nobody waiting may
+    // take it, so it is back on sale, not kept.
+    let wechat_2 = Uuid::new_v4();
+    let (w2, _) = waitlist::join(&h.state, schedule, &join(wechat_2)).await.unwrap();
+    let (_, phone_patient, phone_booking) = in_pool("phone114");
+    lifecycle::cancel(
+        &h.state,
+        &phone_booking.booking_id,
+        &CancelRequest {
+            patient_id: phone_patient,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        waitlist::get(&h.state, w2.entry_id).await.unwrap().status,
+        "waiting"
+    );
+    let walk_in = h.book(&slot, Uuid::new_v4(), Channel::Phone114).await.unwrap();
+    assert_eq!(walk_in.pool, "phone114");
+    assert_eq!(waitlist::promote_all(&h.state).await.unwrap(), 0);
+    assert_eq!(
+        waitlist::get(&h.state, w2.entry_id).await.unwrap().status,
+        "waiting"
+    );
+
+    // At the merge (D-1 15:00) unused shares open to every channel: the
+    // sweeper's next pass hands the referral seat to the line.
+    h.clock.set(beijing(1, 15, 0));
+    assert_eq!(waitlist::promote_all(&h.state).await.unwrap(), 1);
+    let w2 = waitlist::get(&h.state, w2.entry_id).await.unwrap();
+    assert_eq!(w2.status, "promoted");
+    let held = h.booking(w2.booking_id.as_ref().unwrap()).await;
+    assert_eq!((held.patient_id, held.pool.as_str()), (wechat_2, "referral"));
+
+    // Every seat sold once: 20 live bookings, Redis = PostgreSQL.
+    assert_eq!(h.redis_free(&slot).await, 0);
+    h.assert_consistent(&slot).await;
+    let events = h.event_types().await;
+    assert_eq!(events.iter().filter(|e| *e == "booking.promoted").count(), 3);
 }

@@ -15,13 +15,23 @@
 -- ARGV[1] patient, ARGV[2] new booking id, ARGV[3] idempotency TTL (s),
 -- ARGV[4] now (unix s), ARGV[5] channel, ARGV[6] max bookings per day,
 -- ARGV[7] max per department per day, ARGV[8] TTL of the patient's day (s),
--- ARGV[9] summary field, ARGV[10] segment id, ARGV[11] "promote" when a
--- waitlisted patient is handed a seat (any pool, reserved seats first),
--- "book" otherwise
+-- ARGV[9] summary field, ARGV[10] segment id, ARGV[11] what the attempt
+-- is: "book" (a patient's own), "promote" (a waitlisted patient handed a
+-- seat), "offer" (a priority hold after 停诊)
 --
--- Seats freed while a schedule has a waitlist are kept back for it: the
--- meta field `reserved` counts them, and an ordinary booking sees only the
--- free seats beyond that count.
+-- Seats kept back for the schedule's waitlist are counted per pool in the
+-- meta fields `kept:<pool>` (never more than that pool's seats left). A
+-- pool's seats on offer are its seats left less its kept ones. Which seats
+-- an attempt may take (see booking/waitlist.rs for the whole rule):
+--   book     on offer: the channel's pool, then common; after the merge
+--            time, any pool (the one with most)
+--   promote  the same pools as the waiter's own booking, kept seats first
+--            (own, common, after the merge any), then seats on offer: so an
+--            unsold seat of another channel's pool (referral, say) never
+--            goes to the line before the merge
+--   offer    on offer: the channel's pool, then common, then any pool at
+--            any time (the patient was stopped; seats kept for another
+--            schedule's line stay with that line)
 --
 -- Returns {outcome, ...}:
 --   {"REPLAY", booking}  {"NOT_LOADED"}  {"NOT_YET_RELEASED", release_at}
@@ -32,7 +42,7 @@ local prior = redis.call('GET', KEYS[6])
 if prior then
   return {'REPLAY', prior}
 end
-local meta = redis.call('HMGET', KEYS[1], 'schedule', 'dept', 'release_at', 'merge_at', 'open', 'reserved')
+local meta = redis.call('HMGET', KEYS[1], 'schedule', 'dept', 'release_at', 'merge_at', 'open')
 if not meta[1] then
   return {'NOT_LOADED'}
 end
@@ -60,28 +70,53 @@ if count('total') >= tonumber(ARGV[6]) then
   return {'DAILY_LIMIT'}
 end
 
-local promote = ARGV[11] == 'promote'
-local reserved = tonumber(meta[6] or '0')
-if not promote and redis.call('LLEN', KEYS[2]) <= reserved then
+-- The surge's common answer, before any pool is looked at.
+if redis.call('LLEN', KEYS[2]) == 0 then
   return {'SOLD_OUT'}
 end
-
--- The channel's own pool first, then the common remainder; after the merge
--- time (or for a waitlist promotion) every pool's unused seats are open.
-local pool = nil
-if tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0') > 0 then
-  pool = ARGV[5]
-elseif tonumber(redis.call('HGET', KEYS[3], 'common') or '0') > 0 then
-  pool = 'common'
-elseif promote or now >= tonumber(meta[4]) then
-  local all = redis.call('HGETALL', KEYS[3])
-  local most = 0
-  for i = 1, #all, 2 do
-    local n = tonumber(all[i + 1])
-    if n > most then
-      pool, most = all[i], n
+local mode = ARGV[11]
+local merged = now >= tonumber(meta[4])
+local function left(p)
+  return tonumber(redis.call('HGET', KEYS[3], p) or '0')
+end
+local function kept(p)
+  return tonumber(redis.call('HGET', KEYS[1], 'kept:' .. p) or '0')
+end
+local function on_offer(p)
+  return left(p) - kept(p)
+end
+-- The channel's pool, then common; with `any`, then the pool with most.
+local function pick(seats, any)
+  for _, p in ipairs({ARGV[5], 'common'}) do
+    if seats(p) > 0 then
+      return p
     end
   end
+  if not any then
+    return nil
+  end
+  local best, most = nil, 0
+  local pools = redis.call('HKEYS', KEYS[3])
+  for _, p in ipairs(pools) do
+    local n = seats(p)
+    if n > most then
+      best, most = p, n
+    end
+  end
+  return best
+end
+
+local pool, from_kept = nil, false
+if mode == 'promote' then
+  pool = pick(kept, merged)
+  from_kept = pool ~= nil
+  if not pool then
+    pool = pick(on_offer, merged)
+  end
+elseif mode == 'offer' then
+  pool = pick(on_offer, true)
+else
+  pool = pick(on_offer, merged)
 end
 if not pool then
   return {'SOLD_OUT'}
@@ -98,9 +133,9 @@ redis.call('HINCRBY', KEYS[5], 'dept:' .. meta[2], 1)
 redis.call('HINCRBY', KEYS[5], 'sch:' .. meta[1], 1)
 redis.call('EXPIRE', KEYS[5], tonumber(ARGV[8]))
 local visit = redis.call('INCR', KEYS[7])
-if promote and reserved > 0 then
+if from_kept then
   -- A kept-back seat was never counted as available.
-  redis.call('HINCRBY', KEYS[1], 'reserved', -1)
+  redis.call('HINCRBY', KEYS[1], 'kept:' .. pool, -1)
 else
   redis.call('HINCRBY', KEYS[8], ARGV[9], -1)
   redis.call('HINCRBY', KEYS[9], ARGV[10], -1)

@@ -51,8 +51,14 @@ if tonumber(redis.call('GET', KEYS[5]) or '0') < highest then
   redis.call('SET', KEYS[5], highest)
 end
 -- Replace this segment's share of the date's summary (seats kept back for
--- the waitlist are not on offer).
-local on_offer = n - tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+-- the waitlist, the meta fields `kept:<pool>`, are not on offer).
+local on_offer = n
+local fields = redis.call('HGETALL', KEYS[1])
+for f = 1, #fields, 2 do
+  if string.sub(fields[f], 1, 5) == 'kept:' then
+    on_offer = on_offer - tonumber(fields[f + 1])
+  end
+end
 local before = tonumber(redis.call('HGET', KEYS[7], ARGV[3]) or '0')
 redis.call('HINCRBY', KEYS[6], ARGV[2], on_offer - before)
 redis.call('HSET', KEYS[7], ARGV[3], on_offer)

@@ -9,7 +9,8 @@
 -- sale, "0" when PostgreSQL says the seat is really taken (Redis was stale)
 -- or the schedule is stopped, ARGV[4] summary field, ARGV[5] segment id,
 -- ARGV[6] "1" to keep the seat back for the schedule's waitlist (it is
--- free, but only a promotion can take it)
+-- free, but only a promotion can take it; counted in its pool's
+-- `kept:<pool>`)
 -- Returns 1 if released, 0 if there was nothing to release.
 local held = redis.call('HGET', KEYS[4], ARGV[1])
 if not held then
@@ -36,7 +37,7 @@ if ARGV[3] == '1' and meta[1] then
   redis.call('LPUSH', KEYS[2], seat)
   redis.call('HINCRBY', KEYS[3], pool, 1)
   if ARGV[6] == '1' then
-    redis.call('HINCRBY', KEYS[1], 'reserved', 1)
+    redis.call('HINCRBY', KEYS[1], 'kept:' .. pool, 1)
   else
     redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
     redis.call('HINCRBY', KEYS[8], ARGV[5], 1)

@@ -1,14 +1,40 @@
--- The waitlist is empty: put a segment's kept-back seats on open sale.
+-- Put a segment's seats kept back for the waitlist on open sale, except
+-- those of pools someone still waiting could take: the line emptied, or
+-- its patients may not book these pools (another channel's, before the
+-- merge time). Run at the end of each promotion pass.
 --
--- KEYS[1] segment meta, KEYS[2] availability summary of the date,
--- KEYS[3] segment shares of it
--- ARGV[1] summary field, ARGV[2] segment id
+-- KEYS[1] segment meta, KEYS[2] seats left per pool, KEYS[3] availability
+-- summary of the date, KEYS[4] segment shares of it
+-- ARGV[1] summary field, ARGV[2] segment id, ARGV[3] now (unix s),
+-- ARGV[4..] the channels of the patients still waiting (none: the line is
+-- empty)
 -- Returns how many seats were put on sale.
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-if reserved <= 0 then
+local merge_at = redis.call('HGET', KEYS[1], 'merge_at')
+if not merge_at then
   return 0
 end
-redis.call('HSET', KEYS[1], 'reserved', 0)
-redis.call('HINCRBY', KEYS[2], ARGV[1], reserved)
-redis.call('HINCRBY', KEYS[3], ARGV[2], reserved)
-return reserved
+local waiting = #ARGV >= 4
+if waiting and tonumber(ARGV[3]) >= tonumber(merge_at) then
+  -- After the merge a waiting patient may take any pool's seat.
+  return 0
+end
+local usable = {}
+if waiting then
+  usable['common'] = true
+  for i = 4, #ARGV do
+    usable[ARGV[i]] = true
+  end
+end
+local freed = 0
+for _, pool in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local n = tonumber(redis.call('HGET', KEYS[1], 'kept:' .. pool) or '0')
+  if n > 0 and not usable[pool] then
+    redis.call('HSET', KEYS[1], 'kept:' .. pool, 0)
+    freed = freed + n
+  end
+end
+if freed > 0 then
+  redis.call('HINCRBY', KEYS[3], ARGV[1], freed)
+  redis.call('HINCRBY', KEYS[4], ARGV[2], freed)
+end
+return freed

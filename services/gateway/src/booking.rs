@@ -1,0 +1,306 @@
+//! The booking pipeline and the ownership rule, shared by every door that
+//! books or acts on a booking: `/v1` (`crate::routes`) and FHIR
+//! (`crate::fhir`). Handlers live in those modules; the rules live here, so
+//! neither kind of handler imports the other.
+
+use actix_web::HttpRequest;
+use chrono::Utc;
+use jyt_domain::{BookingRef, Channel, IdempotencyKey, SlotRef};
+use jyt_web::RequestError;
+use jyt_web::extract::IDEMPOTENCY_KEY;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::GatewayError;
+use crate::identity::CardRef;
+use crate::state::{Caller, GatewayState};
+use crate::upstream::Forwarded;
+
+/// The channel app the gateway acts for, named to the hospital on every
+/// call that makes a booking or a waitlist entry; the hospital records it
+/// as the booking's `owner_app`. Only the gateway sets it (a channel's own
+/// headers are never passed on), and the hospital believes it because only
+/// the gateway holds its internal token.
+pub const APP_HEADER: &str = "Jyt-App";
+
+/// On a read by id (`GET`), another channel app presents the patient's own
+/// platform card number here (or [`PATIENT_ECARD_HEADER`]), as the
+/// patient's consent. A header rather than the query string, so card
+/// numbers never reach access logs.
+pub const PATIENT_CARD_HEADER: &str = "X-Patient-Card";
+/// Or the patient's e-card QR token.
+pub const PATIENT_ECARD_HEADER: &str = "X-Patient-Ecard-Token";
+
+/// [`APP_HEADER`]'s value for the calling app.
+pub fn app_header(caller: &Caller) -> Result<HeaderValue, GatewayError> {
+    // App ids are checked at start (a-z, 0-9), so this cannot fail.
+    HeaderValue::from_str(&caller.app_id)
+        .map_err(|e| GatewayError::Unexpected(anyhow::Error::new(e).context("the app id as a header")))
+}
+
+/// The patient's card presented in [`PATIENT_CARD_HEADER`] or
+/// [`PATIENT_ECARD_HEADER`], if any.
+pub fn patient_card_headers(req: &HttpRequest) -> Result<Option<CardRef<'_>>, GatewayError> {
+    let header = |name: &'static str| -> Result<Option<&str>, GatewayError> {
+        req.headers()
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| RequestError::invalid(name, "must be visible ASCII").into())
+            })
+            .transpose()
+    };
+    match (header(PATIENT_CARD_HEADER)?, header(PATIENT_ECARD_HEADER)?) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(RequestError::invalid(
+            PATIENT_CARD_HEADER,
+            format!("give at most one of {PATIENT_CARD_HEADER} and {PATIENT_ECARD_HEADER}"),
+        )
+        .into()),
+        (card_number, ecard_token) => Ok(Some(CardRef {
+            card_number,
+            ecard_token,
+        })),
+    }
+}
+
+/// Identity errors name the body's fields; a card presented in a header is
+/// refused naming the header.
+pub fn as_card_header(e: GatewayError) -> GatewayError {
+    match e {
+        GatewayError::Request(RequestError::InvalidField { field, reason }) if field == "card_number" => {
+            RequestError::invalid(PATIENT_CARD_HEADER, reason).into()
+        }
+        GatewayError::Request(RequestError::InvalidField { field, reason }) if field == "ecard_token" => {
+            RequestError::invalid(PATIENT_ECARD_HEADER, reason).into()
+        }
+        other => other,
+    }
+}
+
+/// What slot-inventory is sent: the identity the gateway established.
+#[derive(Serialize)]
+struct HospitalBookRequest<'a> {
+    slot_id: &'a SlotRef,
+    patient_id: Uuid,
+    channel: Channel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referral_id: Option<&'a str>,
+}
+
+/// One booking request, whichever door it came through (`/v1/bookings`
+/// or FHIR `Appointment/$hold`).
+pub struct BookingAttempt<'a> {
+    pub slot: &'a SlotRef,
+    pub card: CardRef<'a>,
+    /// Whom to book, when not the card holder: a bound family member.
+    pub patient_id: Option<Uuid>,
+    pub referral: Option<&'a str>,
+    pub key: &'a IdempotencyKey,
+}
+
+/// How the hospital is asked to book: its JSON API or its FHIR operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HospitalApi {
+    /// `POST /v1/bookings`; the answer's `booking_id` names the booking.
+    Json,
+    /// `POST /fhir/Appointment/$hold`; the Appointment's `id` names it.
+    Fhir,
+}
+
+/// The booking pipeline every booking door shares: identity, family,
+/// anti-scalping and rate limits, standing, the city-wide daily limit,
+/// then the hospital; the owning app is recorded on success. One
+/// function, so the rules cannot drift apart between doors.
+pub async fn book(
+    state: &GatewayState,
+    caller: &Caller,
+    attempt: &BookingAttempt<'_>,
+    api: HospitalApi,
+) -> Result<Forwarded, GatewayError> {
+    let now = Utc::now();
+    let slot = attempt.slot;
+    // A stranger hospital is refused before anyone is asked anything.
+    state.upstreams.route(&slot.hospital)?;
+    let mut headers = HeaderMap::new();
+    let key_header = HeaderValue::from_str(attempt.key.as_str())
+        .map_err(|_| RequestError::invalid(IDEMPOTENCY_KEY, "must be visible ASCII"))?;
+    headers.insert(IDEMPOTENCY_KEY, key_header);
+    // The booking row records its app: no extra call, one more column.
+    headers.insert(APP_HEADER, app_header(caller)?);
+
+    let (holder, patient) = state
+        .patients
+        .acting(attempt.card, attempt.patient_id, now)
+        .await?;
+
+    // Anti-scalping and limits, cheapest first.
+    let _in_flight = state.limits.enter(holder)?;
+    state.limits.check_person(holder, now)?;
+    if let Some(address) = caller.address.as_deref()
+        && state.limits.address_rules_apply(caller.channel)
+    {
+        state.limits.admit_person_from(address, patient, now).await?;
+    }
+    if let Some(until) = state.patients.barred_until(patient, now).await? {
+        return Err(GatewayError::PatientBarred { until });
+    }
+    let request_id = format!("{}|{}|{}", caller.app_id, attempt.key.as_str(), slot);
+    let reservation = state.limits.reserve_daily(patient, &request_id, now).await?;
+
+    let (path, upstream_body) = match api {
+        HospitalApi::Json => (
+            "/v1/bookings",
+            serde_json::to_vec(&HospitalBookRequest {
+                slot_id: slot,
+                patient_id: patient,
+                channel: caller.channel,
+                referral_id: attempt.referral,
+            }),
+        ),
+        HospitalApi::Fhir => {
+            headers.extend(crate::fhir::public_headers(&state.settings.fhir));
+            headers.insert(
+                crate::fhir::CHANNEL_HEADER,
+                HeaderValue::from_static(caller.channel.as_str()),
+            );
+            (
+                "/fhir/Appointment/$hold",
+                serde_json::to_vec(&crate::fhir::hold_parameters(slot, patient, attempt.referral)),
+            )
+        }
+    };
+    let upstream_body = upstream_body.map_err(|e| GatewayError::Unexpected(e.into()))?;
+    let answer = state
+        .upstreams
+        .forward(
+            &slot.hospital,
+            reqwest::Method::POST,
+            path,
+            headers,
+            Some(upstream_body),
+        )
+        .await;
+    // Give the day's reservation back only on a definite refusal: a 4xx, or
+    // the hospital's own 503 (its lock or database briefly unavailable:
+    // nothing was written). After a timeout the booking may have been
+    // made, and a retry with the same Idempotency-Key reuses this
+    // reservation anyway.
+    let refused = |r: &Forwarded| {
+        r.status.is_client_error() || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    if reservation.newly_taken && answer.as_ref().is_ok_and(refused) {
+        state.limits.release_daily(&reservation).await;
+    }
+    let answer = answer?;
+    let id_field = match api {
+        HospitalApi::Json => "booking_id",
+        HospitalApi::Fhir => "id",
+    };
+    let replayed = answer
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("idempotency-replayed"));
+    if answer.status.is_success()
+        && !replayed
+        && let Some(booking) = serde_json::from_slice::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|b| b[id_field].as_str().map(str::to_owned))
+    {
+        // A new booking, recorded at the hospital as this app's: cached so
+        // reads, payments and its later notices (停诊, cancellation, ...)
+        // need not ask. (A replay may answer a booking another app made for
+        // the same patient: the hospital's row says whose, when asked.)
+        state.notifier.remember_booking(&booking, &caller.app_id).await;
+    }
+    Ok(answer)
+}
+
+/// What the owner's check reads of the hospital's booking.
+#[derive(Deserialize)]
+struct OwnerFacts {
+    patient_id: Uuid,
+    #[serde(default)]
+    owner_app: Option<String>,
+}
+
+/// Who may act on a booking by its id: the channel app it belongs to (its
+/// `owner_app`, on the hospital's booking row), or any channel app that
+/// presents the patient's own card (`card`: the patient consents through
+/// that app). The owner never changes, so it is cached in Redis
+/// (`booking-app:<id>`); on a miss the hospital is asked and its answer
+/// cached. Fails closed: a booking of no app (a hospital window) or one the
+/// hospital does not know is `NOT_YOUR_BOOKING`, and a hospital that cannot
+/// answer `HOSPITAL_UNAVAILABLE`, never a guess.
+pub async fn ensure_owner(
+    state: &GatewayState,
+    caller: &Caller,
+    booking: &BookingRef,
+    card: Option<CardRef<'_>>,
+) -> Result<(), GatewayError> {
+    authorize(state, caller, booking, card).await.map(|_| ())
+}
+
+/// [`ensure_owner`], answering the hospital's booking when it was read.
+pub async fn authorize(
+    state: &GatewayState,
+    caller: &Caller,
+    booking: &BookingRef,
+    card: Option<CardRef<'_>>,
+) -> Result<Option<Forwarded>, GatewayError> {
+    // A card given is checked whoever calls: bad input is refused as such.
+    let presented = match card {
+        Some(card) => Some(state.patients.resolve(card, Utc::now()).await?),
+        None => None,
+    };
+    let id = booking.to_string();
+    let cached = match state.notifier.booking_app(&id).await {
+        Ok(app) => app,
+        Err(e) => {
+            // Only a cache: the hospital's row still answers.
+            tracing::warn!(error = %e, "the booking-owner cache did not answer; asking the hospital");
+            None
+        }
+    };
+    if cached.as_deref() == Some(caller.app_id.as_str()) {
+        return Ok(None);
+    }
+    if cached.is_some() && presented.is_none() {
+        return Err(GatewayError::NotYourBooking);
+    }
+    let answer = state
+        .upstreams
+        .forward(
+            &booking.hospital,
+            reqwest::Method::GET,
+            &format!("/v1/bookings/{booking}"),
+            HeaderMap::new(),
+            None,
+        )
+        .await?;
+    if answer.status.is_server_error() {
+        return Err(GatewayError::HospitalUnavailable {
+            hospital: booking.hospital.to_string(),
+            reason: format!("answered {} to the owner's check", answer.status),
+        });
+    }
+    if !answer.status.is_success() {
+        // Unknown at the hospital: answered as anyone else's booking, so a
+        // refusal never tells whether an id exists.
+        return Err(GatewayError::NotYourBooking);
+    }
+    let facts: OwnerFacts = serde_json::from_slice(&answer.body)
+        .map_err(|e| GatewayError::Unexpected(anyhow::Error::new(e).context("the hospital's booking")))?;
+    if cached.is_none()
+        && let Some(owner) = &facts.owner_app
+    {
+        state.notifier.remember_booking(&id, owner).await;
+    }
+    let owns = facts.owner_app.as_deref() == Some(caller.app_id.as_str());
+    if owns || presented == Some(facts.patient_id) {
+        Ok(Some(answer))
+    } else {
+        Err(GatewayError::NotYourBooking)
+    }
+}
