@@ -54,6 +54,10 @@ const LIVE: &str = "status NOT IN ('cancelled', 'expired', 'stopped')";
 /// `expected` overrides what a client was told where the booking has
 /// moved on since by itself (a hold expired, a no-show marked), keyed by
 /// the booking's uuid; later samples override earlier ones.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one load-test scenario, its phases in order"
+)]
 pub async fn check<'a>(
     city: &City,
     samples: impl IntoIterator<Item = &'a Sample>,

@@ -241,6 +241,10 @@ async fn attempts(ctx: &RunContext, city: &City, plan: Arc<Vec<Attempt>>, connec
     .await
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one load-test scenario, its phases in order"
+)]
 async fn run_lock(
     ctx: &RunContext,
     args: &SurgeArgs,
@@ -410,6 +414,10 @@ async fn run_lock(
 const DURABLE_SEATS_PER_SEGMENT: i32 = 130;
 const DURABLE_BOOKINGS: usize = 6_000;
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one load-test scenario, its phases in order"
+)]
 async fn surge(args: SurgeArgs, command: String) -> anyhow::Result<bool> {
     let epoch = Instant::now();
     let cards_prefix = city::fresh_redis_prefix();

@@ -177,6 +177,10 @@ fn window(release_time: &str) -> Vec<(String, String)> {
     ]
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one load-test scenario, its phases in order"
+)]
 pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let epoch = Instant::now();
     let cards_prefix = city::fresh_redis_prefix();

@@ -197,6 +197,10 @@ fn count(rate: f64, seconds: f64) -> usize {
     (rate * seconds).max(1.0) as usize
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one load-test scenario, its phases in order"
+)]
 pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let epoch = Instant::now();
     let cards_prefix = city::fresh_redis_prefix();

@@ -36,6 +36,10 @@ async fn pg(url: &str) -> jyt_db::tokio_postgres::Client {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step: split, it would read worse"
+)]
 async fn killing_the_relay_and_the_notifier_mid_run_loses_no_event_and_no_notice() {
     let started = Instant::now();
     let prefix = jyt_testkit::fresh_redis_prefix();

@@ -497,6 +497,10 @@ async fn a_gateway_timeout_after_the_hospital_booked_is_retried_into_the_same_bo
 /// stranger's booking attempt, all at once on a full schedule's last seat
 /// (the hospital's own sweepers running too): exactly one winner.
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step: split, it would read worse"
+)]
 async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have_exactly_one_winner() {
     let visit = jyt_domain::time::today().checked_add_days(Days::new(5)).unwrap();
     let clock = Clock::manual(at(

@@ -88,6 +88,10 @@ async fn publish(city: &TestCity, event_type: &str, booking_id: &str) -> Uuid {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step: split, it would read worse"
+)]
 async fn a_notice_is_delivered_signed_on_the_third_try_and_a_dead_letter_is_replayed_by_an_operator() {
     let callback = web::Data::new(Mutex::new(Callback {
         fail_next: 2,

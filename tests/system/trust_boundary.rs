@@ -584,6 +584,10 @@ async fn count_bookings(h: &TestHospital) -> i64 {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step: split, it would read worse"
+)]
 async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gateway() {
     let city = TestCity::spawn(&["tbm"]).await;
     let patient = city.cards.register().await;
