@@ -725,6 +725,14 @@ fn operator_ok(req: &HttpRequest, settings: &NotificationSettings) -> bool {
 }
 
 /// Operators read the dead letters.
+#[utoipa::path(
+    get, path = "/ops/notifications/dead-letters", tag = "operations",
+    responses(
+        (status = 200, description = "Notices that exhausted their retries", body = serde_json::Value),
+        (status = 401, description = "OPERATOR_UNAUTHORIZED", body = crate::openapi::ProblemDoc),
+    ),
+    security(("operator_token" = []))
+)]
 #[get("/ops/notifications/dead-letters")]
 pub async fn list_dead(
     req: HttpRequest,
@@ -738,6 +746,16 @@ pub async fn list_dead(
 }
 
 /// Operators replay one dead letter (after the channel fixed its callback).
+#[utoipa::path(
+    post, path = "/ops/notifications/dead-letters/{id}/replay", tag = "operations",
+    params(("id" = String, Path, description = "The dead letter's id")),
+    responses(
+        (status = 202, description = "Queued for delivery again", body = serde_json::Value),
+        (status = 401, description = "OPERATOR_UNAUTHORIZED", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "DEAD_LETTER_NOT_FOUND", body = crate::openapi::ProblemDoc),
+    ),
+    security(("operator_token" = []))
+)]
 #[post("/ops/notifications/dead-letters/{id}/replay")]
 pub async fn replay_dead(
     req: HttpRequest,

@@ -64,6 +64,14 @@ pub struct ProblemDoc {
         fhir::bulk::manifest,
         fhir::bulk::file,
         fhir::federation::read,
+        crate::routes::federation::publish,
+        crate::routes::federation::set_capacity,
+        crate::routes::federation::stop,
+        crate::routes::federation::visit_step,
+        crate::routes::federation::feed,
+        crate::routes::federation::follow_up,
+        crate::notify::list_dead,
+        crate::notify::replay_dead,
     ),
     components(schemas(
         ProblemDoc,
@@ -95,6 +103,11 @@ pub fn document_json() -> &'static serde_json::Value {
         complete_responses(&mut doc);
         if let Some(components) = doc.get_mut("components") {
             components["securitySchemes"] = serde_json::json!({
+                "hospital_key": {
+                    "type": "apiKey", "in": "header", "name": "X-Signature",
+                    "description": "Signed like a channel request, with the hospital's key id in X-App-Id (federation API)."
+                },
+                "operator_token": { "type": "http", "scheme": "bearer", "description": "An operator's bearer token (dead letters)." },
                 "signed_request": {
                     "type": "apiKey", "in": "header", "name": "X-Signature",
                     "description": "With X-App-Id, X-Timestamp and X-Nonce; see the README's \"Signed requests\"."

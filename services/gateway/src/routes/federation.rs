@@ -59,6 +59,17 @@ async fn pass(
 
 /// Idempotent bulk upsert of departments, doctors and schedules (with
 /// segments and capacities), keyed by the hospital's own ids.
+#[utoipa::path(
+    put, path = "/federation/v1/hospitals/{hospital_id}/schedules", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Published: departments, doctors and schedules upserted by the hospital's own ids", body = serde_json::Value),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "A change the hospital's bookings forbid (a segment below its bookings)", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
 #[put("/hospitals/{hospital_id}/schedules")]
 pub async fn publish(
     state: web::Data<GatewayState>,
@@ -78,6 +89,17 @@ pub async fn publish(
 }
 
 /// 加号: a segment's new capacity; new seats go to the waitlist first.
+#[utoipa::path(
+    put, path = "/federation/v1/hospitals/{hospital_id}/segments/{segment_id}/capacity", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital"), ("segment_id" = String, Path, description = "The segment's UUID")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "加号: the new capacity; new seats go to the waitlist first", body = serde_json::Value),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "Below the seats already booked", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
 #[put("/hospitals/{hospital_id}/segments/{segment_id}/capacity")]
 pub async fn set_capacity(
     state: web::Data<GatewayState>,
@@ -92,6 +114,17 @@ pub async fn set_capacity(
 }
 
 /// 停诊, with a reason.
+#[utoipa::path(
+    post, path = "/federation/v1/hospitals/{hospital_id}/schedules/{schedule_id}/stop", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital"), ("schedule_id" = String, Path, description = "The schedule's UUID")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "停诊: bookings stopped, refunds requested, offers made", body = serde_json::Value),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "Not stoppable", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
 #[post("/hospitals/{hospital_id}/schedules/{schedule_id}/stop")]
 pub async fn stop(
     state: web::Data<GatewayState>,
@@ -107,6 +140,16 @@ pub async fn stop(
 
 /// The patient arrived at the hospital (`arrive`) or the visit ended
 /// (`complete`).
+#[utoipa::path(
+    post, path = "/federation/v1/hospitals/{hospital_id}/bookings/{booking_id}/{step}", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital"), ("booking_id" = String, Path, description = "`<hospital>-<uuid>`"), ("step" = String, Path, description = "`arrive` or `complete`")),
+    responses(
+        (status = 200, description = "The booking after the step", body = serde_json::Value),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "NOT_COMPLETABLE, NOT_CHECK_INABLE", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
 #[post("/hospitals/{hospital_id}/bookings/{booking_id}/{step}")]
 pub async fn visit_step(
     state: web::Data<GatewayState>,
@@ -126,6 +169,15 @@ pub async fn visit_step(
 
 /// Booking changes after `since` (the previous page's `next`), in order,
 /// each exactly once.
+#[utoipa::path(
+    get, path = "/federation/v1/hospitals/{hospital_id}/feed", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital"), ("since" = Option<i64>, Query, description = "The previous page's `next`"), ("limit" = Option<i64>, Query, description = "Page size")),
+    responses(
+        (status = 200, description = "Booking changes and capacity requests after `since`, in order, each once", body = serde_json::Value),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
 #[get("/hospitals/{hospital_id}/feed")]
 pub async fn feed(
     state: web::Data<GatewayState>,
@@ -169,6 +221,17 @@ struct HospitalBookRequest<'a> {
     follows_booking_id: Option<&'a BookingRef>,
 }
 
+#[utoipa::path(
+    post, path = "/federation/v1/hospitals/{hospital_id}/follow-ups", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital"), ("Idempotency-Key" = String, Header, description = "Same key, same answer")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 201, description = "诊间预约: the follow-up booking, owned by the patient's app", body = serde_json::Value),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "SLOT_SOLD_OUT, ALREADY_BOOKED, IDEMPOTENCY_KEY_REUSED and the other booking rules", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
 #[post("/hospitals/{hospital_id}/follow-ups")]
 pub async fn follow_up(
     state: web::Data<GatewayState>,
