@@ -92,7 +92,7 @@ pub async fn start(
         }
         // The seed ran after start: load its segments now so the first
         // booking finds them in Redis.
-        slot_inventory::booking::service::warm_cache(app.state()).await?;
+        slot_inventory::booking::cache::warm_cache(app.state()).await?;
         let base_url = format!("http://127.0.0.1:{port}");
         routes.push((hospital, base_url.clone()));
         running.push(Running {

@@ -83,7 +83,7 @@ fn new_patient() -> anyhow::Result<(Uuid, jyt_domain::IdempotencyKey)> {
 
 /// L: the hold script, called for a sold-out segment with new patients.
 pub async fn script(state: &AppState, segment: Uuid, n: usize, concurrency: usize) -> anyhow::Result<Rate> {
-    let info = slot_inventory::booking::service::segment_info(state, segment)
+    let info = slot_inventory::booking::cache::segment_info(state, segment)
         .await
         .map_err(|e| anyhow::anyhow!("segment info: {e}"))?;
     let keys = Arc::new(state.keys.segment(&info));

@@ -200,7 +200,7 @@ pub async fn check<'a>(
             let mut mismatches = r.redis_mismatches.unwrap_or(0);
             let mut conn = h.state.redis.clone();
             for seg in &h.segments {
-                let info = slot_inventory::booking::service::segment_info(&h.state, seg.slot.id)
+                let info = slot_inventory::booking::cache::segment_info(&h.state, seg.slot.id)
                     .await
                     .map_err(|e| anyhow::anyhow!("segment info: {e}"))?;
                 let keys = h.state.keys.segment(&info);

@@ -221,7 +221,7 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
                     .with_context(|| format!("starting slot-inventory {id}"))?;
                 let state = app.state().clone();
                 slot_inventory::seed::seed_demo_day(&state, visit_date, cfg.capacity).await?;
-                slot_inventory::booking::service::warm_cache(&state).await?;
+                slot_inventory::booking::cache::warm_cache(&state).await?;
                 let url = format!("http://127.0.0.1:{}", app.port());
                 (state, url, Runner::Task(tokio::spawn(app.run_until_stopped())))
             }

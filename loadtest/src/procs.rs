@@ -72,7 +72,7 @@ pub async fn serve(role: Role) -> anyhow::Result<()> {
             let state = app.state().clone();
             slot_inventory::seed::seed_demo_day(&state, var(VISIT_DATE)?.parse()?, var(CAPACITY)?.parse()?)
                 .await?;
-            slot_inventory::booking::service::warm_cache(&state).await?;
+            slot_inventory::booking::cache::warm_cache(&state).await?;
             announce(&format!("port {}", app.port()));
             let follow = async move {
                 while let Ok(Some(line)) = lines.next_line().await {

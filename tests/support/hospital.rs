@@ -79,7 +79,7 @@ impl TestHospital {
     }
 
     async fn segment_keys(&self, segment: Uuid) -> slot_inventory::booking::hold::SegmentKeys {
-        let info = slot_inventory::booking::service::segment_info(&self.state, segment)
+        let info = slot_inventory::booking::cache::segment_info(&self.state, segment)
             .await
             .unwrap();
         self.state.keys.segment(&info)

@@ -84,7 +84,7 @@ async fn redis_losing_its_data_is_rebuilt_from_postgres_without_double_booking()
     assert_eq!(h.redis_segment(slot).await.1, h.pg_holders(slot).await);
 
     // The operator's rebuild command gives the same answer as PostgreSQL.
-    let loaded = slot_inventory::booking::service::rebuild_cache(&h.state)
+    let loaded = slot_inventory::booking::cache::rebuild_cache(&h.state)
         .await
         .unwrap();
     assert!(loaded >= slots.len());

@@ -330,7 +330,7 @@ async fn hold_without_writing(
     booking_id: Uuid,
 ) -> HoldOutcome {
     let state = &h.state;
-    let info = service::segment_info(state, slot.id).await.unwrap();
+    let info = cache::segment_info(state, slot.id).await.unwrap();
     let keys = state.keys.segment(&info);
     let idem = state
         .keys
@@ -359,7 +359,7 @@ async fn a_hospital_killed_between_its_lua_hold_and_its_postgres_write_leaves_an
     let city = TestCity::spawn_configured(&["orphan"], &[], ALL_SEATS_COMMON).await;
     let h = city.hospital(0);
     let slot = h.seed_visit_day(3).await.remove(0);
-    service::load_segment(&h.state, slot.id).await.unwrap();
+    cache::load_segment(&h.state, slot.id).await.unwrap();
     let (dead, young) = (city.patient().await, city.patient().await);
 
     // Two holds with no row: one whose process died a minute ago, one
@@ -514,7 +514,7 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
         .unwrap();
     for s in &schedules {
         for seg in &s.segment_ids {
-            service::load_segment(&h.state, *seg).await.unwrap();
+            cache::load_segment(&h.state, *seg).await.unwrap();
         }
     }
     let book = |slot: SlotRef, patient: Uuid, waitlist_entry: Option<Uuid>| {

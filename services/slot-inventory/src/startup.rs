@@ -145,6 +145,7 @@ impl Application {
             audience,
             settings.internal_auth.max_lifetime_seconds,
         );
+        let lock = settings.booking.lock;
         let server = listeners.serve(settings.http.workers, move || {
             App::new()
                 // Inside metrics and tracing, so refused calls are counted and logged.
@@ -159,7 +160,7 @@ impl Application {
                 .app_data(body_limit)
                 .app_data(ops_port)
                 .configure(jyt_web::ops::configure)
-                .configure(routes::configure)
+                .configure(move |cfg| routes::configure(cfg, lock))
                 .default_service(web::to(jyt_web::problem::not_found))
         })?;
         let relay_task = tokio::spawn(relay.run(std::future::pending()));

@@ -6,13 +6,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::{Duration, NaiveTime, Utc};
+use chrono::{DateTime, Duration, NaiveTime, Utc};
 use jyt_cache::redis;
 use uuid::Uuid;
 
-use super::hold::{HeldSeat, SeatGoes};
-use super::queries;
-use super::service::segment_info;
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use jyt_domain::SlotRef;
+
+use super::hold::{HeldSeat, SeatGoes, SegmentSnapshot};
+use super::queries::{self, SegmentInfo};
+
+/// Segments loaded at once by a rebuild or warm-up.
+const REBUILD_CONCURRENCY: usize = 16;
 use crate::error::SlotError;
 use crate::state::AppState;
 
@@ -48,7 +55,7 @@ pub async fn ensure(state: &AppState) -> Result<(), SlotError> {
         .query_async(&mut conn)
         .await?;
     if present {
-        super::service::warm_cache(state).await?;
+        warm_cache(state).await?;
         state.cache.ready.store(true, Ordering::Release);
         return Ok(());
     }
@@ -97,7 +104,7 @@ pub async fn rebuild(state: &AppState) -> Result<usize, SlotError> {
         return Ok(0);
     };
     state.cache.ready.store(false, Ordering::Release);
-    let segments = super::service::rebuild_cache(state).await?;
+    let segments = rebuild_cache(state).await?;
     rebuild_patient_days(state).await?;
     let mut conn = state.redis.clone();
     redis::cmd("SET")
@@ -204,4 +211,205 @@ fn older_than_grace(booking: Uuid) -> bool {
         ms = (ms << 8) | i64::from(*b);
     }
     Utc::now().timestamp_millis() - ms > ORPHAN_GRACE_SECONDS * 1000
+}
+
+/// The segment's fixed facts, from the in-process directory or PostgreSQL.
+pub async fn segment_info(state: &AppState, segment: Uuid) -> Result<SegmentInfo, SlotError> {
+    if let Some(info) = state.segments.get(segment) {
+        return Ok(info);
+    }
+    let client = state.pool.get().await?;
+    let info = queries::segment_info(&client, segment)
+        .await?
+        .ok_or_else(|| SlotError::SlotNotFound(SlotRef::new(state.hospital.clone(), segment).to_string()))?;
+    state.segments.insert(info.clone());
+    Ok(info)
+}
+
+/// Load a segment's state from PostgreSQL into Redis, unless it is already
+/// there. Concurrent callers for one segment wait for the first one's load
+/// rather than each reading PostgreSQL.
+pub async fn load_segment(state: &AppState, segment: Uuid) -> Result<bool, SlotError> {
+    let gate = state.loads.gate(segment);
+    let _turn = gate.lock().await;
+    let result = load_segment_now(state, segment).await;
+    state.loads.done(segment);
+    result
+}
+
+async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotError> {
+    let info = segment_info(state, segment).await?;
+    let keys = state.keys.segment(&info);
+    let mut conn = state.redis.clone();
+    let loaded: bool = redis::cmd("EXISTS")
+        .arg(&keys.meta)
+        .query_async(&mut conn)
+        .await?;
+    if loaded {
+        return Ok(false);
+    }
+    let client = state.pool.get().await?;
+    let Some(st) = queries::segment_state(&client, segment).await? else {
+        return Err(SlotError::SlotNotFound(
+            SlotRef::new(state.hospital.clone(), segment).to_string(),
+        ));
+    };
+    let waiting_channels = if st.waiting > 0 {
+        super::waitlist::queries::waiting_channels(&client, info.schedule_id).await?
+    } else {
+        Vec::new()
+    };
+    drop(client);
+    let policy = &state.settings.policy;
+    let taken: HashSet<i32> = st.live.iter().map(|(seat, ..)| *seat).collect();
+    let free_seats: Vec<i32> = if st.open {
+        (1..=st.capacity).filter(|s| !taken.contains(s)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut pools = super::hold::pools_left(
+        policy,
+        st.capacity,
+        free_seats.len(),
+        st.live.iter().map(|(.., p)| p.as_str()),
+    );
+    if !st.open {
+        // A stopped schedule has nothing on sale.
+        for (_, n) in &mut pools {
+            *n = 0;
+        }
+    }
+    let now = state.clock.now();
+    let merge_at = policy.pool_merge_at(info.visit_date);
+    // Free seats the waiting patients may take go to the waitlist first.
+    let kept = super::hold::kept_for_line(
+        &pools,
+        usize::try_from(st.waiting).unwrap_or(0),
+        &waiting_channels,
+        now >= merge_at,
+    );
+    let mut meta: Vec<(String, String)> = [
+        ("schedule", info.schedule_id.to_string()),
+        ("dept", info.department.clone()),
+        ("release_at", st.release_at.timestamp().max(0).to_string()),
+        ("merge_at", merge_at.timestamp().to_string()),
+        ("open", if st.open { "1" } else { "0" }.to_owned()),
+        ("capacity", st.capacity.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    meta.extend(kept);
+    let snapshot = SegmentSnapshot {
+        meta,
+        free_seats: if pools.iter().all(|(_, n)| *n == 0) {
+            Vec::new()
+        } else {
+            free_seats
+        },
+        pools,
+        holders: st
+            .live
+            .iter()
+            .map(|(seat, patient, booking, pool)| (*patient, format!("{booking}|{pool}|{seat}")))
+            .collect(),
+        highest_visit_no: st.highest_visit_no,
+        ttl_seconds: patient_day_ttl(&info, now),
+    };
+    let loaded = state.scripts.load(&state.redis, &keys, &snapshot).await?;
+    if loaded {
+        let mut conn = state.redis.clone();
+        redis::cmd("HSET")
+            .arg(state.keys.departments())
+            .arg(&info.department)
+            .arg(&info.department_name)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(loaded)
+}
+
+/// Replace a segment's Redis copy with PostgreSQL's (after its capacity or
+/// its schedule changed).
+pub async fn reload_segment(state: &AppState, segment: Uuid) -> Result<(), SlotError> {
+    invalidate_segment(state, segment).await;
+    load_segment(state, segment).await.map(|_| ())
+}
+
+/// Forget a segment's Redis copy so the next attempt rebuilds it.
+pub async fn invalidate_segment(state: &AppState, segment: Uuid) {
+    let mut conn = state.redis.clone();
+    let deleted = redis::cmd("DEL")
+        .arg(&state.keys.segment_own(segment)[..])
+        .query_async::<()>(&mut conn)
+        .await;
+    if let Err(e) = deleted {
+        tracing::error!(error = %e, %segment, "could not invalidate a stale segment");
+    }
+}
+
+/// Load every segment of today and later that Redis does not have yet, so
+/// the release-time surge finds them ready. Run at start.
+pub async fn warm_cache(state: &AppState) -> Result<usize, SlotError> {
+    let client = state.pool.get().await?;
+    let segments = queries::current_segment_ids(&client, state.clock.today()).await?;
+    drop(client);
+    let mut loaded = 0;
+    for segment in &segments {
+        if load_segment(state, *segment).await? {
+            loaded += 1;
+        }
+    }
+    Ok(loaded)
+}
+
+/// Rebuild this hospital's Redis copy from PostgreSQL: every segment of
+/// today and later is forgotten and loaded again, and the expiry index of
+/// unpaid holds is restored. (Older segments expire by themselves.) Segment
+/// ids come from PostgreSQL rather than a key `SCAN`, which a Redis Cluster
+/// would answer for one node only. Returns how many segments were loaded.
+pub async fn rebuild_cache(state: &AppState) -> Result<usize, SlotError> {
+    let client = state.pool.get().await?;
+    let segments = queries::current_segment_ids(&client, state.clock.today()).await?;
+    let holds = queries::open_holds(&client).await?;
+    drop(client);
+    let mut conn = state.redis.clone();
+    for segment in &segments {
+        let info = segment_info(state, *segment).await?;
+        let keys = state.keys.segment(&info);
+        redis::cmd("DEL")
+            .arg(&state.keys.segment_own(*segment)[..])
+            .arg(&keys.availability)
+            .arg(&keys.availability_shares)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    // Several loads in flight: a rebuild during a surge must not take a
+    // round trip per segment in turn while bookings wait with 503.
+    let loads: Vec<Result<bool, SlotError>> = futures::stream::iter(segments.clone())
+        .map(|segment| {
+            let state = state.clone();
+            async move { load_segment(&state, segment).await }
+        })
+        .buffer_unordered(REBUILD_CONCURRENCY)
+        .collect()
+        .await;
+    for load in loads {
+        load?;
+    }
+    if !holds.is_empty() {
+        let mut pipe = redis::pipe();
+        for (booking, deadline) in &holds {
+            pipe.zadd(state.keys.holds(), booking.to_string(), deadline.timestamp())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    Ok(segments.len())
+}
+
+/// How long a patient's day counts live in Redis: until two days after the visit.
+pub(crate) fn patient_day_ttl(info: &SegmentInfo, now: DateTime<Utc>) -> i64 {
+    let forget_at = jyt_domain::time::at(info.visit_date + Duration::days(2), NaiveTime::MIN);
+    (forget_at - now).num_seconds()
 }

@@ -9,10 +9,10 @@ use jyt_domain::{BookingRef, BookingStatus};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::cache::segment_info;
 use super::events::{self, EventKind};
 use super::hold::{HeldSeat, SeatGoes};
 use super::queries::{self, StoredBooking};
-use super::service::segment_info;
 use crate::error::SlotError;
 use crate::state::AppState;
 

@@ -93,3 +93,26 @@ pub struct Booking {
     pub fee_fen: Fen,
     pub created_at: DateTime<FixedOffset>,
 }
+
+/// A booking attempt's answer, whichever lock decided it.
+#[derive(Debug, Clone)]
+pub struct BookOutcome {
+    pub booking: Booking,
+    /// True when this answers a retry of an earlier request.
+    pub replayed: bool,
+}
+
+pub(crate) fn same_request(
+    existing: queries::StoredBooking,
+    req: &BookRequest,
+) -> Result<BookOutcome, crate::error::SlotError> {
+    let b = &existing.booking;
+    if existing.segment_id == req.slot_id.id && b.patient_id == req.patient_id && b.channel == req.channel {
+        Ok(BookOutcome {
+            booking: existing.booking,
+            replayed: true,
+        })
+    } else {
+        Err(crate::error::SlotError::IdempotencyKeyReused)
+    }
+}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::BookRequest;
 use super::events::{self, EventKind};
 use super::queries::{self, NewBooking, RELEASED_STATUSES, SegmentInfo};
-use super::service::{BookOutcome, same_request};
+use super::{BookOutcome, same_request};
 use crate::error::SlotError;
 use crate::state::AppState;
 

@@ -9,51 +9,28 @@
 //! The caller runs [`book`] on a spawned task, so a client hanging up cannot
 //! cancel it between steps 1 and 2.
 
-use std::collections::HashSet;
-
-use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
-use futures::StreamExt;
+use chrono::{DateTime, TimeZone, Utc};
 use jyt_cache::redis;
-use jyt_domain::{BookingRef, Channel, IdempotencyKey, SlotRef};
+use jyt_domain::{BookingRef, Channel, IdempotencyKey};
 use jyt_web::RequestError;
 use rand::Rng;
 use uuid::Uuid;
 
+use super::BookRequest;
+use super::cache::{invalidate_segment, load_segment, patient_day_ttl, segment_info};
 use super::events::{self, EventKind};
-use super::hold::{HeldSeat, HoldKind, HoldOutcome, HoldRequest, SeatGoes, SegmentSnapshot};
+use super::hold::{HeldSeat, HoldKind, HoldOutcome, HoldRequest, SeatGoes};
 use super::queries::{self, NewBooking, SegmentInfo, StoredBooking};
-use super::{BookRequest, Booking};
+use super::same_request;
 use crate::error::SlotError;
-use crate::settings::LockKind;
 use crate::state::AppState;
-
-/// Segments loaded at once by a rebuild or warm-up.
-const REBUILD_CONCURRENCY: usize = 16;
 
 /// How long a hold's idempotency record lives before its booking is
 /// committed; if this process dies in between, a retry is not blocked for
 /// longer than this.
 const PENDING_IDEMPOTENCY_TTL_SECONDS: u64 = 30;
 
-#[derive(Debug, Clone)]
-pub struct BookOutcome {
-    pub booking: Booking,
-    /// True when this answers a retry of an earlier request.
-    pub replayed: bool,
-}
-
-/// The segment's fixed facts, from the in-process directory or PostgreSQL.
-pub async fn segment_info(state: &AppState, segment: Uuid) -> Result<SegmentInfo, SlotError> {
-    if let Some(info) = state.segments.get(segment) {
-        return Ok(info);
-    }
-    let client = state.pool.get().await?;
-    let info = queries::segment_info(&client, segment)
-        .await?
-        .ok_or_else(|| SlotError::SlotNotFound(SlotRef::new(state.hospital.clone(), segment).to_string()))?;
-    state.segments.insert(info.clone());
-    Ok(info)
-}
+pub use super::BookOutcome;
 
 pub async fn book(
     state: AppState,
@@ -64,11 +41,53 @@ pub async fn book(
         Ok(()) => book_checked(&state, &req, &key).await,
         Err(e) => Err(e),
     };
-    state.metrics.record(req.channel, &result);
-    if req.waitlist_entry.is_none() && req.offer.is_none() {
-        state.tally.record(req.channel, state.clock.now(), &result);
-    }
+    record(&state, &req, &result);
     result
+}
+
+/// The PostgreSQL-lock baseline's door (`booking.lock = "postgres"`, for
+/// the load test's comparison): `POST /v1/bookings` is bound to it at
+/// start (`routes::configure`), so [`book`]'s path never asks which lock
+/// it runs on.
+pub async fn book_with_postgres_lock(
+    state: AppState,
+    mut req: BookRequest,
+    key: IdempotencyKey,
+) -> Result<BookOutcome, SlotError> {
+    let result = async {
+        super::owner::settle(&state, &mut req).await?;
+        check_request(&state, &req)?;
+        let info = segment_info(&state, req.slot_id.id).await?;
+        super::pg_lock::book(&state, &req, &key, &info).await
+    }
+    .await;
+    record(&state, &req, &result);
+    result
+}
+
+/// Count the attempt: per channel, and in the release tally unless it was
+/// the platform's own (a promotion or an offer).
+fn record(state: &AppState, req: &BookRequest, result: &Result<BookOutcome, SlotError>) {
+    state.metrics.record(req.channel, result);
+    if req.waitlist_entry.is_none() && req.offer.is_none() {
+        state.tally.record(req.channel, state.clock.now(), result);
+    }
+}
+
+/// What any booking request must be, whichever lock decides it.
+fn check_request(state: &AppState, req: &BookRequest) -> Result<(), SlotError> {
+    if req.slot_id.hospital != state.hospital {
+        return Err(SlotError::SlotNotFound(req.slot_id.to_string()));
+    }
+    match (&req.channel, &req.referral_id) {
+        (Channel::Referral, None) => {
+            Err(RequestError::invalid("referral_id", "the referral channel needs a referral id").into())
+        }
+        (_, Some(r)) if r.is_empty() || r.len() > 64 => {
+            Err(RequestError::invalid("referral_id", "must be 1 to 64 characters").into())
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn book_checked(
@@ -76,24 +95,7 @@ async fn book_checked(
     req: &BookRequest,
     key: &IdempotencyKey,
 ) -> Result<BookOutcome, SlotError> {
-    if req.slot_id.hospital != state.hospital {
-        return Err(SlotError::SlotNotFound(req.slot_id.to_string()));
-    }
-    match (&req.channel, &req.referral_id) {
-        (Channel::Referral, None) => {
-            return Err(
-                RequestError::invalid("referral_id", "the referral channel needs a referral id").into(),
-            );
-        }
-        (_, Some(r)) if r.is_empty() || r.len() > 64 => {
-            return Err(RequestError::invalid("referral_id", "must be 1 to 64 characters").into());
-        }
-        _ => {}
-    }
-    if state.settings.booking.lock == LockKind::Postgres {
-        let info = segment_info(state, req.slot_id.id).await?;
-        return super::pg_lock::book(state, req, key, &info).await;
-    }
+    check_request(state, req)?;
     if !state.cache.is_ready() {
         // Make sure someone is rebuilding (a failed rebuild is not left to
         // the sweeper's next slow tick).
@@ -121,11 +123,6 @@ async fn book_checked(
 
 /// Redis held a seat PostgreSQL says is taken: reload and try again.
 struct Stale;
-
-fn patient_day_ttl(info: &SegmentInfo, now: DateTime<Utc>) -> i64 {
-    let forget_at = jyt_domain::time::at(info.visit_date + Duration::days(2), NaiveTime::MIN);
-    (forget_at - now).num_seconds()
-}
 
 async fn try_book(
     state: &AppState,
@@ -552,198 +549,4 @@ async fn already_booked(
             booking_id,
         ))),
     }
-}
-
-pub(crate) fn same_request(existing: StoredBooking, req: &BookRequest) -> Result<BookOutcome, SlotError> {
-    let b = &existing.booking;
-    if existing.segment_id == req.slot_id.id && b.patient_id == req.patient_id && b.channel == req.channel {
-        Ok(BookOutcome {
-            booking: existing.booking,
-            replayed: true,
-        })
-    } else {
-        Err(SlotError::IdempotencyKeyReused)
-    }
-}
-
-/// Load a segment's state from PostgreSQL into Redis, unless it is already
-/// there. Concurrent callers for one segment wait for the first one's load
-/// rather than each reading PostgreSQL.
-pub async fn load_segment(state: &AppState, segment: Uuid) -> Result<bool, SlotError> {
-    let gate = state.loads.gate(segment);
-    let _turn = gate.lock().await;
-    let result = load_segment_now(state, segment).await;
-    state.loads.done(segment);
-    result
-}
-
-async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotError> {
-    let info = segment_info(state, segment).await?;
-    let keys = state.keys.segment(&info);
-    let mut conn = state.redis.clone();
-    let loaded: bool = redis::cmd("EXISTS")
-        .arg(&keys.meta)
-        .query_async(&mut conn)
-        .await?;
-    if loaded {
-        return Ok(false);
-    }
-    let client = state.pool.get().await?;
-    let Some(st) = queries::segment_state(&client, segment).await? else {
-        return Err(SlotError::SlotNotFound(
-            SlotRef::new(state.hospital.clone(), segment).to_string(),
-        ));
-    };
-    let waiting_channels = if st.waiting > 0 {
-        super::waitlist::queries::waiting_channels(&client, info.schedule_id).await?
-    } else {
-        Vec::new()
-    };
-    drop(client);
-    let policy = &state.settings.policy;
-    let taken: HashSet<i32> = st.live.iter().map(|(seat, ..)| *seat).collect();
-    let free_seats: Vec<i32> = if st.open {
-        (1..=st.capacity).filter(|s| !taken.contains(s)).collect()
-    } else {
-        Vec::new()
-    };
-    let mut pools = super::hold::pools_left(
-        policy,
-        st.capacity,
-        free_seats.len(),
-        st.live.iter().map(|(.., p)| p.as_str()),
-    );
-    if !st.open {
-        // A stopped schedule has nothing on sale.
-        for (_, n) in &mut pools {
-            *n = 0;
-        }
-    }
-    let now = state.clock.now();
-    let merge_at = policy.pool_merge_at(info.visit_date);
-    // Free seats the waiting patients may take go to the waitlist first.
-    let kept = super::hold::kept_for_line(
-        &pools,
-        usize::try_from(st.waiting).unwrap_or(0),
-        &waiting_channels,
-        now >= merge_at,
-    );
-    let mut meta: Vec<(String, String)> = [
-        ("schedule", info.schedule_id.to_string()),
-        ("dept", info.department.clone()),
-        ("release_at", st.release_at.timestamp().max(0).to_string()),
-        ("merge_at", merge_at.timestamp().to_string()),
-        ("open", if st.open { "1" } else { "0" }.to_owned()),
-        ("capacity", st.capacity.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    meta.extend(kept);
-    let snapshot = SegmentSnapshot {
-        meta,
-        free_seats: if pools.iter().all(|(_, n)| *n == 0) {
-            Vec::new()
-        } else {
-            free_seats
-        },
-        pools,
-        holders: st
-            .live
-            .iter()
-            .map(|(seat, patient, booking, pool)| (*patient, format!("{booking}|{pool}|{seat}")))
-            .collect(),
-        highest_visit_no: st.highest_visit_no,
-        ttl_seconds: patient_day_ttl(&info, now),
-    };
-    let loaded = state.scripts.load(&state.redis, &keys, &snapshot).await?;
-    if loaded {
-        let mut conn = state.redis.clone();
-        redis::cmd("HSET")
-            .arg(state.keys.departments())
-            .arg(&info.department)
-            .arg(&info.department_name)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
-    Ok(loaded)
-}
-
-/// Replace a segment's Redis copy with PostgreSQL's (after its capacity or
-/// its schedule changed).
-pub async fn reload_segment(state: &AppState, segment: Uuid) -> Result<(), SlotError> {
-    invalidate_segment(state, segment).await;
-    load_segment(state, segment).await.map(|_| ())
-}
-
-/// Forget a segment's Redis copy so the next attempt rebuilds it.
-pub async fn invalidate_segment(state: &AppState, segment: Uuid) {
-    let mut conn = state.redis.clone();
-    let deleted = redis::cmd("DEL")
-        .arg(&state.keys.segment_own(segment)[..])
-        .query_async::<()>(&mut conn)
-        .await;
-    if let Err(e) = deleted {
-        tracing::error!(error = %e, %segment, "could not invalidate a stale segment");
-    }
-}
-
-/// Load every segment of today and later that Redis does not have yet, so
-/// the release-time surge finds them ready. Run at start.
-pub async fn warm_cache(state: &AppState) -> Result<usize, SlotError> {
-    let client = state.pool.get().await?;
-    let segments = queries::current_segment_ids(&client, state.clock.today()).await?;
-    drop(client);
-    let mut loaded = 0;
-    for segment in &segments {
-        if load_segment(state, *segment).await? {
-            loaded += 1;
-        }
-    }
-    Ok(loaded)
-}
-
-/// Rebuild this hospital's Redis copy from PostgreSQL: every segment of
-/// today and later is forgotten and loaded again, and the expiry index of
-/// unpaid holds is restored. (Older segments expire by themselves.) Segment
-/// ids come from PostgreSQL rather than a key `SCAN`, which a Redis Cluster
-/// would answer for one node only. Returns how many segments were loaded.
-pub async fn rebuild_cache(state: &AppState) -> Result<usize, SlotError> {
-    let client = state.pool.get().await?;
-    let segments = queries::current_segment_ids(&client, state.clock.today()).await?;
-    let holds = queries::open_holds(&client).await?;
-    drop(client);
-    let mut conn = state.redis.clone();
-    for segment in &segments {
-        let info = segment_info(state, *segment).await?;
-        let keys = state.keys.segment(&info);
-        redis::cmd("DEL")
-            .arg(&state.keys.segment_own(*segment)[..])
-            .arg(&keys.availability)
-            .arg(&keys.availability_shares)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
-    // Several loads in flight: a rebuild during a surge must not take a
-    // round trip per segment in turn while bookings wait with 503.
-    let loads: Vec<Result<bool, SlotError>> = futures::stream::iter(segments.clone())
-        .map(|segment| {
-            let state = state.clone();
-            async move { load_segment(&state, segment).await }
-        })
-        .buffer_unordered(REBUILD_CONCURRENCY)
-        .collect()
-        .await;
-    for load in loads {
-        load?;
-    }
-    if !holds.is_empty() {
-        let mut pipe = redis::pipe();
-        for (booking, deadline) in &holds {
-            pipe.zadd(state.keys.holds(), booking.to_string(), deadline.timestamp())
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await?;
-    }
-    Ok(segments.len())
 }

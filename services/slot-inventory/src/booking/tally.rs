@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use jyt_domain::Channel;
 
-use super::service::BookOutcome;
+use super::BookOutcome;
 use crate::error::SlotError;
 use crate::state::AppState;
 

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::BookRequest;
+use super::cache::segment_info;
 use super::hold::{may_take, pools_left};
-use super::service::{self, segment_info};
+use super::service;
 use crate::error::SlotError;
 use crate::state::AppState;
 

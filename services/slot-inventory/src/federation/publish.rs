@@ -9,8 +9,8 @@ use jyt_web::RequestError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::booking::cache::reload_segment;
 use crate::booking::queries::RELEASED_STATUSES;
-use crate::booking::service::reload_segment;
 use crate::booking::waitlist;
 use crate::error::SlotError;
 use crate::schedule::capacity::MAX_SEGMENT_CAPACITY;

@@ -12,10 +12,11 @@ use jyt_web::RequestError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::booking::cache::{reload_segment, segment_info};
 use crate::booking::events::{self, EventKind};
 use crate::booking::hold::{HeldSeat, SeatGoes};
 use crate::booking::queries::{self, StoredBooking};
-use crate::booking::service::{self, reload_segment, segment_info};
+use crate::booking::service;
 use crate::booking::{BookRequest, OfferOf};
 use crate::error::SlotError;
 use crate::state::AppState;

@@ -20,12 +20,38 @@ pub async fn create(
 ) -> Result<HttpResponse, SlotError> {
     let mut req = body.0;
     req.owner_app = owner::acting_app(&http)?;
-    let state = state.get_ref().clone();
     // On its own task: a client hanging up must not cancel us between the
     // Redis hold and the PostgreSQL write.
-    let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
-        service::book(state, req, key.0).await
-    }));
+    answer(tokio::spawn(tracing::Instrument::in_current_span(service::book(
+        state.get_ref().clone(),
+        req,
+        key.0,
+    ))))
+    .await
+}
+
+/// `POST /v1/bookings` of the PostgreSQL-lock baseline
+/// (`booking.lock = "postgres"`), bound instead of [`create`] at start.
+#[post("/v1/bookings")]
+#[tracing::instrument(skip_all, fields(slot = %body.0.slot_id, channel = %body.0.channel))]
+pub async fn create_with_postgres_lock(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    key: IdempotencyKeyHeader,
+    body: Json<BookRequest>,
+) -> Result<HttpResponse, SlotError> {
+    let mut req = body.0;
+    req.owner_app = owner::acting_app(&http)?;
+    answer(tokio::spawn(tracing::Instrument::in_current_span(
+        service::book_with_postgres_lock(state.get_ref().clone(), req, key.0),
+    )))
+    .await
+}
+
+/// `201` with the booking (and `Idempotency-Replayed` on a replay).
+async fn answer(
+    task: tokio::task::JoinHandle<Result<BookOutcome, SlotError>>,
+) -> Result<HttpResponse, SlotError> {
     let BookOutcome { booking, replayed } = task
         .await
         .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("booking task failed: {e}")))??;

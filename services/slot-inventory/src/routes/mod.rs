@@ -9,6 +9,7 @@ use jyt_domain::BookingRef;
 use jyt_web::RequestError;
 
 use crate::error::SlotError;
+use crate::settings::LockKind;
 
 /// A `<hospital>-<uuid>` booking id from a path, or 400 naming `booking_id`.
 pub(crate) fn booking_ref(raw: &str) -> Result<BookingRef, SlotError> {
@@ -16,9 +17,14 @@ pub(crate) fn booking_ref(raw: &str) -> Result<BookingRef, SlotError> {
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(bookings::create)
-        .service(bookings::get)
+/// Every route; `lock` binds `POST /v1/bookings` to the Redis design or,
+/// for the load test's baseline, to the PostgreSQL-lock one, once at start.
+pub fn configure(cfg: &mut web::ServiceConfig, lock: LockKind) {
+    match lock {
+        LockKind::Redis => cfg.service(bookings::create),
+        LockKind::Postgres => cfg.service(bookings::create_with_postgres_lock),
+    };
+    cfg.service(bookings::get)
         .service(bookings::confirm)
         .service(bookings::cancel)
         .service(bookings::check_in)

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::booking::service::{reload_segment, segment_info};
+use crate::booking::cache::{reload_segment, segment_info};
 use crate::booking::waitlist;
 use crate::error::SlotError;
 use crate::state::AppState;

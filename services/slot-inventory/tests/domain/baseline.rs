@@ -39,7 +39,12 @@ async fn row_locks_alone_sell_each_seat_once_and_keep_the_rules() {
                 waitlist_entry: None,
                 offer: None,
             };
-            slot_inventory::booking::service::book(state, req, format!("k{i}").parse().unwrap()).await
+            slot_inventory::booking::service::book_with_postgres_lock(
+                state,
+                req,
+                format!("k{i}").parse().unwrap(),
+            )
+            .await
         }));
     }
     let mut booked = Vec::new();

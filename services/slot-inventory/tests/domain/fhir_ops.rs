@@ -7,8 +7,8 @@ use chrono::{Days, NaiveTime, TimeDelta};
 use jyt_cache::redis;
 use jyt_domain::SlotRef;
 use serde_json::{Value, json};
+use slot_inventory::booking::cache;
 use slot_inventory::booking::lifecycle::{self, CancelRequest};
-use slot_inventory::booking::service;
 use slot_inventory::federation::publish::{self, PublishRequest};
 use slot_inventory::federation::stop::{self, StopRequest};
 use slot_inventory::schedule::capacity::{self, CapacityChange};
@@ -353,7 +353,7 @@ async fn find_proposes_only_free_slots_that_match() {
 }
 
 async fn redis_free(app: &FhirApp, slot: &SlotRef) -> i64 {
-    let info = service::segment_info(&app.state, slot.id).await.unwrap();
+    let info = cache::segment_info(&app.state, slot.id).await.unwrap();
     let keys = app.state.keys.segment(&info);
     let mut conn = app.state.redis.clone();
     redis::cmd("LLEN")

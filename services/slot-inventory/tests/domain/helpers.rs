@@ -10,7 +10,7 @@ use jyt_domain::{BookingRef, Channel, SlotRef};
 use jyt_settings::Sources;
 use slot_inventory::AppState;
 use slot_inventory::booking::service::{self, BookOutcome};
-use slot_inventory::booking::{BookRequest, Booking};
+use slot_inventory::booking::{BookRequest, Booking, cache};
 use slot_inventory::error::SlotError;
 use slot_inventory::schedule::queries::StoredSchedule;
 use uuid::Uuid;
@@ -165,7 +165,7 @@ impl Hospital {
 
     /// Free seats of a segment as Redis has them.
     pub async fn redis_free(&self, slot: &SlotRef) -> i64 {
-        let info = service::segment_info(&self.state, slot.id).await.unwrap();
+        let info = cache::segment_info(&self.state, slot.id).await.unwrap();
         let keys = self.state.keys.segment(&info);
         let mut conn = self.state.redis.clone();
         redis::cmd("LLEN")
@@ -208,7 +208,7 @@ impl Hospital {
                 (patient.to_string(), format!("{id}|{pool}|{seat}"))
             })
             .collect();
-        let info = service::segment_info(&self.state, slot.id).await.unwrap();
+        let info = cache::segment_info(&self.state, slot.id).await.unwrap();
         let keys = self.state.keys.segment(&info);
         let mut conn = self.state.redis.clone();
         let (holders, free): (HashMap<String, String>, i64) = redis::pipe()

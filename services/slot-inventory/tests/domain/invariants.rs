@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use slot_inventory::booking::lifecycle::{
     self, CancelRequest, CheckInRequest, ConfirmRequest, PaymentMethod,
 };
-use slot_inventory::booking::{cache, service, waitlist};
+use slot_inventory::booking::{cache, waitlist};
 use slot_inventory::schedule::capacity::{self, CapacityChange};
 use uuid::Uuid;
 
@@ -234,8 +234,8 @@ impl World {
             // Redis agrees with PostgreSQL (after reconciliation; a segment
             // nobody has touched yet is loaded as its first booking would).
             cache::reconcile(state).await.unwrap();
-            service::load_segment(state, *segment).await.unwrap();
-            let info = service::segment_info(state, *segment).await.unwrap();
+            cache::load_segment(state, *segment).await.unwrap();
+            let info = cache::segment_info(state, *segment).await.unwrap();
             let keys = state.keys.segment(&info);
             let mut conn = state.redis.clone();
             let holders: HashMap<String, String> = redis::cmd("HGETALL")

@@ -89,7 +89,7 @@ async fn a_seat_postgresql_already_has_is_refused_leaving_nothing_and_the_connec
 
     // Redis wrongly offers the taken seat again: the hold succeeds, and the
     // pipelined insert is refused by the seat's unique index.
-    let info = slot_inventory::booking::service::segment_info(&h.state, slot.id)
+    let info = slot_inventory::booking::cache::segment_info(&h.state, slot.id)
         .await
         .unwrap();
     let keys = h.state.keys.segment(&info);
