@@ -182,14 +182,14 @@ pub async fn signed(
     address: Option<&str>,
 ) -> Outcome {
     let bytes = body.as_deref().unwrap_or_default().as_bytes();
-    let signed = gateway::signing::sign_request(
+    let signed = jyt_signing::channel::sign_request(
         channel,
         APP_SECRET.as_bytes(),
         method.as_str(),
         path,
         bytes,
         Utc::now().timestamp(),
-        &gateway::signing::new_nonce(),
+        &jyt_signing::channel::new_nonce(),
     );
     let mut req = http.request(method, format!("{gateway}{path}"));
     if let Some(body) = body {

@@ -231,14 +231,14 @@ async fn no_secret_id_number_or_phone_number_reaches_any_log_line() {
 
     // Signing failures: a wrong secret, an unknown app.
     let wrong_secret = format!("wrong-secret-{}", Uuid::new_v4().simple());
-    let headers = gateway::signing::sign_request(
+    let headers = jyt_signing::channel::sign_request(
         "wechat",
         wrong_secret.as_bytes(),
         "GET",
         "/v1/hospitals",
         b"",
         chrono::Utc::now().timestamp(),
-        &gateway::signing::new_nonce(),
+        &jyt_signing::channel::new_nonce(),
     );
     let req = headers.pairs().into_iter().fold(
         http.get(format!("{}/v1/hospitals", city.gateway_url)),

@@ -56,7 +56,7 @@ impl Received {
         let Ok(timestamp) = self.header("x-timestamp").parse() else {
             return false;
         };
-        let canonical = gateway::signing::canonical_string(
+        let canonical = jyt_signing::channel::canonical_string(
             "POST",
             &self.path,
             "",
@@ -65,7 +65,7 @@ impl Received {
             self.raw.as_bytes(),
         );
         self.header("x-app-id") == app
-            && gateway::signing::verify_signature(
+            && jyt_signing::channel::verify_signature(
                 [TEST_APP_SECRET.as_bytes()],
                 &canonical,
                 self.header("x-signature"),

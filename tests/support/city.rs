@@ -259,14 +259,14 @@ pub fn sign(
     path_and_query: &str,
     body: &[u8],
 ) -> reqwest::RequestBuilder {
-    let h = gateway::signing::sign_request(
+    let h = jyt_signing::channel::sign_request(
         channel,
         TEST_APP_SECRET.as_bytes(),
         method.as_str(),
         path_and_query,
         body,
         Utc::now().timestamp(),
-        &gateway::signing::new_nonce(),
+        &jyt_signing::channel::new_nonce(),
     );
     h.pairs().into_iter().fold(req, |r, (k, v)| r.header(k, v))
 }

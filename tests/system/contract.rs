@@ -55,14 +55,14 @@ async fn relay(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) -> H
     } else {
         "wechat"
     };
-    let signed = gateway::signing::sign_request(
+    let signed = jyt_signing::channel::sign_request(
         app,
         TEST_APP_SECRET.as_bytes(),
         req.method().as_str(),
         &sent,
         &body,
         Utc::now().timestamp(),
-        &gateway::signing::new_nonce(),
+        &jyt_signing::channel::new_nonce(),
     );
     let Ok(method) = reqwest::Method::from_bytes(req.method().as_str().as_bytes()) else {
         return HttpResponse::BadRequest().finish();

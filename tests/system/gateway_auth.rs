@@ -3,7 +3,7 @@
 //! has its own code. Unsigned operations endpoints stay open.
 
 use chrono::Utc;
-use gateway::signing::{self, sign_request};
+use jyt_signing::channel::{self as signing, sign_request};
 use jyt_system_tests::{Route, TEST_APP_SECRET, TestCity, problem, spawn_cards, spawn_gateway_with};
 use proptest::prelude::*;
 use reqwest::Method;

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use gateway::signing;
 use jyt_cache::redis;
+use jyt_signing::channel as signing;
 use jyt_system_tests::{TEST_APP_SECRET, TestCity, eventually};
 use uuid::Uuid;
 

@@ -67,14 +67,14 @@ async fn raw(base: &str, method: &str, target: &str, headers: &[(String, String)
 
 /// The signed headers for `target` as sent (the signature covers the raw path).
 fn signed_headers(channel: &str, method: &str, target: &str, body: &[u8]) -> Vec<(String, String)> {
-    let h = gateway::signing::sign_request(
+    let h = jyt_signing::channel::sign_request(
         channel,
         TEST_APP_SECRET.as_bytes(),
         method,
         target,
         body,
         Utc::now().timestamp(),
-        &gateway::signing::new_nonce(),
+        &jyt_signing::channel::new_nonce(),
     );
     h.pairs()
         .into_iter()
@@ -604,14 +604,14 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
         .unwrap();
     assert_eq!(res.status(), 401);
     let body = notice("wx-forged-2", 50_000).to_string();
-    let mut forged = gateway::signing::sign_request(
+    let mut forged = jyt_signing::channel::sign_request(
         "wechat",
         b"a-guessed-secret-a-guessed-secret",
         "POST",
         "/v1/cards/top-ups",
         body.as_bytes(),
         Utc::now().timestamp(),
-        &gateway::signing::new_nonce(),
+        &jyt_signing::channel::new_nonce(),
     )
     .pairs()
     .into_iter()
