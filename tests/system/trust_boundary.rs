@@ -629,7 +629,7 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
             || path.contains("payments")
             || path.contains("refunds")
             || path.ends_with("/cancel")
-            || path.ends_with("ecard-token"))
+            || path.ends_with("/ecard-token"))
         {
             continue;
         }
