@@ -255,7 +255,7 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
         ));
     };
     let waiting_channels = if st.waiting > 0 {
-        super::waitlist::queries::waiting_channels(&client, info.schedule_id).await?
+        super::waitlist_queries::waiting_channels(&client, info.schedule_id).await?
     } else {
         Vec::new()
     };

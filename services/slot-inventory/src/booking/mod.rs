@@ -13,6 +13,7 @@ pub mod queries;
 pub mod service;
 pub mod tally;
 pub mod waitlist;
+pub mod waitlist_queries;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, HospitalId, SlotRef};

@@ -466,7 +466,7 @@ async fn write_booking_in_steps(
         EventKind::Confirmed
     };
     if let Some(entry) = req.waitlist_entry {
-        if !super::waitlist::queries::mark_promoted(&tx, entry, won.booking_id).await? {
+        if !super::waitlist_queries::mark_promoted(&tx, entry, won.booking_id).await? {
             // The patient left the line meanwhile: nothing is written.
             return Err(WriteError::Other(SlotError::WaitlistEntryGone));
         }
