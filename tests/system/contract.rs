@@ -142,7 +142,10 @@ async fn the_published_schema_holds_under_a_property_based_fuzzer() {
     .run();
     tokio::spawn(server);
 
+    // Its reports and example database go to a directory of the run's own,
+    // not into the source tree.
     let report = std::env::temp_dir().join(format!("jyt-contract-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&report).expect("a report directory");
     let output = tokio::process::Command::new(&fuzzer)
         .args([
             "run",
@@ -171,6 +174,7 @@ async fn the_published_schema_holds_under_a_property_based_fuzzer() {
             "--report-dir",
         ])
         .arg(&report)
+        .current_dir(&report)
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .output()
         .await
