@@ -308,6 +308,27 @@ pub fn random_id_number() -> String {
 
 impl TestCards {
     /// Register a person and give them an e-card.
+    /// A card's view at card-issuing (balance, status, ...).
+    pub async fn card(&self, card_id: Uuid) -> serde_json::Value {
+        self.get(&format!("/v1/cards/{card_id}")).await
+    }
+
+    /// A card's ledger at card-issuing (`entries`, `balance_fen`).
+    pub async fn ledger(&self, card_id: Uuid) -> serde_json::Value {
+        self.get(&format!("/v1/cards/{card_id}/ledger")).await
+    }
+
+    async fn get(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .expect("card-issuing answers")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     pub async fn register(&self) -> TestPatient {
         for _attempt in 0..100 {
             let res = self

@@ -174,17 +174,7 @@ impl Setup {
     }
 
     async fn balance(&self, card_id: Uuid) -> i64 {
-        let card: serde_json::Value = self
-            .cards
-            .http
-            .get(format!("{}/v1/cards/{card_id}", self.cards.base_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        card["balance_fen"].as_i64().unwrap()
+        self.cards.card(card_id).await["balance_fen"].as_i64().unwrap()
     }
 
     async fn top_up(&self, card_id: Uuid, amount: i64) {
@@ -298,19 +288,7 @@ async fn a_prepaid_card_is_debited_then_confirmed_and_refunded_when_the_hold_had
     assert_eq!(body["code"], "HOLD_EXPIRED");
     assert!(body["refund"].as_str().unwrap().contains("card"));
     assert_eq!(s.balance(patient.card_id).await, 25_000, "the debit was refunded");
-    let ledger: serde_json::Value = s
-        .cards
-        .http
-        .get(format!(
-            "{}/v1/cards/{}/ledger",
-            s.cards.base_url, patient.card_id
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger: serde_json::Value = s.cards.ledger(patient.card_id).await;
     let text = ledger.to_string();
     assert!(text.contains(&format!("refund:{late}")), "{text}");
 

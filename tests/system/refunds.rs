@@ -145,21 +145,9 @@ impl Scene {
     }
 
     async fn card_balance(&self, p: &TestPatient) -> i64 {
-        let ledger: Value = self
-            .city
-            .cards
-            .http
-            .get(format!(
-                "{}/v1/cards/{}/ledger",
-                self.city.cards.base_url, p.card_id
-            ))
-            .send()
-            .await
+        self.city.cards.ledger(p.card_id).await["balance_fen"]
+            .as_i64()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ledger["balance_fen"].as_i64().unwrap()
     }
 }
 

@@ -382,27 +382,17 @@ fn card_routes(card: Uuid, person: Uuid) -> Vec<(Method, String, serde_json::Val
     ]
 }
 
+/// A signed POST to the gateway as `app`; its answer.
+async fn post(city: &TestCity, app: &str, path: &str, body: &serde_json::Value) -> reqwest::Response {
+    city.signed(app, Method::POST, path, Some(body))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn balance(city: &TestCity, card: Uuid) -> (i64, usize) {
-    let card_view: serde_json::Value = city
-        .cards
-        .http
-        .get(format!("{}/v1/cards/{card}", city.cards.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ledger: serde_json::Value = city
-        .cards
-        .http
-        .get(format!("{}/v1/cards/{card}/ledger", city.cards.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let card_view = city.cards.card(card).await;
+    let ledger = city.cards.ledger(card).await;
     let entries = ledger["entries"].as_array().map_or(0, Vec::len);
     (card_view["balance_fen"].as_i64().unwrap(), entries)
 }
@@ -584,10 +574,6 @@ async fn count_bookings(h: &TestHospital) -> i64 {
 }
 
 #[tokio::test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario, step by step: split, it would read worse"
-)]
 async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gateway() {
     let city = TestCity::spawn(&["tbm"]).await;
     let patient = city.cards.register().await;
@@ -644,43 +630,16 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
     assert_eq!(balance(&city, patient.card_id).await, start, "nothing moved");
 
     // The channel's signed notification credits once, to the fen.
-    let res = city
-        .signed(
-            "wechat",
-            Method::POST,
-            "/v1/cards/top-ups",
-            Some(&notice("wx-0001", 12_345)),
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(&city, "wechat", "/v1/cards/top-ups", &notice("wx-0001", 12_345)).await;
     assert_eq!(res.status(), 201);
-    let again = city
-        .signed(
-            "wechat",
-            Method::POST,
-            "/v1/cards/top-ups",
-            Some(&notice("wx-0001", 12_345)),
-        )
-        .send()
-        .await
-        .unwrap();
+    let again = post(&city, "wechat", "/v1/cards/top-ups", &notice("wx-0001", 12_345)).await;
     assert_eq!(
         again.status(),
         200,
         "a retried notification credits nothing twice"
     );
     assert_eq!(again.headers()["idempotency-replayed"], "true");
-    let other_amount = city
-        .signed(
-            "wechat",
-            Method::POST,
-            "/v1/cards/top-ups",
-            Some(&notice("wx-0001", 99_999)),
-        )
-        .send()
-        .await
-        .unwrap();
+    let other_amount = post(&city, "wechat", "/v1/cards/top-ups", &notice("wx-0001", 99_999)).await;
     assert_eq!(other_amount.status(), 409);
     assert_eq!(
         balance(&city, patient.card_id).await,
@@ -691,11 +650,7 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
         (notice("wx-0002", 0), "amount_fen"),
         (notice("wx 0002", 10), "payment_reference"),
     ] {
-        let res = city
-            .signed("wechat", Method::POST, "/v1/cards/top-ups", Some(&bad))
-            .send()
-            .await
-            .unwrap();
+        let res = post(&city, "wechat", "/v1/cards/top-ups", &bad).await;
         assert_eq!(res.status(), 400);
         assert_eq!(problem(res).await["field"], field);
     }
@@ -705,16 +660,13 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
     );
 
     // E-card tokens are minted for the patient through their channel only.
-    let res = city
-        .signed(
-            "wechat",
-            Method::POST,
-            "/v1/cards/ecard-token",
-            Some(&serde_json::json!({ "card_number": patient.card_number })),
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &city,
+        "wechat",
+        "/v1/cards/ecard-token",
+        &serde_json::json!({ "card_number": patient.card_number }),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let minted: serde_json::Value = res.json().await.unwrap();
@@ -723,11 +675,7 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
     // Another app that knows the card number cannot pay the balance out
     // to itself: outside a kiosk or window the patient's e-card token is needed.
     let cancel = serde_json::json!({ "card_number": patient.card_number });
-    let res = city
-        .signed("app", Method::POST, "/v1/cards/cancel", Some(&cancel))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&city, "app", "/v1/cards/cancel", &cancel).await;
     assert_eq!(res.status(), 403);
     let body = problem(res).await;
     assert_eq!(
@@ -739,25 +687,12 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
         (start.0 + 12_345, start.1 + 1)
     );
     // Cancel with pay-out at a kiosk (card read, person seen): the balance leaves once.
-    let res = city
-        .signed("kiosk", Method::POST, "/v1/cards/cancel", Some(&cancel))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&city, "kiosk", "/v1/cards/cancel", &cancel).await;
     assert_eq!(res.status(), 200);
     let after = balance(&city, patient.card_id).await;
     assert_eq!(after.0, 0, "paid out");
     // A top-up to a cancelled card is refused and moves nothing.
-    let res = city
-        .signed(
-            "wechat",
-            Method::POST,
-            "/v1/cards/top-ups",
-            Some(&notice("wx-0003", 100)),
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(&city, "wechat", "/v1/cards/top-ups", &notice("wx-0003", 100)).await;
     assert!(matches!(res.status().as_u16(), 403 | 409), "{}", res.status());
     assert_eq!(balance(&city, patient.card_id).await, after);
 }
@@ -855,48 +790,28 @@ async fn check_in_through_the_gateway_needs_the_bookings_own_patient_or_app_and_
     // Another channel app, without the patient's card: not its booking,
     // and the guess never reaches the hospital's counter.
     for _ in 0..6 {
-        let res = city
-            .signed("app", Method::POST, &path, Some(&wrong))
-            .send()
-            .await
-            .unwrap();
+        let res = post(&city, "app", &path, &wrong).await;
         assert_eq!(res.status(), 403);
         assert_eq!(problem(res).await["code"], "NOT_YOUR_BOOKING");
     }
     // Another patient's card: answered as an unknown booking, not counted.
     let as_stranger = serde_json::json!({ "pickup_code": "000000", "card_number": stranger.card_number });
-    let res = city
-        .signed("kiosk", Method::POST, &path, Some(&as_stranger))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&city, "kiosk", &path, &as_stranger).await;
     assert_eq!(res.status(), 404);
     assert_eq!(problem(res).await["code"], "BOOKING_NOT_FOUND");
     // The owning app guessing: counted, then locked, right code included.
     for left in (1..=4).rev() {
-        let res = city
-            .signed("wechat", Method::POST, &path, Some(&wrong))
-            .send()
-            .await
-            .unwrap();
+        let res = post(&city, "wechat", &path, &wrong).await;
         assert_eq!(res.status(), 403);
         let body = problem(res).await;
         assert_eq!(body["code"], "WRONG_PICKUP_CODE");
         assert_eq!(body["attempts_left"], left, "{body}");
     }
-    let res = city
-        .signed("wechat", Method::POST, &path, Some(&wrong))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&city, "wechat", &path, &wrong).await;
     assert_eq!(res.status(), 423);
     let right =
         serde_json::json!({ "pickup_code": booking["pickup_code"], "card_number": patient.card_number });
-    let res = city
-        .signed("kiosk", Method::POST, &path, Some(&right))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&city, "kiosk", &path, &right).await;
     assert_eq!(res.status(), 423);
     assert_eq!(problem(res).await["code"], "PICKUP_LOCKED");
 }

@@ -54,16 +54,25 @@ pub struct TopUpNotification {
 /// The largest single top-up, in fen (10,000 yuan).
 const MAX_TOP_UP_FEN: i64 = 1_000_000;
 
-async fn card_of(
+/// Ask card-issuing to do `action` (`top-ups`, `ecard-token`, `cancel`)
+/// on the card a request names; its answer is passed back as it came.
+async fn relay_to_card(
     state: &GatewayState,
     number: Option<&str>,
     token: Option<&str>,
-) -> Result<uuid::Uuid, GatewayError> {
+    action: &str,
+    body: &serde_json::Value,
+) -> Result<HttpResponse, GatewayError> {
     let card = CardRef {
         card_number: number,
         ecard_token: token,
     };
-    Ok(state.patients.resolve_card(card, Utc::now()).await?.card_id)
+    let card_id = state.patients.resolve_card(card, Utc::now()).await?.card_id;
+    let answer = state
+        .patients
+        .relay(&format!("/v1/cards/{card_id}/{action}"), body)
+        .await?;
+    Ok(answer.into_response())
 }
 
 fn valid_reference(raw: &str) -> Result<&str, GatewayError> {
@@ -106,17 +115,19 @@ pub async fn top_up(
         return Err(RequestError::invalid("amount_fen", format!("must be 1 to {MAX_TOP_UP_FEN} fen")).into());
     }
     let reference = valid_reference(&n.payment_reference)?;
-    let card_id = card_of(&state, n.card_number.as_deref(), n.ecard_token.as_deref()).await?;
     let upstream = serde_json::json!({
         "amount_fen": n.amount_fen,
         "channel": caller.channel,
         "channel_ref": format!("{}:{reference}", caller.app_id),
     });
-    let answer = state
-        .patients
-        .relay(&format!("/v1/cards/{card_id}/top-ups"), &upstream)
-        .await?;
-    Ok(answer.into_response())
+    relay_to_card(
+        &state,
+        n.card_number.as_deref(),
+        n.ecard_token.as_deref(),
+        "top-ups",
+        &upstream,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -141,20 +152,14 @@ pub async fn ecard_token(
     state: web::Data<GatewayState>,
     body: Json<CardRequest>,
 ) -> Result<HttpResponse, GatewayError> {
-    let card_id = card_of(
+    relay_to_card(
         &state,
         body.0.card_number.as_deref(),
         body.0.ecard_token.as_deref(),
+        "ecard-token",
+        &serde_json::json!({}),
     )
-    .await?;
-    let answer = state
-        .patients
-        .relay(
-            &format!("/v1/cards/{card_id}/ecard-token"),
-            &serde_json::json!({}),
-        )
-        .await?;
-    Ok(answer.into_response())
+    .await
 }
 
 #[utoipa::path(
@@ -192,18 +197,12 @@ pub async fn cancel(
     if !present && body.0.ecard_token.is_none() {
         return Err(GatewayError::PatientProofRequired);
     }
-    let card_id = card_of(
+    relay_to_card(
         &state,
         body.0.card_number.as_deref(),
         body.0.ecard_token.as_deref(),
+        "cancel",
+        &serde_json::json!({ "channel": caller.channel }),
     )
-    .await?;
-    let answer = state
-        .patients
-        .relay(
-            &format!("/v1/cards/{card_id}/cancel"),
-            &serde_json::json!({ "channel": caller.channel }),
-        )
-        .await?;
-    Ok(answer.into_response())
+    .await
 }
