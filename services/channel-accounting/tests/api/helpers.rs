@@ -35,6 +35,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Another instance on an existing database and key prefix (a restart).
 pub async fn spawn_app_on(db_url: String, redis_prefix: String) -> TestApp {
+    spawn_app_on_with(db_url, redis_prefix, &[]).await
+}
+
+/// With `extra` settings (keys after `JYT_CHANNEL_ACCOUNTING__`) on top.
+pub async fn spawn_app_on_with(db_url: String, redis_prefix: String, extra: &[(&str, String)]) -> TestApp {
     let p = "JYT_CHANNEL_ACCOUNTING__";
     let hash = |pw: &str| channel_accounting::auth::hash_password_with(pw, 1024, 1).unwrap();
     let env: HashMap<String, String> = [
@@ -52,6 +57,7 @@ pub async fn spawn_app_on(db_url: String, redis_prefix: String) -> TestApp {
         ("OPERATORS__ACCOUNTS__PUMCH_OPS__HOSPITAL_ID", "pumch".to_owned()),
     ]
     .into_iter()
+    .chain(extra.iter().cloned())
     .map(|(k, v)| (format!("{p}{k}"), v))
     .collect();
     let settings = Settings::load_from(&Sources::from_map(env)).expect("test settings");

@@ -5,10 +5,6 @@
     reason = "test helpers below: a failed unwrap is a failed test, with its location"
 )]
 
-use std::collections::HashMap;
-
-use channel_accounting::{Application, Settings};
-use jyt_settings::Sources;
 use serde_json::{Value, json};
 
 use crate::helpers::{BOOKINGS, CITY, PUMCH, TestApp, assert_problem, booking, spawn_app};
@@ -255,43 +251,9 @@ async fn the_console_page_and_its_assets_are_served() {
     }
 }
 
-/// Like `spawn_app`, with `extra` settings (keys after
-/// `JYT_CHANNEL_ACCOUNTING__`) on top, e.g. a smaller pool or other limits.
 async fn spawn_app_with(extra: &[(&str, String)]) -> TestApp {
     let db_url = jyt_testkit::fresh_database("acct").await;
-    let redis_prefix = jyt_testkit::fresh_redis_prefix();
-    let hash = |pw: &str| channel_accounting::auth::hash_password_with(pw, 1024, 1).unwrap();
-    let base = [
-        ("HTTP__PORT", "0".to_owned()),
-        ("HTTP__WORKERS", "2".to_owned()),
-        ("POSTGRES__URL", db_url.clone()),
-        ("REDIS__URLS", jyt_testkit::redis_url()),
-        ("REDIS__KEY_PREFIX", redis_prefix.clone()),
-        ("CONSUMER__NAME", "test".to_owned()),
-        ("OPERATORS__DEMO_ACCOUNT", "false".to_owned()),
-        ("OPERATORS__ACCOUNTS__OPS__PASSWORD_HASH", hash(CITY.1)),
-        ("OPERATORS__ACCOUNTS__OPS__ROLE", "city".to_owned()),
-        ("OPERATORS__ACCOUNTS__PUMCH_OPS__PASSWORD_HASH", hash(PUMCH.1)),
-        ("OPERATORS__ACCOUNTS__PUMCH_OPS__ROLE", "hospital".to_owned()),
-        ("OPERATORS__ACCOUNTS__PUMCH_OPS__HOSPITAL_ID", "pumch".to_owned()),
-    ];
-    let env: HashMap<String, String> = base
-        .into_iter()
-        .chain(extra.iter().cloned())
-        .map(|(k, v)| (format!("JYT_CHANNEL_ACCOUNTING__{k}"), v))
-        .collect();
-    let settings = Settings::load_from(&Sources::from_map(env)).unwrap();
-    let redis = jyt_cache::connect(&settings.redis).await.unwrap();
-    let app = Application::build(settings).await.unwrap();
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        db_url,
-        client: reqwest::Client::new(),
-        redis,
-        redis_prefix,
-    }
+    crate::helpers::spawn_app_on_with(db_url, jyt_testkit::fresh_redis_prefix(), extra).await
 }
 
 impl TestApp {
