@@ -102,11 +102,7 @@ pub async fn spawn_cards(redis_prefix: &str) -> TestCards {
         (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
     ]))
     .expect("card-issuing test settings");
-    let http = jyt_testkit::internal_client(
-        &settings.internal_auth.key(jyt_signing::internal::CARD_ISSUING),
-        jyt_signing::internal::CARD_ISSUING,
-        settings.internal_auth.max_lifetime_seconds,
-    );
+    let http = jyt_testkit::internal_client(&settings.internal_auth, jyt_signing::internal::CARD_ISSUING);
     let app = card_issuing::Application::build(settings)
         .await
         .expect("card-issuing starts");

@@ -59,11 +59,7 @@ impl TestHospital {
     /// request carries a valid internal token (`X-Internal-Token`).
     pub fn http(&self) -> reqwest::Client {
         let audience = jyt_signing::internal::hospital_audience(self.id.as_str());
-        jyt_testkit::internal_client(
-            &self.state.settings.internal_auth.key(&audience),
-            &audience,
-            self.state.settings.internal_auth.max_lifetime_seconds,
-        )
+        jyt_testkit::internal_client(&self.state.settings.internal_auth, &audience)
     }
 
     /// Seed a demo day ([`visit_day`], Asia/Shanghai) with `capacity` seats per

@@ -34,13 +34,15 @@ pub fn redis_url() -> String {
 }
 
 /// An HTTP client whose every request carries an internal token for
-/// `audience` (as the gateway or jyt's tools would send), valid for
-/// `lifetime_seconds`: for tests that call slot-inventory or card-issuing
-/// directly. `key` is the service's key (`settings.internal_auth.key(audience)`).
+/// `audience` (as the gateway or jyt's tools would send), minted with the
+/// service's own settings and valid for their longest lifetime: for tests
+/// that call slot-inventory or card-issuing directly.
 #[expect(clippy::expect_used, reason = "test helper: a failure is a failed test")]
-pub fn internal_client(key: &str, audience: &str, lifetime_seconds: i64) -> reqwest::Client {
+pub fn internal_client(auth: &jyt_settings::InternalAuthSettings, audience: &str) -> reqwest::Client {
+    let key = auth.key(audience);
     let token =
-        jyt_signing::internal::Minter::new(key.as_bytes(), "test", audience, lifetime_seconds).token();
+        jyt_signing::internal::Minter::new(key.as_bytes(), "test", audience, auth.max_lifetime_seconds)
+            .token();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         jyt_signing::internal::HEADER,

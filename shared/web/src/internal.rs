@@ -15,10 +15,8 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use jyt_signing::internal::{HEADER, Verifier};
 
+use crate::ops::OPS_PATHS;
 use crate::problem::Problem;
-
-/// Paths answered without a token (probes and scrapes reach them directly).
-pub const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The authenticated internal caller (`gateway`, `jyt`, ...), in the
 /// request's extensions for handlers and logs.
@@ -30,7 +28,8 @@ pub async fn require_internal_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if OPEN_PATHS.contains(&req.path()) {
+    // Probes and scrapes reach the operations paths without a token.
+    if OPS_PATHS.contains(&req.path()) {
         return next.call(req).await.map(ServiceResponse::map_into_left_body);
     }
     let outcome = match req.app_data::<web::Data<Verifier>>() {

@@ -73,11 +73,7 @@ pub async fn spawn_app_with(db_url: String, extra: &[(&str, &str)]) -> TestApp {
         .expect("redis for tests");
     // The service answers only internal callers (the gateway, jyt's tools):
     // the tests call it as such.
-    let client = jyt_testkit::internal_client(
-        &settings.internal_auth.key(jyt_signing::internal::CARD_ISSUING),
-        jyt_signing::internal::CARD_ISSUING,
-        settings.internal_auth.max_lifetime_seconds,
-    );
+    let client = jyt_testkit::internal_client(&settings.internal_auth, jyt_signing::internal::CARD_ISSUING);
     let app = Application::build(settings).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();

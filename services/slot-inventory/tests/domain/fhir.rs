@@ -103,11 +103,7 @@ impl FhirApp {
         .await
         .expect("seeded");
         let audience = jyt_signing::internal::hospital_audience(state.hospital.as_str());
-        let http = jyt_testkit::internal_client(
-            &state.settings.internal_auth.key(&audience),
-            &audience,
-            state.settings.internal_auth.max_lifetime_seconds,
-        );
+        let http = jyt_testkit::internal_client(&state.settings.internal_auth, &audience);
         Self {
             base,
             http,

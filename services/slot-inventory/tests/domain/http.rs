@@ -37,11 +37,7 @@ async fn bad_input_names_the_field() {
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     let audience = jyt_signing::internal::hospital_audience("httph");
-    let http = jyt_testkit::internal_client(
-        &state.settings.internal_auth.key(&audience),
-        &audience,
-        state.settings.internal_auth.max_lifetime_seconds,
-    );
+    let http = jyt_testkit::internal_client(&state.settings.internal_auth, &audience);
 
     let segment = Uuid::new_v4();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
@@ -167,11 +163,7 @@ async fn metrics_are_served_on_the_ops_port_only() {
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     let audience = jyt_signing::internal::hospital_audience("opsh");
-    let http = jyt_testkit::internal_client(
-        &state.settings.internal_auth.key(&audience),
-        &audience,
-        state.settings.internal_auth.max_lifetime_seconds,
-    );
+    let http = jyt_testkit::internal_client(&state.settings.internal_auth, &audience);
     let status = |url: String| {
         let http = http.clone();
         async move { http.get(url).send().await.unwrap().status().as_u16() }
