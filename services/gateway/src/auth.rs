@@ -8,7 +8,7 @@
 //!   [`authenticate_hospital`] the `/federation/v1` scope: authentication is
 //!   bound to the routed scope, not to a prefix of the path string.
 //!   They read the body (up to the size limit), check the signed headers
-//!   (see [`crate::signing`]), remember the nonce, apply the app's and the
+//!   (see [`jyt_signing::channel`]), remember the nonce, apply the app's and the
 //!   address's token buckets, and hand the [`Caller`] / [`HospitalCaller`]
 //!   to the handler, whose extractor answers 401 if it is missing.
 //!
@@ -28,8 +28,8 @@ use jyt_cache::redis;
 use jyt_web::RequestError;
 
 use crate::error::GatewayError;
-use crate::signing::{self, HeaderProblem};
 use crate::state::{Caller, GatewayState, HospitalCaller};
+use jyt_signing::channel::{self as signing, HeaderProblem};
 use secrecy::ExposeSecret;
 
 /// The header a channel app whose backend relays its patients' requests

@@ -13,8 +13,8 @@
 //! # Layout
 //! - [`settings`]: typed settings: channel apps, hospital registry, limits.
 //! - [`startup`]: [`Application::build`] binds the listener and serves.
-//! - [`signing`]: the canonical string, signing and verification (pure;
-//!   channels, tests and the load generator sign with it).
+//! - request signing is the shared `jyt_signing::channel` (channels, tests
+//!   and the load generator sign with it).
 //! - [`auth`]: the middleware that verifies every `/v1` request.
 //! - [`identity`]: card / e-card → person, standing, family (card-issuing, cached).
 //! - [`limits`]: rate limits, anti-scalping and the daily limit.
@@ -45,9 +45,6 @@ pub mod openapi;
 pub mod payment;
 pub mod routes;
 pub mod settings;
-/// Channel request signing lives in the shared `jyt-signing` crate; the
-/// old path stays for channels' and tests' code.
-pub use jyt_signing::channel as signing;
 pub mod startup;
 pub mod state;
 pub mod summaries;

@@ -2,7 +2,7 @@
 //! (confirmed, 停诊 and the offer after it, cancellation, hold about to
 //! expire, visit reminder, waitlist promotion, refunds, ...) are read from
 //! slot-inventory's event stream (and card-issuing's, for refunds credited
-//! to a card) and POSTed, signed like a request (see [`crate::signing`],
+//! to a card) and POSTed, signed like a request (see [`jyt_signing::channel`],
 //! with the app's own secret), to the callback URL of the channel app the
 //! booking belongs to (the event's `owner_app`, else the app that made it
 //! through this gateway). Which notices, and when: [`crate::notices`].
@@ -354,14 +354,14 @@ impl Notifier {
             None => parsed.path().to_owned(),
         };
         let secret = app.secrets().next().unwrap_or_default();
-        let h = crate::signing::sign_request(
+        let h = jyt_signing::channel::sign_request(
             &d.app_id,
             secret,
             "POST",
             &target,
             d.body.as_bytes(),
             Utc::now().timestamp(),
-            &crate::signing::new_nonce(),
+            &jyt_signing::channel::new_nonce(),
         );
         let mut req = self
             .http

@@ -1,7 +1,7 @@
 //! The federation API: member hospitals' HIS systems publish schedules,
 //! add capacity, stop clinics, book in-clinic follow-ups, report visit
 //! progress and poll their bookings feed. Requests are signed like the
-//! channels' (see [`crate::signing`]) with the hospital's key id in
+//! channels' (see [`jyt_signing::channel`]) with the hospital's key id in
 //! `X-App-Id`; a hospital touches only its own data: any other hospital's
 //! id in the path answers `403 HOSPITAL_FORBIDDEN`.
 
