@@ -114,7 +114,7 @@ pub struct LimitSettings {
     pub person_burst: u32,
     pub daily_bookings_per_person: u32,
     /// The header carrying the end user's device address (see
-    /// `auth::client_address`); empty turns the address rules off.
+    /// `auth::connection_address`: believed only from `trusted_proxies`); empty turns the address rules off.
     #[serde(default)]
     pub client_address_header: String,
     /// CIDR ranges, comma-separated, whose `client_address_header` is

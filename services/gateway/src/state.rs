@@ -36,12 +36,12 @@ pub struct HospitalCaller {
 }
 
 /// The authenticated channel app of a `/v1` request, put into the request's
-/// extensions by [`crate::auth::authenticate`].
+/// extensions by [`crate::auth::authenticate_channel`].
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub app_id: String,
     pub channel: Channel,
     /// The end user's device address, for the per-address rules; see
-    /// [`crate::auth::client_address`].
+    /// [`crate::auth::connection_address`] (or a relaying app's `X-Device-Address`).
     pub address: Option<String>,
 }
