@@ -660,14 +660,16 @@ async fn money_moves_only_on_the_channels_signed_notification_relayed_by_the_gat
         (start.0 + 12_345, start.1 + 1)
     );
 
-    // E-card tokens are minted for the patient through their channel only.
-    let res = post(
-        &city,
-        "wechat",
-        "/v1/cards/ecard-token",
-        &serde_json::json!({ "card_number": patient.card_number }),
-    )
-    .await;
+    // E-card tokens (a proof of presence: they pay a card out) are minted
+    // for the card's own channel (the test cards are issued at a kiosk) or
+    // at a desk; another channel's app that knows the number is refused.
+    let mint = serde_json::json!({ "card_number": patient.card_number });
+    for other in ["wechat", "app", "phone114"] {
+        let res = post(&city, other, "/v1/cards/ecard-token", &mint).await;
+        assert_eq!(res.status(), 403, "{other}");
+        assert_eq!(problem(res).await["code"], "CARD_OF_ANOTHER_CHANNEL");
+    }
+    let res = post(&city, "kiosk", "/v1/cards/ecard-token", &mint).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let minted: serde_json::Value = res.json().await.unwrap();

@@ -121,6 +121,9 @@ pub struct CardView {
     pub status: CardStatus,
     pub replaces_card_id: Option<Uuid>,
     pub balance_fen: i64,
+    /// The channel the card was issued through: the gateway mints its
+    /// e-card QR tokens for that channel's apps (or at a kiosk or window).
+    pub channel: String,
     pub issued_at: DateTime<Utc>,
 }
 
@@ -144,7 +147,7 @@ pub struct Cancelled {
 }
 
 const SELECT_CARD: &str = "SELECT c.id, c.person_id, c.kind, c.card_number, c.chip_serial, c.status,
-        c.replaces_card_id, c.issue_key, c.issued_at, a.balance
+        c.replaces_card_id, c.issue_key, c.channel, c.issued_at, a.balance
    FROM cards c JOIN accounts a ON a.card_id = c.id";
 
 fn card_view(row: &Row) -> CardView {
@@ -161,6 +164,7 @@ fn card_view(row: &Row) -> CardView {
         status: CardStatus::parse(row.get("status")),
         replaces_card_id: row.get("replaces_card_id"),
         balance_fen: row.get("balance"),
+        channel: row.get("channel"),
         issued_at: row.get("issued_at"),
     }
 }

@@ -69,6 +69,11 @@ pub enum GatewayError {
     /// Money leaves a card only with the patient's own proof of presence.
     #[error("paying a card's balance out needs the patient's own e-card token, or a kiosk or window")]
     PatientProofRequired,
+    /// An e-card token asked for by an app of another channel than the card's.
+    #[error(
+        "e-card tokens of this card are minted for the apps of the channel it was issued through, or at a kiosk or window"
+    )]
+    CardOfAnotherChannel,
     #[error("a payment with this reference is being processed")]
     PaymentInProgress,
     /// FHIR `$book` pays from the prepaid card only: a channel's own
@@ -123,6 +128,7 @@ pub const ALL_CODES: &[&str] = &[
     "HOLD_EXPIRED",
     "NOT_YOUR_BOOKING",
     "PATIENT_PROOF_REQUIRED",
+    "CARD_OF_ANOTHER_CHANNEL",
     "PAYMENT_IN_PROGRESS",
     "PAYMENT_CALLBACK_REQUIRED",
     "OPERATOR_UNAUTHORIZED",
@@ -189,6 +195,7 @@ impl GatewayError {
             GatewayError::HoldExpired { .. } => "HOLD_EXPIRED",
             GatewayError::NotYourBooking => "NOT_YOUR_BOOKING",
             GatewayError::PatientProofRequired => "PATIENT_PROOF_REQUIRED",
+            GatewayError::CardOfAnotherChannel => "CARD_OF_ANOTHER_CHANNEL",
             GatewayError::PaymentInProgress => "PAYMENT_IN_PROGRESS",
             GatewayError::PaymentCallbackRequired => "PAYMENT_CALLBACK_REQUIRED",
             GatewayError::OperatorUnauthorized => "OPERATOR_UNAUTHORIZED",
@@ -223,6 +230,7 @@ impl GatewayError {
             GatewayError::HoldExpired { .. } => "Hold expired",
             GatewayError::NotYourBooking => "Not this app's booking",
             GatewayError::PatientProofRequired => "Patient's proof required",
+            GatewayError::CardOfAnotherChannel => "Another channel's card",
             GatewayError::PaymentInProgress => "Payment in progress",
             GatewayError::PaymentCallbackRequired => "Pay through the payment notification",
             GatewayError::OperatorUnauthorized => "Operator unauthorized",
@@ -258,7 +266,8 @@ impl ResponseError for GatewayError {
             | GatewayError::PaymentInProgress => StatusCode::CONFLICT,
             GatewayError::NotYourBooking
             | GatewayError::HospitalForbidden
-            | GatewayError::PatientProofRequired => StatusCode::FORBIDDEN,
+            | GatewayError::PatientProofRequired
+            | GatewayError::CardOfAnotherChannel => StatusCode::FORBIDDEN,
             GatewayError::PaymentCallbackRequired => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::HospitalNotFound(_) | GatewayError::DeadLetterNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::IdentityUnavailable(_)
@@ -348,6 +357,7 @@ mod tests {
             GatewayError::HoldExpired { refund: "x" },
             GatewayError::NotYourBooking,
             GatewayError::PatientProofRequired,
+            GatewayError::CardOfAnotherChannel,
             GatewayError::PaymentInProgress,
             GatewayError::PaymentCallbackRequired,
             GatewayError::OperatorUnauthorized,

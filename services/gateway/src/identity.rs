@@ -351,6 +351,33 @@ impl PatientIndex {
         })
     }
 
+    /// The channel a card was issued through (card-issuing's card view).
+    pub async fn card_channel(&self, card_id: Uuid) -> Result<jyt_domain::Channel, GatewayError> {
+        #[derive(Deserialize)]
+        struct IssuedThrough {
+            channel: jyt_domain::Channel,
+        }
+        let _permit = self.permit().await?;
+        let res = self
+            .http
+            .get(format!("{}/v1/cards/{card_id}", self.base_url))
+            .header(jyt_signing::internal::HEADER, self.internal.token())
+            .send()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        if !res.status().is_success() {
+            return Err(GatewayError::IdentityUnavailable(format!(
+                "card view answered {}",
+                res.status()
+            )));
+        }
+        let card: IssuedThrough = res
+            .json()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        Ok(card.channel)
+    }
+
     /// A patient service at card-issuing (top-up, e-card token, cancel with
     /// pay-out), called for a channel's authenticated patient; its answer
     /// is passed back as it came, except that a refused internal token or

@@ -140,6 +140,7 @@ pub async fn top_up(
         (status = 400, description = "MALFORMED_JSON, INVALID_FIELD, ECARD_INVALID, ECARD_EXPIRED", body = crate::openapi::ProblemDoc),
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
         (status = 404, description = "CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "CARD_OF_ANOTHER_CHANNEL: minted for the apps of the card's own channel, or at a kiosk or window", body = crate::openapi::ProblemDoc),
         (status = 409, description = "NOT_AN_ECARD, CARD_LOST, CARD_REPLACED, CARD_CANCELLED", body = crate::openapi::ProblemDoc),
         (status = 429, description = "RATE_LIMITED", body = crate::openapi::ProblemDoc),
         (status = 503, description = "IDENTITY_UNAVAILABLE, with Retry-After", body = crate::openapi::ProblemDoc),
@@ -148,18 +149,37 @@ pub async fn top_up(
 )]
 #[post("/cards/ecard-token")]
 pub async fn ecard_token(
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<GatewayState>,
     body: Json<CardRequest>,
 ) -> Result<HttpResponse, GatewayError> {
-    relay_to_card(
-        &state,
-        body.0.card_number.as_deref(),
-        body.0.ecard_token.as_deref(),
-        "ecard-token",
-        &serde_json::json!({}),
+    // An e-card token is the patient's proof of presence (it pays a card
+    // out): it is minted for the apps of the channel the card was issued
+    // through, where the patient holds the card, or at a kiosk or window.
+    let card = CardRef {
+        card_number: body.0.card_number.as_deref(),
+        ecard_token: body.0.ecard_token.as_deref(),
+    };
+    let card_id = state.patients.resolve_card(card, Utc::now()).await?.card_id;
+    if !at_a_desk(&caller) && state.patients.card_channel(card_id).await? != caller.channel {
+        return Err(GatewayError::CardOfAnotherChannel);
+    }
+    let answer = state
+        .patients
+        .relay(
+            &format!("/v1/cards/{card_id}/ecard-token"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    Ok(answer.into_response())
+}
+
+/// A kiosk or a window: the card is read and the person seen there.
+fn at_a_desk(caller: &Caller) -> bool {
+    matches!(
+        caller.channel,
+        jyt_domain::Channel::Kiosk | jyt_domain::Channel::Window
     )
-    .await
 }
 
 #[utoipa::path(
@@ -190,11 +210,7 @@ pub async fn cancel(
     // proof the patient is there. The patient's own e-card token is (a
     // short-lived QR from their device), and so is presence at a kiosk or
     // window, where the card is read and the person seen.
-    let present = matches!(
-        caller.channel,
-        jyt_domain::Channel::Kiosk | jyt_domain::Channel::Window
-    );
-    if !present && body.0.ecard_token.is_none() {
+    if !at_a_desk(&caller) && body.0.ecard_token.is_none() {
         return Err(GatewayError::PatientProofRequired);
     }
     relay_to_card(
