@@ -72,6 +72,19 @@ pub struct ProblemDoc {
         crate::routes::federation::follow_up,
         crate::notify::list_dead,
         crate::notify::replay_dead,
+        crate::routes::patients::register,
+        crate::routes::patients::get,
+        crate::routes::patients::cards,
+        crate::routes::patients::apply_ecard,
+        crate::routes::patients::report_loss,
+        crate::routes::patients::replace,
+        crate::routes::patients::ledger,
+        crate::routes::family::list,
+        crate::routes::family::bind,
+        crate::routes::family::confirm,
+        crate::routes::standing::get,
+        crate::routes::standing::appeal,
+        crate::routes::standing::bookings,
     ),
     components(schemas(
         ProblemDoc,
@@ -88,6 +101,11 @@ pub struct ProblemDoc {
         availability::ClinicLevel,
         cards::CardRequest,
         cards::TopUpNotification,
+        crate::routes::patients::RegistrationRequest,
+        crate::routes::patients::ReplaceRequest,
+        crate::routes::family::BindRequest,
+        crate::routes::family::ConfirmRequest,
+        crate::routes::standing::AppealRequest,
     ))
 )]
 pub struct ApiDoc;

@@ -19,6 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(cards::issue)
         .service(cards::resolve)
         .service(cards::get)
+        .service(cards::of_person)
         .service(cards::report_loss)
         .service(cards::replace)
         .service(cards::cancel)
