@@ -798,3 +798,38 @@ async fn appeals_are_granted_when_the_hospital_caused_the_no_show_and_queued_oth
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["person_id"], people[2].0.to_string());
 }
+
+#[tokio::test]
+async fn a_patients_bookings_name_the_hospital_that_did_not_answer() {
+    let city = TestCity::spawn_with_dead(&["psl"], &["psdown"], &[("UPSTREAM__TIMEOUT_MS", "500")]).await;
+    let slots = city.hospital(0).seed_visit_day(5).await;
+    let person = enrol(&city, "wechat", &adult_id()).await;
+    let card = ecard(&city, "wechat", person).await;
+    let booking = confirmed_booking(&city, &slots[0], card["card_number"].as_str().unwrap(), "psl-1").await;
+    let path = format!("/v1/patients/{person}/bookings");
+    let (status, listed) = call(&city, "wechat", Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["bookings"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["bookings"][0]["booking_id"], booking["booking_id"]);
+    let down = listed["unavailable_hospitals"].as_array().unwrap();
+    assert_eq!(down.len(), 1, "{listed}");
+    assert_eq!(down[0]["hospital_id"], "psdown");
+    // Another patient's card is no consent; the patient's own card is.
+    let other = enrol(&city, "app", &adult_id()).await;
+    let other_card = ecard(&city, "app", other).await;
+    let theirs = send(
+        city.signed("app", Method::GET, &path, None)
+            .header("X-Patient-Card", other_card["card_number"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        (theirs.0, theirs.1["code"].as_str()),
+        (403, Some("NOT_YOUR_PATIENT"))
+    );
+    let own = send(
+        city.signed("app", Method::GET, &path, None)
+            .header("X-Patient-Card", card["card_number"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(own.0, 200);
+}

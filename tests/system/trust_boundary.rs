@@ -157,6 +157,68 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/v1/cards/ecard-token".into(), &card),
         ("POST", "/v1/cards/cancel".into(), &card),
         ("GET", format!("/v1/waitlist/tbh-{segment}"), &empty),
+        ("POST", "/v1/patients".into(), &card),
+        ("GET", format!("/v1/patients/{}", patient.person_id), &empty),
+        ("GET", format!("/v1/patients/{}/cards", patient.person_id), &empty),
+        (
+            "POST",
+            format!("/v1/patients/{}/ecard", patient.person_id),
+            &empty,
+        ),
+        (
+            "POST",
+            format!(
+                "/v1/patients/{}/cards/{}/report-loss",
+                patient.person_id, patient.card_id
+            ),
+            &empty,
+        ),
+        (
+            "POST",
+            format!(
+                "/v1/patients/{}/cards/{}/replace",
+                patient.person_id, patient.card_id
+            ),
+            &empty,
+        ),
+        (
+            "GET",
+            format!(
+                "/v1/patients/{}/cards/{}/ledger",
+                patient.person_id, patient.card_id
+            ),
+            &empty,
+        ),
+        (
+            "GET",
+            format!("/v1/patients/{}/family", patient.person_id),
+            &empty,
+        ),
+        (
+            "POST",
+            format!("/v1/patients/{}/family", patient.person_id),
+            &empty,
+        ),
+        (
+            "POST",
+            format!("/v1/family-verifications/{segment}/confirm"),
+            &empty,
+        ),
+        (
+            "GET",
+            format!("/v1/patients/{}/standing", patient.person_id),
+            &empty,
+        ),
+        (
+            "POST",
+            format!("/v1/patients/{}/appeals", patient.person_id),
+            &empty,
+        ),
+        (
+            "GET",
+            format!("/v1/patients/{}/bookings", patient.person_id),
+            &empty,
+        ),
         ("GET", "/fhir/Slot".into(), &empty),
         ("GET", "/fhir/Schedule".into(), &empty),
         ("GET", format!("/fhir/Slot/tbh-{segment}"), &empty),
@@ -279,6 +341,12 @@ fn hospital_routes(h: &str) -> Vec<(Method, String, serde_json::Value)> {
         (Method::POST, format!("/v1/bookings/{b}/arrive"), empty.clone()),
         (Method::POST, format!("/v1/bookings/{b}/complete"), empty.clone()),
         (Method::GET, "/v1/feed".into(), empty.clone()),
+        (Method::GET, format!("/v1/patients/{s}/bookings"), empty.clone()),
+        (
+            Method::GET,
+            format!("/v1/bookings/{b}/no-show-cause"),
+            empty.clone(),
+        ),
         (Method::GET, "/fhir/metadata".into(), empty.clone()),
         (Method::GET, "/fhir/Schedule".into(), empty.clone()),
         (Method::GET, "/fhir/Slot".into(), empty.clone()),
@@ -378,7 +446,39 @@ fn card_routes(card: Uuid, person: Uuid) -> Vec<(Method, String, serde_json::Val
         (
             Method::POST,
             format!("/v1/persons/{person}/no-shows/{}/waiver", Uuid::new_v4()),
-            empty,
+            empty.clone(),
+        ),
+        (Method::GET, format!("/v1/persons/{person}/cards"), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/appeals"),
+            serde_json::json!({ "no_show_event_id": Uuid::new_v4(), "reason": "forged" }),
+        ),
+        (
+            Method::GET,
+            format!("/v1/persons/{person}/appeals"),
+            empty.clone(),
+        ),
+        (Method::GET, "/v1/appeals?status=all".into(), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/appeals/{}/decision", Uuid::new_v4()),
+            serde_json::json!({ "decision": "waive", "reason": "forged", "operator": "city" }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/family/verifications"),
+            serde_json::json!({ "member_id": Uuid::new_v4(), "relationship": "spouse" }),
+        ),
+        (
+            Method::GET,
+            format!("/v1/family-verifications/{}", Uuid::new_v4()),
+            empty.clone(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/family-verifications/{}/confirm", Uuid::new_v4()),
+            serde_json::json!({ "code": "123456" }),
         ),
     ]
 }
