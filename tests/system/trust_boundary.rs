@@ -157,68 +157,6 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/v1/cards/ecard-token".into(), &card),
         ("POST", "/v1/cards/cancel".into(), &card),
         ("GET", format!("/v1/waitlist/tbh-{segment}"), &empty),
-        ("POST", "/v1/patients".into(), &card),
-        ("GET", format!("/v1/patients/{}", patient.person_id), &empty),
-        ("GET", format!("/v1/patients/{}/cards", patient.person_id), &empty),
-        (
-            "POST",
-            format!("/v1/patients/{}/ecard", patient.person_id),
-            &empty,
-        ),
-        (
-            "POST",
-            format!(
-                "/v1/patients/{}/cards/{}/report-loss",
-                patient.person_id, patient.card_id
-            ),
-            &empty,
-        ),
-        (
-            "POST",
-            format!(
-                "/v1/patients/{}/cards/{}/replace",
-                patient.person_id, patient.card_id
-            ),
-            &empty,
-        ),
-        (
-            "GET",
-            format!(
-                "/v1/patients/{}/cards/{}/ledger",
-                patient.person_id, patient.card_id
-            ),
-            &empty,
-        ),
-        (
-            "GET",
-            format!("/v1/patients/{}/family", patient.person_id),
-            &empty,
-        ),
-        (
-            "POST",
-            format!("/v1/patients/{}/family", patient.person_id),
-            &empty,
-        ),
-        (
-            "POST",
-            format!("/v1/family-verifications/{segment}/confirm"),
-            &empty,
-        ),
-        (
-            "GET",
-            format!("/v1/patients/{}/standing", patient.person_id),
-            &empty,
-        ),
-        (
-            "POST",
-            format!("/v1/patients/{}/appeals", patient.person_id),
-            &empty,
-        ),
-        (
-            "GET",
-            format!("/v1/patients/{}/bookings", patient.person_id),
-            &empty,
-        ),
         ("GET", "/fhir/Slot".into(), &empty),
         ("GET", "/fhir/Schedule".into(), &empty),
         ("GET", format!("/fhir/Slot/tbh-{segment}"), &empty),
@@ -235,6 +173,12 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ),
         ("GET", "/federation/v1/fhir/Schedule".into(), &empty),
     ];
+    let mut routes = routes;
+    routes.extend(
+        patient_routes(patient.person_id, patient.card_id)
+            .into_iter()
+            .map(|(m, p)| (m, p, &empty)),
+    );
     let mut tried = 0;
     for (method, canonical, body) in &routes {
         // The canonical path itself, unsigned: refused.
@@ -291,6 +235,29 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
     let encoded = raw(&city.gateway_url, "GET", "/fhir/%6Detadata", &[], b"").await;
     assert_eq!(encoded.status, 400, "{}", encoded.body);
     assert!(encoded.body.contains("NON_CANONICAL_PATH"));
+}
+
+/// The patient services' signed routes (issue 22), as (method, path).
+fn patient_routes(person: Uuid, card: Uuid) -> Vec<(&'static str, String)> {
+    let p = format!("/v1/patients/{person}");
+    vec![
+        ("POST", "/v1/patients".into()),
+        ("GET", p.clone()),
+        ("GET", format!("{p}/cards")),
+        ("POST", format!("{p}/ecard")),
+        ("POST", format!("{p}/cards/{card}/report-loss")),
+        ("POST", format!("{p}/cards/{card}/replace")),
+        ("GET", format!("{p}/cards/{card}/ledger")),
+        ("GET", format!("{p}/family")),
+        ("POST", format!("{p}/family")),
+        (
+            "POST",
+            format!("/v1/family-verifications/{}/confirm", Uuid::now_v7()),
+        ),
+        ("GET", format!("{p}/standing")),
+        ("POST", format!("{p}/appeals")),
+        ("GET", format!("{p}/bookings")),
+    ]
 }
 
 /// Every route of a service behind the gateway, as (method, path, body).
