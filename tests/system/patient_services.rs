@@ -833,3 +833,98 @@ async fn a_patients_bookings_name_the_hospital_that_did_not_answer() {
     .await;
     assert_eq!(own.0, 200);
 }
+
+#[tokio::test]
+async fn fhir_patient_and_related_person_follow_the_same_rules_and_validate() {
+    let city = TestCity::spawn(&["psr"]).await;
+    let id_number = adult_id();
+    let patient = json!({
+        "resourceType": "Patient",
+        "name": [{ "text": "赵六" }],
+        "identifier": [{ "system": "urn:jyt:resident-id", "value": id_number }],
+        "telecom": [{ "system": "phone", "value": "13912345678" }],
+    });
+    let (status, created) = call(&city, "wechat", Method::POST, "/fhir/Patient", Some(&patient)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["resourceType"], "Patient");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(!created.to_string().contains(&id_number), "no ID number in FHIR");
+
+    // Bad input: an OperationOutcome naming the element.
+    let mut bad = patient.clone();
+    bad["identifier"][0]["value"] = json!("110105199001011230");
+    let (status, outcome) = call(&city, "wechat", Method::POST, "/fhir/Patient", Some(&bad)).await;
+    assert_eq!(status, 400, "{outcome}");
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert_eq!(outcome["issue"][0]["expression"][0], "Patient.identifier");
+    let (status, outcome) = call(
+        &city,
+        "wechat",
+        Method::POST,
+        "/fhir/Patient",
+        Some(&json!({ "resourceType": "Patient" })),
+    )
+    .await;
+    assert_eq!(
+        (status, outcome["issue"][0]["expression"][0].as_str()),
+        (400, Some("Patient.name[0].text"))
+    );
+
+    let (status, read) = call(&city, "wechat", Method::GET, &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(read["name"][0]["text"], "赵六");
+    let (status, refused) = call(&city, "app", Method::GET, &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        refused["issue"][0]["details"]["coding"][0]["code"],
+        "NOT_YOUR_PATIENT"
+    );
+    let unsigned = city
+        .http
+        .get(format!("{}/fhir/Patient/{id}", city.gateway_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+
+    // A child bound to them, as a RelatedPerson of the child.
+    let holder: Uuid = id.parse().unwrap();
+    let child = enrol(&city, "wechat", &child_id()).await;
+    let (status, _) = call(
+        &city,
+        "wechat",
+        Method::POST,
+        &format!("/v1/patients/{holder}/family"),
+        Some(&json!({ "member_id": child, "relationship": "child", "guardian_proof_ref": "hukou-7" })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, bundle) = call(
+        &city,
+        "wechat",
+        Method::GET,
+        &format!("/fhir/RelatedPerson?patient=Patient/{child}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["total"], 1);
+    let related = &bundle["entry"][0]["resource"];
+    assert_eq!(related["patient"]["reference"], format!("Patient/{child}"));
+    assert_eq!(related["identifier"][0]["value"], id.as_str());
+    let (status, _) = call(&city, "wechat", Method::GET, "/fhir/RelatedPerson?name=x", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        call(
+            &city,
+            "app",
+            Method::GET,
+            &format!("/fhir/RelatedPerson?patient=Patient/{child}"),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    crate::fhir::validate(&[created, read, bundle, refused, outcome]).await;
+}

@@ -85,6 +85,9 @@ pub struct ProblemDoc {
         crate::routes::standing::get,
         crate::routes::standing::appeal,
         crate::routes::standing::bookings,
+        fhir::patient::create_patient,
+        fhir::patient::read_patient,
+        fhir::patient::search_related,
     ),
     components(schemas(
         ProblemDoc,
