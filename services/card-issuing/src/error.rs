@@ -52,7 +52,9 @@ pub enum CardError {
     MemberMonthlyLimit { limit: i64 },
     #[error("a member under {age} is bound with a guardian relationship proof (`guardian_proof_ref`)")]
     GuardianProofRequired { age: u32 },
-    #[error("a member aged {age} or over confirms with their own verification (`member_verification_ref`)")]
+    #[error(
+        "a member aged {age} or over confirms themself with a one-time code (POST /v1/persons/{{holder}}/family/verifications)"
+    )]
     MemberVerificationRequired { age: u32 },
     #[error("no such family binding")]
     BindingNotFound,
@@ -141,7 +143,6 @@ impl CardError {
                 Some("amount_fen")
             }
             CardError::GuardianProofRequired { .. } => Some("guardian_proof_ref"),
-            CardError::MemberVerificationRequired { .. } => Some("member_verification_ref"),
             CardError::EcardToken(_) => Some("ecard_token"),
             CardError::VerificationCodeWrong { .. } => Some("code"),
             _ => None,

@@ -32,10 +32,6 @@ pub struct BindRequest {
     /// guardian relationship proof (birth certificate, household register).
     #[serde(default)]
     pub guardian_proof_ref: Option<String>,
-    /// For an older member: the reference of their own confirmation
-    /// (e.g. an SMS code check done by the channel).
-    #[serde(default)]
-    pub member_verification_ref: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,11 +112,9 @@ pub async fn bind(
                 .ok_or(CardError::GuardianProofRequired { age: guardian_age })?;
             Ok(("guardian_proof", check_ref("guardian_proof_ref", r)?))
         } else {
-            let r = req
-                .member_verification_ref
-                .as_deref()
-                .ok_or(CardError::MemberVerificationRequired { age: guardian_age })?;
-            Ok(("member_verification", check_ref("member_verification_ref", r)?))
+            // Never a reference someone types in: an older member confirms
+            // themself with the one-time code (start_verification).
+            Err(CardError::MemberVerificationRequired { age: guardian_age })
         }
     })
     .await?;
@@ -289,7 +283,18 @@ pub async fn start_verification(
             age: rules.guardian_age,
         });
     }
-    check_limits(&tx, state, holder_id, req.member_id, now).await?;
+    // A pair bound already confirms into its binding (a replay, not a new
+    // binding): only a new one must fit this month's limits.
+    let bound = tx
+        .query_opt(
+            "SELECT 1 FROM family_bindings WHERE holder_id = $1 AND member_id = $2 AND unbound_at IS NULL",
+            &[&holder_id, &req.member_id],
+        )
+        .await?
+        .is_some();
+    if !bound {
+        check_limits(&tx, state, holder_id, req.member_id, now).await?;
+    }
     let id = Uuid::now_v7();
     // Six digits from the OS's randomness (a v4 UUID's 122 random bits).
     let code = format!("{:06}", Uuid::new_v4().as_u128() % 1_000_000);
