@@ -405,6 +405,18 @@ async fn family_binding_follows_the_gansu_rules_and_adults_confirm_with_their_ow
         (400, Some("guardian_proof_ref")),
         "{p}"
     );
+    // Not bound yet: the holder cannot book for them (the gateway caches
+    // the holder's family meanwhile; the binding below must reach it).
+    let slots = city.hospital(0).seed_visit_day(5).await;
+    let holder_card = ecard(&city, "wechat", holder).await["card_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let for_member =
+        json!({ "slot_id": slots[0].to_string(), "card_number": holder_card, "patient_id": adult });
+    let res = city.book_with("wechat", "fam-1", &for_member).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(problem(res).await["code"], "NOT_FAMILY_MEMBER");
     let (status, started) = call(
         &city,
         "wechat",
@@ -476,6 +488,8 @@ async fn family_binding_follows_the_gansu_rules_and_adults_confirm_with_their_ow
     .await;
     assert_eq!(status, 201, "{binding}");
     assert_eq!(binding["proof_kind"], "member_verification");
+    let res = city.book_with("wechat", "fam-2", &for_member).await;
+    assert_eq!(res.status(), 201, "the holder books for the member once bound");
     let (_, listed) = call(&city, "wechat", Method::GET, &family, None).await;
     assert_eq!(listed["members"].as_array().unwrap().len(), 2);
 
