@@ -173,6 +173,26 @@ async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_beco
     assert_eq!(lifecycle::mark_no_shows(&h.state).await.unwrap(), 1);
     assert_eq!(h.booking(&absent.booking_id).await.status, BookingStatus::NoShow);
     assert!(h.event_types().await.contains(&"booking.no_show".to_owned()));
+
+    // The hospital's desk records the arrival late: taken, as a late
+    // check-in, after the next patient in the queue.
+    h.clock.set(beijing(0, 9, 20));
+    let late = slot_inventory::federation::visits::arrive(&h.state, &absent.booking_id)
+        .await
+        .unwrap();
+    assert_eq!(late.booking.status, BookingStatus::CheckedIn);
+    assert_eq!(late.booking.queue_number, Some(3));
+    let client = h.state.pool.get().await.unwrap();
+    let detail: serde_json::Value = client
+        .query_one(
+            "SELECT payload->'detail' FROM outbox WHERE event_type = 'booking.checked_in'
+              ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(detail, serde_json::json!({ "by": "hospital", "late": true }));
 }
 
 #[tokio::test]
