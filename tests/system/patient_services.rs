@@ -942,3 +942,82 @@ async fn fhir_patient_and_related_person_follow_the_same_rules_and_validate() {
     );
     crate::fhir::validate(&[created, read, bundle, refused, outcome]).await;
 }
+
+#[tokio::test]
+async fn every_patient_route_refuses_another_app_and_another_patients_proof() {
+    let city = TestCity::spawn(&["psx"]).await;
+    let a = enrol(&city, "wechat", &adult_id()).await;
+    let a_card = ecard(&city, "wechat", a).await["card_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = enrol(&city, "app", &adult_id()).await;
+    let b_card = ecard(&city, "app", b).await;
+    let (status, minted) = call(
+        &city,
+        "app",
+        Method::POST,
+        "/v1/cards/ecard-token",
+        Some(&json!({ "card_number": b_card["card_number"] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{minted}");
+    let b_token = minted["token"].as_str().unwrap().to_owned();
+    let p = format!("/v1/patients/{a}");
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, p.clone(), None),
+        (Method::GET, format!("{p}/cards"), None),
+        (Method::POST, format!("{p}/ecard"), None),
+        (Method::POST, format!("{p}/cards/{a_card}/report-loss"), None),
+        (
+            Method::POST,
+            format!("{p}/cards/{a_card}/replace"),
+            Some(json!({})),
+        ),
+        (Method::GET, format!("{p}/cards/{a_card}/ledger"), None),
+        (Method::GET, format!("{p}/family"), None),
+        (
+            Method::POST,
+            format!("{p}/family"),
+            Some(json!({ "member_id": b, "relationship": "spouse" })),
+        ),
+        (Method::GET, format!("{p}/standing"), None),
+        (
+            Method::POST,
+            format!("{p}/appeals"),
+            Some(json!({ "no_show_event_id": Uuid::now_v7(), "reason": "x" })),
+        ),
+        (Method::GET, format!("{p}/bookings"), None),
+        (Method::GET, format!("/fhir/Patient/{a}"), None),
+        (
+            Method::GET,
+            format!("/fhir/RelatedPerson?patient=Patient/{a}"),
+            None,
+        ),
+    ];
+    for (method, path, body) in &routes {
+        for proof in [None, Some(b_token.as_str())] {
+            let mut req = city
+                .signed("app", method.clone(), path, body.as_ref())
+                .header("Idempotency-Key", Uuid::new_v4().to_string());
+            if let Some(t) = proof {
+                req = req.header("X-Patient-Ecard-Token", t);
+            }
+            let (status, answer) = send(req).await;
+            assert_eq!(
+                status, 403,
+                "{method} {path} as another app, proof {proof:?}: {answer}"
+            );
+            let code = answer["code"]
+                .as_str()
+                .or_else(|| answer["issue"][0]["details"]["coding"][0]["code"].as_str());
+            assert_eq!(code, Some("NOT_YOUR_PATIENT"), "{method} {path}");
+        }
+    }
+    // Nothing moved: the card is still active, nobody bound.
+    let (_, cards) = call(&city, "wechat", Method::GET, &format!("{p}/cards"), None).await;
+    assert_eq!(cards["cards"].as_array().unwrap().len(), 1);
+    assert_eq!(cards["cards"][0]["status"], "active");
+    let (_, family) = call(&city, "wechat", Method::GET, &format!("{p}/family"), None).await;
+    assert_eq!(family["members"], json!([]));
+}
