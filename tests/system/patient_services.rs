@@ -1021,3 +1021,53 @@ async fn every_patient_route_refuses_another_app_and_another_patients_proof() {
     let (_, family) = call(&city, "wechat", Method::GET, &format!("{p}/family"), None).await;
     assert_eq!(family["members"], json!([]));
 }
+
+#[tokio::test]
+async fn an_appeal_waits_for_an_operator_when_the_hospital_does_not_answer() {
+    let city = TestCity::spawn_with_dead(&["psq"], &["psgone"], &[("UPSTREAM__TIMEOUT_MS", "500")]).await;
+    let person = enrol(&city, "wechat", &adult_id()).await;
+    // A no-show reported by the hospital before it went down, on the
+    // stream as its outbox relay writes it.
+    let (event, booking) = (Uuid::now_v7(), format!("psgone-{}", Uuid::now_v7()));
+    let envelope = json!({
+        "event_id": event, "event_type": "booking.no_show", "aggregate_id": booking,
+        "occurred_at": chrono::Utc::now(),
+        "payload": {
+            "booking_id": booking, "patient_id": person, "hospital_id": "psgone",
+            "visit_date": jyt_domain::time::today(), "channel": "wechat",
+        },
+    });
+    let mut conn = city.hospital(0).state.redis.clone();
+    let _: String = jyt_cache::redis::cmd("XADD")
+        .arg(format!("{}:events:slot-inventory", city.redis_prefix))
+        .arg("*")
+        .arg("event_id")
+        .arg(event.to_string())
+        .arg("event_type")
+        .arg("booking.no_show")
+        .arg("envelope")
+        .arg(envelope.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let path = format!("/v1/patients/{person}");
+    eventually(Duration::from_secs(20), "the no-show counted", || async {
+        let (_, s) = call(&city, "wechat", Method::GET, &format!("{path}/standing"), None).await;
+        (s["no_shows"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+    let (status, appeal) = call(
+        &city,
+        "wechat",
+        Method::POST,
+        &format!("{path}/appeals"),
+        Some(&json!({ "no_show_event_id": event, "reason": "医院系统故障" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{appeal}");
+    assert_eq!(
+        appeal["status"], "pending",
+        "nobody could say the hospital caused it"
+    );
+    assert_eq!(appeal["automatic"], false);
+}
