@@ -195,9 +195,9 @@ pub fn signing_help(gateway: &str, credentials: &DemoCredentials) -> String {
          \x20 SIG=$(printf 'GET\\n/v1/hospitals\\n%s\\n%s\\n%s' \"$TS\" \"$NONCE\" \"$(printf %s \"$BODY\" | sha256sum | cut -d' ' -f1)\" \\\n\
          \x20   | openssl dgst -sha256 -hmac \"$SECRET\" -hex | sed 's/^.* //')\n\
          \x20 curl -s {gateway}/v1/hospitals -H \"X-App-Id: $APP\" -H \"X-Timestamp: $TS\" -H \"X-Nonce: $NONCE\" -H \"X-Signature: $SIG\"\n\
-         \nBookings name the patient by card: register at card-issuing (POST /v1/persons, then\n\
-         POST /v1/persons/<id>/cards), which answers only the gateway and jyt's tools: send an\n\
-         X-Internal-Token as scripts/demo-book.sh's internal_token does. Then send\n\
+         \nBookings name the patient by card: register through the gateway (POST /v1/patients\n\
+         {{\"name\", \"id_number\", \"phone\"}}, then POST /v1/patients/<id>/ecard with an\n\
+         Idempotency-Key), signed the same way, as scripts/demo-book.sh does. Then send\n\
          {{\"slot_id\": ..., \"card_number\": ...}} to the gateway, signed the same way.\n\
          \nDemo operators (refused by every service outside JYT_ENV=local, test and demo):\n\
          \x20 card-issuing operator `{}` and the gateway's /ops/notifications/dead-letters:\n\
