@@ -2,7 +2,9 @@
 //! their own keys (two during a rotation) and touch only their own data.
 
 use jyt_system_tests::{TEST_APP_SECRET, TestCity, problem, signed, visit_day};
+use jyt_testkit::eventually;
 use reqwest::Method;
+use std::time::Duration;
 
 fn keys() -> Vec<(String, String)> {
     let mut env = Vec::new();
@@ -344,6 +346,24 @@ async fn a_capacity_request_reaches_the_feed_and_added_seats_and_a_waitlist_sess
             res.json::<serde_json::Value>().await.unwrap()
         }
     };
+    // The hospital's promotion sweeper runs every second beside the route,
+    // so a pass may promote a waiter between the change's commit and the
+    // route's own promotion: the route then counts fewer. The line itself
+    // is the truth: wait (with a deadline) for each entry's status.
+    let promoted = |entry: &str| {
+        let entry = entry.to_owned();
+        let city = &city;
+        async move {
+            eventually(Duration::from_secs(10), "the waiter's promotion", || {
+                let req = city.signed("wechat", Method::GET, &format!("/v1/waitlist/{entry}"), None);
+                async move {
+                    let e: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
+                    (e["status"] == "promoted").then_some(e)
+                }
+            })
+            .await
+        }
+    };
     // 加号: one more seat, to the head of the line.
     let res = fed(
         Method::PUT,
@@ -355,8 +375,8 @@ async fn a_capacity_request_reaches_the_feed_and_added_seats_and_a_waitlist_sess
     .unwrap();
     assert_eq!(res.status(), 200);
     let added: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(added["promoted_from_waitlist"], 1);
-    assert_eq!(place(&entries[0].1).await["status"], "promoted");
+    assert!(added["promoted_from_waitlist"].as_u64().unwrap() <= 1, "{added}");
+    promoted(&entries[0].1).await;
     assert_eq!(place(&entries[1].1).await["position"], 1);
 
     // A session for the waitlist: the same doctor that evening, 3 seats.
@@ -387,15 +407,17 @@ async fn a_capacity_request_reaches_the_feed_and_added_seats_and_a_waitlist_sess
     .unwrap();
     assert_eq!(res.status(), 200);
     let outcome: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(outcome["promoted_from_waitlist"], 2);
+    assert!(
+        outcome["promoted_from_waitlist"].as_u64().unwrap() <= 2,
+        "{outcome}"
+    );
     let extra_schedule = outcome["schedules"][0]["schedule_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let mut visit_numbers = Vec::new();
     for (patient, entry) in &entries[1..] {
-        let place = place(entry).await;
-        assert_eq!(place["status"], "promoted");
+        let place = promoted(entry).await;
         let res = city.get_booking(place["booking_id"].as_str().unwrap()).await;
         assert_eq!(res.status(), 200);
         let booking: serde_json::Value = res.json().await.unwrap();
