@@ -944,8 +944,14 @@ async fn fhir_patient_and_related_person_follow_the_same_rules_and_validate() {
 }
 
 #[tokio::test]
-async fn every_patient_route_refuses_another_app_and_another_patients_proof() {
-    let city = TestCity::spawn(&["psx"]).await;
+async fn every_patient_route_refuses_another_app_another_patients_proof_and_a_hospital() {
+    // psx's federation key: a member hospital's credentials, good on the
+    // federation API, must open no patient's record on /v1 or FHIR.
+    let hospital_key = [
+        ("HOSPITAL_KEYS__PSXK1__HOSPITAL", "psx"),
+        ("HOSPITAL_KEYS__PSXK1__SECRET", jyt_system_tests::TEST_APP_SECRET),
+    ];
+    let city = TestCity::spawn_configured(&["psx"], &hospital_key, &[]).await;
     let a = enrol(&city, "wechat", &adult_id()).await;
     let a_card = ecard(&city, "wechat", a).await["card_id"]
         .as_str()
@@ -1012,6 +1018,36 @@ async fn every_patient_route_refuses_another_app_and_another_patients_proof() {
                 .as_str()
                 .or_else(|| answer["issue"][0]["details"]["coding"][0]["code"].as_str());
             assert_eq!(code, Some("NOT_YOUR_PATIENT"), "{method} {path}");
+        }
+    }
+    // The hospital's key works where it belongs...
+    let feed = jyt_system_tests::signed(
+        &city.http,
+        &city.gateway_url,
+        "psxk1",
+        Method::GET,
+        "/federation/v1/hospitals/psx/feed?since=0",
+        None,
+    );
+    assert_eq!(send(feed).await.0, 200, "the hospital key is configured");
+    // ...and is no channel: every patient route refuses it, with or without
+    // the patient's own proof.
+    for (method, path, body) in &routes {
+        for proof in [None, Some(b_token.as_str())] {
+            let mut req = jyt_system_tests::signed(
+                &city.http,
+                &city.gateway_url,
+                "psxk1",
+                method.clone(),
+                path,
+                body.as_ref(),
+            )
+            .header("Idempotency-Key", Uuid::new_v4().to_string());
+            if let Some(t) = proof {
+                req = req.header("X-Patient-Ecard-Token", t);
+            }
+            let (status, answer) = send(req).await;
+            assert_eq!(status, 401, "{method} {path} signed by a hospital: {answer}");
         }
     }
     // Nothing moved: the card is still active, nobody bound.
