@@ -42,7 +42,7 @@ async fn seed_trail(app: &TestApp) -> (Uuid, Uuid, Uuid) {
             "waitlist.capacity_requested",
             json!({
                 "schema": 1, "hospital_id": "pumch", "schedule_id": schedule,
-                "schedule": {"doctor": "d-7", "date": "2026-12-05", "session": "am"},
+                "schedule": {"external_id": "s-7-am", "doctor_external_id": "d-7", "visit_date": "2026-12-05", "session": "am"},
                 "segment_ids": [segment, other_segment], "waiting": 12,
             }),
         )
@@ -276,7 +276,7 @@ async fn capacity_requests_are_listed_per_hospital_and_answered_by_jiahao() {
     assert_eq!(pumch["waiting"], 12);
     assert_eq!(pumch["answered_by"], "gateway/hospital-key:pumch-his");
     assert_eq!(pumch["added_seats"], 4);
-    assert_eq!(pumch["schedule"]["doctor"], "d-7");
+    assert_eq!(pumch["schedule"]["doctor_external_id"], "d-7");
 
     // A new request stays open until a capacity change adds seats.
     let schedule = Uuid::new_v4();
