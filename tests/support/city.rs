@@ -90,6 +90,105 @@ pub async fn spawn_accounting(redis_prefix: &str) -> (String, String, String) {
     (url, database_url, token)
 }
 
+/// The password of every operator [`spawn_console`] seeds.
+pub const CONSOLE_PASSWORD: &str = "console-ops-test-password";
+
+/// The test gateway's master secret (its default, accepted in tests): the
+/// console's relay key is derived from it as a deployment would.
+pub const GATEWAY_MASTER_SECRET: &str = "demo-internal-master-OACaUc5IYpMnFt8Rmg8IpdpDo8ILNPY";
+
+/// channel-accounting as the operators' console, with the gateway relay
+/// (`gateway.url`) pointing at `gateway_url`; operators `city_ops` (city)
+/// and `<hospital>_ops` for each of `hospitals`, all with
+/// [`CONSOLE_PASSWORD`].
+pub struct TestConsole {
+    pub url: String,
+    pub database_url: String,
+    pub http: reqwest::Client,
+}
+
+pub async fn spawn_console(redis_prefix: &str, gateway_url: &str, hospitals: &[&str]) -> TestConsole {
+    let database_url = jyt_testkit::fresh_database("console").await;
+    let p = "JYT_CHANNEL_ACCOUNTING__";
+    let hash =
+        channel_accounting::auth::hash_password_with(CONSOLE_PASSWORD, 1024, 1).expect("hashing a password");
+    let ops_key = jyt_signing::internal::derive_key(
+        GATEWAY_MASTER_SECRET.as_bytes(),
+        jyt_signing::internal::GATEWAY_OPS,
+    );
+    let mut env = vec![
+        (format!("{p}HTTP__PORT"), "0".to_owned()),
+        (format!("{p}HTTP__WORKERS"), "1".to_owned()),
+        (format!("{p}POSTGRES__URL"), database_url.clone()),
+        (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
+        (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
+        (format!("{p}CONSUMER__NAME"), "test-console".to_owned()),
+        (format!("{p}OPERATORS__DEMO_ACCOUNT"), "false".to_owned()),
+        (format!("{p}GATEWAY__URL"), gateway_url.to_owned()),
+        (format!("{p}GATEWAY__OPS_KEY"), ops_key),
+        (
+            format!("{p}OPERATORS__ACCOUNTS__CITY_OPS__PASSWORD_HASH"),
+            hash.clone(),
+        ),
+        (
+            format!("{p}OPERATORS__ACCOUNTS__CITY_OPS__ROLE"),
+            "city".to_owned(),
+        ),
+    ];
+    for h in hospitals {
+        let a = format!("{p}OPERATORS__ACCOUNTS__{}_OPS__", h.to_ascii_uppercase());
+        env.push((format!("{a}PASSWORD_HASH"), hash.clone()));
+        env.push((format!("{a}ROLE"), "hospital".to_owned()));
+        env.push((format!("{a}HOSPITAL_ID"), (*h).to_owned()));
+    }
+    let settings = channel_accounting::Settings::load_from(&sources(env)).expect("console test settings");
+    let app = channel_accounting::Application::build(settings)
+        .await
+        .expect("channel-accounting starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestConsole {
+        url,
+        database_url,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestConsole {
+    /// A session token for `login`.
+    pub async fn login(&self, login: &str) -> String {
+        let answer: serde_json::Value = self
+            .http
+            .post(format!("{}/v1/operators/login", self.url))
+            .json(&serde_json::json!({ "login": login, "password": CONSOLE_PASSWORD }))
+            .send()
+            .await
+            .expect("console login")
+            .json()
+            .await
+            .expect("a login answer");
+        answer["token"].as_str().expect("a session token").to_owned()
+    }
+
+    /// `method path` as the operator holding `token` (`None`: no session).
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("a console answer")
+    }
+}
+
 /// Start card-issuing on this Redis prefix.
 pub async fn spawn_cards(redis_prefix: &str) -> TestCards {
     let database_url = jyt_testkit::fresh_database("cards").await;

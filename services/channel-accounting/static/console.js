@@ -7,7 +7,7 @@
 const REFRESH_MS = 10000;
 // The surge moves in seconds: poll it faster than the day's overview.
 const SURGE_REFRESH_MS = 2000;
-const PAGES = ["overview", "surge", "capacity", "audit"];
+const PAGES = ["overview", "surge", "capacity", "audit", "dead-letters"];
 const TOKEN_KEY = "jyt-accounting-token";
 const CHANNEL_COLOURS = {
   wechat: "#1aad19", kiosk: "#1f6feb", phone114: "#d97706", window: "#6b7785",
@@ -113,7 +113,7 @@ function showPage() {
   document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit }[page];
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, "dead-letters": loadDeadLetters }[page];
   load();
   if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
   if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
@@ -402,12 +402,115 @@ async function loadCapacity() {
       const h = q.schedule || {};
       const sched = h.external_id ? [h.external_id, h.doctor_external_id, h.visit_date, h.session].filter(Boolean).join(" · ") : q.schedule_id;
       const tr = row([q.hospital_id, sched, num(q.waiting), q.waiting_now === null ? "–" : num(q.waiting_now), when(q.requested_at),
-        when(q.answered_at), q.answered_by || "–", q.added_seats === null ? "–" : "+" + q.added_seats], [2, 3, 7]);
-      if (!q.answered_at) tr.className = "open";
+        when(q.answered_at), q.answered_by || "–", q.added_seats === null ? "–" : "+" + q.added_seats, ""], [2, 3, 7]);
+      if (!q.answered_at) {
+        tr.className = "open";
+        const b = document.createElement("button");
+        b.type = "button"; b.className = "jiahao"; b.textContent = "加号";
+        b.addEventListener("click", () => openJiahao(q));
+        tr.cells[8].appendChild(b);
+      }
       return tr;
     }));
   } catch (e) {
     refusedIn(form, "capacity-error", e);
+  }
+}
+
+// The request being answered with 加号.
+let answering = null;
+
+function openJiahao(q) {
+  answering = q;
+  const form = $("jiahao-form");
+  form.hidden = false;
+  refusedIn(form, "jiahao-error", null);
+  $("jiahao-result").textContent = "";
+  $("jiahao-title").textContent = q.hospital_id + " · schedule " + ((q.schedule || {}).external_id || q.schedule_id) + " · " + q.waiting + " waiting";
+  $("jiahao-date").value = (q.schedule || {}).visit_date || "";
+  $("jiahao-segment").replaceChildren();
+  $("jiahao-capacity").value = "";
+  if ($("jiahao-date").value) loadSegments();
+}
+
+// The schedule's segments with their capacity, from the hospital through
+// the gateway's relay; the request's own schedule first.
+async function loadSegments() {
+  const form = $("jiahao-form");
+  if (!answering) return;
+  try {
+    const day = await api("/v1/console/hospitals/" + encodeURIComponent(answering.hospital_id) +
+      "/schedules?date=" + encodeURIComponent($("jiahao-date").value));
+    refusedIn(form, "jiahao-error", null);
+    const options = [];
+    for (const s of day.schedules || []) {
+      if (s.schedule_id !== answering.schedule_id) continue;
+      for (const slot of s.slots) {
+        const o = document.createElement("option");
+        o.value = slot.slot_id.slice(slot.slot_id.indexOf("-") + 1);
+        o.dataset.capacity = slot.capacity;
+        o.textContent = slot.starts_at.slice(11, 16) + " · " + s.department + " " + s.doctor + " · capacity " + slot.capacity + ", " + slot.remaining + " left";
+        options.push(o);
+      }
+    }
+    $("jiahao-segment").replaceChildren(...options);
+    if (!options.length) $("jiahao-error").textContent = "date: no segment of this schedule on that date";
+    else $("jiahao-capacity").value = Number(options[0].dataset.capacity) + 2;
+  } catch (e) {
+    refusedIn(form, "jiahao-error", e);
+  }
+}
+
+async function submitJiahao(event) {
+  event.preventDefault();
+  const form = $("jiahao-form");
+  if (!answering) return;
+  const segment = $("jiahao-segment").value || "-";
+  const raw = $("jiahao-capacity").value.trim();
+  try {
+    const r = await api("/v1/console/hospitals/" + encodeURIComponent(answering.hospital_id) + "/segments/" +
+      encodeURIComponent(segment) + "/capacity", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      // Sent as typed: the server names a bad number, not the page.
+      body: JSON.stringify({ capacity: raw === "" ? null : Number.isNaN(Number(raw)) ? raw : Number(raw) }),
+    });
+    refusedIn(form, "jiahao-error", null);
+    $("jiahao-result").textContent = "capacity now " + r.capacity + "; " + r.promoted_from_waitlist + " waiting patients got a seat";
+    loadCapacity();
+  } catch (e) {
+    refusedIn(form, "jiahao-error", e);
+  }
+}
+
+// ---- Notification dead letters ----
+
+async function loadDeadLetters() {
+  try {
+    const d = await api("/v1/console/dead-letters");
+    $("dead-error").textContent = "";
+    $("dead-count").textContent = "(" + d.dead_letters.length + ")";
+    $("dead-table").tBodies[0].replaceChildren(...d.dead_letters.map((l) => {
+      const tr = row([l.id, l.app_id, l.event_type, num(l.attempts), l.last_error || "–", l.body.length > 120 ? l.body.slice(0, 120) + "…" : l.body, ""], [3]);
+      tr.cells[5].className = "channels";
+      const b = document.createElement("button");
+      b.type = "button"; b.textContent = "Replay";
+      b.addEventListener("click", () => replayDead(l.id));
+      tr.cells[6].appendChild(b);
+      return tr;
+    }));
+  } catch (e) {
+    $("dead-error").textContent = e.message;
+  }
+}
+
+async function replayDead(id) {
+  try {
+    await api("/v1/console/dead-letters/" + encodeURIComponent(id) + "/replay", { method: "POST" });
+    $("dead-result").textContent = "replayed " + id;
+    loadDeadLetters();
+  } catch (e) {
+    $("dead-error").textContent = e.message;
   }
 }
 
@@ -465,6 +568,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("capacity-form").addEventListener("submit", (e) => { e.preventDefault(); loadCapacity(); });
   $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(); });
   $("audit-csv").addEventListener("click", exportAudit);
+  $("jiahao-form").addEventListener("submit", submitJiahao);
+  $("jiahao-load").addEventListener("click", loadSegments);
+  $("jiahao-cancel").addEventListener("click", () => { $("jiahao-form").hidden = true; answering = null; });
+  $("dead-reload").addEventListener("click", loadDeadLetters);
   window.addEventListener("hashchange", () => { if (token()) showPage(); });
   if (token()) show();
 });

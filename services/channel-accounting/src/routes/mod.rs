@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod capacity_requests;
 pub mod console;
+pub mod operations;
 pub mod operators;
 pub mod query;
 pub mod reconciliation;
@@ -24,6 +25,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(audit::trail)
         .service(capacity_requests::list)
         .service(surge::surge)
+        .service(operations::schedules)
+        .service(operations::set_capacity)
+        .service(operations::dead_letters)
+        .service(operations::replay)
         .service(console::page)
         .service(console::script)
         .service(console::style);
