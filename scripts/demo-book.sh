@@ -1,29 +1,18 @@
 #!/usr/bin/env bash
 # Book a slot against the running demo city (`cargo run -p jyt -- up`),
-# end to end with curl: register a patient and issue an e-card at
-# card-issuing, list tomorrow's clinics at 北京协和医院 through the gateway,
+# end to end with curl, every step through the gateway: register a patient
+# (real-name, GB 11643 ID number) and apply for an e-card online, list
+# tomorrow's clinics at 北京协和医院,
 # book a free CT slot (confirmed at once), pay for an expert clinic (held,
 # then confirmed), and show the bookings in PostgreSQL.
 #
-# Every gateway request is signed as the demo WeChat app; `sign` below is
-# the README's canonical string, in shell. card-issuing answers only the
-# gateway and jyt's own tools: `internal_token` mints the internal token this
-# tool presents (jyt_signing::internal), from the demo master secret.
+# Every request is signed as the demo WeChat app; `sign` below is the
+# README's canonical string, in shell. The patient is enrolled by that app,
+# so it may act for them (POST /v1/patients, /v1/patients/{id}/ecard).
 set -euo pipefail
 GW=${GW:-http://127.0.0.1:8080}
-CARDS=${CARDS:-http://127.0.0.1:8102}
 APP=wechat
 SECRET=demo-wechat-secret-change-me-0123456789abcdef
-MASTER=demo-internal-master-OACaUc5IYpMnFt8Rmg8IpdpDo8ILNPY
-
-# internal_token AUDIENCE: v1;<caller>;<audience>;<expires>;<HMAC>, keyed with
-# the audience's key hex(SHA-256(master ":" audience)).
-internal_token() {
-  local key signed
-  key=$(printf '%s:%s' "$MASTER" "$1" | sha256sum | cut -d' ' -f1)
-  signed="v1;demo-book;$1;$(( $(date +%s) + 120 ))"
-  printf '%s;%s' "$signed" "$(printf %s "$signed" | openssl dgst -sha256 -hmac "$key" -hex | sed 's/^.* //')"
-}
 
 # sign METHOD PATH [BODY] [curl args...]: a signed request to the gateway.
 sign() {
@@ -45,12 +34,10 @@ id_number=$(python3 -c '
 import random
 w=[7,9,10,5,8,4,2,1,6,3,7,9,10,5,8,4,2]; s="1101051990%02d%02d%03d" % (random.randint(1,12), random.randint(1,28), random.randint(0,999))
 print(s+"10X98765432"[sum(int(a)*b for a,b in zip(s,w))%11])')
-TOKEN=$(internal_token card-issuing)
-person=$(curl -sS -X POST "$CARDS/v1/persons" -H 'Content-Type: application/json' -H "X-Internal-Token: $TOKEN" \
-  --data "{\"name\": \"演示患者\", \"id_number\": \"$id_number\", \"phone\": \"139$(printf %08d $RANDOM$RANDOM | cut -c1-8)\"}" \
+person=$(sign POST /v1/patients \
+  "{\"name\": \"演示患者\", \"id_number\": \"$id_number\", \"phone\": \"139$(printf %08d $RANDOM$RANDOM | cut -c1-8)\"}" \
   | json 'd["person_id"]')
-card=$(curl -sS -X POST "$CARDS/v1/persons/$person/cards" -H 'Content-Type: application/json' -H "X-Internal-Token: $TOKEN" \
-  -H "Idempotency-Key: card-$person" --data '{"kind": "ecard", "channel": "wechat"}' | json 'd["card_number"]')
+card=$(sign POST "/v1/patients/$person/ecard" "" -H "Idempotency-Key: card-$person" | json 'd["card_number"]')
 echo "patient $person, card $card"
 
 day=$(TZ=Asia/Shanghai date -d tomorrow +%F)

@@ -116,6 +116,7 @@ async fn register_one(cards: &Cards, phone: Option<&str>) -> anyhow::Result<Stri
                 str::to_owned,
             ),
             insurance_number: None,
+            enrolled_by_app: None,
         };
         let registered = card_issuing::persons::register(state, &req, Utc::now())
             .await

@@ -263,6 +263,45 @@ async fn no_secret_id_number_or_phone_number_reaches_any_log_line() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
+    // Registration through the gateway (issue 22): /v1 and FHIR, good and
+    // bad ID numbers, the same number again and a bad name.
+    let signed_post = |path: &'static str, body: serde_json::Value| {
+        jyt_system_tests::signed(http, &city.gateway_url, "wechat", Method::POST, path, Some(&body)).send()
+    };
+    let gw_id = random_id_number();
+    let gw_phone = format!("13{}", 100_000_000 + Uuid::new_v4().as_u128() % 800_000_000);
+    let mut gw_wrong = gw_id[..17].to_owned();
+    gw_wrong.push(if gw_id.ends_with('0') { '1' } else { '0' });
+    personal.extend([gw_id.clone(), gw_phone.clone(), gw_wrong.clone()]);
+    for (body, status) in [
+        (
+            serde_json::json!({ "name": "网关登记", "id_number": gw_id, "phone": gw_phone }),
+            201,
+        ),
+        (
+            serde_json::json!({ "name": "网关登记", "id_number": gw_id, "phone": gw_phone }),
+            200,
+        ),
+        (
+            serde_json::json!({ "name": "网关登记", "id_number": gw_wrong, "phone": gw_phone }),
+            400,
+        ),
+        (
+            serde_json::json!({ "name": gw_id, "id_number": gw_id, "phone": gw_phone }),
+            409,
+        ),
+    ] {
+        let res = signed_post("/v1/patients", body).await.unwrap();
+        assert_eq!(res.status(), status);
+    }
+    let fhir = serde_json::json!({
+        "resourceType": "Patient",
+        "name": [{ "text": "网关登记" }],
+        "identifier": [{ "system": "urn:jyt:resident-id", "value": gw_wrong }],
+        "telecom": [{ "system": "phone", "value": gw_phone }],
+    });
+    assert_eq!(signed_post("/fhir/Patient", fhir).await.unwrap().status(), 400);
+
     // A failing database write (the hospital logs the error).
     h.sql(
         "CREATE FUNCTION fail_outbox() RETURNS trigger LANGUAGE plpgsql AS

@@ -508,15 +508,30 @@ impl TestCards {
         body["token"].as_str().unwrap().to_owned()
     }
 
-    /// Bind `member` (an adult) to `holder` as a family member.
+    /// Bind `member` (an adult) to `holder` as a family member, as the
+    /// member confirms it: with the one-time code card-issuing makes (here
+    /// read from its answer to jyt's tools, as the gateway would send it).
     pub async fn bind_family(&self, holder: Uuid, member: Uuid) {
         let res = self
             .http
-            .post(format!("{}/v1/persons/{holder}/family", self.base_url))
-            .json(&serde_json::json!({
-                "member_id": member, "relationship": "parent",
-                "member_verification_ref": "sms-ok-123456",
-            }))
+            .post(format!(
+                "{}/v1/persons/{holder}/family/verifications",
+                self.base_url
+            ))
+            .json(&serde_json::json!({ "member_id": member, "relationship": "parent" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "verification started");
+        let started: serde_json::Value = res.json().await.unwrap();
+        let res = self
+            .http
+            .post(format!(
+                "{}/v1/family-verifications/{}/confirm",
+                self.base_url,
+                started["verification_id"].as_str().unwrap()
+            ))
+            .json(&serde_json::json!({ "code": started["code"] }))
             .send()
             .await
             .unwrap();

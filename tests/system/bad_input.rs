@@ -265,7 +265,7 @@ fn every_request_body_parser_answers_bad_input_with_4xx_problem_json_and_writes_
             name: "family",
             method: reqwest::Method::POST,
             url: format!("{c}/v1/persons/{some}/family"),
-            fields: &["member_id", "relationship", "member_verification_ref"],
+            fields: &["member_id", "relationship", "guardian_proof_ref"],
             bearer: None,
         },
         Target {

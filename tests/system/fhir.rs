@@ -63,7 +63,7 @@ async fn validator_ready() {
 }
 
 /// Every resource must pass `node tests/fhir-validator/validate.js`.
-async fn validate(resources: &[Value]) {
+pub(crate) async fn validate(resources: &[Value]) {
     assert!(!resources.is_empty(), "nothing to validate");
     validator_ready().await;
     let mut ndjson = String::new();

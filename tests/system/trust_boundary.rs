@@ -180,6 +180,12 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
             &empty,
         ),
     ];
+    let mut routes = routes;
+    routes.extend(
+        patient_routes(patient.person_id, patient.card_id)
+            .into_iter()
+            .map(|(m, p)| (m, p, &empty)),
+    );
     let mut tried = 0;
     for (method, canonical, body) in &routes {
         // The canonical path itself, unsigned: refused.
@@ -238,6 +244,29 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
     assert!(encoded.body.contains("NON_CANONICAL_PATH"));
 }
 
+/// The patient services' signed routes (issue 22), as (method, path).
+fn patient_routes(person: Uuid, card: Uuid) -> Vec<(&'static str, String)> {
+    let p = format!("/v1/patients/{person}");
+    vec![
+        ("POST", "/v1/patients".into()),
+        ("GET", p.clone()),
+        ("GET", format!("{p}/cards")),
+        ("POST", format!("{p}/ecard")),
+        ("POST", format!("{p}/cards/{card}/report-loss")),
+        ("POST", format!("{p}/cards/{card}/replace")),
+        ("GET", format!("{p}/cards/{card}/ledger")),
+        ("GET", format!("{p}/family")),
+        ("POST", format!("{p}/family")),
+        (
+            "POST",
+            format!("/v1/family-verifications/{}/confirm", Uuid::now_v7()),
+        ),
+        ("GET", format!("{p}/standing")),
+        ("POST", format!("{p}/appeals")),
+        ("GET", format!("{p}/bookings")),
+    ]
+}
+
 /// Every route of a service behind the gateway, as (method, path, body).
 fn hospital_routes(h: &str) -> Vec<(Method, String, serde_json::Value)> {
     let b = format!("{h}-{}", Uuid::now_v7());
@@ -286,6 +315,12 @@ fn hospital_routes(h: &str) -> Vec<(Method, String, serde_json::Value)> {
         (Method::POST, format!("/v1/bookings/{b}/arrive"), empty.clone()),
         (Method::POST, format!("/v1/bookings/{b}/complete"), empty.clone()),
         (Method::GET, "/v1/feed".into(), empty.clone()),
+        (Method::GET, format!("/v1/patients/{s}/bookings"), empty.clone()),
+        (
+            Method::GET,
+            format!("/v1/bookings/{b}/no-show-cause"),
+            empty.clone(),
+        ),
         (Method::GET, "/fhir/metadata".into(), empty.clone()),
         (Method::GET, "/fhir/Schedule".into(), empty.clone()),
         (Method::GET, "/fhir/Slot".into(), empty.clone()),
@@ -385,7 +420,39 @@ fn card_routes(card: Uuid, person: Uuid) -> Vec<(Method, String, serde_json::Val
         (
             Method::POST,
             format!("/v1/persons/{person}/no-shows/{}/waiver", Uuid::new_v4()),
-            empty,
+            empty.clone(),
+        ),
+        (Method::GET, format!("/v1/persons/{person}/cards"), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/appeals"),
+            serde_json::json!({ "no_show_event_id": Uuid::new_v4(), "reason": "forged" }),
+        ),
+        (
+            Method::GET,
+            format!("/v1/persons/{person}/appeals"),
+            empty.clone(),
+        ),
+        (Method::GET, "/v1/appeals?status=all".into(), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/appeals/{}/decision", Uuid::new_v4()),
+            serde_json::json!({ "decision": "waive", "reason": "forged", "operator": "city" }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/family/verifications"),
+            serde_json::json!({ "member_id": Uuid::new_v4(), "relationship": "spouse" }),
+        ),
+        (
+            Method::GET,
+            format!("/v1/family-verifications/{}", Uuid::new_v4()),
+            empty.clone(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/family-verifications/{}/confirm", Uuid::new_v4()),
+            serde_json::json!({ "code": "123456" }),
         ),
     ]
 }

@@ -177,6 +177,18 @@ pub async fn get<C: GenericClient>(client: &C, card_id: Uuid) -> Result<CardView
     Ok(card_view(&row))
 }
 
+/// Every card of a person, the newest first (lost, replaced and cancelled
+/// ones too: a patient sees what became of each).
+pub async fn of_person<C: GenericClient>(client: &C, person_id: Uuid) -> Result<Vec<CardView>, CardError> {
+    let rows = client
+        .query(
+            &format!("{SELECT_CARD} WHERE c.person_id = $1 ORDER BY c.issued_at DESC, c.id"),
+            &[&person_id],
+        )
+        .await?;
+    Ok(rows.iter().map(card_view).collect())
+}
+
 fn chip_serial_for(kind: CardKind, raw: Option<&str>) -> Result<Option<String>, RequestError> {
     match (kind, raw) {
         (CardKind::Ecard, None) => Ok(None),

@@ -52,7 +52,9 @@ pub enum CardError {
     MemberMonthlyLimit { limit: i64 },
     #[error("a member under {age} is bound with a guardian relationship proof (`guardian_proof_ref`)")]
     GuardianProofRequired { age: u32 },
-    #[error("a member aged {age} or over confirms with their own verification (`member_verification_ref`)")]
+    #[error(
+        "a member aged {age} or over confirms themself with a one-time code (POST /v1/persons/{{holder}}/family/verifications)"
+    )]
     MemberVerificationRequired { age: u32 },
     #[error("no such family binding")]
     BindingNotFound,
@@ -62,6 +64,22 @@ pub enum CardError {
     OperatorUnauthorized,
     #[error("no such no-show for this person")]
     NoShowNotFound,
+    #[error("this no-show was waived already; there is nothing to appeal")]
+    NoShowAlreadyWaived,
+    #[error("no such appeal")]
+    AppealNotFound,
+    #[error("this appeal was decided already")]
+    AppealAlreadyDecided,
+    #[error("no such family verification for this holder")]
+    VerificationNotFound,
+    #[error("the verification code is wrong")]
+    VerificationCodeWrong { attempts_left: i32 },
+    #[error("the verification code has expired; ask for a new one")]
+    VerificationExpired,
+    #[error("too many wrong codes: this verification is locked; ask for a new one")]
+    VerificationLocked,
+    #[error("this verification was confirmed already")]
+    VerificationUsed,
     #[error("personal data could not be opened: {0}")]
     Crypto(#[from] CryptoError),
     #[error("the card database is unavailable: {0}")]
@@ -100,6 +118,14 @@ impl CardError {
             CardError::NotBindingParty => "NOT_BINDING_PARTY",
             CardError::OperatorUnauthorized => "OPERATOR_UNAUTHORIZED",
             CardError::NoShowNotFound => "NO_SHOW_NOT_FOUND",
+            CardError::NoShowAlreadyWaived => "NO_SHOW_ALREADY_WAIVED",
+            CardError::AppealNotFound => "APPEAL_NOT_FOUND",
+            CardError::AppealAlreadyDecided => "APPEAL_ALREADY_DECIDED",
+            CardError::VerificationNotFound => "VERIFICATION_NOT_FOUND",
+            CardError::VerificationCodeWrong { .. } => "VERIFICATION_CODE_WRONG",
+            CardError::VerificationExpired => "VERIFICATION_EXPIRED",
+            CardError::VerificationLocked => "VERIFICATION_LOCKED",
+            CardError::VerificationUsed => "VERIFICATION_USED",
             CardError::Crypto(_) | CardError::Unexpected(_) => "INTERNAL_ERROR",
             CardError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
         }
@@ -117,8 +143,8 @@ impl CardError {
                 Some("amount_fen")
             }
             CardError::GuardianProofRequired { .. } => Some("guardian_proof_ref"),
-            CardError::MemberVerificationRequired { .. } => Some("member_verification_ref"),
             CardError::EcardToken(_) => Some("ecard_token"),
+            CardError::VerificationCodeWrong { .. } => Some("code"),
             _ => None,
         }
     }
@@ -152,6 +178,8 @@ impl ResponseError for CardError {
             | CardError::CardNotFound
             | CardError::BindingNotFound
             | CardError::NoShowNotFound
+            | CardError::AppealNotFound
+            | CardError::VerificationNotFound
             | CardError::PaymentNotFound(_) => StatusCode::NOT_FOUND,
             CardError::IdentityConflict
             | CardError::CardAlreadyIssued(_)
@@ -162,7 +190,13 @@ impl ResponseError for CardError {
             | CardError::IdempotencyKeyReused
             | CardError::RefundExceedsPayment { .. }
             | CardError::HolderMonthlyLimit { .. }
-            | CardError::MemberMonthlyLimit { .. } => StatusCode::CONFLICT,
+            | CardError::MemberMonthlyLimit { .. }
+            | CardError::NoShowAlreadyWaived
+            | CardError::AppealAlreadyDecided
+            | CardError::VerificationUsed
+            | CardError::VerificationExpired
+            | CardError::VerificationLocked => StatusCode::CONFLICT,
+            CardError::VerificationCodeWrong { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CardError::CardUnusable(_) | CardError::NotBindingParty => StatusCode::FORBIDDEN,
             CardError::GuardianProofRequired { .. } | CardError::MemberVerificationRequired { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -198,6 +232,9 @@ impl ResponseError for CardError {
             }
             CardError::HolderMonthlyLimit { limit } | CardError::MemberMonthlyLimit { limit } => {
                 problem = problem.extension("limit", *limit);
+            }
+            CardError::VerificationCodeWrong { attempts_left } => {
+                problem = problem.extension("attempts_left", *attempts_left);
             }
             _ => {}
         }

@@ -21,10 +21,13 @@
 //! - [`standing`]: no-shows, bars and waivers; [`consumer`] feeds it (and
 //!   credits back prepaid-card fees of refunded bookings) from
 //!   slot-inventory's event stream.
+//! - [`appeals`]: patients' appeals against no-shows, granted at once when
+//!   the hospital caused the no-show, else queued for an operator.
 //! - [`operator`]: bearer-token operators (tokens kept as SHA-256 hashes).
 //! - [`routes`]: HTTP handlers, one file per resource.
 //! - [`error`]: [`CardError`], every answer's machine code.
 
+pub mod appeals;
 pub mod cards;
 pub mod consumer;
 pub mod crypto;

@@ -30,6 +30,10 @@ pub struct RegisterRequest {
     pub phone: String,
     #[serde(default)]
     pub insurance_number: Option<String>,
+    /// The channel app registering the person through the gateway (set by
+    /// the gateway, never by the patient): the app that may act for them.
+    #[serde(default)]
+    pub enrolled_by_app: Option<String>,
 }
 
 /// Only masked values, so logging a request cannot leak it.
@@ -52,6 +56,8 @@ pub struct PersonView {
     pub insurance_number_masked: Option<String>,
     pub birth_date: NaiveDate,
     pub registered_at: DateTime<Utc>,
+    /// The channel app that registered the person, if one did.
+    pub enrolled_by_app: Option<String>,
 }
 
 /// Unmasked data, only for an audited operator read.
@@ -73,6 +79,7 @@ pub struct Registered {
 }
 
 struct ValidRegistration {
+    enrolled_by_app: Option<String>,
     name: String,
     id: ResidentId,
     phone: Phone,
@@ -102,7 +109,15 @@ fn validate(req: &RegisterRequest, today: NaiveDate) -> Result<ValidRegistration
             RequestError::invalid("insurance_number", "must be 6 to 32 letters and digits")
         })?),
     };
+    let enrolled_by_app = match &req.enrolled_by_app {
+        None => None,
+        Some(app) if (1..=64).contains(&app.len()) && app.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(app.clone())
+        }
+        Some(_) => return Err(RequestError::invalid("enrolled_by_app", "must be a channel app id").into()),
+    };
     Ok(ValidRegistration {
+        enrolled_by_app,
         name,
         id,
         phone,
@@ -111,7 +126,8 @@ fn validate(req: &RegisterRequest, today: NaiveDate) -> Result<ValidRegistration
 }
 
 const SELECT_PERSON: &str =
-    "SELECT id, name, birth_date, key_id, id_number_ct, phone_ct, insurance_ct, created_at FROM persons";
+    "SELECT id, name, birth_date, key_id, id_number_ct, phone_ct, insurance_ct, created_at,
+            enrolled_by_app FROM persons";
 
 /// Register a person, or find them if their ID number is already known.
 pub async fn register(
@@ -143,10 +159,11 @@ pub async fn register(
     let inserted = tx
         .query_opt(
             "INSERT INTO persons (id, name, birth_date, key_id, id_number_ct, phone_ct, insurance_ct,
-                                  id_number_bidx, phone_bidx, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                  id_number_bidx, phone_bidx, created_at, enrolled_by_app)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (id_number_bidx) DO NOTHING
-             RETURNING id, name, birth_date, key_id, id_number_ct, phone_ct, insurance_ct, created_at",
+             RETURNING id, name, birth_date, key_id, id_number_ct, phone_ct, insurance_ct, created_at,
+                       enrolled_by_app",
             &[
                 &person_id,
                 &valid.name,
@@ -158,6 +175,7 @@ pub async fn register(
                 &id_bidx,
                 &phone_bidx,
                 &now,
+                &valid.enrolled_by_app,
             ],
         )
         .await?;
@@ -208,6 +226,7 @@ pub fn view(keyring: &Keyring, row: &Row) -> Result<PersonView, CardError> {
         insurance_number_masked: opened.insurance_number.as_deref().map(mask_tail),
         birth_date: row.get("birth_date"),
         registered_at: row.get("created_at"),
+        enrolled_by_app: row.get("enrolled_by_app"),
     })
 }
 
@@ -362,6 +381,7 @@ mod tests {
             id_number: "11010519491231002X".into(),
             phone: "13812345678".into(),
             insurance_number: None,
+            enrolled_by_app: None,
         };
         let shown = format!("{req:?}");
         assert!(

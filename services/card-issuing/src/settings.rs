@@ -69,6 +69,11 @@ pub struct FamilySettings {
     pub max_new_bindings_per_holder_per_month: i64,
     pub max_bindings_per_member_per_month: i64,
     pub guardian_age: u32,
+    /// How long a member aged `guardian_age` or over has to enter the
+    /// one-time code sent to their own channel app.
+    pub verification_minutes: i64,
+    /// Wrong codes before a verification is locked.
+    pub verification_attempts: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +177,18 @@ impl Validate for Settings {
         }
         if !(1..=30).contains(&f.guardian_age) {
             return Err(Invalid::new("family.guardian_age", "must be between 1 and 30"));
+        }
+        if !(1..=30).contains(&f.verification_minutes) {
+            return Err(Invalid::new(
+                "family.verification_minutes",
+                "must be between 1 and 30",
+            ));
+        }
+        if !(1..=10).contains(&f.verification_attempts) {
+            return Err(Invalid::new(
+                "family.verification_attempts",
+                "must be between 1 and 10",
+            ));
         }
         let s = &self.standing;
         if !(1..=100).contains(&s.no_show_threshold) {

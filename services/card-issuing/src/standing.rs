@@ -59,7 +59,7 @@ pub struct Standing {
     pub no_shows: Vec<NoShowView>,
 }
 
-async fn lock_person(tx: &Transaction<'_>, person: Uuid) -> Result<(), CardError> {
+pub(crate) async fn lock_person(tx: &Transaction<'_>, person: Uuid) -> Result<(), CardError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('standing:' || ($1::uuid)::text, 0))",
         &[&person],
@@ -158,22 +158,57 @@ pub async fn waive(
     if !(1..=500).contains(&reason.chars().count()) {
         return Err(RequestError::invalid("reason", "must be 1 to 500 characters").into());
     }
-    let rules = &state.settings.standing;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    lock_person(&tx, person_id).await?;
-    tx.query_opt(
-        "SELECT 1 FROM no_shows WHERE event_id = $1 AND person_id = $2",
-        &[&event_id, &person_id],
-    )
-    .await?
-    .ok_or(CardError::NoShowNotFound)?;
-    tx.execute(
-        "UPDATE no_shows SET waived_at = $3, waived_by = $4, waive_reason = $5
-          WHERE event_id = $1 AND person_id = $2 AND waived_at IS NULL",
-        &[&event_id, &person_id, &now, &operator.0, &reason],
-    )
-    .await?;
+    waive_in(state, &tx, person_id, event_id, &operator.0, reason, now).await?;
+    tx.commit().await?;
+    state.relay.wake();
+    standing(state, person_id, now).await
+}
+
+/// The waiver itself, inside the caller's transaction, so an appeal's
+/// decision and the waiver it grants commit together. `actor` is the
+/// operator's login, or `auto` for an appeal granted automatically.
+/// A no-show waived before is left as it is (no second event).
+pub(crate) async fn waive_in(
+    state: &AppState,
+    tx: &Transaction<'_>,
+    person_id: Uuid,
+    event_id: Uuid,
+    actor: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), CardError> {
+    let rules = &state.settings.standing;
+    lock_person(tx, person_id).await?;
+    let row = tx
+        .query_opt(
+            "SELECT booking_id, hospital_id FROM no_shows WHERE event_id = $1 AND person_id = $2",
+            &[&event_id, &person_id],
+        )
+        .await?
+        .ok_or(CardError::NoShowNotFound)?;
+    let (booking_id, hospital_id): (String, String) = (row.get(0), row.get(1));
+    let waived = tx
+        .execute(
+            "UPDATE no_shows SET waived_at = $3, waived_by = $4, waive_reason = $5
+              WHERE event_id = $1 AND person_id = $2 AND waived_at IS NULL",
+            &[&event_id, &person_id, &now, &actor, &reason],
+        )
+        .await?;
+    if waived == 1 {
+        // The regulator's audit trail reads every waiver from this event.
+        jyt_events::append(
+            tx,
+            "standing.waived",
+            &person_id.to_string(),
+            &serde_json::json!({
+                "person_id": person_id, "hospital_id": hospital_id, "booking_id": booking_id,
+                "no_show_event_id": event_id, "actor": actor, "reason": reason, "at": now,
+            }),
+        )
+        .await?;
+    }
     let bars = tx
         .query(
             "SELECT id, window_end FROM bars WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2",
@@ -182,26 +217,24 @@ pub async fn waive(
         .await?;
     for bar in bars {
         let (bar_id, window_end): (Uuid, NaiveDate) = (bar.get(0), bar.get(1));
-        let count = unwaived_in_window(&tx, person_id, window_end, rules.window_days).await?;
+        let count = unwaived_in_window(tx, person_id, window_end, rules.window_days).await?;
         if count < rules.no_show_threshold {
             tx.execute(
                 "UPDATE bars SET lifted_at = $2, lifted_by = $3, lift_reason = $4 WHERE id = $1",
-                &[&bar_id, &now, &operator.0, &reason],
+                &[&bar_id, &now, &actor, &reason],
             )
             .await?;
             jyt_events::append(
-                &tx,
+                tx,
                 "person.unbarred",
                 &person_id.to_string(),
                 &serde_json::json!({ "person_id": person_id, "waived_event_id": event_id }),
             )
             .await?;
-            tracing::info!(person = %person_id, operator = %operator.0, "bar lifted by waiver");
+            tracing::info!(person = %person_id, actor, "bar lifted by waiver");
         }
     }
-    tx.commit().await?;
-    state.relay.wake();
-    standing(state, person_id, now).await
+    Ok(())
 }
 
 pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> Result<Standing, CardError> {

@@ -99,6 +99,16 @@ pub enum GatewayError {
     /// open; only that hospital's requests see this.
     #[error("hospital `{hospital}` is not answering")]
     HospitalUnavailable { hospital: String, reason: String },
+    /// A patient service for a person the app neither enrolled nor shows
+    /// the patient's own proof for (or no such person: never told apart).
+    #[error("this app did not enrol the patient and shows no proof from the patient")]
+    NotYourPatient,
+    /// A family member aged 16+ confirms with a code sent to their own app,
+    /// and theirs takes no notices (or they were registered at a desk).
+    #[error("the member has no channel app to send a one-time code to; bind them at a window")]
+    MemberChannelUnknown,
+    #[error("the member's channel app did not take the one-time code; try again")]
+    MemberChannelUnreachable(String),
     #[error("unexpected error: {0:#}")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -142,6 +152,9 @@ pub const ALL_CODES: &[&str] = &[
     "HOSPITAL_FORBIDDEN",
     "HOSPITAL_UNAVAILABLE",
     "INTERNAL_ERROR",
+    "NOT_YOUR_PATIENT",
+    "MEMBER_CHANNEL_UNKNOWN",
+    "MEMBER_CHANNEL_UNREACHABLE",
     // From the hospital's slot-inventory, passed through unchanged.
     "SLOT_NOT_FOUND",
     "SLOT_SOLD_OUT",
@@ -174,6 +187,24 @@ pub const ALL_CODES: &[&str] = &[
     "CARD_CANCELLED",
     "NOT_AN_ECARD",
     "REFERENCE_REUSED",
+    // From card-issuing, passed through by the patient services
+    // (/v1/patients, /v1/family-verifications).
+    "ID_NUMBER_MALFORMED",
+    "ID_NUMBER_BAD_BIRTH_DATE",
+    "ID_NUMBER_BAD_CHECK_DIGIT",
+    "IDENTITY_CONFLICT",
+    "PERSON_NOT_FOUND",
+    "CARD_ALREADY_ISSUED",
+    "CHIP_SERIAL_IN_USE",
+    "FAMILY_HOLDER_MONTHLY_LIMIT",
+    "FAMILY_MEMBER_MONTHLY_LIMIT",
+    "GUARDIAN_PROOF_REQUIRED",
+    "VERIFICATION_NOT_FOUND",
+    "VERIFICATION_CODE_WRONG",
+    "VERIFICATION_EXPIRED",
+    "VERIFICATION_LOCKED",
+    "NO_SHOW_NOT_FOUND",
+    "NO_SHOW_ALREADY_WAIVED",
 ];
 
 impl GatewayError {
@@ -209,6 +240,9 @@ impl GatewayError {
             GatewayError::HospitalNotFound(_) => "HOSPITAL_NOT_FOUND",
             GatewayError::HospitalForbidden => "HOSPITAL_FORBIDDEN",
             GatewayError::HospitalUnavailable { .. } => "HOSPITAL_UNAVAILABLE",
+            GatewayError::NotYourPatient => "NOT_YOUR_PATIENT",
+            GatewayError::MemberChannelUnknown => "MEMBER_CHANNEL_UNKNOWN",
+            GatewayError::MemberChannelUnreachable(_) => "MEMBER_CHANNEL_UNREACHABLE",
             GatewayError::Unexpected(_) => "INTERNAL_ERROR",
         }
     }
@@ -245,6 +279,9 @@ impl GatewayError {
             GatewayError::HospitalNotFound(_) => "Unknown hospital",
             GatewayError::HospitalForbidden => "Another hospital's data",
             GatewayError::HospitalUnavailable { .. } => "Hospital unavailable",
+            GatewayError::NotYourPatient => "Not this app's patient",
+            GatewayError::MemberChannelUnknown => "Member's channel unknown",
+            GatewayError::MemberChannelUnreachable(_) => "Member's channel unreachable",
             GatewayError::Unexpected(_) => "Internal error",
         }
     }
@@ -275,7 +312,10 @@ impl ResponseError for GatewayError {
             | GatewayError::HospitalForbidden
             | GatewayError::OperatorForbidden(_)
             | GatewayError::PatientProofRequired
-            | GatewayError::CardOfAnotherChannel => StatusCode::FORBIDDEN,
+            | GatewayError::CardOfAnotherChannel
+            | GatewayError::NotYourPatient => StatusCode::FORBIDDEN,
+            GatewayError::MemberChannelUnknown => StatusCode::CONFLICT,
+            GatewayError::MemberChannelUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::PaymentCallbackRequired => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::HospitalNotFound(_) | GatewayError::DeadLetterNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::IdentityUnavailable(_)
@@ -328,6 +368,10 @@ impl ResponseError for GatewayError {
             }
             GatewayError::PatientProofRequired => problem.field("ecard_token").to_response(None),
             GatewayError::OperatorForbidden(_) => problem.field("role").to_response(None),
+            GatewayError::MemberChannelUnreachable(reason) => {
+                tracing::warn!(code = self.code(), %reason, "a member's app did not take a code");
+                Problem::new(status, self.code(), self.title()).to_response(Some(5))
+            }
             _ => problem.to_response(None),
         }
     }
@@ -378,6 +422,9 @@ mod tests {
                 hospital: String::new(),
                 reason: String::new(),
             },
+            GatewayError::NotYourPatient,
+            GatewayError::MemberChannelUnknown,
+            GatewayError::MemberChannelUnreachable(String::new()),
             GatewayError::Unexpected(anyhow::anyhow!("x")),
         ];
         for e in &all {

@@ -426,6 +426,74 @@ impl PatientIndex {
         })
     }
 
+    /// Any call to card-issuing for a patient service (`GET` without a
+    /// body), answered as it came like [`Self::relay`]; `idempotency_key`
+    /// is passed on for writes that need one.
+    #[tracing::instrument(skip_all, fields(%path))]
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<crate::upstream::Forwarded, GatewayError> {
+        let _permit = self.permit().await?;
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .header(jyt_signing::internal::HEADER, self.internal.token());
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        let status = actix_web::http::StatusCode::from_u16(res.status().as_u16())
+            .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+        if status == actix_web::http::StatusCode::UNAUTHORIZED {
+            return Err(GatewayError::InternalAuthRefused);
+        }
+        if status.is_server_error() {
+            return Err(GatewayError::IdentityUnavailable(format!(
+                "{path} answered {status}"
+            )));
+        }
+        let headers = ["content-type", "cache-control", "idempotency-replayed"]
+            .iter()
+            .filter_map(|name| {
+                res.headers()
+                    .get(*name)
+                    .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
+            })
+            .collect();
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+        Ok(crate::upstream::Forwarded {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Drop the cached standing and family of a person whose standing or
+    /// bindings just changed through us, so the next booking sees it.
+    pub async fn forget(&self, person: Uuid) {
+        let mut conn = self.redis.clone();
+        let keys = [
+            self.keys.tagged(&format!("p:{person}"), "standing"),
+            self.keys.tagged(&format!("p:{person}"), "family"),
+        ];
+        if let Err(e) = conn.del::<_, ()>(&keys[..]).await {
+            tracing::warn!(error = %e, "could not drop a cached standing or family");
+        }
+    }
+
     /// When the person's bar ends, if they are barred now.
     #[tracing::instrument(skip_all)]
     pub async fn barred_until(

@@ -380,6 +380,34 @@ impl Notifier {
         }
     }
 
+    /// Send one notice to an app now, not through the retried queue: for a
+    /// secret that must not wait in Redis or a dead-letter list (a family
+    /// member's one-time code). The caller learns whether it arrived.
+    pub async fn send_now(
+        &self,
+        app_id: &str,
+        notice_type: &str,
+        notice_id: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), String> {
+        self.send(&Delivery {
+            id: notice_id.to_owned(),
+            app_id: app_id.to_owned(),
+            event_type: notice_type.to_owned(),
+            body: body.to_string(),
+            attempts: 0,
+            last_error: None,
+            only_if: None,
+            then: None,
+        })
+        .await
+    }
+
+    /// Whether the app takes notices (has a callback URL).
+    pub fn has_callback(&self, app_id: &str) -> bool {
+        self.apps.get(app_id).is_some_and(|a| a.callback_url.is_some())
+    }
+
     /// Ask the booking's hospital whether a notice still applies, and
     /// build its body from the booking as it is now.
     async fn check(&self, d: &Delivery, cond: &OnlyIf) -> Check {

@@ -39,6 +39,16 @@ pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<
     Ok(HttpResponse::Ok().json(cards::get(&client, id).await?))
 }
 
+#[get("/v1/persons/{person_id}/cards")]
+pub async fn of_person(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, CardError> {
+    let id = uuid_param(&path, "person_id")?;
+    let client = state.pool.get().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "cards": cards::of_person(&client, id).await? })))
+}
+
 /// Report loss: refused everywhere from the commit on. Idempotent.
 #[post("/v1/cards/{card_id}/report-loss")]
 #[tracing::instrument(skip_all, fields(card = %path))]

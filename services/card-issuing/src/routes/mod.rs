@@ -1,5 +1,6 @@
 //! HTTP routes; each file holds one resource's handlers.
 
+pub mod appeals;
 pub mod cards;
 pub mod family;
 pub mod ledger;
@@ -18,6 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(cards::issue)
         .service(cards::resolve)
         .service(cards::get)
+        .service(cards::of_person)
         .service(cards::report_loss)
         .service(cards::replace)
         .service(cards::cancel)
@@ -30,8 +32,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(family::bind)
         .service(family::list)
         .service(family::unbind)
+        .service(family::start_verification)
+        .service(family::verification)
+        .service(family::confirm_verification)
         .service(standing::get)
-        .service(standing::waive);
+        .service(standing::waive)
+        .service(appeals::submit)
+        .service(appeals::of_person)
+        .service(appeals::list)
+        .service(appeals::decide);
 }
 
 /// A path segment that must be a UUID, refused naming `field`.

@@ -1,18 +1,31 @@
-use card_issuing::CardError;
-use card_issuing::family::{self, BindRequest};
+use card_issuing::family::{self, BindingView, ConfirmRequest, VerificationRequest};
+use card_issuing::{AppState, CardError};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app};
 
-fn adult(member: Uuid) -> BindRequest {
-    BindRequest {
+/// Bind an adult member as the member themself confirms: the one-time code
+/// card-issuing makes, entered at `now`.
+async fn bind_adult(
+    state: &AppState,
+    holder: Uuid,
+    member: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(BindingView, bool), CardError> {
+    let req = VerificationRequest {
         member_id: member,
         relationship: "parent".into(),
-        guardian_proof_ref: None,
-        member_verification_ref: Some(format!("sms-{member}")),
-    }
+    };
+    let started = family::start_verification(state, holder, &req, now).await?;
+    family::confirm_verification(
+        state,
+        started.verification_id,
+        &ConfirmRequest { code: started.code },
+        now,
+    )
+    .await
 }
 
 /// A wall-clock time in Beijing, as the UTC instant the service stores.
@@ -39,31 +52,27 @@ async fn a_holder_makes_at_most_five_new_bindings_per_shanghai_calendar_month() 
     let members = people(&app, 8).await;
     let jan = beijing(2026, 1, 10, 9, 0, 0);
     for m in &members[..5] {
-        let (_, created) = family::bind(&app.state, holder, &adult(*m), jan).await.unwrap();
+        let (_, created) = bind_adult(&app.state, holder, *m, jan).await.unwrap();
         assert!(created);
     }
     // Binding an already-bound member again is a replay, not a sixth.
-    let (_, created) = family::bind(&app.state, holder, &adult(members[0]), jan)
-        .await
-        .unwrap();
+    let (_, created) = bind_adult(&app.state, holder, members[0], jan).await.unwrap();
     assert!(!created);
 
     // 23:59:59 on 31 January in Beijing: still January.
     let last_second = beijing(2026, 1, 31, 23, 59, 59);
-    let refused = family::bind(&app.state, holder, &adult(members[5]), last_second).await;
+    let refused = bind_adult(&app.state, holder, members[5], last_second).await;
     assert!(
         matches!(refused, Err(CardError::HolderMonthlyLimit { limit: 5 })),
         "{refused:?}"
     );
     // Unbinding does not give the place back.
-    let (b, _) = family::bind(&app.state, holder, &adult(members[1]), jan)
-        .await
-        .unwrap();
+    let (b, _) = bind_adult(&app.state, holder, members[1], jan).await.unwrap();
     family::unbind(&app.state, b.binding_id, holder, last_second)
         .await
         .unwrap();
     assert!(
-        family::bind(&app.state, holder, &adult(members[5]), last_second)
+        bind_adult(&app.state, holder, members[5], last_second)
             .await
             .is_err()
     );
@@ -71,9 +80,7 @@ async fn a_holder_makes_at_most_five_new_bindings_per_shanghai_calendar_month() 
     // Midnight in Beijing is 16:00 UTC on 31 January: a new month there.
     let feb = beijing(2026, 2, 1, 0, 0, 0);
     assert_eq!(feb, Utc.with_ymd_and_hms(2026, 1, 31, 16, 0, 0).unwrap());
-    let (_, created) = family::bind(&app.state, holder, &adult(members[5]), feb)
-        .await
-        .unwrap();
+    let (_, created) = bind_adult(&app.state, holder, members[5], feb).await.unwrap();
     assert!(created);
 }
 
@@ -83,31 +90,16 @@ async fn a_person_is_bound_at_most_twice_a_month_across_all_holders() {
     let member = app.new_person().await;
     let holders = people(&app, 3).await;
     let mar = beijing(2026, 3, 5, 12, 0, 0);
-    family::bind(&app.state, holders[0], &adult(member), mar)
-        .await
-        .unwrap();
-    family::bind(&app.state, holders[1], &adult(member), mar)
-        .await
-        .unwrap();
-    let third = family::bind(
-        &app.state,
-        holders[2],
-        &adult(member),
-        beijing(2026, 3, 31, 23, 0, 0),
-    )
-    .await;
+    bind_adult(&app.state, holders[0], member, mar).await.unwrap();
+    bind_adult(&app.state, holders[1], member, mar).await.unwrap();
+    let third = bind_adult(&app.state, holders[2], member, beijing(2026, 3, 31, 23, 0, 0)).await;
     assert!(
         matches!(third, Err(CardError::MemberMonthlyLimit { limit: 2 })),
         "{third:?}"
     );
-    family::bind(
-        &app.state,
-        holders[2],
-        &adult(member),
-        beijing(2026, 4, 1, 0, 0, 1),
-    )
-    .await
-    .unwrap();
+    bind_adult(&app.state, holders[2], member, beijing(2026, 4, 1, 0, 0, 1))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -118,8 +110,8 @@ async fn concurrent_bindings_cannot_exceed_the_monthly_limit() {
     let now = Utc::now();
     let attempts = members.iter().map(|m| {
         let state = app.state.clone();
-        let req = adult(*m);
-        tokio::spawn(async move { family::bind(&state, holder, &req, now).await })
+        let member = *m;
+        tokio::spawn(async move { bind_adult(&state, holder, member, now).await })
     });
     let results = futures::future::join_all(attempts).await;
     let ok = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
@@ -142,10 +134,7 @@ async fn proofs_depend_on_age_and_either_side_may_unbind() {
     let path = format!("/v1/persons/{holder}/family");
 
     let no_proof = app
-        .post(
-            &path,
-            &json!({ "member_id": child, "relationship": "child", "member_verification_ref": "sms-1" }),
-        )
+        .post(&path, &json!({ "member_id": child, "relationship": "child" }))
         .await;
     assert_eq!(no_proof.status, 422);
     assert_eq!(no_proof.body["code"], "GUARDIAN_PROOF_REQUIRED");
@@ -166,26 +155,48 @@ async fn proofs_depend_on_age_and_either_side_may_unbind() {
         .await;
     assert_eq!(unverified.status, 422);
     assert_eq!(unverified.body["code"], "MEMBER_VERIFICATION_REQUIRED");
-    let bound = app
+    // A reference typed in is no verification: the field does not exist.
+    let typed = app
         .post(
             &path,
             &json!({ "member_id": grown, "relationship": "spouse", "member_verification_ref": "sms-9" }),
         )
         .await;
-    assert_eq!(bound.status, 201);
-    let again = app
+    assert_eq!(typed.status, 400);
+    assert_eq!(typed.body["field"], "member_verification_ref");
+    // The member's one-time code: a retry answers the same binding.
+    let started = app
         .post(
-            &path,
-            &json!({ "member_id": grown, "relationship": "spouse", "member_verification_ref": "sms-9" }),
+            &format!("{path}/verifications"),
+            &json!({ "member_id": grown, "relationship": "spouse" }),
         )
         .await;
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    let confirm = format!(
+        "/v1/family-verifications/{}/confirm",
+        started.body["verification_id"].as_str().unwrap()
+    );
+    let code = json!({ "code": started.body["code"] });
+    let bound = app.post(&confirm, &code).await;
+    assert_eq!(bound.status, 201, "{:?}", bound.body);
+    let again = app.post(&confirm, &code).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body["binding_id"], bound.body["binding_id"]);
+    let child_code = app
+        .post(
+            &format!("{path}/verifications"),
+            &json!({ "member_id": child, "relationship": "child" }),
+        )
+        .await;
+    assert_eq!(
+        child_code.status, 422,
+        "an under-16 is bound with a guardian's proof"
+    );
 
     let myself = app
         .post(
             &path,
-            &json!({ "member_id": holder, "relationship": "self", "member_verification_ref": "x" }),
+            &json!({ "member_id": holder, "relationship": "self", "guardian_proof_ref": "x" }),
         )
         .await;
     assert_eq!(myself.status, 400);

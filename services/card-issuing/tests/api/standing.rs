@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::helpers::{OPERATOR_ID, OPERATOR_TOKEN, TestApp, spawn_app, spawn_app_with};
 
 /// What slot-inventory's outbox relay writes for a no-show.
-async fn publish_no_show(app: &TestApp, event_id: Uuid, person: Uuid, visit_date: &str) {
+pub async fn publish_no_show(app: &TestApp, event_id: Uuid, person: Uuid, visit_date: &str) {
     publish(
         app,
         Envelope {
@@ -50,14 +50,14 @@ async fn publish(app: &TestApp, envelope: Envelope) {
         .unwrap();
 }
 
-async fn standing(app: &TestApp, person: Uuid) -> Value {
+pub async fn standing(app: &TestApp, person: Uuid) -> Value {
     let r = app.get(&format!("/v1/persons/{person}/standing")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.headers["cache-control"], "private, max-age=30");
     r.body
 }
 
-async fn wait_for_no_shows(app: &TestApp, person: Uuid, n: usize) -> Value {
+pub async fn wait_for_no_shows(app: &TestApp, person: Uuid, n: usize) -> Value {
     jyt_testkit::eventually(
         Duration::from_secs(10),
         "no-shows to be recorded",

@@ -72,6 +72,16 @@ pub fn capability_statement(base: &str) -> Value {
                     "interaction": [{ "code": "read" }],
                     "operation": [operation("find"), operation("hold"), operation("book")],
                 },
+                {
+                    "type": "Patient",
+                    "interaction": [{ "code": "read" }, { "code": "create" }],
+                    "documentation": "create: real-name registration (identifier urn:jyt:resident-id, GB 11643); read: the enrolling app, or with the patient's card",
+                },
+                {
+                    "type": "RelatedPerson",
+                    "interaction": [{ "code": "search-type" }],
+                    "searchParam": [search("patient", "reference", "required: Patient/<person id>; live family bindings")],
+                },
             ],
             "operation": [operation("bulk-publish")],
         }],

@@ -12,6 +12,8 @@
 //! - [`bulk`]: the public city manifest `$bulk-publish` and its files.
 //! - [`federation`]: a hospital's key reads its own FHIR data.
 //! - [`metadata`]: the city's public CapabilityStatement.
+//! - [`patient`]: `Patient` (registration, read) and `RelatedPerson`
+//!   (family bindings), under the `/v1/patients` rules.
 //! - this file: OperationOutcome rendering of every error on a FHIR path,
 //!   and reading `Parameters`.
 
@@ -19,6 +21,7 @@ pub mod bulk;
 pub mod federation;
 pub mod metadata;
 pub mod operations;
+pub mod patient;
 pub mod read;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -312,7 +315,10 @@ pub fn configure_signed(cfg: &mut actix_web::web::ServiceConfig) {
         .service(read::read_appointment)
         .service(operations::find)
         .service(operations::hold)
-        .service(operations::book);
+        .service(operations::book)
+        .service(patient::create_patient)
+        .service(patient::read_patient)
+        .service(patient::search_related);
 }
 
 #[cfg(test)]

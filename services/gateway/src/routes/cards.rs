@@ -175,7 +175,7 @@ pub async fn ecard_token(
 }
 
 /// A kiosk or a window: the card is read and the person seen there.
-fn at_a_desk(caller: &Caller) -> bool {
+pub(crate) fn at_a_desk(caller: &Caller) -> bool {
     matches!(
         caller.channel,
         jyt_domain::Channel::Kiosk | jyt_domain::Channel::Window

@@ -3,11 +3,14 @@
 pub mod availability;
 pub mod bookings;
 pub mod cards;
+pub mod family;
 pub mod federation;
 pub mod hospitals;
 pub mod ops;
 pub mod patient_actions;
+pub mod patients;
 pub mod payments;
+pub mod standing;
 pub mod waitlist;
 
 use actix_web::middleware::from_fn;
@@ -64,7 +67,25 @@ fn configure_channel(cfg: &mut web::ServiceConfig) {
         .service(availability::search)
         .service(cards::top_up)
         .service(cards::ecard_token)
-        .service(cards::cancel);
+        .service(cards::cancel)
+        .configure(configure_patients);
+}
+
+/// `/v1/patients`, `/v1/family-verifications`: patient services (issue 22).
+fn configure_patients(cfg: &mut web::ServiceConfig) {
+    cfg.service(patients::register)
+        .service(patients::get)
+        .service(patients::cards)
+        .service(patients::apply_ecard)
+        .service(patients::report_loss)
+        .service(patients::replace)
+        .service(patients::ledger)
+        .service(family::list)
+        .service(family::bind)
+        .service(family::confirm)
+        .service(standing::get)
+        .service(standing::appeal)
+        .service(standing::bookings);
 }
 
 /// `/federation/v1`: member hospitals' signed requests.

@@ -417,6 +417,63 @@ pub async fn count_wrong_pickup_code<C: GenericClient>(client: &C, id: Uuid) -> 
         .get(0))
 }
 
+/// One patient's bookings at this hospital, the latest visit first.
+pub async fn patient_bookings<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    patient: Uuid,
+    limit: i64,
+) -> Result<Vec<StoredBooking>, Error> {
+    let sql = format!("{SELECT_BOOKING} WHERE b.patient_id = $1 ORDER BY seg.starts_at DESC, b.id LIMIT $2");
+    Ok(client
+        .query(&sql, &[&patient, &limit])
+        .await?
+        .iter()
+        .map(|r| to_stored(hospital, r))
+        .collect())
+}
+
+/// What the hospital did to a booking a patient missed: its schedule's
+/// status (`stopped` after 停诊) and when it was checked in, if ever.
+pub async fn booking_outcome<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+) -> Result<Option<(String, String, Option<DateTime<Utc>>, DateTime<Utc>)>, Error> {
+    Ok(client
+        .query_opt(
+            "SELECT b.status, sch.status, b.checked_in_at, seg.ends_at
+               FROM bookings b JOIN schedules sch ON sch.id = b.schedule_id
+               JOIN segments seg ON seg.id = b.segment_id
+              WHERE b.id = $1",
+            &[&id],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
+}
+
+/// The hospital's late arrival of a booking already marked a no-show: it
+/// is checked in after all (the no-show was the hospital's lateness).
+pub async fn late_check_in<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    schedule: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<i32>, Error> {
+    client
+        .execute("SELECT 1 FROM schedules WHERE id = $1 FOR UPDATE", &[&schedule])
+        .await?;
+    Ok(client
+        .query_opt(
+            "UPDATE bookings SET status = 'checked_in', checked_in_at = $3, updated_at = $3,
+                    queue_no = (SELECT coalesce(max(queue_no), 0) + 1 FROM bookings WHERE schedule_id = $2)
+              WHERE id = $1 AND status = 'no_show'
+             RETURNING queue_no",
+            &[&id, &schedule, &now],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
 /// Confirmed bookings whose segment ended more than the grace period ago.
 pub async fn overdue_arrivals<C: GenericClient>(
     client: &C,

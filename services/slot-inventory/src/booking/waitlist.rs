@@ -202,6 +202,25 @@ pub async fn get(state: &AppState, entry: Uuid) -> Result<WaitlistEntry, SlotErr
     Ok(to_entry(state, &row))
 }
 
+/// One patient's waitlist places at this hospital, the newest first.
+pub async fn of_patient(
+    state: &AppState,
+    patient: Uuid,
+    limit: i64,
+) -> Result<Vec<WaitlistEntry>, SlotError> {
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {} FROM waitlist_entries w WHERE w.patient_id = $1 ORDER BY w.created_at DESC, w.id LIMIT $2",
+                queries::ENTRY_COLUMNS
+            ),
+            &[&patient, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| to_entry(state, r)).collect())
+}
+
 /// Whether a seat freed in `schedule` must be kept back for a waitlist:
 /// someone waits in its line (or, for a session published for the
 /// waitlist, in the line of one of the doctor's sessions that day). The

@@ -10,18 +10,26 @@ use crate::error::SlotError;
 use crate::state::AppState;
 
 /// The patient arrived (registered at the hospital's desk): checked in with
-/// the next queue number. Arriving twice answers the same booking.
+/// the next queue number. Arriving twice answers the same booking. An
+/// arrival the hospital records after the booking was marked a no-show is
+/// still taken (`late: true` on the event): the patient came, the hospital
+/// was late to say so, and the patient's appeal is granted from this.
 pub async fn arrive(state: &AppState, booking: &BookingRef) -> Result<StoredBooking, SlotError> {
     let now = state.clock.now();
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let current = locked(&tx, state, booking).await?;
-    match current.booking.status {
+    let late = match current.booking.status {
         BookingStatus::CheckedIn | BookingStatus::Completed => return Ok(current),
-        BookingStatus::Confirmed => {}
+        BookingStatus::Confirmed => false,
+        BookingStatus::NoShow => true,
         other => return Err(SlotError::NotCheckInable(other)),
+    };
+    if late {
+        queries::late_check_in(&tx, booking.id, current.booking.schedule_id, now).await?;
+    } else {
+        queries::check_in(&tx, booking.id, current.booking.schedule_id, now).await?;
     }
-    queries::check_in(&tx, booking.id, current.booking.schedule_id, now).await?;
     let stored = queries::get_booking(&tx, &state.hospital, booking.id)
         .await?
         .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
@@ -29,7 +37,7 @@ pub async fn arrive(state: &AppState, booking: &BookingRef) -> Result<StoredBook
         &tx,
         EventKind::CheckedIn,
         &stored.booking,
-        serde_json::json!({ "by": "hospital" }),
+        serde_json::json!({ "by": "hospital", "late": late }),
     )
     .await?;
     tx.commit().await?;

@@ -2,6 +2,7 @@
 
 pub mod bookings;
 pub mod federation;
+pub mod patients;
 pub mod schedules;
 
 use actix_web::{HttpMessage, HttpRequest, web};
@@ -55,6 +56,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, lock: LockKind) {
         .service(bookings::confirm)
         .service(bookings::cancel)
         .service(bookings::check_in)
+        .service(patients::bookings)
+        .service(patients::no_show_cause)
         .service(schedules::list)
         .service(schedules::join_waitlist)
         .service(schedules::get_waitlist_entry)
