@@ -196,9 +196,12 @@ async fn person_change<C: GenericClient>(
     let (kind, summary) = if event.event_type == "standing.waived" {
         ("waiver", format!("no-show waived: {reason}"))
     } else {
-        let decision = text(p, "decision")
-            .or_else(|| text(p, "status"))
-            .unwrap_or_default();
+        let decision = match text(p, "decision").or_else(|| text(p, "status")).as_deref() {
+            Some("waive" | "granted") => "waived".to_owned(),
+            Some("refuse" | "refused") => "refused".to_owned(),
+            Some(other) => other.to_owned(),
+            None => String::new(),
+        };
         let automatic = p.get("automatic").and_then(Value::as_bool) == Some(true);
         let how = if automatic { " (automatic)" } else { "" };
         ("appeal", format!("appeal {decision}{how}: {reason}"))

@@ -7,7 +7,9 @@
 const REFRESH_MS = 10000;
 // The surge moves in seconds: poll it faster than the day's overview.
 const SURGE_REFRESH_MS = 2000;
-const PAGES = ["overview", "surge", "capacity", "audit", "dead-letters"];
+const PAGES = ["overview", "surge", "capacity", "audit", "appeals", "dead-letters"];
+// The signed-in operator's role, from /v1/operators/me.
+let role = null;
 const TOKEN_KEY = "jyt-accounting-token";
 const CHANNEL_COLOURS = {
   wechat: "#1aad19", kiosk: "#1f6feb", phone114: "#d97706", window: "#6b7785",
@@ -100,6 +102,7 @@ async function show() {
     const me = await api("/v1/operators/me");
     $("operator").textContent = me.login + " (" + me.role + (me.hospital_id ? " · " + me.hospital_id : "") + ")";
     // A hospital operator has one hospital: no hospital filters to fill.
+    role = me.role;
     document.querySelectorAll(".city-only").forEach((el) => { el.hidden = me.role !== "city"; });
   } catch (e) {
     $("operator").textContent = e.message;
@@ -113,7 +116,7 @@ function showPage() {
   document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, "dead-letters": loadDeadLetters }[page];
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, appeals: loadAppeals, "dead-letters": loadDeadLetters }[page];
   load();
   if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
   if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
@@ -483,6 +486,55 @@ async function submitJiahao(event) {
   }
 }
 
+// ---- Bars and appeals ----
+
+async function loadAppeals() {
+  const form = $("appeals-form");
+  try {
+    const r = await api("/v1/console/appeals?" + formParams(form));
+    refusedIn(form, "appeals-error", null);
+    const when = (iso) => (iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" }) : "–");
+    $("appeals-count").textContent = "(" + r.appeals.length + ")";
+    $("appeals-table").tBodies[0].replaceChildren(...r.appeals.map((a) => {
+      const tr = row([when(a.created_at), a.hospital_id, a.booking_id, a.reason, a.status + (a.automatic ? " (automatic)" : ""),
+        a.decided_by || "–", a.decision_reason || "–", ""]);
+      tr.cells[7].className = "city-only";
+      tr.cells[7].hidden = role !== "city";
+      if (a.status === "pending" && role === "city") {
+        const reason = document.createElement("input");
+        reason.name = "reason"; reason.placeholder = "reason"; reason.size = 16;
+        const waive = document.createElement("button");
+        waive.type = "button"; waive.textContent = "Waive";
+        const refuse = document.createElement("button");
+        refuse.type = "button"; refuse.textContent = "Refuse"; refuse.className = "secondary";
+        waive.addEventListener("click", () => decideAppeal(a.appeal_id, "waive", reason));
+        refuse.addEventListener("click", () => decideAppeal(a.appeal_id, "refuse", reason));
+        tr.cells[7].append(reason, " ", waive, " ", refuse);
+      }
+      return tr;
+    }));
+  } catch (e) {
+    refusedIn(form, "appeals-error", e);
+  }
+}
+
+async function decideAppeal(id, decision, reasonInput) {
+  reasonInput.removeAttribute("aria-invalid");
+  try {
+    await api("/v1/console/appeals/" + encodeURIComponent(id) + "/decision", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ decision, reason: reasonInput.value }),
+    });
+    $("appeals-error").textContent = "";
+    $("appeals-result").textContent = (decision === "waive" ? "waived " : "refused ") + id;
+    loadAppeals();
+  } catch (e) {
+    $("appeals-error").textContent = e.message;
+    if (e.field === "reason") reasonInput.setAttribute("aria-invalid", "true");
+  }
+}
+
 // ---- Notification dead letters ----
 
 async function loadDeadLetters() {
@@ -572,6 +624,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("jiahao-load").addEventListener("click", loadSegments);
   $("jiahao-cancel").addEventListener("click", () => { $("jiahao-form").hidden = true; answering = null; });
   $("dead-reload").addEventListener("click", loadDeadLetters);
+  $("appeals-form").addEventListener("submit", (e) => { e.preventDefault(); loadAppeals(); });
   window.addEventListener("hashchange", () => { if (token()) showPage(); });
   if (token()) show();
 });

@@ -187,6 +187,9 @@ pub const ALL_CODES: &[&str] = &[
     "CARD_CANCELLED",
     "NOT_AN_ECARD",
     "REFERENCE_REUSED",
+    // From card-issuing's appeals, passed through by /ops/v1/appeals.
+    "APPEAL_NOT_FOUND",
+    "APPEAL_ALREADY_DECIDED",
     // From card-issuing, passed through by the patient services
     // (/v1/patients, /v1/family-verifications).
     "ID_NUMBER_MALFORMED",

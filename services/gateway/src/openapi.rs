@@ -76,6 +76,8 @@ pub struct ProblemDoc {
         crate::routes::ops::replay_dead_letter,
         crate::routes::ops::schedules,
         crate::routes::ops::set_capacity,
+        crate::routes::ops::appeals,
+        crate::routes::ops::decide_appeal,
         crate::routes::patients::register,
         crate::routes::patients::get,
         crate::routes::patients::cards,

@@ -29,6 +29,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(operations::set_capacity)
         .service(operations::dead_letters)
         .service(operations::replay)
+        .service(operations::appeals)
+        .service(operations::decide_appeal)
         .service(console::page)
         .service(console::script)
         .service(console::style);

@@ -1,13 +1,15 @@
 //! The console's operations that go through the gateway's relay, checked
 //! here first (the gateway checks them again): 加号 on a hospital's
 //! segment and the day's schedules to choose it from (a hospital operator
-//! only for their own hospital), and the notification dead letters (city
-//! operators only).
+//! only for their own hospital), the notification dead letters and appeal
+//! decisions (city operators only), and the appeals queue.
 //!
 //! - `GET  /v1/console/hospitals/{hospital}/schedules?date=`
 //! - `PUT  /v1/console/hospitals/{hospital}/segments/{segment}/capacity` `{"capacity": n}`
 //! - `GET  /v1/console/dead-letters`
 //! - `POST /v1/console/dead-letters/{id}/replay`
+//! - `GET  /v1/console/appeals?status=&hospital=` (a hospital operator: their own)
+//! - `POST /v1/console/appeals/{appeal}/decision` `{"decision": "waive"|"refuse", "reason"}` (city)
 
 use actix_web::{HttpResponse, get, post, put, web};
 use chrono::NaiveDate;
@@ -157,4 +159,83 @@ fn encode_segment(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppealsQuery {
+    pub status: Option<String>,
+    pub hospital: Option<String>,
+}
+
+/// The appeals queue: pending by default; a hospital operator's own
+/// hospital's only.
+#[get("/v1/console/appeals")]
+pub async fn appeals(
+    relay: web::Data<RelayHandle>,
+    operator: Operator,
+    query: Query<AppealsQuery>,
+) -> Result<HttpResponse, AccountingError> {
+    let q = query.0;
+    let status = q.status.unwrap_or_else(|| "pending".to_owned());
+    if !["pending", "granted", "refused", "all"].contains(&status.as_str()) {
+        return Err(AccountingError::invalid(
+            "status",
+            "must be pending, granted, refused or all",
+        ));
+    }
+    let hospital = match q.hospital.as_deref() {
+        Some(h) => Some(own_hospital(&operator, h)?),
+        None => operator.hospital_scope(None)?,
+    };
+    let mut target = format!("/ops/v1/appeals?status={status}&limit=500");
+    if let Some(h) = hospital {
+        target.push_str(&format!("&hospital_id={h}"));
+    }
+    relay
+        .get()?
+        .call(&operator, reqwest::Method::GET, &target, None)
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppealDecision {
+    pub decision: String,
+    pub reason: String,
+}
+
+/// Waive or refuse an appeal, with a reason (city operators: a bar stops
+/// booking at every hospital, so it is the commission's decision).
+#[post("/v1/console/appeals/{appeal}/decision")]
+pub async fn decide_appeal(
+    relay: web::Data<RelayHandle>,
+    operator: Operator,
+    path: web::Path<String>,
+    body: Json<AppealDecision>,
+) -> Result<HttpResponse, AccountingError> {
+    operator.require_city("deciding an appeal")?;
+    let appeal =
+        Uuid::parse_str(&path).map_err(|_| AccountingError::invalid("appeal", "must be an appeal's UUID"))?;
+    if !["waive", "refuse"].contains(&body.0.decision.as_str()) {
+        return Err(AccountingError::invalid(
+            "decision",
+            "must be `waive` or `refuse`",
+        ));
+    }
+    let reason = body.0.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(AccountingError::invalid("reason", "must be 1 to 500 characters"));
+    }
+    let res = relay
+        .get()?
+        .call(
+            &operator,
+            reqwest::Method::POST,
+            &format!("/ops/v1/appeals/{appeal}/decision"),
+            Some(serde_json::json!({ "decision": body.0.decision, "reason": reason })),
+        )
+        .await?;
+    tracing::info!(operator = %operator.login, %appeal, status = %res.status(), "appeal decision relayed");
+    Ok(res)
 }

@@ -32,6 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(ops::replay_dead_letter)
         .service(ops::schedules)
         .service(ops::set_capacity)
+        .service(ops::appeals)
+        .service(ops::decide_appeal)
         // The public FHIR reads (capability statement, SMART bulk feed)
         // are registered before the signed `/fhir` scope, which would
         // otherwise take every `/fhir/...` path.

@@ -210,3 +210,135 @@ pub async fn set_capacity(
     }
     Ok(answer.into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppealsQuery {
+    pub status: Option<String>,
+    pub hospital_id: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// The appeals queue (or history) at card-issuing: every hospital's for a
+/// city operator, a hospital operator's own hospital's only.
+#[utoipa::path(
+    get, path = "/ops/v1/appeals", tag = "operations",
+    params(
+        ("status" = Option<String>, Query, description = "pending (default at card-issuing), granted, refused or all"),
+        ("hospital_id" = Option<String>, Query, description = "One hospital's appeals; a hospital operator's own, whatever is asked"),
+        ("limit" = Option<i64>, Query, description = "1 to 500"),
+    ),
+    responses(
+        (status = 200, description = "The appeals, newest first (ids only: no name, no ID number)", body = serde_json::Value),
+        (status = 401, description = "OPERATOR_UNAUTHORIZED", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's operator", body = crate::openapi::ProblemDoc),
+    ),
+    security(("internal_token" = []))
+)]
+#[get("/ops/v1/appeals")]
+pub async fn appeals(
+    state: web::Data<GatewayState>,
+    operator: OpsOperator,
+    query: Query<AppealsQuery>,
+) -> Result<HttpResponse, GatewayError> {
+    let q = query.0;
+    let hospital = match (&operator.0.hospital, q.hospital_id) {
+        (Some(own), Some(asked)) if *own != asked => return Err(GatewayError::HospitalForbidden),
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked,
+    };
+    let mut params: Vec<(&str, String)> = Vec::new();
+    if let Some(s) = q.status {
+        params.push(("status", s));
+    }
+    if let Some(h) = hospital {
+        params.push(("hospital_id", h));
+    }
+    if let Some(l) = q.limit {
+        params.push(("limit", l.to_string()));
+    }
+    let query = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let path = if query.is_empty() {
+        "/v1/appeals".to_owned()
+    } else {
+        format!("/v1/appeals?{query}")
+    };
+    let answer = state
+        .patients
+        .call(reqwest::Method::GET, &path, None, None)
+        .await?;
+    Ok(answer.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    pub decision: String,
+    pub reason: String,
+}
+
+/// Waive or refuse a pending appeal, with a reason: a city operator's
+/// decision (a bar stops booking at every hospital). card-issuing records
+/// the operator the token names, never one the body claims.
+#[utoipa::path(
+    post, path = "/ops/v1/appeals/{appeal_id}/decision", tag = "operations",
+    params(("appeal_id" = String, Path, description = "The appeal's UUID")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The decided appeal", body = serde_json::Value),
+        (status = 400, description = "INVALID_FIELD `decision` or `reason`", body = crate::openapi::ProblemDoc),
+        (status = 401, description = "OPERATOR_UNAUTHORIZED", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "OPERATOR_FORBIDDEN: a hospital operator", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "APPEAL_NOT_FOUND", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "APPEAL_ALREADY_DECIDED", body = crate::openapi::ProblemDoc),
+    ),
+    security(("internal_token" = []))
+)]
+#[post("/ops/v1/appeals/{appeal_id}/decision")]
+pub async fn decide_appeal(
+    state: web::Data<GatewayState>,
+    operator: OpsOperator,
+    path: web::Path<String>,
+    body: jyt_web::Json<Decision>,
+) -> Result<HttpResponse, GatewayError> {
+    operator.require_city("deciding an appeal")?;
+    let appeal = Uuid::parse_str(&path).map_err(|_| RequestError::invalid("appeal_id", "must be a UUID"))?;
+    if !["waive", "refuse"].contains(&body.0.decision.as_str()) {
+        return Err(RequestError::invalid("decision", "must be `waive` or `refuse`").into());
+    }
+    let payload = serde_json::json!({
+        "decision": body.0.decision,
+        "reason": body.0.reason,
+        "operator": format!("gateway/operator:{}", operator.0.login),
+    });
+    let answer = state
+        .patients
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/appeals/{appeal}/decision"),
+            Some(&payload),
+            None,
+        )
+        .await?;
+    if answer.status.is_success() {
+        tracing::info!(operator = %operator.0.login, %appeal, "appeal decided by an operator");
+    }
+    Ok(answer.into_response())
+}
+
+/// Percent-encode a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
