@@ -32,8 +32,9 @@ command -v python3 >/dev/null || { log "python3 is required"; exit 1; }
 ensure_postgres
 ensure_redis
 
-log "building channel-accounting"
+log "building channel-accounting and the console city"
 cargo build --locked -p channel-accounting --bin channel-accounting
+cargo build --locked -p jyt-system-tests --example console-city
 bin=$target/debug/channel-accounting
 # One hospital's operator, to check that they never see another hospital.
 hospital_password=pumch-browser-$(python3 -c 'import uuid; print(uuid.uuid4().hex[:8])')
@@ -53,9 +54,12 @@ psql "$JYT_TEST_PG_ADMIN_URL" -qc "CREATE DATABASE \"$db\"" >/dev/null
 
 service_pid=""
 driver_pid=""
+city_pid=""
 cleanup() {
   local pid
-  for pid in $service_pid $driver_pid; do
+  # The console city stops on SIGINT (the test kit keeps SIGTERM for itself).
+  [ -n "$city_pid" ] && kill -INT "$city_pid" 2>/dev/null
+  for pid in $service_pid $driver_pid $city_pid; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -80,6 +84,13 @@ JYT_CHANNEL_ACCOUNTING__TELEMETRY__LOG_FILTER=warn \
   "$bin" >"$out/channel-accounting.log" 2>&1 &
 service_pid=$!
 
+# A real city (gateway, two hospitals, card-issuing) with its own console
+# wired to the gateway's relay, from the system tests' kit: fresh databases
+# and Redis prefix, port 0 everywhere. It prints one JSON line, then runs
+# until killed.
+"$target/debug/examples/console-city" >"$out/city.json" 2>"$out/city.log" &
+city_pid=$!
+
 driver_port=$(free_port)
 chromedriver --port="$driver_port" >"$out/chromedriver.log" 2>&1 &
 driver_pid=$!
@@ -89,6 +100,14 @@ wait_for "channel-accounting" curl -sfo /dev/null "http://127.0.0.1:$port/readyz
 wait_for "chromedriver" curl -sfo /dev/null "http://127.0.0.1:$driver_port/status" \
   || { cat "$out/chromedriver.log" >&2; exit 1; }
 
+# Its patient's no-show takes the hospital's sweeper a few seconds.
+for _ in $(seq 1 300); do
+  grep -q console_url "$out/city.json" && break
+  kill -0 "$city_pid" 2>/dev/null || { cat "$out/city.log" >&2; exit 1; }
+  sleep 0.3
+done
+grep -q console_url "$out/city.json" || { log "the console city did not start in 90 s"; exit 1; }
+
 log "driving the console in headless Chromium"
 python3 tests/browser/console_test.py \
   --base-url "http://127.0.0.1:$port" \
@@ -97,5 +116,6 @@ python3 tests/browser/console_test.py \
   --webdriver "http://127.0.0.1:$driver_port" \
   --screenshots "$shots" \
   --hospital-login pumch_ops \
-  --hospital-password "$hospital_password"
+  --hospital-password "$hospital_password" \
+  --city "$(head -1 "$out/city.json")"
 log "browser test green in $(( $(date +%s) - started )) s"

@@ -11,9 +11,14 @@ hospitals, as the city operator and as one hospital's operator (who must
 never see another hospital), and screenshotted into --screenshots; the
 screenshots are checked: CJK text is drawn as glyphs, not as boxes.
 
+With --city (the JSON line tests/examples/console_city.rs prints: a console
+wired to a real gateway, hospitals and card-issuing), it also works the
+relay's pages: an appeal waived with a reason, 加号 from a capacity request,
+the dead letters, and the audit trail naming the operator.
+
 usage: console_test.py --base-url URL --redis-url URL --prefix P
                        --webdriver URL --screenshots DIR
-                       --hospital-login LOGIN --hospital-password PW
+                       --hospital-login LOGIN --hospital-password PW [--city JSON]
 """
 
 import argparse
@@ -371,6 +376,7 @@ def main():
     for arg in ["--base-url", "--redis-url", "--prefix", "--webdriver", "--screenshots",
                 "--hospital-login", "--hospital-password"]:
         ap.add_argument(arg, required=True)
+    ap.add_argument("--city")
     a = ap.parse_args()
     os.makedirs(a.screenshots, exist_ok=True)
 
@@ -403,6 +409,8 @@ def main():
     try:
         city_pages(browser, a, bookings, pumch_slot, release)
         hospital_pages(browser, a, release)
+        if a.city:
+            relay_pages(browser, a, json.loads(a.city), redis)
     finally:
         browser.quit()
 
@@ -501,6 +509,80 @@ def hospital_pages(browser, a, release):
     browser.click("#audit-form button[type=submit]")
     wait_until("the other hospital refused", lambda: browser.text("#audit-error").startswith("hospital:"))
     print("hospital operator: pumch only on every page", flush=True)
+
+
+def relay_pages(browser, a, city, redis):
+    """The pages behind the gateway's relay, on a real city."""
+    base, password = city["console_url"], city["password"]
+    browser.click("#logout")
+    log_in(browser, base, "city_ops", password)
+
+    # An appeal: refused without a reason, then waived with one.
+    visit(browser, "appeals", lambda: len(rows_of(browser, "appeals-table")) == 1, a.screenshots, "appeals")
+    row = rows_of(browser, "appeals-table")[0]
+    assert row[1] == "pumch" and row[4] == "pending", row
+    browser.click("#appeals-table tbody tr:first-child button")
+    wait_until("the reason refusal", lambda: browser.text("#appeals-error").startswith("reason:"))
+    assert browser.script("return document.querySelector('#appeals-table input[name=reason]').getAttribute('aria-invalid');") == "true"
+    browser.type("#appeals-table input[name=reason]", "交通管制，有证明")
+    browser.click("#appeals-table tbody tr:first-child button")
+    wait_until("the appeal waived", lambda: len(rows_of(browser, "appeals-table")) == 0)
+    assert browser.text("#appeals-result").startswith("waived"), browser.text("#appeals-result")
+
+    # 加号: a waitlist's request for one of pumch's real schedules.
+    status, token = http("POST", base + "/v1/operators/login",
+                         json.dumps({"login": "city_ops", "password": password}), {"Content-Type": "application/json"})
+    assert status == 200, token
+    auth = {"Authorization": "Bearer " + token["token"]}
+    status, day = http("GET", f"{base}/v1/console/hospitals/pumch/schedules?date={city['visit_date']}", headers=auth)
+    assert status == 200 and day["schedules"], day
+    schedule = day["schedules"][-1]
+    publish(redis, city["redis_prefix"], "events:slot-inventory", "waitlist.capacity_requested",
+            {"schema": 1, "hospital_id": "pumch", "schedule_id": schedule["schedule_id"], "waiting": 9,
+             "schedule": {"external_id": schedule["doctor_id"] + "-" + schedule["session"],
+                          "doctor_external_id": schedule["doctor_id"], "visit_date": city["visit_date"],
+                          "session": schedule["session"]},
+             "segment_ids": [s["slot_id"].split("-", 1)[1] for s in schedule["slots"]]},
+            datetime.now(timezone.utc))
+    visit(browser, "capacity", lambda: len(rows_of(browser, "capacity-table")) == 1, a.screenshots, "capacity-open")
+    browser.click("#capacity-table button.jiahao")
+    wait_until("the segments loaded", lambda: browser.script("return document.getElementById('jiahao-segment').options.length;") > 0)
+    before = schedule["slots"][0]["capacity"]
+    browser.clear("#jiahao-capacity")
+    browser.type("#jiahao-capacity", "-1")
+    browser.click("#jiahao-form button[type=submit]")
+    wait_until("the capacity refusal", lambda: browser.text("#jiahao-error").startswith("capacity:"))
+    browser.clear("#jiahao-capacity")
+    browser.type("#jiahao-capacity", str(before + 3))
+    browser.click("#jiahao-form button[type=submit]")
+    wait_until("加号 done", lambda: browser.text("#jiahao-result").startswith(f"capacity now {before + 3}"))
+    browser.screenshot(os.path.join(a.screenshots, "capacity-jiahao.png"))
+    wait_until("the request answered", lambda: (browser.click("#capacity-form button[type=submit]") or True)
+               and len(rows_of(browser, "capacity-table")) == 0)
+
+    # The audit trail names the operator for the 加号, the appeal and the waiver.
+    def trail():
+        browser.click("#audit-form button[type=submit]")
+        return {(r[2], r[3]) for r in rows_of(browser, "audit-table")} >= {
+            ("capacity", "gateway/operator:city_ops"), ("appeal", "gateway/operator:city_ops"),
+            ("waiver", "gateway/operator:city_ops")}
+    browser.script("location.hash = '#audit';")
+    wait_until("the operator's changes audited", trail)
+    browser.screenshot(os.path.join(a.screenshots, "audit-operator.png"))
+
+    # Dead letters: none in this city; the page answers for the city.
+    visit(browser, "dead-letters", lambda: browser.text("#dead-count") == "(0)", a.screenshots, "dead-letters")
+
+    # pumch's operator: their hospital's appeals, no decisions, no dead letters.
+    browser.click("#logout")
+    log_in(browser, base, "pumch_ops", password)
+    browser.script("document.getElementById('appeals-status').value = 'all';")
+    visit(browser, "appeals", lambda: len(rows_of(browser, "appeals-table")) == 1, a.screenshots, "appeals-hospital")
+    assert browser.script("return document.querySelectorAll('#appeals-table button').length;") == 0
+    assert browser.script("return document.querySelector('#pages a[data-page=\"dead-letters\"]').hidden;")
+    browser.script("location.hash = '#dead-letters';")
+    wait_until("dead letters refused", lambda: browser.text("#dead-error").startswith("role:"))
+    print("relay pages: appeal waived, 加号 answered, audit names the operator, dead letters city-only", flush=True)
 
 
 if __name__ == "__main__":

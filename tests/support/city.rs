@@ -737,3 +737,90 @@ pub async fn problem(res: reqwest::Response) -> serde_json::Value {
     assert_eq!(ct, "application/problem+json", "error answers are problem+json");
     res.json().await.unwrap()
 }
+
+// A pending appeal, for the console's tests: every step through the gateway.
+
+async fn signed_call(
+    city: &TestCity,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let res = city.signed("wechat", method, path, body).send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A patient of `h` with a no-show and a pending appeal against it,
+/// all through the gateway as the WeChat app; the appeal's id.
+pub async fn pending_appeal(city: &TestCity, h: &TestHospital, slot: &SlotRef, key: &str) -> String {
+    let seq = Uuid::new_v4().as_u128() % 1000;
+    let first17 = format!("11010519800101{seq:03}");
+    let check = jyt_domain::id_number::id_check_char(first17.as_bytes()).unwrap();
+    let id_number = format!("{first17}{}", char::from(check));
+    let body = serde_json::json!({ "name": "李四", "id_number": id_number, "phone": "13912345678" });
+    let (status, person) = signed_call(city, Method::POST, "/v1/patients", Some(&body)).await;
+    assert_eq!(status, 201, "{person}");
+    let person = person["person_id"].as_str().unwrap().to_owned();
+    let res = city
+        .signed(
+            "wechat",
+            Method::POST,
+            &format!("/v1/patients/{person}/ecard"),
+            None,
+        )
+        .header("Idempotency-Key", Uuid::new_v4().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let card: serde_json::Value = res.json().await.unwrap();
+    let res = city
+        .book_with(
+            "wechat",
+            key,
+            &serde_json::json!({ "slot_id": slot.to_string(), "card_number": card["card_number"] }),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let booking: serde_json::Value = res.json().await.unwrap();
+    if booking["status"] == "held" {
+        assert_eq!(city.pay("wechat", &booking).await.status(), 200);
+    }
+    // The visit passes unattended: the hospital's sweeper marks the no-show.
+    h.sql(&format!(
+        "UPDATE segments SET starts_at = now() - interval '3 hours', ends_at = now() - interval '2 hours' WHERE id = '{}'",
+        slot.id
+    ))
+    .await;
+    let standing = format!("/v1/patients/{person}/standing");
+    let event = jyt_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        "the no-show counted",
+        || async {
+            let (_, s) = signed_call(city, Method::GET, &standing, None).await;
+            s["no_shows"][0]["event_id"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    let (status, appeal) = signed_call(
+        city,
+        Method::POST,
+        &format!("/v1/patients/{person}/appeals"),
+        Some(&serde_json::json!({ "no_show_event_id": event, "reason": "路上堵车" })),
+    )
+    .await;
+    assert_eq!(
+        (status, appeal["status"].as_str()),
+        (201, Some("pending")),
+        "{appeal}"
+    );
+    appeal["appeal_id"].as_str().unwrap().to_owned()
+}
+
+impl TestCity {
+    /// See [`pending_appeal`].
+    pub async fn pending_appeal(&self, h: &TestHospital, slot: &SlotRef, key: &str) -> String {
+        pending_appeal(self, h, slot, key).await
+    }
+}
