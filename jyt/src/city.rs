@@ -130,7 +130,15 @@ pub async fn start(
         env.push((format!("{h}DISTRICT"), hospital.district.clone()));
         env.push((format!("{h}LEVEL"), hospital.level.clone()));
     }
-    let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env))?).await?;
+    let gateway_settings = gateway::Settings::load_from(&sources(env))?;
+    // The console reaches hospitals through the gateway's operators' relay
+    // with the gateway-ops key, derived from the gateway's master secret.
+    let ops_key = jyt_signing::internal::derive_key(
+        secrecy::ExposeSecret::expose_secret(&gateway_settings.internal_auth.master_secret).as_bytes(),
+        jyt_signing::internal::GATEWAY_OPS,
+    );
+    let gateway = gateway::Application::build(gateway_settings).await?;
+    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
     print_signing_help(&format!("http://127.0.0.1:{}", gateway.port()), &credentials);
     running.push(Running {
         name: "gateway".into(),
@@ -163,6 +171,8 @@ pub async fn start(
     let mut env = common(p, settings.ports.channel_accounting, Some(&url), e, key_prefix);
     // The console's demo login (credentials.console), on this machine only.
     env.push((format!("{p}OPERATORS__DEMO_ACCOUNT"), "true".to_owned()));
+    env.push((format!("{p}GATEWAY__URL"), gateway_url));
+    env.push((format!("{p}GATEWAY__OPS_KEY"), ops_key));
     let accounting =
         channel_accounting::Application::build(channel_accounting::Settings::load_from(&sources(env))?)
             .await?;

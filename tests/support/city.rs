@@ -90,6 +90,105 @@ pub async fn spawn_accounting(redis_prefix: &str) -> (String, String, String) {
     (url, database_url, token)
 }
 
+/// The password of every operator [`spawn_console`] seeds.
+pub const CONSOLE_PASSWORD: &str = "console-ops-test-password";
+
+/// The test gateway's master secret (its default, accepted in tests): the
+/// console's relay key is derived from it as a deployment would.
+pub const GATEWAY_MASTER_SECRET: &str = "demo-internal-master-OACaUc5IYpMnFt8Rmg8IpdpDo8ILNPY";
+
+/// channel-accounting as the operators' console, with the gateway relay
+/// (`gateway.url`) pointing at `gateway_url`; operators `city_ops` (city)
+/// and `<hospital>_ops` for each of `hospitals`, all with
+/// [`CONSOLE_PASSWORD`].
+pub struct TestConsole {
+    pub url: String,
+    pub database_url: String,
+    pub http: reqwest::Client,
+}
+
+pub async fn spawn_console(redis_prefix: &str, gateway_url: &str, hospitals: &[&str]) -> TestConsole {
+    let database_url = jyt_testkit::fresh_database("console").await;
+    let p = "JYT_CHANNEL_ACCOUNTING__";
+    let hash =
+        channel_accounting::auth::hash_password_with(CONSOLE_PASSWORD, 1024, 1).expect("hashing a password");
+    let ops_key = jyt_signing::internal::derive_key(
+        GATEWAY_MASTER_SECRET.as_bytes(),
+        jyt_signing::internal::GATEWAY_OPS,
+    );
+    let mut env = vec![
+        (format!("{p}HTTP__PORT"), "0".to_owned()),
+        (format!("{p}HTTP__WORKERS"), "1".to_owned()),
+        (format!("{p}POSTGRES__URL"), database_url.clone()),
+        (format!("{p}REDIS__URLS"), jyt_testkit::redis_url()),
+        (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
+        (format!("{p}CONSUMER__NAME"), "test-console".to_owned()),
+        (format!("{p}OPERATORS__DEMO_ACCOUNT"), "false".to_owned()),
+        (format!("{p}GATEWAY__URL"), gateway_url.to_owned()),
+        (format!("{p}GATEWAY__OPS_KEY"), ops_key),
+        (
+            format!("{p}OPERATORS__ACCOUNTS__CITY_OPS__PASSWORD_HASH"),
+            hash.clone(),
+        ),
+        (
+            format!("{p}OPERATORS__ACCOUNTS__CITY_OPS__ROLE"),
+            "city".to_owned(),
+        ),
+    ];
+    for h in hospitals {
+        let a = format!("{p}OPERATORS__ACCOUNTS__{}_OPS__", h.to_ascii_uppercase());
+        env.push((format!("{a}PASSWORD_HASH"), hash.clone()));
+        env.push((format!("{a}ROLE"), "hospital".to_owned()));
+        env.push((format!("{a}HOSPITAL_ID"), (*h).to_owned()));
+    }
+    let settings = channel_accounting::Settings::load_from(&sources(env)).expect("console test settings");
+    let app = channel_accounting::Application::build(settings)
+        .await
+        .expect("channel-accounting starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestConsole {
+        url,
+        database_url,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestConsole {
+    /// A session token for `login`.
+    pub async fn login(&self, login: &str) -> String {
+        let answer: serde_json::Value = self
+            .http
+            .post(format!("{}/v1/operators/login", self.url))
+            .json(&serde_json::json!({ "login": login, "password": CONSOLE_PASSWORD }))
+            .send()
+            .await
+            .expect("console login")
+            .json()
+            .await
+            .expect("a login answer");
+        answer["token"].as_str().expect("a session token").to_owned()
+    }
+
+    /// `method path` as the operator holding `token` (`None`: no session).
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("a console answer")
+    }
+}
+
 /// Start card-issuing on this Redis prefix.
 pub async fn spawn_cards(redis_prefix: &str) -> TestCards {
     let database_url = jyt_testkit::fresh_database("cards").await;
@@ -637,4 +736,91 @@ pub async fn problem(res: reqwest::Response) -> serde_json::Value {
         .to_owned();
     assert_eq!(ct, "application/problem+json", "error answers are problem+json");
     res.json().await.unwrap()
+}
+
+// A pending appeal, for the console's tests: every step through the gateway.
+
+async fn signed_call(
+    city: &TestCity,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let res = city.signed("wechat", method, path, body).send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A patient of `h` with a no-show and a pending appeal against it,
+/// all through the gateway as the WeChat app; the appeal's id.
+pub async fn pending_appeal(city: &TestCity, h: &TestHospital, slot: &SlotRef, key: &str) -> String {
+    let seq = Uuid::new_v4().as_u128() % 1000;
+    let first17 = format!("11010519800101{seq:03}");
+    let check = jyt_domain::id_number::id_check_char(first17.as_bytes()).unwrap();
+    let id_number = format!("{first17}{}", char::from(check));
+    let body = serde_json::json!({ "name": "李四", "id_number": id_number, "phone": "13912345678" });
+    let (status, person) = signed_call(city, Method::POST, "/v1/patients", Some(&body)).await;
+    assert_eq!(status, 201, "{person}");
+    let person = person["person_id"].as_str().unwrap().to_owned();
+    let res = city
+        .signed(
+            "wechat",
+            Method::POST,
+            &format!("/v1/patients/{person}/ecard"),
+            None,
+        )
+        .header("Idempotency-Key", Uuid::new_v4().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let card: serde_json::Value = res.json().await.unwrap();
+    let res = city
+        .book_with(
+            "wechat",
+            key,
+            &serde_json::json!({ "slot_id": slot.to_string(), "card_number": card["card_number"] }),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let booking: serde_json::Value = res.json().await.unwrap();
+    if booking["status"] == "held" {
+        assert_eq!(city.pay("wechat", &booking).await.status(), 200);
+    }
+    // The visit passes unattended: the hospital's sweeper marks the no-show.
+    h.sql(&format!(
+        "UPDATE segments SET starts_at = now() - interval '3 hours', ends_at = now() - interval '2 hours' WHERE id = '{}'",
+        slot.id
+    ))
+    .await;
+    let standing = format!("/v1/patients/{person}/standing");
+    let event = jyt_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        "the no-show counted",
+        || async {
+            let (_, s) = signed_call(city, Method::GET, &standing, None).await;
+            s["no_shows"][0]["event_id"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    let (status, appeal) = signed_call(
+        city,
+        Method::POST,
+        &format!("/v1/patients/{person}/appeals"),
+        Some(&serde_json::json!({ "no_show_event_id": event, "reason": "路上堵车" })),
+    )
+    .await;
+    assert_eq!(
+        (status, appeal["status"].as_str()),
+        (201, Some("pending")),
+        "{appeal}"
+    );
+    appeal["appeal_id"].as_str().unwrap().to_owned()
+}
+
+impl TestCity {
+    /// See [`pending_appeal`].
+    pub async fn pending_appeal(&self, h: &TestHospital, slot: &SlotRef, key: &str) -> String {
+        pending_appeal(self, h, slot, key).await
+    }
 }

@@ -25,6 +25,7 @@ use chrono::{Days, NaiveDate};
 use jyt_settings::Sources;
 
 pub use callback::Callback;
+pub use city::{CONSOLE_PASSWORD, GATEWAY_MASTER_SECRET, TestConsole, spawn_console};
 pub use city::{
     Route, TEST_APP_SECRET, TestCards, TestPatient, sign, signed, spawn_cards, spawn_gateway_with,
 };

@@ -8,6 +8,7 @@ mod booking_failures;
 mod booking_owner;
 mod booking_path;
 mod booking_surge;
+mod console_relay;
 mod contract;
 mod delivery_faults;
 mod faults;

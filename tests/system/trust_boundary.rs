@@ -172,6 +172,14 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
             &empty,
         ),
         ("GET", "/federation/v1/fhir/Schedule".into(), &empty),
+        // The operators' relay wants a gateway-ops token, never a signature.
+        ("GET", "/ops/v1/notifications/dead-letters".into(), &empty),
+        ("GET", "/ops/v1/appeals".into(), &empty),
+        (
+            "PUT",
+            format!("/ops/v1/hospitals/tbh/segments/{segment}/capacity"),
+            &empty,
+        ),
     ];
     let mut routes = routes;
     routes.extend(

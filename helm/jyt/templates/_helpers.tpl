@@ -111,8 +111,10 @@ and, when `helm test` is enabled, the test's channel app (its secret from
 the Secret the test pod reads too, jyt.testApp.secretName). card-issuing and each slot-inventory: their own derived key from
 their own Secret (<name>-internal-auth, key secret), and an empty master,
 which drops the demo master of their built-in defaults; so a hospital's pod
-holds neither the master nor another hospital's key. channel-accounting:
-none (it takes no calls from the gateway's internal client).
+holds neither the master nor another hospital's key. channel-accounting
+(when the gateway is enabled): the gateway-ops key from its own Secret, with
+which it mints the tokens of the gateway's operators' relay (/ops/v1); it
+takes no calls from the gateway's internal client.
 Args: dict root, service, secretName (the Secret holding this pod's key).
 */}}
 {{- define "jyt.serviceEnv" -}}
@@ -148,6 +150,12 @@ Args: dict root, service, secretName (the Secret holding this pod's key).
       key: secret
 - name: {{ $prefix }}__INTERNAL_AUTH__MASTER_SECRET
   value: ""
+{{- else if and (eq .service "channel-accounting") $v.gateway.enabled }}
+- name: {{ $prefix }}__GATEWAY__OPS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: secret
 {{- end }}
 {{- end -}}
 
@@ -239,6 +247,9 @@ gateway's: jyt.config.registry, rendered once by services.yaml).
 {{- end -}}
 {{- if eq .service "gateway" -}}
 {{- $config = printf "%s\n\n%s%s" $config (include "jyt.config.gateway" .root) (default "" .registry) -}}
+{{- end -}}
+{{- if and (eq .service "channel-accounting") .root.Values.gateway.enabled -}}
+{{- $config = printf "%s\n\n[gateway]\n# The gateway's operators' relay (/ops/v1); ops_key comes from the Secret.\nurl = %s" $config (include "jyt.tomlString" (printf "http://%s-gateway:%d" (include "jyt.fullname" .root) (.root.Values.gateway.port | int))) -}}
 {{- end -}}
 {{- with $cfg.extraConfig -}}
 {{- $reserved := ternary (list "hospitals" "channel_apps") (list) (eq $.service "gateway") -}}

@@ -32,6 +32,10 @@ pub enum AccountingError {
     /// than let through uncounted.
     #[error("the login throttle is unavailable: {0}")]
     CacheUnavailable(String),
+    /// The gateway's operators' relay is not configured or not answering:
+    /// 加号 and dead letters are out of reach, nothing was changed.
+    #[error("the gateway relay is unavailable: {0}")]
+    RelayUnavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -47,6 +51,7 @@ impl AccountingError {
             AccountingError::StatementMalformed { .. } => "STATEMENT_MALFORMED",
             AccountingError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             AccountingError::CacheUnavailable(_) => "CACHE_UNAVAILABLE",
+            AccountingError::RelayUnavailable(_) => "RELAY_UNAVAILABLE",
             AccountingError::Internal(_) => "INTERNAL",
         }
     }
@@ -84,9 +89,9 @@ impl ResponseError for AccountingError {
             AccountingError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             AccountingError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AccountingError::StatementMalformed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            AccountingError::DatabaseUnavailable(_) | AccountingError::CacheUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AccountingError::DatabaseUnavailable(_)
+            | AccountingError::CacheUnavailable(_)
+            | AccountingError::RelayUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AccountingError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +129,12 @@ impl ResponseError for AccountingError {
             AccountingError::CacheUnavailable(reason) => {
                 tracing::error!(code = self.code(), %reason, "request failed");
                 Problem::new(status, self.code(), "Logins are briefly unavailable").to_response(Some(1))
+            }
+            AccountingError::RelayUnavailable(reason) => {
+                tracing::warn!(code = self.code(), %reason, "relay failed");
+                Problem::new(status, self.code(), "The gateway relay is unavailable")
+                    .detail(self.to_string())
+                    .to_response(Some(2))
             }
             AccountingError::Internal(e) => {
                 tracing::error!(code = self.code(), error = format!("{e:#}"), "request failed");

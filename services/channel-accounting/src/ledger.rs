@@ -18,6 +18,11 @@
 //! - `card.topped_up`: a prepaid top-up in the money ledger (hospital '').
 //!   `card.fee_paid` and `card.refunded` are the card side of fees and
 //!   refunds already counted from the booking events, so they count nothing.
+//! - `booking.held`, and `booking.confirmed` of a free visit (confirmed at
+//!   once): a seat taken in its second, for the surge view; `attempts.tallied`
+//!   spreads its attempts over `traffic_second` by its `seconds`.
+//! - capacity changes, stops, waivers, appeal decisions and capacity
+//!   requests: see [`crate::audit`].
 
 use chrono::{DateTime, NaiveDate, Utc};
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
@@ -103,8 +108,12 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
     let hospital = p.text("hospital_id");
     let channel = p.text("channel");
     let counter = |c: Counter| bump(client, day, &hospital, &channel, c);
+    if crate::audit::apply(client, event).await? {
+        return Ok(());
+    }
     match event.event_type.as_str() {
         "booking.confirmed" => confirmed(client, event, day, &p).await?,
+        "booking.held" => seat_taken(client, event.occurred_at, &hospital, &channel).await?,
         "booking.cancelled" => counter(Counter::Cancellations).await?,
         "booking.expired" => counter(Counter::Expiries).await?,
         "booking.checked_in" => counter(Counter::CheckIns).await?,
@@ -202,6 +211,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
                     &[&minute, &hospital, &channel, &attempts, &sold_out],
                 )
                 .await?;
+            seconds(client, minute, &hospital, &channel, p.0.get("seconds")).await?;
         }
         "card.topped_up" => {
             money(
@@ -262,6 +272,11 @@ async fn confirmed<C: GenericClient>(
             &[&minute_of(event.occurred_at), &hospital, &channel],
         )
         .await?;
+    if fee == 0 {
+        // Free visits are confirmed at once: the seat was taken now. (Paid
+        // ones were counted when held.)
+        seat_taken(client, event.occurred_at, &hospital, &channel).await?;
+    }
     if fee > 0 {
         money(
             client,
@@ -274,6 +289,69 @@ async fn confirmed<C: GenericClient>(
             p.detail().opt_text("payment_reference"),
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// The second an instant falls in (UTC).
+pub fn second_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+async fn seat_taken<C: GenericClient>(
+    client: &C,
+    at: DateTime<Utc>,
+    hospital: &str,
+    channel: &str,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "INSERT INTO traffic_second (second, hospital_id, channel, bookings) VALUES ($1, $2, $3, 1)
+             ON CONFLICT (second, hospital_id, channel) DO UPDATE
+                SET bookings = traffic_second.bookings + 1",
+            &[&second_of(at), &hospital, &channel],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A tallied minute's `seconds`: `[second of the minute, attempts,
+/// sold-out]` for each second that had attempts. Malformed entries are
+/// skipped; the minute's totals are kept either way.
+async fn seconds<C: GenericClient>(
+    client: &C,
+    minute: DateTime<Utc>,
+    hospital: &str,
+    channel: &str,
+    seconds: Option<&Value>,
+) -> anyhow::Result<()> {
+    for entry in seconds.and_then(Value::as_array).into_iter().flatten() {
+        let Some([s, attempts, sold_out]) = entry
+            .as_array()
+            .and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<i64>>>())
+            .and_then(|v| <[i64; 3]>::try_from(v).ok())
+        else {
+            continue;
+        };
+        if !(0..60).contains(&s) {
+            continue;
+        }
+        client
+            .execute(
+                "INSERT INTO traffic_second (second, hospital_id, channel, attempts, sold_out)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (second, hospital_id, channel) DO UPDATE
+                    SET attempts = traffic_second.attempts + EXCLUDED.attempts,
+                        sold_out = traffic_second.sold_out + EXCLUDED.sold_out",
+                &[
+                    &(minute + chrono::Duration::seconds(s)),
+                    &hospital,
+                    &channel,
+                    &attempts.max(0),
+                    &sold_out.max(0),
+                ],
+            )
+            .await?;
     }
     Ok(())
 }

@@ -10,17 +10,22 @@
 //! - [`consumer`]: read, apply, acknowledge; consumer-lag metric.
 //! - [`ledger`]: applies one event exactly once (event id unique in
 //!   PostgreSQL); what each event type does.
+//! - [`audit`]: the audit trail (capacity, stops, waivers, appeals, with
+//!   their actor) and the waitlists' 加号 requests, from events.
 //! - [`auth`]: operators (roles city / hospital), password hashes, sessions.
+//! - [`relay`]: the client of the gateway's operators' relay (`/ops/v1`).
 //! - [`reconcile`]: the statement file format, matching, mismatches.
 //! - [`routes`]: reports (`/v1/reports/*`, JSON or CSV), login, statements,
 //!   the console page and its overview.
 //! - [`error`]: [`AccountingError`] and its machine codes.
 
+pub mod audit;
 pub mod auth;
 pub mod consumer;
 pub mod error;
 pub mod ledger;
 pub mod reconcile;
+pub mod relay;
 pub mod routes;
 pub mod settings;
 pub mod startup;

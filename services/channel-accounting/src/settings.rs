@@ -7,6 +7,7 @@ use jyt_settings::{
     HttpSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources, TelemetrySettings,
     Validate,
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub const SERVICE: &str = "channel-accounting";
@@ -21,6 +22,21 @@ pub struct Settings {
     pub consumer: ConsumerSettings,
     pub fees: FeeSettings,
     pub operators: OperatorSettings,
+    pub gateway: GatewayRelaySettings,
+}
+
+/// The gateway's operators' relay (`/ops/v1`), through which the console
+/// reaches what only the gateway may: hospitals' capacity and the
+/// notification dead letters. Empty `url`: those pages answer 503
+/// `RELAY_UNAVAILABLE`, the rest of the console works.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewayRelaySettings {
+    pub url: String,
+    /// The `gateway-ops` audience key: hex(SHA-256(master ‖ ":gateway-ops")),
+    /// derived from the gateway's master secret, which we never hold.
+    pub ops_key: SecretString,
+    pub token_lifetime_seconds: i64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +154,7 @@ impl Validate for Settings {
                 "must be between 1 and 86400 (a day)",
             ));
         }
+        self.gateway.validate()?;
         for (login, account) in &self.operators.accounts {
             let key = |k: &str| format!("operators.accounts.{login}.{k}");
             if login.is_empty()
@@ -196,6 +213,9 @@ impl Validate for Settings {
         if self.operators.demo_account {
             secrets.push(("operators.demo_account".to_owned(), crate::auth::DEMO_PASSWORD));
         }
+        if !self.gateway.ops_key.expose_secret().is_empty() {
+            secrets.push(("gateway.ops_key".to_owned(), self.gateway.ops_key.expose_secret()));
+        }
         secrets
     }
 }
@@ -216,6 +236,40 @@ impl Settings {
         } else {
             self.consumer.name.clone()
         }
+    }
+}
+
+impl GatewayRelaySettings {
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(Invalid::new("gateway.url", "must be an http:// or https:// URL"));
+        }
+        if self.ops_key.expose_secret().len() < 32 {
+            return Err(Invalid::new(
+                "gateway.ops_key",
+                "must be the gateway-ops key (at least 32 characters) when gateway.url is set",
+            ));
+        }
+        if !(10..=300).contains(&self.token_lifetime_seconds) {
+            return Err(Invalid::new(
+                "gateway.token_lifetime_seconds",
+                "must be between 10 and 300",
+            ));
+        }
+        if !(100..=60_000).contains(&self.timeout_ms) {
+            return Err(Invalid::new(
+                "gateway.timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        Ok(())
     }
 }
 

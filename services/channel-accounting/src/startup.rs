@@ -89,6 +89,9 @@ impl Application {
         let readiness = web::Data::new(readiness);
         let fees = web::Data::new(settings.fees.clone());
         let operators = web::Data::new(settings.operators.clone());
+        let relay = web::Data::new(routes::operations::RelayHandle(
+            crate::relay::Relay::new(&settings.gateway).context("building the gateway relay client")?,
+        ));
         let login_throttle = web::Data::new(auth::throttle::LoginThrottle::new(
             redis.clone(),
             keyspace.clone(),
@@ -104,6 +107,7 @@ impl Application {
                 .app_data(readiness.clone())
                 .app_data(fees.clone())
                 .app_data(operators.clone())
+                .app_data(relay.clone())
                 .app_data(login_throttle.clone())
                 .app_data(body_limit)
                 .app_data(ops_port)

@@ -1,8 +1,15 @@
-// The operators' console: log in, then poll /v1/console/overview and draw.
+// The operators' console: log in, then one page at a time (the URL's
+// #hash): the overview, the release surge, the waitlists' 加号 requests and
+// the audit trail, each polling its own JSON document.
 // Plain DOM and <canvas>; no framework, no build step, nothing from a CDN.
 "use strict";
 
 const REFRESH_MS = 10000;
+// The surge moves in seconds: poll it faster than the day's overview.
+const SURGE_REFRESH_MS = 2000;
+const PAGES = ["overview", "surge", "capacity", "audit", "appeals", "dead-letters"];
+// The signed-in operator's role, from /v1/operators/me.
+let role = null;
 const TOKEN_KEY = "jyt-accounting-token";
 const CHANNEL_COLOURS = {
   wechat: "#1aad19", kiosk: "#1f6feb", phone114: "#d97706", window: "#6b7785",
@@ -23,16 +30,45 @@ const num = (n) => Number(n).toLocaleString("zh-CN");
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-async function api(path, options = {}) {
+// A refused request: the problem's text, and the field it names.
+class Refused extends Error {
+  constructor(problem, status) {
+    super((problem.field ? problem.field + ": " : "") + (problem.detail || problem.title || status) + (problem.line ? " (line " + problem.line + ")" : ""));
+    this.field = problem.field || null;
+  }
+}
+
+async function fetchAuthed(path, options = {}) {
   const headers = Object.assign({ Authorization: "Bearer " + token() }, options.headers || {});
   const res = await fetch(path, Object.assign({}, options, { headers }));
   if (res.status === 401) { logout(); throw new Error("session ended; log in again"); }
-  const body = await res.json().catch(() => null);
-  if (!res.ok) {
-    const p = body || {};
-    throw new Error((p.detail || p.title || res.statusText) + (p.line ? " (line " + p.line + ")" : ""));
+  if (!res.ok) throw new Refused((await res.json().catch(() => null)) || {}, res.statusText);
+  return res;
+}
+
+async function api(path, options = {}) {
+  return (await fetchAuthed(path, options)).json();
+}
+
+// Show a refusal beside its form, and mark the input the server named.
+function refusedIn(form, errorId, e) {
+  form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
+  $(errorId).textContent = e ? e.message : "";
+  if (e && e.field) {
+    const input = form.querySelector('[name="' + CSS.escape(e.field) + '"]');
+    if (input) input.setAttribute("aria-invalid", "true");
   }
-  return body;
+}
+
+// The form's non-empty fields as query parameters.
+function formParams(form) {
+  const params = new URLSearchParams();
+  form.querySelectorAll("input[name], select[name]").forEach((el) => {
+    if (el.closest("[hidden]")) return;
+    const v = el.value.trim();
+    if (v) params.set(el.name, v);
+  });
+  return params;
 }
 
 async function login(event) {
@@ -55,15 +91,36 @@ function logout() {
   sessionStorage.removeItem(TOKEN_KEY);
   if (t) fetch("/v1/operators/session", { method: "DELETE", headers: { Authorization: "Bearer " + t } }).catch(() => {});
   clearInterval(timer);
-  $("dashboard").hidden = true; $("who").hidden = true; $("login-view").hidden = false;
+  document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = true; });
+  $("pages").hidden = true; $("who").hidden = true; $("login-view").hidden = false;
 }
 
-function show() {
-  $("login-view").hidden = true; $("dashboard").hidden = false; $("who").hidden = false;
+async function show() {
+  $("login-view").hidden = true; $("who").hidden = false; $("pages").hidden = false;
   if (!$("date").value) $("date").value = beijingToday();
-  refresh();
+  try {
+    const me = await api("/v1/operators/me");
+    $("operator").textContent = me.login + " (" + me.role + (me.hospital_id ? " · " + me.hospital_id : "") + ")";
+    // A hospital operator has one hospital: no hospital filters to fill.
+    role = me.role;
+    document.querySelectorAll(".city-only").forEach((el) => { el.hidden = me.role !== "city"; });
+  } catch (e) {
+    $("operator").textContent = e.message;
+  }
+  showPage();
+}
+
+// The page the URL names (#surge ...), polled at its own pace.
+function showPage() {
+  const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : "overview";
+  document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
+  document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  timer = setInterval(refresh, REFRESH_MS);
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, appeals: loadAppeals, "dead-letters": loadDeadLetters }[page];
+  load();
+  if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
+  if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
+  if (page === "capacity") timer = setInterval(loadCapacity, REFRESH_MS);
 }
 
 async function refresh() {
@@ -82,7 +139,6 @@ async function refresh() {
 }
 
 function render(o) {
-  $("operator").textContent = o.operator + " (" + o.role + (o.hospital && o.role === "hospital" ? " · " + o.hospital : "") + ")";
   $("hospital-filter").hidden = o.role !== "city";
   $("reconciliation").hidden = o.reconciliation === null;
   const t = o.totals;
@@ -253,6 +309,300 @@ async function upload(event) {
   }
 }
 
+// ---- Surge: the release instant, second by second ----
+
+// A Beijing datetime-local value (no zone) as an RFC 3339 instant.
+function beijingInstant(local) {
+  if (!local) return "";
+  return (local.length === 16 ? local + ":00" : local) + "+08:00";
+}
+
+async function loadSurge() {
+  const form = $("surge-form");
+  const params = formParams(form);
+  if (params.has("until")) params.set("until", beijingInstant(params.get("until")));
+  try {
+    const s = await api("/v1/console/surge?" + params);
+    refusedIn(form, "surge-error", null);
+    renderSurge(s);
+    // A past window refreshes too: its attempts arrive after their minute.
+    $("surge-updated").textContent = "updated " + new Date().toLocaleTimeString("zh-CN", { hour12: false }) +
+      " · refreshes every " + SURGE_REFRESH_MS / 1000 + " s";
+  } catch (e) {
+    refusedIn(form, "surge-error", e);
+  }
+}
+
+function renderSurge(s) {
+  const t = s.totals;
+  const at = (iso) => new Date(iso).toLocaleTimeString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" });
+  $("surge-window").textContent = "(" + at(s.from) + " – " + at(s.until) + " Beijing" + (s.hospital ? " · " + s.hospital : "") + ")";
+  $("surge-attempts").textContent = num(t.attempts);
+  $("surge-sold-out").textContent = num(t.sold_out);
+  $("surge-bookings").textContent = num(t.bookings);
+  $("surge-peak").textContent = num(Math.max(0, ...s.seconds.map((p) => p.bookings)));
+  $("surge-note").textContent = "Seats taken arrive with their bookings; attempts arrive once the hospital closes the minute, " +
+    "so those after " + at(s.attempts_complete_until) + " may still grow. " + s.hospitals.length + " hospitals, busiest first.";
+  drawSurge(s.seconds);
+  const max = Math.max(1, ...s.hospitals.map((h) => h.attempts));
+  $("surge-table").tBodies[0].replaceChildren(...s.hospitals.map((h) => {
+    const tr = row([h.hospital_id, num(h.attempts), num(h.sold_out), num(h.bookings), num(h.peak_bookings_per_second), ""], [1, 2, 3, 4]);
+    // A bar beside the number, so thirty hospitals compare at a glance.
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = Math.round((60 * h.attempts) / max) + "px";
+    tr.cells[1].prepend(bar);
+    tr.cells[5].textContent = h.channels.map((c) => c.channel + " " + num(c.attempts) + " · " + num(c.bookings)).join("  ");
+    tr.cells[5].className = "channels";
+    return tr;
+  }));
+}
+
+function drawSurge(points) {
+  const [c, ctx] = canvasContext("surge-chart");
+  const pad = { l: 40, r: 56, t: 10, b: 24 };
+  const w = c.width - pad.l - pad.r, h = c.height - pad.t - pad.b;
+  const max = Math.max(1, ...points.map((p) => p.bookings));
+  const maxAttempts = Math.max(1, ...points.map((p) => p.attempts));
+  const step = w / Math.max(1, points.length);
+  ctx.strokeStyle = "#d9dee4";
+  for (let i = 0; i <= 4; i++) {
+    const y = pad.t + h - (h * i) / 4;
+    ctx.beginPath(); ctx.moveTo(pad.l, y); ctx.lineTo(pad.l + w, y); ctx.stroke();
+    ctx.fillStyle = "#0a7d5a"; ctx.fillText(String(Math.round((max * i) / 4)), 4, y + 4);
+    ctx.fillStyle = "#d97706"; ctx.fillText(String(Math.round((maxAttempts * i) / 4)), pad.l + w + 4, y + 4);
+  }
+  ctx.fillStyle = "#0a7d5a";
+  points.forEach((p, i) => {
+    const bh = (p.bookings / max) * h;
+    ctx.fillRect(pad.l + i * step + (step > 3 ? 1 : 0), pad.t + h - bh, Math.max(1, step - (step > 3 ? 2 : 0)), bh);
+  });
+  ctx.strokeStyle = "#d97706"; ctx.lineWidth = 1.5; ctx.beginPath();
+  points.forEach((p, i) => {
+    const x = pad.l + i * step + step / 2, y = pad.t + h - (p.attempts / maxAttempts) * h;
+    if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+  });
+  ctx.stroke(); ctx.lineWidth = 1;
+  ctx.fillStyle = "#6b7785";
+  const labels = Math.min(points.length, 10);
+  for (let k = 0; k < labels; k++) {
+    const i = Math.floor((k * (points.length - 1)) / Math.max(1, labels - 1));
+    ctx.fillText(points[i].second, Math.min(pad.l + i * step, c.width - 50), c.height - 6);
+  }
+}
+
+// ---- 加号 requests ----
+
+async function loadCapacity() {
+  const form = $("capacity-form");
+  try {
+    const r = await api("/v1/console/capacity-requests?" + formParams(form));
+    refusedIn(form, "capacity-error", null);
+    const when = (iso) => (iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" }) : "–");
+    $("capacity-count").textContent = "(" + r.requests.length + " " + r.status + ")";
+    $("capacity-table").tBodies[0].replaceChildren(...r.requests.map((q) => {
+      // The hospital's own ids (what its HIS answers 加号 with), else ours.
+      const h = q.schedule || {};
+      const sched = h.external_id ? [h.external_id, h.doctor_external_id, h.visit_date, h.session].filter(Boolean).join(" · ") : q.schedule_id;
+      const tr = row([q.hospital_id, sched, num(q.waiting), q.waiting_now === null ? "–" : num(q.waiting_now), when(q.requested_at),
+        when(q.answered_at), q.answered_by || "–", q.added_seats === null ? "–" : "+" + q.added_seats, ""], [2, 3, 7]);
+      if (!q.answered_at) {
+        tr.className = "open";
+        const b = document.createElement("button");
+        b.type = "button"; b.className = "jiahao"; b.textContent = "加号";
+        b.addEventListener("click", () => openJiahao(q));
+        tr.cells[8].appendChild(b);
+      }
+      return tr;
+    }));
+  } catch (e) {
+    refusedIn(form, "capacity-error", e);
+  }
+}
+
+// The request being answered with 加号.
+let answering = null;
+
+function openJiahao(q) {
+  answering = q;
+  const form = $("jiahao-form");
+  form.hidden = false;
+  refusedIn(form, "jiahao-error", null);
+  $("jiahao-result").textContent = "";
+  $("jiahao-title").textContent = q.hospital_id + " · schedule " + ((q.schedule || {}).external_id || q.schedule_id) + " · " + q.waiting + " waiting";
+  $("jiahao-date").value = (q.schedule || {}).visit_date || "";
+  $("jiahao-segment").replaceChildren();
+  $("jiahao-capacity").value = "";
+  if ($("jiahao-date").value) loadSegments();
+}
+
+// The schedule's segments with their capacity, from the hospital through
+// the gateway's relay; the request's own schedule first.
+async function loadSegments() {
+  const form = $("jiahao-form");
+  if (!answering) return;
+  try {
+    const day = await api("/v1/console/hospitals/" + encodeURIComponent(answering.hospital_id) +
+      "/schedules?date=" + encodeURIComponent($("jiahao-date").value));
+    refusedIn(form, "jiahao-error", null);
+    const options = [];
+    for (const s of day.schedules || []) {
+      if (s.schedule_id !== answering.schedule_id) continue;
+      for (const slot of s.slots) {
+        const o = document.createElement("option");
+        o.value = slot.slot_id.slice(slot.slot_id.indexOf("-") + 1);
+        o.dataset.capacity = slot.capacity;
+        o.textContent = slot.starts_at.slice(11, 16) + " · " + s.department + " " + s.doctor + " · capacity " + slot.capacity + ", " + slot.remaining + " left";
+        options.push(o);
+      }
+    }
+    $("jiahao-segment").replaceChildren(...options);
+    if (!options.length) $("jiahao-error").textContent = "date: no segment of this schedule on that date";
+    else $("jiahao-capacity").value = Number(options[0].dataset.capacity) + 2;
+  } catch (e) {
+    refusedIn(form, "jiahao-error", e);
+  }
+}
+
+async function submitJiahao(event) {
+  event.preventDefault();
+  const form = $("jiahao-form");
+  if (!answering) return;
+  const segment = $("jiahao-segment").value || "-";
+  const raw = $("jiahao-capacity").value.trim();
+  try {
+    const r = await api("/v1/console/hospitals/" + encodeURIComponent(answering.hospital_id) + "/segments/" +
+      encodeURIComponent(segment) + "/capacity", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      // Sent as typed: the server names a bad number, not the page.
+      body: JSON.stringify({ capacity: raw === "" ? null : Number.isNaN(Number(raw)) ? raw : Number(raw) }),
+    });
+    refusedIn(form, "jiahao-error", null);
+    $("jiahao-result").textContent = "capacity now " + r.capacity + "; " + r.promoted_from_waitlist + " waiting patients got a seat";
+    loadCapacity();
+  } catch (e) {
+    refusedIn(form, "jiahao-error", e);
+  }
+}
+
+// ---- Bars and appeals ----
+
+async function loadAppeals() {
+  const form = $("appeals-form");
+  try {
+    const r = await api("/v1/console/appeals?" + formParams(form));
+    refusedIn(form, "appeals-error", null);
+    const when = (iso) => (iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" }) : "–");
+    $("appeals-count").textContent = "(" + r.appeals.length + ")";
+    $("appeals-table").tBodies[0].replaceChildren(...r.appeals.map((a) => {
+      const tr = row([when(a.created_at), a.hospital_id, a.booking_id, a.reason, a.status + (a.automatic ? " (automatic)" : ""),
+        a.decided_by || "–", a.decision_reason || "–", ""]);
+      tr.cells[7].className = "city-only";
+      tr.cells[7].hidden = role !== "city";
+      if (a.status === "pending" && role === "city") {
+        const reason = document.createElement("input");
+        reason.name = "reason"; reason.placeholder = "reason"; reason.size = 16;
+        const waive = document.createElement("button");
+        waive.type = "button"; waive.textContent = "Waive";
+        const refuse = document.createElement("button");
+        refuse.type = "button"; refuse.textContent = "Refuse"; refuse.className = "secondary";
+        waive.addEventListener("click", () => decideAppeal(a.appeal_id, "waive", reason));
+        refuse.addEventListener("click", () => decideAppeal(a.appeal_id, "refuse", reason));
+        tr.cells[7].append(reason, " ", waive, " ", refuse);
+      }
+      return tr;
+    }));
+  } catch (e) {
+    refusedIn(form, "appeals-error", e);
+  }
+}
+
+async function decideAppeal(id, decision, reasonInput) {
+  reasonInput.removeAttribute("aria-invalid");
+  try {
+    await api("/v1/console/appeals/" + encodeURIComponent(id) + "/decision", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ decision, reason: reasonInput.value }),
+    });
+    $("appeals-error").textContent = "";
+    $("appeals-result").textContent = (decision === "waive" ? "waived " : "refused ") + id;
+    loadAppeals();
+  } catch (e) {
+    $("appeals-error").textContent = e.message;
+    if (e.field === "reason") reasonInput.setAttribute("aria-invalid", "true");
+  }
+}
+
+// ---- Notification dead letters ----
+
+async function loadDeadLetters() {
+  try {
+    const d = await api("/v1/console/dead-letters");
+    $("dead-error").textContent = "";
+    $("dead-count").textContent = "(" + d.dead_letters.length + ")";
+    $("dead-table").tBodies[0].replaceChildren(...d.dead_letters.map((l) => {
+      const tr = row([l.id, l.app_id, l.event_type, num(l.attempts), l.last_error || "–", l.body.length > 120 ? l.body.slice(0, 120) + "…" : l.body, ""], [3]);
+      tr.cells[5].className = "channels";
+      const b = document.createElement("button");
+      b.type = "button"; b.textContent = "Replay";
+      b.addEventListener("click", () => replayDead(l.id));
+      tr.cells[6].appendChild(b);
+      return tr;
+    }));
+  } catch (e) {
+    $("dead-error").textContent = e.message;
+  }
+}
+
+async function replayDead(id) {
+  try {
+    await api("/v1/console/dead-letters/" + encodeURIComponent(id) + "/replay", { method: "POST" });
+    $("dead-result").textContent = "replayed " + id;
+    loadDeadLetters();
+  } catch (e) {
+    $("dead-error").textContent = e.message;
+  }
+}
+
+// ---- Audit trail ----
+
+async function loadAudit() {
+  const form = $("audit-form");
+  try {
+    const a = await api("/v1/console/audit?" + formParams(form));
+    refusedIn(form, "audit-error", null);
+    $("audit-count").textContent = "(" + a.entries.length + (a.truncated ? "+, narrow the query or export CSV" : "") +
+      " from " + a.from + " to " + a.to + (a.slot ? " · provenance of " + a.slot : "") + ")";
+    $("audit-table").tBodies[0].replaceChildren(...a.entries.map((e) => row([
+      new Date(e.occurred_at).toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" }),
+      e.hospital_id || "–", e.kind, e.actor, e.slot_id || e.schedule_id || e.person_id || "–", e.summary,
+    ])));
+  } catch (e) {
+    refusedIn(form, "audit-error", e);
+  }
+}
+
+// The export needs the session's bearer token, so it is fetched and handed
+// to the browser as a file rather than linked.
+async function exportAudit() {
+  const form = $("audit-form");
+  const params = formParams(form);
+  params.set("format", "csv");
+  try {
+    const res = await fetchAuthed("/v1/console/audit?" + params);
+    refusedIn(form, "audit-error", null);
+    const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || "audit.csv";
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(await res.blob());
+    a.download = name;
+    document.body.appendChild(a); a.click(); a.remove();
+  } catch (e) {
+    refusedIn(form, "audit-error", e);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
@@ -266,5 +616,15 @@ document.addEventListener("DOMContentLoaded", () => {
     sortKey = key;
     if (last) renderHospitals();
   }));
+  $("surge-form").addEventListener("submit", (e) => { e.preventDefault(); loadSurge(); });
+  $("capacity-form").addEventListener("submit", (e) => { e.preventDefault(); loadCapacity(); });
+  $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(); });
+  $("audit-csv").addEventListener("click", exportAudit);
+  $("jiahao-form").addEventListener("submit", submitJiahao);
+  $("jiahao-load").addEventListener("click", loadSegments);
+  $("jiahao-cancel").addEventListener("click", () => { $("jiahao-form").hidden = true; answering = null; });
+  $("dead-reload").addEventListener("click", loadDeadLetters);
+  $("appeals-form").addEventListener("submit", (e) => { e.preventDefault(); loadAppeals(); });
+  window.addEventListener("hashchange", () => { if (token()) showPage(); });
   if (token()) show();
 });

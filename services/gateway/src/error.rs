@@ -86,6 +86,10 @@ pub enum GatewayError {
     OperatorUnauthorized,
     #[error("no dead letter `{0}`")]
     DeadLetterNotFound(String),
+    /// A console operator's role does not allow this (a hospital operator
+    /// on a city-wide operation).
+    #[error("{0}")]
+    OperatorForbidden(String),
     #[error("hospital `{0}` is not a member of the platform")]
     HospitalNotFound(String),
     /// A hospital's credentials used on another hospital's data.
@@ -143,6 +147,7 @@ pub const ALL_CODES: &[&str] = &[
     "PAYMENT_CALLBACK_REQUIRED",
     "OPERATOR_UNAUTHORIZED",
     "DEAD_LETTER_NOT_FOUND",
+    "OPERATOR_FORBIDDEN",
     "HOSPITAL_NOT_FOUND",
     "HOSPITAL_FORBIDDEN",
     "HOSPITAL_UNAVAILABLE",
@@ -182,6 +187,9 @@ pub const ALL_CODES: &[&str] = &[
     "CARD_CANCELLED",
     "NOT_AN_ECARD",
     "REFERENCE_REUSED",
+    // From card-issuing's appeals, passed through by /ops/v1/appeals.
+    "APPEAL_NOT_FOUND",
+    "APPEAL_ALREADY_DECIDED",
     // From card-issuing, passed through by the patient services
     // (/v1/patients, /v1/family-verifications).
     "ID_NUMBER_MALFORMED",
@@ -231,6 +239,7 @@ impl GatewayError {
             GatewayError::PaymentCallbackRequired => "PAYMENT_CALLBACK_REQUIRED",
             GatewayError::OperatorUnauthorized => "OPERATOR_UNAUTHORIZED",
             GatewayError::DeadLetterNotFound(_) => "DEAD_LETTER_NOT_FOUND",
+            GatewayError::OperatorForbidden(_) => "OPERATOR_FORBIDDEN",
             GatewayError::HospitalNotFound(_) => "HOSPITAL_NOT_FOUND",
             GatewayError::HospitalForbidden => "HOSPITAL_FORBIDDEN",
             GatewayError::HospitalUnavailable { .. } => "HOSPITAL_UNAVAILABLE",
@@ -269,6 +278,7 @@ impl GatewayError {
             GatewayError::PaymentCallbackRequired => "Pay through the payment notification",
             GatewayError::OperatorUnauthorized => "Operator unauthorized",
             GatewayError::DeadLetterNotFound(_) => "No such dead letter",
+            GatewayError::OperatorForbidden(_) => "Operator forbidden",
             GatewayError::HospitalNotFound(_) => "Unknown hospital",
             GatewayError::HospitalForbidden => "Another hospital's data",
             GatewayError::HospitalUnavailable { .. } => "Hospital unavailable",
@@ -303,6 +313,7 @@ impl ResponseError for GatewayError {
             | GatewayError::PaymentInProgress => StatusCode::CONFLICT,
             GatewayError::NotYourBooking
             | GatewayError::HospitalForbidden
+            | GatewayError::OperatorForbidden(_)
             | GatewayError::PatientProofRequired
             | GatewayError::CardOfAnotherChannel
             | GatewayError::NotYourPatient => StatusCode::FORBIDDEN,
@@ -359,6 +370,7 @@ impl ResponseError for GatewayError {
                 Problem::new(status, self.code(), self.title()).to_response(None)
             }
             GatewayError::PatientProofRequired => problem.field("ecard_token").to_response(None),
+            GatewayError::OperatorForbidden(_) => problem.field("role").to_response(None),
             GatewayError::MemberChannelUnreachable(reason) => {
                 tracing::warn!(code = self.code(), %reason, "a member's app did not take a code");
                 Problem::new(status, self.code(), self.title()).to_response(Some(5))
@@ -406,6 +418,7 @@ mod tests {
             GatewayError::PaymentCallbackRequired,
             GatewayError::OperatorUnauthorized,
             GatewayError::DeadLetterNotFound(String::new()),
+            GatewayError::OperatorForbidden(String::new()),
             GatewayError::HospitalNotFound(String::new()),
             GatewayError::HospitalForbidden,
             GatewayError::HospitalUnavailable {

@@ -72,6 +72,12 @@ pub struct ProblemDoc {
         crate::routes::federation::follow_up,
         crate::notify::list_dead,
         crate::notify::replay_dead,
+        crate::routes::ops::dead_letters,
+        crate::routes::ops::replay_dead_letter,
+        crate::routes::ops::schedules,
+        crate::routes::ops::set_capacity,
+        crate::routes::ops::appeals,
+        crate::routes::ops::decide_appeal,
         crate::routes::patients::register,
         crate::routes::patients::get,
         crate::routes::patients::cards,
@@ -129,6 +135,10 @@ pub fn document_json() -> &'static serde_json::Value {
                     "description": "Signed like a channel request, with the hospital's key id in X-App-Id (federation API)."
                 },
                 "operator_token": { "type": "http", "scheme": "bearer", "description": "An operator's bearer token (dead letters)." },
+                "internal_token": {
+                    "type": "apiKey", "in": "header", "name": "X-Internal-Token",
+                    "description": "The operators' relay (/ops/v1): an internal token for audience gateway-ops naming the acting console operator, minted by the console's backend."
+                },
                 "signed_request": {
                     "type": "apiKey", "in": "header", "name": "X-Signature",
                     "description": "With X-App-Id, X-Timestamp and X-Nonce; see the README's \"Signed requests\"."

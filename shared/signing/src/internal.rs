@@ -40,6 +40,65 @@ const VERSION: &str = "v1";
 /// The audience of card-issuing.
 pub const CARD_ISSUING: &str = "card-issuing";
 
+/// The audience of the gateway's operator relay (`/ops/v1`), which the
+/// console's backend (channel-accounting) calls on behalf of an operator.
+pub const GATEWAY_OPS: &str = "gateway-ops";
+
+/// A console operator as the relay's tokens carry them: in the caller
+/// name, so that the signature covers who acts and for which hospital,
+/// and a token minted for one hospital's operator cannot be bent to
+/// another hospital by a header.
+///
+/// ```text
+/// operator:city:-:<login>            a city operator
+/// operator:hospital:<hospital>:<login>
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActingOperator {
+    pub login: String,
+    /// `None` for a city operator, else the operator's one hospital.
+    pub hospital: Option<String>,
+}
+
+impl ActingOperator {
+    /// The caller name, or `None` when the login or hospital holds a
+    /// character a token cannot carry (`A-Za-z0-9-_.` only; `:` separates).
+    pub fn caller(&self) -> Option<String> {
+        let part = |s: &str| plain(s) && !s.contains(':');
+        let caller = match &self.hospital {
+            None => format!("operator:city:-:{}", self.login),
+            Some(h) => format!("operator:hospital:{h}:{}", self.login),
+        };
+        (part(&self.login) && self.hospital.as_deref().is_none_or(part) && plain(&caller)).then_some(caller)
+    }
+
+    /// The operator a verified caller name stands for.
+    pub fn from_caller(caller: &str) -> Option<Self> {
+        let mut parts = caller.split(':');
+        let (Some("operator"), Some(role), Some(hospital), Some(login), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if login.is_empty() {
+            return None;
+        }
+        let hospital = match (role, hospital) {
+            ("city", "-") => None,
+            ("hospital", h) if !h.is_empty() && h != "-" => Some(h.to_owned()),
+            _ => return None,
+        };
+        Some(Self {
+            login: login.to_owned(),
+            hospital,
+        })
+    }
+}
+
 /// The audience of one hospital's slot-inventory.
 pub fn hospital_audience(hospital: &str) -> String {
     format!("slot-inventory:{hospital}")
@@ -253,6 +312,41 @@ impl Minter {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn acting_operators_round_trip_through_the_caller_name() {
+        let city = ActingOperator {
+            login: "ops".into(),
+            hospital: None,
+        };
+        let ann = ActingOperator {
+            login: "pumch_ops".into(),
+            hospital: Some("pumch".into()),
+        };
+        assert_eq!(city.caller().as_deref(), Some("operator:city:-:ops"));
+        assert_eq!(ann.caller().as_deref(), Some("operator:hospital:pumch:pumch_ops"));
+        for op in [&city, &ann] {
+            assert_eq!(
+                ActingOperator::from_caller(&op.caller().unwrap()).as_ref(),
+                Some(op)
+            );
+        }
+        let odd = ActingOperator {
+            login: "a:b".into(),
+            hospital: None,
+        };
+        assert_eq!(odd.caller(), None, "a colon would shift the fields");
+        for bad in [
+            "gateway",
+            "operator:city:pumch:x",
+            "operator:hospital:-:x",
+            "operator:city:-:",
+            "operator:root:-:x",
+        ] {
+            assert_eq!(ActingOperator::from_caller(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     const MASTER: &[u8] = b"a master secret of the platform, 32+ bytes long";

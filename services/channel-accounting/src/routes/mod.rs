@@ -1,10 +1,14 @@
 //! HTTP routes; each file holds one resource's handlers.
 
+pub mod audit;
+pub mod capacity_requests;
 pub mod console;
+pub mod operations;
 pub mod operators;
 pub mod query;
 pub mod reconciliation;
 pub mod reports;
+pub mod surge;
 
 use actix_web::web;
 
@@ -18,6 +22,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(reconciliation::import)
         .service(reconciliation::list)
         .service(console::overview)
+        .service(audit::trail)
+        .service(capacity_requests::list)
+        .service(surge::surge)
+        .service(operations::schedules)
+        .service(operations::set_capacity)
+        .service(operations::dead_letters)
+        .service(operations::replay)
+        .service(operations::appeals)
+        .service(operations::decide_appeal)
         .service(console::page)
         .service(console::script)
         .service(console::style);

@@ -2,6 +2,7 @@
 //! against its own fresh PostgreSQL database and Redis key prefix, and
 //! writes events straight into the Redis streams with XADD.
 
+mod control_room;
 mod events;
 mod helpers;
 mod operators;

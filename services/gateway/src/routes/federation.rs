@@ -50,11 +50,32 @@ async fn pass(
     path: &str,
     body: Option<web::Bytes>,
 ) -> Result<HttpResponse, GatewayError> {
+    pass_with(state, hospital, method, path, HeaderMap::new(), body).await
+}
+
+async fn pass_with(
+    state: &GatewayState,
+    hospital: &HospitalId,
+    method: reqwest::Method,
+    path: &str,
+    headers: HeaderMap,
+    body: Option<web::Bytes>,
+) -> Result<HttpResponse, GatewayError> {
     let answer = state
         .upstreams
-        .forward(hospital, method, path, HeaderMap::new(), body.map(|b| b.to_vec()))
+        .forward(hospital, method, path, headers, body.map(|b| b.to_vec()))
         .await?;
     Ok(answer.into_response())
+}
+
+/// The hospital's key named as the actor of a change (capacity, stop), for
+/// the audit trail; key ids are plain ASCII names from settings.
+fn actor_headers(caller: &HospitalCaller) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&format!("hospital-key:{}", caller.key_id)) {
+        headers.insert("X-Actor", value);
+    }
+    headers
 }
 
 /// Idempotent bulk upsert of departments, doctors and schedules (with
@@ -110,7 +131,16 @@ pub async fn set_capacity(
     let hospital = own(&caller, &path.0)?;
     let segment = uuid_of("segment_id", &path.1)?;
     let target = format!("/v1/segments/{segment}/capacity");
-    pass(&state, &hospital, reqwest::Method::PUT, &target, Some(body)).await
+    let headers = actor_headers(&caller);
+    pass_with(
+        &state,
+        &hospital,
+        reqwest::Method::PUT,
+        &target,
+        headers,
+        Some(body),
+    )
+    .await
 }
 
 /// 停诊, with a reason.
@@ -135,7 +165,16 @@ pub async fn stop(
     let hospital = own(&caller, &path.0)?;
     let schedule = uuid_of("schedule_id", &path.1)?;
     let target = format!("/v1/schedules/{schedule}/stop");
-    pass(&state, &hospital, reqwest::Method::POST, &target, Some(body)).await
+    let headers = actor_headers(&caller);
+    pass_with(
+        &state,
+        &hospital,
+        reqwest::Method::POST,
+        &target,
+        headers,
+        Some(body),
+    )
+    .await
 }
 
 /// The patient arrived at the hospital (`arrive`) or the visit ended

@@ -6,6 +6,7 @@ pub mod cards;
 pub mod family;
 pub mod federation;
 pub mod hospitals;
+pub mod ops;
 pub mod patient_actions;
 pub mod patients;
 pub mod payments;
@@ -25,6 +26,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(crate::openapi::document)
         .service(crate::notify::list_dead)
         .service(crate::notify::replay_dead)
+        // The operators' relay: each handler checks the `gateway-ops`
+        // token and the operator it names (`ops::OpsOperator`).
+        .service(ops::dead_letters)
+        .service(ops::replay_dead_letter)
+        .service(ops::schedules)
+        .service(ops::set_capacity)
+        .service(ops::appeals)
+        .service(ops::decide_appeal)
         // The public FHIR reads (capability statement, SMART bulk feed)
         // are registered before the signed `/fhir` scope, which would
         // otherwise take every `/fhir/...` path.

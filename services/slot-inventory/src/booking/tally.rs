@@ -3,6 +3,11 @@
 //! counted in memory and written to the outbox as one `attempts.tallied`
 //! event per channel and minute once the minute is over. A crash loses at
 //! most the current minute's tallies, never a booking.
+//!
+//! Each minute also keeps its seconds, sent as `seconds` (`[second of the
+//! minute, attempts, sold-out]` for each second that had attempts): the
+//! operators' surge view shows the release instant second by second, and
+//! a minute's total hides the one second that carries it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,10 +19,42 @@ use super::BookOutcome;
 use crate::error::SlotError;
 use crate::state::AppState;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     pub attempts: u64,
     pub sold_out: u64,
+    /// `[attempts, sold-out]` per second of the minute.
+    pub seconds: [[u32; 2]; 60],
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            attempts: 0,
+            sold_out: 0,
+            seconds: [[0; 2]; 60],
+        }
+    }
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.attempts += other.attempts;
+        self.sold_out += other.sold_out;
+        for (mine, theirs) in self.seconds.iter_mut().zip(other.seconds.iter()) {
+            mine[0] = mine[0].saturating_add(theirs[0]);
+            mine[1] = mine[1].saturating_add(theirs[1]);
+        }
+    }
+
+    /// The seconds that had attempts, as the event carries them.
+    pub fn busy_seconds(&self) -> Vec<[u32; 3]> {
+        (0u32..)
+            .zip(self.seconds.iter())
+            .filter(|(_, c)| c[0] > 0)
+            .map(|(s, c)| [s, c[0], c[1]])
+            .collect()
+    }
 }
 
 /// A channel in one minute (the minute's start).
@@ -40,9 +77,13 @@ impl AttemptTally {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counts = minutes.entry((channel, minute)).or_default();
+        let second = usize::try_from((now - minute).num_seconds().clamp(0, 59)).unwrap_or(0);
+        let sold_out = matches!(result, Err(SlotError::SlotSoldOut));
         counts.attempts += 1;
-        if matches!(result, Err(SlotError::SlotSoldOut)) {
+        counts.seconds[second][0] = counts.seconds[second][0].saturating_add(1);
+        if sold_out {
             counts.sold_out += 1;
+            counts.seconds[second][1] = counts.seconds[second][1].saturating_add(1);
         }
     }
 
@@ -68,9 +109,7 @@ impl AttemptTally {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (k, c) in taken {
-            let counts = minutes.entry(k).or_default();
-            counts.attempts += c.attempts;
-            counts.sold_out += c.sold_out;
+            minutes.entry(k).or_default().add(&c);
         }
     }
 
@@ -112,6 +151,7 @@ async fn write(state: &AppState, taken: &[(ChannelMinute, Counts)]) -> Result<()
                 "minute": minute.to_rfc3339(),
                 "attempts": counts.attempts,
                 "sold_out": counts.sold_out,
+                "seconds": counts.busy_seconds(),
             }),
         )
         .await?;

@@ -51,7 +51,19 @@ pub struct StopOutcome {
     pub offers: Vec<Offer>,
 }
 
+/// [`stop_by`] for jyt's own tools and tests, which act as themselves.
 pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result<StopOutcome, SlotError> {
+    stop_by(state, schedule, req, "local").await
+}
+
+/// 停诊 on behalf of `actor`, who is named in the `schedule.stopped` event
+/// (the audit trail's record of the stop).
+pub async fn stop_by(
+    state: &AppState,
+    schedule: Uuid,
+    req: &StopRequest,
+    actor: &str,
+) -> Result<StopOutcome, SlotError> {
     let reason = req.reason.trim();
     if reason.is_empty() || reason.chars().count() > 200 {
         return Err(RequestError::invalid("reason", "must be 1 to 200 characters").into());
@@ -84,6 +96,27 @@ pub async fn stop(state: &AppState, schedule: Uuid, req: &StopRequest) -> Result
     .await?;
     let (stopped, refunds) = stop_bookings(&tx, state, schedule, reason, now).await?;
     let waiting = leave_waitlist(&tx, state, schedule, reason).await?;
+    // Every slot of the schedule, so each slot's provenance shows the stop.
+    let slot_ids: Vec<String> = crate::booking::waitlist_queries::segment_ids(&tx, schedule)
+        .await?
+        .into_iter()
+        .map(|segment| SlotRef::new(state.hospital.clone(), segment).to_string())
+        .collect();
+    jyt_events::append(
+        &tx,
+        "schedule.stopped",
+        &schedule.to_string(),
+        &serde_json::json!({
+            "schema": 1,
+            "hospital_id": state.hospital,
+            "schedule_id": schedule,
+            "reason": reason,
+            "stopped_bookings": stopped.len(),
+            "slot_ids": slot_ids,
+            "actor": actor,
+        }),
+    )
+    .await?;
     tx.commit().await?;
     drop(client);
     state.relay.wake();

@@ -1,7 +1,7 @@
 //! The hospital's side (reached only through the gateway's federation
 //! API, which checks the hospital's credentials).
 
-use actix_web::{HttpResponse, get, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use jyt_web::{Json, Query, RequestError};
 use uuid::Uuid;
 
@@ -22,13 +22,15 @@ pub async fn publish_schedules(
 /// 停诊.
 #[post("/v1/schedules/{schedule_id}/stop")]
 pub async fn stop_schedule(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: Json<stop::StopRequest>,
 ) -> Result<HttpResponse, SlotError> {
     let schedule =
         Uuid::parse_str(&path).map_err(|_| RequestError::invalid("schedule_id", "must be a UUID"))?;
-    Ok(HttpResponse::Ok().json(stop::stop(&state, schedule, &body.0).await?))
+    let actor = super::actor(&req)?;
+    Ok(HttpResponse::Ok().json(stop::stop_by(&state, schedule, &body.0, &actor).await?))
 }
 
 #[post("/v1/bookings/{booking_id}/arrive")]

@@ -5,9 +5,10 @@ pub mod federation;
 pub mod patients;
 pub mod schedules;
 
-use actix_web::web;
+use actix_web::{HttpMessage, HttpRequest, web};
 use jyt_domain::BookingRef;
 use jyt_web::RequestError;
+use jyt_web::internal::InternalCaller;
 
 use crate::error::SlotError;
 use crate::settings::LockKind;
@@ -16,6 +17,32 @@ use crate::settings::LockKind;
 pub(crate) fn booking_ref(raw: &str) -> Result<BookingRef, SlotError> {
     raw.parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
+}
+
+/// The header in which the gateway names the person or system behind a
+/// change (a hospital's federation key, a console operator), for the
+/// audit trail the change's event feeds.
+pub const ACTOR_HEADER: &str = "X-Actor";
+
+/// Who made a change: the internal caller (only it can reach this
+/// service), and the actor it vouches for when it names one, e.g.
+/// `gateway/operator:pumch_ops`. A malformed `X-Actor` is refused rather
+/// than recorded half-read.
+pub(crate) fn actor(req: &HttpRequest) -> Result<String, SlotError> {
+    let caller = req
+        .extensions()
+        .get::<InternalCaller>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.clone());
+    let Some(value) = req.headers().get(ACTOR_HEADER) else {
+        return Ok(caller);
+    };
+    let named = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| !c.is_control()))
+        .ok_or_else(|| RequestError::invalid(ACTOR_HEADER, "must be 1 to 128 printable characters"))?;
+    Ok(format!("{caller}/{named}"))
 }
 
 /// Every route; `lock` binds `POST /v1/bookings` to the Redis design or,

@@ -61,12 +61,14 @@ pub async fn get_waitlist_entry(
 /// new capacity and how many waiting patients the new seats went to.
 #[put("/v1/segments/{segment_id}/capacity")]
 pub async fn set_capacity(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: Json<capacity::CapacityChange>,
 ) -> Result<HttpResponse, SlotError> {
     let segment = uuid_of("segment_id", &path)?;
-    let promoted = capacity::set_segment_capacity(&state, segment, &body.0).await?;
+    let actor = super::actor(&req)?;
+    let promoted = capacity::set_segment_capacity_by(&state, segment, &body.0, &actor).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "segment_id": segment,
         "capacity": body.0.capacity,

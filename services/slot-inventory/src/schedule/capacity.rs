@@ -3,7 +3,11 @@
 //! highest booked seat. New seats go to the schedule's waitlist first: the
 //! segment is reloaded from PostgreSQL, and the reload keeps seats back for
 //! everyone waiting before anyone else can book them.
+//!
+//! Every change writes a `segment.capacity_changed` event (before, after,
+//! who) in the same transaction: the audit trail's record of the slot.
 
+use jyt_domain::SlotRef;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -22,12 +26,23 @@ pub struct CapacityChange {
     pub capacity: i32,
 }
 
-/// Set a segment's capacity; answers how many patients the new seats went
-/// to from the waitlist.
+/// [`set_segment_capacity_by`] for jyt's own tools and tests, which act as
+/// themselves.
 pub async fn set_segment_capacity(
     state: &AppState,
     segment: Uuid,
     change: &CapacityChange,
+) -> Result<usize, SlotError> {
+    set_segment_capacity_by(state, segment, change, "local").await
+}
+
+/// Set a segment's capacity on behalf of `actor`; answers how many
+/// patients the new seats went to from the waitlist.
+pub async fn set_segment_capacity_by(
+    state: &AppState,
+    segment: Uuid,
+    change: &CapacityChange,
+    actor: &str,
 ) -> Result<usize, SlotError> {
     if !(0..=MAX_SEGMENT_CAPACITY).contains(&change.capacity) {
         return Err(RequestError::invalid(
@@ -42,13 +57,15 @@ pub async fn set_segment_capacity(
     let row = tx
         .query_opt(
             "SELECT (SELECT coalesce(max(seat_no), 0) FROM bookings
-                      WHERE segment_id = $1 AND status NOT IN ('cancelled', 'expired', 'stopped'))
+                      WHERE segment_id = $1 AND status NOT IN ('cancelled', 'expired', 'stopped')),
+                    capacity
                FROM segments WHERE id = $1 FOR UPDATE",
             &[&segment],
         )
         .await?
         .ok_or_else(|| SlotError::SlotNotFound(segment.to_string()))?;
     let highest_seat: i32 = row.get(0);
+    let before: i32 = row.get(1);
     if change.capacity < highest_seat {
         return Err(RequestError::invalid(
             "capacity",
@@ -61,8 +78,28 @@ pub async fn set_segment_capacity(
         &[&segment, &change.capacity],
     )
     .await?;
+    let slot = SlotRef::new(state.hospital.clone(), segment);
+    jyt_events::append(
+        &tx,
+        "segment.capacity_changed",
+        &slot.to_string(),
+        &serde_json::json!({
+            "schema": 1,
+            "hospital_id": state.hospital,
+            "schedule_id": info.schedule_id,
+            "segment_id": segment,
+            "slot_id": slot,
+            "visit_date": info.visit_date,
+            "starts_at": info.starts_at,
+            "capacity_before": before,
+            "capacity": change.capacity,
+            "actor": actor,
+        }),
+    )
+    .await?;
     tx.commit().await?;
     drop(client);
+    state.relay.wake();
     // Holds taken between the commit and the reload that PostgreSQL does not
     // know yet are caught by its unique seat index and retried.
     reload_segment(state, segment).await?;

@@ -1,0 +1,466 @@
+//! The operators' console reaches hospitals only through the gateway's
+//! relay (`/ops/v1`): 加号 by a hospital operator lands in that hospital's
+//! PostgreSQL and in the audit trail with the operator as actor; another
+//! hospital, an outsider, a channel app and a forged or misdirected token
+//! are refused by the console and again by the gateway, and change nothing.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers below: a failed unwrap is a failed test, with its location"
+)]
+
+use std::time::Duration;
+
+use jyt_domain::SlotRef;
+use jyt_signing::internal::{self, ActingOperator, GATEWAY_OPS};
+use jyt_system_tests::{
+    GATEWAY_MASTER_SECRET, TestCity, TestHospital, eventually, problem, spawn_console, visit_day,
+};
+use reqwest::Method;
+use serde_json::json;
+
+async fn capacity(h: &TestHospital, slot: &SlotRef) -> i32 {
+    let client = h.state.pool.get().await.unwrap();
+    client
+        .query_one("SELECT capacity FROM segments WHERE id = $1", &[&slot.id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A relay token as the console would mint it, for `operator`, with `key`.
+fn token(key: &str, operator: &ActingOperator) -> String {
+    let expires = chrono::Utc::now().timestamp() + 60;
+    internal::mint(key.as_bytes(), &operator.caller().unwrap(), GATEWAY_OPS, expires)
+}
+
+#[tokio::test]
+async fn a_hospital_operator_adds_seats_to_their_own_hospital_only_and_the_trail_names_them() {
+    let city = TestCity::spawn(&["pumch", "tongren"]).await;
+    let (pumch, tongren) = (city.hospital(0), city.hospital(1));
+    let pumch_slot = pumch.seed_visit_day(4).await[0].clone();
+    let tongren_slot = tongren.seed_visit_day(4).await[0].clone();
+    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch", "tongren"]).await;
+    let pumch_ops = console.login("pumch_ops").await;
+    let city_ops = console.login("city_ops").await;
+
+    // The day's schedules, to choose the segment from.
+    let day = visit_day();
+    let res = console
+        .call(
+            Some(&pumch_ops),
+            Method::GET,
+            &format!("/v1/console/hospitals/pumch/schedules?date={day}"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let listing: serde_json::Value = res.json().await.unwrap();
+    assert!(listing.to_string().contains(&pumch_slot.to_string()), "{listing}");
+
+    // 加号 on their own hospital.
+    let path = format!("/v1/console/hospitals/pumch/segments/{}/capacity", pumch_slot.id);
+    let res = console
+        .call(
+            Some(&pumch_ops),
+            Method::PUT,
+            &path,
+            Some(json!({ "capacity": 7 })),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(capacity(pumch, &pumch_slot).await, 7);
+
+    // The audit trail names the operator, through the gateway, for the slot.
+    let trail = format!("/v1/console/audit?slot={pumch_slot}");
+    let http = console.http.clone();
+    let url = format!("{}{trail}", console.url);
+    let entry: serde_json::Value = eventually(Duration::from_secs(15), "the capacity change audited", || {
+        let (http, url, token) = (http.clone(), url.clone(), city_ops.clone());
+        async move {
+            let body: serde_json::Value = http
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            body["entries"].as_array()?.first().cloned()
+        }
+    })
+    .await;
+    assert_eq!(entry["actor"], "gateway/operator:pumch_ops", "{entry}");
+    assert_eq!(entry["kind"], "capacity");
+    assert_eq!(entry["summary"], "capacity 4 → 7 (加号 added)");
+
+    // Another hospital: refused by the console, nothing changed.
+    let other = format!(
+        "/v1/console/hospitals/tongren/segments/{}/capacity",
+        tongren_slot.id
+    );
+    let res = console
+        .call(
+            Some(&pumch_ops),
+            Method::PUT,
+            &other,
+            Some(json!({ "capacity": 9 })),
+        )
+        .await;
+    let body = problem(res).await;
+    assert_eq!(
+        (body["code"].as_str(), body["field"].as_str()),
+        (Some("FORBIDDEN"), Some("hospital"))
+    );
+    let res = console
+        .call(
+            Some(&pumch_ops),
+            Method::GET,
+            &format!("/v1/console/hospitals/tongren/schedules?date={day}"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    // ...and by the gateway, should a console ever ask.
+    let key = internal::derive_key(GATEWAY_MASTER_SECRET.as_bytes(), GATEWAY_OPS);
+    let ann = ActingOperator {
+        login: "pumch_ops".into(),
+        hospital: Some("pumch".into()),
+    };
+    let relay = format!(
+        "{}/ops/v1/hospitals/tongren/segments/{}/capacity",
+        city.gateway_url, tongren_slot.id
+    );
+    let res = city
+        .http
+        .put(&relay)
+        .header(internal::HEADER, token(&key, &ann))
+        .json(&json!({ "capacity": 9 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res).await["code"], "HOSPITAL_FORBIDDEN");
+    assert_eq!(capacity(tongren, &tongren_slot).await, 4);
+
+    // The city operator may act on any hospital.
+    let res = console
+        .call(
+            Some(&city_ops),
+            Method::PUT,
+            &other,
+            Some(json!({ "capacity": 5 })),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(capacity(tongren, &tongren_slot).await, 5);
+}
+
+#[tokio::test]
+async fn the_relay_refuses_outsiders_channel_apps_and_tokens_not_made_for_it() {
+    let city = TestCity::spawn(&["pumch"]).await;
+    let h = city.hospital(0);
+    let slot = h.seed_visit_day(4).await[0].clone();
+    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch"]).await;
+    let relay = format!(
+        "{}/ops/v1/hospitals/pumch/segments/{}/capacity",
+        city.gateway_url, slot.id
+    );
+    let body = json!({ "capacity": 9 });
+    let city_op = ActingOperator {
+        login: "city_ops".into(),
+        hospital: None,
+    };
+    // No token; a channel app's signed request; a token under another
+    // audience's key; a gateway-ops token whose caller is no operator.
+    let ops_key = internal::derive_key(GATEWAY_MASTER_SECRET.as_bytes(), GATEWAY_OPS);
+    let card_key = internal::derive_key(GATEWAY_MASTER_SECRET.as_bytes(), internal::CARD_ISSUING);
+    let not_an_operator = internal::mint(
+        ops_key.as_bytes(),
+        "gateway",
+        GATEWAY_OPS,
+        chrono::Utc::now().timestamp() + 60,
+    );
+    let attempts: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("no token", city.http.put(&relay).json(&body)),
+        (
+            "channel app",
+            city.signed(
+                "wechat",
+                Method::PUT,
+                relay.trim_start_matches(&city.gateway_url),
+                Some(&body),
+            ),
+        ),
+        (
+            "another audience's key",
+            city.http
+                .put(&relay)
+                .header(internal::HEADER, token(&card_key, &city_op))
+                .json(&body),
+        ),
+        (
+            "not an operator",
+            city.http
+                .put(&relay)
+                .header(internal::HEADER, not_an_operator)
+                .json(&body),
+        ),
+    ];
+    for (what, req) in attempts {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{what}");
+        assert_eq!(problem(res).await["code"], "OPERATOR_UNAUTHORIZED", "{what}");
+    }
+    assert_eq!(capacity(h, &slot).await, 4, "nothing changed");
+
+    // The console: no session, bad input naming its field, nothing written.
+    let path = format!("/v1/console/hospitals/pumch/segments/{}/capacity", slot.id);
+    let res = console
+        .call(None, Method::PUT, &path, Some(json!({ "capacity": 9 })))
+        .await;
+    assert_eq!(res.status(), 401);
+    let pumch_ops = console.login("pumch_ops").await;
+    for (path, body, field) in [
+        (path.clone(), json!({ "capacity": -1 }), "capacity"),
+        (path.clone(), json!({ "capacity": 10_001 }), "capacity"),
+        (path.clone(), json!({ "capacity": "ten" }), "capacity"),
+        (path.clone(), json!({ "capacity": 5, "colour": "red" }), "colour"),
+        (
+            "/v1/console/hospitals/pumch/segments/not-a-uuid/capacity".to_owned(),
+            json!({ "capacity": 5 }),
+            "segment",
+        ),
+        (
+            format!("/v1/console/hospitals/PUMCH!/segments/{}/capacity", slot.id),
+            json!({ "capacity": 5 }),
+            "hospital",
+        ),
+    ] {
+        let res = console
+            .call(Some(&pumch_ops), Method::PUT, &path, Some(body.clone()))
+            .await;
+        assert_eq!(res.status(), 400, "{path} {body}");
+        assert_eq!(problem(res).await["field"], field, "{path} {body}");
+    }
+    assert_eq!(capacity(h, &slot).await, 4, "nothing changed");
+}
+
+#[tokio::test]
+async fn dead_letters_are_a_city_operators_business() {
+    let city = TestCity::spawn(&["pumch"]).await;
+    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch"]).await;
+    let city_ops = console.login("city_ops").await;
+    let pumch_ops = console.login("pumch_ops").await;
+
+    let res = console
+        .call(Some(&city_ops), Method::GET, "/v1/console/dead-letters", None)
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body, json!({ "dead_letters": [] }));
+    let res = console
+        .call(
+            Some(&city_ops),
+            Method::POST,
+            "/v1/console/dead-letters/booking.confirmed:nope/replay",
+            None,
+        )
+        .await;
+    assert_eq!(problem(res).await["code"], "DEAD_LETTER_NOT_FOUND");
+
+    for (method, path) in [
+        (Method::GET, "/v1/console/dead-letters"),
+        (Method::POST, "/v1/console/dead-letters/x/replay"),
+    ] {
+        let res = console.call(Some(&pumch_ops), method.clone(), path, None).await;
+        let body = problem(res).await;
+        assert_eq!(
+            (body["code"].as_str(), body["field"].as_str()),
+            (Some("FORBIDDEN"), Some("role")),
+            "{path}"
+        );
+        assert_eq!(
+            console.call(None, method, path, None).await.status(),
+            401,
+            "{path}"
+        );
+    }
+    // The gateway refuses a hospital operator's token too.
+    let key = internal::derive_key(GATEWAY_MASTER_SECRET.as_bytes(), GATEWAY_OPS);
+    let ann = ActingOperator {
+        login: "pumch_ops".into(),
+        hospital: Some("pumch".into()),
+    };
+    let res = city
+        .http
+        .get(format!("{}/ops/v1/notifications/dead-letters", city.gateway_url))
+        .header(internal::HEADER, token(&key, &ann))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(res).await;
+    assert_eq!(
+        (body["code"].as_str(), body["field"].as_str()),
+        (Some("OPERATOR_FORBIDDEN"), Some("role"))
+    );
+}
+
+#[tokio::test]
+async fn appeals_are_queued_per_hospital_and_decided_by_city_operators_with_a_reason() {
+    let city =
+        TestCity::spawn_configured(&["pumch", "tongren"], &[], jyt_system_tests::ALL_SEATS_COMMON).await;
+    let (pumch, tongren) = (city.hospital(0), city.hospital(1));
+    let pumch_slot = pumch.seed_visit_day(4).await[0].clone();
+    let tongren_slot = tongren.seed_visit_day(4).await[0].clone();
+    let pumch_appeal = city.pending_appeal(pumch, &pumch_slot, "ap-1").await;
+    let tongren_appeal = city.pending_appeal(tongren, &tongren_slot, "ap-2").await;
+    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch"]).await;
+    let city_ops = console.login("city_ops").await;
+    let pumch_ops = console.login("pumch_ops").await;
+
+    let ids = |body: &serde_json::Value| -> Vec<String> {
+        body["appeals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["appeal_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let queue = console
+        .call(Some(&city_ops), Method::GET, "/v1/console/appeals", None)
+        .await;
+    assert_eq!(queue.status(), 200);
+    let queue: serde_json::Value = queue.json().await.unwrap();
+    let mut all = ids(&queue);
+    all.sort();
+    let mut want = vec![pumch_appeal.clone(), tongren_appeal.clone()];
+    want.sort();
+    assert_eq!(all, want);
+    // A hospital operator's queue holds their own hospital's appeals only,
+    // and they decide none (a bar stops booking city-wide).
+    let own: serde_json::Value = console
+        .call(Some(&pumch_ops), Method::GET, "/v1/console/appeals", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&own), vec![pumch_appeal.clone()]);
+    let res = console
+        .call(
+            Some(&pumch_ops),
+            Method::GET,
+            "/v1/console/appeals?hospital=tongren",
+            None,
+        )
+        .await;
+    assert_eq!(problem(res).await["field"], "hospital");
+    let decide = |id: &str| format!("/v1/console/appeals/{id}/decision");
+    let res = console
+        .call(
+            Some(&pumch_ops),
+            Method::POST,
+            &decide(&pumch_appeal),
+            Some(json!({ "decision": "waive", "reason": "ok" })),
+        )
+        .await;
+    assert_eq!(problem(res).await["field"], "role");
+    // Bad input names its field and decides nothing.
+    for (body, field) in [
+        (json!({ "decision": "maybe", "reason": "x" }), "decision"),
+        (json!({ "decision": "waive", "reason": "  " }), "reason"),
+        (json!({ "decision": "waive" }), "reason"),
+    ] {
+        let res = console
+            .call(Some(&city_ops), Method::POST, &decide(&pumch_appeal), Some(body))
+            .await;
+        assert_eq!(problem(res).await["field"], field);
+    }
+    assert_eq!(
+        console
+            .call(None, Method::GET, "/v1/console/appeals", None)
+            .await
+            .status(),
+        401
+    );
+
+    // The city operator waives one with a reason, refuses the other.
+    let res = console
+        .call(
+            Some(&city_ops),
+            Method::POST,
+            &decide(&pumch_appeal),
+            Some(json!({ "decision": "waive", "reason": "交通管制，有证明" })),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let decided: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(decided["status"], "granted");
+    assert_eq!(decided["decided_by"], "gateway/operator:city_ops");
+    let res = console
+        .call(
+            Some(&city_ops),
+            Method::POST,
+            &decide(&tongren_appeal),
+            Some(json!({ "decision": "refuse", "reason": "无证明" })),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    // Twice: refused, the decision stands.
+    let res = console
+        .call(
+            Some(&city_ops),
+            Method::POST,
+            &decide(&tongren_appeal),
+            Some(json!({ "decision": "waive", "reason": "改主意" })),
+        )
+        .await;
+    assert_eq!(problem(res).await["code"], "APPEAL_ALREADY_DECIDED");
+    let pending: serde_json::Value = console
+        .call(Some(&city_ops), Method::GET, "/v1/console/appeals", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&pending), Vec::<String>::new());
+
+    // The audit trail: the waiver and both decisions, by the operator.
+    let http = console.http.clone();
+    let url = format!("{}/v1/console/audit?actor=gateway/operator:city_ops", console.url);
+    let trail = eventually(Duration::from_secs(15), "the decisions audited", || {
+        let (http, url, token) = (http.clone(), url.clone(), city_ops.clone());
+        async move {
+            let body: serde_json::Value = http
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let entries = body["entries"].as_array()?.clone();
+            (entries.len() == 3).then_some(entries)
+        }
+    })
+    .await;
+    let mut kinds: Vec<String> = trail
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["hospital_id"].as_str().unwrap(),
+                e["summary"].as_str().unwrap()
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            "pumch appeal waived: 交通管制，有证明",
+            "pumch no-show waived: 交通管制，有证明",
+            "tongren appeal refused: 无证明",
+        ]
+    );
+}
