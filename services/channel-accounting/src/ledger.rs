@@ -116,7 +116,16 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
         "booking.held" => seat_taken(client, event.occurred_at, &hospital, &channel).await?,
         "booking.cancelled" => counter(Counter::Cancellations).await?,
         "booking.expired" => counter(Counter::Expiries).await?,
-        "booking.checked_in" => counter(Counter::CheckIns).await?,
+        "booking.checked_in" => {
+            counter(Counter::CheckIns).await?;
+            // A late check-in: the hospital recorded the arrival after the
+            // booking was marked a no-show, so the patient came after all
+            // and that no-show is taken back (on the check-in's day, as a
+            // late arrival is recorded the same day in practice).
+            if p.detail().0.get("late").and_then(Value::as_bool) == Some(true) {
+                unbump_no_show(client, day, &hospital, &channel).await?;
+            }
+        }
         "booking.no_show" => counter(Counter::NoShows).await?,
         "booking.stopped" => counter(Counter::Stops).await?,
         "booking.promoted" => {
@@ -370,6 +379,23 @@ async fn bump<C: GenericClient>(
          ON CONFLICT (day, hospital_id, channel) DO UPDATE SET {column} = channel_daily.{column} + 1"
     );
     client.execute(&sql, &[&day, &hospital, &channel]).await?;
+    Ok(())
+}
+
+/// Take back one no-show of a day (never below zero).
+async fn unbump_no_show<C: GenericClient>(
+    client: &C,
+    day: NaiveDate,
+    hospital: &str,
+    channel: &str,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE channel_daily SET no_shows = GREATEST(no_shows - 1, 0)
+              WHERE day = $1 AND hospital_id = $2 AND channel = $3",
+            &[&day, &hospital, &channel],
+        )
+        .await?;
     Ok(())
 }
 

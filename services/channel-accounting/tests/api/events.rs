@@ -330,3 +330,32 @@ async fn a_restart_reads_on_where_it_stopped_and_changes_nothing() {
     again.applied(&[marker]).await;
     assert_eq!(snapshot(&again, &token).await, before);
 }
+
+/// A hospital that records an arrival after the no-show sweep (slot-inventory
+/// then writes `booking.checked_in` with `late: true`) takes the no-show back:
+/// the visit counts as a check-in only.
+#[tokio::test]
+async fn a_late_check_in_takes_its_no_show_back() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for (event, detail) in [
+        ("booking.confirmed", json!({})),
+        ("booking.no_show", json!({})),
+        ("booking.checked_in", json!({ "by": "hospital", "late": true })),
+    ] {
+        let payload = booking("bjh-late", "bjh", "wechat", 0, detail);
+        ids.push(app.publish(BOOKINGS, event, payload).await);
+    }
+    // Another patient's no-show at the same hospital stays counted.
+    let other = booking("bjh-absent", "bjh", "wechat", 0, json!({}));
+    ids.push(app.publish(BOOKINGS, "booking.no_show", other).await);
+    app.applied(&ids).await;
+    let token = app.login(CITY).await;
+    let report = app.get_json(&token, "/v1/reports/channels").await;
+    let line = row(&report, "bjh", "wechat");
+    assert_eq!(
+        (line["check_ins"].as_i64(), line["no_shows"].as_i64()),
+        (Some(1), Some(1)),
+        "{line}"
+    );
+}
