@@ -25,5 +25,6 @@ mod gateway_search;
 mod patient_actions;
 mod redis_cluster;
 mod refunds;
+mod sold_out_marks;
 mod tracing;
 mod trust_boundary;
