@@ -4,6 +4,7 @@
 mod access;
 mod accounting;
 mod bad_input;
+mod booking_admission;
 mod booking_failures;
 mod booking_owner;
 mod booking_path;

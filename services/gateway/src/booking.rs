@@ -136,9 +136,10 @@ pub async fn book(
         .acting(attempt.card, attempt.patient_id, now)
         .await?;
 
-    // Anti-scalping and limits: the in-memory bucket, then every Redis rule
-    // in one round trip (see `crate::limits`).
-    state.limits.check_person(holder, now)?;
+    // Anti-scalping and limits: every Redis rule in one round trip (see
+    // `crate::limits`), then the person's bucket (in memory). The bucket
+    // comes second so that only a fresh nonce spends it: a replayed
+    // request must not drain a patient's bookings.
     let request_id = format!("{}|{}|{}", caller.app_id, attempt.key.as_str(), slot);
     let address = caller
         .address
@@ -158,8 +159,15 @@ pub async fn book(
             read_standing,
         };
         match state.limits.admit(&req, now).await? {
-            Admitted::Go(admission) => break admission,
+            Admitted::Go(admission) => {
+                if let Err(limited) = state.limits.check_person(holder, now) {
+                    state.limits.leave(admission, true).await;
+                    return Err(limited);
+                }
+                break admission;
+            }
             Admitted::SoldOut => {
+                state.limits.check_person(holder, now)?;
                 state.sold_out.answered_here();
                 return Ok(sold_out_answer());
             }
