@@ -70,6 +70,10 @@ pub async fn start(
         let port = settings.slot_inventory_port(i);
         let p = "JYT_SLOT_INVENTORY__";
         let mut env = common(p, port, Some(&url), e, key_prefix);
+        // One worker per hospital: the city's hospitals share this
+        // process's cores, and a demo hospital's load is a trickle; two
+        // each would mean a thread per core per hospital (issue 20).
+        env.push((format!("{p}HTTP__WORKERS"), "1".to_owned()));
         env.push((format!("{p}HOSPITAL__ID"), hospital.id.to_string()));
         env.push((format!("{p}HOSPITAL__NAME"), hospital.name.clone()));
         let s = slot_inventory::Settings::load_from(&sources(env))?;

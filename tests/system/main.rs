@@ -4,6 +4,7 @@
 mod access;
 mod accounting;
 mod bad_input;
+mod booking_admission;
 mod booking_failures;
 mod booking_owner;
 mod booking_path;
@@ -27,5 +28,6 @@ mod patient_actions;
 mod patient_services;
 mod redis_cluster;
 mod refunds;
+mod sold_out_marks;
 mod tracing;
 mod trust_boundary;

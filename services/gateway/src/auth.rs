@@ -214,9 +214,17 @@ async fn verify(state: &GatewayState, req: &mut ServiceRequest) -> Result<Caller
     let app = state.apps.get(&app_id).ok_or(GatewayError::UnknownApp)?;
     tracing::Span::current().record("app", app_id.as_str());
     let secrets: Vec<&[u8]> = app.secrets().collect();
-    check_signed(state, req, &secrets, &format!("nonce:{app_id}")).await?;
+    // A booking spends its nonce in its one admission script, once the
+    // patient (and so the hash tag) is known; see `crate::limits`. Its
+    // handler does nothing before that script that a replay could repeat.
+    let defer = req.method() == actix_web::http::Method::POST && req.path() == BOOKINGS_PATH;
+    let nonce = check_signed(state, req, &secrets, &format!("nonce:{app_id}"), defer).await?;
     Ok(Caller {
         address: caller_address(state, req, app.relays_device_address),
+        nonce: nonce.map(|nonce| crate::state::DeferredNonce {
+            app_id: app_id.clone(),
+            nonce,
+        }),
         app_id,
         channel: app.channel,
     })
@@ -237,21 +245,26 @@ async fn verify_hospital(
         .ok_or(GatewayError::UnknownApp)?;
     tracing::Span::current().record("key", key_id.as_str());
     let secret = key.secret.expose_secret().as_bytes();
-    check_signed(state, req, &[secret], &format!("nonce:hk:{key_id}")).await?;
+    check_signed(state, req, &[secret], &format!("nonce:hk:{key_id}"), false).await?;
     Ok(HospitalCaller {
         key_id,
         hospital: key.hospital.clone(),
     })
 }
 
+/// The one path whose nonce is spent later, by the booking's admission.
+const BOOKINGS_PATH: &str = "/v1/bookings";
+
 /// Timestamp, nonce and signature of a request signed with one of
-/// `secrets`; the nonce is remembered under `nonce_scope`.
+/// `secrets`; the nonce is remembered under `nonce_scope`, or, with
+/// `defer`, answered unspent for the booking's admission script to spend.
 async fn check_signed(
     state: &GatewayState,
     req: &mut ServiceRequest,
     secrets: &[&[u8]],
     nonce_scope: &str,
-) -> Result<(), GatewayError> {
+    defer: bool,
+) -> Result<Option<String>, GatewayError> {
     let timestamp = header(req, signing::TIMESTAMP)
         .ok_or(RequestError::MissingHeader {
             header: signing::TIMESTAMP,
@@ -289,6 +302,10 @@ async fn check_signed(
     if !signing::verify_signature(secrets.iter().copied(), &canonical, &signature) {
         return Err(GatewayError::BadSignature);
     }
+    if defer {
+        req.set_payload(actix_web::dev::Payload::from(body));
+        return Ok(Some(nonce));
+    }
     // Only after the signature: nobody can burn an app's nonces without its secret.
     let key = state.keys.plain(&format!("{nonce_scope}:{nonce}"));
     let mut conn = state.redis.clone();
@@ -304,5 +321,5 @@ async fn check_signed(
         return Err(GatewayError::ReplayedNonce);
     }
     req.set_payload(actix_web::dev::Payload::from(body));
-    Ok(())
+    Ok(None)
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::error::GatewayError;
 use crate::identity::CardRef;
+use crate::limits::{AdmitRequest, Admitted};
 use crate::state::{Caller, GatewayState};
 use crate::upstream::Forwarded;
 
@@ -135,19 +136,56 @@ pub async fn book(
         .acting(attempt.card, attempt.patient_id, now)
         .await?;
 
-    // Anti-scalping and limits, cheapest first.
-    let _in_flight = state.limits.enter(holder)?;
-    state.limits.check_person(holder, now)?;
-    if let Some(address) = caller.address.as_deref()
-        && state.limits.address_rules_apply(caller.channel)
-    {
-        state.limits.admit_person_from(address, patient, now).await?;
-    }
-    if let Some(until) = state.patients.barred_until(patient, now).await? {
-        return Err(GatewayError::PatientBarred { until });
-    }
+    // Anti-scalping and limits: every Redis rule in one round trip (see
+    // `crate::limits`), then the person's bucket (in memory). The bucket
+    // comes second so that only a fresh nonce spends it: a replayed
+    // request must not drain a patient's bookings.
     let request_id = format!("{}|{}|{}", caller.app_id, attempt.key.as_str(), slot);
-    let reservation = state.limits.reserve_daily(patient, &request_id, now).await?;
+    let address = caller
+        .address
+        .as_deref()
+        .filter(|_| state.limits.address_rules_apply(caller.channel));
+    // The FHIR door answers in OperationOutcomes: it asks the hospital.
+    let sold_out = api == HospitalApi::Json && state.sold_out.is_sold_out(slot);
+    let mut read_standing = true;
+    let admission = loop {
+        let req = AdmitRequest {
+            holder,
+            patient,
+            address,
+            nonce: caller.nonce.as_ref(),
+            request: &request_id,
+            sold_out,
+            read_standing,
+        };
+        match state.limits.admit(&req, now).await? {
+            Admitted::Go(admission) => {
+                if let Err(limited) = state.limits.check_person(holder, now) {
+                    state.limits.leave(admission, true).await;
+                    return Err(limited);
+                }
+                break admission;
+            }
+            Admitted::SoldOut => {
+                state.limits.check_person(holder, now)?;
+                state.sold_out.answered_here();
+                return Ok(sold_out_answer());
+            }
+            Admitted::Barred(until) => return Err(GatewayError::PatientBarred { until }),
+            Admitted::StandingUnknown if read_standing => {
+                // Not cached: asked once, then admitted with the answer.
+                if let Some(until) = state.patients.ask_standing(patient, now).await? {
+                    return Err(GatewayError::PatientBarred { until });
+                }
+                read_standing = false;
+            }
+            Admitted::StandingUnknown => {
+                return Err(GatewayError::Unexpected(anyhow::anyhow!(
+                    "the admission asked for a standing it was given"
+                )));
+            }
+        }
+    };
 
     let (path, upstream_body) = match api {
         HospitalApi::Json => (
@@ -186,13 +224,14 @@ pub async fn book(
     // the hospital's own 503 (its lock or database briefly unavailable:
     // nothing was written). After a timeout the booking may have been
     // made, and a retry with the same Idempotency-Key reuses this
-    // reservation anyway.
+    // reservation anyway. The in-flight mark goes either way.
     let refused = |r: &Forwarded| {
         r.status.is_client_error() || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
     };
-    if reservation.newly_taken && answer.as_ref().is_ok_and(refused) {
-        state.limits.release_daily(&reservation).await;
-    }
+    state
+        .limits
+        .leave(admission, answer.as_ref().is_ok_and(refused))
+        .await;
     let answer = answer?;
     let id_field = match api {
         HospitalApi::Json => "booking_id",
@@ -215,6 +254,26 @@ pub async fn book(
         state.notifier.remember_booking(&booking, &caller.app_id).await;
     }
     Ok(answer)
+}
+
+/// The answer to an attempt on a segment this replica knows is sold out:
+/// the hospital's own `409 SLOT_SOLD_OUT`, word for word, so a channel
+/// cannot tell (nor needs to) which of the two answered.
+fn sold_out_answer() -> Forwarded {
+    static BODY: std::sync::LazyLock<actix_web::web::Bytes> = std::sync::LazyLock::new(|| {
+        let status = actix_web::http::StatusCode::CONFLICT;
+        let problem = jyt_web::Problem::new(status, "SLOT_SOLD_OUT", "Conflict")
+            .detail("no seats are left in this time segment");
+        serde_json::to_vec(&problem).unwrap_or_default().into()
+    });
+    Forwarded {
+        status: actix_web::http::StatusCode::CONFLICT,
+        headers: vec![(
+            "content-type".to_owned(),
+            jyt_web::problem::CONTENT_TYPE.as_bytes().to_vec(),
+        )],
+        body: BODY.clone(),
+    }
 }
 
 /// What the owner's check reads of the hospital's booking.

@@ -23,6 +23,70 @@ use uuid::Uuid;
 use crate::error::GatewayError;
 use crate::settings::CardIssuingSettings;
 
+/// `{p:<person>}:standing`: the person's cached standing, under their own
+/// hash tag so the booking's admission script (`crate::limits`) reads it in
+/// the same round trip as the person's other rules.
+pub fn standing_key(keys: &Keyspace, person: Uuid) -> String {
+    keys.tagged(&format!("p:{person}"), "standing")
+}
+
+/// A cached standing: `-` (not barred) or `<unix>|<rfc3339>` (barred until
+/// then; the seconds first so the admission script compares them). `None`:
+/// not in this shape (an older entry), so ask again.
+pub fn parse_standing(v: &str) -> Option<Option<DateTime<Utc>>> {
+    if v == "-" {
+        return Some(None);
+    }
+    let (_, at) = v.split_once('|')?;
+    DateTime::parse_from_rfc3339(at)
+        .ok()
+        .map(|t| Some(t.with_timezone(&Utc)))
+}
+
+fn standing_value(until: Option<DateTime<Utc>>) -> String {
+    until.map_or_else(
+        || "-".to_owned(),
+        |t| format!("{}|{}", t.timestamp(), t.to_rfc3339()),
+    )
+}
+
+/// Card → holder answers kept in this process for as long as their Redis
+/// entry lives, so a known card costs no round trip. Bounded: past
+/// [`LOCAL_IDENTITIES`] entries the expired ones go, then all.
+struct LocalIdentities {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Holder, std::time::Instant)>>,
+}
+
+const LOCAL_IDENTITIES: usize = 200_000;
+
+impl LocalIdentities {
+    fn get(&self, key: &str) -> Option<Holder> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries
+            .get(key)
+            .filter(|(_, until)| *until > std::time::Instant::now())
+            .map(|(h, _)| *h)
+    }
+
+    fn put(&self, key: &str, holder: Holder, until: std::time::Instant) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= LOCAL_IDENTITIES {
+            let now = std::time::Instant::now();
+            entries.retain(|_, (_, u)| *u > now);
+            if entries.len() >= LOCAL_IDENTITIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key.to_owned(), (holder, until));
+    }
+}
+
 /// The caches' answers are small strings; a Redis failure is not fatal to
 /// identity (card-issuing is asked instead), so cache errors are logged and
 /// ignored.
@@ -43,6 +107,7 @@ pub struct PatientIndex {
     /// them all at its pool's wait timeout.
     gate: Semaphore,
     timeout: Duration,
+    local: LocalIdentities,
 }
 
 /// How a request names the acting patient: exactly one of the two.
@@ -66,16 +131,20 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn cached(&self) -> String {
-        format!("{}|{}", self.person_id, self.card_id)
+    /// `<person>|<card>|<unix s card-issuing answered>`: the time, so a
+    /// replica that keeps the answer in memory keeps it no longer than
+    /// the Redis entry lives.
+    fn cached(&self, asked: DateTime<Utc>) -> String {
+        format!("{}|{}|{}", self.person_id, self.card_id, asked.timestamp())
     }
 
-    fn from_cache(v: &str) -> Option<Self> {
-        let (p, c) = v.split_once('|')?;
-        Some(Self {
-            person_id: p.parse().ok()?,
-            card_id: c.parse().ok()?,
-        })
+    fn from_cache(v: &str) -> Option<(Self, Option<i64>)> {
+        let mut parts = v.split('|');
+        let holder = Self {
+            person_id: parts.next()?.parse().ok()?,
+            card_id: parts.next()?.parse().ok()?,
+        };
+        Some((holder, parts.next().and_then(|t| t.parse().ok())))
     }
 }
 
@@ -136,6 +205,9 @@ impl PatientIndex {
             family_ttl: settings.family_cache_seconds,
             gate: Semaphore::new(settings.max_concurrent),
             timeout: Duration::from_millis(settings.timeout_ms),
+            local: LocalIdentities {
+                entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            },
         })
     }
 
@@ -166,6 +238,31 @@ impl PatientIndex {
         let mut conn = self.redis.clone();
         if let Err(e) = conn.set_ex::<_, _, ()>(key, value, ttl).await {
             tracing::warn!(error = %e, "identity cache write failed");
+        }
+    }
+
+    /// A card's holder from Redis; kept in memory until its entry expires.
+    async fn cached_holder(&self, key: &str, now: DateTime<Utc>) -> Option<Holder> {
+        let (holder, asked) = self.cached(key).await.as_deref().and_then(Holder::from_cache)?;
+        if let Some(asked) = asked {
+            self.keep_locally(key, holder, asked, now);
+        }
+        Some(holder)
+    }
+
+    async fn remember_holder(&self, key: &str, holder: Holder, now: DateTime<Utc>) {
+        self.remember(key, &holder.cached(now), self.identity_ttl).await;
+        self.keep_locally(key, holder, now.timestamp(), now);
+    }
+
+    /// In memory until `asked` + the identity TTL: a card reported lost
+    /// stops working here when it would have through Redis.
+    fn keep_locally(&self, key: &str, holder: Holder, asked: i64, now: DateTime<Utc>) {
+        let ttl = i64::try_from(self.identity_ttl).unwrap_or(i64::MAX);
+        let left = asked.saturating_add(ttl).saturating_sub(now.timestamp());
+        if let Ok(left @ 1..) = u64::try_from(left) {
+            self.local
+                .put(key, holder, std::time::Instant::now() + Duration::from_secs(left));
         }
     }
 
@@ -207,13 +304,16 @@ impl PatientIndex {
                 let key = self
                     .keys
                     .plain(&format!("ident:card:{}", hex::encode(Sha256::digest(number))));
-                if let Some(h) = self.cached(&key).await.as_deref().and_then(Holder::from_cache) {
+                if let Some(h) = self.local.get(&key) {
+                    return Ok(h);
+                }
+                if let Some(h) = self.cached_holder(&key, now).await {
                     return Ok(h);
                 }
                 let holder = self
                     .ask_resolve(serde_json::json!({ "card_number": number }))
                     .await?;
-                self.remember(&key, &holder.cached(), self.identity_ttl).await;
+                self.remember_holder(&key, holder, now).await;
                 Ok(holder)
             }
             (None, Some(token)) => {
@@ -233,13 +333,16 @@ impl PatientIndex {
                     person_id: claims.person_id,
                     card_id: claims.card_id,
                 };
-                if self.cached(&key).await.as_deref().and_then(Holder::from_cache) == Some(claimed) {
+                if self.local.get(&key) == Some(claimed) {
+                    return Ok(claimed);
+                }
+                if self.cached_holder(&key, now).await == Some(claimed) {
                     return Ok(claimed);
                 }
                 let holder = self
                     .ask_resolve(serde_json::json!({ "ecard_token": token }))
                     .await?;
-                self.remember(&key, &holder.cached(), self.identity_ttl).await;
+                self.remember_holder(&key, holder, now).await;
                 Ok(holder)
             }
             _ => Err(
@@ -501,13 +604,22 @@ impl PatientIndex {
         person: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, GatewayError> {
-        let key = self.keys.tagged(&format!("p:{person}"), "standing");
-        if let Some(v) = self.cached(&key).await {
-            return Ok(DateTime::parse_from_rfc3339(&v)
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-                .filter(|t| *t > now));
+        let key = standing_key(&self.keys, person);
+        if let Some(until) = self.cached(&key).await.as_deref().and_then(parse_standing) {
+            return Ok(until.filter(|t| *t > now));
         }
+        self.ask_standing(person, now).await
+    }
+
+    /// Ask card-issuing for the person's standing and cache it (the
+    /// booking's admission script reads the cache; see `crate::limits`).
+    #[tracing::instrument(skip_all)]
+    pub async fn ask_standing(
+        &self,
+        person: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, GatewayError> {
+        let key = standing_key(&self.keys, person);
         let permit = self.permit().await?;
         let res = self
             .http
@@ -528,8 +640,8 @@ impl PatientIndex {
             .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
         drop(permit);
         let until = if s.barred { s.barred_until } else { None };
-        let cached = until.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
-        self.remember(&key, &cached, self.standing_ttl).await;
+        self.remember(&key, &standing_value(until), self.standing_ttl)
+            .await;
         Ok(until.filter(|t| *t > now))
     }
 

@@ -52,7 +52,21 @@ impl Application {
             keys.clone(),
             upstreams.clone(),
         )?;
-        let background = notifier.clone().spawn();
+        let mut background = notifier.clone().spawn();
+        // The sold-out set follows the hospitals' pushes on its own
+        // connection (a subscribed connection serves nothing else). On a
+        // cluster, any node delivers the channel.
+        let sold_out = std::sync::Arc::new(crate::soldout::SoldOut::default());
+        let pubsub_url = settings
+            .redis
+            .urls
+            .first()
+            .map(|u| secrecy::ExposeSecret::expose_secret(u).to_owned())
+            .unwrap_or_default();
+        background.push(sold_out.clone().spawn(
+            jyt_cache::redis::Client::open(pubsub_url).context("the Redis URL for the seats channel")?,
+            jyt_cache::hospital::seats_channel(&keys),
+        ));
         let state = web::Data::new(GatewayState {
             notifier,
             fhir: crate::fhir::bulk::CityFeed::new(&settings.fhir),
@@ -74,10 +88,15 @@ impl Application {
             limits: Limits::new(
                 &settings.limits,
                 &settings.anti_scalping,
+                crate::limits::Timeouts {
+                    nonce_ttl_seconds: settings.signing.nonce_ttl_seconds,
+                    upstream_timeout_ms: settings.upstream.timeout_ms,
+                },
                 redis.clone(),
                 keys.clone(),
             ),
             trusted_proxies: settings.limits.trusted_proxies(),
+            sold_out,
             redis: redis.clone(),
             keys,
             settings: settings.clone(),

@@ -26,6 +26,8 @@ pub struct GatewayState {
     pub summaries: crate::summaries::Summaries,
     /// The city-wide SMART Scheduling Links manifest, cached.
     pub fhir: crate::fhir::bulk::CityFeed,
+    /// Segments this replica knows are sold out (pub/sub from the hospitals).
+    pub sold_out: std::sync::Arc<crate::soldout::SoldOut>,
 }
 
 /// The authenticated member hospital of a `/federation/v1` request.
@@ -44,4 +46,24 @@ pub struct Caller {
     /// The end user's device address, for the per-address rules; see
     /// [`crate::auth::connection_address`] (or a relaying app's `X-Device-Address`).
     pub address: Option<String>,
+    /// A booking's nonce, not yet spent: `POST /v1/bookings` spends it in
+    /// the booking's one admission script (`crate::limits`), under the
+    /// patient's hash tag; every other request spent it already.
+    pub nonce: Option<DeferredNonce>,
+}
+
+/// A signed request's nonce whose check [`crate::auth`] left to the
+/// booking's admission script. A replay of the same signed request names
+/// the same card and patient, so it meets the same key there.
+#[derive(Debug, Clone)]
+pub struct DeferredNonce {
+    pub app_id: String,
+    pub nonce: String,
+}
+
+impl DeferredNonce {
+    /// The key's part after the patient's hash tag.
+    pub fn key_rest(&self) -> String {
+        format!("nonce:{}:{}", self.app_id, self.nonce)
+    }
 }

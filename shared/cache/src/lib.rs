@@ -140,6 +140,15 @@ pub mod hospital {
         keys.tagged(&tag(hospital), "departments")
     }
 
+    /// `<prefix>:seats`: the pub/sub channel on which every hospital's
+    /// scripts publish `sold|<slot id>` (a segment's last seat went) and
+    /// `free|<slot id>` (a seat came back), and every gateway replica keeps
+    /// its sold-out set by. A channel, not a key: it has no slot, and a
+    /// Redis Cluster delivers it to subscribers on every node.
+    pub fn seats_channel(keys: &Keyspace) -> String {
+        keys.plain("seats")
+    }
+
     /// A field of [`availability`]: `<department id>|<clinic level>`.
     pub fn availability_field(department: &str, level: impl std::fmt::Display) -> String {
         format!("{department}|{level}")

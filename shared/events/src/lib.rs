@@ -107,6 +107,11 @@ pub struct OutboxRelay {
     pub trim_interval: Duration,
     /// How often to look for rows when nobody calls [`OutboxRelay::wake`].
     pub poll_interval: Duration,
+    /// How long a wake-up waits for more commits before relaying: during
+    /// a surge every booking's commit wakes the relay, and relaying each
+    /// alone would take a pooled connection (and a transaction) per event
+    /// away from the bookings. A few milliseconds batch them.
+    pub linger: Duration,
     wake: Arc<Notify>,
 }
 
@@ -119,6 +124,7 @@ impl OutboxRelay {
             batch_size: 500,
             trim_interval: Duration::from_secs(30),
             poll_interval: Duration::from_millis(250),
+            linger: Duration::from_millis(5),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -265,7 +271,13 @@ impl OutboxRelay {
             };
             tokio::select! {
                 () = &mut shutdown => return,
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => {
+                    // Let the commits right behind this one join its batch.
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(self.linger) => {}
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
             }
         }

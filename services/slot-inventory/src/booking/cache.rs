@@ -336,13 +336,10 @@ pub async fn reload_segment(state: &AppState, segment: Uuid) -> Result<(), SlotE
     load_segment(state, segment).await.map(|_| ())
 }
 
-/// Forget a segment's Redis copy so the next attempt rebuilds it.
+/// Forget a segment's Redis copy so the next attempt rebuilds it; the
+/// gateways drop their sold-out mark of it, so that attempt reaches us.
 pub async fn invalidate_segment(state: &AppState, segment: Uuid) {
-    let mut conn = state.redis.clone();
-    let deleted = redis::cmd("DEL")
-        .arg(&state.keys.segment_own(segment)[..])
-        .query_async::<()>(&mut conn)
-        .await;
+    let deleted = state.scripts.forget(&state.redis, &state.keys, segment).await;
     if let Err(e) = deleted {
         tracing::error!(error = %e, %segment, "could not invalidate a stale segment");
     }
@@ -377,8 +374,8 @@ pub async fn rebuild_cache(state: &AppState) -> Result<usize, SlotError> {
     for segment in &segments {
         let info = segment_info(state, *segment).await?;
         let keys = state.keys.segment(&info);
+        state.scripts.forget(&state.redis, &state.keys, *segment).await?;
         redis::cmd("DEL")
-            .arg(&state.keys.segment_own(*segment)[..])
             .arg(&keys.availability)
             .arg(&keys.availability_shares)
             .query_async::<()>(&mut conn)

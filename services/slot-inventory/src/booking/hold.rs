@@ -36,6 +36,10 @@ pub struct SegmentKeys {
     /// `<department>|<clinic level>`: this segment's field in the summary.
     pub availability_field: String,
     pub segment: Uuid,
+    /// The city's pub/sub channel of sold-out and freed segments.
+    pub seats_channel: String,
+    /// `<hospital>-<segment>`: the segment's public slot id.
+    pub slot: String,
 }
 
 impl HospitalKeys {
@@ -63,7 +67,20 @@ impl HospitalKeys {
             availability_shares: self.key(&format!("avail-seg:{}", info.visit_date)),
             availability_field: jyt_cache::hospital::availability_field(&info.department, &info.clinic_level),
             segment: seg,
+            seats_channel: self.seats_channel(),
+            slot: format!("{}-{}", self.hospital, seg.hyphenated()),
         }
+    }
+
+    /// The city's pub/sub channel of sold-out and freed segments, read by
+    /// every gateway replica (`jyt_cache::hospital::seats_channel`).
+    pub fn seats_channel(&self) -> String {
+        jyt_cache::hospital::seats_channel(&self.keyspace)
+    }
+
+    /// `<hospital>-<segment>`.
+    pub fn slot(&self, segment: Uuid) -> String {
+        format!("{}-{}", self.hospital, segment.hyphenated())
     }
 
     /// The segment-only keys, for forgetting a segment.
@@ -262,7 +279,18 @@ pub struct HoldScripts {
     release: Arc<Script>,
     load: Arc<Script>,
     unreserve: Arc<Script>,
+    forget: Arc<Script>,
 }
+
+/// Forget a segment's Redis copy (its four own keys) and tell the gateways
+/// its seats may be back ("free|<slot>"), in one script on the segment's
+/// slot so the notice cannot overtake an earlier "sold" (see hold.lua).
+/// KEYS the segment's own keys; ARGV[1] the seats channel, ARGV[2] the slot.
+const FORGET: &str = r"
+redis.call('DEL', unpack(KEYS))
+redis.call('PUBLISH', ARGV[1], 'free|' .. ARGV[2])
+return 1
+";
 
 impl Default for HoldScripts {
     fn default() -> Self {
@@ -271,6 +299,7 @@ impl Default for HoldScripts {
             release: Arc::new(Script::new(include_str!("scripts/release.lua"))),
             load: Arc::new(Script::new(include_str!("scripts/load_segment.lua"))),
             unreserve: Arc::new(Script::new(include_str!("scripts/unreserve.lua"))),
+            forget: Arc::new(Script::new(FORGET)),
         }
     }
 }
@@ -294,7 +323,13 @@ impl HoldScripts {
     /// thousand attempts do not each find `NOSCRIPT` and resend the source.
     pub async fn preload(&self, redis: &RedisConn) -> RedisResult<()> {
         let mut conn = redis.clone();
-        for script in [&self.hold, &self.release, &self.load, &self.unreserve] {
+        for script in [
+            &self.hold,
+            &self.release,
+            &self.load,
+            &self.unreserve,
+            &self.forget,
+        ] {
             script.prepare_invoke().load_async(&mut conn).await?;
         }
         Ok(())
@@ -336,6 +371,8 @@ impl HoldScripts {
             .arg(&keys.availability_field)
             .arg(keys.segment.to_string())
             .arg(r.kind.as_str())
+            .arg(&keys.seats_channel)
+            .arg(&keys.slot)
             .invoke_async(&mut conn)
             .await?;
         Ok(parse_outcome(&reply))
@@ -378,6 +415,8 @@ impl HoldScripts {
             } else {
                 "0"
             })
+            .arg(&keys.seats_channel)
+            .arg(&keys.slot)
             .invoke_async(&mut conn)
             .await?;
         Ok(released == 1)
@@ -408,6 +447,20 @@ impl HoldScripts {
         inv.invoke_async(&mut conn).await
     }
 
+    /// Forget a segment's own keys (the next attempt loads it again) and
+    /// clear the gateways' sold-out marks of it.
+    pub async fn forget(&self, redis: &RedisConn, keys: &HospitalKeys, segment: Uuid) -> RedisResult<()> {
+        let mut conn = redis.clone();
+        let mut inv = self.forget.prepare_invoke();
+        for key in keys.segment_own(segment) {
+            inv.key(key);
+        }
+        inv.arg(keys.seats_channel())
+            .arg(keys.slot(segment))
+            .invoke_async::<()>(&mut conn)
+            .await
+    }
+
     /// Load a segment unless it is already loaded; true if this call loaded it.
     pub async fn load(
         &self,
@@ -427,6 +480,8 @@ impl HoldScripts {
             .arg(&keys.availability_field)
             .arg(keys.segment.to_string())
             .arg(snap.highest_visit_no)
+            .arg(&keys.seats_channel)
+            .arg(&keys.slot)
             .arg(snap.meta.len());
         for (field, value) in &snap.meta {
             inv.arg(field).arg(value);

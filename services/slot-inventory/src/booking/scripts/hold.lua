@@ -17,7 +17,15 @@
 -- ARGV[7] max per department per day, ARGV[8] TTL of the patient's day (s),
 -- ARGV[9] summary field, ARGV[10] segment id, ARGV[11] what the attempt
 -- is: "book" (a patient's own), "promote" (a waitlisted patient handed a
--- seat), "offer" (a priority hold after 停诊)
+-- seat), "offer" (a priority hold after 停诊), ARGV[12] the city's seats
+-- channel (pub/sub), ARGV[13] the segment's public slot id
+--
+-- When the segment has no seat left at all (its free list is empty),
+-- "sold|<slot>" is published on the seats channel, so the gateways answer
+-- its next attempts themselves (services/gateway/src/soldout.rs); every
+-- script that gives a seat back publishes "free|<slot>" after it. Both come
+-- from scripts on the segment's own slot, so a subscriber sees them in the
+-- order they happened.
 --
 -- Seats kept back for the schedule's waitlist are counted per pool in the
 -- meta fields `kept:<pool>` (never more than that pool's seats left). A
@@ -70,8 +78,10 @@ if count('total') >= tonumber(ARGV[6]) then
   return {'DAILY_LIMIT'}
 end
 
--- The surge's common answer, before any pool is looked at.
+-- The surge's common answer, before any pool is looked at. Published
+-- again, so a gateway that started after the last seat went learns it.
 if redis.call('LLEN', KEYS[2]) == 0 then
+  redis.call('PUBLISH', ARGV[12], 'sold|' .. ARGV[13])
   return {'SOLD_OUT'}
 end
 local mode = ARGV[11]
@@ -124,6 +134,9 @@ end
 local seat = redis.call('LPOP', KEYS[2])
 if not seat then
   return {'SOLD_OUT'}
+end
+if redis.call('LLEN', KEYS[2]) == 0 then
+  redis.call('PUBLISH', ARGV[12], 'sold|' .. ARGV[13])
 end
 
 redis.call('HINCRBY', KEYS[3], pool, -1)

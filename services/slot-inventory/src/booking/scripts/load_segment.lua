@@ -6,8 +6,10 @@
 -- KEYS[4] live holders, KEYS[5] the schedule's visit-number counter,
 -- KEYS[6] availability summary of the date, KEYS[7] segment shares of it
 -- ARGV[1] TTL in seconds, ARGV[2] summary field, ARGV[3] segment id,
--- ARGV[4] highest visit number in PostgreSQL,
--- ARGV[5] number of meta field/value pairs m, then the pairs,
+-- ARGV[4] highest visit number in PostgreSQL, ARGV[5] the city's seats
+-- channel, ARGV[6] the slot id ("free|<slot>" is published once loaded: a
+-- reload after 加号 or a capacity change clears the gateways' marks),
+-- ARGV[7] number of meta field/value pairs m, then the pairs,
 -- then the number of pools p and p (pool, n) pairs,
 -- then the number of free seats n and the seats in order,
 -- then (patient, "booking|pool|seat") pairs for live bookings.
@@ -16,7 +18,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local ttl = tonumber(ARGV[1])
-local i = 5
+local i = 7
 local function take()
   local v = ARGV[i]
   i = i + 1
@@ -66,5 +68,10 @@ for k = 1, 7 do
   if redis.call('EXISTS', KEYS[k]) == 1 then
     redis.call('EXPIRE', KEYS[k], ttl)
   end
+end
+if n > 0 then
+  redis.call('PUBLISH', ARGV[5], 'free|' .. ARGV[6])
+else
+  redis.call('PUBLISH', ARGV[5], 'sold|' .. ARGV[6])
 end
 return 1

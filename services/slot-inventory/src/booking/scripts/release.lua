@@ -10,7 +10,8 @@
 -- or the schedule is stopped, ARGV[4] summary field, ARGV[5] segment id,
 -- ARGV[6] "1" to keep the seat back for the schedule's waitlist (it is
 -- free, but only a promotion can take it; counted in its pool's
--- `kept:<pool>`)
+-- `kept:<pool>`), ARGV[7] the city's seats channel, ARGV[8] the slot id
+-- (a seat back in the free list is published: "free|<slot>", see hold.lua)
 -- Returns 1 if released, 0 if there was nothing to release.
 local held = redis.call('HGET', KEYS[4], ARGV[1])
 if not held then
@@ -35,6 +36,7 @@ end
 if ARGV[3] == '1' and meta[1] then
   -- Back to the front: the next patient gets the earliest seat.
   redis.call('LPUSH', KEYS[2], seat)
+  redis.call('PUBLISH', ARGV[7], 'free|' .. ARGV[8])
   redis.call('HINCRBY', KEYS[3], pool, 1)
   if ARGV[6] == '1' then
     redis.call('HINCRBY', KEYS[1], 'kept:' .. pool, 1)
