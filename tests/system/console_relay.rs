@@ -14,7 +14,8 @@ use std::time::Duration;
 use jyt_domain::SlotRef;
 use jyt_signing::internal::{self, ActingOperator, GATEWAY_OPS};
 use jyt_system_tests::{
-    GATEWAY_MASTER_SECRET, TestCity, TestHospital, eventually, problem, spawn_console, visit_day,
+    ALL_SEATS_COMMON, Callback, GATEWAY_MASTER_SECRET, TestCity, TestHospital, eventually, problem,
+    spawn_console, visit_day,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -304,6 +305,76 @@ async fn dead_letters_are_a_city_operators_business() {
         (body["code"].as_str(), body["field"].as_str()),
         (Some("OPERATOR_FORBIDDEN"), Some("role"))
     );
+}
+
+/// A notice the channel's endpoint refused until it was dead-lettered is
+/// listed on the console and, replayed from there once the endpoint is back,
+/// reaches the channel and leaves the list.
+#[tokio::test]
+async fn a_real_dead_letter_is_listed_and_replayed_from_the_console() {
+    let callback = Callback::start().await;
+    let city = TestCity::spawn_configured(
+        &["pumch"],
+        &[
+            ("CHANNEL_APPS__WECHAT__CALLBACK_URL", callback.url.as_str()),
+            ("NOTIFICATIONS__POLL_MS", "20"),
+            ("NOTIFICATIONS__BACKOFF_BASE_MS", "50"),
+            ("NOTIFICATIONS__MAX_ATTEMPTS", "2"),
+        ],
+        ALL_SEATS_COMMON,
+    )
+    .await;
+    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch"]).await;
+    let city_ops = console.login("city_ops").await;
+    callback.set_failing(true);
+    let slots = city.hospital(0).seed_visit_day(5).await;
+    let patient = city.cards.register().await;
+    let res = city.book(&slots[10], patient.person_id, "wechat", "dead-1").await;
+    assert_eq!(res.status(), 201);
+    let booking: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(booking["status"], "confirmed", "a free visit");
+    let booking_id = booking["booking_id"].as_str().unwrap().to_owned();
+
+    let dead = eventually(Duration::from_secs(20), "the dead letter on the console", || {
+        let req = console.call(Some(&city_ops), Method::GET, "/v1/console/dead-letters", None);
+        let booking_id = booking_id.clone();
+        async move {
+            let body: serde_json::Value = req.await.json().await.ok()?;
+            body["dead_letters"].as_array()?.iter().find_map(|d| {
+                (d["event_type"] == "booking.confirmed" && d["body"].to_string().contains(&booking_id))
+                    .then(|| d.clone())
+            })
+        }
+    })
+    .await;
+    assert_eq!(dead["app_id"], "wechat", "{dead}");
+    assert_eq!(dead["attempts"], 2, "{dead}");
+    let delivered_before = callback.of("booking.confirmed", &booking_id).len();
+
+    callback.set_failing(false);
+    let id = dead["id"].as_str().unwrap();
+    let res = console
+        .call(
+            Some(&city_ops),
+            Method::POST,
+            &format!("/v1/console/dead-letters/{id}/replay"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 202, "rescheduled, not yet sent");
+    let replayed: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(replayed["replayed"], id);
+    eventually(
+        Duration::from_secs(20),
+        "the replayed notice delivered",
+        || async { (callback.of("booking.confirmed", &booking_id).len() > delivered_before).then_some(()) },
+    )
+    .await;
+    let res = console
+        .call(Some(&city_ops), Method::GET, "/v1/console/dead-letters", None)
+        .await;
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["dead_letters"], json!([]), "replayed, so no longer dead");
 }
 
 #[tokio::test]
