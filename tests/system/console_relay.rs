@@ -478,6 +478,36 @@ async fn release_at(h: &TestHospital, segment: uuid::Uuid) -> chrono::DateTime<c
         .get(0)
 }
 
+/// A segment's Redis copy: its meta (release instant) and pool counts,
+/// loaded first if missing.
+async fn redis_copy(
+    h: &TestHospital,
+    segment: uuid::Uuid,
+) -> (
+    std::collections::HashMap<String, String>,
+    std::collections::HashMap<String, String>,
+) {
+    slot_inventory::booking::cache::load_segment(&h.state, segment)
+        .await
+        .unwrap();
+    let info = slot_inventory::booking::cache::segment_info(&h.state, segment)
+        .await
+        .unwrap();
+    let keys = h.state.keys.segment(&info);
+    let mut conn = h.state.redis.clone();
+    let meta = jyt_cache::redis::cmd("HGETALL")
+        .arg(&keys.meta)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pools = jyt_cache::redis::cmd("HGETALL")
+        .arg(&keys.pools)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (meta, pools)
+}
+
 async fn policy_version(h: &TestHospital) -> (i64, i64) {
     let client = h.state.pool.get().await.unwrap();
     let row = client
@@ -505,6 +535,8 @@ async fn a_city_operator_changes_a_hospitals_booking_policy_for_unreleased_sched
         release_at(pumch, unreleased).await,
     );
     assert!(unreleased_before > chrono::Utc::now());
+    let (_, released_pools_before) = redis_copy(pumch, released.id).await;
+    let (_, unreleased_pools_before) = redis_copy(pumch, unreleased).await;
     let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch", "tongren"]).await;
     let city_ops = console.login("city_ops").await;
     let tongren_ops = console.login("tongren_ops").await;
@@ -519,6 +551,7 @@ async fn a_city_operator_changes_a_hospitals_booking_policy_for_unreleased_sched
     let window = policy["window_days"].as_u64().unwrap();
     policy["window_days"] = json!(window + 3);
     policy["release_time"] = json!("07:30");
+    policy["pool_shares"] = json!({ "wechat": 50 });
 
     // Refused, and nothing written: another hospital's operator (console
     // and gateway), no session, a channel app's signed request, bad input.
@@ -598,6 +631,13 @@ async fn a_city_operator_changes_a_hospitals_booking_policy_for_unreleased_sched
     assert_ne!(release_at(pumch, unreleased).await, unreleased_before);
     assert_eq!(release_at(pumch, released.id).await, released_before);
     assert_eq!(policy_version(pumch).await, (2, 1));
+    // Redis: the unreleased segment was reloaded with the new release
+    // instant and pool split; the released one keeps its pools.
+    let (meta, pools) = redis_copy(pumch, unreleased).await;
+    assert_eq!(meta["release_at"], new.release_at(later).timestamp().to_string());
+    assert_eq!(pools.get("wechat").map(String::as_str), Some("2"), "{pools:?}");
+    assert_ne!(pools, unreleased_pools_before);
+    assert_eq!(redis_copy(pumch, released.id).await.1, released_pools_before);
     assert_eq!(pumch.state.policy.get().window_days, new.window_days);
     let read: serde_json::Value = console
         .call(Some(&city_ops), Method::GET, path, None)
