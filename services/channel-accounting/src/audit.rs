@@ -253,3 +253,21 @@ async fn person_change<C: GenericClient>(
     };
     insert(client, event, row).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::policy_summary;
+
+    #[test]
+    fn a_policy_row_names_the_fields_that_changed() {
+        let event = serde_json::json!({
+            "before": { "window_days": 7, "release_time": "08:30", "hold_minutes": 10 },
+            "after": { "window_days": 14, "release_time": "07:30", "hold_minutes": 10 },
+            "schedules_affected": 3,
+        });
+        assert_eq!(
+            policy_summary(&event),
+            "booking policy changed: release_time \"08:30\" → \"07:30\"; window_days 7 → 14 (3 unreleased schedules)"
+        );
+    }
+}
