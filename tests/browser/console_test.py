@@ -560,12 +560,39 @@ def relay_pages(browser, a, city, redis):
     wait_until("the request answered", lambda: (browser.click("#capacity-form button[type=submit]") or True)
                and len(rows_of(browser, "capacity-table")) == 0)
 
-    # The audit trail names the operator for the 加号, the appeal and the waiver.
+    # 医院与放号规则: pumch's policy; a bad window is refused naming the
+    # field, then a longer window is saved through the relay.
+    browser.script("location.hash = '#policy';")
+    browser.clear("#policy-hospital-input")
+    browser.type("#policy-hospital-input", "pumch")
+    browser.click("#policy-open-form button[type=submit]")
+    wait_until("pumch's policy", lambda: browser.script(
+        "return !document.getElementById('policy-form').hidden && document.getElementById('policy-window_days').value;"))
+    window = int(browser.script("return document.getElementById('policy-window_days').value;"))
+    browser.clear("#policy-window_days")
+    browser.type("#policy-window_days", "0")
+    browser.click("#policy-form button[type=submit]")
+    def policy_state():
+        return browser.script("return [document.getElementById('policy-error').textContent, "
+                              "document.getElementById('policy-result').textContent, "
+                              "document.getElementById('policy-window_days').value, policyHospital];")
+    wait_until("the window refusal", lambda: policy_state()[0].startswith("window_days:") or sys.stdout.write(
+        f"policy page: {policy_state()}\n") and False, seconds=10)
+    assert browser.script("return document.getElementById('policy-window_days').getAttribute('aria-invalid');") == "true"
+    browser.clear("#policy-window_days")
+    browser.type("#policy-window_days", str(window + 1))
+    browser.click("#policy-form button[type=submit]")
+    wait_until("the policy saved", lambda: browser.text("#policy-result").startswith("saved: version 2"))
+    assert browser.text("#policy-error") == "", browser.text("#policy-error")
+    browser.screenshot(os.path.join(a.screenshots, "policy.png"))
+
+    # The audit trail names the operator for the 加号, the appeal, the
+    # waiver and the policy change.
     def trail():
         browser.click("#audit-form button[type=submit]")
         return {(r[2], r[3]) for r in rows_of(browser, "audit-table")} >= {
             ("capacity", "gateway/operator:city_ops"), ("appeal", "gateway/operator:city_ops"),
-            ("waiver", "gateway/operator:city_ops")}
+            ("waiver", "gateway/operator:city_ops"), ("policy", "gateway/operator:city_ops")}
     browser.script("location.hash = '#audit';")
     wait_until("the operator's changes audited", trail)
     browser.screenshot(os.path.join(a.screenshots, "audit-operator.png"))
@@ -582,7 +609,7 @@ def relay_pages(browser, a, city, redis):
     assert browser.script("return document.querySelector('#pages a[data-page=\"dead-letters\"]').hidden;")
     browser.script("location.hash = '#dead-letters';")
     wait_until("dead letters refused", lambda: browser.text("#dead-error").startswith("role:"))
-    print("relay pages: appeal waived, 加号 answered, audit names the operator, dead letters city-only", flush=True)
+    print("relay pages: appeal waived, 加号 answered, policy changed, audit names the operator, dead letters city-only", flush=True)
 
 
 if __name__ == "__main__":

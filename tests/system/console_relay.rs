@@ -535,3 +535,214 @@ async fn appeals_are_queued_per_hospital_and_decided_by_city_operators_with_a_re
         ]
     );
 }
+
+async fn release_at(h: &TestHospital, segment: uuid::Uuid) -> chrono::DateTime<chrono::Utc> {
+    let client = h.state.pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT sch.release_at FROM schedules sch JOIN segments seg ON seg.schedule_id = sch.id
+              WHERE seg.id = $1",
+            &[&segment],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A segment's Redis copy: its meta (release instant) and pool counts,
+/// loaded first if missing.
+async fn redis_copy(
+    h: &TestHospital,
+    segment: uuid::Uuid,
+) -> (
+    std::collections::HashMap<String, String>,
+    std::collections::HashMap<String, String>,
+) {
+    slot_inventory::booking::cache::load_segment(&h.state, segment)
+        .await
+        .unwrap();
+    let info = slot_inventory::booking::cache::segment_info(&h.state, segment)
+        .await
+        .unwrap();
+    let keys = h.state.keys.segment(&info);
+    let mut conn = h.state.redis.clone();
+    let meta = jyt_cache::redis::cmd("HGETALL")
+        .arg(&keys.meta)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pools = jyt_cache::redis::cmd("HGETALL")
+        .arg(&keys.pools)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (meta, pools)
+}
+
+async fn policy_version(h: &TestHospital) -> (i64, i64) {
+    let client = h.state.pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT version, (SELECT count(*) FROM booking_policy_history) FROM booking_policy",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_city_operator_changes_a_hospitals_booking_policy_for_unreleased_schedules_only() {
+    let city = TestCity::spawn(&["pumch", "tongren"]).await;
+    let pumch = city.hospital(0);
+    let released = pumch.seed_visit_day(4).await[0].clone();
+    let later = visit_day().checked_add_days(chrono::Days::new(20)).unwrap();
+    let unreleased = slot_inventory::seed::seed_demo_day(&pumch.state, later, 4)
+        .await
+        .unwrap()[0]
+        .segment_ids[0];
+    let (released_before, unreleased_before) = (
+        release_at(pumch, released.id).await,
+        release_at(pumch, unreleased).await,
+    );
+    assert!(unreleased_before > chrono::Utc::now());
+    let (_, released_pools_before) = redis_copy(pumch, released.id).await;
+    let (_, unreleased_pools_before) = redis_copy(pumch, unreleased).await;
+    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch", "tongren"]).await;
+    let city_ops = console.login("city_ops").await;
+    let tongren_ops = console.login("tongren_ops").await;
+    let path = "/v1/console/hospitals/pumch/policy";
+
+    let res = console.call(Some(&city_ops), Method::GET, path, None).await;
+    assert_eq!(res.status(), 200);
+    let current: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(current["version"], 1, "{current}");
+    assert_eq!(current["updated_by"], "settings");
+    let mut policy = current["policy"].clone();
+    let window = policy["window_days"].as_u64().unwrap();
+    policy["window_days"] = json!(window + 3);
+    policy["release_time"] = json!("07:30");
+    policy["pool_shares"] = json!({ "wechat": 50 });
+
+    // Refused, and nothing written: another hospital's operator (console
+    // and gateway), no session, a channel app's signed request, bad input.
+    let res = console
+        .call(Some(&tongren_ops), Method::PUT, path, Some(policy.clone()))
+        .await;
+    assert_eq!(problem(res).await["field"], "hospital");
+    let res = console.call(Some(&tongren_ops), Method::GET, path, None).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        console
+            .call(None, Method::PUT, path, Some(policy.clone()))
+            .await
+            .status(),
+        401
+    );
+    let relay = format!("{}/ops/v1/hospitals/pumch/policy", city.gateway_url);
+    let key = internal::derive_key(GATEWAY_MASTER_SECRET.as_bytes(), GATEWAY_OPS);
+    let tongren_op = ActingOperator {
+        login: "tongren_ops".into(),
+        hospital: Some("tongren".into()),
+    };
+    let res = city
+        .http
+        .put(&relay)
+        .header(internal::HEADER, token(&key, &tongren_op))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res).await["code"], "HOSPITAL_FORBIDDEN");
+    let res = city
+        .signed(
+            "wechat",
+            Method::PUT,
+            "/ops/v1/hospitals/pumch/policy",
+            Some(&policy),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res).await["code"], "OPERATOR_UNAUTHORIZED");
+    for (field, value, named) in [
+        ("window_days", json!(0), "window_days"),
+        ("hold_minutes", json!(0), "hold_minutes"),
+        ("pool_shares", json!({ "wechat": 90, "kiosk": 30 }), "pool_shares"),
+        ("pool_shares", json!({ "taxi": 5 }), "pool_shares.taxi"),
+        ("max_per_person_per_day", json!(0), "max_per_person_per_day"),
+    ] {
+        let mut bad = policy.clone();
+        bad[field] = value;
+        let res = console
+            .call(Some(&city_ops), Method::PUT, path, Some(bad.clone()))
+            .await;
+        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(problem(res).await["field"], named, "{bad}");
+    }
+    let mut bad = policy.clone();
+    bad["release_time"] = json!("25:00");
+    let res = console.call(Some(&city_ops), Method::PUT, path, Some(bad)).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(policy_version(pumch).await, (1, 0), "nothing written");
+    assert_eq!(release_at(pumch, unreleased).await, unreleased_before);
+
+    // The city operator's change: the unreleased schedule's release moves,
+    // the released one keeps its instant.
+    let res = console
+        .call(Some(&city_ops), Method::PUT, path, Some(policy.clone()))
+        .await;
+    assert_eq!(res.status(), 200);
+    let changed: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(changed["version"], 2, "{changed}");
+    assert_eq!(changed["updated_by"], "gateway/operator:city_ops");
+    assert!(changed["schedules_affected"].as_u64().unwrap() >= 1, "{changed}");
+    let new: slot_inventory::policy::Policy = serde_json::from_value(policy.clone()).unwrap();
+    assert_eq!(release_at(pumch, unreleased).await, new.release_at(later));
+    assert_ne!(release_at(pumch, unreleased).await, unreleased_before);
+    assert_eq!(release_at(pumch, released.id).await, released_before);
+    assert_eq!(policy_version(pumch).await, (2, 1));
+    // Redis: the unreleased segment was reloaded with the new release
+    // instant and pool split; the released one keeps its pools.
+    let (meta, pools) = redis_copy(pumch, unreleased).await;
+    assert_eq!(meta["release_at"], new.release_at(later).timestamp().to_string());
+    assert_eq!(pools.get("wechat").map(String::as_str), Some("2"), "{pools:?}");
+    assert_ne!(pools, unreleased_pools_before);
+    assert_eq!(redis_copy(pumch, released.id).await.1, released_pools_before);
+    assert_eq!(pumch.state.policy.get().window_days, new.window_days);
+    let read: serde_json::Value = console
+        .call(Some(&city_ops), Method::GET, path, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["policy"], policy);
+
+    // The audit trail keeps it as a `policy` row naming the operator.
+    let http = console.http.clone();
+    let url = format!("{}/v1/console/audit?kind=policy", console.url);
+    let entry: serde_json::Value = eventually(Duration::from_secs(15), "the policy change audited", || {
+        let (http, url, token) = (http.clone(), url.clone(), city_ops.clone());
+        async move {
+            let body: serde_json::Value = http
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            body["entries"].as_array()?.first().cloned()
+        }
+    })
+    .await;
+    assert_eq!(entry["actor"], "gateway/operator:city_ops", "{entry}");
+    assert_eq!(entry["hospital_id"], "pumch");
+    let summary = entry["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("window_days {window} → {}", window + 3)),
+        "{summary}"
+    );
+    assert!(summary.contains("release_time"), "{summary}");
+}

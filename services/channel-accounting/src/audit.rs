@@ -7,6 +7,8 @@
 //!   slot; answers the schedule's open capacity requests when it adds seats.
 //! - `schedule.stopped` (slot-inventory): a `stop` row for the schedule,
 //!   and each of its slots mapped to it, so every slot's provenance shows it.
+//! - `policy.changed` (slot-inventory): a `policy` row for the hospital,
+//!   naming the fields that changed.
 //! - `waitlist.capacity_requested` (slot-inventory): an open request.
 //! - `standing.waived`, `appeal.decided` (card-issuing): `waiver` and
 //!   `appeal` rows for the person (and the hospital of the no-show).
@@ -140,10 +142,44 @@ pub async fn apply<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Re
             // The ledger still moves the waitlist depth with it.
             return Ok(false);
         }
+        "policy.changed" => {
+            let row = Row {
+                hospital,
+                kind: "policy",
+                actor: actor_of(p),
+                schedule: None,
+                slot: None,
+                person: None,
+                summary: policy_summary(p),
+            };
+            insert(client, event, row).await?;
+        }
         "standing.waived" | "appeal.decided" => person_change(client, event, hospital).await?,
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// `booking policy changed: window_days 7 → 14; … (3 unreleased schedules)`.
+fn policy_summary(p: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let before = p.get("before").and_then(Value::as_object).unwrap_or(&empty);
+    let after = p.get("after").and_then(Value::as_object).unwrap_or(&empty);
+    let changes: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let was = before.get(k).map_or_else(|| "—".to_owned(), Value::to_string);
+            format!("{k} {was} → {v}")
+        })
+        .collect();
+    let affected = p.get("schedules_affected").and_then(Value::as_i64).unwrap_or(0);
+    let what = if changes.is_empty() {
+        "no field changed".to_owned()
+    } else {
+        changes.join("; ")
+    };
+    format!("booking policy changed: {what} ({affected} unreleased schedules)")
 }
 
 async fn capacity_changed<C: GenericClient>(
@@ -216,4 +252,22 @@ async fn person_change<C: GenericClient>(
         summary,
     };
     insert(client, event, row).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_summary;
+
+    #[test]
+    fn a_policy_row_names_the_fields_that_changed() {
+        let event = serde_json::json!({
+            "before": { "window_days": 7, "release_time": "08:30", "hold_minutes": 10 },
+            "after": { "window_days": 14, "release_time": "07:30", "hold_minutes": 10 },
+            "schedules_affected": 3,
+        });
+        assert_eq!(
+            policy_summary(&event),
+            "booking policy changed: release_time \"08:30\" → \"07:30\"; window_days 7 → 14 (3 unreleased schedules)"
+        );
+    }
 }

@@ -7,9 +7,10 @@
 const REFRESH_MS = 10000;
 // The surge moves in seconds: poll it faster than the day's overview.
 const SURGE_REFRESH_MS = 2000;
-const PAGES = ["overview", "surge", "capacity", "audit", "appeals", "dead-letters"];
-// The signed-in operator's role, from /v1/operators/me.
+const PAGES = ["overview", "surge", "capacity", "audit", "appeals", "policy", "dead-letters"];
+// The signed-in operator's role (and hospital), from /v1/operators/me.
 let role = null;
+let ownHospital = null;
 const TOKEN_KEY = "jyt-accounting-token";
 const CHANNEL_COLOURS = {
   wechat: "#1aad19", kiosk: "#1f6feb", phone114: "#d97706", window: "#6b7785",
@@ -103,6 +104,7 @@ async function show() {
     $("operator").textContent = me.login + " (" + me.role + (me.hospital_id ? " · " + me.hospital_id : "") + ")";
     // A hospital operator has one hospital: no hospital filters to fill.
     role = me.role;
+    ownHospital = me.hospital_id || null;
     document.querySelectorAll(".city-only").forEach((el) => { el.hidden = me.role !== "city"; });
   } catch (e) {
     $("operator").textContent = e.message;
@@ -116,7 +118,7 @@ function showPage() {
   document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, appeals: loadAppeals, "dead-letters": loadDeadLetters }[page];
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, "dead-letters": loadDeadLetters }[page];
   load();
   if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
   if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
@@ -535,6 +537,105 @@ async function decideAppeal(id, decision, reasonInput) {
   }
 }
 
+// ---- Hospitals and their booking policy ----
+
+const POLICY_POOLS = ["wechat", "kiosk", "phone114", "window", "app", "referral", "clinic"];
+const POLICY_TIMES = ["release_time", "cancel_time", "pool_merge_time"];
+const POLICY_NUMBERS = ["window_days", "cancel_days_before", "hold_minutes", "checkin_opens_minutes_before",
+  "no_show_grace_minutes", "pool_merge_days_before", "max_per_person_per_day",
+  "max_per_person_per_department_per_day", "waitlist_capacity_request_threshold"];
+let policyHospital = null;
+
+// A city operator's hospitals are those the ledger knows; a hospital
+// operator has their own.
+async function loadPolicyHospitals() {
+  let ids = [];
+  if (role === "city") {
+    try {
+      const o = await api("/v1/console/overview?" + new URLSearchParams({ date: beijingToday() }));
+      ids = (o.hospitals || []).map((h) => h.hospital_id).sort();
+    } catch (e) {
+      $("policy-error").textContent = e.message;
+    }
+  } else if (ownHospital) {
+    ids = [ownHospital];
+  }
+  $("policy-hospitals").replaceChildren(...ids.map((id) => {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button"; b.textContent = id; b.dataset.hospital = id;
+    b.classList.toggle("current", id === policyHospital);
+    b.addEventListener("click", () => loadPolicy(id));
+    li.appendChild(b);
+    return li;
+  }));
+  if (!policyHospital && ids.length) loadPolicy(ids[0]);
+}
+
+function showPolicy(p) {
+  const policy = p.policy;
+  for (const k of POLICY_TIMES.concat(POLICY_NUMBERS)) $("policy-" + k).value = policy[k];
+  for (const pool of POLICY_POOLS) $("policy-pool_shares." + pool).value = (policy.pool_shares || {})[pool] || 0;
+  commonShare();
+  $("policy-updated").textContent = "version " + p.version + " · changed " +
+    new Date(p.updated_at).toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" }) + " by " + p.updated_by;
+}
+
+function commonShare() {
+  const sum = POLICY_POOLS.reduce((n, pool) => n + (Number($("policy-pool_shares." + pool).value) || 0), 0);
+  $("policy-common").textContent = "common: " + (100 - sum) + "%";
+}
+
+async function loadPolicy(hospital) {
+  policyHospital = hospital;
+  document.querySelectorAll("#policy-hospitals button").forEach((b) => b.classList.toggle("current", b.dataset.hospital === hospital));
+  const form = $("policy-form");
+  $("policy-title").textContent = "(" + hospital + ")";
+  $("policy-result").textContent = "";
+  try {
+    const p = await api("/v1/console/hospitals/" + encodeURIComponent(hospital) + "/policy");
+    refusedIn(form, "policy-error", null);
+    form.hidden = false;
+    showPolicy(p);
+  } catch (e) {
+    form.hidden = true;
+    $("policy-error").textContent = e.message;
+  }
+}
+
+// Numbers are sent as typed: the hospital names a bad one, not the page.
+function typed(raw) {
+  const v = raw.trim();
+  if (v === "") return null;
+  return Number.isNaN(Number(v)) ? v : Number(v);
+}
+
+async function submitPolicy(event) {
+  event.preventDefault();
+  const form = $("policy-form");
+  if (!policyHospital) return;
+  const body = { pool_shares: {} };
+  for (const k of POLICY_TIMES) body[k] = $("policy-" + k).value;
+  for (const k of POLICY_NUMBERS) body[k] = typed($("policy-" + k).value);
+  for (const pool of POLICY_POOLS) {
+    const v = typed($("policy-pool_shares." + pool).value);
+    if (v !== 0 && v !== null) body.pool_shares[pool] = v;
+  }
+  $("policy-result").textContent = "";
+  try {
+    const r = await api("/v1/console/hospitals/" + encodeURIComponent(policyHospital) + "/policy", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    refusedIn(form, "policy-error", null);
+    showPolicy(r);
+    $("policy-result").textContent = "saved: version " + r.version + "; " + r.schedules_affected + " unreleased schedules take it";
+  } catch (e) {
+    refusedIn(form, "policy-error", e);
+  }
+}
+
 // ---- Notification dead letters ----
 
 async function loadDeadLetters() {
@@ -624,6 +725,14 @@ document.addEventListener("DOMContentLoaded", () => {
   $("jiahao-load").addEventListener("click", loadSegments);
   $("jiahao-cancel").addEventListener("click", () => { $("jiahao-form").hidden = true; answering = null; });
   $("dead-reload").addEventListener("click", loadDeadLetters);
+  $("policy-form").addEventListener("submit", submitPolicy);
+  $("policy-open-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const h = $("policy-hospital-input").value.trim();
+    if (h) loadPolicy(h);
+  });
+  $("policy-form").addEventListener("input", commonShare);
+  $("policy-reload").addEventListener("click", () => { if (policyHospital) loadPolicy(policyHospital); });
   $("appeals-form").addEventListener("submit", (e) => { e.preventDefault(); loadAppeals(); });
   window.addEventListener("hashchange", () => { if (token()) showPage(); });
   if (token()) show();

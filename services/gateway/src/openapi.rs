@@ -76,6 +76,8 @@ pub struct ProblemDoc {
         crate::routes::ops::replay_dead_letter,
         crate::routes::ops::schedules,
         crate::routes::ops::set_capacity,
+        crate::routes::ops::policy,
+        crate::routes::ops::set_policy,
         crate::routes::ops::appeals,
         crate::routes::ops::decide_appeal,
         crate::routes::patients::register,

@@ -15,6 +15,7 @@
 //! - [`seed`]: a demo day of clinics.
 
 pub mod booking;
+pub mod booking_policy;
 pub mod error;
 pub mod federation;
 pub mod fhir;

@@ -9,22 +9,22 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeDelta, Utc};
 use jyt_domain::time::at;
 use jyt_settings::Invalid;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Pools a segment's capacity is split into; `common` takes the remainder.
 pub const POOLS: [&str; 8] = [
     "wechat", "kiosk", "phone114", "window", "app", "referral", "clinic", "common",
 ];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// Rolling window: at `release_time` on day D, day D + window opens.
     pub window_days: u32,
-    #[serde(deserialize_with = "hh_mm")]
+    #[serde(deserialize_with = "hh_mm", serialize_with = "to_hh_mm")]
     pub release_time: NaiveTime,
     /// Cancellation closes at `cancel_time` this many days before the visit.
     pub cancel_days_before: u32,
-    #[serde(deserialize_with = "hh_mm")]
+    #[serde(deserialize_with = "hh_mm", serialize_with = "to_hh_mm")]
     pub cancel_time: NaiveTime,
     /// How long a booking with a fee stays held, unpaid.
     pub hold_minutes: u32,
@@ -36,7 +36,7 @@ pub struct Policy {
     /// Unused channel shares merge into the common pool at `pool_merge_time`
     /// this many days before the visit.
     pub pool_merge_days_before: u32,
-    #[serde(deserialize_with = "hh_mm")]
+    #[serde(deserialize_with = "hh_mm", serialize_with = "to_hh_mm")]
     pub pool_merge_time: NaiveTime,
     /// Percent of each segment's capacity reserved per pool (not `common`).
     pub pool_shares: BTreeMap<String, u32>,
@@ -50,6 +50,10 @@ fn hh_mm<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
     let s = String::deserialize(d)?;
     NaiveTime::parse_from_str(&s, "%H:%M")
         .map_err(|_| serde::de::Error::custom(format!("`{s}` is not HH:MM")))
+}
+
+fn to_hh_mm<S: Serializer>(t: &NaiveTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.format("%H:%M").to_string())
 }
 
 impl Policy {

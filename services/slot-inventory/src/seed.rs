@@ -51,7 +51,7 @@ pub async fn seed_demo_day(
     capacity: i32,
 ) -> anyhow::Result<Vec<StoredSchedule>> {
     let hospital_code = state.hospital.as_str();
-    let release_at = state.settings.policy.release_at(date);
+    let release_at = state.policy.get().release_at(date);
     let now = state.clock.now();
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;

@@ -48,7 +48,11 @@ pub async fn connect(
         keyspace.plain(&settings.events.stream),
     );
     let hospital = settings.hospital.id.clone();
+    let stored = crate::booking_policy::ensure_stored(&pool.get().await?, &settings.policy, clock.now())
+        .await
+        .context("reading the stored booking policy")?;
     let state = AppState {
+        policy: crate::booking_policy::CurrentPolicy::new(stored.version, stored.policy),
         keys: HospitalKeys::new(keyspace, &hospital),
         metrics: BookingMetrics::register(registry, &hospital)?,
         hospital,
@@ -63,7 +67,7 @@ pub async fn connect(
         cache: Default::default(),
         tally: Default::default(),
     };
-    schedule::queries::apply_release_policy(&state.pool.get().await?, &settings.policy, state.clock.now())
+    schedule::queries::apply_release_policy(&state.pool.get().await?, &state.policy.get(), state.clock.now())
         .await
         .context("applying the release policy to unreleased schedules")?;
     state

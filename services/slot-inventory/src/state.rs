@@ -18,6 +18,7 @@ use crate::booking::hold::{HoldScripts, HospitalKeys};
 use crate::booking::queries::SegmentInfo;
 use crate::booking::service::BookOutcome;
 use crate::booking::tally::AttemptTally;
+use crate::booking_policy::CurrentPolicy;
 use crate::error::SlotError;
 use crate::settings::Settings;
 
@@ -25,6 +26,9 @@ use crate::settings::Settings;
 pub struct AppState {
     pub hospital: HospitalId,
     pub settings: Arc<Settings>,
+    /// The booking policy in force (stored in PostgreSQL, changed from the
+    /// console); `settings.policy` only seeds it at first start.
+    pub policy: CurrentPolicy,
     pub pool: Pool,
     pub redis: RedisConn,
     pub keys: HospitalKeys,

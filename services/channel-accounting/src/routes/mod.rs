@@ -27,6 +27,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(surge::surge)
         .service(operations::schedules)
         .service(operations::set_capacity)
+        .service(operations::policy)
+        .service(operations::set_policy)
         .service(operations::dead_letters)
         .service(operations::replay)
         .service(operations::appeals)

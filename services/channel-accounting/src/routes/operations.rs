@@ -6,6 +6,8 @@
 //!
 //! - `GET  /v1/console/hospitals/{hospital}/schedules?date=`
 //! - `PUT  /v1/console/hospitals/{hospital}/segments/{segment}/capacity` `{"capacity": n}`
+//! - `GET  /v1/console/hospitals/{hospital}/policy`
+//! - `PUT  /v1/console/hospitals/{hospital}/policy` (the whole policy; the hospital validates it)
 //! - `GET  /v1/console/dead-letters`
 //! - `POST /v1/console/dead-letters/{id}/replay`
 //! - `GET  /v1/console/appeals?status=&hospital=` (a hospital operator: their own)
@@ -102,6 +104,51 @@ pub async fn set_capacity(
         )
         .await?;
     tracing::info!(operator = %operator.login, %hospital, %segment, status = %res.status(), "加号 relayed");
+    Ok(res)
+}
+
+/// A hospital's booking policy (a hospital operator: their own).
+#[get("/v1/console/hospitals/{hospital}/policy")]
+pub async fn policy(
+    relay: web::Data<RelayHandle>,
+    operator: Operator,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AccountingError> {
+    let hospital = own_hospital(&operator, &path)?;
+    relay
+        .get()?
+        .call(
+            &operator,
+            reqwest::Method::GET,
+            &format!("/ops/v1/hospitals/{hospital}/policy"),
+            None,
+        )
+        .await
+}
+
+/// Replace a hospital's booking policy as a whole; the hospital validates
+/// it (400 naming the field) and applies it to unreleased schedules only.
+#[put("/v1/console/hospitals/{hospital}/policy")]
+pub async fn set_policy(
+    relay: web::Data<RelayHandle>,
+    operator: Operator,
+    path: web::Path<String>,
+    body: Json<serde_json::Value>,
+) -> Result<HttpResponse, AccountingError> {
+    let hospital = own_hospital(&operator, &path)?;
+    if !body.0.is_object() {
+        return Err(AccountingError::invalid("policy", "must be a JSON object"));
+    }
+    let res = relay
+        .get()?
+        .call(
+            &operator,
+            reqwest::Method::PUT,
+            &format!("/ops/v1/hospitals/{hospital}/policy"),
+            Some(body.0),
+        )
+        .await?;
+    tracing::info!(operator = %operator.login, %hospital, status = %res.status(), "policy change relayed");
     Ok(res)
 }
 

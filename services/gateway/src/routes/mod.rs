@@ -32,6 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(ops::replay_dead_letter)
         .service(ops::schedules)
         .service(ops::set_capacity)
+        .service(ops::policy)
+        .service(ops::set_policy)
         .service(ops::appeals)
         .service(ops::decide_appeal)
         // The public FHIR reads (capability statement, SMART bulk feed)

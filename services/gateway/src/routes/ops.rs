@@ -211,6 +211,76 @@ pub async fn set_capacity(
     Ok(answer.into_response())
 }
 
+/// A hospital's booking policy (release time, window, pool shares, limits)
+/// with its version and who changed it last.
+#[utoipa::path(
+    get, path = "/ops/v1/hospitals/{hospital_id}/policy", tag = "operations",
+    params(("hospital_id" = String, Path, description = "The hospital")),
+    responses(
+        (status = 200, description = "The policy in force", body = serde_json::Value),
+        (status = 401, description = "OPERATOR_UNAUTHORIZED", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's operator", body = crate::openapi::ProblemDoc),
+    ),
+    security(("internal_token" = []))
+)]
+#[get("/ops/v1/hospitals/{hospital_id}/policy")]
+pub async fn policy(
+    state: web::Data<GatewayState>,
+    operator: OpsOperator,
+    path: web::Path<String>,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = operator.hospital(&path)?;
+    let answer = state
+        .upstreams
+        .forward(
+            &hospital,
+            reqwest::Method::GET,
+            "/v1/policy",
+            HeaderMap::new(),
+            None,
+        )
+        .await?;
+    Ok(answer.into_response())
+}
+
+/// Replace a hospital's booking policy (whole): validated by the hospital,
+/// applied to schedules not yet released, its event naming the operator.
+#[utoipa::path(
+    put, path = "/ops/v1/hospitals/{hospital_id}/policy", tag = "operations",
+    params(("hospital_id" = String, Path, description = "The hospital")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new policy and how many unreleased schedules it moved", body = serde_json::Value),
+        (status = 400, description = "INVALID_FIELD naming the field, e.g. `window_days`; nothing written", body = crate::openapi::ProblemDoc),
+        (status = 401, description = "OPERATOR_UNAUTHORIZED", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's operator", body = crate::openapi::ProblemDoc),
+    ),
+    security(("internal_token" = []))
+)]
+#[put("/ops/v1/hospitals/{hospital_id}/policy")]
+pub async fn set_policy(
+    state: web::Data<GatewayState>,
+    operator: OpsOperator,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = operator.hospital(&path)?;
+    let answer = state
+        .upstreams
+        .forward(
+            &hospital,
+            reqwest::Method::PUT,
+            "/v1/policy",
+            operator.actor_headers(),
+            Some(body.to_vec()),
+        )
+        .await?;
+    if answer.status.is_success() {
+        tracing::info!(operator = %operator.0.login, %hospital, "booking policy changed by an operator");
+    }
+    Ok(answer.into_response())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppealsQuery {

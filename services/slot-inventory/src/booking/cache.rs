@@ -260,7 +260,7 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
         Vec::new()
     };
     drop(client);
-    let policy = &state.settings.policy;
+    let policy = state.policy.get();
     let taken: HashSet<i32> = st.live.iter().map(|(seat, ..)| *seat).collect();
     let free_seats: Vec<i32> = if st.open {
         (1..=st.capacity).filter(|s| !taken.contains(s)).collect()
@@ -268,7 +268,7 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
         Vec::new()
     };
     let mut pools = super::hold::pools_left(
-        policy,
+        &policy,
         st.capacity,
         free_seats.len(),
         st.live.iter().map(|(.., p)| p.as_str()),

@@ -160,7 +160,7 @@ pub async fn cancel(
     ) {
         return Err(SlotError::BookingNotCancellable(current.booking.status));
     }
-    let deadline = state.settings.policy.cancel_deadline(current.booking.visit_date);
+    let deadline = state.policy.get().cancel_deadline(current.booking.visit_date);
     if now > deadline {
         return Err(SlotError::CancellationClosed(deadline));
     }
@@ -233,7 +233,7 @@ pub async fn check_in(
         other => return Err(SlotError::NotCheckInable(other)),
     }
     let opens = current.segment_starts_at
-        - TimeDelta::minutes(i64::from(state.settings.policy.checkin_opens_minutes_before));
+        - TimeDelta::minutes(i64::from(state.policy.get().checkin_opens_minutes_before));
     if now < opens || now > current.segment_ends_at {
         return Err(SlotError::CheckInClosed {
             opens,
@@ -352,7 +352,7 @@ async fn expire_one(state: &AppState, id: Uuid, now: DateTime<Utc>) -> Result<bo
 /// grace period as no-shows (card-issuing counts them).
 pub async fn mark_no_shows(state: &AppState) -> Result<usize, SlotError> {
     let now = state.clock.now();
-    let cutoff = now - TimeDelta::minutes(i64::from(state.settings.policy.no_show_grace_minutes));
+    let cutoff = now - TimeDelta::minutes(i64::from(state.policy.get().no_show_grace_minutes));
     let client = state.pool.get().await?;
     let overdue = queries::overdue_arrivals(&client, cutoff, 500).await?;
     drop(client);
@@ -396,6 +396,10 @@ pub async fn run_sweepers(state: AppState) {
     let mut slow_tick: u64 = 1;
     loop {
         tick.tick().await;
+        // Another replica may have changed the booking policy.
+        if let Err(e) = crate::booking_policy::refresh(&state).await {
+            tracing::warn!(error = %e, "could not re-read the booking policy");
+        }
         match expire_holds(&state).await {
             Ok(n) => state.metrics.hold_expired(n),
             Err(e) => tracing::warn!(error = %e, "hold expiry sweep failed"),

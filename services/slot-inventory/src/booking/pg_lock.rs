@@ -24,7 +24,7 @@ pub async fn book(
     info: &SegmentInfo,
 ) -> Result<BookOutcome, SlotError> {
     let now = state.clock.now();
-    let policy = &state.settings.policy;
+    let policy = state.policy.get();
     let mut client = state.pool.get().await?;
     if let Some(existing) =
         queries::get_booking_by_idempotency_key(&client, &state.hospital, req.patient_id, key.as_str())
@@ -135,7 +135,7 @@ async fn check_person_rules(
     req: &BookRequest,
     info: &SegmentInfo,
 ) -> Result<(), SlotError> {
-    let policy = &state.settings.policy;
+    let policy = state.policy.get();
     let mine = tx
         .query(
             &format!(
@@ -179,7 +179,7 @@ async fn choose_seat(
     capacity: i32,
 ) -> Result<(String, i32), SlotError> {
     let now = state.clock.now();
-    let policy = &state.settings.policy;
+    let policy = state.policy.get();
     let live = tx
         .query(
             &format!("SELECT seat_no, pool FROM bookings WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES}"),

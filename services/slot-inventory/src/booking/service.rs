@@ -135,7 +135,7 @@ async fn try_book(
     let patient_day = state.keys.patient_day(req.patient_id, info.visit_date);
     let booking_id = Uuid::now_v7();
     let now = state.clock.now();
-    let policy = &state.settings.policy;
+    let policy = state.policy.get();
     let hold_request = HoldRequest {
         patient: req.patient_id,
         booking_id,
@@ -366,7 +366,7 @@ fn new_booking<'a>(
         idempotency_key: key.as_str(),
         referral_id: req.referral_id.as_deref(),
         owner_app: req.owner_app.as_deref(),
-        hold_deadline: won.now + state.settings.policy.hold_length(),
+        hold_deadline: won.now + state.policy.get().hold_length(),
     }
 }
 

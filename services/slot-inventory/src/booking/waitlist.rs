@@ -78,14 +78,14 @@ fn to_entry(state: &AppState, row: &jyt_db::tokio_postgres::Row) -> WaitlistEntr
 /// Seats of the schedule a patient booking through `channel` could take
 /// now (seats kept back for the line count too: they are for those ahead).
 fn seats_for(state: &AppState, fill: &queries::ScheduleFill, channel: Channel, now: DateTime<Utc>) -> i32 {
-    let policy = &state.settings.policy;
+    let policy = state.policy.get();
     let merged = now >= policy.pool_merge_at(fill.visit_date);
     fill.segments
         .iter()
         .map(|(capacity, live)| {
             let taken = live.iter().filter(|(seat, _)| *seat <= *capacity).count();
             let free = usize::try_from(*capacity).unwrap_or(0).saturating_sub(taken);
-            pools_left(policy, *capacity, free, live.iter().map(|(_, p)| p.as_str()))
+            pools_left(&policy, *capacity, free, live.iter().map(|(_, p)| p.as_str()))
                 .iter()
                 .filter(|(pool, _)| may_take(pool, channel, merged))
                 .map(|(_, n)| *n)
@@ -169,7 +169,7 @@ pub async fn join(
     )
     .await?;
     let waiting = queries::waiting_count(&tx, schedule).await?;
-    let threshold = i64::from(state.settings.policy.waitlist_capacity_request_threshold);
+    let threshold = i64::from(state.policy.get().waitlist_capacity_request_threshold);
     if waiting == threshold + 1 {
         // Asked once per crossing, not for every later joiner.
         jyt_events::append(

@@ -193,7 +193,7 @@ pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOu
                 })
                 .collect(),
         };
-        let stored = upsert_schedule(&tx, &schedule, state.settings.policy.release_at(s.date), now).await?;
+        let stored = upsert_schedule(&tx, &schedule, state.policy.get().release_at(s.date), now).await?;
         tx.execute(
             "UPDATE schedules SET for_waitlist = $2 WHERE id = $1",
             &[&stored.schedule_id, &s.for_waitlist],

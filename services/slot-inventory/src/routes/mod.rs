@@ -3,6 +3,7 @@
 pub mod bookings;
 pub mod federation;
 pub mod patients;
+pub mod policy;
 pub mod schedules;
 
 use actix_web::{HttpMessage, HttpRequest, web};
@@ -58,6 +59,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, lock: LockKind) {
         .service(bookings::check_in)
         .service(patients::bookings)
         .service(patients::no_show_cause)
+        .service(policy::get)
+        .service(policy::put)
         .service(schedules::list)
         .service(schedules::join_waitlist)
         .service(schedules::get_waitlist_entry)

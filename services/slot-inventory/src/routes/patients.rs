@@ -68,7 +68,7 @@ pub async fn no_show_cause(
     else {
         return Err(SlotError::BookingNotFound(raw));
     };
-    let grace = chrono::TimeDelta::minutes(i64::from(state.settings.policy.no_show_grace_minutes));
+    let grace = chrono::TimeDelta::minutes(i64::from(state.policy.get().no_show_grace_minutes));
     let arrived = [
         BookingStatus::CheckedIn.as_str(),
         BookingStatus::Completed.as_str(),
