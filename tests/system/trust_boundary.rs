@@ -180,6 +180,8 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
             format!("/ops/v1/hospitals/tbh/segments/{segment}/capacity"),
             &empty,
         ),
+        ("GET", "/ops/v1/hospitals/tbh/policy".into(), &empty),
+        ("PUT", "/ops/v1/hospitals/tbh/policy".into(), &empty),
     ];
     let mut routes = routes;
     routes.extend(
