@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use jyt_domain::Channel;
 use jyt_settings::{
-    HttpSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources, TelemetrySettings,
-    Validate,
+    HttpSettings, InternalAuthSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources,
+    TelemetrySettings, Validate,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -23,6 +23,10 @@ pub struct Settings {
     pub fees: FeeSettings,
     pub operators: OperatorSettings,
     pub gateway: GatewayRelaySettings,
+    /// How the survey door (`/internal/v1/surveys`) checks that the gateway
+    /// calls: its internal tokens for audience `channel-accounting`. Both
+    /// keys empty: that door is shut (401), the rest works.
+    pub internal_auth: InternalAuthSettings,
 }
 
 /// The gateway's operators' relay (`/ops/v1`), through which the console
@@ -155,6 +159,11 @@ impl Validate for Settings {
             ));
         }
         self.gateway.validate()?;
+        if self.surveys_open() {
+            self.internal_auth.validate("internal_auth")?;
+            self.internal_auth
+                .refuse_demo_derived("internal_auth", jyt_signing::internal::CHANNEL_ACCOUNTING)?;
+        }
         for (login, account) in &self.operators.accounts {
             let key = |k: &str| format!("operators.accounts.{login}.{k}");
             if login.is_empty()
@@ -216,6 +225,10 @@ impl Validate for Settings {
         if !self.gateway.ops_key.expose_secret().is_empty() {
             secrets.push(("gateway.ops_key".to_owned(), self.gateway.ops_key.expose_secret()));
         }
+        let master = self.internal_auth.master_secret.expose_secret();
+        if !master.is_empty() {
+            secrets.push(("internal_auth.master_secret".to_owned(), master));
+        }
         secrets
     }
 }
@@ -227,6 +240,12 @@ impl Settings {
 
     pub fn load_from(sources: &Sources) -> Result<Self, SettingsError> {
         jyt_settings::load_from(SERVICE, DEFAULTS, sources)
+    }
+
+    /// Whether the gateway may call the survey door: a key is configured.
+    pub fn surveys_open(&self) -> bool {
+        !self.internal_auth.secret.expose_secret().is_empty()
+            || !self.internal_auth.master_secret.expose_secret().is_empty()
     }
 
     /// This replica's consumer name in the group.

@@ -93,6 +93,8 @@ pub struct ProblemDoc {
         crate::routes::standing::get,
         crate::routes::standing::appeal,
         crate::routes::standing::bookings,
+        crate::routes::surveys::get,
+        crate::routes::surveys::answer,
         fhir::patient::create_patient,
         fhir::patient::read_patient,
         fhir::patient::search_related,
@@ -117,6 +119,7 @@ pub struct ProblemDoc {
         crate::routes::family::BindRequest,
         crate::routes::family::ConfirmRequest,
         crate::routes::standing::AppealRequest,
+        jyt_domain::survey::Answers,
     ))
 )]
 pub struct ApiDoc;

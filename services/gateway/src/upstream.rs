@@ -63,6 +63,26 @@ pub struct Forwarded {
 }
 
 impl Forwarded {
+    /// An internal service's whole answer, keeping the headers named in
+    /// `keep` (lower case); the caller decides what its status means.
+    pub async fn read(res: reqwest::Response, keep: &[&str]) -> Result<Self, reqwest::Error> {
+        let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let headers = keep
+            .iter()
+            .filter_map(|name| {
+                res.headers()
+                    .get(*name)
+                    .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
+            })
+            .collect();
+        let body = res.bytes().await?;
+        Ok(Self {
+            status,
+            headers,
+            body,
+        })
+    }
+
     pub fn into_response(self) -> HttpResponse {
         let mut out = HttpResponse::build(self.status);
         for (name, value) in self.headers {
