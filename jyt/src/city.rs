@@ -143,7 +143,8 @@ pub async fn start(
     let gateway_settings = gateway::Settings::load_from(&sources(env))?;
     // The console reaches hospitals through the gateway's operators' relay
     // with the gateway-ops key, derived from the gateway's master secret.
-    let master = secrecy::ExposeSecret::expose_secret(&gateway_settings.internal_auth.master_secret).to_owned();
+    let master =
+        secrecy::ExposeSecret::expose_secret(&gateway_settings.internal_auth.master_secret).to_owned();
     let ops_key = jyt_signing::internal::derive_key(master.as_bytes(), jyt_signing::internal::GATEWAY_OPS);
     let gateway = gateway::Application::build(gateway_settings).await?;
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());

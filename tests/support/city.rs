@@ -115,7 +115,11 @@ pub async fn spawn_console(redis_prefix: &str, gateway_url: &str, hospitals: &[&
 /// relay), for a gateway that must know the console's survey door
 /// (`CHANNEL_ACCOUNTING__BASE_URL` = [`TestConsole::url`]). The door takes
 /// the test gateway's tokens: its key derives from [`GATEWAY_MASTER_SECRET`].
-pub async fn spawn_console_on(redis_prefix: &str, gateway_url: Option<&str>, hospitals: &[&str]) -> TestConsole {
+pub async fn spawn_console_on(
+    redis_prefix: &str,
+    gateway_url: Option<&str>,
+    hospitals: &[&str],
+) -> TestConsole {
     let database_url = jyt_testkit::fresh_database("console").await;
     let p = "JYT_CHANNEL_ACCOUNTING__";
     let hash =
@@ -132,7 +136,10 @@ pub async fn spawn_console_on(redis_prefix: &str, gateway_url: Option<&str>, hos
         (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
         (format!("{p}CONSUMER__NAME"), "test-console".to_owned()),
         (format!("{p}OPERATORS__DEMO_ACCOUNT"), "false".to_owned()),
-        (format!("{p}GATEWAY__URL"), gateway_url.unwrap_or_default().to_owned()),
+        (
+            format!("{p}GATEWAY__URL"),
+            gateway_url.unwrap_or_default().to_owned(),
+        ),
         (format!("{p}GATEWAY__OPS_KEY"), ops_key),
         (
             format!("{p}INTERNAL_AUTH__MASTER_SECRET"),
@@ -592,7 +599,14 @@ impl TestCity {
         hospital_extra: &[(&str, &str)],
     ) -> Self {
         let prefix = jyt_testkit::fresh_redis_prefix();
-        Self::spawn_in(&prefix, hospital_ids, gateway_extra, hospital_extra, &Clock::System).await
+        Self::spawn_in(
+            &prefix,
+            hospital_ids,
+            gateway_extra,
+            hospital_extra,
+            &Clock::System,
+        )
+        .await
     }
 
     /// [`Self::spawn_configured`] on a Redis prefix the test chose (to

@@ -59,10 +59,17 @@ async fn see(city: &TestCity, visit: &Visit) {
             "/federation/v1/hospitals/{HOSPITAL}/bookings/{}/{step}",
             visit.booking
         );
-        let res = signed(&city.http, &city.gateway_url, HOSPITAL_KEY, Method::POST, &path, None)
-            .send()
-            .await
-            .unwrap();
+        let res = signed(
+            &city.http,
+            &city.gateway_url,
+            HOSPITAL_KEY,
+            Method::POST,
+            &path,
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
         assert_eq!(res.status(), 200, "{step}: {}", res.text().await.unwrap());
     }
 }
@@ -88,7 +95,13 @@ async fn read(city: &TestCity, app: &str, visit: &Visit, card: Option<&str>) -> 
     call(city, app, Method::GET, &path, card, None).await
 }
 
-async fn answer(city: &TestCity, app: &str, visit: &Visit, card: Option<&str>, body: &Value) -> reqwest::Response {
+async fn answer(
+    city: &TestCity,
+    app: &str,
+    visit: &Visit,
+    card: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
     let path = format!("/v1/surveys/{}/answers", visit.survey);
     call(city, app, Method::PUT, &path, card, Some(body)).await
 }
@@ -107,7 +120,9 @@ async fn invitation(callback: &Callback, visit: &Visit) -> Received {
             Duration::from_secs(20),
             move |seen| {
                 seen.iter()
-                    .find(|r| r.notice_type() == "survey.invited" && r.body["survey"]["booking_id"] == booking)
+                    .find(|r| {
+                        r.notice_type() == "survey.invited" && r.body["survey"]["booking_id"] == booking
+                    })
                     .cloned()
             },
         )
@@ -196,7 +211,11 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
         .unwrap();
     assert_eq!(completed_at, now, "the hospital's clock");
     assert_eq!(
-        invited.body["survey"]["expires_at"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap(),
+        invited.body["survey"]["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap(),
         now + TimeDelta::days(7)
     );
     see(&city, &second).await;
@@ -211,7 +230,10 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
         assert_eq!(invitations(&callback, visit), 1, "one invitation per visit");
     }
     assert!(
-        other_app.delivered().iter().all(|r| r.notice_type() != "survey.invited"),
+        other_app
+            .delivered()
+            .iter()
+            .all(|r| r.notice_type() != "survey.invited"),
         "no other app hears of the surveys"
     );
 
@@ -220,7 +242,10 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
     let res = read(&city, "wechat", &first, Some(card)).await;
     assert_eq!(res.status(), 200);
     let survey: Value = res.json().await.unwrap();
-    assert_eq!((survey["status"].as_str(), survey["answer"].is_null()), (Some("open"), true));
+    assert_eq!(
+        (survey["status"].as_str(), survey["answer"].is_null()),
+        (Some("open"), true)
+    );
     let given = answers(5, 4, 5, true, Some(" 医生很耐心 "));
     let res = answer(&city, "wechat", &first, Some(card), &given).await;
     assert_eq!(res.status(), 200);
@@ -235,14 +260,28 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
     assert_eq!(res.headers()["idempotency-replayed"], "true");
     assert_eq!(res.json::<Value>().await.unwrap(), recorded);
     // Other answers: refused, the first stands.
-    let res = answer(&city, "wechat", &first, Some(card), &answers(1, 1, 1, false, None)).await;
+    let res = answer(
+        &city,
+        "wechat",
+        &first,
+        Some(card),
+        &answers(1, 1, 1, false, None),
+    )
+    .await;
     assert_eq!(res.status(), 409);
     assert_eq!(problem(res).await["code"], "SURVEY_ALREADY_ANSWERED");
     let res = read(&city, "wechat", &first, Some(card)).await;
     assert_eq!(res.json::<Value>().await.unwrap()["answer"], recorded["answer"]);
 
     let second_card = second.patient.card_number.as_str();
-    let res = answer(&city, "wechat", &second, Some(second_card), &answers(3, 2, 4, false, None)).await;
+    let res = answer(
+        &city,
+        "wechat",
+        &second,
+        Some(second_card),
+        &answers(3, 2, 4, false, None),
+    )
+    .await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 
     // Bad answers name their field, and change nothing.
@@ -252,14 +291,27 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
         (answers(5, 0, 5, true, None), "wait_time"),
         (answers(5, 4, 9, true, None), "explanation"),
         (answers(5, 4, 5, true, Some(&"好".repeat(501))), "comment"),
-        (json!({ "overall": "five", "wait_time": 4, "explanation": 5, "would_recommend": true }), "overall"),
-        (json!({ "overall": 5, "wait_time": 4, "explanation": 5 }), "would_recommend"),
-        (json!({ "overall": 5, "wait_time": 4, "explanation": 5, "would_recommend": true, "name": "x" }), "name"),
+        (
+            json!({ "overall": "five", "wait_time": 4, "explanation": 5, "would_recommend": true }),
+            "overall",
+        ),
+        (
+            json!({ "overall": 5, "wait_time": 4, "explanation": 5 }),
+            "would_recommend",
+        ),
+        (
+            json!({ "overall": 5, "wait_time": 4, "explanation": 5, "would_recommend": true, "name": "x" }),
+            "name",
+        ),
     ] {
         let res = answer(&city, "wechat", &unanswered, Some(open_card), &body).await;
         assert_eq!(res.status(), 400, "{body}");
         let p = problem(res).await;
-        assert_eq!((p["code"].as_str(), p["field"].as_str()), (Some("INVALID_FIELD"), Some(field)), "{p}");
+        assert_eq!(
+            (p["code"].as_str(), p["field"].as_str()),
+            (Some("INVALID_FIELD"), Some(field)),
+            "{p}"
+        );
     }
 
     // Outsiders: unsigned, another app (even with the patient's own card),
@@ -286,17 +338,35 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
         let res = read(&city, app, &unanswered, card).await;
         assert_eq!(res.status(), status, "read: {app} {card:?}");
     }
-    let federation = signed(&city.http, &city.gateway_url, HOSPITAL_KEY, Method::PUT, &path, Some(&good))
-        .header("X-Patient-Card", open_card)
-        .send()
-        .await
-        .unwrap();
+    let federation = signed(
+        &city.http,
+        &city.gateway_url,
+        HOSPITAL_KEY,
+        Method::PUT,
+        &path,
+        Some(&good),
+    )
+    .header("X-Patient-Card", open_card)
+    .send()
+    .await
+    .unwrap();
     assert_eq!(federation.status(), 401, "a hospital's key is no channel app's");
     let res = read(&city, "wechat", &unanswered, Some(open_card)).await;
     let still: Value = res.json().await.unwrap();
-    assert_eq!((still["status"].as_str(), still["answer"].is_null()), (Some("open"), true));
+    assert_eq!(
+        (still["status"].as_str(), still["answer"].is_null()),
+        (Some("open"), true)
+    );
     let unknown = jyt_domain::survey::survey_id("chaoyang-no-such-booking");
-    let res = call(&city, "wechat", Method::GET, &format!("/v1/surveys/{unknown}"), Some(open_card), None).await;
+    let res = call(
+        &city,
+        "wechat",
+        Method::GET,
+        &format!("/v1/surveys/{unknown}"),
+        Some(open_card),
+        None,
+    )
+    .await;
     assert_eq!(res.status(), 404);
     assert_eq!(problem(res).await["code"], "SURVEY_NOT_FOUND");
 
@@ -306,21 +376,34 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
     see(&city, &late).await;
     clock.set(now);
     let late_card = late.patient.card_number.as_str();
-    let survey: Value = jyt_testkit::eventually(Duration::from_secs(20), "the late visit's survey", || async {
-        let res = read(&city, "wechat", &late, Some(late_card)).await;
-        if res.status() == 200 { res.json::<Value>().await.ok() } else { None }
-    })
-    .await;
+    let survey: Value =
+        jyt_testkit::eventually(Duration::from_secs(20), "the late visit's survey", || async {
+            let res = read(&city, "wechat", &late, Some(late_card)).await;
+            if res.status() == 200 {
+                res.json::<Value>().await.ok()
+            } else {
+                None
+            }
+        })
+        .await;
     assert_eq!(survey["status"], "expired");
     let res = answer(&city, "wechat", &late, Some(late_card), &good).await;
     assert_eq!(res.status(), 410);
     let p = problem(res).await;
     assert_eq!(p["code"], "SURVEY_EXPIRED");
     assert_eq!(
-        p["expires_at"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap(),
+        p["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap(),
         now - TimeDelta::days(1)
     );
-    assert_eq!(invitations(&callback, &late), 0, "no invitation to a closed survey");
+    assert_eq!(
+        invitations(&callback, &late),
+        0,
+        "no invitation to a closed survey"
+    );
 
     // The operators' figures: exactly what was answered.
     let from = jyt_domain::time::local(now - TimeDelta::days(8)).date_naive();
@@ -328,19 +411,38 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
     let city_ops = console.login("city_ops").await;
     let query = format!("/v1/console/satisfaction?from={from}&to={to}");
     let page: Value = console
-        .call(Some(&city_ops), Method::GET, &format!("{query}&group=doctor"), None)
+        .call(
+            Some(&city_ops),
+            Method::GET,
+            &format!("{query}&group=doctor"),
+            None,
+        )
         .await
         .json()
         .await
         .unwrap();
     let t = &page["totals"];
     assert_eq!(
-        [&t["sent"], &t["answered"], &t["expired"], &t["overall_sum"], &t["wait_time_sum"], &t["explanation_sum"], &t["would_recommend"]],
+        [
+            &t["sent"],
+            &t["answered"],
+            &t["expired"],
+            &t["overall_sum"],
+            &t["wait_time_sum"],
+            &t["explanation_sum"],
+            &t["would_recommend"]
+        ],
         [4, 2, 1, 8, 6, 9, 1],
         "{page}"
     );
     assert_eq!(
-        [&t["response_rate_percent"], &t["mean_overall"], &t["mean_wait_time"], &t["mean_explanation"], &t["recommend_percent"]],
+        [
+            &t["response_rate_percent"],
+            &t["mean_overall"],
+            &t["mean_wait_time"],
+            &t["mean_explanation"],
+            &t["recommend_percent"]
+        ],
         [50.0, 4.0, 3.0, 4.5, 50.0]
     );
     let doctors: Vec<(String, i64, i64, Value)> = page["rows"]
@@ -368,26 +470,50 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["week"].as_str().unwrap().to_owned(), r["sent"].as_i64().unwrap(), r["answered"].as_i64().unwrap()))
+        .map(|r| {
+            (
+                r["week"].as_str().unwrap().to_owned(),
+                r["sent"].as_i64().unwrap(),
+                r["answered"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         trend,
-        [(monday_of(from).to_string(), 1, 0), (monday_of(to).to_string(), 3, 2)]
+        [
+            (monday_of(from).to_string(), 1, 0),
+            (monday_of(to).to_string(), 3, 2)
+        ]
     );
     let body = page.to_string();
-    for secret in [first.patient.person_id.to_string(), first.booking.clone(), "医生很耐心".to_owned()] {
-        assert!(!body.contains(&secret), "no patient, booking or comment on the page");
+    for secret in [
+        first.patient.person_id.to_string(),
+        first.booking.clone(),
+        "医生很耐心".to_owned(),
+    ] {
+        assert!(
+            !body.contains(&secret),
+            "no patient, booking or comment on the page"
+        );
     }
 
     // The CSV says the same, per department.
     let res = console
-        .call(Some(&city_ops), Method::GET, &format!("{query}&group=department&format=csv"), None)
+        .call(
+            Some(&city_ops),
+            Method::GET,
+            &format!("{query}&group=department&format=csv"),
+            None,
+        )
         .await;
     assert_eq!(res.status(), 200);
     let csv = res.text().await.unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[0].starts_with("week,hospital_id,department_id,department,"), "{csv}");
+    assert!(
+        lines[0].starts_with("week,hospital_id,department_id,department,"),
+        "{csv}"
+    );
     assert_eq!(
         lines[1],
         ",chaoyang,cardio,心血管内科 Cardiology,,,3,2,0,66.67,4.00,3.00,4.50,50.00,8,6,9"
@@ -403,12 +529,20 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
     assert_eq!(mine["totals"]["sent"], 4);
     let other = console.login("pumch_ops").await;
     let res = console
-        .call(Some(&other), Method::GET, &format!("{query}&hospital={HOSPITAL}"), None)
+        .call(
+            Some(&other),
+            Method::GET,
+            &format!("{query}&hospital={HOSPITAL}"),
+            None,
+        )
         .await;
     assert_eq!(res.status(), 403);
     let res = console.call(Some(&other), Method::GET, &query, None).await;
     let theirs: Value = res.json().await.unwrap();
-    assert_eq!((theirs["hospital"].as_str(), &theirs["totals"]["sent"]), (Some("pumch"), &json!(0)));
+    assert_eq!(
+        (theirs["hospital"].as_str(), &theirs["totals"]["sent"]),
+        (Some("pumch"), &json!(0))
+    );
     let res = console.call(None, Method::GET, &query, None).await;
     assert_eq!(res.status(), 401);
     let res = console

@@ -141,7 +141,9 @@ impl ResponseError for AccountingError {
                 .field("body")
                 .extension("line", *line)
                 .to_response(None),
-            AccountingError::SurveyNotFound(_) => problem("No such survey").field("survey_id").to_response(None),
+            AccountingError::SurveyNotFound(_) => {
+                problem("No such survey").field("survey_id").to_response(None)
+            }
             AccountingError::SurveyExpired { expires_at } => problem("Survey closed")
                 .field("survey_id")
                 .extension("expires_at", expires_at.to_rfc3339())

@@ -111,8 +111,7 @@ impl Application {
             if let Some(internal) = &internal {
                 app = app.app_data(internal.clone());
             }
-            app
-                .wrap(from_fn(jyt_web::ops::separate_ops_port))
+            app.wrap(from_fn(jyt_web::ops::separate_ops_port))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(request_tracing())
                 .app_data(pool.clone())

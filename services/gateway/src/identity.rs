@@ -177,9 +177,10 @@ struct CardProblem {
 /// card-issuing's answer to a patient service, passed back as it came,
 /// except that a refused internal token or its failure is ours to report.
 async fn passed_back(res: reqwest::Response, path: &str) -> Result<crate::upstream::Forwarded, GatewayError> {
-    let answer = crate::upstream::Forwarded::read(res, &["content-type", "cache-control", "idempotency-replayed"])
-        .await
-        .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+    let answer =
+        crate::upstream::Forwarded::read(res, &["content-type", "cache-control", "idempotency-replayed"])
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
     if answer.status == actix_web::http::StatusCode::UNAUTHORIZED {
         return Err(GatewayError::InternalAuthRefused);
     }

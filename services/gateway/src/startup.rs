@@ -87,7 +87,9 @@ impl Application {
             )?,
             surveys: crate::surveys::SurveyDesk::new(
                 &settings.channel_accounting,
-                settings.internal_auth.minter(jyt_signing::internal::CHANNEL_ACCOUNTING),
+                settings
+                    .internal_auth
+                    .minter(jyt_signing::internal::CHANNEL_ACCOUNTING),
                 Duration::from_millis(settings.upstream.pool_idle_timeout_ms),
             )?,
             limits: Limits::new(

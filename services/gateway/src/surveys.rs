@@ -88,7 +88,11 @@ impl SurveyDesk {
 
     /// Record answers; the door's answer as it came (200, 400, 409, 410).
     pub async fn answer(&self, id: Uuid, answers: &serde_json::Value) -> Result<Forwarded, GatewayError> {
-        self.call(reqwest::Method::PUT, &format!("/surveys/{id}/answers"), Some(answers))
-            .await
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/surveys/{id}/answers"),
+            Some(answers),
+        )
+        .await
     }
 }

@@ -146,7 +146,11 @@ impl Row {
 async fn rows(pool: &Pool, scope: &Scope, group: Group) -> Result<Vec<Row>, AccountingError> {
     let client = pool.get().await?;
     let (keys, group_by) = group.sql();
-    let order = if group == Group::Week { "1" } else { "7 DESC, 2, 3, 5" };
+    let order = if group == Group::Week {
+        "1"
+    } else {
+        "7 DESC, 2, 3, 5"
+    };
     // `keys`, `group_by` and `order` come from the fixed lists above.
     let sql = format!(
         "SELECT {keys},
@@ -312,7 +316,11 @@ mod tests {
         assert_eq!(r.mean_overall, Some(4.5));
         assert_eq!(r.mean_wait_time, Some(2.5));
         assert_eq!(r.recommend_percent, Some(50.0));
-        let none = Row { sent: 4, ..Row::default() }.with_rates();
+        let none = Row {
+            sent: 4,
+            ..Row::default()
+        }
+        .with_rates();
         assert_eq!((none.response_rate_percent, none.mean_overall), (0.0, None));
     }
 

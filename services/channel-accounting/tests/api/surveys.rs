@@ -105,7 +105,10 @@ async fn a_completed_visit_has_one_survey_however_often_it_is_told() {
     let survey: Value = res.json().await.unwrap();
     assert_eq!(survey["owner_app"], "wxmini");
     assert_eq!(survey["patient_id"], visit["patient_id"]);
-    assert_eq!((survey["department"].as_str(), survey["doctor"].as_str()), (Some("cardio dept"), Some("Dr d1")));
+    assert_eq!(
+        (survey["department"].as_str(), survey["doctor"].as_str()),
+        (Some("cardio dept"), Some("Dr d1"))
+    );
     assert_eq!(survey["status"], "open");
     assert_eq!(survey["questions_version"], 1);
     let expires: chrono::DateTime<Utc> = survey["expires_at"].as_str().unwrap().parse().unwrap();
@@ -117,7 +120,11 @@ async fn a_completed_visit_has_one_survey_however_often_it_is_told() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let n: i64 = client.query_one("SELECT count(*) FROM surveys", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM surveys", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
 }
 
@@ -133,7 +140,13 @@ async fn the_door_answers_only_the_gateways_token_and_is_shut_without_a_key() {
         .await;
     app.applied(&[id]).await;
     let path = survey_path("pumch-t1");
-    let forged = Minter::new(b"not-the-key-0123456789abcdef-0123", "gateway", CHANNEL_ACCOUNTING, 60).token();
+    let forged = Minter::new(
+        b"not-the-key-0123456789abcdef-0123",
+        "gateway",
+        CHANNEL_ACCOUNTING,
+        60,
+    )
+    .token();
     let operator = app.login(CITY).await;
     let (card_issuing, gateway_ops) = (token(CARD_ISSUING), token(GATEWAY_OPS));
     for refused in [
@@ -143,14 +156,24 @@ async fn the_door_answers_only_the_gateways_token_and_is_shut_without_a_key() {
         Some(gateway_ops.as_str()),
         Some(operator.as_str()),
     ] {
-        let res = door(&app, refused, Method::PUT, &format!("{path}/answers"), Some(&answers(5, true))).await;
+        let res = door(
+            &app,
+            refused,
+            Method::PUT,
+            &format!("{path}/answers"),
+            Some(&answers(5, true)),
+        )
+        .await;
         assert_problem(res, 401, "INTERNAL_AUTH_REQUIRED", None).await;
         let res = door(&app, refused, Method::GET, &path, None).await;
         assert_eq!(res.status(), 401);
     }
     let res = door(&app, Some(&token(CHANNEL_ACCOUNTING)), Method::GET, &path, None).await;
     let survey: Value = res.json().await.unwrap();
-    assert_eq!((survey["status"].as_str(), survey["answer"].is_null()), (Some("open"), true));
+    assert_eq!(
+        (survey["status"].as_str(), survey["answer"].is_null()),
+        (Some("open"), true)
+    );
 
     // Without a key configured the door answers nobody.
     let shut = spawn_app().await;
@@ -172,7 +195,13 @@ async fn an_answer_is_recorded_once_and_a_closed_survey_takes_none() {
         app.publish(
             BOOKINGS,
             "booking.completed",
-            completed("pumch-a2", "pumch", ("cardio", "d1"), Some("wxmini"), now - TimeDelta::days(8)),
+            completed(
+                "pumch-a2",
+                "pumch",
+                ("cardio", "d1"),
+                Some("wxmini"),
+                now - TimeDelta::days(8),
+            ),
         )
         .await,
     ];
@@ -180,14 +209,29 @@ async fn an_answer_is_recorded_once_and_a_closed_survey_takes_none() {
     let gateway = token(CHANNEL_ACCOUNTING);
     let put = |path: String, body: Value| {
         let (app, gateway) = (&app, gateway.clone());
-        async move { door(app, Some(&gateway), Method::PUT, &format!("{path}/answers"), Some(&body)).await }
+        async move {
+            door(
+                app,
+                Some(&gateway),
+                Method::PUT,
+                &format!("{path}/answers"),
+                Some(&body),
+            )
+            .await
+        }
     };
     let open = survey_path("pumch-a1");
 
     for (body, field) in [
         (answers(0, true), "overall"),
-        (json!({ "overall": 5, "wait_time": 3, "explanation": 6, "would_recommend": true }), "explanation"),
-        (json!({ "overall": 5, "wait_time": 3, "explanation": 4 }), "would_recommend"),
+        (
+            json!({ "overall": 5, "wait_time": 3, "explanation": 6, "would_recommend": true }),
+            "explanation",
+        ),
+        (
+            json!({ "overall": 5, "wait_time": 3, "explanation": 4 }),
+            "would_recommend",
+        ),
         (
             json!({ "overall": 5, "wait_time": 3, "explanation": 4, "would_recommend": true, "comment": "x".repeat(501) }),
             "comment",
@@ -204,21 +248,51 @@ async fn an_answer_is_recorded_once_and_a_closed_survey_takes_none() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["idempotency-replayed"], "false");
     let first: Value = res.json().await.unwrap();
-    assert_eq!((first["status"].as_str(), &first["answer"]["overall"]), (Some("answered"), &json!(4)));
+    assert_eq!(
+        (first["status"].as_str(), &first["answer"]["overall"]),
+        (Some("answered"), &json!(4))
+    );
     let res = put(open.clone(), answers(4, true)).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["idempotency-replayed"], "true");
     assert_eq!(res.json::<Value>().await.unwrap(), first);
-    let body = assert_problem(put(open.clone(), answers(2, false)).await, 409, "SURVEY_ALREADY_ANSWERED", None).await;
-    assert_eq!(body["answered_at"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap().timestamp_micros(),
-        first["answer"]["answered_at"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap().timestamp_micros());
+    let body = assert_problem(
+        put(open.clone(), answers(2, false)).await,
+        409,
+        "SURVEY_ALREADY_ANSWERED",
+        None,
+    )
+    .await;
+    assert_eq!(
+        body["answered_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap()
+            .timestamp_micros(),
+        first["answer"]["answered_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap()
+            .timestamp_micros()
+    );
 
     let closed = survey_path("pumch-a2");
-    let body = assert_problem(put(closed.clone(), answers(5, true)).await, 410, "SURVEY_EXPIRED", Some("survey_id")).await;
+    let body = assert_problem(
+        put(closed.clone(), answers(5, true)).await,
+        410,
+        "SURVEY_EXPIRED",
+        Some("survey_id"),
+    )
+    .await;
     assert!(body["expires_at"].is_string());
     let res = door(&app, Some(&gateway), Method::GET, &closed, None).await;
     let survey: Value = res.json().await.unwrap();
-    assert_eq!((survey["status"].as_str(), survey["answer"].is_null()), (Some("expired"), true));
+    assert_eq!(
+        (survey["status"].as_str(), survey["answer"].is_null()),
+        (Some("expired"), true)
+    );
 }
 
 #[tokio::test]
@@ -242,7 +316,14 @@ async fn operators_see_counts_and_means_per_hospital_department_doctor_and_week_
     for (id, _, _, overall) in visits {
         if let Some(overall) = overall {
             let path = format!("{}/answers", survey_path(id));
-            let res = door(&app, Some(&gateway), Method::PUT, &path, Some(&answers(overall, overall >= 4))).await;
+            let res = door(
+                &app,
+                Some(&gateway),
+                Method::PUT,
+                &path,
+                Some(&answers(overall, overall >= 4)),
+            )
+            .await;
             assert_eq!(res.status(), 200);
         }
     }
@@ -275,15 +356,36 @@ async fn operators_see_counts_and_means_per_hospital_department_doctor_and_week_
         ]
     );
     let t = &page["totals"];
-    assert_eq!([&t["sent"], &t["answered"], &t["overall_sum"], &t["would_recommend"]], [5, 4, 12, 2]);
-    assert_eq!([&t["response_rate_percent"], &t["mean_overall"], &t["recommend_percent"]], [80.0, 3.0, 50.0]);
-    let week = today - TimeDelta::days(i64::from(chrono::Datelike::weekday(&today).num_days_from_monday()));
-    assert_eq!(page["trend"], json!([{
-        "week": week, "hospital_id": null, "department_id": null, "department": null, "doctor_id": null,
-        "doctor": null, "sent": 5, "answered": 4, "expired": 0, "response_rate_percent": 80.0,
-        "overall_sum": 12, "wait_time_sum": 12, "explanation_sum": 16, "would_recommend": 2,
-        "mean_overall": 3.0, "mean_wait_time": 3.0, "mean_explanation": 4.0, "recommend_percent": 50.0,
-    }]));
+    assert_eq!(
+        [
+            &t["sent"],
+            &t["answered"],
+            &t["overall_sum"],
+            &t["would_recommend"]
+        ],
+        [5, 4, 12, 2]
+    );
+    assert_eq!(
+        [
+            &t["response_rate_percent"],
+            &t["mean_overall"],
+            &t["recommend_percent"]
+        ],
+        [80.0, 3.0, 50.0]
+    );
+    let week = today
+        - TimeDelta::days(i64::from(
+            chrono::Datelike::weekday(&today).num_days_from_monday(),
+        ));
+    assert_eq!(
+        page["trend"],
+        json!([{
+            "week": week, "hospital_id": null, "department_id": null, "department": null, "doctor_id": null,
+            "doctor": null, "sent": 5, "answered": 4, "expired": 0, "response_rate_percent": 80.0,
+            "overall_sum": 12, "wait_time_sum": 12, "explanation_sum": 16, "would_recommend": 2,
+            "mean_overall": 3.0, "mean_wait_time": 3.0, "mean_explanation": 4.0, "recommend_percent": 50.0,
+        }])
+    );
     for secret in ["pumch-f1", "patient_id", "comment"] {
         assert!(!page.to_string().contains(secret), "{secret} on the page");
     }
@@ -306,10 +408,17 @@ async fn operators_see_counts_and_means_per_hospital_department_doctor_and_week_
     // A hospital's operator: their own hospital only.
     let pumch = app.login(PUMCH).await;
     let own = app.get_json(&pumch, &q).await;
-    assert_eq!((own["hospital"].as_str(), &own["totals"]["sent"]), (Some("pumch"), &json!(4)));
+    assert_eq!(
+        (own["hospital"].as_str(), &own["totals"]["sent"]),
+        (Some("pumch"), &json!(4))
+    );
     let res = app.get(&pumch, &format!("{q}&hospital=bjh")).await;
     assert_problem(res, 403, "FORBIDDEN", Some("hospital")).await;
-    for (param, field) in [("group=ward", "group"), ("from=2026-13-01", "from"), ("channel=pigeon", "channel")] {
+    for (param, field) in [
+        ("group=ward", "group"),
+        ("from=2026-13-01", "from"),
+        ("channel=pigeon", "channel"),
+    ] {
         let res = app.get(&city, &format!("/v1/console/satisfaction?{param}")).await;
         assert_eq!(res.status(), 400, "{param}");
         let body: Value = res.json().await.unwrap();

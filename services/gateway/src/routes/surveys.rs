@@ -43,7 +43,13 @@ async fn checked(
             "the patient's card number (or X-Patient-Ecard-Token) is required: the patient answers",
         ))
     })?;
-    let (survey, SurveyOwner { owner_app, patient_id }) = match state.surveys.read(id).await? {
+    let (
+        survey,
+        SurveyOwner {
+            owner_app,
+            patient_id,
+        },
+    ) = match state.surveys.read(id).await? {
         Ok(found) => found,
         Err(not_found) => return Ok(Err(not_found)),
     };
