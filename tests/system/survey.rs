@@ -19,8 +19,10 @@ use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
 use jyt_cache::redis;
 use jyt_domain::time::Clock;
 use jyt_system_tests::callback::Received;
-use jyt_system_tests::city::spawn_console_on;
-use jyt_system_tests::{ALL_SEATS_COMMON, Callback, TEST_APP_SECRET, TestCity, TestPatient, problem, signed};
+use jyt_system_tests::{
+    ALL_SEATS_COMMON, Callback, TEST_APP_SECRET, TestCity, TestPatient, problem, signed, spawn_console_on,
+    stream_entries,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -142,16 +144,8 @@ fn invitations(callback: &Callback, visit: &Visit) -> usize {
 async fn deliver_completions_again(city: &TestCity) -> usize {
     let stream = format!("{}:events:slot-inventory", city.redis_prefix);
     let mut conn = city.hospital(0).state.redis.clone();
-    let reply: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(&mut conn, &stream)
-        .await
-        .unwrap();
     let mut again = 0;
-    for entry in &reply.ids {
-        let fields: Vec<(String, String)> = entry
-            .map
-            .iter()
-            .map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v.clone()).unwrap()))
-            .collect();
+    for fields in stream_entries(&mut conn, &stream).await {
         if fields
             .iter()
             .any(|(k, v)| k == "event_type" && v == "booking.completed")
