@@ -544,4 +544,58 @@ async fn a_completed_visit_is_surveyed_once_answered_once_and_counted_exactly() 
         .await;
     assert_eq!(res.status(), 400);
     assert_eq!(problem(res).await["field"], "group");
+
+    // The hospital's HIS reads the same figures through the federation API,
+    // its own hospital's only; channel apps and outsiders are refused.
+    let fed = |path: &str| {
+        signed(
+            &city.http,
+            &city.gateway_url,
+            HOSPITAL_KEY,
+            Method::GET,
+            path,
+            None,
+        )
+    };
+    let own = format!("/federation/v1/hospitals/{HOSPITAL}/satisfaction?from={from}&to={to}&group=doctor");
+    let res = fed(&own).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let theirs: Value = res.json().await.unwrap();
+    assert_eq!(theirs["totals"], page["totals"]);
+    assert_eq!(theirs["rows"], page["rows"]);
+    let res = fed(&format!(
+        "/federation/v1/hospitals/{HOSPITAL}/satisfaction?from={from}&to={to}&group=department&format=csv"
+    ))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), csv);
+    let res = fed("/federation/v1/hospitals/pumch/satisfaction")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(problem(res).await["code"], "HOSPITAL_FORBIDDEN");
+    let res = fed(&format!(
+        "/federation/v1/hospitals/{HOSPITAL}/satisfaction?hospital=pumch"
+    ))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403, "the query cannot name another hospital");
+    assert_eq!(problem(res).await["field"], "hospital");
+    let res = city
+        .signed("wechat", Method::GET, &own, None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "a channel app's signature is no hospital's");
+    let res = city
+        .http
+        .get(format!("{}{own}", city.gateway_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
 }

@@ -170,6 +170,7 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/fhir/Appointment/$book".into(), &empty),
         ("PUT", "/federation/v1/hospitals/tbh/schedules".into(), &empty),
         ("GET", "/federation/v1/hospitals/tbh/feed".into(), &empty),
+        ("GET", "/federation/v1/hospitals/tbh/satisfaction".into(), &empty),
         (
             "POST",
             format!("/federation/v1/hospitals/tbh/schedules/tbh-{segment}/stop"),

@@ -217,7 +217,9 @@ pub const ALL_CODES: &[&str] = &[
     "VERIFICATION_LOCKED",
     "NO_SHOW_NOT_FOUND",
     "NO_SHOW_ALREADY_WAIVED",
-    // From channel-accounting's survey door, passed through by /v1/surveys.
+    // From channel-accounting's survey door, passed through by /v1/surveys
+    // and /federation/v1/hospitals/{id}/satisfaction.
+    "FORBIDDEN",
     "SURVEY_NOT_FOUND",
     "SURVEY_EXPIRED",
     "SURVEY_ALREADY_ANSWERED",

@@ -69,6 +69,7 @@ pub struct ProblemDoc {
         crate::routes::federation::stop,
         crate::routes::federation::visit_step,
         crate::routes::federation::feed,
+        crate::routes::federation::satisfaction,
         crate::routes::federation::follow_up,
         crate::notify::list_dead,
         crate::notify::replay_dead,

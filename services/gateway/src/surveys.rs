@@ -62,9 +62,12 @@ impl SurveyDesk {
             req = req.json(body);
         }
         let res = req.send().await.map_err(unavailable)?;
-        let answer = Forwarded::read(res, &["content-type", "idempotency-replayed"])
-            .await
-            .map_err(unavailable)?;
+        let answer = Forwarded::read(
+            res,
+            &["content-type", "content-disposition", "idempotency-replayed"],
+        )
+        .await
+        .map_err(unavailable)?;
         if answer.status == StatusCode::UNAUTHORIZED {
             return Err(GatewayError::InternalAuthRefused);
         }
@@ -84,6 +87,17 @@ impl SurveyDesk {
         }
         let owner: SurveyOwner = serde_json::from_slice(&answer.body).map_err(unavailable)?;
         Ok(Ok((answer, owner)))
+    }
+
+    /// A member hospital's satisfaction figures, with the caller's query
+    /// (`from`, `to`, `group`, `channel`, `format`) as it came: the door
+    /// answers for that hospital only, whatever the query says.
+    pub async fn hospital_figures(&self, hospital: &str, query: &str) -> Result<Forwarded, GatewayError> {
+        let path = match query {
+            "" => format!("/hospitals/{hospital}/satisfaction"),
+            q => format!("/hospitals/{hospital}/satisfaction?{q}"),
+        };
+        self.call(reqwest::Method::GET, &path, None).await
     }
 
     /// Record answers; the door's answer as it came (200, 400, 409, 410).

@@ -8,6 +8,10 @@
 //! days), `hospital`, `channel`; a hospital operator sees their own
 //! hospital only. Counts and means only: no patient, booking or comment
 //! ever appears here.
+//!
+//! A member hospital reads its own figures through the gateway's federation
+//! API; the gateway calls [`hospital_figures`] on the survey door, which
+//! answers as that hospital's operator would be answered.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::{Duration, NaiveDate};
@@ -15,7 +19,7 @@ use jyt_db::deadpool_postgres::Pool;
 use jyt_web::Query;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Operator;
+use crate::auth::{Operator, Role};
 use crate::error::AccountingError;
 use crate::routes::audit::inert;
 use crate::routes::query::{ReportQuery, Scope, csv_response, percent};
@@ -258,7 +262,35 @@ pub async fn satisfaction(
     operator: Operator,
     query: Query<SatisfactionQuery>,
 ) -> Result<HttpResponse, AccountingError> {
-    let q = query.0;
+    figures(&req, &pool, &operator, query.0).await
+}
+
+/// `GET /internal/v1/hospitals/{hospital}/satisfaction` (the survey door,
+/// for the gateway's federation API): one hospital's figures, with the
+/// same query, seen as that hospital's operator sees them.
+#[get("/hospitals/{hospital}/satisfaction")]
+pub async fn hospital_figures(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    path: web::Path<String>,
+    query: Query<SatisfactionQuery>,
+) -> Result<HttpResponse, AccountingError> {
+    let hospital: jyt_domain::HospitalId = path
+        .parse()
+        .map_err(|e: jyt_domain::ParseError| AccountingError::invalid("hospital_id", e.to_string()))?;
+    let member = Operator {
+        login: format!("federation:{hospital}"),
+        role: Role::Hospital(hospital.to_string()),
+    };
+    figures(&req, &pool, &member, query.0).await
+}
+
+async fn figures(
+    req: &HttpRequest,
+    pool: &Pool,
+    operator: &Operator,
+    q: SatisfactionQuery,
+) -> Result<HttpResponse, AccountingError> {
     let group = Group::parse(q.group.as_deref())?;
     let from = match (q.from, q.to) {
         (None, None) => Some(jyt_domain::time::today() - Duration::days(DEFAULT_DAYS - 1)),
@@ -272,8 +304,8 @@ pub async fn satisfaction(
         channel: q.channel,
         format: q.format,
     }
-    .scope(&req, &operator)?;
-    let lines = rows(&pool, &scope, group).await?;
+    .scope(req, operator)?;
+    let lines = rows(pool, &scope, group).await?;
     if scope.csv {
         let body: Vec<Vec<String>> = lines.iter().map(csv_line).collect();
         let name = format!("satisfaction-{group:?}-{}-{}", scope.from, scope.to).to_lowercase();
@@ -282,7 +314,7 @@ pub async fn satisfaction(
     let trend = if group == Group::Week {
         lines.clone()
     } else {
-        rows(&pool, &scope, Group::Week).await?
+        rows(pool, &scope, Group::Week).await?
     };
     Ok(HttpResponse::Ok().json(SatisfactionPage {
         from: scope.from,

@@ -12,6 +12,8 @@
 //!   (`Idempotency-Replayed: true`), 409
 //!   `SURVEY_ALREADY_ANSWERED` for others, 410 `SURVEY_EXPIRED` once
 //!   closed, 400 `INVALID_FIELD` naming the field.
+//! - `GET /internal/v1/hospitals/{hospital}/satisfaction`: one hospital's
+//!   满意度 figures, for the gateway's federation API (member hospitals).
 
 use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, get, put, web};
@@ -62,6 +64,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(jyt_web::internal::require_internal_token))
             .service(read)
             .service(answer)
+            .service(crate::routes::satisfaction::hospital_figures)
             .default_service(web::to(jyt_web::problem::not_found)),
     );
 }

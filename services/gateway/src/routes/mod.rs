@@ -102,6 +102,7 @@ fn configure_federation(cfg: &mut web::ServiceConfig) {
         .service(federation::stop)
         .service(federation::visit_step)
         .service(federation::feed)
+        .service(federation::satisfaction)
         .service(federation::follow_up)
         .service(crate::fhir::federation::read);
 }
