@@ -354,6 +354,45 @@ mod tests {
     }
 
     #[test]
+    fn the_survey_doors_key_is_checked_and_no_committed_one_is_taken_in_production() {
+        let demo_master = "demo-internal-master-OACaUc5IYpMnFt8Rmg8IpdpDo8ILNPY";
+        assert!(!load(&[]).unwrap().surveys_open(), "shut by default");
+        let s = load(&[(
+            "JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__MASTER_SECRET",
+            demo_master,
+        )])
+        .unwrap();
+        assert!(s.surveys_open());
+        let err = load_in(
+            "prod",
+            &[(
+                "JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__MASTER_SECRET",
+                demo_master,
+            )],
+        )
+        .unwrap_err();
+        assert!(err.contains("`internal_auth.master_secret`"), "{err}");
+        let derived = jyt_signing::internal::derive_key(
+            demo_master.as_bytes(),
+            jyt_signing::internal::CHANNEL_ACCOUNTING,
+        );
+        let err = load(&[("JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__SECRET", derived.as_str())]).unwrap_err();
+        assert!(err.contains("`internal_auth.secret`"), "{err}");
+        let err = load(&[("JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__SECRET", "short")]).unwrap_err();
+        assert!(err.contains("`internal_auth.secret`"), "{err}");
+        let own =
+            jyt_signing::internal::derive_key(b"a-master-of-our-own-0123456789abcdef", "channel-accounting");
+        assert!(
+            load_in(
+                "prod",
+                &[("JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__SECRET", own.as_str())]
+            )
+            .unwrap()
+            .surveys_open()
+        );
+    }
+
+    #[test]
     fn the_demo_login_is_among_the_committed_values() {
         assert!(jyt_settings::committed::is_committed(crate::auth::DEMO_PASSWORD));
     }

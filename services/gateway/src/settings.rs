@@ -828,6 +828,33 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_survey_door_is_refused_naming_the_key() {
+        for (var, value, key) in [
+            (
+                "CHANNEL_ACCOUNTING__BASE_URL",
+                "channel-accounting:8103",
+                "channel_accounting.base_url",
+            ),
+            (
+                "CHANNEL_ACCOUNTING__BASE_URL",
+                "http://accounting/",
+                "channel_accounting.base_url",
+            ),
+            (
+                "CHANNEL_ACCOUNTING__TIMEOUT_MS",
+                "0",
+                "channel_accounting.timeout_ms",
+            ),
+        ] {
+            let mut env = PUMCH.to_vec();
+            let var = format!("JYT_GATEWAY__{var}");
+            env.push((&var, value));
+            let err = load(&env).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
+    }
+
+    #[test]
     fn a_non_numeric_timeout_is_refused_naming_the_key() {
         let err = load(&[("JYT_GATEWAY__UPSTREAM__TIMEOUT_MS", "soon")])
             .unwrap_err()
