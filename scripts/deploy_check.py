@@ -285,6 +285,9 @@ PRIVATE_PATHS = ("/metrics", "/readyz", "/healthz")
 # <fullname>-gateway-internal-auth; card-issuing and every slot-inventory
 # their own key from <deployment>-internal-auth and an empty master.
 INTERNAL_KEY_HOLDERS = {"card-issuing": "JYT_CARD_ISSUING", "slot-inventory": "JYT_SLOT_INVENTORY"}
+# channel-accounting holds its own key (its survey door) only beside a
+# gateway: without one nobody calls it and it has no internal-auth Secret.
+GATEWAY_CALLED = {"channel-accounting": "JYT_CHANNEL_ACCOUNTING"}
 MASTER_HOLDERS = {"gateway", "gateway-search"}
 
 
@@ -299,6 +302,7 @@ def _internal_auth_refs(deployments: dict[str, dict], label: str) -> list[str]:
             for env in c.get("env", []):
                 if env["name"] == "JYT_GATEWAY__INTERNAL_AUTH__MASTER_SECRET":
                     gateway_secret = env.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+    holders = INTERNAL_KEY_HOLDERS | (GATEWAY_CALLED if gateway is not None else {})
     for name, d in deployments.items():
         component = d["metadata"]["labels"].get("app.kubernetes.io/component")
         envs = [e for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])]
@@ -314,8 +318,8 @@ def _internal_auth_refs(deployments: dict[str, dict], label: str) -> list[str]:
             master = by_name.get("JYT_GATEWAY__INTERNAL_AUTH__MASTER_SECRET", {})
             if "secretKeyRef" not in master.get("valueFrom", {}):
                 errors.append(f"[{label}] Deployment/{name}: no JYT_GATEWAY__INTERNAL_AUTH__MASTER_SECRET from a Secret")
-        if component in INTERNAL_KEY_HOLDERS:
-            prefix = INTERNAL_KEY_HOLDERS[component]
+        if component in holders:
+            prefix = holders[component]
             own = by_name.get(f"{prefix}__INTERNAL_AUTH__SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
             if own.get("name") != f"{name}-internal-auth":
                 errors.append(f"[{label}] Deployment/{name}: {prefix}__INTERNAL_AUTH__SECRET must come from Secret/{name}-internal-auth, not {own.get('name')}")
@@ -355,7 +359,7 @@ def _internal_keys_derived(deployments: dict[str, dict], secrets: dict[str, dict
     for name, d in deployments.items():
         labels = d["metadata"]["labels"]
         component = labels.get("app.kubernetes.io/component")
-        if component not in INTERNAL_KEY_HOLDERS:
+        if component not in INTERNAL_KEY_HOLDERS | GATEWAY_CALLED:
             continue
         audience = f"slot-inventory:{labels.get('jyt.example/hospital')}" if component == "slot-inventory" else component
         for c in d["spec"]["template"]["spec"]["containers"]:

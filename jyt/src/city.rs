@@ -112,6 +112,12 @@ pub async fn start(
         format!("{p}CARD_ISSUING__BASE_URL"),
         format!("http://127.0.0.1:{}", settings.ports.card_issuing),
     ));
+    // Patients' apps answer post-visit surveys through the gateway, which
+    // relays them to channel-accounting's survey door (started below).
+    env.push((
+        format!("{p}CHANNEL_ACCOUNTING__BASE_URL"),
+        format!("http://127.0.0.1:{}", settings.ports.channel_accounting),
+    ));
     for (app, secret) in &credentials.channel_app_secrets {
         let a = format!("{p}CHANNEL_APPS__{}__", app.to_ascii_uppercase());
         env.push((format!("{a}CHANNEL"), app.clone()));
@@ -137,10 +143,9 @@ pub async fn start(
     let gateway_settings = gateway::Settings::load_from(&sources(env))?;
     // The console reaches hospitals through the gateway's operators' relay
     // with the gateway-ops key, derived from the gateway's master secret.
-    let ops_key = jyt_signing::internal::derive_key(
-        secrecy::ExposeSecret::expose_secret(&gateway_settings.internal_auth.master_secret).as_bytes(),
-        jyt_signing::internal::GATEWAY_OPS,
-    );
+    let master =
+        secrecy::ExposeSecret::expose_secret(&gateway_settings.internal_auth.master_secret).to_owned();
+    let ops_key = jyt_signing::internal::derive_key(master.as_bytes(), jyt_signing::internal::GATEWAY_OPS);
     let gateway = gateway::Application::build(gateway_settings).await?;
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
     print_signing_help(&format!("http://127.0.0.1:{}", gateway.port()), &credentials);
@@ -177,6 +182,9 @@ pub async fn start(
     env.push((format!("{p}OPERATORS__DEMO_ACCOUNT"), "true".to_owned()));
     env.push((format!("{p}GATEWAY__URL"), gateway_url));
     env.push((format!("{p}GATEWAY__OPS_KEY"), ops_key));
+    // The survey door takes the gateway's tokens: on this machine it
+    // derives its key from the demo master, as card-issuing does.
+    env.push((format!("{p}INTERNAL_AUTH__MASTER_SECRET"), master));
     let accounting =
         channel_accounting::Application::build(channel_accounting::Settings::load_from(&sources(env))?)
             .await?;

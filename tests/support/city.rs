@@ -108,6 +108,18 @@ pub struct TestConsole {
 }
 
 pub async fn spawn_console(redis_prefix: &str, gateway_url: &str, hospitals: &[&str]) -> TestConsole {
+    spawn_console_on(redis_prefix, Some(gateway_url), hospitals).await
+}
+
+/// [`spawn_console`] before the gateway exists (`gateway_url` None: no
+/// relay), for a gateway that must know the console's survey door
+/// (`CHANNEL_ACCOUNTING__BASE_URL` = [`TestConsole::url`]). The door takes
+/// the test gateway's tokens: its key derives from [`GATEWAY_MASTER_SECRET`].
+pub async fn spawn_console_on(
+    redis_prefix: &str,
+    gateway_url: Option<&str>,
+    hospitals: &[&str],
+) -> TestConsole {
     let database_url = jyt_testkit::fresh_database("console").await;
     let p = "JYT_CHANNEL_ACCOUNTING__";
     let hash =
@@ -124,8 +136,15 @@ pub async fn spawn_console(redis_prefix: &str, gateway_url: &str, hospitals: &[&
         (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.to_owned()),
         (format!("{p}CONSUMER__NAME"), "test-console".to_owned()),
         (format!("{p}OPERATORS__DEMO_ACCOUNT"), "false".to_owned()),
-        (format!("{p}GATEWAY__URL"), gateway_url.to_owned()),
+        (
+            format!("{p}GATEWAY__URL"),
+            gateway_url.unwrap_or_default().to_owned(),
+        ),
         (format!("{p}GATEWAY__OPS_KEY"), ops_key),
+        (
+            format!("{p}INTERNAL_AUTH__MASTER_SECRET"),
+            GATEWAY_MASTER_SECRET.to_owned(),
+        ),
         (
             format!("{p}OPERATORS__ACCOUNTS__CITY_OPS__PASSWORD_HASH"),
             hash.clone(),
@@ -239,6 +258,9 @@ fn gateway_env(
         ("REDIS__URLS", jyt_testkit::redis_url()),
         ("REDIS__KEY_PREFIX", redis_prefix.to_owned()),
         ("CARD_ISSUING__BASE_URL", cards_url.to_owned()),
+        // No survey door unless a test starts one (`spawn_console_on`):
+        // port 9 (discard), never a channel-accounting `jyt up` left running.
+        ("CHANNEL_ACCOUNTING__BASE_URL", "http://127.0.0.1:9".to_owned()),
         ("LIMITS__APP_PER_MINUTE", "1000000".to_owned()),
         ("LIMITS__APP_BURST", "100000".to_owned()),
         ("LIMITS__ADDRESS_PER_MINUTE", "1000000".to_owned()),
@@ -576,11 +598,31 @@ impl TestCity {
         gateway_extra: &[(&str, &str)],
         hospital_extra: &[(&str, &str)],
     ) -> Self {
-        let extra = gateway_extra;
         let prefix = jyt_testkit::fresh_redis_prefix();
+        Self::spawn_in(
+            &prefix,
+            hospital_ids,
+            gateway_extra,
+            hospital_extra,
+            &Clock::System,
+        )
+        .await
+    }
+
+    /// [`Self::spawn_configured`] on a Redis prefix the test chose (to
+    /// start channel-accounting on it first), its hospitals on `clock`.
+    pub async fn spawn_in(
+        prefix: &str,
+        hospital_ids: &[&str],
+        gateway_extra: &[(&str, &str)],
+        hospital_extra: &[(&str, &str)],
+        clock: &Clock,
+    ) -> Self {
+        let extra = gateway_extra;
+        let prefix = prefix.to_owned();
         let mut hospitals = Vec::new();
         for id in hospital_ids {
-            hospitals.push(TestHospital::spawn_with(id, &prefix, hospital_extra, Clock::System).await);
+            hospitals.push(TestHospital::spawn_with(id, &prefix, hospital_extra, clock.clone()).await);
         }
         let cards = spawn_cards(&prefix).await;
         let routes: Vec<Route<'_>> = hospitals

@@ -25,7 +25,7 @@ use chrono::{Days, NaiveDate};
 use jyt_settings::Sources;
 
 pub use callback::Callback;
-pub use city::{CONSOLE_PASSWORD, GATEWAY_MASTER_SECRET, TestConsole, spawn_console};
+pub use city::{CONSOLE_PASSWORD, GATEWAY_MASTER_SECRET, TestConsole, spawn_console, spawn_console_on};
 pub use city::{
     Route, TEST_APP_SECRET, TestCards, TestPatient, sign, signed, spawn_cards, spawn_gateway_with,
 };
@@ -35,6 +35,24 @@ pub use jyt_testkit::eventually;
 
 pub(crate) fn sources(pairs: Vec<(String, String)>) -> Sources {
     Sources::from_map(pairs.into_iter().collect::<HashMap<_, _>>())
+}
+
+/// Every entry of a Redis stream, as its fields, oldest first: to deliver
+/// them again (XADD) as a relay that crashed after XADD would.
+pub async fn stream_entries(conn: &mut jyt_cache::RedisConn, stream: &str) -> Vec<Vec<(String, String)>> {
+    use jyt_cache::redis;
+    let reply: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(conn, stream).await.unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            e.map
+                .iter()
+                .map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v.clone()).unwrap()))
+                .collect()
+        })
+        .collect()
 }
 
 /// Hospital settings that reserve no channel pools: every seat is in the

@@ -29,5 +29,6 @@ mod patient_services;
 mod redis_cluster;
 mod refunds;
 mod sold_out_marks;
+mod survey;
 mod tracing;
 mod trust_boundary;

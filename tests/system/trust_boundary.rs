@@ -137,6 +137,7 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
     }
     let id = booking["booking_id"].as_str().unwrap().to_owned();
     let segment = Uuid::now_v7();
+    let survey = jyt_domain::survey::survey_id(&id);
     let card = serde_json::json!({ "card_number": patient.card_number }).to_string();
     let empty = String::new();
     let routes: Vec<(&str, String, &String)> = vec![
@@ -157,6 +158,9 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/v1/cards/ecard-token".into(), &card),
         ("POST", "/v1/cards/cancel".into(), &card),
         ("GET", format!("/v1/waitlist/tbh-{segment}"), &empty),
+        // Post-visit surveys (issue 23): the survey of the booking above.
+        ("GET", format!("/v1/surveys/{survey}"), &empty),
+        ("PUT", format!("/v1/surveys/{survey}/answers"), &empty),
         ("GET", "/fhir/Slot".into(), &empty),
         ("GET", "/fhir/Schedule".into(), &empty),
         ("GET", format!("/fhir/Slot/tbh-{segment}"), &empty),
@@ -166,6 +170,7 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/fhir/Appointment/$book".into(), &empty),
         ("PUT", "/federation/v1/hospitals/tbh/schedules".into(), &empty),
         ("GET", "/federation/v1/hospitals/tbh/feed".into(), &empty),
+        ("GET", "/federation/v1/hospitals/tbh/satisfaction".into(), &empty),
         (
             "POST",
             format!("/federation/v1/hospitals/tbh/schedules/tbh-{segment}/stop"),

@@ -112,9 +112,10 @@ the Secret the test pod reads too, jyt.testApp.secretName). card-issuing and eac
 their own Secret (<name>-internal-auth, key secret), and an empty master,
 which drops the demo master of their built-in defaults; so a hospital's pod
 holds neither the master nor another hospital's key. channel-accounting
-(when the gateway is enabled): the gateway-ops key from its own Secret, with
-which it mints the tokens of the gateway's operators' relay (/ops/v1); it
-takes no calls from the gateway's internal client.
+(when the gateway is enabled), from its own Secret: the gateway-ops key
+(key secret), with which it mints the tokens of the gateway's operators'
+relay (/ops/v1), and its own key (key internal_auth), with which its survey
+door (/internal/v1/surveys) checks the gateway's calls; an empty master.
 Args: dict root, service, secretName (the Secret holding this pod's key).
 */}}
 {{- define "jyt.serviceEnv" -}}
@@ -156,6 +157,13 @@ Args: dict root, service, secretName (the Secret holding this pod's key).
     secretKeyRef:
       name: {{ .secretName }}
       key: secret
+- name: {{ $prefix }}__INTERNAL_AUTH__SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: internal_auth
+- name: {{ $prefix }}__INTERNAL_AUTH__MASTER_SECRET
+  value: ""
 {{- end }}
 {{- end -}}
 
@@ -205,6 +213,12 @@ pool_max_idle_per_host = {{ .Values.gateway.upstream.poolMaxIdlePerHost | int }}
 
 [card_issuing]
 base_url = {{ include "jyt.tomlString" (printf "http://%s-card-issuing:%d" $fullname (.Values.cardIssuing.port | int)) }}
+{{- end }}
+{{- if .Values.channelAccounting.enabled }}
+
+[channel_accounting]
+# Post-visit surveys (/v1/surveys): channel-accounting's survey door.
+base_url = {{ include "jyt.tomlString" (printf "http://%s-channel-accounting:%d" $fullname (.Values.channelAccounting.port | int)) }}
 {{- end }}
 {{- with .Values.gateway.publicBaseUrl }}
 

@@ -26,6 +26,19 @@ pub enum AccountingError {
     /// A statement file that cannot be read; nothing of it is stored.
     #[error("statement line {line}: {reason}")]
     StatementMalformed { line: u64, reason: String },
+    /// No survey with this id (or not one this door may show).
+    #[error("no survey `{0}`")]
+    SurveyNotFound(uuid::Uuid),
+    /// The survey closed seven days after the visit; nothing was recorded.
+    #[error("the survey closed at {expires_at}")]
+    SurveyExpired {
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// Answered before with other answers; the first answer stands.
+    #[error("the survey was answered at {answered_at} with other answers; the first answer stands")]
+    SurveyAlreadyAnswered {
+        answered_at: chrono::DateTime<chrono::Utc>,
+    },
     #[error("the accounting database is unavailable: {0}")]
     DatabaseUnavailable(String),
     /// Redis (the login throttle) is unreachable: logins are refused rather
@@ -49,6 +62,9 @@ impl AccountingError {
             AccountingError::LoginThrottled { .. } => "LOGIN_THROTTLED",
             AccountingError::Forbidden { .. } => "FORBIDDEN",
             AccountingError::StatementMalformed { .. } => "STATEMENT_MALFORMED",
+            AccountingError::SurveyNotFound(_) => "SURVEY_NOT_FOUND",
+            AccountingError::SurveyExpired { .. } => "SURVEY_EXPIRED",
+            AccountingError::SurveyAlreadyAnswered { .. } => "SURVEY_ALREADY_ANSWERED",
             AccountingError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             AccountingError::CacheUnavailable(_) => "CACHE_UNAVAILABLE",
             AccountingError::RelayUnavailable(_) => "RELAY_UNAVAILABLE",
@@ -89,6 +105,9 @@ impl ResponseError for AccountingError {
             AccountingError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             AccountingError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AccountingError::StatementMalformed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AccountingError::SurveyNotFound(_) => StatusCode::NOT_FOUND,
+            AccountingError::SurveyExpired { .. } => StatusCode::GONE,
+            AccountingError::SurveyAlreadyAnswered { .. } => StatusCode::CONFLICT,
             AccountingError::DatabaseUnavailable(_)
             | AccountingError::CacheUnavailable(_)
             | AccountingError::RelayUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -121,6 +140,17 @@ impl ResponseError for AccountingError {
             AccountingError::StatementMalformed { line, .. } => problem("Statement file refused")
                 .field("body")
                 .extension("line", *line)
+                .to_response(None),
+            AccountingError::SurveyNotFound(_) => {
+                problem("No such survey").field("survey_id").to_response(None)
+            }
+            AccountingError::SurveyExpired { expires_at } => problem("Survey closed")
+                .field("survey_id")
+                .extension("expires_at", expires_at.to_rfc3339())
+                .to_response(None),
+            AccountingError::SurveyAlreadyAnswered { answered_at } => problem("Survey already answered")
+                .field("body")
+                .extension("answered_at", answered_at.to_rfc3339())
                 .to_response(None),
             AccountingError::DatabaseUnavailable(reason) => {
                 tracing::error!(code = self.code(), %reason, "request failed");

@@ -21,6 +21,8 @@
 //! - `booking.held`, and `booking.confirmed` of a free visit (confirmed at
 //!   once): a seat taken in its second, for the surge view; `attempts.tallied`
 //!   spreads its attempts over `traffic_second` by its `seconds`.
+//! - `booking.completed`: the visit's satisfaction survey, once per
+//!   booking (see [`crate::survey`]).
 //! - capacity changes, stops, waivers, appeal decisions and capacity
 //!   requests: see [`crate::audit`].
 
@@ -127,6 +129,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
             }
         }
         "booking.no_show" => counter(Counter::NoShows).await?,
+        "booking.completed" => crate::survey::create(client, event).await?,
         "booking.stopped" => counter(Counter::Stops).await?,
         "booking.promoted" => {
             counter(Counter::Promotions).await?;

@@ -17,6 +17,10 @@
 //! - [`reconcile`]: the statement file format, matching, mismatches.
 //! - [`routes`]: reports (`/v1/reports/*`, JSON or CSV), login, statements,
 //!   the console page and its overview.
+//! - [`survey`]: the post-visit satisfaction survey: created from
+//!   `booking.completed`, answered once through the gateway (the
+//!   internal door in [`routes::surveys`]), counted on the 满意度 page
+//!   ([`routes::satisfaction`]).
 //! - [`error`]: [`AccountingError`] and its machine codes.
 
 pub mod audit;
@@ -29,6 +33,7 @@ pub mod relay;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod survey;
 
 pub use error::AccountingError;
 pub use settings::Settings;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use jyt_domain::Channel;
 use jyt_settings::{
-    HttpSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources, TelemetrySettings,
-    Validate,
+    HttpSettings, InternalAuthSettings, Invalid, PostgresSettings, RedisSettings, SettingsError, Sources,
+    TelemetrySettings, Validate,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -23,6 +23,10 @@ pub struct Settings {
     pub fees: FeeSettings,
     pub operators: OperatorSettings,
     pub gateway: GatewayRelaySettings,
+    /// How the survey door (`/internal/v1/surveys`) checks that the gateway
+    /// calls: its internal tokens for audience `channel-accounting`. Both
+    /// keys empty: that door is shut (401), the rest works.
+    pub internal_auth: InternalAuthSettings,
 }
 
 /// The gateway's operators' relay (`/ops/v1`), through which the console
@@ -155,6 +159,11 @@ impl Validate for Settings {
             ));
         }
         self.gateway.validate()?;
+        if self.surveys_open() {
+            self.internal_auth.validate("internal_auth")?;
+            self.internal_auth
+                .refuse_demo_derived("internal_auth", jyt_signing::internal::CHANNEL_ACCOUNTING)?;
+        }
         for (login, account) in &self.operators.accounts {
             let key = |k: &str| format!("operators.accounts.{login}.{k}");
             if login.is_empty()
@@ -216,6 +225,10 @@ impl Validate for Settings {
         if !self.gateway.ops_key.expose_secret().is_empty() {
             secrets.push(("gateway.ops_key".to_owned(), self.gateway.ops_key.expose_secret()));
         }
+        let master = self.internal_auth.master_secret.expose_secret();
+        if !master.is_empty() {
+            secrets.push(("internal_auth.master_secret".to_owned(), master));
+        }
         secrets
     }
 }
@@ -227,6 +240,12 @@ impl Settings {
 
     pub fn load_from(sources: &Sources) -> Result<Self, SettingsError> {
         jyt_settings::load_from(SERVICE, DEFAULTS, sources)
+    }
+
+    /// Whether the gateway may call the survey door: a key is configured.
+    pub fn surveys_open(&self) -> bool {
+        !self.internal_auth.secret.expose_secret().is_empty()
+            || !self.internal_auth.master_secret.expose_secret().is_empty()
     }
 
     /// This replica's consumer name in the group.
@@ -332,6 +351,45 @@ mod tests {
         )
         .unwrap();
         assert!(s.operators.accounts.contains_key("ann"));
+    }
+
+    #[test]
+    fn the_survey_doors_key_is_checked_and_no_committed_one_is_taken_in_production() {
+        let demo_master = "demo-internal-master-OACaUc5IYpMnFt8Rmg8IpdpDo8ILNPY";
+        assert!(!load(&[]).unwrap().surveys_open(), "shut by default");
+        let s = load(&[(
+            "JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__MASTER_SECRET",
+            demo_master,
+        )])
+        .unwrap();
+        assert!(s.surveys_open());
+        let err = load_in(
+            "prod",
+            &[(
+                "JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__MASTER_SECRET",
+                demo_master,
+            )],
+        )
+        .unwrap_err();
+        assert!(err.contains("`internal_auth.master_secret`"), "{err}");
+        let derived = jyt_signing::internal::derive_key(
+            demo_master.as_bytes(),
+            jyt_signing::internal::CHANNEL_ACCOUNTING,
+        );
+        let err = load(&[("JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__SECRET", derived.as_str())]).unwrap_err();
+        assert!(err.contains("`internal_auth.secret`"), "{err}");
+        let err = load(&[("JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__SECRET", "short")]).unwrap_err();
+        assert!(err.contains("`internal_auth.secret`"), "{err}");
+        let own =
+            jyt_signing::internal::derive_key(b"a-master-of-our-own-0123456789abcdef", "channel-accounting");
+        assert!(
+            load_in(
+                "prod",
+                &[("JYT_CHANNEL_ACCOUNTING__INTERNAL_AUTH__SECRET", own.as_str())]
+            )
+            .unwrap()
+            .surveys_open()
+        );
     }
 
     #[test]

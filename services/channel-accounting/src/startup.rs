@@ -97,9 +97,21 @@ impl Application {
             keyspace.clone(),
             &settings.operators,
         ));
+        // The survey door's token check; without a key it refuses every call.
+        let audience = jyt_signing::internal::CHANNEL_ACCOUNTING;
+        let internal = settings.surveys_open().then(|| {
+            jyt_web::internal::verifier(
+                &settings.internal_auth.key(audience),
+                audience,
+                settings.internal_auth.max_lifetime_seconds,
+            )
+        });
         let server = listeners.serve(settings.http.workers, move || {
-            App::new()
-                .wrap(from_fn(jyt_web::ops::separate_ops_port))
+            let mut app = App::new();
+            if let Some(internal) = &internal {
+                app = app.app_data(internal.clone());
+            }
+            app.wrap(from_fn(jyt_web::ops::separate_ops_port))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(request_tracing())
                 .app_data(pool.clone())

@@ -7,7 +7,7 @@
 const REFRESH_MS = 10000;
 // The surge moves in seconds: poll it faster than the day's overview.
 const SURGE_REFRESH_MS = 2000;
-const PAGES = ["overview", "surge", "capacity", "audit", "appeals", "policy", "dead-letters"];
+const PAGES = ["overview", "surge", "capacity", "audit", "appeals", "policy", "satisfaction", "dead-letters"];
 // The signed-in operator's role (and hospital), from /v1/operators/me.
 let role = null;
 let ownHospital = null;
@@ -118,7 +118,7 @@ function showPage() {
   document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, "dead-letters": loadDeadLetters }[page];
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, satisfaction: loadSatisfaction, "dead-letters": loadDeadLetters }[page];
   load();
   if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
   if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
@@ -685,22 +685,60 @@ async function loadAudit() {
   }
 }
 
-// The export needs the session's bearer token, so it is fetched and handed
+// An export needs the session's bearer token, so it is fetched and handed
 // to the browser as a file rather than linked.
-async function exportAudit() {
-  const form = $("audit-form");
+async function exportCsv(path, formId, errorId) {
+  const form = $(formId);
   const params = formParams(form);
   params.set("format", "csv");
   try {
-    const res = await fetchAuthed("/v1/console/audit?" + params);
-    refusedIn(form, "audit-error", null);
-    const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || "audit.csv";
+    const res = await fetchAuthed(path + "?" + params);
+    refusedIn(form, errorId, null);
+    const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || "export.csv";
     const a = document.createElement("a");
     a.href = URL.createObjectURL(await res.blob());
     a.download = name;
     document.body.appendChild(a); a.click(); a.remove();
   } catch (e) {
-    refusedIn(form, "audit-error", e);
+    refusedIn(form, errorId, e);
+  }
+}
+
+// ---- Satisfaction (满意度) ----
+
+function score(v) { return v === null || v === undefined ? "–" : v.toFixed(2); }
+function share(v) { return v === null || v === undefined ? "–" : v.toFixed(2) + " %"; }
+
+async function loadSatisfaction() {
+  const form = $("satisfaction-form");
+  try {
+    const s = await api("/v1/console/satisfaction?" + formParams(form));
+    refusedIn(form, "satisfaction-error", null);
+    $("satisfaction-range").textContent = "(" + s.from + " to " + s.to + (s.hospital ? " · " + s.hospital : "") +
+      " · questions v" + s.questions_version + ")";
+    const t = s.totals;
+    $("satisfaction-tiles").replaceChildren(...[
+      ["Surveys sent", t.sent], ["Answered", t.answered], ["Response rate", share(t.response_rate_percent)],
+      ["Overall", score(t.mean_overall)], ["Wait time", score(t.mean_wait_time)],
+      ["Doctor's explanation", score(t.mean_explanation)], ["Would recommend", share(t.recommend_percent)],
+    ].map(([label, value]) => {
+      const tile = document.createElement("div");
+      tile.className = "tile";
+      const l = document.createElement("span"); l.className = "label"; l.textContent = label;
+      const v = document.createElement("span"); v.className = "value"; v.textContent = value;
+      tile.append(l, v);
+      return tile;
+    }));
+    $("satisfaction-table").tBodies[0].replaceChildren(...s.rows.map((r) => row([
+      r.week || r.hospital_id || "–", r.department || "–", r.doctor || "–", r.sent, r.answered,
+      share(r.response_rate_percent), score(r.mean_overall), score(r.mean_wait_time), score(r.mean_explanation),
+      share(r.recommend_percent),
+    ], [3, 4, 5, 6, 7, 8, 9])));
+    $("satisfaction-trend").tBodies[0].replaceChildren(...s.trend.map((r) => row([
+      r.week, r.sent, r.answered, share(r.response_rate_percent), score(r.mean_overall), share(r.recommend_percent),
+    ], [1, 2, 3, 4, 5])));
+  } catch (e) {
+    refusedIn(form, "satisfaction-error", e);
   }
 }
 
@@ -720,7 +758,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("surge-form").addEventListener("submit", (e) => { e.preventDefault(); loadSurge(); });
   $("capacity-form").addEventListener("submit", (e) => { e.preventDefault(); loadCapacity(); });
   $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(); });
-  $("audit-csv").addEventListener("click", exportAudit);
+  $("audit-csv").addEventListener("click", () => exportCsv("/v1/console/audit", "audit-form", "audit-error"));
+  $("satisfaction-form").addEventListener("submit", (e) => { e.preventDefault(); loadSatisfaction(); });
+  $("satisfaction-csv").addEventListener("click", () => exportCsv("/v1/console/satisfaction", "satisfaction-form", "satisfaction-error"));
   $("jiahao-form").addEventListener("submit", submitJiahao);
   $("jiahao-load").addEventListener("click", loadSegments);
   $("jiahao-cancel").addEventListener("click", () => { $("jiahao-form").hidden = true; answering = null; });

@@ -109,6 +109,13 @@ pub enum GatewayError {
     MemberChannelUnknown,
     #[error("the member's channel app did not take the one-time code; try again")]
     MemberChannelUnreachable(String),
+    /// A survey of another app's booking, or a card that is not the
+    /// visit's patient's (nor the holder who booked for them).
+    #[error("this survey belongs to another app's booking or another patient")]
+    NotYourSurvey,
+    /// channel-accounting's survey door failed or did not answer.
+    #[error("surveys are unavailable: {0}")]
+    SurveysUnavailable(String),
     #[error("unexpected error: {0:#}")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -155,6 +162,8 @@ pub const ALL_CODES: &[&str] = &[
     "NOT_YOUR_PATIENT",
     "MEMBER_CHANNEL_UNKNOWN",
     "MEMBER_CHANNEL_UNREACHABLE",
+    "NOT_YOUR_SURVEY",
+    "SURVEYS_UNAVAILABLE",
     // From the hospital's slot-inventory, passed through unchanged.
     "SLOT_NOT_FOUND",
     "SLOT_SOLD_OUT",
@@ -208,6 +217,12 @@ pub const ALL_CODES: &[&str] = &[
     "VERIFICATION_LOCKED",
     "NO_SHOW_NOT_FOUND",
     "NO_SHOW_ALREADY_WAIVED",
+    // From channel-accounting's survey door, passed through by /v1/surveys
+    // and /federation/v1/hospitals/{id}/satisfaction.
+    "FORBIDDEN",
+    "SURVEY_NOT_FOUND",
+    "SURVEY_EXPIRED",
+    "SURVEY_ALREADY_ANSWERED",
 ];
 
 impl GatewayError {
@@ -246,6 +261,8 @@ impl GatewayError {
             GatewayError::NotYourPatient => "NOT_YOUR_PATIENT",
             GatewayError::MemberChannelUnknown => "MEMBER_CHANNEL_UNKNOWN",
             GatewayError::MemberChannelUnreachable(_) => "MEMBER_CHANNEL_UNREACHABLE",
+            GatewayError::NotYourSurvey => "NOT_YOUR_SURVEY",
+            GatewayError::SurveysUnavailable(_) => "SURVEYS_UNAVAILABLE",
             GatewayError::Unexpected(_) => "INTERNAL_ERROR",
         }
     }
@@ -285,6 +302,8 @@ impl GatewayError {
             GatewayError::NotYourPatient => "Not this app's patient",
             GatewayError::MemberChannelUnknown => "Member's channel unknown",
             GatewayError::MemberChannelUnreachable(_) => "Member's channel unreachable",
+            GatewayError::NotYourSurvey => "Not this app's or patient's survey",
+            GatewayError::SurveysUnavailable(_) => "Surveys unavailable",
             GatewayError::Unexpected(_) => "Internal error",
         }
     }
@@ -316,9 +335,12 @@ impl ResponseError for GatewayError {
             | GatewayError::OperatorForbidden(_)
             | GatewayError::PatientProofRequired
             | GatewayError::CardOfAnotherChannel
-            | GatewayError::NotYourPatient => StatusCode::FORBIDDEN,
+            | GatewayError::NotYourPatient
+            | GatewayError::NotYourSurvey => StatusCode::FORBIDDEN,
             GatewayError::MemberChannelUnknown => StatusCode::CONFLICT,
-            GatewayError::MemberChannelUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::MemberChannelUnreachable(_) | GatewayError::SurveysUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::PaymentCallbackRequired => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::HospitalNotFound(_) | GatewayError::DeadLetterNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::IdentityUnavailable(_)
@@ -371,6 +393,10 @@ impl ResponseError for GatewayError {
             }
             GatewayError::PatientProofRequired => problem.field("ecard_token").to_response(None),
             GatewayError::OperatorForbidden(_) => problem.field("role").to_response(None),
+            GatewayError::SurveysUnavailable(reason) => {
+                tracing::warn!(code = self.code(), %reason, "channel-accounting's survey door failed");
+                Problem::new(status, self.code(), self.title()).to_response(Some(2))
+            }
             GatewayError::MemberChannelUnreachable(reason) => {
                 tracing::warn!(code = self.code(), %reason, "a member's app did not take a code");
                 Problem::new(status, self.code(), self.title()).to_response(Some(5))
@@ -428,6 +454,8 @@ mod tests {
             GatewayError::NotYourPatient,
             GatewayError::MemberChannelUnknown,
             GatewayError::MemberChannelUnreachable(String::new()),
+            GatewayError::NotYourSurvey,
+            GatewayError::SurveysUnavailable(String::new()),
             GatewayError::Unexpected(anyhow::anyhow!("x")),
         ];
         for e in &all {

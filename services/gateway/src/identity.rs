@@ -174,6 +174,25 @@ struct CardProblem {
     code: String,
 }
 
+/// card-issuing's answer to a patient service, passed back as it came,
+/// except that a refused internal token or its failure is ours to report.
+async fn passed_back(res: reqwest::Response, path: &str) -> Result<crate::upstream::Forwarded, GatewayError> {
+    let answer =
+        crate::upstream::Forwarded::read(res, &["content-type", "cache-control", "idempotency-replayed"])
+            .await
+            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
+    if answer.status == actix_web::http::StatusCode::UNAUTHORIZED {
+        return Err(GatewayError::InternalAuthRefused);
+    }
+    if answer.status.is_server_error() {
+        return Err(GatewayError::IdentityUnavailable(format!(
+            "{path} answered {}",
+            answer.status
+        )));
+    }
+    Ok(answer)
+}
+
 impl PatientIndex {
     /// `pool_idle_timeout`: `upstream.pool_idle_timeout_ms`, below
     /// card-issuing's keep-alive like the hospitals'.
@@ -500,33 +519,7 @@ impl PatientIndex {
             .send()
             .await
             .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
-        let status = actix_web::http::StatusCode::from_u16(res.status().as_u16())
-            .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
-        if status == actix_web::http::StatusCode::UNAUTHORIZED {
-            return Err(GatewayError::InternalAuthRefused);
-        }
-        if status.is_server_error() {
-            return Err(GatewayError::IdentityUnavailable(format!(
-                "{path} answered {status}"
-            )));
-        }
-        let headers = ["content-type", "cache-control", "idempotency-replayed"]
-            .iter()
-            .filter_map(|name| {
-                res.headers()
-                    .get(*name)
-                    .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
-            })
-            .collect();
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
-        Ok(crate::upstream::Forwarded {
-            status,
-            headers,
-            body,
-        })
+        passed_back(res, path).await
     }
 
     /// Any call to card-issuing for a patient service (`GET` without a
@@ -555,33 +548,7 @@ impl PatientIndex {
             .send()
             .await
             .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
-        let status = actix_web::http::StatusCode::from_u16(res.status().as_u16())
-            .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
-        if status == actix_web::http::StatusCode::UNAUTHORIZED {
-            return Err(GatewayError::InternalAuthRefused);
-        }
-        if status.is_server_error() {
-            return Err(GatewayError::IdentityUnavailable(format!(
-                "{path} answered {status}"
-            )));
-        }
-        let headers = ["content-type", "cache-control", "idempotency-replayed"]
-            .iter()
-            .filter_map(|name| {
-                res.headers()
-                    .get(*name)
-                    .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
-            })
-            .collect();
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
-        Ok(crate::upstream::Forwarded {
-            status,
-            headers,
-            body,
-        })
+        passed_back(res, path).await
     }
 
     /// Drop the cached standing and family of a person whose standing or

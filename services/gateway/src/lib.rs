@@ -28,6 +28,8 @@
 //! - [`notify`]: signed booking notices to channels' callbacks, with
 //!   retries, backoff and an operator-visible dead-letter list; which
 //!   notices for which event, and when, in [`notices`].
+//! - [`surveys`]: the client of channel-accounting's survey door; the
+//!   post-visit survey routes (`/v1/surveys`) check the app and patient.
 //! - [`fhir`]: FHIR R4 for channels (signed), hospitals (their keys) and
 //!   aggregators (the public SMART Scheduling Links bulk feed).
 //! - [`openapi`]: the OpenAPI 3 document at `/openapi.json`.
@@ -49,6 +51,7 @@ pub mod soldout;
 pub mod startup;
 pub mod state;
 pub mod summaries;
+pub mod surveys;
 pub mod upstream;
 
 pub use error::GatewayError;

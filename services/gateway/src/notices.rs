@@ -9,6 +9,7 @@
 //! | `booking.stopped`, `cancelled`, `expired`, `no_show` | the event now; scheduled notices of the booking made pointless are dropped |
 //! | `booking.refund_requested` | `prepaid_card`: nothing yet (card-issuing credits the card, then `card.refunded`); any other method: a `refund.instruction` to the owning app (amount, its payment reference) and, once it was delivered, `refund.issued` |
 //! | `card.refunded` (card-issuing, for a booking) | `refund.issued` |
+//! | `booking.completed` | `survey.invited` (the visit's satisfaction survey: its id, derived from the booking, its expiry 7 days after `detail.completed_at`, and the question set's version); nothing else |
 //!
 //! Every notice has an id of its own (`notice_id`, also `X-Event-Id`): the
 //! event's id for the event's own notice, `<kind>:<booking>` for the
@@ -26,6 +27,7 @@ pub const HOLD_EXPIRING: &str = "booking.hold_expiring";
 pub const VISIT_REMINDER: &str = "booking.visit_reminder";
 pub const REFUND_INSTRUCTION: &str = "refund.instruction";
 pub const REFUND_ISSUED: &str = "refund.issued";
+pub const SURVEY_INVITED: &str = "survey.invited";
 /// card-issuing's event for a card credited back.
 pub const CARD_REFUNDED: &str = "card.refunded";
 /// The gateway's payment method for the card's prepaid balance.
@@ -175,6 +177,7 @@ pub fn plan(
             plan.cancels.push(reminder_id(&booking));
         }
         "booking.refund_requested" => plan.notices.extend(refund_instruction(env, &booking, now)),
+        "booking.completed" => plan.notices.extend(survey_invitation(env, &booking, now)),
         CARD_REFUNDED => {
             // Only refunds card-issuing made for a booking: a channel's own
             // refund request was answered when it made it.
@@ -209,6 +212,45 @@ pub fn plan(
         _ => direct(&mut plan),
     }
     plan
+}
+
+/// The visit is over: its app asks the patient the survey's questions
+/// (channel-accounting stored the survey from the same event, under the
+/// same derived id).
+/// None once the survey closed (a completion the hospital reported a
+/// week late): an invitation nobody can answer is noise.
+fn survey_invitation(env: &Envelope, booking: &str, now: DateTime<Utc>) -> Option<Planned> {
+    let p = &env.payload;
+    let completed_at = instant(&p["detail"], "completed_at").unwrap_or(env.occurred_at);
+    let expires_at = jyt_domain::survey::expires_at(completed_at);
+    if expires_at <= now {
+        return None;
+    }
+    let id = format!("survey_invited:{booking}");
+    Some(Planned {
+        body: json!({
+            "notice_id": id,
+            "event_id": env.event_id,
+            "event_type": SURVEY_INVITED,
+            "occurred_at": env.occurred_at,
+            "survey": {
+                "survey_id": jyt_domain::survey::survey_id(booking),
+                "booking_id": booking,
+                "hospital_id": p.get("hospital_id"),
+                "department": p.get("department"),
+                "doctor": p.get("doctor"),
+                "completed_at": completed_at,
+                "expires_at": expires_at,
+                "questions_version": jyt_domain::survey::QUESTIONS_VERSION,
+            },
+            "booking": p,
+        }),
+        id,
+        notice_type: SURVEY_INVITED.to_owned(),
+        due: now,
+        only_if: None,
+        then: None,
+    })
 }
 
 fn hold_warning(
@@ -477,6 +519,37 @@ mod tests {
         assert_eq!(p.owner_bookings, ["pumch-b1"]);
         let top_up = event(CARD_REFUNDED, json!({ "reference": "wechat:abc" }));
         assert!(plan(&top_up, &settings(), now).is_empty());
+    }
+
+    #[test]
+    fn a_completed_visit_invites_its_app_to_the_survey_and_nothing_else() {
+        let now = DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut s = settings();
+        s.event_types.push_str(",booking.completed");
+        let e = event(
+            "booking.completed",
+            json!({ "booking_id": "pumch-b1", "owner_app": "wxmini", "hospital_id": "pumch",
+                    "detail": { "completed_at": "2026-11-30T02:00:00Z" } }),
+        );
+        let p = plan(&e, &s, now);
+        let [invited] = &p.notices[..] else {
+            panic!("one notice: {p:?}")
+        };
+        assert_eq!(invited.id, "survey_invited:pumch-b1");
+        assert_eq!(invited.notice_type, SURVEY_INVITED);
+        assert_eq!(
+            invited.body["survey"]["survey_id"],
+            jyt_domain::survey::survey_id("pumch-b1").to_string()
+        );
+        assert_eq!(invited.body["survey"]["expires_at"], "2026-12-07T02:00:00Z");
+        assert_eq!(p.owner_app.as_deref(), Some("wxmini"));
+        // Not listed in event_types: nothing.
+        assert!(plan(&e, &settings(), now).is_empty());
+        // Reported after the survey closed: no invitation.
+        let week_later = now + TimeDelta::days(7);
+        assert!(plan(&e, &s, week_later).notices.is_empty());
     }
 
     #[test]

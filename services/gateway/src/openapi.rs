@@ -69,6 +69,7 @@ pub struct ProblemDoc {
         crate::routes::federation::stop,
         crate::routes::federation::visit_step,
         crate::routes::federation::feed,
+        crate::routes::federation::satisfaction,
         crate::routes::federation::follow_up,
         crate::notify::list_dead,
         crate::notify::replay_dead,
@@ -93,6 +94,8 @@ pub struct ProblemDoc {
         crate::routes::standing::get,
         crate::routes::standing::appeal,
         crate::routes::standing::bookings,
+        crate::routes::surveys::get,
+        crate::routes::surveys::answer,
         fhir::patient::create_patient,
         fhir::patient::read_patient,
         fhir::patient::search_related,
@@ -117,6 +120,7 @@ pub struct ProblemDoc {
         crate::routes::family::BindRequest,
         crate::routes::family::ConfirmRequest,
         crate::routes::standing::AppealRequest,
+        jyt_domain::survey::Answers,
     ))
 )]
 pub struct ApiDoc;

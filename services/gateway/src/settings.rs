@@ -22,6 +22,7 @@ pub struct Settings {
     pub signing: SigningSettings,
     pub internal_auth: InternalAuthSettings,
     pub card_issuing: CardIssuingSettings,
+    pub channel_accounting: ChannelAccountingSettings,
     pub limits: LimitSettings,
     pub anti_scalping: AntiScalpingSettings,
     pub search: SearchSettings,
@@ -102,6 +103,14 @@ pub struct CardIssuingSettings {
     pub identity_cache_seconds: u64,
     pub standing_cache_seconds: u64,
     pub family_cache_seconds: u64,
+}
+
+/// channel-accounting's survey door (`/internal/v1/surveys`), through
+/// which a patient's app reads and answers its post-visit survey.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelAccountingSettings {
+    pub base_url: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -348,6 +357,10 @@ impl Settings {
             ("upstream.queue_timeout_ms", self.upstream.queue_timeout_ms),
             ("upstream.breaker_open_ms", self.upstream.breaker_open_ms),
             ("card_issuing.timeout_ms", self.card_issuing.timeout_ms),
+            (
+                "channel_accounting.timeout_ms",
+                self.channel_accounting.timeout_ms,
+            ),
         ] {
             if !(1..=60_000).contains(&v) {
                 return Err(Invalid::new(key, "must be between 1 and 60000 ms"));
@@ -395,6 +408,12 @@ impl Settings {
         if !http_url_ok(&self.card_issuing.base_url) {
             return Err(Invalid::new(
                 "card_issuing.base_url",
+                "must be an http(s) URL without a trailing slash",
+            ));
+        }
+        if !http_url_ok(&self.channel_accounting.base_url) {
+            return Err(Invalid::new(
+                "channel_accounting.base_url",
                 "must be an http(s) URL without a trailing slash",
             ));
         }
@@ -806,6 +825,33 @@ mod tests {
         env.push(("JYT_GATEWAY__FHIR__PUBLIC_BASE_URL", "fhir.example.org/"));
         let err = load(&env).unwrap_err().to_string();
         assert!(err.contains("`fhir.public_base_url`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_survey_door_is_refused_naming_the_key() {
+        for (var, value, key) in [
+            (
+                "CHANNEL_ACCOUNTING__BASE_URL",
+                "channel-accounting:8103",
+                "channel_accounting.base_url",
+            ),
+            (
+                "CHANNEL_ACCOUNTING__BASE_URL",
+                "http://accounting/",
+                "channel_accounting.base_url",
+            ),
+            (
+                "CHANNEL_ACCOUNTING__TIMEOUT_MS",
+                "0",
+                "channel_accounting.timeout_ms",
+            ),
+        ] {
+            let mut env = PUMCH.to_vec();
+            let var = format!("JYT_GATEWAY__{var}");
+            env.push((&var, value));
+            let err = load(&env).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
     }
 
     #[test]

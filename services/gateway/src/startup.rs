@@ -85,6 +85,13 @@ impl Application {
                 redis.clone(),
                 keys.clone(),
             )?,
+            surveys: crate::surveys::SurveyDesk::new(
+                &settings.channel_accounting,
+                settings
+                    .internal_auth
+                    .minter(jyt_signing::internal::CHANNEL_ACCOUNTING),
+                Duration::from_millis(settings.upstream.pool_idle_timeout_ms),
+            )?,
             limits: Limits::new(
                 &settings.limits,
                 &settings.anti_scalping,

@@ -18,6 +18,8 @@ pub struct GatewayState {
     pub keys: Keyspace,
     pub upstreams: Upstreams,
     pub patients: PatientIndex,
+    /// channel-accounting's survey door (post-visit surveys).
+    pub surveys: crate::surveys::SurveyDesk,
     pub limits: Limits,
     /// `limits.trusted_proxies`, parsed: peers whose `X-Client-Address` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,

@@ -63,6 +63,26 @@ pub struct Forwarded {
 }
 
 impl Forwarded {
+    /// An internal service's whole answer, keeping the headers named in
+    /// `keep` (lower case); the caller decides what its status means.
+    pub async fn read(res: reqwest::Response, keep: &[&str]) -> Result<Self, reqwest::Error> {
+        let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let headers = keep
+            .iter()
+            .filter_map(|name| {
+                res.headers()
+                    .get(*name)
+                    .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
+            })
+            .collect();
+        let body = res.bytes().await?;
+        Ok(Self {
+            status,
+            headers,
+            body,
+        })
+    }
+
     pub fn into_response(self) -> HttpResponse {
         let mut out = HttpResponse::build(self.status);
         for (name, value) in self.headers {
@@ -244,26 +264,19 @@ impl Upstreams {
                 other => other,
             }
             .map_err(|e| error_chain(&e))?;
-            let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let passed: Vec<(String, Vec<u8>)> = PASSED_BACK
-                .iter()
-                .filter_map(|name| {
-                    res.headers()
-                        .get(*name)
-                        .map(|v| ((*name).to_owned(), v.as_bytes().to_vec()))
-                })
-                .collect();
-            let body = res.bytes().await.map_err(|e| error_chain(&e))?;
-            Ok::<_, String>((status, passed, body))
+            Forwarded::read(res, &PASSED_BACK)
+                .await
+                .map_err(|e| error_chain(&e))
         }
         .await;
-        let (status, passed, body) = match outcome {
+        let answer = match outcome {
             Ok(o) => o,
             Err(reason) => {
                 self.record(lane, false);
                 return Err(unavailable(reason));
             }
         };
+        let status = answer.status;
         if status == StatusCode::UNAUTHORIZED {
             // The hospital answers 401 only to a refused internal token: a
             // configuration fault of ours, not the channel's.
@@ -277,11 +290,7 @@ impl Upstreams {
             return Err(unavailable(format!("answered {status}")));
         }
         self.record(lane, true);
-        Ok(Forwarded {
-            status,
-            headers: passed,
-            body,
-        })
+        Ok(answer)
     }
 }
 

@@ -9,10 +9,13 @@
 //! - [`Fen`]: money as an integer number of fen (0.01 yuan), never a float.
 //! - [`time`]: Asia/Shanghai calendar helpers (times are stored in UTC).
 //! - [`IdempotencyKey`]: the client's key that makes a write safe to retry.
+//! - [`survey`]: the post-visit survey's id (derived from the booking),
+//!   question set and expiry, agreed by the gateway and channel-accounting.
 
 pub mod card_number;
 pub mod clinic;
 pub mod id_number;
+pub mod survey;
 pub mod time;
 
 pub use clinic::ClinicLevel;

@@ -40,6 +40,10 @@ const VERSION: &str = "v1";
 /// The audience of card-issuing.
 pub const CARD_ISSUING: &str = "card-issuing";
 
+/// The audience of channel-accounting's survey door
+/// (`/internal/v1/surveys`), which the gateway calls for a patient's app.
+pub const CHANNEL_ACCOUNTING: &str = "channel-accounting";
+
 /// The audience of the gateway's operator relay (`/ops/v1`), which the
 /// console's backend (channel-accounting) calls on behalf of an operator.
 pub const GATEWAY_OPS: &str = "gateway-ops";

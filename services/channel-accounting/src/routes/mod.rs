@@ -8,7 +8,9 @@ pub mod operators;
 pub mod query;
 pub mod reconciliation;
 pub mod reports;
+pub mod satisfaction;
 pub mod surge;
+pub mod surveys;
 
 use actix_web::web;
 
@@ -25,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(audit::trail)
         .service(capacity_requests::list)
         .service(surge::surge)
+        .service(satisfaction::satisfaction)
         .service(operations::schedules)
         .service(operations::set_capacity)
         .service(operations::policy)
@@ -35,5 +38,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(operations::decide_appeal)
         .service(console::page)
         .service(console::script)
-        .service(console::style);
+        .service(console::style)
+        .configure(surveys::configure);
 }

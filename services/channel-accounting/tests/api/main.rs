@@ -7,3 +7,4 @@ mod events;
 mod helpers;
 mod operators;
 mod reconciliation;
+mod surveys;

@@ -232,6 +232,41 @@ pub async fn feed(
     pass(&state, &hospital, reqwest::Method::GET, &target, None).await
 }
 
+/// The hospital's own 满意度 figures (post-visit surveys): sent, answered,
+/// response rate and mean scores per hospital, department, doctor or week,
+/// as its operators see them on the console; kept by channel-accounting.
+#[utoipa::path(
+    get, path = "/federation/v1/hospitals/{hospital_id}/satisfaction", tag = "federation",
+    params(
+        ("hospital_id" = String, Path, description = "The caller's own hospital"),
+        ("from" = Option<String>, Query, description = "First day (Asia/Shanghai) visits were completed; default 30 days ago"),
+        ("to" = Option<String>, Query, description = "Last day"),
+        ("group" = Option<String>, Query, description = "`hospital` (default), `department`, `doctor` or `week`"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`"),
+    ),
+    responses(
+        (status = 200, description = "`totals`, `rows`, `trend` (per week); counts and means only, no patient", body = serde_json::Value),
+        (status = 400, description = "INVALID_FIELD naming the parameter", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id; FORBIDDEN: another hospital in `hospital=`", body = crate::openapi::ProblemDoc),
+        (status = 503, description = "SURVEYS_UNAVAILABLE", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
+#[get("/hospitals/{hospital_id}/satisfaction")]
+pub async fn satisfaction(
+    state: web::Data<GatewayState>,
+    caller: HospitalCaller,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path)?;
+    let answer = state
+        .surveys
+        .hospital_figures(hospital.as_str(), req.query_string())
+        .await?;
+    Ok(answer.into_response())
+}
+
 /// 诊间预约: during a visit the doctor books the patient's follow-up from
 /// the schedule's `clinic` pool. It belongs to the patient's own channel
 /// app (`owner_app`), which reads and pays it: the app of the booking it

@@ -11,6 +11,7 @@ pub mod patient_actions;
 pub mod patients;
 pub mod payments;
 pub mod standing;
+pub mod surveys;
 pub mod waitlist;
 
 use actix_web::middleware::from_fn;
@@ -72,6 +73,8 @@ fn configure_channel(cfg: &mut web::ServiceConfig) {
         .service(cards::top_up)
         .service(cards::ecard_token)
         .service(cards::cancel)
+        .service(surveys::get)
+        .service(surveys::answer)
         .configure(configure_patients);
 }
 
@@ -99,6 +102,7 @@ fn configure_federation(cfg: &mut web::ServiceConfig) {
         .service(federation::stop)
         .service(federation::visit_step)
         .service(federation::feed)
+        .service(federation::satisfaction)
         .service(federation::follow_up)
         .service(crate::fhir::federation::read);
 }

@@ -63,6 +63,8 @@ pub fn payload(booking: &Booking, detail: serde_json::Value) -> serde_json::Valu
         "visit_date": booking.visit_date,
         "visit_number": booking.visit_number,
         "segment_starts_at": booking.segment_starts_at,
+        "department": booking.department,
+        "doctor": booking.doctor,
         "detail": detail,
     })
 }

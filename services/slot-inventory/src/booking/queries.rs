@@ -24,7 +24,7 @@ const SELECT_BOOKING: &str = "
            b.fee_fen, b.created_at, b.idempotency_key, b.pool, b.visit_no, b.pickup_code,
            b.hold_deadline, b.payment_reference, b.payment_method, b.queue_no, b.referral_id,
            b.pickup_failures, b.owner_app, sch.visit_date, seg.starts_at, seg.ends_at, dep.name AS department,
-           dep.external_id AS department_id, doc.name AS doctor
+           dep.external_id AS department_id, doc.name AS doctor, doc.external_id AS doctor_id
       FROM bookings b
       JOIN segments seg ON seg.id = b.segment_id
       JOIN schedules sch ON sch.id = b.schedule_id
@@ -39,6 +39,8 @@ pub struct StoredBooking {
     pub idempotency_key: String,
     pub payment_reference: Option<String>,
     pub department_id: String,
+    /// The doctor's external (hospital) id: the survey's figures are per doctor.
+    pub doctor_id: String,
     pub segment_starts_at: DateTime<Utc>,
     pub segment_ends_at: DateTime<Utc>,
     /// Wrong pick-up codes tried so far: check-in with a code locks at a
@@ -87,6 +89,7 @@ fn to_stored(hospital: &HospitalId, row: &Row) -> StoredBooking {
         idempotency_key: row.get("idempotency_key"),
         payment_reference: row.get("payment_reference"),
         department_id: row.get("department_id"),
+        doctor_id: row.get("doctor_id"),
         segment_starts_at: starts_at,
         segment_ends_at: ends_at,
         pickup_failures: row.get("pickup_failures"),

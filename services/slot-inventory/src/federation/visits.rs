@@ -64,7 +64,15 @@ pub async fn complete(state: &AppState, booking: &BookingRef) -> Result<StoredBo
     let stored = queries::get_booking(&tx, &state.hospital, booking.id)
         .await?
         .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
-    events::append(&tx, EventKind::Completed, &stored.booking, serde_json::json!({})).await?;
+    // The survey's figures are per department and doctor, by the
+    // hospital's own ids (names can repeat or change); and the completion
+    // instant is the hospital's clock, from which the survey's expiry runs.
+    let detail = serde_json::json!({
+        "completed_at": now,
+        "department_id": stored.department_id,
+        "doctor_id": stored.doctor_id,
+    });
+    events::append(&tx, EventKind::Completed, &stored.booking, detail).await?;
     tx.commit().await?;
     state.relay.wake();
     Ok(stored)
