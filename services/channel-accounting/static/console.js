@@ -7,7 +7,7 @@
 const REFRESH_MS = 10000;
 // The surge moves in seconds: poll it faster than the day's overview.
 const SURGE_REFRESH_MS = 2000;
-const PAGES = ["overview", "surge", "capacity", "audit", "appeals", "policy", "dead-letters"];
+const PAGES = ["overview", "surge", "capacity", "precise", "audit", "appeals", "policy", "dead-letters"];
 // The signed-in operator's role (and hospital), from /v1/operators/me.
 let role = null;
 let ownHospital = null;
@@ -118,7 +118,7 @@ function showPage() {
   document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, "dead-letters": loadDeadLetters }[page];
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, precise: loadPrecise, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, "dead-letters": loadDeadLetters }[page];
   load();
   if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
   if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
@@ -687,20 +687,40 @@ async function loadAudit() {
 
 // The export needs the session's bearer token, so it is fetched and handed
 // to the browser as a file rather than linked.
-async function exportAudit() {
-  const form = $("audit-form");
+// A form's report as a CSV download (`path`, with the form's fields).
+async function exportCsv(formId, errorId, path, fallback) {
+  const form = $(formId);
   const params = formParams(form);
   params.set("format", "csv");
   try {
-    const res = await fetchAuthed("/v1/console/audit?" + params);
-    refusedIn(form, "audit-error", null);
-    const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || "audit.csv";
+    const res = await fetchAuthed(path + "?" + params);
+    refusedIn(form, errorId, null);
+    const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || fallback;
     const a = document.createElement("a");
     a.href = URL.createObjectURL(await res.blob());
     a.download = name;
     document.body.appendChild(a); a.click(); a.remove();
   } catch (e) {
-    refusedIn(form, "audit-error", e);
+    refusedIn(form, errorId, e);
+  }
+}
+
+const exportAudit = () => exportCsv("audit-form", "audit-error", "/v1/console/audit", "audit.csv");
+
+// ---- 精准预约 ----
+
+async function loadPrecise() {
+  const form = $("precise-form");
+  if (!$("precise-from").value) $("precise-from").value = beijingToday();
+  try {
+    const r = await api("/v1/console/precise?" + formParams(form));
+    refusedIn(form, "precise-error", null);
+    const secs = (v) => (v === null || v === undefined ? "–" : v.toFixed(1));
+    $("precise-table").tBodies[0].replaceChildren(...r.rows.map((p) => row([p.hospital_id, p.doctor_id, num(p.submitted),
+      num(p.matched), num(p.auto_matched), num(p.rejected), num(p.seated), secs(p.median_seconds_to_seat),
+      secs(p.p90_seconds_to_seat)], [2, 3, 4, 5, 6, 7, 8])));
+  } catch (e) {
+    refusedIn(form, "precise-error", e);
   }
 }
 
@@ -721,6 +741,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("capacity-form").addEventListener("submit", (e) => { e.preventDefault(); loadCapacity(); });
   $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(); });
   $("audit-csv").addEventListener("click", exportAudit);
+  $("precise-form").addEventListener("submit", (e) => { e.preventDefault(); loadPrecise(); });
+  $("precise-csv").addEventListener("click", () => exportCsv("precise-form", "precise-error", "/v1/console/precise", "precise.csv"));
   $("jiahao-form").addEventListener("submit", submitJiahao);
   $("jiahao-load").addEventListener("click", loadSegments);
   $("jiahao-cancel").addEventListener("click", () => { $("jiahao-form").hidden = true; answering = null; });
