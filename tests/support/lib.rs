@@ -6,7 +6,9 @@
 //! - [`city`]: hospitals behind a gateway (and channel-accounting), with
 //!   typed request helpers;
 //! - [`callback`]: a channel app's notice endpoint that records what the
-//!   gateway's notifier sends.
+//!   gateway's notifier sends;
+//! - [`sessions`]: a hospital's federation keys and the sessions it
+//!   publishes.
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,6 +20,7 @@ pub mod city;
 pub mod faults;
 pub mod hospital;
 pub mod redis_cluster;
+pub mod sessions;
 
 use std::collections::HashMap;
 
@@ -31,6 +34,7 @@ pub use city::{
 };
 pub use city::{RunningGateway, TestCity, problem, spawn_accounting, spawn_gateway, start_gateway};
 pub use hospital::TestHospital;
+pub use sessions::{Session, hospital_keys};
 pub use jyt_testkit::eventually;
 
 pub(crate) fn sources(pairs: Vec<(String, String)>) -> Sources {
