@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use jyt_system_tests::{
-    ALL_SEATS_COMMON, Callback, Session, TestCity, TestConsole, TestPatient, eventually, hospital_keys, problem,
-    signed, spawn_console, visit_day,
+    ALL_SEATS_COMMON, Callback, Session, TestCity, TestConsole, TestPatient, eventually, hospital_keys,
+    problem, signed, spawn_console, visit_day,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -36,7 +36,13 @@ async fn city(callback: &Callback) -> (TestCity, TestConsole) {
     (city, console)
 }
 
-fn fed(city: &TestCity, key: &str, method: Method, path: &str, body: Option<&Value>) -> reqwest::RequestBuilder {
+fn fed(
+    city: &TestCity,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
     signed(&city.http, &city.gateway_url, key, method, path, body)
 }
 
@@ -73,13 +79,24 @@ async fn sold_out_line(city: &TestCity, waiting: usize) -> (String, Vec<(TestPat
         },
     )
     .await;
-    let schedule = morning["schedules"][0]["schedule_id"].as_str().unwrap().to_owned();
-    let slot: jyt_domain::SlotRef = format!("pumch-{}", morning["schedules"][0]["segment_ids"][0].as_str().unwrap())
-        .parse()
-        .unwrap();
+    let schedule = morning["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let slot: jyt_domain::SlotRef = format!(
+        "pumch-{}",
+        morning["schedules"][0]["segment_ids"][0].as_str().unwrap()
+    )
+    .parse()
+    .unwrap();
     for i in 0..2 {
         let patient = city.patient().await;
-        assert_eq!(city.book(&slot, patient, "wechat", &format!("am-{i}")).await.status(), 201);
+        assert_eq!(
+            city.book(&slot, patient, "wechat", &format!("am-{i}"))
+                .await
+                .status(),
+            201
+        );
     }
     let mut line = Vec::new();
     for _ in 0..waiting {
@@ -181,10 +198,16 @@ async fn the_whole_line_is_served_in_join_order_from_a_session_the_hospital_adds
     let bjh_ops = console.login("bjh_ops").await;
 
     // The 4th joiner passed the threshold of 3: one request, in the feed...
-    let res = fed(&city, "pumchk1", Method::GET, "/federation/v1/hospitals/pumch/feed?since=0", None)
-        .send()
-        .await
-        .unwrap();
+    let res = fed(
+        &city,
+        "pumchk1",
+        Method::GET,
+        "/federation/v1/hospitals/pumch/feed?since=0",
+        None,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(res.status(), 200);
     let page: Value = res.json().await.unwrap();
     let asked: Vec<&Value> = page["entries"]
@@ -195,7 +218,10 @@ async fn the_whole_line_is_served_in_join_order_from_a_session_the_hospital_adds
         .collect();
     assert_eq!(asked.len(), 1, "{page}");
     assert_eq!(asked[0]["capacity_request"]["waiting"], 4);
-    assert_eq!(asked[0]["capacity_request"]["schedule"]["doctor_external_id"], "doc-derm-1");
+    assert_eq!(
+        asked[0]["capacity_request"]["schedule"]["doctor_external_id"],
+        "doc-derm-1"
+    );
     // ...and open on the console, for the city, not for another hospital.
     let open = eventually(Duration::from_secs(10), "the request on the console", || {
         let console = &console;
@@ -210,7 +236,12 @@ async fn the_whole_line_is_served_in_join_order_from_a_session_the_hospital_adds
     assert_eq!(open[0]["schedule_id"], schedule.as_str());
     assert!(requests(&console, &bjh_ops, "all").await.is_empty());
     let res = console
-        .call(Some(&bjh_ops), Method::GET, "/v1/console/capacity-requests?hospital=pumch", None)
+        .call(
+            Some(&bjh_ops),
+            Method::GET,
+            "/v1/console/capacity-requests?hospital=pumch",
+            None,
+        )
         .await;
     assert_eq!(res.status(), 403);
 
@@ -218,11 +249,24 @@ async fn the_whole_line_is_served_in_join_order_from_a_session_the_hospital_adds
     // hospital's key.
     let body = extra_session(5).body();
     let path = "/federation/v1/hospitals/pumch/schedules";
-    let res = city.http.put(format!("{}{path}", city.gateway_url)).json(&body).send().await.unwrap();
+    let res = city
+        .http
+        .put(format!("{}{path}", city.gateway_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
-    let res = city.signed("wechat", Method::PUT, path, Some(&body)).send().await.unwrap();
+    let res = city
+        .signed("wechat", Method::PUT, path, Some(&body))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
-    let res = fed(&city, "bjhk1", Method::PUT, path, Some(&body)).send().await.unwrap();
+    let res = fed(&city, "bjhk1", Method::PUT, path, Some(&body))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(problem(res).await["code"], "HOSPITAL_FORBIDDEN");
     for (_, id) in &line {
         assert_eq!(entry(&city, id).await["status"], "waiting");
@@ -230,7 +274,10 @@ async fn the_whole_line_is_served_in_join_order_from_a_session_the_hospital_adds
 
     // The hospital adds an evening session of 5 seats for the line.
     let outcome = publish(&city, &extra_session(5)).await;
-    let extra = outcome["schedules"][0]["schedule_id"].as_str().unwrap().to_owned();
+    let extra = outcome["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut bookings = Vec::new();
     for (patient, id) in &line {
         let place = promoted(&city, id).await;
@@ -254,7 +301,9 @@ async fn the_whole_line_is_served_in_join_order_from_a_session_the_hospital_adds
     for booking in &bookings {
         callback
             .wait_for("the promotion notice", Duration::from_secs(10), |d| {
-                d.iter().any(|r| r.notice_type() == "booking.promoted" && r.booking_id() == booking).then_some(())
+                d.iter()
+                    .any(|r| r.notice_type() == "booking.promoted" && r.booking_id() == booking)
+                    .then_some(())
             })
             .await;
     }
@@ -264,13 +313,22 @@ async fn the_whole_line_is_served_in_join_order_from_a_session_the_hospital_adds
         assert!(told[0].signed_by("wechat"));
     }
     // The fifth seat, nobody waiting for it, went on sale.
-    let extra_slot: jyt_domain::SlotRef = format!("pumch-{}", outcome["schedules"][0]["segment_ids"][0].as_str().unwrap())
-        .parse()
-        .unwrap();
+    let extra_slot: jyt_domain::SlotRef = format!(
+        "pumch-{}",
+        outcome["schedules"][0]["segment_ids"][0].as_str().unwrap()
+    )
+    .parse()
+    .unwrap();
     let walk_in = city.patient().await;
-    assert_eq!(city.book(&extra_slot, walk_in, "kiosk", "walk-in").await.status(), 201);
+    assert_eq!(
+        city.book(&extra_slot, walk_in, "kiosk", "walk-in").await.status(),
+        201
+    );
     let late = city.patient().await;
-    assert_eq!(problem(city.book(&extra_slot, late, "kiosk", "late").await).await["code"], "SLOT_SOLD_OUT");
+    assert_eq!(
+        problem(city.book(&extra_slot, late, "kiosk", "late").await).await["code"],
+        "SLOT_SOLD_OUT"
+    );
 
     // The request is answered, by the hospital's key, with the session's seats.
     let answered = eventually(Duration::from_secs(10), "the request answered", || {
@@ -284,11 +342,21 @@ async fn the_whole_line_is_served_in_join_order_from_a_session_the_hospital_adds
     .await;
     assert_eq!(answered[0]["schedule_id"], schedule.as_str());
     assert_eq!(answered[0]["added_seats"], 5);
-    assert!(answered[0]["answered_by"].as_str().unwrap().contains("hospital-key:pumchk1"), "{}", answered[0]);
+    assert!(
+        answered[0]["answered_by"]
+            .as_str()
+            .unwrap()
+            .contains("hospital-key:pumchk1"),
+        "{}",
+        answered[0]
+    );
     assert!(requests(&console, &city_ops, "open").await.is_empty());
     let h = city.hospital(0);
     assert!(h.oversold_segments().await.is_empty());
-    assert_eq!(h.redis_segment(&extra_slot).await.1, h.pg_holders(&extra_slot).await);
+    assert_eq!(
+        h.redis_segment(&extra_slot).await.1,
+        h.pg_holders(&extra_slot).await
+    );
 }
 
 #[tokio::test]
@@ -299,10 +367,18 @@ async fn a_line_longer_than_the_added_session_keeps_its_order_and_the_rest_wait_
 
     // Two seats for five waiting: the first two are served...
     let outcome = publish(&city, &extra_session(2)).await;
-    let extra = outcome["schedules"][0]["schedule_id"].as_str().unwrap().to_owned();
+    let extra = outcome["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut first = Vec::new();
     for (_, id) in &line[..2] {
-        first.push(promoted(&city, id).await["booking_id"].as_str().unwrap().to_owned());
+        first.push(
+            promoted(&city, id).await["booking_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let served = bookings_of(&city, &extra).await;
     let expected: Vec<(String, i32)> = line[..2]
@@ -318,11 +394,17 @@ async fn a_line_longer_than_the_added_session_keeps_its_order_and_the_rest_wait_
         assert_eq!(place["status"], "waiting");
         assert_eq!(place["position"], i + 1);
     }
-    let extra_slot: jyt_domain::SlotRef = format!("pumch-{}", outcome["schedules"][0]["segment_ids"][0].as_str().unwrap())
-        .parse()
-        .unwrap();
+    let extra_slot: jyt_domain::SlotRef = format!(
+        "pumch-{}",
+        outcome["schedules"][0]["segment_ids"][0].as_str().unwrap()
+    )
+    .parse()
+    .unwrap();
     let walk_in = city.patient().await;
-    assert_eq!(problem(city.book(&extra_slot, walk_in, "kiosk", "walk-in").await).await["code"], "SLOT_SOLD_OUT");
+    assert_eq!(
+        problem(city.book(&extra_slot, walk_in, "kiosk", "walk-in").await).await["code"],
+        "SLOT_SOLD_OUT"
+    );
 
     // A served patient cancels: the freed seat goes to the head of the rest.
     let res = city
@@ -341,5 +423,8 @@ async fn a_line_longer_than_the_added_session_keeps_its_order_and_the_rest_wait_
     assert_eq!(entry(&city, &line[4].1).await["position"], 2);
     let h = city.hospital(0);
     assert!(h.oversold_segments().await.is_empty());
-    assert_eq!(h.redis_segment(&extra_slot).await.1, h.pg_holders(&extra_slot).await);
+    assert_eq!(
+        h.redis_segment(&extra_slot).await.1,
+        h.pg_holders(&extra_slot).await
+    );
 }

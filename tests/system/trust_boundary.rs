@@ -158,11 +158,27 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/v1/cards/cancel".into(), &card),
         ("GET", format!("/v1/waitlist/tbh-{segment}"), &empty),
         // 精准预约 (issue 23).
-        ("GET", "/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(), &empty),
-        ("POST", "/v1/hospitals/tbh/doctors/doc-1/precise-submissions".into(), &card),
+        (
+            "GET",
+            "/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(),
+            &empty,
+        ),
+        (
+            "POST",
+            "/v1/hospitals/tbh/doctors/doc-1/precise-submissions".into(),
+            &card,
+        ),
         ("GET", format!("/v1/precise-submissions/tbh-{segment}"), &empty),
-        ("PUT", "/federation/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(), &empty),
-        ("GET", "/federation/v1/hospitals/tbh/precise-submissions".into(), &empty),
+        (
+            "PUT",
+            "/federation/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(),
+            &empty,
+        ),
+        (
+            "GET",
+            "/federation/v1/hospitals/tbh/precise-submissions".into(),
+            &empty,
+        ),
         (
             "POST",
             format!("/federation/v1/hospitals/tbh/precise-submissions/{segment}/decision"),

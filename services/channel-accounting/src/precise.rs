@@ -58,7 +58,14 @@ pub async fn apply<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Re
                      ON CONFLICT (hospital_id, submission_id) DO UPDATE
                         SET decision = EXCLUDED.decision, auto_matched = EXCLUDED.auto_matched,
                             decided_at = EXCLUDED.decided_at",
-                    &[&hospital, &submission, &doctor, &decision, &automatic, &at("decided_at")],
+                    &[
+                        &hospital,
+                        &submission,
+                        &doctor,
+                        &decision,
+                        &automatic,
+                        &at("decided_at"),
+                    ],
                 )
                 .await?;
         }

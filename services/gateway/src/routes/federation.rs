@@ -360,7 +360,15 @@ pub async fn put_precise_profile(
     let doctor = super::precise::doctor_id(&path.1)?;
     let target = format!("/v1/doctors/{doctor}/precise-profile");
     let headers = actor_headers(&caller);
-    pass_with(&state, &hospital, reqwest::Method::PUT, &target, headers, Some(body)).await
+    pass_with(
+        &state,
+        &hospital,
+        reqwest::Method::PUT,
+        &target,
+        headers,
+        Some(body),
+    )
+    .await
 }
 
 /// 精准预约: the submissions to decide (`status=pending`, the default),
@@ -418,5 +426,13 @@ pub async fn decide_precise_submission(
     let submission = uuid_of("submission_id", &path.1)?;
     let target = format!("/v1/precise-submissions/{submission}/decision");
     let headers = actor_headers(&caller);
-    pass_with(&state, &hospital, reqwest::Method::POST, &target, headers, Some(body)).await
+    pass_with(
+        &state,
+        &hospital,
+        reqwest::Method::POST,
+        &target,
+        headers,
+        Some(body),
+    )
+    .await
 }

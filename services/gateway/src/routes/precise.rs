@@ -35,7 +35,11 @@ pub fn doctor_id(raw: &str) -> Result<&str, GatewayError> {
     if ok {
         Ok(raw)
     } else {
-        Err(RequestError::invalid("doctor_id", "must be the hospital's doctor id: 1 to 64 of A-Z a-z 0-9 - _ .").into())
+        Err(RequestError::invalid(
+            "doctor_id",
+            "must be the hospital's doctor id: 1 to 64 of A-Z a-z 0-9 - _ .",
+        )
+        .into())
     }
 }
 

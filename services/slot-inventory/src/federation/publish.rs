@@ -144,7 +144,11 @@ pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOu
 /// Publish on behalf of `actor`, who is named in the
 /// `waitlist.session_added` event of a session published for the
 /// waitlist (the answer to the lines' capacity requests).
-pub async fn publish_by(state: &AppState, req: &PublishRequest, actor: &str) -> Result<PublishOutcome, SlotError> {
+pub async fn publish_by(
+    state: &AppState,
+    req: &PublishRequest,
+    actor: &str,
+) -> Result<PublishOutcome, SlotError> {
     validate(req)?;
     let now = state.clock.now();
     let mut client = state.pool.get().await?;

@@ -56,7 +56,12 @@ pub async fn doctor(state: &AppState, external_id: &str) -> Result<(Uuid, String
 }
 
 /// Publish (or replace) the doctor's profile on behalf of `actor`.
-pub async fn put(state: &AppState, doctor_id: &str, input: &ProfileInput, actor: &str) -> Result<Profile, SlotError> {
+pub async fn put(
+    state: &AppState,
+    doctor_id: &str,
+    input: &ProfileInput,
+    actor: &str,
+) -> Result<Profile, SlotError> {
     validate(input)?;
     let (doctor, _) = doctor(state, doctor_id).await?;
     let mut client = state.pool.get().await?;

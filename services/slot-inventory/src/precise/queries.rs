@@ -8,7 +8,10 @@ use uuid::Uuid;
 use super::ProfileInput;
 
 /// A doctor by the hospital's own id: (uuid, name).
-pub async fn doctor<C: GenericClient>(client: &C, external_id: &str) -> Result<Option<(Uuid, String)>, Error> {
+pub async fn doctor<C: GenericClient>(
+    client: &C,
+    external_id: &str,
+) -> Result<Option<(Uuid, String)>, Error> {
     Ok(client
         .query_opt(
             "SELECT id, name FROM doctors WHERE external_id = $1",
@@ -89,7 +92,8 @@ pub async fn released_schedules<C: GenericClient>(
 }
 
 /// Columns read by `submission::to_submission`.
-pub const SUBMISSION_COLUMNS: &str = "s.id, d.external_id, s.patient_id, s.channel, s.owner_app, s.diagnosis_codes,
+pub const SUBMISSION_COLUMNS: &str =
+    "s.id, d.external_id, s.patient_id, s.channel, s.owner_app, s.diagnosis_codes,
      s.findings, s.age_years, s.symptom_days, s.prior_treatment, s.documents, s.window_from, s.window_to,
      s.status, s.auto_matched, s.decision_reason, s.decided_at, s.booking_id, s.seated_at, s.submitted_at";
 

@@ -40,13 +40,24 @@ pub fn key(k: &str) -> bool {
 
 /// Each entry of `items` checked by `ok`, at most [`MAX_ITEMS`], no
 /// repeats; the refusal names `field[i]`.
-pub fn list(field: &str, items: &[String], ok: impl Fn(&str) -> bool, what: &str) -> Result<(), RequestError> {
+pub fn list(
+    field: &str,
+    items: &[String],
+    ok: impl Fn(&str) -> bool,
+    what: &str,
+) -> Result<(), RequestError> {
     if items.len() > MAX_ITEMS {
-        return Err(RequestError::invalid(field, format!("at most {MAX_ITEMS} entries")));
+        return Err(RequestError::invalid(
+            field,
+            format!("at most {MAX_ITEMS} entries"),
+        ));
     }
     for (i, item) in items.iter().enumerate() {
         if !ok(item) {
-            return Err(RequestError::invalid(format!("{field}[{i}]"), format!("must be {what}")));
+            return Err(RequestError::invalid(
+                format!("{field}[{i}]"),
+                format!("must be {what}"),
+            ));
         }
         if items[..i].contains(item) {
             return Err(RequestError::invalid(format!("{field}[{i}]"), "is repeated"));
@@ -71,7 +82,10 @@ pub fn text(field: &str, value: &str) -> Result<(), RequestError> {
 /// (1 to 64 visible ASCII characters).
 pub fn documents(docs: &[DocumentRef]) -> Result<(), RequestError> {
     if docs.len() > MAX_ITEMS {
-        return Err(RequestError::invalid("documents", format!("at most {MAX_ITEMS} entries")));
+        return Err(RequestError::invalid(
+            "documents",
+            format!("at most {MAX_ITEMS} entries"),
+        ));
     }
     for (i, d) in docs.iter().enumerate() {
         if !key(&d.kind) {

@@ -28,7 +28,7 @@ use crate::booking::hold::pools_left;
 use crate::booking::queries::{self as booking_queries, NewBooking, RELEASED_STATUSES, SegmentInfo};
 use crate::booking::{BookRequest, pg_lock};
 use crate::error::SlotError;
-use crate::schedule::capacity::MAX_SEGMENT_CAPACITY;
+use crate::schedule::capacity::{CapacityChanged, MAX_SEGMENT_CAPACITY, append_capacity_changed};
 use crate::state::AppState;
 
 /// Seat a matched submission; answers the held booking, or `None` when it
@@ -38,7 +38,8 @@ pub async fn seat(state: &AppState, submission: Uuid) -> Result<Option<BookingRe
     let Some(matched) = queries::matched_for_update(&client, submission).await? else {
         return Ok(None);
     };
-    let segments = queries::next_sessions(&client, matched.doctor, state.clock.today(), state.clock.now()).await?;
+    let segments =
+        queries::next_sessions(&client, matched.doctor, state.clock.today(), state.clock.now()).await?;
     drop(client);
     for segment in segments {
         match seat_in(state, submission, segment).await {
@@ -135,7 +136,13 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
     )
     .await?;
     let actor = format!("precise:{submission}");
-    capacity_event(&tx, state, &info, capacity, added, &actor).await?;
+    let change = CapacityChanged {
+        before: capacity,
+        after: added,
+        actor: &actor,
+        purpose: Some("precise"),
+    };
+    append_capacity_changed(&tx, state, &info, &change).await?;
     let keys = state.keys.segment(&info);
     let mut conn = state.redis.clone();
     // From the schedule's counter, as every hold's visit number is.
@@ -186,39 +193,6 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
     Ok(Some(stored.booking.booking_id))
 }
 
-async fn capacity_event(
-    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
-    state: &AppState,
-    info: &SegmentInfo,
-    before: i32,
-    after: i32,
-    actor: &str,
-) -> Result<(), SlotError> {
-    let slot = SlotRef::new(state.hospital.clone(), info.segment_id);
-    jyt_events::append(
-        tx,
-        "segment.capacity_changed",
-        &slot.to_string(),
-        &serde_json::json!({
-            "schema": 1,
-            "hospital_id": state.hospital,
-            "schedule_id": info.schedule_id,
-            "segment_id": info.segment_id,
-            "slot_id": slot,
-            "visit_date": info.visit_date,
-            "starts_at": info.starts_at,
-            "capacity_before": before,
-            "capacity": after,
-            "actor": actor,
-            // Not an answer to the waitlist's capacity request: the seat
-            // is one patient's (channel-accounting leaves requests open).
-            "purpose": "precise",
-        }),
-    )
-    .await?;
-    Ok(())
-}
-
 async fn seated_event(
     tx: &jyt_db::deadpool_postgres::Transaction<'_>,
     state: &AppState,
@@ -228,7 +202,10 @@ async fn seated_event(
     now: DateTime<Utc>,
 ) -> Result<(), SlotError> {
     let doctor: String = tx
-        .query_one("SELECT external_id FROM doctors WHERE id = $1", &[&matched.doctor])
+        .query_one(
+            "SELECT external_id FROM doctors WHERE id = $1",
+            &[&matched.doctor],
+        )
         .await?
         .get(0);
     jyt_events::append(
@@ -272,8 +249,12 @@ async fn after_commit(
         .expire(&day, patient_day_ttl(info, state.clock.now()))
         .ignore();
     if let Some(deadline) = &booking.hold_deadline {
-        pipe.zadd(state.keys.holds(), booking.booking_id.id.to_string(), deadline.timestamp())
-            .ignore();
+        pipe.zadd(
+            state.keys.holds(),
+            booking.booking_id.id.to_string(),
+            deadline.timestamp(),
+        )
+        .ignore();
     }
     let mut conn = state.redis.clone();
     pipe.query_async::<()>(&mut conn).await?;

@@ -69,7 +69,10 @@ fn window(state: &AppState, s: &SubmissionInput) -> Result<(NaiveDate, NaiveDate
     if to < from {
         return Err(RequestError::invalid("window_to", "must not be before window_from").into());
     }
-    if from.checked_add_days(Days::new(MAX_WINDOW_DAYS)).is_some_and(|last| to > last) {
+    if from
+        .checked_add_days(Days::new(MAX_WINDOW_DAYS))
+        .is_some_and(|last| to > last)
+    {
         return Err(RequestError::invalid(
             "window_to",
             format!("at most {MAX_WINDOW_DAYS} days after window_from"),
@@ -143,8 +146,7 @@ pub async fn submit(
             id,
             doctor,
             input,
-            documents: serde_json::to_value(&input.documents)
-                .map_err(|e| SlotError::Unexpected(e.into()))?,
+            documents: serde_json::to_value(&input.documents).map_err(|e| SlotError::Unexpected(e.into()))?,
             window,
             status,
             auto_matched: auto,
@@ -172,12 +174,21 @@ pub async fn submit(
     )
     .await?;
     if auto {
-        decided_event(&tx, state, id, doctor_id, Decision::Matched, "rule:auto_match", now).await?;
+        decided_event(
+            &tx,
+            state,
+            id,
+            doctor_id,
+            Decision::Matched,
+            "rule:auto_match",
+            now,
+        )
+        .await?;
     }
     tx.commit().await?;
     state.relay.wake();
     if auto {
-        seat::seat(state, id).await?;
+        seat_now(state, id).await;
     }
     Ok((get(state, id).await?, true))
 }
@@ -237,9 +248,18 @@ pub async fn decide(
     tx.commit().await?;
     state.relay.wake();
     if input.decision == Decision::Matched {
-        seat::seat(state, id).await?;
+        seat_now(state, id).await;
     }
     get(state, id).await
+}
+
+/// Seat a match right away; the match is stored whatever happens, so a
+/// failure (Redis briefly away, say) leaves it `matched` for the sweeper's
+/// next pass rather than failing the answer.
+async fn seat_now(state: &AppState, id: Uuid) {
+    if let Err(e) = seat::seat(state, id).await {
+        tracing::warn!(error = %e, submission = %id, "could not seat a precise-appointment match yet");
+    }
 }
 
 pub async fn get(state: &AppState, id: Uuid) -> Result<Submission, SlotError> {
@@ -254,11 +274,9 @@ pub async fn get(state: &AppState, id: Uuid) -> Result<Submission, SlotError> {
 pub async fn list(state: &AppState, status: Option<&str>) -> Result<Vec<Submission>, SlotError> {
     let status = status.unwrap_or("pending");
     if !["pending", "matched", "seated", "rejected", "all"].contains(&status) {
-        return Err(RequestError::invalid(
-            "status",
-            "must be pending, matched, seated, rejected or all",
-        )
-        .into());
+        return Err(
+            RequestError::invalid("status", "must be pending, matched, seated, rejected or all").into(),
+        );
     }
     let client = state.pool.get().await?;
     let rows = queries::submissions(&client, status, 500).await?;

@@ -29,7 +29,10 @@ pub async fn put_profile(
 }
 
 #[get("/v1/doctors/{doctor_id}/precise-profile")]
-pub async fn get_profile(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, SlotError> {
+pub async fn get_profile(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, SlotError> {
     Ok(HttpResponse::Ok().json(profile::get(&state, &path).await?))
 }
 
