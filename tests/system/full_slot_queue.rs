@@ -102,15 +102,8 @@ async fn sold_out_line(city: &TestCity, waiting: usize) -> (String, Vec<(TestPat
     for _ in 0..waiting {
         let patient = city.cards.register().await;
         let res = city
-            .signed(
-                "wechat",
-                Method::POST,
-                &format!("/v1/hospitals/pumch/schedules/{schedule}/waitlist"),
-                Some(&json!({ "card_number": patient.card_number })),
-            )
-            .send()
-            .await
-            .unwrap();
+            .join_waitlist("wechat", "pumch", &schedule, &patient.card_number)
+            .await;
         assert_eq!(res.status(), 201);
         let entry: Value = res.json().await.unwrap();
         line.push((patient, entry["entry_id"].as_str().unwrap().to_owned()));
@@ -141,16 +134,10 @@ async fn promoted(city: &TestCity, id: &str) -> Value {
 
 /// The capacity requests the console lists for `token`'s operator.
 async fn requests(console: &TestConsole, token: &str, status: &str) -> Vec<Value> {
-    let res = console
-        .call(
-            Some(token),
-            Method::GET,
-            &format!("/v1/console/capacity-requests?status={status}"),
-            None,
-        )
-        .await;
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
+    let body = console
+        .json(token, &format!("/v1/console/capacity-requests?status={status}"))
+        .await
+        .unwrap();
     body["requests"].as_array().unwrap().clone()
 }
 

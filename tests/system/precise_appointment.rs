@@ -223,15 +223,8 @@ async fn a_matching_history_gets_a_seat_added_for_that_patient_who_pays_it_and_t
     }
     let waiter = city.cards.register().await;
     let res = city
-        .signed(
-            "wechat",
-            Method::POST,
-            &format!("/v1/hospitals/pumch/schedules/{schedule}/waitlist"),
-            Some(&json!({ "card_number": waiter.card_number })),
-        )
-        .send()
-        .await
-        .unwrap();
+        .join_waitlist("wechat", "pumch", &schedule, &waiter.card_number)
+        .await;
     assert_eq!(res.status(), 201);
     let waiting: Value = res.json().await.unwrap();
     let waiting = waiting["entry_id"].as_str().unwrap().to_owned();
@@ -420,15 +413,7 @@ async fn a_matching_history_gets_a_seat_added_for_that_patient_who_pays_it_and_t
     let money = eventually(Duration::from_secs(20), "the money report", || {
         let (console, token) = (&console, city_ops.clone());
         async move {
-            let res = console
-                .call(
-                    Some(&token),
-                    Method::GET,
-                    "/v1/reports/money?hospital=pumch",
-                    None,
-                )
-                .await;
-            let report: Value = res.json().await.ok()?;
+            let report = console.json(&token, "/v1/reports/money?hospital=pumch").await?;
             let rows = report["rows"].as_array()?.clone();
             let fees: i64 = rows.iter().filter_map(|r| r["fees_fen"].as_i64()).sum();
             (fees == hospital_fees).then_some(rows)
@@ -444,15 +429,7 @@ async fn a_matching_history_gets_a_seat_added_for_that_patient_who_pays_it_and_t
     let row = eventually(Duration::from_secs(20), "the console's figures", || {
         let (console, token) = (&console, city_ops.clone());
         async move {
-            let res = console
-                .call(
-                    Some(&token),
-                    Method::GET,
-                    "/v1/console/precise?hospital=pumch",
-                    None,
-                )
-                .await;
-            let body: Value = res.json().await.ok()?;
+            let body = console.json(&token, "/v1/console/precise?hospital=pumch").await?;
             let row = body["rows"].as_array()?.first()?.clone();
             (row["seated"] == 2).then_some(row)
         }

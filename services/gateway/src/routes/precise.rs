@@ -10,7 +10,7 @@
 //! like any hold (`POST /v1/bookings/{id}/payments`).
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use jyt_domain::{BookingRef, HospitalId};
 use jyt_web::{Json, RequestError};
 use reqwest::header::HeaderMap;
@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::booking::{as_card_header, patient_card_headers};
 use crate::error::GatewayError;
 use crate::identity::CardRef;
 use crate::state::{Caller, GatewayState};
@@ -46,13 +45,6 @@ pub fn doctor_id(raw: &str) -> Result<&str, GatewayError> {
 fn hospital_of(raw: &str) -> Result<HospitalId, GatewayError> {
     raw.parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("hospital_id", e.to_string()).into())
-}
-
-fn unavailable(hospital: &HospitalId, answer: &Forwarded, what: &str) -> GatewayError {
-    GatewayError::HospitalUnavailable {
-        hospital: hospital.to_string(),
-        reason: format!("answered {} for {what}", answer.status),
-    }
 }
 
 #[utoipa::path(
@@ -196,11 +188,7 @@ pub async fn submit(
         card_number: b.card_number.as_deref(),
         ecard_token: b.ecard_token.as_deref(),
     };
-    let now = Utc::now();
-    let (_, patient) = state.patients.acting(card, b.patient_id, now).await?;
-    if let Some(until) = state.patients.barred_until(patient, now).await? {
-        return Err(GatewayError::PatientBarred { until });
-    }
+    let patient = super::patient_actions::acting_unbarred(&state, card, b.patient_id).await?;
     let upstream = serde_json::to_vec(&serde_json::json!({
         "patient_id": patient,
         "channel": caller.channel,
@@ -215,8 +203,7 @@ pub async fn submit(
     }))
     .map_err(|e| GatewayError::Unexpected(e.into()))?;
     // The seat a match gets belongs to this app.
-    let mut headers = HeaderMap::new();
-    headers.insert(crate::booking::APP_HEADER, crate::booking::app_header(&caller)?);
+    let headers = super::patient_actions::app_headers(&caller)?;
     let answer = state
         .upstreams
         .forward(
@@ -268,38 +255,17 @@ pub async fn get(
         .into_inner()
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("submission_id", e.to_string()))?;
-    state.upstreams.route(&submission.hospital)?;
-    let presented = match patient_card_headers(&req)? {
-        Some(card) => Some(
-            state
-                .patients
-                .resolve(card, Utc::now())
-                .await
-                .map_err(as_card_header)?,
-        ),
-        None => None,
-    };
-    let answer = state
-        .upstreams
-        .forward(
-            &submission.hospital,
-            reqwest::Method::GET,
-            &format!("/v1/precise-submissions/{}", submission.id),
-            HeaderMap::new(),
-            None,
-        )
-        .await?;
-    if answer.status.is_server_error() {
-        return Err(unavailable(&submission.hospital, &answer, "a precise submission"));
-    }
-    if !answer.status.is_success() {
-        // Unknown at the hospital: answered as anyone else's.
-        return Err(GatewayError::NotYourBooking);
-    }
-    let s = channel_view(&submission.hospital, &answer.body)?;
-    let owns = s["owner_app"].as_str() == Some(caller.app_id.as_str());
+    let (presented, body) = super::waitlist::read_patients(
+        &state,
+        &req,
+        &submission.hospital,
+        &format!("/v1/precise-submissions/{}", submission.id),
+        "a precise submission",
+    )
+    .await?;
+    let s = channel_view(&submission.hospital, &body)?;
     let patient = s["patient_id"].as_str().and_then(|p| Uuid::parse_str(p).ok());
-    if owns || (presented.is_some() && presented == patient) {
+    if super::waitlist::readable_by(&caller, presented, s["owner_app"].as_str(), patient) {
         Ok(HttpResponse::Ok().json(s))
     } else {
         Err(GatewayError::NotYourBooking)
