@@ -35,7 +35,7 @@ pub use city::{
 pub use city::{RunningGateway, TestCity, problem, spawn_accounting, spawn_gateway, start_gateway};
 pub use hospital::TestHospital;
 pub use jyt_testkit::eventually;
-pub use sessions::{Session, hospital_keys};
+pub use sessions::{Session, fed, federated_city, hospital_keys};
 
 pub(crate) fn sources(pairs: Vec<(String, String)>) -> Sources {
     Sources::from_map(pairs.into_iter().collect::<HashMap<_, _>>())

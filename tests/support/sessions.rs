@@ -3,9 +3,39 @@
 //! publishes.
 
 use chrono::NaiveDate;
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::city::TEST_APP_SECRET;
+use crate::callback::Callback;
+use crate::city::{TEST_APP_SECRET, TestCity, TestConsole, signed, spawn_console};
+
+/// Hospital `pumch` (key `pumchk1`) and `bjh` (key `bjhk1`) behind a
+/// gateway whose wechat app's notices go to `callback` (polled every
+/// 20 ms), the hospitals with settings `hospital`, and a console
+/// (operators `city_ops`, `pumch_ops`, `bjh_ops`).
+pub async fn federated_city(callback: &Callback, hospital: &[(&str, &str)]) -> (TestCity, TestConsole) {
+    let keys = hospital_keys(&[("pumchk1", "pumch"), ("bjhk1", "bjh")]);
+    let mut gateway: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    gateway.extend([
+        ("CHANNEL_APPS__WECHAT__CALLBACK_URL", callback.url.as_str()),
+        ("NOTIFICATIONS__POLL_MS", "20"),
+        ("NOTIFICATIONS__BACKOFF_BASE_MS", "50"),
+    ]);
+    let city = TestCity::spawn_configured(&["pumch", "bjh"], &gateway, hospital).await;
+    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch", "bjh"]).await;
+    (city, console)
+}
+
+/// A request signed with the federation key `key`.
+pub fn fed(
+    city: &TestCity,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
+    signed(&city.http, &city.gateway_url, key, method, path, body)
+}
 
 /// Gateway settings that give each `(key id, hospital)` a federation key,
 /// all with [`TEST_APP_SECRET`] (sign with the key id as the app).

@@ -13,37 +13,17 @@
 use std::time::Duration;
 
 use jyt_system_tests::{
-    ALL_SEATS_COMMON, Callback, Session, TestCity, TestConsole, TestPatient, eventually, hospital_keys,
-    problem, signed, spawn_console, visit_day,
+    ALL_SEATS_COMMON, Callback, Session, TestCity, TestConsole, TestPatient, eventually, fed, federated_city,
+    problem, visit_day,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// A city of two hospitals whose line asks for 加号 past 3 waiting, with
-/// the wechat app's notices recorded, and its console.
+/// The city, its lines asking for 加号 past 3 waiting.
 async fn city(callback: &Callback) -> (TestCity, TestConsole) {
-    let keys = hospital_keys(&[("pumchk1", "pumch"), ("bjhk1", "bjh")]);
-    let mut gateway: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    gateway.extend([
-        ("CHANNEL_APPS__WECHAT__CALLBACK_URL", callback.url.as_str()),
-        ("NOTIFICATIONS__POLL_MS", "20"),
-        ("NOTIFICATIONS__BACKOFF_BASE_MS", "50"),
-    ]);
     let mut hospital = ALL_SEATS_COMMON.to_vec();
     hospital.push(("POLICY__WAITLIST_CAPACITY_REQUEST_THRESHOLD", "3"));
-    let city = TestCity::spawn_configured(&["pumch", "bjh"], &gateway, &hospital).await;
-    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch", "bjh"]).await;
-    (city, console)
-}
-
-fn fed(
-    city: &TestCity,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> reqwest::RequestBuilder {
-    signed(&city.http, &city.gateway_url, key, method, path, body)
+    federated_city(callback, &hospital).await
 }
 
 /// Publish through the federation API as `pumchk1`; the answer.

@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use jyt_system_tests::{
-    ALL_SEATS_COMMON, Callback, Session, TestCity, TestConsole, TestPatient, eventually, hospital_keys,
-    problem, signed, spawn_console, visit_day,
+    ALL_SEATS_COMMON, Callback, Session, TestCity, TestConsole, TestPatient, eventually, fed, federated_city,
+    problem, visit_day,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -23,26 +23,7 @@ const FEE_FEN: i64 = 5_000;
 const DOCTOR: &str = "doc-lung-1";
 
 async fn city(callback: &Callback) -> (TestCity, TestConsole) {
-    let keys = hospital_keys(&[("pumchk1", "pumch"), ("bjhk1", "bjh")]);
-    let mut gateway: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    gateway.extend([
-        ("CHANNEL_APPS__WECHAT__CALLBACK_URL", callback.url.as_str()),
-        ("NOTIFICATIONS__POLL_MS", "20"),
-        ("NOTIFICATIONS__BACKOFF_BASE_MS", "50"),
-    ]);
-    let city = TestCity::spawn_configured(&["pumch", "bjh"], &gateway, ALL_SEATS_COMMON).await;
-    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["pumch", "bjh"]).await;
-    (city, console)
-}
-
-fn fed(
-    city: &TestCity,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> reqwest::RequestBuilder {
-    signed(&city.http, &city.gateway_url, key, method, path, body)
+    federated_city(callback, ALL_SEATS_COMMON).await
 }
 
 /// The expert's session on `date` (2 seats), published by pumch; (schedule, slot).
