@@ -280,8 +280,13 @@ async fn a_matching_history_gets_a_seat_added_for_that_patient_who_pays_it_and_t
         })
         .await;
 
-    // A history the rule does not match waits for the hospital.
+    // A history the rule does not match waits for the hospital; nobody
+    // submits for a patient they are not bound to.
     let b = city.cards.register().await;
+    let mut for_b = history(&a, false);
+    for_b["patient_id"] = json!(b.person_id);
+    let res = submit(&city, "kiosk", &for_b).await;
+    assert_eq!(problem(res).await["code"], "NOT_FAMILY_MEMBER");
     let res = submit(&city, "wechat", &history(&b, false)).await;
     assert_eq!(res.status(), 201);
     let pending: Value = res.json().await.unwrap();
