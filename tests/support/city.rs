@@ -189,6 +189,16 @@ impl TestConsole {
         answer["token"].as_str().expect("a session token").to_owned()
     }
 
+    /// `GET path` as the operator holding `token`: the JSON body if the
+    /// answer is 200 (for polling with a deadline).
+    pub async fn json(&self, token: &str, path: &str) -> Option<serde_json::Value> {
+        let res = self.call(Some(token), Method::GET, path, None).await;
+        if res.status() != 200 {
+            return None;
+        }
+        res.json().await.ok()
+    }
+
     /// `method path` as the operator holding `token` (`None`: no session).
     pub async fn call(
         &self,
@@ -739,6 +749,26 @@ impl TestCity {
             Method::POST,
             &format!("/v1/bookings/{id}/payments"),
             Some(&body),
+        )
+        .send()
+        .await
+        .expect("gateway answers")
+    }
+
+    /// Join `schedule`'s waitlist at `hospital` as `channel`'s app, the
+    /// patient named by their card; answers the gateway's reply.
+    pub async fn join_waitlist(
+        &self,
+        channel: &str,
+        hospital: &str,
+        schedule: &str,
+        card_number: &str,
+    ) -> reqwest::Response {
+        self.signed(
+            channel,
+            Method::POST,
+            &format!("/v1/hospitals/{hospital}/schedules/{schedule}/waitlist"),
+            Some(&serde_json::json!({ "card_number": card_number })),
         )
         .send()
         .await

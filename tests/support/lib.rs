@@ -6,7 +6,9 @@
 //! - [`city`]: hospitals behind a gateway (and channel-accounting), with
 //!   typed request helpers;
 //! - [`callback`]: a channel app's notice endpoint that records what the
-//!   gateway's notifier sends.
+//!   gateway's notifier sends;
+//! - [`sessions`]: a hospital's federation keys and the sessions it
+//!   publishes.
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,6 +20,7 @@ pub mod city;
 pub mod faults;
 pub mod hospital;
 pub mod redis_cluster;
+pub mod sessions;
 
 use std::collections::HashMap;
 
@@ -32,6 +35,7 @@ pub use city::{
 pub use city::{RunningGateway, TestCity, problem, spawn_accounting, spawn_gateway, start_gateway};
 pub use hospital::TestHospital;
 pub use jyt_testkit::eventually;
+pub use sessions::{Session, fed, federated_city, hospital_keys};
 
 pub(crate) fn sources(pairs: Vec<(String, String)>) -> Sources {
     Sources::from_map(pairs.into_iter().collect::<HashMap<_, _>>())

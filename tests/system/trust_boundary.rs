@@ -161,6 +161,33 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         // Post-visit surveys (issue 23): the survey of the booking above.
         ("GET", format!("/v1/surveys/{survey}"), &empty),
         ("PUT", format!("/v1/surveys/{survey}/answers"), &empty),
+        // 精准预约 (issue 23).
+        (
+            "GET",
+            "/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(),
+            &empty,
+        ),
+        (
+            "POST",
+            "/v1/hospitals/tbh/doctors/doc-1/precise-submissions".into(),
+            &card,
+        ),
+        ("GET", format!("/v1/precise-submissions/tbh-{segment}"), &empty),
+        (
+            "PUT",
+            "/federation/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(),
+            &empty,
+        ),
+        (
+            "GET",
+            "/federation/v1/hospitals/tbh/precise-submissions".into(),
+            &empty,
+        ),
+        (
+            "POST",
+            format!("/federation/v1/hospitals/tbh/precise-submissions/{segment}/decision"),
+            &empty,
+        ),
         ("GET", "/fhir/Slot".into(), &empty),
         ("GET", "/fhir/Schedule".into(), &empty),
         ("GET", format!("/fhir/Slot/tbh-{segment}"), &empty),

@@ -10,6 +10,9 @@
 //! - `policy.changed` (slot-inventory): a `policy` row for the hospital,
 //!   naming the fields that changed.
 //! - `waitlist.capacity_requested` (slot-inventory): an open request.
+//! - `waitlist.session_added` (slot-inventory): a session published for
+//!   the waitlist; a `capacity` row for it, and it answers the open
+//!   requests of every line it serves.
 //! - `standing.waived`, `appeal.decided` (card-issuing): `waiver` and
 //!   `appeal` rows for the person (and the hospital of the no-show).
 //!
@@ -142,6 +145,7 @@ pub async fn apply<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Re
             // The ledger still moves the waitlist depth with it.
             return Ok(false);
         }
+        "waitlist.session_added" => session_added(client, event, hospital).await?,
         "policy.changed" => {
             let row = Row {
                 hospital,
@@ -196,7 +200,9 @@ async fn capacity_changed<C: GenericClient>(
     if !slot.is_empty() && !schedule.is_empty() {
         map_slot(client, &slot, &hospital, &schedule).await?;
     }
-    if after > before {
+    // A 精准预约 seat is one matched patient's, not an answer to the line.
+    let for_line = text(p, "purpose").as_deref() != Some("precise");
+    if after > before && for_line {
         // 加号 answers every request of the schedule still open.
         let added = i32::try_from(after - before).unwrap_or(i32::MAX);
         client
@@ -216,6 +222,52 @@ async fn capacity_changed<C: GenericClient>(
         slot: Some(slot),
         person: None,
         summary: format!("capacity {before} → {after} ({verb})"),
+    };
+    insert(client, event, row).await
+}
+
+async fn session_added<C: GenericClient>(
+    client: &C,
+    event: &Envelope,
+    hospital: String,
+) -> anyhow::Result<()> {
+    let p = &event.payload;
+    let schedule = text(p, "schedule_id").unwrap_or_default();
+    let seats = p.get("seats").and_then(Value::as_i64).unwrap_or(0);
+    let lines: Vec<String> = p
+        .get("lines")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    let actor = actor_of(p);
+    client
+        .execute(
+            "UPDATE capacity_requests SET answered_at = $3, answered_by = $4, added_seats = $5
+              WHERE hospital_id = $1 AND schedule_id = ANY($2) AND answered_at IS NULL AND requested_at <= $3",
+            &[
+                &hospital,
+                &lines,
+                &event.occurred_at,
+                &actor,
+                &i32::try_from(seats).unwrap_or(i32::MAX),
+            ],
+        )
+        .await?;
+    let row = Row {
+        hospital,
+        kind: "capacity",
+        actor,
+        schedule: Some(schedule),
+        slot: None,
+        person: None,
+        summary: format!(
+            "加号 session for the waitlist: {seats} seats for {} lines ({} waiting)",
+            lines.len(),
+            p.get("waiting").and_then(Value::as_i64).unwrap_or(0)
+        ),
     };
     insert(client, event, row).await
 }

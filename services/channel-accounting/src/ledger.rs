@@ -24,7 +24,10 @@
 //! - `booking.completed`: the visit's satisfaction survey, once per
 //!   booking (see [`crate::survey`]).
 //! - capacity changes, stops, waivers, appeal decisions and capacity
-//!   requests: see [`crate::audit`].
+//!   requests (and the sessions published for a waitlist that answer
+//!   them): see [`crate::audit`].
+//! - `precise.submitted` / `decided` / `seated` (精准预约): see
+//!   [`crate::precise`].
 
 use chrono::{DateTime, NaiveDate, Utc};
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
@@ -110,7 +113,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
     let hospital = p.text("hospital_id");
     let channel = p.text("channel");
     let counter = |c: Counter| bump(client, day, &hospital, &channel, c);
-    if crate::audit::apply(client, event).await? {
+    if crate::audit::apply(client, event).await? || crate::precise::apply(client, event).await? {
         return Ok(());
     }
     match event.event_type.as_str() {

@@ -12,6 +12,7 @@
 //!   PostgreSQL); what each event type does.
 //! - [`audit`]: the audit trail (capacity, stops, waivers, appeals, with
 //!   their actor) and the waitlists' 加号 requests, from events.
+//! - [`precise`]: 精准预约 figures per submission, from events.
 //! - [`auth`]: operators (roles city / hospital), password hashes, sessions.
 //! - [`relay`]: the client of the gateway's operators' relay (`/ops/v1`).
 //! - [`reconcile`]: the statement file format, matching, mismatches.
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod consumer;
 pub mod error;
 pub mod ledger;
+pub mod precise;
 pub mod reconcile;
 pub mod relay;
 pub mod routes;

@@ -7,7 +7,7 @@
 const REFRESH_MS = 10000;
 // The surge moves in seconds: poll it faster than the day's overview.
 const SURGE_REFRESH_MS = 2000;
-const PAGES = ["overview", "surge", "capacity", "audit", "appeals", "policy", "satisfaction", "dead-letters"];
+const PAGES = ["overview", "surge", "capacity", "precise", "audit", "appeals", "policy", "satisfaction", "dead-letters"];
 // The signed-in operator's role (and hospital), from /v1/operators/me.
 let role = null;
 let ownHospital = null;
@@ -118,7 +118,7 @@ function showPage() {
   document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, satisfaction: loadSatisfaction, "dead-letters": loadDeadLetters }[page];
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, precise: loadPrecise, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, satisfaction: loadSatisfaction, "dead-letters": loadDeadLetters }[page];
   load();
   if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
   if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
@@ -687,14 +687,15 @@ async function loadAudit() {
 
 // An export needs the session's bearer token, so it is fetched and handed
 // to the browser as a file rather than linked.
-async function exportCsv(path, formId, errorId) {
+// A form's report as a CSV download (`path`, with the form's fields).
+async function exportCsv(formId, errorId, path, fallback) {
   const form = $(formId);
   const params = formParams(form);
   params.set("format", "csv");
   try {
     const res = await fetchAuthed(path + "?" + params);
     refusedIn(form, errorId, null);
-    const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || "export.csv";
+    const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || fallback;
     const a = document.createElement("a");
     a.href = URL.createObjectURL(await res.blob());
     a.download = name;
@@ -742,6 +743,25 @@ async function loadSatisfaction() {
   }
 }
 
+const exportAudit = () => exportCsv("audit-form", "audit-error", "/v1/console/audit", "audit.csv");
+
+// ---- 精准预约 ----
+
+async function loadPrecise() {
+  const form = $("precise-form");
+  if (!$("precise-from").value) $("precise-from").value = beijingToday();
+  try {
+    const r = await api("/v1/console/precise?" + formParams(form));
+    refusedIn(form, "precise-error", null);
+    const secs = (v) => (v === null || v === undefined ? "–" : v.toFixed(1));
+    $("precise-table").tBodies[0].replaceChildren(...r.rows.map((p) => row([p.hospital_id, p.doctor_id, num(p.submitted),
+      num(p.matched), num(p.auto_matched), num(p.rejected), num(p.seated), secs(p.median_seconds_to_seat),
+      secs(p.p90_seconds_to_seat)], [2, 3, 4, 5, 6, 7, 8])));
+  } catch (e) {
+    refusedIn(form, "precise-error", e);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
@@ -758,9 +778,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("surge-form").addEventListener("submit", (e) => { e.preventDefault(); loadSurge(); });
   $("capacity-form").addEventListener("submit", (e) => { e.preventDefault(); loadCapacity(); });
   $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(); });
-  $("audit-csv").addEventListener("click", () => exportCsv("/v1/console/audit", "audit-form", "audit-error"));
+  $("audit-csv").addEventListener("click", exportAudit);
   $("satisfaction-form").addEventListener("submit", (e) => { e.preventDefault(); loadSatisfaction(); });
-  $("satisfaction-csv").addEventListener("click", () => exportCsv("/v1/console/satisfaction", "satisfaction-form", "satisfaction-error"));
+  $("satisfaction-csv").addEventListener("click", () => exportCsv("satisfaction-form", "satisfaction-error", "/v1/console/satisfaction", "satisfaction.csv"));
+  $("precise-form").addEventListener("submit", (e) => { e.preventDefault(); loadPrecise(); });
+  $("precise-csv").addEventListener("click", () => exportCsv("precise-form", "precise-error", "/v1/console/precise", "precise.csv"));
   $("jiahao-form").addEventListener("submit", submitJiahao);
   $("jiahao-load").addEventListener("click", loadSegments);
   $("jiahao-cancel").addEventListener("click", () => { $("jiahao-form").hidden = true; answering = null; });

@@ -67,6 +67,18 @@ pub enum SlotError {
     AlreadyWaitlisted,
     #[error("the waitlist entry is no longer waiting")]
     WaitlistEntryGone,
+    #[error("doctor {0} does not exist in this hospital")]
+    DoctorNotFound(String),
+    #[error("doctor {0} has published no precise-appointment profile")]
+    PreciseProfileNotFound(String),
+    #[error("precise-appointment submission {0} does not exist in this hospital")]
+    PreciseSubmissionNotFound(String),
+    #[error("{0}")]
+    ClinicNotSoldOut(String),
+    #[error("this patient already has an open submission to this doctor")]
+    PreciseAlreadySubmitted,
+    #[error("the submission is {0}, no longer pending")]
+    PreciseAlreadyDecided(String),
     /// Redis (the surge lock) is unreachable or being rebuilt: refuse
     /// cleanly rather than book without it.
     #[error("the slot lock is unavailable: {0}")]
@@ -106,6 +118,12 @@ impl SlotError {
             SlotError::SeatsAvailable => "SEATS_AVAILABLE",
             SlotError::AlreadyWaitlisted => "ALREADY_WAITLISTED",
             SlotError::WaitlistEntryGone => "WAITLIST_ENTRY_GONE",
+            SlotError::DoctorNotFound(_) => "DOCTOR_NOT_FOUND",
+            SlotError::PreciseProfileNotFound(_) => "PRECISE_PROFILE_NOT_FOUND",
+            SlotError::PreciseSubmissionNotFound(_) => "PRECISE_SUBMISSION_NOT_FOUND",
+            SlotError::ClinicNotSoldOut(_) => "CLINIC_NOT_SOLD_OUT",
+            SlotError::PreciseAlreadySubmitted => "PRECISE_ALREADY_SUBMITTED",
+            SlotError::PreciseAlreadyDecided(_) => "PRECISE_ALREADY_DECIDED",
             SlotError::LockUnavailable(_) => "SLOT_LOCK_UNAVAILABLE",
             SlotError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             SlotError::Unexpected(_) => "INTERNAL_ERROR",
@@ -150,12 +168,18 @@ impl ResponseError for SlotError {
     fn status_code(&self) -> StatusCode {
         match self {
             SlotError::Request(e) => e.status_code(),
-            SlotError::SlotNotFound(_) | SlotError::BookingNotFound(_) | SlotError::ScheduleNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
-            SlotError::SeatsAvailable | SlotError::AlreadyWaitlisted | SlotError::WaitlistEntryGone => {
-                StatusCode::CONFLICT
-            }
+            SlotError::SlotNotFound(_)
+            | SlotError::BookingNotFound(_)
+            | SlotError::ScheduleNotFound(_)
+            | SlotError::DoctorNotFound(_)
+            | SlotError::PreciseProfileNotFound(_)
+            | SlotError::PreciseSubmissionNotFound(_) => StatusCode::NOT_FOUND,
+            SlotError::SeatsAvailable
+            | SlotError::AlreadyWaitlisted
+            | SlotError::WaitlistEntryGone
+            | SlotError::ClinicNotSoldOut(_)
+            | SlotError::PreciseAlreadySubmitted
+            | SlotError::PreciseAlreadyDecided(_) => StatusCode::CONFLICT,
             SlotError::SlotSoldOut
             | SlotError::AlreadyBooked(_)
             | SlotError::RequestInProgress

@@ -10,6 +10,7 @@
 //! - [`booking`]: the surge path: [`booking::hold`] (Redis Lua scripts),
 //!   [`booking::service`] (hold → write → compensate), [`booking::queries`].
 //! - [`routes`]: HTTP handlers, one file per resource.
+//! - [`precise`]: 精准预约: experts' patient profiles, submissions, 加号 seats.
 //! - [`fhir`]: the hospital's FHIR R4 API and SMART Scheduling Links feed.
 //! - [`error`]: [`SlotError`], every answer's machine code.
 //! - [`seed`]: a demo day of clinics.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod federation;
 pub mod fhir;
 pub mod policy;
+pub mod precise;
 pub mod routes;
 pub mod schedule;
 pub mod seed;

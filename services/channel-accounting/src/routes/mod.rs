@@ -5,6 +5,7 @@ pub mod capacity_requests;
 pub mod console;
 pub mod operations;
 pub mod operators;
+pub mod precise;
 pub mod query;
 pub mod reconciliation;
 pub mod reports;
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(console::overview)
         .service(audit::trail)
         .service(capacity_requests::list)
+        .service(precise::figures)
         .service(surge::surge)
         .service(satisfaction::satisfaction)
         .service(operations::schedules)

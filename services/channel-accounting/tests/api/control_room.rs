@@ -14,10 +14,11 @@ use uuid::Uuid;
 
 use crate::helpers::{BOOKINGS, CARDS, CITY, PUMCH, TestApp, assert_problem, booking, spawn_app};
 
-const PAGES: [&str; 3] = [
+const PAGES: [&str; 4] = [
     "/v1/console/audit",
     "/v1/console/capacity-requests",
     "/v1/console/surge",
+    "/v1/console/precise",
 ];
 
 fn slot(hospital: &str, segment: Uuid) -> String {

@@ -99,11 +99,15 @@ pub async fn publish(
     body: web::Bytes,
 ) -> Result<HttpResponse, GatewayError> {
     let hospital = own(&caller, &path)?;
-    pass(
+    // The key is named in `waitlist.session_added`, the answer to a line's
+    // capacity request.
+    let headers = actor_headers(&caller);
+    pass_with(
         &state,
         &hospital,
         reqwest::Method::PUT,
         "/v1/schedules",
+        headers,
         Some(body),
     )
     .await
@@ -365,4 +369,105 @@ pub async fn follow_up(
         state.notifier.remember_booking(id, owner).await;
     }
     Ok(answer.into_response())
+}
+
+/// 精准预约: publish (or replace) an expert's patient profile.
+#[utoipa::path(
+    put, path = "/federation/v1/hospitals/{hospital_id}/doctors/{doctor_id}/precise-profile", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital"), ("doctor_id" = String, Path, description = "The hospital's own doctor id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`conditions` (ICD-10 codes or prefixes), `findings`, `min_age`, `max_age`, `required_documents`, `auto_match` (`review`, `condition`, `condition_and_finding`), `note`"),
+    responses(
+        (status = 200, description = "The profile as published", body = serde_json::Value),
+        (status = 400, description = "INVALID_FIELD, naming the field", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "DOCTOR_NOT_FOUND", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
+#[put("/hospitals/{hospital_id}/doctors/{doctor_id}/precise-profile")]
+pub async fn put_precise_profile(
+    state: web::Data<GatewayState>,
+    caller: HospitalCaller,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path.0)?;
+    let doctor = super::precise::doctor_id(&path.1)?;
+    let target = format!("/v1/doctors/{doctor}/precise-profile");
+    let headers = actor_headers(&caller);
+    pass_with(
+        &state,
+        &hospital,
+        reqwest::Method::PUT,
+        &target,
+        headers,
+        Some(body),
+    )
+    .await
+}
+
+/// 精准预约: the submissions to decide (`status=pending`, the default),
+/// or in any other status, oldest first.
+#[utoipa::path(
+    get, path = "/federation/v1/hospitals/{hospital_id}/precise-submissions", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital"), ("status" = Option<String>, Query, description = "`pending` (default), `matched`, `seated`, `rejected` or `all`")),
+    responses(
+        (status = 200, description = "`submissions`: each with its history (codes, findings, age, symptom days, prior treatment, document references) and status", body = serde_json::Value),
+        (status = 400, description = "INVALID_FIELD (status)", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
+#[get("/hospitals/{hospital_id}/precise-submissions")]
+pub async fn precise_submissions(
+    state: web::Data<GatewayState>,
+    caller: HospitalCaller,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path)?;
+    let target = match req.query_string() {
+        "" => "/v1/precise-submissions".to_owned(),
+        q => format!("/v1/precise-submissions?{q}"),
+    };
+    pass(&state, &hospital, reqwest::Method::GET, &target, None).await
+}
+
+/// 精准预约: the hospital's decision on a pending submission. `matched`
+/// adds one seat (加号) to the doctor's next released session, held for
+/// the patient (`booking.offered` to their app); without such a session
+/// the submission stays `matched` until one is published.
+#[utoipa::path(
+    post, path = "/federation/v1/hospitals/{hospital_id}/precise-submissions/{submission_id}/decision", tag = "federation",
+    params(("hospital_id" = String, Path, description = "The caller's own hospital"), ("submission_id" = String, Path, description = "The submission's UUID, as the list answers it")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`decision` (`matched` or `rejected`) and `reason`"),
+    responses(
+        (status = 200, description = "The submission after the decision (`seated` with `booking_id`, `matched`, or `rejected`)", body = serde_json::Value),
+        (status = 400, description = "INVALID_FIELD, naming the field", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's id", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "PRECISE_SUBMISSION_NOT_FOUND", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "PRECISE_ALREADY_DECIDED", body = crate::openapi::ProblemDoc),
+    ),
+    security(("hospital_key" = []))
+)]
+#[post("/hospitals/{hospital_id}/precise-submissions/{submission_id}/decision")]
+pub async fn decide_precise_submission(
+    state: web::Data<GatewayState>,
+    caller: HospitalCaller,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = own(&caller, &path.0)?;
+    let submission = uuid_of("submission_id", &path.1)?;
+    let target = format!("/v1/precise-submissions/{submission}/decision");
+    let headers = actor_headers(&caller);
+    pass_with(
+        &state,
+        &hospital,
+        reqwest::Method::POST,
+        &target,
+        headers,
+        Some(body),
+    )
+    .await
 }

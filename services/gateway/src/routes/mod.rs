@@ -10,6 +10,7 @@ pub mod ops;
 pub mod patient_actions;
 pub mod patients;
 pub mod payments;
+pub mod precise;
 pub mod standing;
 pub mod surveys;
 pub mod waitlist;
@@ -66,6 +67,9 @@ fn configure_channel(cfg: &mut web::ServiceConfig) {
         .service(patient_actions::cancel)
         .service(patient_actions::join_waitlist)
         .service(waitlist::get)
+        .service(precise::profile)
+        .service(precise::submit)
+        .service(precise::get)
         .service(patient_actions::check_in)
         .service(hospitals::list)
         .service(hospitals::schedules)
@@ -104,5 +108,8 @@ fn configure_federation(cfg: &mut web::ServiceConfig) {
         .service(federation::feed)
         .service(federation::satisfaction)
         .service(federation::follow_up)
+        .service(federation::put_precise_profile)
+        .service(federation::precise_submissions)
+        .service(federation::decide_precise_submission)
         .service(crate::fhir::federation::read);
 }

@@ -40,6 +40,29 @@ async fn acting_patient(state: &GatewayState, req: &PatientRequest) -> Result<Uu
     Ok(patient)
 }
 
+/// The patient a request acts for (card checks, family binding), unless
+/// barred for no-shows: what joining a line or submitting a history needs.
+pub(crate) async fn acting_unbarred(
+    state: &GatewayState,
+    card: CardRef<'_>,
+    family_member: Option<Uuid>,
+) -> Result<Uuid, GatewayError> {
+    let now = Utc::now();
+    let (_, patient) = state.patients.acting(card, family_member, now).await?;
+    if let Some(until) = state.patients.barred_until(patient, now).await? {
+        return Err(GatewayError::PatientBarred { until });
+    }
+    Ok(patient)
+}
+
+/// `Jyt-App`: what the platform makes for the patient (a promotion's
+/// booking, a 加号 seat) belongs to the calling app.
+pub(crate) fn app_headers(caller: &Caller) -> Result<HeaderMap, GatewayError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(crate::booking::APP_HEADER, crate::booking::app_header(caller)?);
+    Ok(headers)
+}
+
 fn booking_of(raw: &str) -> Result<BookingRef, GatewayError> {
     raw.parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("booking_id", e.to_string()).into())
@@ -128,15 +151,14 @@ pub async fn join_waitlist(
     let schedule =
         Uuid::parse_str(&path.1).map_err(|_| RequestError::invalid("schedule_id", "must be a UUID"))?;
     state.upstreams.route(&hospital)?;
-    let patient = acting_patient(&state, &body.0).await?;
-    let now = Utc::now();
-    if let Some(until) = state.patients.barred_until(patient, now).await? {
-        return Err(GatewayError::PatientBarred { until });
-    }
+    let card = CardRef {
+        card_number: body.0.card_number.as_deref(),
+        ecard_token: body.0.ecard_token.as_deref(),
+    };
+    let patient = acting_unbarred(&state, card, body.0.patient_id).await?;
     let upstream = json(&serde_json::json!({ "patient_id": patient, "channel": caller.channel }))?;
     // A promotion's booking will belong to this app.
-    let mut headers = HeaderMap::new();
-    headers.insert(crate::booking::APP_HEADER, crate::booking::app_header(&caller)?);
+    let headers = app_headers(&caller)?;
     let answer = state
         .upstreams
         .forward(

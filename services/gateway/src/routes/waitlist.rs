@@ -119,9 +119,41 @@ pub async fn get(
         .into_inner()
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("entry_id", e.to_string()))?;
-    state.upstreams.route(&entry.hospital)?;
-    // A card given is checked whoever calls: bad input is refused as such.
-    let presented = match patient_card_headers(&req)? {
+    let (presented, body) = read_patients(
+        &state,
+        &req,
+        &entry.hospital,
+        &format!("/v1/waitlist/{}", entry.id),
+        "a waitlist entry",
+    )
+    .await?;
+    let place = view(&entry.hospital, &body)?;
+    if readable_by(
+        &caller,
+        presented,
+        place.owner_app.as_deref(),
+        Some(place.patient_id),
+    ) {
+        Ok(HttpResponse::Ok().json(place))
+    } else {
+        Err(GatewayError::NotYourBooking)
+    }
+}
+
+/// Read something a hospital keeps about one patient (a waitlist entry, a
+/// precise submission) at `path`: the patient a card header presents, if
+/// one does (checked whoever calls: bad input is refused as such), and the
+/// hospital's answer. Unknown at the hospital is `NOT_YOUR_BOOKING`, as
+/// anyone else's would be: a refusal never tells which.
+pub async fn read_patients(
+    state: &GatewayState,
+    req: &HttpRequest,
+    hospital: &HospitalId,
+    path: &str,
+    what: &str,
+) -> Result<(Option<Uuid>, actix_web::web::Bytes), GatewayError> {
+    state.upstreams.route(hospital)?;
+    let presented = match patient_card_headers(req)? {
         Some(card) => Some(
             state
                 .patients
@@ -133,29 +165,27 @@ pub async fn get(
     };
     let answer = state
         .upstreams
-        .forward(
-            &entry.hospital,
-            reqwest::Method::GET,
-            &format!("/v1/waitlist/{}", entry.id),
-            HeaderMap::new(),
-            None,
-        )
+        .forward(hospital, reqwest::Method::GET, path, HeaderMap::new(), None)
         .await?;
     if answer.status.is_server_error() {
         return Err(GatewayError::HospitalUnavailable {
-            hospital: entry.hospital.to_string(),
-            reason: format!("answered {} for a waitlist entry", answer.status),
+            hospital: hospital.to_string(),
+            reason: format!("answered {} for {what}", answer.status),
         });
     }
     if !answer.status.is_success() {
-        // Unknown at the hospital: answered as anyone else's entry.
         return Err(GatewayError::NotYourBooking);
     }
-    let place = view(&entry.hospital, &answer.body)?;
-    let owns = place.owner_app.as_deref() == Some(caller.app_id.as_str());
-    if owns || presented == Some(place.patient_id) {
-        Ok(HttpResponse::Ok().json(place))
-    } else {
-        Err(GatewayError::NotYourBooking)
-    }
+    Ok((presented, answer.body))
+}
+
+/// Only the app that made it reads it by its id alone; another app needs
+/// the patient's own card.
+pub fn readable_by(
+    caller: &Caller,
+    presented: Option<Uuid>,
+    owner_app: Option<&str>,
+    patient: Option<Uuid>,
+) -> bool {
+    owner_app == Some(caller.app_id.as_str()) || (presented.is_some() && presented == patient)
 }

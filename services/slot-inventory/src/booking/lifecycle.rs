@@ -413,6 +413,9 @@ pub async fn run_sweepers(state: AppState) {
         if let Err(e) = super::waitlist::promote_all(&state).await {
             tracing::warn!(error = %e, "waitlist promotion sweep failed");
         }
+        if let Err(e) = crate::precise::seat::seat_waiting(&state, None).await {
+            tracing::warn!(error = %e, "precise-appointment seating sweep failed");
+        }
         if let Err(e) = state.tally.flush(&state, false).await {
             tracing::warn!(error = %e, "could not record booking attempt tallies");
         }

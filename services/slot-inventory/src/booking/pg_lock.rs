@@ -129,7 +129,7 @@ pub async fn book(
 
 /// The person rules, read from the patient's live bookings that day (the
 /// patient's advisory lock is held, so they cannot change meanwhile).
-async fn check_person_rules(
+pub(crate) async fn check_person_rules(
     tx: &jyt_db::deadpool_postgres::Transaction<'_>,
     state: &AppState,
     req: &BookRequest,

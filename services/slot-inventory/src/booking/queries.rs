@@ -14,6 +14,7 @@ use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, HospitalId, SlotRef};
 use uuid::Uuid;
 
 use super::Booking;
+use super::waitlist_queries::SERVED_LINES;
 
 /// Statuses that no longer hold a seat; keep in step with the partial
 /// unique indexes in the migrations.
@@ -273,7 +274,8 @@ pub struct SegmentState {
     /// (seat, patient, booking, pool) of every live booking.
     pub live: Vec<(i32, Uuid, Uuid, String)>,
     pub highest_visit_no: i32,
-    /// Patients waiting on the schedule's waitlist.
+    /// Patients waiting for a seat of the schedule: in its own line, and
+    /// for a session published for the waitlist, in the lines it serves.
     pub waiting: i64,
 }
 
@@ -283,11 +285,15 @@ pub async fn segment_state<C: GenericClient>(
 ) -> Result<Option<SegmentState>, Error> {
     let Some(row) = client
         .query_opt(
-            "SELECT seg.capacity, sch.status = 'open' AS open, sch.release_at,
-                    (SELECT coalesce(max(visit_no), 0) FROM bookings b WHERE b.schedule_id = sch.id),
-                    (SELECT count(*) FROM waitlist_entries w WHERE w.schedule_id = sch.id AND w.status = 'waiting')
-               FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
-              WHERE seg.id = $1",
+            &format!(
+                "SELECT seg.capacity, sch.status = 'open' AS open, sch.release_at,
+                        (SELECT coalesce(max(visit_no), 0) FROM bookings b WHERE b.schedule_id = sch.id),
+                        (SELECT count(*) FROM schedules y {SERVED_LINES}
+                           JOIN waitlist_entries w ON w.schedule_id = x.id AND w.status = 'waiting'
+                          WHERE y.id = sch.id)
+                   FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+                  WHERE seg.id = $1"
+            ),
             &[&segment],
         )
         .await?

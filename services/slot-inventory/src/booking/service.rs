@@ -342,7 +342,7 @@ impl From<jyt_db::tokio_postgres::Error> for WriteError {
     }
 }
 
-fn pickup_code() -> String {
+pub(crate) fn pickup_code() -> String {
     format!("{:06}", rand::rng().random_range(0..1_000_000))
 }
 

@@ -77,7 +77,12 @@ fn to_entry(state: &AppState, row: &jyt_db::tokio_postgres::Row) -> WaitlistEntr
 
 /// Seats of the schedule a patient booking through `channel` could take
 /// now (seats kept back for the line count too: they are for those ahead).
-fn seats_for(state: &AppState, fill: &queries::ScheduleFill, channel: Channel, now: DateTime<Utc>) -> i32 {
+pub(crate) fn seats_for(
+    state: &AppState,
+    fill: &queries::ScheduleFill,
+    channel: Channel,
+    now: DateTime<Utc>,
+) -> i32 {
     let policy = state.policy.get();
     let merged = now >= policy.pool_merge_at(fill.visit_date);
     fill.segments

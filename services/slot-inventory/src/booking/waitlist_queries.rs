@@ -182,12 +182,35 @@ pub async fn line<C: GenericClient>(client: &C, lines: &[Uuid], limit: i64) -> R
 
 /// The channels of the patients waiting in `schedule`'s line.
 pub async fn waiting_channels<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Vec<Channel>, Error> {
-    Ok(waiting_channels_in(client, &[schedule])
+    let lines = lines_served_by(client, schedule).await?;
+    Ok(waiting_channels_in(client, &lines)
         .await?
         .into_iter()
         .map(|(_, c)| c)
         .collect())
 }
+
+/// The lines whose patients a seat of `schedule` serves: its own, and for
+/// a session published for the waitlist, those of every open session of
+/// the doctor that day (see [`SERVED_LINES`]).
+pub async fn lines_served_by<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Vec<Uuid>, Error> {
+    Ok(client
+        .query(
+            &format!("SELECT x.id FROM schedules y {SERVED_LINES} WHERE y.id = $1"),
+            &[&schedule],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Joins `x`, the lines a seat of schedule `y` serves: `y` itself, or for
+/// a session published for the waitlist, every open session of the
+/// doctor that day. The cache loader keeps seats back for them, the
+/// promotion pass serves them, so both agree.
+pub const SERVED_LINES: &str = "JOIN schedules x ON x.id = y.id
+      OR (y.for_waitlist AND x.doctor_id = y.doctor_id AND x.visit_date = y.visit_date AND x.status = 'open')";
 
 /// (line, channel) of everyone waiting in any of `lines`, once each.
 pub async fn waiting_channels_in<C: GenericClient>(
@@ -253,13 +276,12 @@ pub async fn segments_of<C: GenericClient>(
 pub async fn waiting_for_seats_of<C: GenericClient>(client: &C, schedule: Uuid) -> Result<bool, Error> {
     Ok(client
         .query_one(
-            "SELECT EXISTS (
-                SELECT 1 FROM schedules y
-                  JOIN schedules x ON x.id = y.id
-                    OR (y.for_waitlist AND x.doctor_id = y.doctor_id
-                        AND x.visit_date = y.visit_date AND x.status = 'open')
-                  JOIN waitlist_entries w ON w.schedule_id = x.id AND w.status = 'waiting'
-                 WHERE y.id = $1)",
+            &format!(
+                "SELECT EXISTS (
+                    SELECT 1 FROM schedules y {SERVED_LINES}
+                      JOIN waitlist_entries w ON w.schedule_id = x.id AND w.status = 'waiting'
+                     WHERE y.id = $1)"
+            ),
             &[&schedule],
         )
         .await?

@@ -136,7 +136,19 @@ fn validate(req: &PublishRequest) -> Result<(), SlotError> {
     Ok(())
 }
 
+/// [`publish_by`] for jyt's own tools and tests, which act as themselves.
 pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOutcome, SlotError> {
+    publish_by(state, req, "local").await
+}
+
+/// Publish on behalf of `actor`, who is named in the
+/// `waitlist.session_added` event of a session published for the
+/// waitlist (the answer to the lines' capacity requests).
+pub async fn publish_by(
+    state: &AppState,
+    req: &PublishRequest,
+    actor: &str,
+) -> Result<PublishOutcome, SlotError> {
     validate(req)?;
     let now = state.clock.now();
     let mut client = state.pool.get().await?;
@@ -199,6 +211,9 @@ pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOu
             &[&stored.schedule_id, &s.for_waitlist],
         )
         .await?;
+        if s.for_waitlist {
+            session_added(&tx, state, stored.schedule_id, actor).await?;
+        }
         out.push(PublishedIds {
             id: schedule.external_id,
             schedule_id: stored.schedule_id,
@@ -218,8 +233,54 @@ pub async fn publish(state: &AppState, req: &PublishRequest) -> Result<PublishOu
         }
         promoted += waitlist::promote(state, s.schedule_id).await?;
     }
+    // Patients matched by an expert's profile wait for a session to be
+    // given a 加号 seat in (see `precise::seat`).
+    let client = state.pool.get().await?;
+    let ids: Vec<Uuid> = out.iter().map(|s| s.schedule_id).collect();
+    let doctors = crate::precise::queries::doctors_of(&client, &ids).await?;
+    drop(client);
+    crate::precise::seat::seat_waiting(state, Some(&doctors)).await?;
     Ok(PublishOutcome {
         schedules: out,
         promoted_from_waitlist: promoted,
     })
+}
+
+/// `waitlist.session_added`: a session published for the waitlist, with
+/// the lines it serves, their length and the seats it brings, so the
+/// capacity requests of those lines show as answered (channel-accounting)
+/// and the hospital's feed records what answered them.
+async fn session_added(
+    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+    state: &AppState,
+    schedule: Uuid,
+    actor: &str,
+) -> Result<(), SlotError> {
+    let lines = waitlist::queries::lines_served_by(tx, schedule).await?;
+    let served: Vec<Uuid> = lines.into_iter().filter(|l| *l != schedule).collect();
+    let row = tx
+        .query_one(
+            "SELECT (SELECT coalesce(sum(capacity), 0)::int FROM segments WHERE schedule_id = $1),
+                    (SELECT count(*) FROM waitlist_entries WHERE schedule_id = ANY($2) AND status = 'waiting')",
+            &[&schedule, &served],
+        )
+        .await?;
+    let (seats, waiting): (i32, i64) = (row.get(0), row.get(1));
+    jyt_events::append(
+        tx,
+        "waitlist.session_added",
+        &schedule.to_string(),
+        &serde_json::json!({
+            "schema": 1,
+            "hospital_id": state.hospital,
+            "schedule_id": schedule,
+            "schedule": waitlist::queries::schedule_for_hospital(tx, schedule).await?,
+            "lines": served,
+            "seats": seats,
+            "waiting": waiting,
+            "actor": actor,
+        }),
+    )
+    .await?;
+    Ok(())
 }

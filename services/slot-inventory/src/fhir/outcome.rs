@@ -66,9 +66,14 @@ fn issue_type(e: &SlotError) -> &'static str {
             RequestError::UnsupportedMediaType => "not-supported",
             RequestError::BodyTooLarge { .. } => "too-long",
         },
-        SlotError::SlotNotFound(_) | SlotError::BookingNotFound(_) | SlotError::ScheduleNotFound(_) => {
-            "not-found"
-        }
+        SlotError::SlotNotFound(_)
+        | SlotError::BookingNotFound(_)
+        | SlotError::ScheduleNotFound(_)
+        | SlotError::DoctorNotFound(_)
+        | SlotError::PreciseProfileNotFound(_)
+        | SlotError::PreciseSubmissionNotFound(_) => "not-found",
+        SlotError::PreciseAlreadySubmitted | SlotError::PreciseAlreadyDecided(_) => "conflict",
+        SlotError::ClinicNotSoldOut(_) => "business-rule",
         SlotError::SlotSoldOut
         | SlotError::AlreadyBooked(_)
         | SlotError::AlreadyConfirmed

@@ -13,10 +13,12 @@ use crate::state::AppState;
 /// Bulk upsert of departments, doctors and schedules by the hospital's ids.
 #[put("/v1/schedules")]
 pub async fn publish_schedules(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: Json<publish::PublishRequest>,
 ) -> Result<HttpResponse, SlotError> {
-    Ok(HttpResponse::Ok().json(publish::publish(&state, &body.0).await?))
+    let actor = super::actor(&req)?;
+    Ok(HttpResponse::Ok().json(publish::publish_by(&state, &body.0, &actor).await?))
 }
 
 /// 停诊.

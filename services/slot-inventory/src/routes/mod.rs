@@ -4,6 +4,7 @@ pub mod bookings;
 pub mod federation;
 pub mod patients;
 pub mod policy;
+pub mod precise;
 pub mod schedules;
 
 use actix_web::{HttpMessage, HttpRequest, web};
@@ -70,5 +71,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, lock: LockKind) {
         .service(federation::arrive)
         .service(federation::complete)
         .service(federation::bookings_feed)
+        .service(precise::put_profile)
+        .service(precise::get_profile)
+        .service(precise::submit)
+        .service(precise::get_submission)
+        .service(precise::list_submissions)
+        .service(precise::decide)
         .service(crate::fhir::routes::scope());
 }

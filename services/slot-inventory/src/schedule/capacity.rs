@@ -78,25 +78,13 @@ pub async fn set_segment_capacity_by(
         &[&segment, &change.capacity],
     )
     .await?;
-    let slot = SlotRef::new(state.hospital.clone(), segment);
-    jyt_events::append(
-        &tx,
-        "segment.capacity_changed",
-        &slot.to_string(),
-        &serde_json::json!({
-            "schema": 1,
-            "hospital_id": state.hospital,
-            "schedule_id": info.schedule_id,
-            "segment_id": segment,
-            "slot_id": slot,
-            "visit_date": info.visit_date,
-            "starts_at": info.starts_at,
-            "capacity_before": before,
-            "capacity": change.capacity,
-            "actor": actor,
-        }),
-    )
-    .await?;
+    let change_event = CapacityChanged {
+        before,
+        after: change.capacity,
+        actor,
+        purpose: None,
+    };
+    append_capacity_changed(&tx, state, &info, &change_event).await?;
     tx.commit().await?;
     drop(client);
     state.relay.wake();
@@ -104,4 +92,41 @@ pub async fn set_segment_capacity_by(
     // know yet are caught by its unique seat index and retried.
     reload_segment(state, segment).await?;
     waitlist::promote(state, info.schedule_id).await
+}
+
+/// One `segment.capacity_changed` event: who changed the segment from
+/// what to what, and (for a seat that is one patient's, `precise`) why.
+pub(crate) struct CapacityChanged<'a> {
+    pub before: i32,
+    pub after: i32,
+    pub actor: &'a str,
+    /// `Some("precise")`: a 精准预约 seat, not an answer to the waitlist's
+    /// 加号 request (channel-accounting leaves the request open).
+    pub purpose: Option<&'a str>,
+}
+
+pub(crate) async fn append_capacity_changed<C: jyt_db::deadpool_postgres::GenericClient>(
+    client: &C,
+    state: &AppState,
+    info: &crate::booking::queries::SegmentInfo,
+    change: &CapacityChanged<'_>,
+) -> Result<(), SlotError> {
+    let slot = SlotRef::new(state.hospital.clone(), info.segment_id);
+    let mut payload = serde_json::json!({
+        "schema": 1,
+        "hospital_id": state.hospital,
+        "schedule_id": info.schedule_id,
+        "segment_id": info.segment_id,
+        "slot_id": slot,
+        "visit_date": info.visit_date,
+        "starts_at": info.starts_at,
+        "capacity_before": change.before,
+        "capacity": change.after,
+        "actor": change.actor,
+    });
+    if let Some(purpose) = change.purpose {
+        payload["purpose"] = purpose.into();
+    }
+    jyt_events::append(client, "segment.capacity_changed", &slot.to_string(), &payload).await?;
+    Ok(())
 }

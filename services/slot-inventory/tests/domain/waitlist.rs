@@ -9,6 +9,16 @@ use uuid::Uuid;
 
 use crate::helpers::{Hospital, beijing, code, sched};
 
+/// Every seat in the common pool.
+const ALL_COMMON: &[(&str, &str)] = &[
+    ("POLICY__POOL_SHARES__WECHAT", "0"),
+    ("POLICY__POOL_SHARES__KIOSK", "0"),
+    ("POLICY__POOL_SHARES__PHONE114", "0"),
+    ("POLICY__POOL_SHARES__WINDOW", "0"),
+    ("POLICY__POOL_SHARES__APP", "0"),
+    ("POLICY__POOL_SHARES__REFERRAL", "0"),
+];
+
 fn join(patient: Uuid) -> JoinRequest {
     JoinRequest {
         patient_id: patient,
@@ -115,19 +125,7 @@ async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() 
 
 #[tokio::test]
 async fn a_seat_kept_for_the_waitlist_is_not_sold_to_others_meanwhile() {
-    let h = Hospital::start(
-        beijing(3, 9, 0),
-        1,
-        &[
-            ("POLICY__POOL_SHARES__WECHAT", "0"),
-            ("POLICY__POOL_SHARES__KIOSK", "0"),
-            ("POLICY__POOL_SHARES__PHONE114", "0"),
-            ("POLICY__POOL_SHARES__WINDOW", "0"),
-            ("POLICY__POOL_SHARES__APP", "0"),
-            ("POLICY__POOL_SHARES__REFERRAL", "0"),
-        ],
-    )
-    .await;
+    let h = Hospital::start(beijing(3, 9, 0), 1, ALL_COMMON).await;
     let schedule = h.schedules[sched::ENDO_AM].schedule_id;
     let mut holders = Vec::new();
     for segment in 0..7 {
@@ -313,4 +311,88 @@ async fn with_default_pools_a_patient_with_no_seat_of_their_own_joins_and_is_ser
     h.assert_consistent(&slot).await;
     let events = h.event_types().await;
     assert_eq!(events.iter().filter(|e| *e == "booking.promoted").count(), 3);
+}
+
+/// A session published for the waitlist keeps its seats back for the
+/// lines it serves from the moment it is loaded: before any promotion pass
+/// runs, an ordinary booking gets only the seats beyond the line.
+#[tokio::test]
+async fn a_session_for_the_waitlist_keeps_its_seats_for_the_line_before_the_promotion_pass() {
+    use slot_inventory::booking::cache::reload_segment;
+    use slot_inventory::schedule::queries::upsert_schedule;
+    use slot_inventory::schedule::{NewDepartment, NewDoctor, NewSchedule, NewSegment, Session};
+
+    let h = Hospital::start(beijing(3, 9, 0), 1, ALL_COMMON).await;
+    let morning = h.schedules[sched::ENDO_AM].schedule_id;
+    for segment in 0..7 {
+        h.book(
+            &h.segment(sched::ENDO_AM, segment),
+            Uuid::new_v4(),
+            Channel::Kiosk,
+        )
+        .await
+        .unwrap();
+    }
+    let waiting = [Uuid::new_v4(), Uuid::new_v4()];
+    for patient in waiting {
+        waitlist::join(&h.state, morning, &join(patient)).await.unwrap();
+    }
+    // The same doctor's evening session of 3 seats, for the waitlist,
+    // written and loaded as a publish does, but no promotion pass yet.
+    let mut client = h.state.pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT d.external_id, d.name, d.title, dep.external_id, dep.name, s.visit_date, s.clinic_level,
+                    (SELECT min(starts_at) FROM segments WHERE schedule_id = s.id)
+               FROM schedules s JOIN doctors d ON d.id = s.doctor_id JOIN departments dep ON dep.id = s.department_id
+              WHERE s.id = $1",
+            &[&morning],
+        )
+        .await
+        .unwrap();
+    let starts: chrono::DateTime<chrono::Utc> = row.get(7);
+    let level: String = row.get(6);
+    let evening = NewSchedule {
+        external_id: "endo-extra".into(),
+        department: NewDepartment {
+            external_id: row.get(3),
+            name: row.get(4),
+        },
+        doctor: NewDoctor {
+            external_id: row.get(0),
+            name: row.get(1),
+            title: row.get(2),
+        },
+        visit_date: row.get(5),
+        session: Session::Evening,
+        clinic_level: slot_inventory::schedule::ClinicLevel::parse(&level).unwrap(),
+        fee_fen: 0,
+        segments: vec![NewSegment {
+            starts_at: starts + chrono::TimeDelta::hours(9),
+            ends_at: starts + chrono::TimeDelta::hours(10),
+            capacity: 3,
+        }],
+    };
+    let tx = client.transaction().await.unwrap();
+    let stored = upsert_schedule(&tx, &evening, beijing(7, 8, 0), h.state.clock.now())
+        .await
+        .unwrap();
+    tx.execute(
+        "UPDATE schedules SET for_waitlist = true WHERE id = $1",
+        &[&stored.schedule_id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let segment = stored.segment_ids[0];
+    reload_segment(&h.state, segment).await.unwrap();
+
+    // Two of its three seats are the line's: one walk-in gets the third.
+    let slot = jyt_domain::SlotRef::new(h.state.hospital.clone(), segment);
+    h.book(&slot, Uuid::new_v4(), Channel::Window).await.unwrap();
+    let late = h.book(&slot, Uuid::new_v4(), Channel::Window).await;
+    assert_eq!(code(&late.unwrap_err()), "SLOT_SOLD_OUT");
+    // The pass serves the line from them, in order.
+    assert_eq!(waitlist::promote(&h.state, morning).await.unwrap(), 2);
+    h.assert_consistent(&slot).await;
 }
