@@ -233,6 +233,7 @@ pub async fn durable_bookings(
                     owner_app: None,
                     waitlist_entry: None,
                     offer: None,
+                    draw_entry: None,
                 };
                 book(state, req, key).await.map(|_| ()).map_err(|e| e.to_string())
             }

@@ -529,6 +529,7 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
                 owner_app: None,
                 waitlist_entry,
                 offer: None,
+                draw_entry: None,
             };
             service::book(state, req, Uuid::new_v4().to_string().parse().unwrap()).await
         }

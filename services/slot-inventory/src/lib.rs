@@ -10,6 +10,7 @@
 //! - [`booking`]: the surge path: [`booking::hold`] (Redis Lua scripts),
 //!   [`booking::service`] (hold → write → compensate), [`booking::queries`].
 //! - [`routes`]: HTTP handlers, one file per resource.
+//! - [`lottery`]: fair release by draw: entries, the seeded draw, its record.
 //! - [`fhir`]: the hospital's FHIR R4 API and SMART Scheduling Links feed.
 //! - [`error`]: [`SlotError`], every answer's machine code.
 //! - [`seed`]: a demo day of clinics.
@@ -19,6 +20,7 @@ pub mod booking_policy;
 pub mod error;
 pub mod federation;
 pub mod fhir;
+pub mod lottery;
 pub mod policy;
 pub mod routes;
 pub mod schedule;

@@ -272,6 +272,10 @@ pub struct SegmentState {
     pub highest_visit_no: i32,
     /// Patients waiting on the schedule's waitlist.
     pub waiting: i64,
+    /// A lottery schedule not drawn yet: first-come attempts are entries
+    /// until `lottery_closes_at`, then refused until the draw is done.
+    pub lottery_pending: bool,
+    pub lottery_closes_at: DateTime<Utc>,
 }
 
 pub async fn segment_state<C: GenericClient>(
@@ -282,7 +286,10 @@ pub async fn segment_state<C: GenericClient>(
         .query_opt(
             "SELECT seg.capacity, sch.status = 'open' AS open, sch.release_at,
                     (SELECT coalesce(max(visit_no), 0) FROM bookings b WHERE b.schedule_id = sch.id),
-                    (SELECT count(*) FROM waitlist_entries w WHERE w.schedule_id = sch.id AND w.status = 'waiting')
+                    (SELECT count(*) FROM waitlist_entries w WHERE w.schedule_id = sch.id AND w.status = 'waiting'),
+                    sch.release_mode = 'lottery' AND NOT EXISTS
+                        (SELECT 1 FROM lottery_draws d WHERE d.schedule_id = sch.id AND d.status = 'drawn'),
+                    sch.release_at + make_interval(secs => coalesce(sch.lottery_window_seconds, 0))
                FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
               WHERE seg.id = $1",
             &[&segment],
@@ -310,6 +317,8 @@ pub async fn segment_state<C: GenericClient>(
         live,
         highest_visit_no: row.get(3),
         waiting: row.get(4),
+        lottery_pending: row.get(5),
+        lottery_closes_at: row.get(6),
     }))
 }
 

@@ -66,9 +66,12 @@ fn issue_type(e: &SlotError) -> &'static str {
             RequestError::UnsupportedMediaType => "not-supported",
             RequestError::BodyTooLarge { .. } => "too-long",
         },
-        SlotError::SlotNotFound(_) | SlotError::BookingNotFound(_) | SlotError::ScheduleNotFound(_) => {
-            "not-found"
-        }
+        SlotError::SlotNotFound(_)
+        | SlotError::BookingNotFound(_)
+        | SlotError::ScheduleNotFound(_)
+        | SlotError::EntryNotFound(_)
+        | SlotError::DrawNotFound(_) => "not-found",
+        SlotError::LotteryEntered(_) => "informational",
         SlotError::SlotSoldOut
         | SlotError::AlreadyBooked(_)
         | SlotError::AlreadyConfirmed
@@ -88,6 +91,7 @@ fn issue_type(e: &SlotError) -> &'static str {
         | SlotError::NotCompletable(_)
         | SlotError::CheckInClosed { .. }
         | SlotError::SeatsAvailable
+        | SlotError::DrawPending(_)
         | SlotError::WaitlistEntryGone => "business-rule",
         SlotError::WrongPickupCode { .. } | SlotError::PickupLocked => "forbidden",
         SlotError::LockUnavailable(_) | SlotError::DatabaseUnavailable(_) => "transient",
@@ -121,6 +125,10 @@ impl ResponseError for FhirError {
         // The service's own answer: it logs server errors and knows which
         // ones carry `Retry-After`.
         let problem = self.0.error_response();
+        if matches!(self.0, SlotError::LotteryEntered(_)) {
+            // Not an error: the lottery entry itself, as `/v1/bookings` answers it.
+            return problem;
+        }
         let expression = match &self.0 {
             SlotError::Request(RequestError::InvalidField { field, .. }) => Some(field.as_str()),
             SlotError::Request(RequestError::MissingHeader { header }) => Some(*header),
