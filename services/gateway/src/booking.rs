@@ -224,9 +224,13 @@ pub async fn book(
     // the hospital's own 503 (its lock or database briefly unavailable:
     // nothing was written). After a timeout the booking may have been
     // made, and a retry with the same Idempotency-Key reuses this
-    // reservation anyway. The in-flight mark goes either way.
+    // reservation anyway. A lottery entry (202) is no booking either: the
+    // day's limit was checked at entry, and the hospital's per-person
+    // rules are applied again by the draw. The in-flight mark goes either way.
     let refused = |r: &Forwarded| {
-        r.status.is_client_error() || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+        r.status.is_client_error()
+            || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+            || r.status == actix_web::http::StatusCode::ACCEPTED
     };
     state
         .limits

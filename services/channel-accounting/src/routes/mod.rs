@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod capacity_requests;
 pub mod console;
+pub mod draws;
 pub mod operations;
 pub mod operators;
 pub mod query;
@@ -25,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(audit::trail)
         .service(capacity_requests::list)
         .service(surge::surge)
+        .service(draws::list)
+        .service(draws::draw_record)
         .service(operations::schedules)
         .service(operations::set_capacity)
         .service(operations::policy)

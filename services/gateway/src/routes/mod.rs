@@ -2,6 +2,7 @@
 
 pub mod availability;
 pub mod bookings;
+pub mod draws;
 pub mod cards;
 pub mod family;
 pub mod federation;
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(ops::set_capacity)
         .service(ops::policy)
         .service(ops::set_policy)
+        .service(ops::draw)
         .service(ops::appeals)
         .service(ops::decide_appeal)
         // The public FHIR reads (capability statement, SMART bulk feed)
@@ -65,6 +67,7 @@ fn configure_channel(cfg: &mut web::ServiceConfig) {
         .service(patient_actions::cancel)
         .service(patient_actions::join_waitlist)
         .service(waitlist::get)
+        .service(draws::entry)
         .service(patient_actions::check_in)
         .service(hospitals::list)
         .service(hospitals::schedules)
@@ -99,6 +102,7 @@ fn configure_federation(cfg: &mut web::ServiceConfig) {
         .service(federation::stop)
         .service(federation::visit_step)
         .service(federation::feed)
+        .service(draws::federation_record)
         .service(federation::follow_up)
         .service(crate::fhir::federation::read);
 }
