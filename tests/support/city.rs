@@ -576,11 +576,23 @@ impl TestCity {
         gateway_extra: &[(&str, &str)],
         hospital_extra: &[(&str, &str)],
     ) -> Self {
+        Self::spawn_with_clock(hospital_ids, gateway_extra, hospital_extra, Clock::System).await
+    }
+
+    /// As [`TestCity::spawn_configured`], the hospitals' time from `clock`
+    /// (a [`Clock::manual`] stands at a release instant, then moves past a
+    /// lottery's window, without sleeping).
+    pub async fn spawn_with_clock(
+        hospital_ids: &[&str],
+        gateway_extra: &[(&str, &str)],
+        hospital_extra: &[(&str, &str)],
+        clock: Clock,
+    ) -> Self {
         let extra = gateway_extra;
         let prefix = jyt_testkit::fresh_redis_prefix();
         let mut hospitals = Vec::new();
         for id in hospital_ids {
-            hospitals.push(TestHospital::spawn_with(id, &prefix, hospital_extra, Clock::System).await);
+            hospitals.push(TestHospital::spawn_with(id, &prefix, hospital_extra, clock.clone()).await);
         }
         let cards = spawn_cards(&prefix).await;
         let routes: Vec<Route<'_>> = hospitals
