@@ -6,7 +6,12 @@
 //! one hospital only. Outcomes are read from PostgreSQL: a live booking of
 //! the hot schedule (first come) or an entry's `won` (lottery).
 //!
-//! Both groups book through the `app` channel: channel pools are each
+//! An honest patient's app resends the one press while the platform
+//! answers 5xx (`Retry-After: 1`), up to 10 times; every answer is counted
+//! in `honest_codes`.
+//!
+//! Both groups book through the `wechat` channel (its pool and common: 45 %
+//! of each segment under the default shares): channel pools are each
 //! channel's quota by design, so holding the channel fixed is what
 //! isolates "pressed early and often" from "pressed once, late".
 //!
@@ -22,6 +27,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
+use futures::StreamExt;
 use jyt_domain::SlotRef;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -32,8 +38,13 @@ use crate::load::{book, http_client};
 
 /// z for a two-sided 99 % test.
 const Z_99: f64 = 2.576;
+/// Both groups' channel (see the module doc).
+const CHANNEL: &str = "wechat";
 /// Bots press this often, from +0.001 s.
 const BOT_PRESSES: usize = 100;
+/// An honest patient's app sends their one press again at most this often
+/// while the platform answers 5xx (a loaded debug build does).
+const HONEST_RETRIES: usize = 10;
 
 #[derive(Clone, Copy)]
 pub struct FairnessArgs {
@@ -107,9 +118,13 @@ async fn receive(body: web::Json<serde_json::Value>, seen: web::Data<Seen>) -> H
 fn notice_endpoint() -> anyhow::Result<(String, Seen, actix_web::dev::ServerHandle)> {
     let seen: Seen = Arc::default();
     let data = web::Data::new(seen.clone());
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
-        .workers(1)
-        .bind(("127.0.0.1", 0))?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(receive))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))?;
     let port = server.addrs()[0].port();
     let server = server.run();
     let handle = server.handle();
@@ -155,7 +170,10 @@ async fn publish(city: &City, i: usize, body: &serde_json::Value) -> anyhow::Res
     let ids = out.schedules.first().context("no schedule published")?;
     Ok((
         ids.schedule_id,
-        ids.segment_ids.iter().map(|s| SlotRef::new(h.id.clone(), *s)).collect(),
+        ids.segment_ids
+            .iter()
+            .map(|s| SlotRef::new(h.id.clone(), *s))
+            .collect(),
     ))
 }
 
@@ -219,7 +237,11 @@ fn wilson(won: usize, n: usize) -> (f64, f64) {
 fn two_proportion_z(a_won: usize, a: usize, b_won: usize, b: usize) -> f64 {
     let pooled = rate(a_won + b_won, a + b);
     let se = (pooled * (1.0 - pooled) * (1.0 / a as f64 + 1.0 / b as f64)).sqrt();
-    if se == 0.0 { 0.0 } else { (rate(a_won, a) - rate(b_won, b)) / se }
+    if se == 0.0 {
+        0.0
+    } else {
+        (rate(a_won, a) - rate(b_won, b)) / se
+    }
 }
 
 /// Which identities press where: (honest, bots) card numbers per hospital.
@@ -250,7 +272,8 @@ pub async fn run(
     cfg.gateway_extra
         .push(("NOTIFICATIONS__POLL_MS".to_owned(), "50".to_owned()));
     let city = city::start(&cfg, cards_service).await?;
-    let (fc_schedule, fc_slots) = publish(&city, 0, &hot_schedule(city.visit_date, args.capacity, None)).await?;
+    let (fc_schedule, fc_slots) =
+        publish(&city, 0, &hot_schedule(city.visit_date, args.capacity, None)).await?;
     let (lot_schedule, lot_slots) = publish(
         &city,
         1,
@@ -259,6 +282,36 @@ pub async fn run(
     .await?;
     let gateway: Arc<str> = city.gateway_url.clone().into();
     let http = http_client(args.honest * 2 + args.bots * 2)?;
+    // Everyone opens the app before the release (one attempt, answered
+    // NOT_YET_RELEASED): identities are resolved and cached, as on a real
+    // morning, so the release measures the release and not card-issuing.
+    let everyone: Vec<(Arc<str>, SlotRef)> = [(&groups.first_come, &fc_slots), (&groups.lottery, &lot_slots)]
+        .into_iter()
+        .flat_map(|((honest, bots), slots)| {
+            honest
+                .iter()
+                .chain(bots.iter())
+                .map(|c| (c.clone(), slots[0].clone()))
+        })
+        .collect();
+    let early: Vec<String> = futures::stream::iter(everyone.into_iter().enumerate())
+        .map(|(i, (card, slot))| {
+            let (http, gateway) = (http.clone(), gateway.clone());
+            async move {
+                let address = format!("10.252.{}.{}", i / 250, i % 250);
+                book(http, gateway, CHANNEL, slot, card, address).await.code
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let not_released = early.iter().filter(|c| c.as_str() == "NOT_YET_RELEASED").count();
+    anyhow::ensure!(
+        not_released == early.len(),
+        "warming identities: {} of {} answered NOT_YET_RELEASED",
+        not_released,
+        early.len()
+    );
     city.release().await?;
     tracing::warn!("fairness: release instant, first come at h01, lottery at h02");
     let start = Instant::now();
@@ -277,7 +330,15 @@ pub async fn run(
                 for n in 0..BOT_PRESSES {
                     let slot = slots[(i + n) % slots.len()].clone();
                     let address = format!("10.253.{}.{}", i / 250, i % 250);
-                    let outcome = book(http.clone(), gateway.clone(), "app", slot, card.clone(), address).await;
+                    let outcome = book(
+                        http.clone(),
+                        gateway.clone(),
+                        CHANNEL,
+                        slot,
+                        card.clone(),
+                        address,
+                    )
+                    .await;
                     codes.push(outcome.code);
                 }
                 (lottery, true, codes)
@@ -290,8 +351,27 @@ pub async fn run(
                 tokio::time::sleep_until(start + delay).await;
                 let slot = slots[i % slots.len()].clone();
                 let address = format!("10.254.{}.{}", i / 250, i % 250);
-                let outcome = book(http, gateway, "app", slot, card, address).await;
-                (lottery, false, vec![outcome.code])
+                // One press; the app retries what the platform could not
+                // answer (a 5xx says `Retry-After: 1`), as apps do.
+                let mut answers = Vec::new();
+                for _ in 0..HONEST_RETRIES {
+                    let outcome = book(
+                        http.clone(),
+                        gateway.clone(),
+                        CHANNEL,
+                        slot.clone(),
+                        card.clone(),
+                        address.clone(),
+                    )
+                    .await;
+                    let unanswered = outcome.status == 0 || outcome.status >= 500;
+                    answers.push(outcome.code);
+                    if !unanswered {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                (lottery, false, answers)
             });
         }
     }
@@ -306,7 +386,10 @@ pub async fn run(
             *codes.entry((lottery, bot)).or_default().entry(code).or_insert(0) += 1;
         }
     }
-    tracing::warn!(seconds = start.elapsed().as_secs_f64(), "fairness: every press answered");
+    tracing::warn!(
+        seconds = start.elapsed().as_secs_f64(),
+        "fairness: every press answered"
+    );
 
     // Close the window; the hospital's sweeper draws.
     let closes = city.release_at + chrono::TimeDelta::seconds(i64::from(args.window_seconds) + 1);
@@ -341,7 +424,12 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let notices_not_once = {
         let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let outcomes = record.outcomes.as_ref().and_then(|o| o.as_array()).cloned().unwrap_or_default();
+        let outcomes = record
+            .outcomes
+            .as_ref()
+            .and_then(|o| o.as_array())
+            .cloned()
+            .unwrap_or_default();
         outcomes
             .iter()
             .filter(|o| {
@@ -376,7 +464,11 @@ pub async fn run(
         (true, &groups.lottery, lot_schedule, 1),
     ] {
         let won = winners(&city, hospital, schedule, lottery).await?;
-        let who = persons(cards_service, &honest.iter().chain(bots.iter()).cloned().collect::<Vec<_>>()).await?;
+        let who = persons(
+            cards_service,
+            &honest.iter().chain(bots.iter()).cloned().collect::<Vec<_>>(),
+        )
+        .await?;
         let honest_cards: HashSet<&Arc<str>> = honest.iter().collect();
         let (mut honest_won, mut bots_won) = (0, 0);
         for person in &won {
@@ -420,7 +512,10 @@ pub async fn run(
 
 /// Split `cards` (fresh identities) into the two hospitals' groups.
 pub fn groups(cards: &[Arc<str>], honest: usize, bots: usize) -> anyhow::Result<Groups> {
-    anyhow::ensure!(cards.len() >= 2 * (honest + bots), "not enough identities for the fairness comparison");
+    anyhow::ensure!(
+        cards.len() >= 2 * (honest + bots),
+        "not enough identities for the fairness comparison"
+    );
     let take = |from: usize, n: usize| cards[from..from + n].to_vec();
     Ok(Groups {
         first_come: (take(0, honest), take(honest, bots)),

@@ -67,7 +67,7 @@ pub struct Args {
     #[arg(long, default_value_t = 50)]
     fair_bots: usize,
     /// Fairness comparison: seats per segment of the hot schedule (5 segments).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 20)]
     fair_capacity: i32,
     #[arg(long, default_value_t = 10)]
     lottery_window_seconds: u32,
@@ -376,7 +376,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
                 "honest_per_mode": args.fair_honest, "bots_per_mode": args.fair_bots,
                 "hot_seats": 5 * args.fair_capacity, "bot_presses": 100, "bots_from_seconds": 0.001,
                 "honest_at_seconds": args.fair_honest_delay_seconds,
-                "lottery_window_seconds": args.lottery_window_seconds, "channel": "app (both groups)",
+                "lottery_window_seconds": args.lottery_window_seconds, "channel": "wechat (both groups)",
             },
         }),
         runs,
@@ -565,7 +565,11 @@ async fn fair_identities(cards: &city::Cards, used: &[Arc<str>], n: usize) -> an
         .take(n)
         .map(Into::into)
         .collect();
-    anyhow::ensure!(fresh.len() == n, "only {} fresh identities for the fairness comparison", fresh.len());
+    anyhow::ensure!(
+        fresh.len() == n,
+        "only {} fresh identities for the fairness comparison",
+        fresh.len()
+    );
     Ok(fresh)
 }
 

@@ -93,7 +93,13 @@ async fn publish(city: &TestCity, key: &str, hospital: &str, body: &Value) -> re
 /// Publish a lottery schedule (two segments of `capacity`, window 30 s);
 /// its (schedule id, segment slot ids).
 async fn publish_lottery(city: &TestCity, id: &str, capacity: i32) -> (String, Vec<String>) {
-    let res = publish(city, "lotk1", "lot", &schedule(id, &json!("lottery"), &json!(30), capacity)).await;
+    let res = publish(
+        city,
+        "lotk1",
+        "lot",
+        &schedule(id, &json!("lottery"), &json!(30), capacity),
+    )
+    .await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     let body: Value = res.json().await.unwrap();
     let s = &body["schedules"][0];
@@ -165,8 +171,16 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
     // Bad windows are refused naming the field; nothing is published.
     for (mode, window, field) in [
         (json!("lottery"), json!(0), "schedules[0].lottery_window_seconds"),
-        (json!("lottery"), json!(301), "schedules[0].lottery_window_seconds"),
-        (json!("first_come"), json!(10), "schedules[0].lottery_window_seconds"),
+        (
+            json!("lottery"),
+            json!(301),
+            "schedules[0].lottery_window_seconds",
+        ),
+        (
+            json!("first_come"),
+            json!(10),
+            "schedules[0].lottery_window_seconds",
+        ),
         (json!("raffle"), Value::Null, ""),
     ] {
         let res = publish(&city, "lotk1", "lot", &schedule("his-bad", &mode, &window, 3)).await;
@@ -177,12 +191,23 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
         }
     }
     assert_eq!(
-        count(&city, "SELECT count(*) FROM schedules WHERE id <> $1", Uuid::nil()).await,
+        count(
+            &city,
+            "SELECT count(*) FROM schedules WHERE id <> $1",
+            Uuid::nil()
+        )
+        .await,
         0,
         "a refused publish wrote nothing"
     );
     // Another hospital's key cannot publish here.
-    let res = publish(&city, "othk1", "lot", &schedule("his-x", &json!("lottery"), &json!(30), 3)).await;
+    let res = publish(
+        &city,
+        "othk1",
+        "lot",
+        &schedule("his-x", &json!("lottery"), &json!(30), 3),
+    )
+    .await;
     assert_eq!(res.status(), 403);
 
     // Two segments of 3 seats, split into channel pools by the default
@@ -207,7 +232,10 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
         assert_eq!(entry["status"], "entered");
         assert_eq!(entry["schedule_id"], schedule_id.as_str());
         assert!(entry["draw_at"].as_str().is_some());
-        entries.insert(p.person_id, (entry["entry_id"].as_str().unwrap().to_owned(), channel.to_owned()));
+        entries.insert(
+            p.person_id,
+            (entry["entry_id"].as_str().unwrap().to_owned(), channel.to_owned()),
+        );
     }
     // Pressing again (new keys, the same key, the other segment) is the same entry.
     let eager = &wechat[0];
@@ -225,18 +253,30 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
         assert_eq!(again["entry_id"], first.as_str(), "press {n}");
     }
     assert_eq!(
-        count(&city, "SELECT count(*) FROM lottery_entries WHERE schedule_id = $1", schedule_uuid).await,
+        count(
+            &city,
+            "SELECT count(*) FROM lottery_entries WHERE schedule_id = $1",
+            schedule_uuid
+        )
+        .await,
         12,
         "one entry per person"
     );
     assert_eq!(
-        count(&city, "SELECT count(*) FROM bookings WHERE schedule_id = $1", schedule_uuid).await,
+        count(
+            &city,
+            "SELECT count(*) FROM bookings WHERE schedule_id = $1",
+            schedule_uuid
+        )
+        .await,
         0,
         "entries are not holds"
     );
     // The gateway's admission still applies at entry: a barred patient is refused.
     let barred = city.cards.register().await;
-    city.cards.bar(barred.person_id, Utc::now() + TimeDelta::days(30)).await;
+    city.cards
+        .bar(barred.person_id, Utc::now() + TimeDelta::days(30))
+        .await;
     let res = press(&city, "wechat", &barred.card_number, &slots[0], "barred").await;
     assert_eq!(res.status(), 403);
     assert_eq!(problem(res).await["code"], "PATIENT_BARRED");
@@ -260,9 +300,18 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
         .unwrap();
     assert_eq!(unsigned.status(), 401);
     // No draw yet; and never another hospital's.
-    assert_eq!(draw_record(&city, "lotk1", "lot", &schedule_id).await.status(), 404);
-    assert_eq!(draw_record(&city, "othk1", "lot", &schedule_id).await.status(), 403);
-    assert_eq!(draw_record(&city, "wechat", "lot", &schedule_id).await.status(), 401);
+    assert_eq!(
+        draw_record(&city, "lotk1", "lot", &schedule_id).await.status(),
+        404
+    );
+    assert_eq!(
+        draw_record(&city, "othk1", "lot", &schedule_id).await.status(),
+        403
+    );
+    assert_eq!(
+        draw_record(&city, "wechat", "lot", &schedule_id).await.status(),
+        401
+    );
 
     // The window closes: the sweeper draws.
     clock.set(release + TimeDelta::seconds(31));
@@ -273,7 +322,10 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
 
     // The record reproduces, here as a regulator would recompute it.
     assert_eq!(record["reproduction"]["reproduced"], true, "{record}");
-    let seed: [u8; 32] = hex::decode(record["seed"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let seed: [u8; 32] = hex::decode(record["seed"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
     let entrants = record["entrants"].as_array().unwrap();
     assert_eq!(entrants.len(), 12);
     let permutation: Vec<usize> = serde_json::from_value(record["permutation"].clone()).unwrap();
@@ -283,7 +335,10 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
     );
     let mut sorted: Vec<&str> = entrants.iter().map(|e| e.as_str().unwrap()).collect();
     sorted.sort_unstable();
-    assert_eq!(sorted, entrants.iter().map(|e| e.as_str().unwrap()).collect::<Vec<_>>());
+    assert_eq!(
+        sorted,
+        entrants.iter().map(|e| e.as_str().unwrap()).collect::<Vec<_>>()
+    );
 
     // No oversell, pools respected; winners hold bookings of their app.
     assert!(city.hospital(0).oversold_segments().await.is_empty());
@@ -303,7 +358,13 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
     assert_eq!(live, winners.len() as i64 + late_booked);
     for w in &winners {
         let booking = w["booking_id"].as_str().unwrap();
-        let res = city.signed(w["channel"].as_str().unwrap(), Method::GET, &format!("/v1/bookings/{booking}"), None)
+        let res = city
+            .signed(
+                w["channel"].as_str().unwrap(),
+                Method::GET,
+                &format!("/v1/bookings/{booking}"),
+                None,
+            )
             .send()
             .await
             .unwrap();
@@ -331,7 +392,10 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
             .filter(|r| r.notice_type() == "draw.won" && r.booking_id() == booking)
             .collect();
         assert_eq!(won.len(), 1, "one draw.won for {booking}");
-        assert!(won[0].signed_by(w["channel"].as_str().unwrap()), "sent to the entry's app");
+        assert!(
+            won[0].signed_by(w["channel"].as_str().unwrap()),
+            "sent to the entry's app"
+        );
         let held = delivered
             .iter()
             .filter(|r| r.notice_type() == "booking.held" && r.booking_id() == booking)
@@ -340,8 +404,16 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
     }
     let mut lost_entries = HashSet::new();
     for r in delivered.iter().filter(|r| r.notice_type() == "draw.lost") {
-        assert!(lost_entries.insert(r.body["entry"]["entry_id"].as_str().unwrap().to_owned()), "one draw.lost each");
-        assert!(r.body["entry"]["waitlist"]["path"].as_str().unwrap().ends_with("/waitlist"));
+        assert!(
+            lost_entries.insert(r.body["entry"]["entry_id"].as_str().unwrap().to_owned()),
+            "one draw.lost each"
+        );
+        assert!(
+            r.body["entry"]["waitlist"]["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("/waitlist")
+        );
     }
     assert_eq!(lost_entries.len(), losers.len());
 
@@ -352,7 +424,11 @@ async fn a_lottery_takes_one_entry_per_person_draws_no_more_seats_than_exist_and
     assert_eq!(entry["status"], mine["outcome"]);
 
     // Drawn once: another trigger changes nothing.
-    assert!(!slot_inventory::lottery::draw::draw(&city.hospital(0).state, schedule_uuid).await.unwrap());
+    assert!(
+        !slot_inventory::lottery::draw::draw(&city.hospital(0).state, schedule_uuid)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         count(&city, "SELECT count(*) FROM outbox WHERE event_type = 'draw.drawn' AND payload->>'schedule_id' = ($1::uuid)::text", schedule_uuid).await,
         1
@@ -389,7 +465,9 @@ async fn console_shows_the_draw(city: &TestCity, schedule: &str, record: &Value)
     let console = spawn_console(&city.redis_prefix, &city.gateway_url, &["lot", "oth"]).await;
     let city_ops = console.login("city_ops").await;
     let listed: Value = eventually(Duration::from_secs(30), "the console's draws", || async {
-        let res = console.call(Some(&city_ops), Method::GET, "/v1/console/draws", None).await;
+        let res = console
+            .call(Some(&city_ops), Method::GET, "/v1/console/draws", None)
+            .await;
         let body: Value = res.json().await.ok()?;
         (body["draws"].as_array()?.len() == 1).then_some(body)
     })
@@ -403,19 +481,44 @@ async fn console_shows_the_draw(city: &TestCity, schedule: &str, record: &Value)
     let path = format!("/v1/console/hospitals/lot/schedules/{schedule}/draw");
     let res = console.call(Some(&city_ops), Method::GET, &path, None).await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap()["reproduction"]["reproduced"], true);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["reproduction"]["reproduced"],
+        true
+    );
     let lot_ops = console.login("lot_ops").await;
-    assert_eq!(console.call(Some(&lot_ops), Method::GET, &path, None).await.status(), 200);
+    assert_eq!(
+        console
+            .call(Some(&lot_ops), Method::GET, &path, None)
+            .await
+            .status(),
+        200
+    );
     let oth_ops = console.login("oth_ops").await;
-    assert_eq!(console.call(Some(&oth_ops), Method::GET, &path, None).await.status(), 403);
+    assert_eq!(
+        console
+            .call(Some(&oth_ops), Method::GET, &path, None)
+            .await
+            .status(),
+        403
+    );
     let theirs: Value = console
         .call(Some(&oth_ops), Method::GET, "/v1/console/draws", None)
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(theirs["draws"].as_array().unwrap().len(), 0, "their own hospital's draws only");
-    assert_eq!(console.call(None, Method::GET, "/v1/console/draws", None).await.status(), 401);
+    assert_eq!(
+        theirs["draws"].as_array().unwrap().len(),
+        0,
+        "their own hospital's draws only"
+    );
+    assert_eq!(
+        console
+            .call(None, Method::GET, "/v1/console/draws", None)
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -428,7 +531,13 @@ async fn concurrent_draw_triggers_draw_once_and_entries_outside_a_lottery_are_fi
     let (schedule_id, slots) = publish_lottery(&city, "his-derm-race", 2).await;
     let schedule_uuid: Uuid = schedule_id.parse().unwrap();
     // A first-come schedule beside it: 201 in the same second.
-    let res = publish(&city, "lotk1", "lot", &schedule("his-derm-fc", &Value::Null, &Value::Null, 2)).await;
+    let res = publish(
+        &city,
+        "lotk1",
+        "lot",
+        &schedule("his-derm-fc", &Value::Null, &Value::Null, 2),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let fc: Value = res.json().await.unwrap();
     let fc_slot = format!("lot-{}", fc["schedules"][0]["segment_ids"][0].as_str().unwrap());
@@ -456,7 +565,12 @@ async fn concurrent_draw_triggers_draw_once_and_entries_outside_a_lottery_are_fi
     let record = drawn(&city, &schedule_id).await;
     assert_eq!(record["reproduction"]["reproduced"], true);
     assert_eq!(
-        count(&city, "SELECT count(*) FROM lottery_draws WHERE schedule_id = $1", schedule_uuid).await,
+        count(
+            &city,
+            "SELECT count(*) FROM lottery_draws WHERE schedule_id = $1",
+            schedule_uuid
+        )
+        .await,
         1
     );
     // Every winner holds one booking; none twice; no oversell.

@@ -367,3 +367,62 @@ pub async fn authorize(
         Err(GatewayError::NotYourBooking)
     }
 }
+
+/// What the owner's check reads of a record the hospital answered (a
+/// waitlist place, a lottery entry): whose it is and which app made it.
+#[derive(Deserialize)]
+struct RecordOwner {
+    patient_id: Uuid,
+    #[serde(default)]
+    owner_app: Option<String>,
+}
+
+/// Read a patient's record by id at its hospital (`upstream`, e.g.
+/// `/v1/waitlist/<uuid>`) for the app that made it, or for any app
+/// presenting the patient's own card in [`PATIENT_CARD_HEADER`] /
+/// [`PATIENT_ECARD_HEADER`]. Fails closed like [`authorize`]: unknown at
+/// the hospital or someone else's is `NOT_YOUR_BOOKING`, a hospital that
+/// cannot answer `HOSPITAL_UNAVAILABLE`.
+pub async fn read_as_owner(
+    state: &GatewayState,
+    caller: &Caller,
+    req: &HttpRequest,
+    hospital: &jyt_domain::HospitalId,
+    upstream: &str,
+    what: &str,
+) -> Result<Forwarded, GatewayError> {
+    // A card given is checked whoever calls: bad input is refused as such.
+    let presented = match patient_card_headers(req)? {
+        Some(card) => Some(
+            state
+                .patients
+                .resolve(card, Utc::now())
+                .await
+                .map_err(as_card_header)?,
+        ),
+        None => None,
+    };
+    let answer = state
+        .upstreams
+        .forward(hospital, reqwest::Method::GET, upstream, HeaderMap::new(), None)
+        .await?;
+    if answer.status.is_server_error() {
+        return Err(GatewayError::HospitalUnavailable {
+            hospital: hospital.to_string(),
+            reason: format!("answered {} for {what}", answer.status),
+        });
+    }
+    if !answer.status.is_success() {
+        // Unknown at the hospital: answered as anyone else's.
+        return Err(GatewayError::NotYourBooking);
+    }
+    let owner: RecordOwner = serde_json::from_slice(&answer.body).map_err(|e| {
+        GatewayError::Unexpected(anyhow::Error::new(e).context(format!("the hospital's {what}")))
+    })?;
+    let owns = owner.owner_app.as_deref() == Some(caller.app_id.as_str());
+    if owns || presented == Some(owner.patient_id) {
+        Ok(answer)
+    } else {
+        Err(GatewayError::NotYourBooking)
+    }
+}

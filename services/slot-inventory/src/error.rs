@@ -77,7 +77,9 @@ pub enum SlotError {
     /// (or answered) the patient's entry; answered `202 Accepted` with it.
     #[error("entered in the draw of schedule {}", .0.schedule_id)]
     LotteryEntered(Box<crate::lottery::entry::Entry>),
-    #[error("this schedule's lottery window closed at {0}; its draw is running, seats it leaves go on sale after it")]
+    #[error(
+        "this schedule's lottery window closed at {0}; its draw is running, seats it leaves go on sale after it"
+    )]
     DrawPending(DateTime<Utc>),
     #[error("lottery entry {0} does not exist in this hospital")]
     EntryNotFound(String),

@@ -7,24 +7,14 @@
 //! needs the patient's own card, as for waitlist places.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use chrono::Utc;
 use jyt_domain::BookingRef;
 use jyt_web::RequestError;
 use reqwest::header::HeaderMap;
-use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::booking::{as_card_header, patient_card_headers};
+use crate::booking::read_as_owner;
 use crate::error::GatewayError;
 use crate::state::{Caller, GatewayState, HospitalCaller};
-
-/// What the owner's check reads of an entry the hospital answered.
-#[derive(Deserialize)]
-struct EntryOwner {
-    patient_id: Uuid,
-    #[serde(default)]
-    owner_app: Option<String>,
-}
 
 /// A patient's lottery entry and, once drawn, its outcome.
 #[utoipa::path(
@@ -59,45 +49,16 @@ pub async fn entry(
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("entry_id", e.to_string()))?;
     state.upstreams.route(&entry.hospital)?;
-    // A card given is checked whoever calls: bad input is refused as such.
-    let presented = match patient_card_headers(&req)? {
-        Some(card) => Some(
-            state
-                .patients
-                .resolve(card, Utc::now())
-                .await
-                .map_err(as_card_header)?,
-        ),
-        None => None,
-    };
-    let answer = state
-        .upstreams
-        .forward(
-            &entry.hospital,
-            reqwest::Method::GET,
-            &format!("/v1/draw-entries/{entry}"),
-            HeaderMap::new(),
-            None,
-        )
-        .await?;
-    if answer.status.is_server_error() {
-        return Err(GatewayError::HospitalUnavailable {
-            hospital: entry.hospital.to_string(),
-            reason: format!("answered {} for a lottery entry", answer.status),
-        });
-    }
-    if !answer.status.is_success() {
-        // Unknown at the hospital: answered as anyone else's entry.
-        return Err(GatewayError::NotYourBooking);
-    }
-    let owner: EntryOwner = serde_json::from_slice(&answer.body)
-        .map_err(|e| GatewayError::Unexpected(anyhow::Error::new(e).context("the hospital's lottery entry")))?;
-    let owns = owner.owner_app.as_deref() == Some(caller.app_id.as_str());
-    if owns || presented == Some(owner.patient_id) {
-        Ok(answer.into_response())
-    } else {
-        Err(GatewayError::NotYourBooking)
-    }
+    let answer = read_as_owner(
+        &state,
+        &caller,
+        &req,
+        &entry.hospital,
+        &format!("/v1/draw-entries/{entry}"),
+        "a lottery entry",
+    )
+    .await?;
+    Ok(answer.into_response())
 }
 
 /// A schedule's draw record, for the hospital's own HIS (and regulator

@@ -2,8 +2,8 @@
 
 pub mod availability;
 pub mod bookings;
-pub mod draws;
 pub mod cards;
+pub mod draws;
 pub mod family;
 pub mod federation;
 pub mod hospitals;

@@ -6,15 +6,13 @@
 //! entry by its id alone; another app needs the patient's own card.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use chrono::Utc;
 use jyt_domain::{BookingRef, HospitalId};
 use jyt_web::RequestError;
-use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::booking::{as_card_header, patient_card_headers};
+use crate::booking::read_as_owner;
 use crate::error::GatewayError;
 use crate::state::{Caller, GatewayState};
 use crate::upstream::Forwarded;
@@ -120,42 +118,14 @@ pub async fn get(
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("entry_id", e.to_string()))?;
     state.upstreams.route(&entry.hospital)?;
-    // A card given is checked whoever calls: bad input is refused as such.
-    let presented = match patient_card_headers(&req)? {
-        Some(card) => Some(
-            state
-                .patients
-                .resolve(card, Utc::now())
-                .await
-                .map_err(as_card_header)?,
-        ),
-        None => None,
-    };
-    let answer = state
-        .upstreams
-        .forward(
-            &entry.hospital,
-            reqwest::Method::GET,
-            &format!("/v1/waitlist/{}", entry.id),
-            HeaderMap::new(),
-            None,
-        )
-        .await?;
-    if answer.status.is_server_error() {
-        return Err(GatewayError::HospitalUnavailable {
-            hospital: entry.hospital.to_string(),
-            reason: format!("answered {} for a waitlist entry", answer.status),
-        });
-    }
-    if !answer.status.is_success() {
-        // Unknown at the hospital: answered as anyone else's entry.
-        return Err(GatewayError::NotYourBooking);
-    }
-    let place = view(&entry.hospital, &answer.body)?;
-    let owns = place.owner_app.as_deref() == Some(caller.app_id.as_str());
-    if owns || presented == Some(place.patient_id) {
-        Ok(HttpResponse::Ok().json(place))
-    } else {
-        Err(GatewayError::NotYourBooking)
-    }
+    let answer = read_as_owner(
+        &state,
+        &caller,
+        &req,
+        &entry.hospital,
+        &format!("/v1/waitlist/{}", entry.id),
+        "a waitlist entry",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(view(&entry.hospital, &answer.body)?))
 }

@@ -137,20 +137,36 @@ impl HospitalKeys {
 /// What the hold script decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldOutcome {
-    Held { seat: i32, pool: String, visit_no: i32 },
+    Held {
+        seat: i32,
+        pool: String,
+        visit_no: i32,
+    },
     SoldOut,
     NotLoaded,
-    NotYetReleased { release_at: i64 },
+    NotYetReleased {
+        release_at: i64,
+    },
     ScheduleStopped,
-    AlreadyBooked { booking_id: Uuid },
+    AlreadyBooked {
+        booking_id: Uuid,
+    },
     SameSchedule,
     DepartmentLimit,
     DailyLimit,
-    Replay { booking_id: Uuid },
+    Replay {
+        booking_id: Uuid,
+    },
     /// A lottery's window: the patient's entry (JSON), `new` on the first press.
-    Entered { entry: String, new: bool, closes_at: i64 },
+    Entered {
+        entry: String,
+        new: bool,
+        closes_at: i64,
+    },
     /// A lottery's window has closed and its draw is not done.
-    DrawPending { closes_at: i64 },
+    DrawPending {
+        closes_at: i64,
+    },
 }
 
 /// Where a released seat goes.

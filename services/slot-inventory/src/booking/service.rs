@@ -219,12 +219,14 @@ async fn try_book(
         HoldOutcome::SameSchedule => Err(SlotError::ScheduleAlreadyBooked),
         HoldOutcome::DepartmentLimit => Err(SlotError::DepartmentDailyLimit),
         HoldOutcome::DailyLimit => Err(SlotError::DailyLimit),
-        HoldOutcome::Entered { entry, new, closes_at } => {
-            match crate::lottery::entry::record(state, req, info, &entry, new, closes_at).await {
-                Ok(entry) => Err(SlotError::LotteryEntered(Box::new(entry))),
-                Err(e) => Err(e),
-            }
-        }
+        HoldOutcome::Entered {
+            entry,
+            new,
+            closes_at,
+        } => match crate::lottery::entry::record(state, req, info, &entry, new, closes_at).await {
+            Ok(entry) => Err(SlotError::LotteryEntered(Box::new(entry))),
+            Err(e) => Err(e),
+        },
         HoldOutcome::DrawPending { closes_at } => Err(SlotError::DrawPending(
             Utc.timestamp_opt(closes_at, 0).single().unwrap_or(now),
         )),

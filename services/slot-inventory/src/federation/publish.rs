@@ -13,10 +13,10 @@ use crate::booking::cache::reload_segment;
 use crate::booking::queries::RELEASED_STATUSES;
 use crate::booking::waitlist;
 use crate::error::SlotError;
+use crate::lottery::{ReleaseMode, WINDOW_SECONDS};
 use crate::schedule::capacity::MAX_SEGMENT_CAPACITY;
 use crate::schedule::queries::upsert_schedule;
 use crate::schedule::{ClinicLevel, NewDepartment, NewDoctor, NewSchedule, NewSegment, Session};
-use crate::lottery::{ReleaseMode, WINDOW_SECONDS};
 use crate::state::AppState;
 
 /// At most this many schedules per call.
@@ -121,7 +121,9 @@ fn validate(req: &PublishRequest) -> Result<(), SlotError> {
         if let Some(window) = s.lottery_window_seconds
             && !WINDOW_SECONDS.contains(&window)
         {
-            return Err(RequestError::invalid(at("lottery_window_seconds"), "must be between 1 and 300").into());
+            return Err(
+                RequestError::invalid(at("lottery_window_seconds"), "must be between 1 and 300").into(),
+            );
         }
         if s.lottery_window_seconds.is_some() && s.release_mode == Some(ReleaseMode::FirstCome) {
             return Err(RequestError::invalid(

@@ -73,7 +73,10 @@ pub async fn draw(state: &AppState, schedule: Uuid) -> Result<bool, SlotError> {
     let mut sold_out = false;
     for &k in &record.permutation {
         let Some((patient, entry)) = record.entrants.get(k).and_then(|id| entries.get(id)) else {
-            return Err(SlotError::Unexpected(anyhow::anyhow!("draw {} names an unknown entry", record.id)));
+            return Err(SlotError::Unexpected(anyhow::anyhow!(
+                "draw {} names an unknown entry",
+                record.id
+            )));
         };
         let outcome = if sold_out {
             lost(entry.entry_id, "SLOT_SOLD_OUT")
@@ -114,7 +117,8 @@ async fn give_hold(
     let key: IdempotencyKey = format!("draw-{}", entry.entry_id)
         .parse()
         .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("a draw's idempotency key: {e:?}")))?;
-    let asked = std::iter::once(entry.segment_id).chain(segments.iter().copied().filter(|s| *s != entry.segment_id));
+    let asked =
+        std::iter::once(entry.segment_id).chain(segments.iter().copied().filter(|s| *s != entry.segment_id));
     for segment in asked {
         let req = BookRequest {
             slot_id: SlotRef::new(state.hospital.clone(), segment),
@@ -151,7 +155,11 @@ async fn give_hold(
     let everywhere = all_sold_out(state, segments).await?;
     Ok(lost(
         entry.entry_id,
-        if everywhere { "SOLD_OUT_EVERYWHERE" } else { "SLOT_SOLD_OUT" },
+        if everywhere {
+            "SOLD_OUT_EVERYWHERE"
+        } else {
+            "SLOT_SOLD_OUT"
+        },
     ))
 }
 
@@ -184,7 +192,10 @@ async fn copy_entries_from_redis(state: &AppState, schedule: Uuid) -> Result<(),
     }
     let client = state.pool.get().await?;
     for (patient, json) in in_redis {
-        let (Ok(patient), Ok(entry)) = (Uuid::parse_str(&patient), serde_json::from_str::<EntryRecord>(&json)) else {
+        let (Ok(patient), Ok(entry)) = (
+            Uuid::parse_str(&patient),
+            serde_json::from_str::<EntryRecord>(&json),
+        ) else {
             tracing::warn!(%schedule, "an unreadable lottery entry in Redis was skipped");
             continue;
         };
@@ -246,7 +257,11 @@ async fn finish(
         // "Sold out everywhere" is the draw's own shortcut; the patient
         // hears the ordinary code.
         let reason = outcome.lost_reason.as_deref().map(|r| {
-            if r == "SOLD_OUT_EVERYWHERE" { "SLOT_SOLD_OUT" } else { r }
+            if r == "SOLD_OUT_EVERYWHERE" {
+                "SLOT_SOLD_OUT"
+            } else {
+                r
+            }
         });
         let stored = EntryOutcome {
             entry: outcome.entry,

@@ -112,8 +112,12 @@ pub async fn record(
 ) -> Result<Entry, SlotError> {
     let record: EntryRecord = serde_json::from_str(stored_json)
         .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("an unreadable lottery entry in Redis: {e}")))?;
-    let draw_at = Utc.timestamp_opt(closes_at, 0).single().unwrap_or_else(|| state.clock.now());
-    let entered = |r: &EntryRecord| Entry::entered(&state.hospital, info.schedule_id, req.patient_id, r, draw_at);
+    let draw_at = Utc
+        .timestamp_opt(closes_at, 0)
+        .single()
+        .unwrap_or_else(|| state.clock.now());
+    let entered =
+        |r: &EntryRecord| Entry::entered(&state.hospital, info.schedule_id, req.patient_id, r, draw_at);
     if !new {
         return Ok(entered(&record));
     }

@@ -56,7 +56,9 @@ pub async fn entry_of<C: GenericClient>(
 ) -> Result<Option<EntryRecord>, Error> {
     Ok(client
         .query_opt(
-            &format!("SELECT {ENTRY_COLUMNS} FROM lottery_entries WHERE schedule_id = $1 AND patient_id = $2"),
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM lottery_entries WHERE schedule_id = $1 AND patient_id = $2"
+            ),
             &[&schedule, &patient],
         )
         .await?
@@ -64,7 +66,10 @@ pub async fn entry_of<C: GenericClient>(
 }
 
 /// A schedule's entries: (patient, entry), by entry id.
-pub async fn entries<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Vec<(Uuid, EntryRecord)>, Error> {
+pub async fn entries<C: GenericClient>(
+    client: &C,
+    schedule: Uuid,
+) -> Result<Vec<(Uuid, EntryRecord)>, Error> {
     Ok(client
         .query(
             &format!(
@@ -123,10 +128,7 @@ pub async fn segments_with_free_seats<C: GenericClient>(
 }
 
 /// Start a draw unless the schedule has one: true if this call did.
-pub async fn insert_draw<C: GenericClient>(
-    client: &C,
-    draw: &NewDraw<'_>,
-) -> Result<bool, Error> {
+pub async fn insert_draw<C: GenericClient>(client: &C, draw: &NewDraw<'_>) -> Result<bool, Error> {
     let n = client
         .execute(
             "INSERT INTO lottery_draws
@@ -202,7 +204,10 @@ fn to_draw(r: &Row) -> StoredDraw {
 
 /// The schedule's draw still `drawing`, locked for this transaction; none
 /// when another replica holds it (or it is done).
-pub async fn lock_pending_draw<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Option<StoredDraw>, Error> {
+pub async fn lock_pending_draw<C: GenericClient>(
+    client: &C,
+    schedule: Uuid,
+) -> Result<Option<StoredDraw>, Error> {
     Ok(client
         .query_opt(
             &format!(
@@ -215,7 +220,10 @@ pub async fn lock_pending_draw<C: GenericClient>(client: &C, schedule: Uuid) -> 
         .map(|r| to_draw(&r)))
 }
 
-pub async fn draw_of_schedule<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Option<StoredDraw>, Error> {
+pub async fn draw_of_schedule<C: GenericClient>(
+    client: &C,
+    schedule: Uuid,
+) -> Result<Option<StoredDraw>, Error> {
     Ok(client
         .query_opt(
             &format!("SELECT {DRAW_COLUMNS} FROM lottery_draws WHERE schedule_id = $1"),

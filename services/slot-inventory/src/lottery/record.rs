@@ -82,7 +82,10 @@ pub struct Reproduction {
 pub async fn draw_record(state: &AppState, schedule: Uuid) -> Result<DrawRecord, SlotError> {
     let client = state.pool.get().await?;
     let Some(draw) = queries::draw_of_schedule(&client, schedule).await? else {
-        return Err(SlotError::DrawNotFound(super::schedule_ref(&state.hospital, schedule)));
+        return Err(SlotError::DrawNotFound(super::schedule_ref(
+            &state.hospital,
+            schedule,
+        )));
     };
     let mut in_table: Vec<Uuid> = queries::entries(&client, schedule)
         .await?
@@ -91,7 +94,9 @@ pub async fn draw_record(state: &AppState, schedule: Uuid) -> Result<DrawRecord,
         .collect();
     in_table.sort_unstable();
     let seed: Option<[u8; 32]> = draw.seed.as_slice().try_into().ok();
-    let recomputed = seed.map(|s| permutation(&s, draw.entrants.len())).unwrap_or_default();
+    let recomputed = seed
+        .map(|s| permutation(&s, draw.entrants.len()))
+        .unwrap_or_default();
     let refs: Vec<String> = draw
         .entrants
         .iter()
