@@ -71,6 +71,11 @@ pub struct ModeFigures {
     pub bot_interval: (f64, f64),
     /// Two-proportion z of honest vs bot rates.
     pub z: f64,
+    /// Lottery only: identities with an entry (the rest never got through).
+    pub honest_entered: Option<usize>,
+    pub bots_entered: Option<usize>,
+    /// Lottery only: z of the win rates among those who entered.
+    pub z_among_entrants: Option<f64>,
     pub bot_requests: usize,
     /// Bot answers by code (429s by rule).
     pub bot_codes: BTreeMap<String, usize>,
@@ -200,9 +205,23 @@ async fn persons(cards: &city::Cards, numbers: &[Arc<str>]) -> anyhow::Result<Ha
 /// Persons with a win at hospital `i`: a live booking of the schedule
 /// (first come) or an entry drawn `won` (lottery).
 async fn winners(city: &City, i: usize, schedule: Uuid, lottery: bool) -> anyhow::Result<HashSet<Uuid>> {
+    persons_where(city, i, schedule, lottery, true).await
+}
+
+/// Persons at hospital `i` with a live booking of the schedule (first
+/// come), or with an entry (`won_only`: a won one) in its lottery.
+async fn persons_where(
+    city: &City,
+    i: usize,
+    schedule: Uuid,
+    lottery: bool,
+    won_only: bool,
+) -> anyhow::Result<HashSet<Uuid>> {
     let client = city.hospitals[i].state.pool.get().await?;
-    let sql = if lottery {
+    let sql = if lottery && won_only {
         "SELECT patient_id FROM lottery_entries WHERE schedule_id = $1 AND outcome = 'won'"
+    } else if lottery {
+        "SELECT patient_id FROM lottery_entries WHERE schedule_id = $1"
     } else {
         "SELECT patient_id FROM bookings WHERE schedule_id = $1 AND status NOT IN ('cancelled', 'expired', 'stopped')"
     };
@@ -271,6 +290,11 @@ pub async fn run(
     }
     cfg.gateway_extra
         .push(("NOTIFICATIONS__POLL_MS".to_owned(), "50".to_owned()));
+    // The comparison is of the release rules, not of one gateway's Redis
+    // round trips on a loaded machine (a debug build answered its default
+    // 1 s timeout with CACHE_UNAVAILABLE for most honest presses).
+    cfg.gateway_extra
+        .push(("REDIS__RESPONSE_TIMEOUT_MS".to_owned(), "10000".to_owned()));
     let city = city::start(&cfg, cards_service).await?;
     let (fc_schedule, fc_slots) =
         publish(&city, 0, &hot_schedule(city.visit_date, args.capacity, None)).await?;
@@ -348,7 +372,9 @@ pub async fn run(
             let (http, gateway, slots, card) = (http.clone(), gateway.clone(), slots.clone(), card.clone());
             let delay = args.honest_delay;
             tasks.spawn(async move {
-                tokio::time::sleep_until(start + delay).await;
+                // At +5 s, spread over half a second as real presses are.
+                let spread = Duration::from_millis(u64::try_from(i % 500).unwrap_or(0));
+                tokio::time::sleep_until(start + delay + spread).await;
                 let slot = slots[i % slots.len()].clone();
                 let address = format!("10.254.{}.{}", i / 250, i % 250);
                 // One press; the app retries what the platform could not
@@ -470,14 +496,25 @@ pub async fn run(
         )
         .await?;
         let honest_cards: HashSet<&Arc<str>> = honest.iter().collect();
-        let (mut honest_won, mut bots_won) = (0, 0);
-        for person in &won {
-            match who.get(person) {
-                Some(card) if honest_cards.contains(card) => honest_won += 1,
-                Some(_) => bots_won += 1,
-                None => {}
+        let split = |people: &HashSet<Uuid>| {
+            let (mut h, mut b) = (0, 0);
+            for person in people {
+                match who.get(person) {
+                    Some(card) if honest_cards.contains(card) => h += 1,
+                    Some(_) => b += 1,
+                    None => {}
+                }
             }
-        }
+            (h, b)
+        };
+        let (honest_won, bots_won) = split(&won);
+        let entered = if lottery {
+            Some(split(
+                &persons_where(&city, hospital, schedule, true, false).await?,
+            ))
+        } else {
+            None
+        };
         let seats = i64::from(args.capacity) * 5;
         figures.push(ModeFigures {
             mode: if lottery { "lottery" } else { "first_come" }.to_owned(),
@@ -491,6 +528,9 @@ pub async fn run(
             bot_rate: rate(bots_won, bots.len()),
             bot_interval: wilson(bots_won, bots.len()),
             z: two_proportion_z(honest_won, honest.len(), bots_won, bots.len()),
+            honest_entered: entered.map(|(h, _)| h),
+            bots_entered: entered.map(|(_, b)| b),
+            z_among_entrants: entered.map(|(h, b)| two_proportion_z(honest_won, h, bots_won, b)),
             bot_requests: bot_requests.get(&lottery).copied().unwrap_or(0),
             bot_codes: codes.remove(&(lottery, true)).unwrap_or_default(),
             honest_codes: codes.remove(&(lottery, false)).unwrap_or_default(),

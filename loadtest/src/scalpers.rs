@@ -669,6 +669,9 @@ fn print(s: &Summary) {
             m.z,
             m.seats
         );
+        if let (Some(h), Some(b), Some(z)) = (m.honest_entered, m.bots_entered, m.z_among_entrants) {
+            println!("  entered: honest {h}, bots {b}; z among entrants = {z:.2}");
+        }
         println!("  bots   {:?}", m.bot_codes);
         println!("  honest {:?}", m.honest_codes);
     }
