@@ -223,6 +223,32 @@ mod tests {
     }
 
     #[test]
+    fn a_lottery_window_outside_1_to_300_seconds_is_refused_naming_the_key() {
+        for bad in [0, 301] {
+            let mut p = policy();
+            p.lottery_window_seconds = bad;
+            assert_eq!(
+                p.validate("policy").unwrap_err().key,
+                "policy.lottery_window_seconds"
+            );
+        }
+        let mut p = policy();
+        p.lottery_window_seconds = 300;
+        assert!(p.validate("policy").is_ok());
+    }
+
+    #[test]
+    fn a_policy_stored_before_lotteries_reads_as_first_come() {
+        let mut stored = serde_json::to_value(policy()).unwrap();
+        let fields = stored.as_object_mut().unwrap();
+        fields.remove("release_mode");
+        fields.remove("lottery_window_seconds");
+        let read: Policy = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.release_mode, crate::lottery::ReleaseMode::FirstCome);
+        assert_eq!(read.lottery_window_seconds, 10);
+    }
+
+    #[test]
     fn a_window_of_zero_is_refused_naming_the_key() {
         let mut p = policy();
         p.window_days = 0;
