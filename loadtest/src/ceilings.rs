@@ -108,6 +108,7 @@ pub async fn script(state: &AppState, segment: Uuid, n: usize, concurrency: usiz
                     max_per_department: 1,
                     patient_day_ttl_seconds: 3600,
                     kind: slot_inventory::booking::hold::HoldKind::Book,
+                    lottery_entry: "",
                 };
                 Ok(state.scripts.hold(&state.redis, &keys, &req).await?)
             }
@@ -233,6 +234,7 @@ pub async fn durable_bookings(
                     owner_app: None,
                     waitlist_entry: None,
                     offer: None,
+                    draw_entry: None,
                 };
                 book(state, req, key).await.map(|_| ()).map_err(|e| e.to_string())
             }

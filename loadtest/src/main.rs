@@ -12,6 +12,7 @@
 mod ceilings;
 mod check;
 mod city;
+mod fairness;
 mod load;
 mod patients;
 mod peak_day;

@@ -12,6 +12,10 @@
 //!   of identities behind one client address; a farm of identities
 //!   registered under one phone number, each behind its own address (a
 //!   proxy pool).
+//!
+//! Then, in the same run, fair release ([`crate::fairness`]): first come
+//! and lottery side by side at one release instant, bots pressing 100
+//! times from +0.001 s and honest patients once at +5 s, with the rules on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -56,6 +60,20 @@ pub struct Args {
     scalper_seconds: f64,
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
+    /// Fairness comparison: honest patients per release mode.
+    #[arg(long, default_value_t = 200)]
+    fair_honest: usize,
+    /// Fairness comparison: bot identities per release mode.
+    #[arg(long, default_value_t = 50)]
+    fair_bots: usize,
+    /// Fairness comparison: seats per segment of the hot schedule (5 segments).
+    #[arg(long, default_value_t = 20)]
+    fair_capacity: i32,
+    #[arg(long, default_value_t = 10)]
+    lottery_window_seconds: u32,
+    /// When honest patients press in the fairness comparison.
+    #[arg(long, default_value_t = 5.0)]
+    fair_honest_delay_seconds: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -127,6 +145,8 @@ struct Summary {
     machine: String,
     settings: serde_json::Value,
     runs: Vec<ScalperRun>,
+    /// First come vs lottery at one release instant.
+    fairness: crate::fairness::Fairness,
     targets: Vec<Target>,
 }
 
@@ -250,6 +270,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             seed: (20_000 + i) as u64,
         });
     }
+    let fair_cards = fair_identities(&cards_service, &cards, 2 * (args.fair_honest + args.fair_bots)).await?;
     let loops = Arc::new(loops);
     let honest = Arc::new(honest);
     let cards = Arc::new(cards);
@@ -278,6 +299,19 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             .await?,
         );
     }
+    let fairness = crate::fairness::run(
+        crate::fairness::FairnessArgs {
+            honest: args.fair_honest,
+            bots: args.fair_bots,
+            capacity: args.fair_capacity,
+            window_seconds: args.lottery_window_seconds,
+            honest_delay: Duration::from_secs_f64(args.fair_honest_delay_seconds),
+        },
+        rules_on(&release_time),
+        &cards_service,
+        &crate::fairness::groups(&fair_cards, args.fair_honest, args.fair_bots)?,
+    )
+    .await?;
     city::delete_prefix(&cards_prefix).await?;
 
     let (on, off) = (&runs[0], &runs[1]);
@@ -324,7 +358,8 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             &r.check,
         ));
     }
-    let correct = runs.iter().all(|r| r.check.ok());
+    targets.extend(fairness_targets(&fairness));
+    let correct = runs.iter().all(|r| r.check.ok()) && fairness.correct() && fairness.lottery_is_fair();
     let summary = Summary {
         command,
         machine: crate::machine("generator and every service in one process"),
@@ -337,8 +372,15 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             "phone_farm_phone": farm_phone, "scalper_seconds": args.scalper_seconds,
             "channels_honest": crate::CHANNEL_WEIGHTS,
             "channels_scalpers": "bots: app; farms: wechat",
+            "fairness": {
+                "honest_per_mode": args.fair_honest, "bots_per_mode": args.fair_bots,
+                "hot_seats": 5 * args.fair_capacity, "bot_presses": 100, "bots_from_seconds": 0.001,
+                "honest_at_seconds": args.fair_honest_delay_seconds,
+                "lottery_window_seconds": args.lottery_window_seconds, "channel": "wechat (both groups)",
+            },
         }),
         runs,
+        fairness,
         targets,
     };
     report::write_json(&args.out.join("scalpers-summary.json"), &summary)?;
@@ -512,6 +554,77 @@ async fn run_once(
     })
 }
 
+/// Fresh identities for the fairness comparison: registered ones not
+/// used by the scalpers' runs (nor the phone farm).
+async fn fair_identities(cards: &city::Cards, used: &[Arc<str>], n: usize) -> anyhow::Result<Vec<Arc<str>>> {
+    let used: std::collections::HashSet<&str> = used.iter().map(AsRef::as_ref).collect();
+    let all = crate::patients::ensure(cards, used.len() + n).await?;
+    let fresh: Vec<Arc<str>> = all
+        .into_iter()
+        .filter(|c| !used.contains(c.as_str()))
+        .take(n)
+        .map(Into::into)
+        .collect();
+    anyhow::ensure!(
+        fresh.len() == n,
+        "only {} fresh identities for the fairness comparison",
+        fresh.len()
+    );
+    Ok(fresh)
+}
+
+fn fairness_targets(f: &crate::fairness::Fairness) -> Vec<Target> {
+    let (fc, lot) = (&f.first_come, &f.lottery);
+    let pct = |r: f64| 100.0 * r;
+    vec![
+        target(
+            "honest per-identity success, first come vs lottery (pressed once at +5 s)",
+            "higher under the lottery".into(),
+            format!(
+                "first come {:.1} % ({} of {}), lottery {:.1} % ({} of {})",
+                pct(fc.honest_rate),
+                fc.honest_won,
+                fc.honest,
+                pct(lot.honest_rate),
+                lot.honest_won,
+                lot.honest
+            ),
+            lot.honest_rate > fc.honest_rate,
+        ),
+        target(
+            "lottery: honest vs bot (100 presses at +0.001 s) per-identity win rate",
+            "equal: |z| < 2.576 (two-proportion, 99 %)".into(),
+            format!(
+                "honest {:.1} % [{:.1}, {:.1}], bots {:.1} % [{:.1}, {:.1}] (Wilson 99 %), z = {:.2}; first come: honest {:.1} %, bots {:.1} %, z = {:.2}",
+                pct(lot.honest_rate),
+                pct(lot.honest_interval.0),
+                pct(lot.honest_interval.1),
+                pct(lot.bot_rate),
+                pct(lot.bot_interval.0),
+                pct(lot.bot_interval.1),
+                lot.z,
+                pct(fc.honest_rate),
+                pct(fc.bot_rate),
+                fc.z
+            ),
+            f.lottery_is_fair(),
+        ),
+        target(
+            "lottery correctness",
+            "no oversell, each entrant's app told once, draw reproduced".into(),
+            format!(
+                "{} oversold segments, {} of {} entrants not told exactly once, reproduced: {}, drawn {:.1} s after the window",
+                f.oversold_segments,
+                f.notices_not_once,
+                f.entrants,
+                f.draw_reproduced,
+                f.draw_seconds_after_window
+            ),
+            f.correct(),
+        ),
+    ]
+}
+
 fn sample(epoch: Instant, began: Instant, outcome: crate::load::Outcome) -> Sample {
     Sample {
         index: 0,
@@ -541,6 +654,26 @@ fn print(s: &Summary) {
         for (group, codes) in &r.codes_by_group {
             println!("  {group:<13} {codes:?}");
         }
+    }
+    for m in [&s.fairness.first_come, &s.fairness.lottery] {
+        println!(
+            "fairness {}: honest {}/{} ({:.1} %), bots {}/{} ({:.1} %, {} requests), z = {:.2}; seats {}",
+            m.mode,
+            m.honest_won,
+            m.honest,
+            100.0 * m.honest_rate,
+            m.bots_won,
+            m.bots,
+            100.0 * m.bot_rate,
+            m.bot_requests,
+            m.z,
+            m.seats
+        );
+        if let (Some(h), Some(b), Some(z)) = (m.honest_entered, m.bots_entered, m.z_among_entrants) {
+            println!("  entered: honest {h}, bots {b}; z among entrants = {z:.2}");
+        }
+        println!("  bots   {:?}", m.bot_codes);
+        println!("  honest {:?}", m.honest_codes);
     }
     report::print_targets(&s.targets);
 }

@@ -608,15 +608,20 @@ impl TestCity {
         gateway_extra: &[(&str, &str)],
         hospital_extra: &[(&str, &str)],
     ) -> Self {
+        Self::spawn_with_clock(hospital_ids, gateway_extra, hospital_extra, Clock::System).await
+    }
+
+    /// As [`TestCity::spawn_configured`], the hospitals' time from `clock`
+    /// (a [`Clock::manual`] stands at a release instant, then moves past a
+    /// lottery's window, without sleeping).
+    pub async fn spawn_with_clock(
+        hospital_ids: &[&str],
+        gateway_extra: &[(&str, &str)],
+        hospital_extra: &[(&str, &str)],
+        clock: Clock,
+    ) -> Self {
         let prefix = jyt_testkit::fresh_redis_prefix();
-        Self::spawn_in(
-            &prefix,
-            hospital_ids,
-            gateway_extra,
-            hospital_extra,
-            &Clock::System,
-        )
-        .await
+        Self::spawn_in(&prefix, hospital_ids, gateway_extra, hospital_extra, &clock).await
     }
 
     /// [`Self::spawn_configured`] on a Redis prefix the test chose (to

@@ -349,6 +349,8 @@ async fn hold_without_writing(
         max_per_department: policy.max_per_person_per_department_per_day,
         patient_day_ttl_seconds: 3 * 86_400,
         kind: slot_inventory::booking::hold::HoldKind::Book,
+        // Not a lottery schedule: never recorded.
+        lottery_entry: "",
     };
     state.scripts.hold(&state.redis, &keys, &request).await.unwrap()
 }
@@ -529,6 +531,7 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
                 owner_app: None,
                 waitlist_entry,
                 offer: None,
+                draw_entry: None,
             };
             service::book(state, req, Uuid::new_v4().to_string().parse().unwrap()).await
         }

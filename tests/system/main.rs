@@ -25,6 +25,7 @@ mod gateway_openapi;
 mod gateway_payments;
 mod gateway_routing;
 mod gateway_search;
+mod lottery;
 mod patient_actions;
 mod patient_services;
 mod precise_appointment;

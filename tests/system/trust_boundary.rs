@@ -188,6 +188,7 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
             format!("/federation/v1/hospitals/tbh/precise-submissions/{segment}/decision"),
             &empty,
         ),
+        ("GET", format!("/v1/draw-entries/tbh-{segment}"), &empty),
         ("GET", "/fhir/Slot".into(), &empty),
         ("GET", "/fhir/Schedule".into(), &empty),
         ("GET", format!("/fhir/Slot/tbh-{segment}"), &empty),
@@ -204,6 +205,11 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
             &empty,
         ),
         ("GET", "/federation/v1/fhir/Schedule".into(), &empty),
+        (
+            "GET",
+            format!("/federation/v1/hospitals/tbh/schedules/{segment}/draw"),
+            &empty,
+        ),
         // The operators' relay wants a gateway-ops token, never a signature.
         ("GET", "/ops/v1/notifications/dead-letters".into(), &empty),
         ("GET", "/ops/v1/appeals".into(), &empty),
@@ -214,6 +220,11 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ),
         ("GET", "/ops/v1/hospitals/tbh/policy".into(), &empty),
         ("PUT", "/ops/v1/hospitals/tbh/policy".into(), &empty),
+        (
+            "GET",
+            format!("/ops/v1/hospitals/tbh/schedules/{segment}/draw"),
+            &empty,
+        ),
     ];
     let mut routes = routes;
     routes.extend(
@@ -336,6 +347,8 @@ fn hospital_routes(h: &str) -> Vec<(Method, String, serde_json::Value)> {
             serde_json::json!({ "patient_id": Uuid::new_v4(), "channel": "wechat" }),
         ),
         (Method::GET, format!("/v1/waitlist/{s}"), empty.clone()),
+        (Method::GET, format!("/v1/draw-entries/{b}"), empty.clone()),
+        (Method::GET, format!("/v1/schedules/{s}/draw"), empty.clone()),
         (
             Method::PUT,
             format!("/v1/segments/{s}/capacity"),

@@ -28,6 +28,9 @@
 //!   them): see [`crate::audit`].
 //! - `precise.submitted` / `decided` / `seated` (精准预约): see
 //!   [`crate::precise`].
+//! - `draw.drawn`: a lottery draw for the console's draws page
+//!   ([`crate::routes::draws`]); `draw.won`'s booking is counted by its
+//!   `booking.held` / `booking.confirmed`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
@@ -119,6 +122,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
     match event.event_type.as_str() {
         "booking.confirmed" => confirmed(client, event, day, &p).await?,
         "booking.held" => seat_taken(client, event.occurred_at, &hospital, &channel).await?,
+        "draw.drawn" => crate::routes::draws::record(client, event).await?,
         "booking.cancelled" => counter(Counter::Cancellations).await?,
         "booking.expired" => counter(Counter::Expiries).await?,
         "booking.checked_in" => {

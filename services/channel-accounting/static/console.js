@@ -7,7 +7,7 @@
 const REFRESH_MS = 10000;
 // The surge moves in seconds: poll it faster than the day's overview.
 const SURGE_REFRESH_MS = 2000;
-const PAGES = ["overview", "surge", "capacity", "precise", "audit", "appeals", "policy", "satisfaction", "dead-letters"];
+const PAGES = ["overview", "surge", "capacity", "precise", "audit", "appeals", "policy", "draws", "satisfaction", "dead-letters"];
 // The signed-in operator's role (and hospital), from /v1/operators/me.
 let role = null;
 let ownHospital = null;
@@ -118,7 +118,7 @@ function showPage() {
   document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, precise: loadPrecise, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, satisfaction: loadSatisfaction, "dead-letters": loadDeadLetters }[page];
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, precise: loadPrecise, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, draws: loadDraws, satisfaction: loadSatisfaction, "dead-letters": loadDeadLetters }[page];
   load();
   if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
   if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
@@ -541,9 +541,11 @@ async function decideAppeal(id, decision, reasonInput) {
 
 const POLICY_POOLS = ["wechat", "kiosk", "phone114", "window", "app", "referral", "clinic"];
 const POLICY_TIMES = ["release_time", "cancel_time", "pool_merge_time"];
+// Sent as chosen (a string), not as a number.
+const POLICY_CHOICES = ["release_mode"];
 const POLICY_NUMBERS = ["window_days", "cancel_days_before", "hold_minutes", "checkin_opens_minutes_before",
   "no_show_grace_minutes", "pool_merge_days_before", "max_per_person_per_day",
-  "max_per_person_per_department_per_day", "waitlist_capacity_request_threshold"];
+  "max_per_person_per_department_per_day", "waitlist_capacity_request_threshold", "lottery_window_seconds"];
 let policyHospital = null;
 
 // A city operator's hospitals are those the ledger knows; a hospital
@@ -574,7 +576,7 @@ async function loadPolicyHospitals() {
 
 function showPolicy(p) {
   const policy = p.policy;
-  for (const k of POLICY_TIMES.concat(POLICY_NUMBERS)) $("policy-" + k).value = policy[k];
+  for (const k of POLICY_TIMES.concat(POLICY_NUMBERS, POLICY_CHOICES)) $("policy-" + k).value = policy[k];
   for (const pool of POLICY_POOLS) $("policy-pool_shares." + pool).value = (policy.pool_shares || {})[pool] || 0;
   commonShare();
   $("policy-updated").textContent = "version " + p.version + " · changed " +
@@ -615,7 +617,7 @@ async function submitPolicy(event) {
   const form = $("policy-form");
   if (!policyHospital) return;
   const body = { pool_shares: {} };
-  for (const k of POLICY_TIMES) body[k] = $("policy-" + k).value;
+  for (const k of POLICY_TIMES.concat(POLICY_CHOICES)) body[k] = $("policy-" + k).value;
   for (const k of POLICY_NUMBERS) body[k] = typed($("policy-" + k).value);
   for (const pool of POLICY_POOLS) {
     const v = typed($("policy-pool_shares." + pool).value);
@@ -633,6 +635,50 @@ async function submitPolicy(event) {
     $("policy-result").textContent = "saved: version " + r.version + "; " + r.schedules_affected + " unreleased schedules take it";
   } catch (e) {
     refusedIn(form, "policy-error", e);
+  }
+}
+
+// ---- Lottery draws ----
+
+async function loadDraws() {
+  const form = $("draws-form");
+  try {
+    const r = await api("/v1/console/draws?" + formParams(form));
+    refusedIn(form, "draws-error", null);
+    const when = (iso) => new Date(iso).toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" });
+    $("draws-count").textContent = "(" + r.draws.length + ")";
+    $("draws-table").tBodies[0].replaceChildren(...r.draws.map((d) => {
+      const tr = row([d.hospital_id, d.schedule_id, num(d.entrants), num(d.seats), num(d.winners), when(d.drawn_at),
+        d.seed.slice(0, 16) + "…", ""], [2, 3, 4]);
+      tr.cells[6].title = d.seed;
+      const b = document.createElement("button");
+      b.type = "button"; b.textContent = "Record";
+      b.addEventListener("click", () => openDrawRecord(d));
+      tr.cells[7].appendChild(b);
+      return tr;
+    }));
+  } catch (e) {
+    refusedIn(form, "draws-error", e);
+  }
+}
+
+async function openDrawRecord(d) {
+  const panel = $("draw-record");
+  panel.hidden = false;
+  $("draw-record-title").textContent = "(" + d.hospital_id + " · " + d.schedule_id + ")";
+  $("draw-reproduced").textContent = "";
+  $("draw-record-json").textContent = "";
+  try {
+    const rec = await api(d.record);
+    const ok = rec.reproduction && rec.reproduction.reproduced;
+    $("draw-reproduced").textContent = ok
+      ? "Reproduced: the seed gives the stored order, and the outcomes follow it."
+      : "NOT reproduced: " + JSON.stringify(rec.reproduction);
+    $("draw-reproduced").className = ok ? "ok" : "error";
+    $("draw-record-json").textContent = JSON.stringify(rec, null, 2);
+  } catch (e) {
+    $("draw-reproduced").textContent = e.message;
+    $("draw-reproduced").className = "error";
   }
 }
 
@@ -796,6 +842,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("policy-form").addEventListener("input", commonShare);
   $("policy-reload").addEventListener("click", () => { if (policyHospital) loadPolicy(policyHospital); });
   $("appeals-form").addEventListener("submit", (e) => { e.preventDefault(); loadAppeals(); });
+  $("draws-form").addEventListener("submit", (e) => { e.preventDefault(); loadDraws(); });
   window.addEventListener("hashchange", () => { if (token()) showPage(); });
   if (token()) show();
 });

@@ -224,9 +224,13 @@ pub async fn book(
     // the hospital's own 503 (its lock or database briefly unavailable:
     // nothing was written). After a timeout the booking may have been
     // made, and a retry with the same Idempotency-Key reuses this
-    // reservation anyway. The in-flight mark goes either way.
+    // reservation anyway. A lottery entry (202) is no booking either: the
+    // day's limit was checked at entry, and the hospital's per-person
+    // rules are applied again by the draw. The in-flight mark goes either way.
     let refused = |r: &Forwarded| {
-        r.status.is_client_error() || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+        r.status.is_client_error()
+            || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+            || r.status == actix_web::http::StatusCode::ACCEPTED
     };
     state
         .limits
@@ -359,6 +363,65 @@ pub async fn authorize(
     let owns = facts.owner_app.as_deref() == Some(caller.app_id.as_str());
     if owns || presented == Some(facts.patient_id) {
         Ok(Some(answer))
+    } else {
+        Err(GatewayError::NotYourBooking)
+    }
+}
+
+/// What the owner's check reads of a record the hospital answered (a
+/// waitlist place, a lottery entry): whose it is and which app made it.
+#[derive(Deserialize)]
+struct RecordOwner {
+    patient_id: Uuid,
+    #[serde(default)]
+    owner_app: Option<String>,
+}
+
+/// Read a patient's record by id at its hospital (`upstream`, e.g.
+/// `/v1/waitlist/<uuid>`) for the app that made it, or for any app
+/// presenting the patient's own card in [`PATIENT_CARD_HEADER`] /
+/// [`PATIENT_ECARD_HEADER`]. Fails closed like [`authorize`]: unknown at
+/// the hospital or someone else's is `NOT_YOUR_BOOKING`, a hospital that
+/// cannot answer `HOSPITAL_UNAVAILABLE`.
+pub async fn read_as_owner(
+    state: &GatewayState,
+    caller: &Caller,
+    req: &HttpRequest,
+    hospital: &jyt_domain::HospitalId,
+    upstream: &str,
+    what: &str,
+) -> Result<Forwarded, GatewayError> {
+    // A card given is checked whoever calls: bad input is refused as such.
+    let presented = match patient_card_headers(req)? {
+        Some(card) => Some(
+            state
+                .patients
+                .resolve(card, Utc::now())
+                .await
+                .map_err(as_card_header)?,
+        ),
+        None => None,
+    };
+    let answer = state
+        .upstreams
+        .forward(hospital, reqwest::Method::GET, upstream, HeaderMap::new(), None)
+        .await?;
+    if answer.status.is_server_error() {
+        return Err(GatewayError::HospitalUnavailable {
+            hospital: hospital.to_string(),
+            reason: format!("answered {} for {what}", answer.status),
+        });
+    }
+    if !answer.status.is_success() {
+        // Unknown at the hospital: answered as anyone else's.
+        return Err(GatewayError::NotYourBooking);
+    }
+    let owner: RecordOwner = serde_json::from_slice(&answer.body).map_err(|e| {
+        GatewayError::Unexpected(anyhow::Error::new(e).context(format!("the hospital's {what}")))
+    })?;
+    let owns = owner.owner_app.as_deref() == Some(caller.app_id.as_str());
+    if owns || presented == Some(owner.patient_id) {
+        Ok(answer)
     } else {
         Err(GatewayError::NotYourBooking)
     }

@@ -115,9 +115,10 @@ return {'OK', '1'}
 
 /// After the hospital answered: drop the in-flight mark (if it is still
 /// this request's) and, with ARGV[2] = 1, give the day's reservation back.
-/// KEYS[1] in-flight, KEYS[2] the day's reservations; ARGV[1] request id.
+/// KEYS[1] in-flight (the day's reservations again when there is no mark:
+/// anti-scalping off), KEYS[2] the day's reservations; ARGV[1] request id.
 const LEAVE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if KEYS[1] ~= KEYS[2] and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if ARGV[2] == '1' then redis.call('HDEL', KEYS[2], ARGV[1]) end
 return 1
 ";

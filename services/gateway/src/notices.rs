@@ -10,6 +10,8 @@
 //! | `booking.refund_requested` | `prepaid_card`: nothing yet (card-issuing credits the card, then `card.refunded`); any other method: a `refund.instruction` to the owning app (amount, its payment reference) and, once it was delivered, `refund.issued` |
 //! | `card.refunded` (card-issuing, for a booking) | `refund.issued` |
 //! | `booking.completed` | `survey.invited` (the visit's satisfaction survey: its id, derived from the booking, its expiry 7 days after `detail.completed_at`, and the question set's version); nothing else |
+//! | `draw.won` (a lottery's draw gave the entry a hold) | `draw.won` now, with the booking: the app's only word of it (its `booking.held` is the app's own channel's, so not sent) |
+//! | `draw.lost` | `draw.lost` now, with the entry, the reason and the waitlist route to offer the patient |
 //!
 //! Every notice has an id of its own (`notice_id`, also `X-Event-Id`): the
 //! event's id for the event's own notice, `<kind>:<booking>` for the
@@ -205,6 +207,24 @@ pub fn plan(
                 id,
                 notice_type: REFUND_ISSUED.to_owned(),
                 due: now,
+                only_if: None,
+                then: None,
+            });
+        }
+        "draw.lost" => {
+            // No booking: the entry is the notice's subject.
+            plan.owner_bookings.clear();
+            plan.notices.push(Planned {
+                id: event_id.clone(),
+                notice_type: env.event_type.clone(),
+                due: now,
+                body: json!({
+                    "notice_id": event_id,
+                    "event_id": env.event_id,
+                    "event_type": env.event_type,
+                    "occurred_at": env.occurred_at,
+                    "entry": p,
+                }),
                 only_if: None,
                 then: None,
             });

@@ -85,6 +85,18 @@ pub enum SlotError {
     LockUnavailable(String),
     #[error("the booking database is unavailable: {0}")]
     DatabaseUnavailable(String),
+    /// Not a failure: the attempt fell in a lottery's window and became
+    /// (or answered) the patient's entry; answered `202 Accepted` with it.
+    #[error("entered in the draw of schedule {}", .0.schedule_id)]
+    LotteryEntered(Box<crate::lottery::entry::Entry>),
+    #[error(
+        "this schedule's lottery window closed at {0}; its draw is running, seats it leaves go on sale after it"
+    )]
+    DrawPending(DateTime<Utc>),
+    #[error("lottery entry {0} does not exist in this hospital")]
+    EntryNotFound(String),
+    #[error("schedule {0} has no draw yet")]
+    DrawNotFound(String),
     #[error("unexpected error: {0:#}")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -126,6 +138,10 @@ impl SlotError {
             SlotError::PreciseAlreadyDecided(_) => "PRECISE_ALREADY_DECIDED",
             SlotError::LockUnavailable(_) => "SLOT_LOCK_UNAVAILABLE",
             SlotError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
+            SlotError::LotteryEntered(_) => "LOTTERY_ENTERED",
+            SlotError::DrawPending(_) => "LOTTERY_DRAW_PENDING",
+            SlotError::EntryNotFound(_) => "ENTRY_NOT_FOUND",
+            SlotError::DrawNotFound(_) => "DRAW_NOT_FOUND",
             SlotError::Unexpected(_) => "INTERNAL_ERROR",
         }
     }
@@ -133,6 +149,7 @@ impl SlotError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             SlotError::RequestInProgress
+            | SlotError::DrawPending(_)
             | SlotError::LockUnavailable(_)
             | SlotError::DatabaseUnavailable(_) => Some(1),
             _ => None,
@@ -173,7 +190,10 @@ impl ResponseError for SlotError {
             | SlotError::ScheduleNotFound(_)
             | SlotError::DoctorNotFound(_)
             | SlotError::PreciseProfileNotFound(_)
-            | SlotError::PreciseSubmissionNotFound(_) => StatusCode::NOT_FOUND,
+            | SlotError::PreciseSubmissionNotFound(_)
+            | SlotError::EntryNotFound(_)
+            | SlotError::DrawNotFound(_) => StatusCode::NOT_FOUND,
+            SlotError::LotteryEntered(_) => StatusCode::ACCEPTED,
             SlotError::SeatsAvailable
             | SlotError::AlreadyWaitlisted
             | SlotError::WaitlistEntryGone
@@ -181,6 +201,7 @@ impl ResponseError for SlotError {
             | SlotError::PreciseAlreadySubmitted
             | SlotError::PreciseAlreadyDecided(_) => StatusCode::CONFLICT,
             SlotError::SlotSoldOut
+            | SlotError::DrawPending(_)
             | SlotError::AlreadyBooked(_)
             | SlotError::RequestInProgress
             | SlotError::IdempotencyKeyReused
@@ -213,6 +234,14 @@ impl ResponseError for SlotError {
         }
         let problem = match self {
             SlotError::Request(e) => return e.error_response(),
+            SlotError::LotteryEntered(entry) => {
+                return HttpResponse::Accepted()
+                    .insert_header(("Location", format!("/v1/draw-entries/{}", entry.entry_id)))
+                    .json(entry);
+            }
+            SlotError::DrawPending(at) => Problem::new(status, self.code(), "Lottery draw pending")
+                .detail(self.to_string())
+                .extension("draw_at", jyt_domain::time::local(*at).to_rfc3339()),
             // Internal details stay in the log, not in the answer.
             SlotError::Unexpected(_) => Problem::new(status, self.code(), "Internal error"),
             SlotError::LockUnavailable(_) => {

@@ -11,6 +11,7 @@
 //!   [`booking::service`] (hold → write → compensate), [`booking::queries`].
 //! - [`routes`]: HTTP handlers, one file per resource.
 //! - [`precise`]: 精准预约: experts' patient profiles, submissions, 加号 seats.
+//! - [`lottery`]: fair release by draw: entries, the seeded draw, its record.
 //! - [`fhir`]: the hospital's FHIR R4 API and SMART Scheduling Links feed.
 //! - [`error`]: [`SlotError`], every answer's machine code.
 //! - [`seed`]: a demo day of clinics.
@@ -20,6 +21,7 @@ pub mod booking_policy;
 pub mod error;
 pub mod federation;
 pub mod fhir;
+pub mod lottery;
 pub mod policy;
 pub mod precise;
 pub mod routes;

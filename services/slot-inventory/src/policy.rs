@@ -44,6 +44,17 @@ pub struct Policy {
     pub max_per_person_per_department_per_day: u32,
     /// A waitlist longer than this asks the hospital to add capacity.
     pub waitlist_capacity_request_threshold: u32,
+    /// How a published schedule is released when its publish does not say:
+    /// `first_come` or `lottery` (see `crate::lottery`).
+    #[serde(default)]
+    pub release_mode: crate::lottery::ReleaseMode,
+    /// A lottery's window when its publish does not say, 1 to 300 s.
+    #[serde(default = "default_lottery_window_seconds")]
+    pub lottery_window_seconds: u32,
+}
+
+fn default_lottery_window_seconds() -> u32 {
+    10
 }
 
 fn hh_mm<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
@@ -100,6 +111,12 @@ impl Policy {
             return Err(Invalid::new(
                 format!("{prefix}.pool_shares"),
                 "shares add up to more than 100",
+            ));
+        }
+        if !crate::lottery::WINDOW_SECONDS.contains(&self.lottery_window_seconds) {
+            return Err(Invalid::new(
+                format!("{prefix}.lottery_window_seconds"),
+                "must be between 1 and 300",
             ));
         }
         if self.max_per_person_per_day == 0 || self.max_per_person_per_department_per_day == 0 {
@@ -179,6 +196,8 @@ mod tests {
             max_per_person_per_day: 2,
             max_per_person_per_department_per_day: 1,
             waitlist_capacity_request_threshold: 10,
+            release_mode: crate::lottery::ReleaseMode::FirstCome,
+            lottery_window_seconds: 10,
         }
     }
 
@@ -201,6 +220,32 @@ mod tests {
         assert_eq!(get("referral"), 0);
         assert_eq!(get("common"), 3);
         assert_eq!(split.iter().map(|(_, n)| n).sum::<i32>(), 7);
+    }
+
+    #[test]
+    fn a_lottery_window_outside_1_to_300_seconds_is_refused_naming_the_key() {
+        for bad in [0, 301] {
+            let mut p = policy();
+            p.lottery_window_seconds = bad;
+            assert_eq!(
+                p.validate("policy").unwrap_err().key,
+                "policy.lottery_window_seconds"
+            );
+        }
+        let mut p = policy();
+        p.lottery_window_seconds = 300;
+        assert!(p.validate("policy").is_ok());
+    }
+
+    #[test]
+    fn a_policy_stored_before_lotteries_reads_as_first_come() {
+        let mut stored = serde_json::to_value(policy()).unwrap();
+        let fields = stored.as_object_mut().unwrap();
+        fields.remove("release_mode");
+        fields.remove("lottery_window_seconds");
+        let read: Policy = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.release_mode, crate::lottery::ReleaseMode::FirstCome);
+        assert_eq!(read.lottery_window_seconds, 10);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod capacity_requests;
 pub mod console;
+pub mod draws;
 pub mod operations;
 pub mod operators;
 pub mod precise;
@@ -30,6 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(precise::figures)
         .service(surge::surge)
         .service(satisfaction::satisfaction)
+        .service(draws::list)
+        .service(draws::draw_record)
         .service(operations::schedules)
         .service(operations::set_capacity)
         .service(operations::policy)

@@ -27,7 +27,7 @@ use crate::relay::Relay;
 pub struct RelayHandle(pub Option<Relay>);
 
 impl RelayHandle {
-    fn get(&self) -> Result<&Relay, AccountingError> {
+    pub(crate) fn get(&self) -> Result<&Relay, AccountingError> {
         self.0.as_ref().ok_or_else(|| {
             AccountingError::RelayUnavailable("no gateway relay is configured (gateway.url)".to_owned())
         })
@@ -37,7 +37,7 @@ impl RelayHandle {
 /// The most seats one segment can have (slot-inventory's own limit).
 pub const MAX_SEGMENT_CAPACITY: i64 = 10_000;
 
-fn own_hospital(operator: &Operator, raw: &str) -> Result<String, AccountingError> {
+pub(crate) fn own_hospital(operator: &Operator, raw: &str) -> Result<String, AccountingError> {
     let valid = !raw.is_empty()
         && raw.len() <= 20
         && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());

@@ -48,11 +48,12 @@ pub struct BookRequest {
     params(("Idempotency-Key" = String, Header, description = "Same key, same answer; required")),
     responses(
         (status = 201, description = "Booked (or held until paid); the hospital's booking", body = serde_json::Value),
+        (status = 202, description = "A lottery schedule in its window: the patient's draw entry (`entry_id`, `schedule_id`, `draw_at`), the same one however often they press; the outcome comes as a `draw.won` or `draw.lost` notice and from `GET /v1/draw-entries/{entry_id}`", body = serde_json::Value),
         (status = 400, description = "MALFORMED_JSON, INVALID_FIELD, MISSING_HEADER, ECARD_INVALID, ECARD_EXPIRED", body = crate::openapi::ProblemDoc),
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
         (status = 403, description = "PATIENT_BARRED (with barred_until), NOT_FAMILY_MEMBER, CARD_UNUSABLE", body = crate::openapi::ProblemDoc),
         (status = 404, description = "HOSPITAL_NOT_FOUND, SLOT_NOT_FOUND, CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
-        (status = 409, description = "SLOT_SOLD_OUT, ALREADY_BOOKED, IDEMPOTENCY_KEY_REUSED, DAILY_LIMIT_REACHED", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "SLOT_SOLD_OUT, ALREADY_BOOKED, IDEMPOTENCY_KEY_REUSED, DAILY_LIMIT_REACHED, LOTTERY_DRAW_PENDING (a lottery's window closed and its draw is running; with draw_at and Retry-After)", body = crate::openapi::ProblemDoc),
         (status = 413, description = "BODY_TOO_LARGE", body = crate::openapi::ProblemDoc),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = crate::openapi::ProblemDoc),
         (status = 429, description = "RATE_LIMITED, with Retry-After", body = crate::openapi::ProblemDoc),

@@ -3,6 +3,7 @@
 pub mod availability;
 pub mod bookings;
 pub mod cards;
+pub mod draws;
 pub mod family;
 pub mod federation;
 pub mod hospitals;
@@ -36,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(ops::set_capacity)
         .service(ops::policy)
         .service(ops::set_policy)
+        .service(ops::draw)
         .service(ops::appeals)
         .service(ops::decide_appeal)
         // The public FHIR reads (capability statement, SMART bulk feed)
@@ -70,6 +72,7 @@ fn configure_channel(cfg: &mut web::ServiceConfig) {
         .service(precise::profile)
         .service(precise::submit)
         .service(precise::get)
+        .service(draws::entry)
         .service(patient_actions::check_in)
         .service(hospitals::list)
         .service(hospitals::schedules)
@@ -107,6 +110,7 @@ fn configure_federation(cfg: &mut web::ServiceConfig) {
         .service(federation::visit_step)
         .service(federation::feed)
         .service(federation::satisfaction)
+        .service(draws::federation_record)
         .service(federation::follow_up)
         .service(federation::put_precise_profile)
         .service(federation::precise_submissions)

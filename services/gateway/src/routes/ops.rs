@@ -211,6 +211,28 @@ pub async fn set_capacity(
     Ok(answer.into_response())
 }
 
+/// A schedule's lottery draw record (for the console's draws page).
+#[utoipa::path(
+    get, path = "/ops/v1/hospitals/{hospital_id}/schedules/{schedule_id}/draw", tag = "operations",
+    params(("hospital_id" = String, Path, description = "The hospital"), ("schedule_id" = String, Path, description = "The schedule's UUID")),
+    responses(
+        (status = 200, description = "The draw record with the hospital's reproduction check", body = serde_json::Value),
+        (status = 401, description = "OPERATOR_UNAUTHORIZED", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "HOSPITAL_FORBIDDEN: another hospital's operator", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "DRAW_NOT_FOUND", body = crate::openapi::ProblemDoc),
+    ),
+    security(("internal_token" = []))
+)]
+#[get("/ops/v1/hospitals/{hospital_id}/schedules/{schedule_id}/draw")]
+pub async fn draw(
+    state: web::Data<GatewayState>,
+    operator: OpsOperator,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, GatewayError> {
+    let hospital = operator.hospital(&path.0)?;
+    crate::routes::draws::record(&state, &hospital, &path.1).await
+}
+
 /// A hospital's booking policy (release time, window, pool shares, limits)
 /// with its version and who changed it last.
 #[utoipa::path(

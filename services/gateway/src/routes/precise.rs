@@ -255,19 +255,15 @@ pub async fn get(
         .into_inner()
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("submission_id", e.to_string()))?;
-    let (presented, body) = super::waitlist::read_patients(
+    state.upstreams.route(&submission.hospital)?;
+    let answer = crate::booking::read_as_owner(
         &state,
+        &caller,
         &req,
         &submission.hospital,
         &format!("/v1/precise-submissions/{}", submission.id),
         "a precise submission",
     )
     .await?;
-    let s = channel_view(&submission.hospital, &body)?;
-    let patient = s["patient_id"].as_str().and_then(|p| Uuid::parse_str(p).ok());
-    if super::waitlist::readable_by(&caller, presented, s["owner_app"].as_str(), patient) {
-        Ok(HttpResponse::Ok().json(s))
-    } else {
-        Err(GatewayError::NotYourBooking)
-    }
+    Ok(HttpResponse::Ok().json(channel_view(&submission.hospital, &answer.body)?))
 }

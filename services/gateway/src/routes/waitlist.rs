@@ -6,15 +6,13 @@
 //! entry by its id alone; another app needs the patient's own card.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use chrono::Utc;
 use jyt_domain::{BookingRef, HospitalId};
 use jyt_web::RequestError;
-use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::booking::{as_card_header, patient_card_headers};
+use crate::booking::read_as_owner;
 use crate::error::GatewayError;
 use crate::state::{Caller, GatewayState};
 use crate::upstream::Forwarded;
@@ -119,73 +117,15 @@ pub async fn get(
         .into_inner()
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("entry_id", e.to_string()))?;
-    let (presented, body) = read_patients(
+    state.upstreams.route(&entry.hospital)?;
+    let answer = read_as_owner(
         &state,
+        &caller,
         &req,
         &entry.hospital,
         &format!("/v1/waitlist/{}", entry.id),
         "a waitlist entry",
     )
     .await?;
-    let place = view(&entry.hospital, &body)?;
-    if readable_by(
-        &caller,
-        presented,
-        place.owner_app.as_deref(),
-        Some(place.patient_id),
-    ) {
-        Ok(HttpResponse::Ok().json(place))
-    } else {
-        Err(GatewayError::NotYourBooking)
-    }
-}
-
-/// Read something a hospital keeps about one patient (a waitlist entry, a
-/// precise submission) at `path`: the patient a card header presents, if
-/// one does (checked whoever calls: bad input is refused as such), and the
-/// hospital's answer. Unknown at the hospital is `NOT_YOUR_BOOKING`, as
-/// anyone else's would be: a refusal never tells which.
-pub async fn read_patients(
-    state: &GatewayState,
-    req: &HttpRequest,
-    hospital: &HospitalId,
-    path: &str,
-    what: &str,
-) -> Result<(Option<Uuid>, actix_web::web::Bytes), GatewayError> {
-    state.upstreams.route(hospital)?;
-    let presented = match patient_card_headers(req)? {
-        Some(card) => Some(
-            state
-                .patients
-                .resolve(card, Utc::now())
-                .await
-                .map_err(as_card_header)?,
-        ),
-        None => None,
-    };
-    let answer = state
-        .upstreams
-        .forward(hospital, reqwest::Method::GET, path, HeaderMap::new(), None)
-        .await?;
-    if answer.status.is_server_error() {
-        return Err(GatewayError::HospitalUnavailable {
-            hospital: hospital.to_string(),
-            reason: format!("answered {} for {what}", answer.status),
-        });
-    }
-    if !answer.status.is_success() {
-        return Err(GatewayError::NotYourBooking);
-    }
-    Ok((presented, answer.body))
-}
-
-/// Only the app that made it reads it by its id alone; another app needs
-/// the patient's own card.
-pub fn readable_by(
-    caller: &Caller,
-    presented: Option<Uuid>,
-    owner_app: Option<&str>,
-    patient: Option<Uuid>,
-) -> bool {
-    owner_app == Some(caller.app_id.as_str()) || (presented.is_some() && presented == patient)
+    Ok(HttpResponse::Ok().json(view(&entry.hospital, &answer.body)?))
 }

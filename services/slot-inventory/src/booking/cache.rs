@@ -295,6 +295,11 @@ async fn load_segment_now(state: &AppState, segment: Uuid) -> Result<bool, SlotE
         ("merge_at", merge_at.timestamp().to_string()),
         ("open", if st.open { "1" } else { "0" }.to_owned()),
         ("capacity", st.capacity.to_string()),
+        ("lottery", if st.lottery_pending { "1" } else { "0" }.to_owned()),
+        (
+            "lottery_until",
+            st.lottery_closes_at.timestamp().max(0).to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -24,6 +24,9 @@ pub enum EventKind {
     Offered,
     /// The visit is over (reported by the hospital).
     Completed,
+    /// A lottery entry won this hold in the draw: the winner's app is told
+    /// by this event (once), not by `booking.held`, which it does not hear of.
+    DrawWon,
 }
 
 impl EventKind {
@@ -40,6 +43,7 @@ impl EventKind {
             EventKind::Promoted => "booking.promoted",
             EventKind::Offered => "booking.offered",
             EventKind::Completed => "booking.completed",
+            EventKind::DrawWon => "draw.won",
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct SegmentKeys {
     pub seats_channel: String,
     /// `<hospital>-<segment>`: the segment's public slot id.
     pub slot: String,
+    /// The schedule's lottery entries (patient → entry JSON).
+    pub lottery_entries: String,
 }
 
 impl HospitalKeys {
@@ -69,7 +71,13 @@ impl HospitalKeys {
             segment: seg,
             seats_channel: self.seats_channel(),
             slot: format!("{}-{}", self.hospital, seg.hyphenated()),
+            lottery_entries: self.lottery_entries(info.schedule_id),
         }
+    }
+
+    /// A lottery schedule's entries in its window (patient → entry JSON).
+    pub fn lottery_entries(&self, schedule: Uuid) -> String {
+        self.key(&format!("sch:{schedule}:lottery"))
     }
 
     /// The city's pub/sub channel of sold-out and freed segments, read by
@@ -129,16 +137,36 @@ impl HospitalKeys {
 /// What the hold script decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldOutcome {
-    Held { seat: i32, pool: String, visit_no: i32 },
+    Held {
+        seat: i32,
+        pool: String,
+        visit_no: i32,
+    },
     SoldOut,
     NotLoaded,
-    NotYetReleased { release_at: i64 },
+    NotYetReleased {
+        release_at: i64,
+    },
     ScheduleStopped,
-    AlreadyBooked { booking_id: Uuid },
+    AlreadyBooked {
+        booking_id: Uuid,
+    },
     SameSchedule,
     DepartmentLimit,
     DailyLimit,
-    Replay { booking_id: Uuid },
+    Replay {
+        booking_id: Uuid,
+    },
+    /// A lottery's window: the patient's entry (JSON), `new` on the first press.
+    Entered {
+        entry: String,
+        new: bool,
+        closes_at: i64,
+    },
+    /// A lottery's window has closed and its draw is not done.
+    DrawPending {
+        closes_at: i64,
+    },
 }
 
 /// Where a released seat goes.
@@ -174,6 +202,8 @@ pub struct HoldRequest<'a> {
     pub patient_day_ttl_seconds: i64,
     /// Which seats the attempt may take.
     pub kind: HoldKind,
+    /// The entry (JSON) recorded if the attempt falls in a lottery's window.
+    pub lottery_entry: &'a str,
 }
 
 /// What a hold attempt is: it decides which pools and which seats (on
@@ -189,6 +219,9 @@ pub enum HoldKind {
     Promote,
     /// A priority hold after 停诊: seats on offer of any pool, any time.
     Offer,
+    /// A lottery winner's hold, given by the draw: as `Book`, but past the
+    /// lottery's gate.
+    Draw,
 }
 
 impl HoldKind {
@@ -197,6 +230,7 @@ impl HoldKind {
             HoldKind::Book => "book",
             HoldKind::Promote => "promote",
             HoldKind::Offer => "offer",
+            HoldKind::Draw => "draw",
         }
     }
 }
@@ -360,6 +394,7 @@ impl HoldScripts {
             .key(&keys.visit_numbers)
             .key(&keys.availability)
             .key(&keys.availability_shares)
+            .key(&keys.lottery_entries)
             .arg(r.patient.to_string())
             .arg(r.booking_id.to_string())
             .arg(r.idempotency_ttl_seconds)
@@ -373,6 +408,7 @@ impl HoldScripts {
             .arg(r.kind.as_str())
             .arg(&keys.seats_channel)
             .arg(&keys.slot)
+            .arg(r.lottery_entry)
             .invoke_async(&mut conn)
             .await?;
         Ok(parse_outcome(&reply))
@@ -525,6 +561,14 @@ fn parse_outcome(reply: &[String]) -> HoldOutcome {
         "ALREADY_BOOKED" => booking_at(1).map_or(HoldOutcome::NotLoaded, |booking_id| {
             HoldOutcome::AlreadyBooked { booking_id }
         }),
+        "ENTERED" => HoldOutcome::Entered {
+            entry: at(1).to_owned(),
+            new: at(2) == "1",
+            closes_at: at(3).parse().unwrap_or(0),
+        },
+        "DRAW_PENDING" => HoldOutcome::DrawPending {
+            closes_at: at(1).parse().unwrap_or(0),
+        },
         "REPLAY" => booking_at(1).map_or(HoldOutcome::NotLoaded, |booking_id| HoldOutcome::Replay {
             booking_id,
         }),

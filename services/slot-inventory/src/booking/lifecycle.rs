@@ -410,6 +410,11 @@ pub async fn run_sweepers(state: AppState) {
         if let Err(e) = mark_no_shows(&state).await {
             tracing::warn!(error = %e, "no-show sweep failed");
         }
+        // A lottery whose window closed is drawn before anything else
+        // may take its seats.
+        if let Err(e) = crate::lottery::draw::draw_due(&state).await {
+            tracing::warn!(error = %e, "lottery draw failed; tried again next tick");
+        }
         if let Err(e) = super::waitlist::promote_all(&state).await {
             tracing::warn!(error = %e, "waitlist promotion sweep failed");
         }

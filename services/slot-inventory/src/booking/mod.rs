@@ -48,6 +48,10 @@ pub struct BookRequest {
     /// clinic.
     #[serde(skip)]
     pub offer: Option<OfferOf>,
+    /// Set (never by a client) when a lottery's draw gives this entry its
+    /// hold ([`crate::lottery::draw`]).
+    #[serde(skip)]
+    pub draw_entry: Option<Uuid>,
 }
 
 /// A priority hold offered after 停诊, in place of a stopped booking (or

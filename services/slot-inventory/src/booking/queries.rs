@@ -277,6 +277,10 @@ pub struct SegmentState {
     /// Patients waiting for a seat of the schedule: in its own line, and
     /// for a session published for the waitlist, in the lines it serves.
     pub waiting: i64,
+    /// A lottery schedule not drawn yet: first-come attempts are entries
+    /// until `lottery_closes_at`, then refused until the draw is done.
+    pub lottery_pending: bool,
+    pub lottery_closes_at: DateTime<Utc>,
 }
 
 pub async fn segment_state<C: GenericClient>(
@@ -290,7 +294,10 @@ pub async fn segment_state<C: GenericClient>(
                         (SELECT coalesce(max(visit_no), 0) FROM bookings b WHERE b.schedule_id = sch.id),
                         (SELECT count(*) FROM schedules y {SERVED_LINES}
                            JOIN waitlist_entries w ON w.schedule_id = x.id AND w.status = 'waiting'
-                          WHERE y.id = sch.id)
+                          WHERE y.id = sch.id),
+                        sch.release_mode = 'lottery' AND NOT EXISTS
+                            (SELECT 1 FROM lottery_draws d WHERE d.schedule_id = sch.id AND d.status = 'drawn'),
+                        sch.release_at + make_interval(secs => coalesce(sch.lottery_window_seconds, 0))
                    FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
                   WHERE seg.id = $1"
             ),
@@ -319,6 +326,8 @@ pub async fn segment_state<C: GenericClient>(
         live,
         highest_visit_no: row.get(3),
         waiting: row.get(4),
+        lottery_pending: row.get(5),
+        lottery_closes_at: row.get(6),
     }))
 }
 

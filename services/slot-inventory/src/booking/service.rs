@@ -65,11 +65,25 @@ pub async fn book_with_postgres_lock(
     result
 }
 
+/// The hold a lottery's draw gives an entrant (`req.draw_entry` set): the
+/// normal path (per-person rules, channel pools, the PostgreSQL write with
+/// its events), past the lottery's gate in `hold.lua`. The key is the
+/// entry's own, so a draw that is run again answers the same booking.
+pub(crate) async fn hold_for_draw(
+    state: &AppState,
+    req: &BookRequest,
+    key: &IdempotencyKey,
+) -> Result<BookOutcome, SlotError> {
+    let result = book_checked(state, req, key).await;
+    record(state, req, &result);
+    result
+}
+
 /// Count the attempt: per channel, and in the release tally unless it was
 /// the platform's own (a promotion or an offer).
 fn record(state: &AppState, req: &BookRequest, result: &Result<BookOutcome, SlotError>) {
     state.metrics.record(req.channel, result);
-    if req.waitlist_entry.is_none() && req.offer.is_none() {
+    if req.waitlist_entry.is_none() && req.offer.is_none() && req.draw_entry.is_none() {
         state.tally.record(req.channel, state.clock.now(), result);
     }
 }
@@ -136,6 +150,7 @@ async fn try_book(
     let booking_id = Uuid::now_v7();
     let now = state.clock.now();
     let policy = state.policy.get();
+    let lottery_entry = crate::lottery::entry::EntryRecord::from_request(req, now).to_json();
     let hold_request = HoldRequest {
         patient: req.patient_id,
         booking_id,
@@ -151,9 +166,12 @@ async fn try_book(
             HoldKind::Promote
         } else if req.offer.is_some() {
             HoldKind::Offer
+        } else if req.draw_entry.is_some() {
+            HoldKind::Draw
         } else {
             HoldKind::Book
         },
+        lottery_entry: &lottery_entry,
     };
 
     let started = std::time::Instant::now();
@@ -201,6 +219,17 @@ async fn try_book(
         HoldOutcome::SameSchedule => Err(SlotError::ScheduleAlreadyBooked),
         HoldOutcome::DepartmentLimit => Err(SlotError::DepartmentDailyLimit),
         HoldOutcome::DailyLimit => Err(SlotError::DailyLimit),
+        HoldOutcome::Entered {
+            entry,
+            new,
+            closes_at,
+        } => match crate::lottery::entry::record(state, req, info, &entry, new, closes_at).await {
+            Ok(entry) => Err(SlotError::LotteryEntered(Box::new(entry))),
+            Err(e) => Err(e),
+        },
+        HoldOutcome::DrawPending { closes_at } => Err(SlotError::DrawPending(
+            Utc.timestamp_opt(closes_at, 0).single().unwrap_or(now),
+        )),
         HoldOutcome::Replay { booking_id } => replay(state, req, key, booking_id).await,
         HoldOutcome::AlreadyBooked { booking_id } => already_booked(state, req, key, booking_id).await,
         HoldOutcome::Held { seat, pool, visit_no } => {
@@ -386,7 +415,7 @@ async fn write_booking(
     key: &IdempotencyKey,
     won: &Won,
 ) -> Result<Option<StoredBooking>, WriteError> {
-    if req.waitlist_entry.is_some() || req.offer.is_some() {
+    if req.waitlist_entry.is_some() || req.offer.is_some() || req.draw_entry.is_some() {
         return write_booking_in_steps(state, req, key, won).await;
     }
     let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
@@ -498,6 +527,15 @@ async fn write_booking_in_steps(
         if kind == EventKind::Confirmed {
             events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
         }
+    } else if let Some(entry) = req.draw_entry {
+        events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
+        events::append(
+            &tx,
+            EventKind::DrawWon,
+            &stored.booking,
+            serde_json::json!({ "entry_id": crate::lottery::entry_ref(&state.hospital, entry) }),
+        )
+        .await?;
     } else {
         events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
     }

@@ -454,6 +454,7 @@ async fn serve(state: &AppState, waiter: &queries::Waiter, segments: &[Uuid]) ->
             owner_app: waiter.owner_app.clone(),
             waitlist_entry: Some(waiter.entry),
             offer: None,
+            draw_entry: None,
         };
         match service::book(state.clone(), req, key.clone()).await {
             Ok(outcome) => return Ok(!outcome.replayed),

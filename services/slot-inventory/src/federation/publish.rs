@@ -13,6 +13,7 @@ use crate::booking::cache::reload_segment;
 use crate::booking::queries::RELEASED_STATUSES;
 use crate::booking::waitlist;
 use crate::error::SlotError;
+use crate::lottery::{ReleaseMode, WINDOW_SECONDS};
 use crate::schedule::capacity::MAX_SEGMENT_CAPACITY;
 use crate::schedule::queries::upsert_schedule;
 use crate::schedule::{ClinicLevel, NewDepartment, NewDoctor, NewSchedule, NewSegment, Session};
@@ -44,6 +45,14 @@ pub struct PublishedSchedule {
     /// the lines of the doctor's other sessions that day.
     #[serde(default)]
     pub for_waitlist: bool,
+    /// `first_come` or `lottery`; the stored policy's `release_mode` when
+    /// absent. Changing it once patients have booked or entered is refused.
+    #[serde(default)]
+    pub release_mode: Option<ReleaseMode>,
+    /// A lottery's window after the release instant, 1 to 300 s; the
+    /// policy's `lottery_window_seconds` when absent.
+    #[serde(default)]
+    pub lottery_window_seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +117,20 @@ fn validate(req: &PublishRequest) -> Result<(), SlotError> {
         text(at("doctor.title"), &s.doctor.title, 100)?;
         if !(0..=10_000_000).contains(&s.fee_fen) {
             return Err(RequestError::invalid(at("fee_fen"), "must be between 0 and 10000000 fen").into());
+        }
+        if let Some(window) = s.lottery_window_seconds
+            && !WINDOW_SECONDS.contains(&window)
+        {
+            return Err(
+                RequestError::invalid(at("lottery_window_seconds"), "must be between 1 and 300").into(),
+            );
+        }
+        if s.lottery_window_seconds.is_some() && s.release_mode == Some(ReleaseMode::FirstCome) {
+            return Err(RequestError::invalid(
+                at("lottery_window_seconds"),
+                "only a lottery schedule has a window",
+            )
+            .into());
         }
         if s.segments.is_empty() || s.segments.len() > 96 {
             return Err(RequestError::invalid(at("segments"), "must hold 1 to 96 segments").into());
@@ -211,6 +234,7 @@ pub async fn publish_by(
             &[&stored.schedule_id, &s.for_waitlist],
         )
         .await?;
+        set_release_mode(&tx, i, s, stored.schedule_id, &state.policy.get()).await?;
         if s.for_waitlist {
             session_added(&tx, state, stored.schedule_id, actor).await?;
         }
@@ -280,6 +304,52 @@ async fn session_added(
             "waiting": waiting,
             "actor": actor,
         }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The schedule's release mode and lottery window: as published, else the
+/// policy's. Refused once patients have booked or entered (a change then
+/// would rewrite the rules they played by).
+async fn set_release_mode(
+    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+    i: usize,
+    s: &PublishedSchedule,
+    schedule: Uuid,
+    policy: &crate::policy::Policy,
+) -> Result<(), SlotError> {
+    let mode = s.release_mode.unwrap_or(policy.release_mode);
+    let window = match mode {
+        ReleaseMode::FirstCome => None,
+        ReleaseMode::Lottery => Some(
+            i32::try_from(s.lottery_window_seconds.unwrap_or(policy.lottery_window_seconds)).unwrap_or(10),
+        ),
+    };
+    let row = tx
+        .query_one(
+            "SELECT release_mode, lottery_window_seconds,
+                    EXISTS (SELECT 1 FROM bookings b WHERE b.schedule_id = s.id)
+                    OR EXISTS (SELECT 1 FROM lottery_entries e WHERE e.schedule_id = s.id)
+                    OR EXISTS (SELECT 1 FROM lottery_draws d WHERE d.schedule_id = s.id)
+               FROM schedules s WHERE s.id = $1",
+            &[&schedule],
+        )
+        .await?;
+    let (was_mode, was_window, taken): (String, Option<i32>, bool) = (row.get(0), row.get(1), row.get(2));
+    if was_mode == mode.as_str() && was_window == window {
+        return Ok(());
+    }
+    if taken {
+        return Err(RequestError::invalid(
+            format!("schedules[{i}].release_mode"),
+            "the schedule has bookings or lottery entries; its release mode and lottery window can no longer change",
+        )
+        .into());
+    }
+    tx.execute(
+        "UPDATE schedules SET release_mode = $2, lottery_window_seconds = $3 WHERE id = $1",
+        &[&schedule, &mode.as_str(), &window],
     )
     .await?;
     Ok(())

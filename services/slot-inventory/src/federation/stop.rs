@@ -396,6 +396,7 @@ async fn offer(
             owner_app: owner_app.clone(),
             waitlist_entry: None,
             offer: Some(OfferOf { replaces }),
+            draw_entry: None,
         };
         match service::book(state.clone(), req, idempotency.clone()).await {
             Ok(o) => return Ok(Some(o.booking.booking_id)),

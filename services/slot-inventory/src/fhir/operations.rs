@@ -110,6 +110,7 @@ pub async fn hold(
         owner_app,
         waitlist_entry: None,
         offer: None,
+        draw_entry: None,
     };
     let state = state.clone();
     let task = tokio::spawn(tracing::Instrument::in_current_span(async move {

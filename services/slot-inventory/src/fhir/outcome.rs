@@ -71,9 +71,12 @@ fn issue_type(e: &SlotError) -> &'static str {
         | SlotError::ScheduleNotFound(_)
         | SlotError::DoctorNotFound(_)
         | SlotError::PreciseProfileNotFound(_)
-        | SlotError::PreciseSubmissionNotFound(_) => "not-found",
+        | SlotError::PreciseSubmissionNotFound(_)
+        | SlotError::EntryNotFound(_)
+        | SlotError::DrawNotFound(_) => "not-found",
         SlotError::PreciseAlreadySubmitted | SlotError::PreciseAlreadyDecided(_) => "conflict",
         SlotError::ClinicNotSoldOut(_) => "business-rule",
+        SlotError::LotteryEntered(_) => "informational",
         SlotError::SlotSoldOut
         | SlotError::AlreadyBooked(_)
         | SlotError::AlreadyConfirmed
@@ -93,6 +96,7 @@ fn issue_type(e: &SlotError) -> &'static str {
         | SlotError::NotCompletable(_)
         | SlotError::CheckInClosed { .. }
         | SlotError::SeatsAvailable
+        | SlotError::DrawPending(_)
         | SlotError::WaitlistEntryGone => "business-rule",
         SlotError::WrongPickupCode { .. } | SlotError::PickupLocked => "forbidden",
         SlotError::LockUnavailable(_) | SlotError::DatabaseUnavailable(_) => "transient",
@@ -126,6 +130,10 @@ impl ResponseError for FhirError {
         // The service's own answer: it logs server errors and knows which
         // ones carry `Retry-After`.
         let problem = self.0.error_response();
+        if matches!(self.0, SlotError::LotteryEntered(_)) {
+            // Not an error: the lottery entry itself, as `/v1/bookings` answers it.
+            return problem;
+        }
         let expression = match &self.0 {
             SlotError::Request(RequestError::InvalidField { field, .. }) => Some(field.as_str()),
             SlotError::Request(RequestError::MissingHeader { header }) => Some(*header),

@@ -110,6 +110,7 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
         owner_app: matched.owner_app.clone(),
         waitlist_entry: None,
         offer: None,
+        draw_entry: None,
     };
     pg_lock::check_person_rules(&tx, state, &request, &info).await?;
     let pools: Vec<String> = tx

@@ -1,6 +1,7 @@
 //! HTTP routes; each file holds one resource's handlers.
 
 pub mod bookings;
+pub mod draws;
 pub mod federation;
 pub mod patients;
 pub mod policy;
@@ -58,6 +59,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, lock: LockKind) {
         .service(bookings::confirm)
         .service(bookings::cancel)
         .service(bookings::check_in)
+        .service(draws::get_entry)
+        .service(draws::get_draw)
         .service(patients::bookings)
         .service(patients::no_show_cause)
         .service(policy::get)

@@ -38,6 +38,7 @@ async fn row_locks_alone_sell_each_seat_once_and_keep_the_rules() {
                 owner_app: None,
                 waitlist_entry: None,
                 offer: None,
+                draw_entry: None,
             };
             slot_inventory::booking::service::book_with_postgres_lock(
                 state,

@@ -183,6 +183,7 @@ async fn the_feed_returns_every_change_exactly_once_across_pages_even_with_concu
                         owner_app: None,
                         waitlist_entry: None,
                         offer: None,
+                        draw_entry: None,
                     };
                     slot_inventory::booking::service::book(state, req, format!("f{i}").parse().unwrap())
                         .await

@@ -199,6 +199,7 @@ impl FhirApp {
             owner_app: None,
             waitlist_entry: None,
             offer: None,
+            draw_entry: None,
         };
         service::book(
             self.state.clone(),

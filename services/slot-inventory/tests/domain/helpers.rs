@@ -106,6 +106,7 @@ impl Hospital {
             owner_app: None,
             waitlist_entry: None,
             offer: None,
+            draw_entry: None,
         };
         service::book(
             self.state.clone(),

@@ -12,13 +12,22 @@
 -- KEYS[7] the schedule's visit-number counter
 -- KEYS[8] availability summary of the date (hash: "<dept>|<level>" -> n)
 -- KEYS[9] each segment's share of that summary (hash: segment -> n)
+-- KEYS[10] the schedule's lottery entries (hash: patient -> entry JSON)
 -- ARGV[1] patient, ARGV[2] new booking id, ARGV[3] idempotency TTL (s),
 -- ARGV[4] now (unix s), ARGV[5] channel, ARGV[6] max bookings per day,
 -- ARGV[7] max per department per day, ARGV[8] TTL of the patient's day (s),
 -- ARGV[9] summary field, ARGV[10] segment id, ARGV[11] what the attempt
 -- is: "book" (a patient's own), "promote" (a waitlisted patient handed a
 -- seat), "offer" (a priority hold after 停诊), ARGV[12] the city's seats
--- channel (pub/sub), ARGV[13] the segment's public slot id
+-- channel (pub/sub), ARGV[13] the segment's public slot id, ARGV[14] the
+-- entry (JSON) recorded if this is a "book" attempt in a lottery's window
+--
+-- A lottery schedule not drawn yet (meta `lottery` = 1) takes no
+-- first-come hold: in its window (until `lottery_until`) a "book" attempt
+-- that passes the per-person rules records the patient's entry, once
+-- (a second press answers the first entry); after the window it is refused
+-- until the draw is done (the draw reloads the segment with `lottery` = 0).
+-- The draw's own attempts ("draw") take seats as "book" would.
 --
 -- When the segment has no seat left at all (its free list is empty),
 -- "sold|<slot>" is published on the seats channel, so the gateways answer
@@ -46,11 +55,14 @@
 --   {"SCHEDULE_STOPPED"} {"ALREADY_BOOKED", holder}  {"SAME_SCHEDULE"}
 --   {"DEPARTMENT_LIMIT"} {"DAILY_LIMIT"} {"SOLD_OUT"}
 --   {"HELD", seat, pool, visit number}
+--   {"ENTERED", entry JSON, 1 new | 0 already entered, lottery_until}
+--   {"DRAW_PENDING", lottery_until}
 local prior = redis.call('GET', KEYS[6])
 if prior then
   return {'REPLAY', prior}
 end
-local meta = redis.call('HMGET', KEYS[1], 'schedule', 'dept', 'release_at', 'merge_at', 'open')
+local meta = redis.call('HMGET', KEYS[1], 'schedule', 'dept', 'release_at', 'merge_at', 'open',
+  'lottery', 'lottery_until')
 if not meta[1] then
   return {'NOT_LOADED'}
 end
@@ -78,13 +90,26 @@ if count('total') >= tonumber(ARGV[6]) then
   return {'DAILY_LIMIT'}
 end
 
+local mode = ARGV[11]
+if mode == 'book' and meta[6] == '1' then
+  if now >= tonumber(meta[7]) then
+    return {'DRAW_PENDING', meta[7]}
+  end
+  local entered = redis.call('HGET', KEYS[10], ARGV[1])
+  if entered then
+    return {'ENTERED', entered, '0', meta[7]}
+  end
+  redis.call('HSET', KEYS[10], ARGV[1], ARGV[14])
+  redis.call('EXPIRE', KEYS[10], tonumber(ARGV[8]))
+  return {'ENTERED', ARGV[14], '1', meta[7]}
+end
+
 -- The surge's common answer, before any pool is looked at. Published
 -- again, so a gateway that started after the last seat went learns it.
 if redis.call('LLEN', KEYS[2]) == 0 then
   redis.call('PUBLISH', ARGV[12], 'sold|' .. ARGV[13])
   return {'SOLD_OUT'}
 end
-local mode = ARGV[11]
 local merged = now >= tonumber(meta[4])
 local function left(p)
   return tonumber(redis.call('HGET', KEYS[3], p) or '0')
