@@ -525,6 +525,7 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
                 patient_id: patient,
                 channel: Channel::Kiosk,
                 referral_id: None,
+                signed_doctors: Vec::new(),
                 follows_booking_id: None,
                 owner_app: None,
                 waitlist_entry,

@@ -88,7 +88,8 @@ fn issue_type(e: &SlotError) -> &'static str {
         | SlotError::NotCompletable(_)
         | SlotError::CheckInClosed { .. }
         | SlotError::SeatsAvailable
-        | SlotError::WaitlistEntryGone => "business-rule",
+        | SlotError::WaitlistEntryGone
+        | SlotError::Referral(_) => "business-rule",
         SlotError::WrongPickupCode { .. } | SlotError::PickupLocked => "forbidden",
         SlotError::LockUnavailable(_) | SlotError::DatabaseUnavailable(_) => "transient",
         SlotError::Unexpected(_) => "exception",

@@ -4,6 +4,7 @@ pub mod bookings;
 pub mod federation;
 pub mod patients;
 pub mod policy;
+pub mod referrals;
 pub mod schedules;
 
 use actix_web::{HttpMessage, HttpRequest, web};
@@ -70,5 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, lock: LockKind) {
         .service(federation::arrive)
         .service(federation::complete)
         .service(federation::bookings_feed)
+        .service(referrals::issue)
+        .service(referrals::get)
         .service(crate::fhir::routes::scope());
 }
