@@ -109,6 +109,10 @@ pub enum GatewayError {
     MemberChannelUnknown,
     #[error("the member's channel app did not take the one-time code; try again")]
     MemberChannelUnreachable(String),
+    /// A referral only a family doctor of the resident's own signed team,
+    /// at that team's centre, may issue (the 医联体 path).
+    #[error("{0}")]
+    ReferralNotAllowed(&'static str),
     #[error("unexpected error: {0:#}")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -155,6 +159,7 @@ pub const ALL_CODES: &[&str] = &[
     "NOT_YOUR_PATIENT",
     "MEMBER_CHANNEL_UNKNOWN",
     "MEMBER_CHANNEL_UNREACHABLE",
+    "REFERRAL_NOT_ALLOWED",
     // From the hospital's slot-inventory, passed through unchanged.
     "SLOT_NOT_FOUND",
     "SLOT_SOLD_OUT",
@@ -181,6 +186,11 @@ pub const ALL_CODES: &[&str] = &[
     "NOT_COMPLETABLE",
     "SLOT_LOCK_UNAVAILABLE",
     "DATABASE_UNAVAILABLE",
+    "REFERRAL_UNKNOWN",
+    "REFERRAL_EXPIRED",
+    "REFERRAL_USED",
+    "REFERRAL_NOT_FOR_DEPARTMENT",
+    "REFERRAL_OF_ANOTHER_PATIENT",
     // From card-issuing, passed through by the /v1/cards routes.
     "CARD_LOST",
     "CARD_REPLACED",
@@ -208,6 +218,11 @@ pub const ALL_CODES: &[&str] = &[
     "VERIFICATION_LOCKED",
     "NO_SHOW_NOT_FOUND",
     "NO_SHOW_ALREADY_WAIVED",
+    // From card-issuing's family doctor signings.
+    "TEAM_NOT_FOUND",
+    "TEAM_FULL",
+    "ALREADY_SIGNED",
+    "SIGNING_NOT_FOUND",
 ];
 
 impl GatewayError {
@@ -246,6 +261,7 @@ impl GatewayError {
             GatewayError::NotYourPatient => "NOT_YOUR_PATIENT",
             GatewayError::MemberChannelUnknown => "MEMBER_CHANNEL_UNKNOWN",
             GatewayError::MemberChannelUnreachable(_) => "MEMBER_CHANNEL_UNREACHABLE",
+            GatewayError::ReferralNotAllowed(_) => "REFERRAL_NOT_ALLOWED",
             GatewayError::Unexpected(_) => "INTERNAL_ERROR",
         }
     }
@@ -285,6 +301,7 @@ impl GatewayError {
             GatewayError::NotYourPatient => "Not this app's patient",
             GatewayError::MemberChannelUnknown => "Member's channel unknown",
             GatewayError::MemberChannelUnreachable(_) => "Member's channel unreachable",
+            GatewayError::ReferralNotAllowed(_) => "Referral not allowed",
             GatewayError::Unexpected(_) => "Internal error",
         }
     }
@@ -316,7 +333,8 @@ impl ResponseError for GatewayError {
             | GatewayError::OperatorForbidden(_)
             | GatewayError::PatientProofRequired
             | GatewayError::CardOfAnotherChannel
-            | GatewayError::NotYourPatient => StatusCode::FORBIDDEN,
+            | GatewayError::NotYourPatient
+            | GatewayError::ReferralNotAllowed(_) => StatusCode::FORBIDDEN,
             GatewayError::MemberChannelUnknown => StatusCode::CONFLICT,
             GatewayError::MemberChannelUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::PaymentCallbackRequired => StatusCode::UNPROCESSABLE_ENTITY,

@@ -70,6 +70,9 @@ pub struct ProblemDoc {
         crate::routes::federation::visit_step,
         crate::routes::federation::feed,
         crate::routes::federation::follow_up,
+        crate::routes::referrals::put_teams,
+        crate::routes::referrals::teams,
+        crate::routes::referrals::issue,
         crate::notify::list_dead,
         crate::notify::replay_dead,
         crate::routes::ops::dead_letters,
@@ -90,6 +93,9 @@ pub struct ProblemDoc {
         crate::routes::family::list,
         crate::routes::family::bind,
         crate::routes::family::confirm,
+        crate::routes::family_doctor::sign,
+        crate::routes::family_doctor::list,
+        crate::routes::family_doctor::end,
         crate::routes::standing::get,
         crate::routes::standing::appeal,
         crate::routes::standing::bookings,
@@ -116,6 +122,8 @@ pub struct ProblemDoc {
         crate::routes::patients::ReplaceRequest,
         crate::routes::family::BindRequest,
         crate::routes::family::ConfirmRequest,
+        crate::routes::family_doctor::SignRequest,
+        crate::routes::referrals::ReferralRequest,
         crate::routes::standing::AppealRequest,
     ))
 )]

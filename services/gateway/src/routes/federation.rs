@@ -19,7 +19,7 @@ use crate::identity::CardRef;
 use crate::state::{GatewayState, HospitalCaller};
 
 /// The path's hospital, if it is the caller's own.
-fn own(caller: &HospitalCaller, raw: &str) -> Result<HospitalId, GatewayError> {
+pub(crate) fn own(caller: &HospitalCaller, raw: &str) -> Result<HospitalId, GatewayError> {
     let id: HospitalId = raw
         .parse()
         .map_err(|e: jyt_domain::ParseError| RequestError::invalid("hospital_id", e.to_string()))?;

@@ -4,12 +4,14 @@ pub mod availability;
 pub mod bookings;
 pub mod cards;
 pub mod family;
+pub mod family_doctor;
 pub mod federation;
 pub mod hospitals;
 pub mod ops;
 pub mod patient_actions;
 pub mod patients;
 pub mod payments;
+pub mod referrals;
 pub mod standing;
 pub mod waitlist;
 
@@ -87,6 +89,9 @@ fn configure_patients(cfg: &mut web::ServiceConfig) {
         .service(family::list)
         .service(family::bind)
         .service(family::confirm)
+        .service(family_doctor::sign)
+        .service(family_doctor::list)
+        .service(family_doctor::end)
         .service(standing::get)
         .service(standing::appeal)
         .service(standing::bookings);
@@ -100,5 +105,8 @@ fn configure_federation(cfg: &mut web::ServiceConfig) {
         .service(federation::visit_step)
         .service(federation::feed)
         .service(federation::follow_up)
+        .service(referrals::put_teams)
+        .service(referrals::teams)
+        .service(referrals::issue)
         .service(crate::fhir::federation::read);
 }
