@@ -108,6 +108,8 @@ pub async fn script(state: &AppState, segment: Uuid, n: usize, concurrency: usiz
                     max_per_department: 1,
                     patient_day_ttl_seconds: 3600,
                     kind: slot_inventory::booking::hold::HoldKind::Book,
+                    referral_key: &state.keys.referral(None),
+                    signed_pool: false,
                 };
                 Ok(state.scripts.hold(&state.redis, &keys, &req).await?)
             }
@@ -229,6 +231,7 @@ pub async fn durable_bookings(
                     patient_id: patient,
                     channel,
                     referral_id: None,
+                    signed_doctors: Vec::new(),
                     follows_booking_id: None,
                     owner_app: None,
                     waitlist_entry: None,

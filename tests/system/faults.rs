@@ -349,6 +349,8 @@ async fn hold_without_writing(
         max_per_department: policy.max_per_person_per_department_per_day,
         patient_day_ttl_seconds: 3 * 86_400,
         kind: slot_inventory::booking::hold::HoldKind::Book,
+        referral_key: &state.keys.referral(None),
+        signed_pool: false,
     };
     state.scripts.hold(&state.redis, &keys, &request).await.unwrap()
 }

@@ -308,6 +308,19 @@ pub async fn check_for_booking<C: GenericClient>(
     refusal.map_or(Ok(v), |r| Err(SlotError::Referral(r)))
 }
 
+/// Redis forgets a referral a day after it expired: an UNKNOWN from the
+/// script is told apart in PostgreSQL (refusals only, never the surge's
+/// winners), so a late patient hears EXPIRED.
+pub async fn explain(state: &AppState, id: Option<Uuid>, refusal: Refusal) -> Refusal {
+    let (Refusal::Unknown, Some(id)) = (refusal, id) else {
+        return refusal;
+    };
+    match get(state, id).await {
+        Ok(Some(v)) if v.status == "expired" => Refusal::Expired,
+        _ => refusal,
+    }
+}
+
 /// Copy one referral to Redis (kept a day past its expiry, so a late
 /// attempt is told EXPIRED rather than UNKNOWN).
 pub async fn load(state: &AppState, v: &ReferralView) -> Result<(), SlotError> {

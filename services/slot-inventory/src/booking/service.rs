@@ -214,7 +214,9 @@ async fn try_book(
         HoldOutcome::SameSchedule => Err(SlotError::ScheduleAlreadyBooked),
         HoldOutcome::DepartmentLimit => Err(SlotError::DepartmentDailyLimit),
         HoldOutcome::DailyLimit => Err(SlotError::DailyLimit),
-        HoldOutcome::Referral(refusal) => Err(SlotError::Referral(refusal)),
+        HoldOutcome::Referral(refusal) => Err(SlotError::Referral(
+            super::referral::explain(state, referral_of(req).ok().flatten(), refusal).await,
+        )),
         HoldOutcome::Replay { booking_id } => replay(state, req, key, booking_id).await,
         HoldOutcome::AlreadyBooked { booking_id } => already_booked(state, req, key, booking_id).await,
         HoldOutcome::Held { seat, pool, visit_no } => {
