@@ -43,7 +43,8 @@ const POOLS: &[(&str, &str)] = &[
 ];
 
 async fn city() -> TestCity {
-    let env = hospital_keys();
+    let mut env = hospital_keys();
+    env.push(("HOSPITALS__HZCHC__LEVEL".to_owned(), "community".to_owned()));
     let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     TestCity::spawn_configured(&[CENTRE, TOP], &extra, POOLS).await
 }

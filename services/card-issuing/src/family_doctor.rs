@@ -85,6 +85,8 @@ pub struct SigningView {
     pub team_id: String,
     pub team_name: String,
     pub doctor_ids: Vec<String>,
+    /// The team's capacity now (for the operators' console).
+    pub team_capacity: i32,
     pub signed_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -93,7 +95,7 @@ pub struct SigningView {
     pub status: String,
 }
 
-const SELECT_SIGNING: &str = "SELECT s.id, s.person_id, t.hospital, t.external_id, t.name, t.doctor_ids,
+const SELECT_SIGNING: &str = "SELECT s.id, s.person_id, t.hospital, t.external_id, t.name, t.doctor_ids, t.capacity,
         s.signed_at, s.expires_at, s.ended_at, s.signature_sha256
    FROM family_doctor_signings s JOIN family_doctor_teams t ON t.id = s.team_id";
 
@@ -112,6 +114,7 @@ fn signing_view(row: &Row, now: DateTime<Utc>) -> SigningView {
         team_id: row.get("external_id"),
         team_name: row.get("name"),
         doctor_ids: row.get("doctor_ids"),
+        team_capacity: row.get("capacity"),
         signed_at: row.get("signed_at"),
         expires_at,
         ended_at,
@@ -365,6 +368,8 @@ async fn append<C: GenericClient>(client: &C, event: &str, v: &SigningView) -> R
             "person_id": v.person_id,
             "hospital": v.hospital,
             "team_id": v.team_id,
+            "team_name": v.team_name,
+            "team_capacity": v.team_capacity,
             "signed_at": v.signed_at,
             "expires_at": v.expires_at,
             "ended_at": v.ended_at,

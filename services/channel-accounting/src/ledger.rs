@@ -23,6 +23,8 @@
 //!   spreads its attempts over `traffic_second` by its `seconds`.
 //! - capacity changes, stops, waivers, appeal decisions and capacity
 //!   requests: see [`crate::audit`].
+//! - `signing.*` and `referral.*`: family doctor care, see
+//!   [`crate::family_doctor`].
 
 use chrono::{DateTime, NaiveDate, Utc};
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
@@ -108,7 +110,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
     let hospital = p.text("hospital_id");
     let channel = p.text("channel");
     let counter = |c: Counter| bump(client, day, &hospital, &channel, c);
-    if crate::audit::apply(client, event).await? {
+    if crate::audit::apply(client, event).await? || crate::family_doctor::apply(client, event).await? {
         return Ok(());
     }
     match event.event_type.as_str() {

@@ -3,7 +3,8 @@
 //! caches the answer briefly under the person's hash tag (the family
 //! cache's TTL; dropped when the signing changes through us).
 //!
-//! - A booking at the community health centre the patient is signed with
+//! - A booking at the community health centre (registry level
+//!   `community`) the patient is signed with
 //!   names the team's doctors to the hospital in [`SIGNED_DOCTORS_HEADER`],
 //!   so their schedules' `signed` pool is open to the patient. Only the
 //!   gateway can set it: hospitals answer only its internal token.
@@ -61,6 +62,15 @@ pub async fn ask(index: &PatientIndex, person: Uuid) -> Result<Option<ActiveSign
         .remember(&index.person_key(person, "signing"), &value, index.family_ttl())
         .await;
     Ok(parsed.active)
+}
+
+/// Whether `hospital` is a community health centre (`level = "community"`
+/// in the registry), the only kind with family doctor teams.
+pub fn keeps_signed_share(state: &crate::state::GatewayState, hospital: &HospitalId) -> bool {
+    state
+        .upstreams
+        .route(hospital)
+        .is_ok_and(|route| route.level == "community")
 }
 
 /// The doctors whose `signed` pool the person may draw from at `hospital`:

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod capacity_requests;
 pub mod console;
+pub mod family_doctor;
 pub mod operations;
 pub mod operators;
 pub mod query;
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(console::overview)
         .service(audit::trail)
         .service(capacity_requests::list)
+        .service(family_doctor::view)
         .service(surge::surge)
         .service(operations::schedules)
         .service(operations::set_capacity)
