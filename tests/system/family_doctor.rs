@@ -3,8 +3,10 @@
 //! services: a community health centre (`hzchc`) registers its teams and
 //! refers its signed residents to a tertiary hospital (`hztop`).
 
+use std::time::Duration;
+
 use futures::StreamExt;
-use jyt_system_tests::{TEST_APP_SECRET, TestCity, TestPatient, problem, signed};
+use jyt_system_tests::{TEST_APP_SECRET, TestCity, TestPatient, eventually, problem, signed, spawn_console};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -459,4 +461,55 @@ async fn a_signed_residents_referral_books_the_tertiary_hospitals_referral_pool_
     )
     .await;
     assert_eq!(events, 4, "two issued, used twice");
+}
+
+#[tokio::test]
+async fn the_console_shows_each_centres_signings_per_team_and_its_referrals_by_target() {
+    let city = city().await;
+    let console = spawn_console(&city.redis_prefix, &city.gateway_url, &[CENTRE, TOP]).await;
+    register_team(&city, 4).await;
+    city.hospital(1).seed_visit_day(10).await;
+    let cardio = slot_of(&city, 1, "d-cardio-1", "morning").await;
+    let residents = city.cards.register_many(3).await;
+    for p in &residents {
+        assert_eq!(sign(&city, p, TEAM).await.status(), 201);
+    }
+    let res = issue_referral(&city, "hzchck1", CENTRE, &referral_body(&residents[0], TEAM_DOCTOR, "cardio")).await;
+    let used: Value = res.json().await.unwrap();
+    let res = book(&city, "referral", &cardio, &residents[0], used["referral_id"].as_str()).await;
+    assert_eq!(res.status(), 201);
+    let mut soon = referral_body(&residents[1], TEAM_DOCTOR, "cardio");
+    soon["expires_at"] = json!((chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339());
+    assert_eq!(issue_referral(&city, "hzchck1", CENTRE, &soon).await.status(), 201);
+    let open = referral_body(&residents[2], "gp-1", "peds");
+    assert_eq!(issue_referral(&city, "hzchck1", CENTRE, &open).await.status(), 201);
+
+    let centre_ops = console.login("hzchc_ops").await;
+    let path = format!("/v1/console/family-doctor?hospital={CENTRE}");
+    let view: Value = eventually(Duration::from_secs(30), "the events applied, one expired", || async {
+        let res = console.call(Some(&centre_ops), Method::GET, &path, None).await;
+        let view: Value = res.json().await.ok()?;
+        (view["referrals"][0]["expired"] == 1 && view["referrals"][0]["used"] == 1).then_some(view)
+    })
+    .await;
+    assert_eq!(view["signings_active"], 3);
+    let team = &view["teams"][0];
+    assert_eq!((team["team_id"].as_str(), team["active"].as_i64()), (Some(TEAM), Some(3)));
+    assert_eq!((team["capacity"].as_i64(), team["capacity_used_percent"].as_f64()), (Some(4), Some(75.0)));
+    let line = &view["referrals"][0];
+    assert_eq!(line["target_hospital"], TOP);
+    assert_eq!((line["issued"].as_i64(), line["open"].as_i64()), (Some(3), Some(1)));
+    // The target hospital's operator sees the referrals it received, not
+    // the centre's own view.
+    let top_ops = console.login("hztop_ops").await;
+    let res = console.call(Some(&top_ops), Method::GET, &path, None).await;
+    assert_eq!(res.status(), 403);
+    let res = console
+        .call(Some(&top_ops), Method::GET, "/v1/console/family-doctor", None)
+        .await;
+    let received: Value = res.json().await.unwrap();
+    assert_eq!(received["referrals"][0]["issued"], 3);
+    assert_eq!(received["teams"], json!([]));
+    let res = console.call(None, Method::GET, &path, None).await;
+    assert_eq!(res.status(), 401);
 }
