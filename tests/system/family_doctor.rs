@@ -2,6 +2,7 @@
 //! (转诊, the 医联体 green channel), through the gateway against the real
 //! services: a community health centre (`hzchc`) registers its teams and
 //! refers its signed residents to a tertiary hospital (`hztop`).
+#![expect(clippy::unwrap_used, reason = "test helpers: a failure is a failed test")]
 
 use std::time::Duration;
 
@@ -71,7 +72,8 @@ async fn register_team(city: &TestCity, capacity: i32) {
 
 /// Sign at a kiosk with the patient's card (a desk may act for them).
 async fn sign(city: &TestCity, patient: &TestPatient, team: &str) -> Response {
-    let body = json!({ "hospital": CENTRE, "team": team, "signature_trace": format!("strokes:{}", Uuid::new_v4()) });
+    let body =
+        json!({ "hospital": CENTRE, "team": team, "signature_trace": format!("strokes:{}", Uuid::new_v4()) });
     city.signed(
         "kiosk",
         Method::POST,
@@ -128,8 +130,15 @@ async fn one_active_signing_per_person_a_years_term_and_the_teams_capacity_under
     assert_eq!(res.status(), 409);
     assert_eq!(problem(res).await["code"], "ALREADY_SIGNED");
     let res = sign(&city, &first, "team-none").await;
-    assert_eq!(problem(res).await["code"], "ALREADY_SIGNED", "the rule before the team");
-    assert_eq!(problem(sign(&city, &second, "team-none").await).await["code"], "TEAM_NOT_FOUND");
+    assert_eq!(
+        problem(res).await["code"],
+        "ALREADY_SIGNED",
+        "the rule before the team"
+    );
+    assert_eq!(
+        problem(sign(&city, &second, "team-none").await).await["code"],
+        "TEAM_NOT_FOUND"
+    );
     assert_eq!(sign(&city, &second, TEAM).await.status(), 201);
     assert_eq!(team_signed(&city).await, 2);
 
@@ -146,7 +155,10 @@ async fn one_active_signing_per_person_a_years_term_and_the_teams_capacity_under
     let late = city.cards.register().await;
     let res = sign(&city, &late, TEAM).await;
     let full = problem(res).await;
-    assert_eq!((full["code"].as_str(), full["capacity"].as_i64()), (Some("TEAM_FULL"), Some(7)));
+    assert_eq!(
+        (full["code"].as_str(), full["capacity"].as_i64()),
+        (Some("TEAM_FULL"), Some(7))
+    );
 
     // Ending early frees the place and lets the resident sign elsewhere.
     let id = signing["signing_id"].as_str().unwrap();
@@ -218,14 +230,25 @@ async fn signing_routes_refuse_outsiders_other_apps_other_patients_and_hospital_
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
-    let res = signed(&city.http, &city.gateway_url, "hzchck1", Method::POST, &path, Some(&body))
-        .send()
-        .await
-        .unwrap();
+    let res = signed(
+        &city.http,
+        &city.gateway_url,
+        "hzchck1",
+        Method::POST,
+        &path,
+        Some(&body),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(problem(res).await["code"], "UNKNOWN_APP");
     // Another channel's app without the patient's proof; with another
     // patient's e-card token.
-    let res = city.signed("app", Method::POST, &path, Some(&body)).send().await.unwrap();
+    let res = city
+        .signed("app", Method::POST, &path, Some(&body))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(problem(res).await["code"], "NOT_YOUR_PATIENT");
     let token = city.cards.ecard_token(&other).await;
     let res = city
@@ -271,7 +294,13 @@ async fn signing_routes_refuse_outsiders_other_apps_other_patients_and_hospital_
 }
 
 /// Book through the gateway as `app` with the patient's card.
-async fn book(city: &TestCity, app: &str, slot: &str, patient: &TestPatient, referral: Option<&str>) -> Response {
+async fn book(
+    city: &TestCity,
+    app: &str,
+    slot: &str,
+    patient: &TestPatient,
+    referral: Option<&str>,
+) -> Response {
     let mut body = json!({ "slot_id": slot, "card_number": patient.card_number });
     if let Some(r) = referral {
         body["referral_id"] = json!(r);
@@ -311,7 +340,10 @@ async fn signed_residents_get_their_teams_reserved_share_and_others_never_before
     // A resident signed with another team of the centre: no share here.
     let other_team = city.cards.register().await;
     assert_eq!(sign(&city, &other_team, "team-peds").await.status(), 201);
-    assert_eq!(book(&city, "wechat", &slot, &other_team, None).await.status(), 409);
+    assert_eq!(
+        book(&city, "wechat", &slot, &other_team, None).await.status(),
+        409
+    );
     // The team's residents take the reserved seats, then nothing.
     let residents = city.cards.register_many(5).await;
     let mut pools = Vec::new();
@@ -319,7 +351,10 @@ async fn signed_residents_get_their_teams_reserved_share_and_others_never_before
         assert_eq!(sign(&city, p, TEAM).await.status(), 201);
         let res = book(&city, "wechat", &slot, p, None).await;
         pools.push(if res.status() == 201 {
-            res.json::<Value>().await.unwrap()["pool"].as_str().unwrap().to_owned()
+            res.json::<Value>().await.unwrap()["pool"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         } else {
             problem(res).await["code"].as_str().unwrap().to_owned()
         });
@@ -375,33 +410,92 @@ async fn a_signed_residents_referral_books_the_tertiary_hospitals_referral_pool_
     let mut to_centre = referral_body(&resident, TEAM_DOCTOR, "cardio");
     to_centre["target_hospital"] = json!(CENTRE);
     let cases = [
-        ("hztopk1", CENTRE, referral_body(&resident, TEAM_DOCTOR, "cardio"), "HOSPITAL_FORBIDDEN"),
-        ("hztopk1", TOP, referral_body(&resident, TEAM_DOCTOR, "cardio"), "INVALID_FIELD"),
+        (
+            "hztopk1",
+            CENTRE,
+            referral_body(&resident, TEAM_DOCTOR, "cardio"),
+            "HOSPITAL_FORBIDDEN",
+        ),
+        (
+            "hztopk1",
+            TOP,
+            referral_body(&resident, TEAM_DOCTOR, "cardio"),
+            "INVALID_FIELD",
+        ),
         ("hztopk1", TOP, to_centre.clone(), "REFERRAL_NOT_ALLOWED"),
-        ("hzchck1", CENTRE, referral_body(&resident, "d-peds-2", "cardio"), "REFERRAL_NOT_ALLOWED"),
-        ("hzchck1", CENTRE, referral_body(&other, TEAM_DOCTOR, "cardio"), "REFERRAL_NOT_ALLOWED"),
+        (
+            "hzchck1",
+            CENTRE,
+            referral_body(&resident, "d-peds-2", "cardio"),
+            "REFERRAL_NOT_ALLOWED",
+        ),
+        (
+            "hzchck1",
+            CENTRE,
+            referral_body(&other, TEAM_DOCTOR, "cardio"),
+            "REFERRAL_NOT_ALLOWED",
+        ),
     ];
     for (key, centre, body, code) in cases {
         let res = issue_referral(&city, key, centre, &body).await;
         assert_eq!(problem(res).await["code"], code, "{key} for {centre}");
     }
-    let res = issue_referral(&city, "wechat", CENTRE, &referral_body(&resident, TEAM_DOCTOR, "cardio")).await;
+    let res = issue_referral(
+        &city,
+        "wechat",
+        CENTRE,
+        &referral_body(&resident, TEAM_DOCTOR, "cardio"),
+    )
+    .await;
     assert_eq!(res.status(), 401);
     assert_eq!(count(&city, 1, "SELECT count(*) FROM referrals").await, 0);
 
-    let res = issue_referral(&city, "hzchck1", CENTRE, &referral_body(&resident, TEAM_DOCTOR, "cardio")).await;
+    let res = issue_referral(
+        &city,
+        "hzchck1",
+        CENTRE,
+        &referral_body(&resident, TEAM_DOCTOR, "cardio"),
+    )
+    .await;
     assert_eq!(res.status(), 201);
     let referral: Value = res.json().await.unwrap();
-    assert_eq!((referral["status"].as_str(), referral["issuing_team"].as_str()), (Some("issued"), Some(TEAM)));
+    assert_eq!(
+        (referral["status"].as_str(), referral["issuing_team"].as_str()),
+        (Some("issued"), Some(TEAM))
+    );
     let id = referral["referral_id"].as_str().unwrap().to_owned();
 
     // Refused by the hospital's booking script, nothing written.
     let refusals = [
-        ("referral", &cardio_am, &other, Some(id.as_str()), "REFERRAL_OF_ANOTHER_PATIENT"),
-        ("referral", &peds, &resident, Some(id.as_str()), "REFERRAL_NOT_FOR_DEPARTMENT"),
-        ("referral", &cardio_am, &resident, Some("CH-2026-0001"), "INVALID_FIELD"),
+        (
+            "referral",
+            &cardio_am,
+            &other,
+            Some(id.as_str()),
+            "REFERRAL_OF_ANOTHER_PATIENT",
+        ),
+        (
+            "referral",
+            &peds,
+            &resident,
+            Some(id.as_str()),
+            "REFERRAL_NOT_FOR_DEPARTMENT",
+        ),
+        (
+            "referral",
+            &cardio_am,
+            &resident,
+            Some("CH-2026-0001"),
+            "INVALID_FIELD",
+        ),
         ("referral", &cardio_am, &resident, None, "INVALID_FIELD"),
-        ("wechat", &cardio_am, &resident, Some(id.as_str()), "INVALID_FIELD"),
+        (
+            "wechat",
+            &cardio_am,
+            &resident,
+            Some(id.as_str()),
+            "INVALID_FIELD",
+        ),
     ];
     for (app, slot, patient, referral, code) in refusals {
         let res = book(&city, app, slot, patient, referral).await;
@@ -410,13 +504,20 @@ async fn a_signed_residents_referral_books_the_tertiary_hospitals_referral_pool_
     let unknown = Uuid::now_v7().to_string();
     let res = book(&city, "referral", &cardio_am, &resident, Some(&unknown)).await;
     assert_eq!(problem(res).await["code"], "REFERRAL_UNKNOWN");
-    assert_eq!(count(&city, 1, "SELECT count(*) FROM bookings").await, 0, "nothing written");
+    assert_eq!(
+        count(&city, 1, "SELECT count(*) FROM bookings").await,
+        0,
+        "nothing written"
+    );
 
     // Booked from the referral pool, once.
     let res = book(&city, "referral", &cardio_am, &resident, Some(&id)).await;
     assert_eq!(res.status(), 201);
     let booking: Value = res.json().await.unwrap();
-    assert_eq!((booking["pool"].as_str(), booking["referral_id"].as_str()), (Some("referral"), Some(id.as_str())));
+    assert_eq!(
+        (booking["pool"].as_str(), booking["referral_id"].as_str()),
+        (Some("referral"), Some(id.as_str()))
+    );
     let res = book(&city, "referral", &cardio_pm, &resident, Some(&id)).await;
     assert_eq!(problem(res).await["code"], "REFERRAL_USED");
     assert_eq!(count(&city, 1, "SELECT count(*) FROM bookings").await, 1);
@@ -424,7 +525,12 @@ async fn a_signed_residents_referral_books_the_tertiary_hospitals_referral_pool_
     // Cancelled, the referral is free again.
     let cancel = format!("/v1/bookings/{}/cancel", booking["booking_id"].as_str().unwrap());
     let res = city
-        .signed("referral", Method::POST, &cancel, Some(&json!({ "card_number": resident.card_number })))
+        .signed(
+            "referral",
+            Method::POST,
+            &cancel,
+            Some(&json!({ "card_number": resident.card_number })),
+        )
         .send()
         .await
         .unwrap();
@@ -433,7 +539,13 @@ async fn a_signed_residents_referral_books_the_tertiary_hospitals_referral_pool_
     assert_eq!(res.status(), 201);
 
     // An expired referral books nothing.
-    let res = issue_referral(&city, "hzchck1", CENTRE, &referral_body(&resident, "gp-1", "peds")).await;
+    let res = issue_referral(
+        &city,
+        "hzchck1",
+        CENTRE,
+        &referral_body(&resident, "gp-1", "peds"),
+    )
+    .await;
     let expiring: Value = res.json().await.unwrap();
     let expiring_id: Uuid = expiring["referral_id"].as_str().unwrap().parse().unwrap();
     let top = city.hospital(1);
@@ -447,11 +559,25 @@ async fn a_signed_residents_referral_books_the_tertiary_hospitals_referral_pool_
         .unwrap()
         .unwrap();
     assert_eq!(stored.status, "expired");
-    slot_inventory::booking::referral::load(&top.state, &stored).await.unwrap();
-    let res = book(&city, "referral", &peds, &resident, Some(&expiring_id.to_string())).await;
+    slot_inventory::booking::referral::load(&top.state, &stored)
+        .await
+        .unwrap();
+    let res = book(
+        &city,
+        "referral",
+        &peds,
+        &resident,
+        Some(&expiring_id.to_string()),
+    )
+    .await;
     assert_eq!(problem(res).await["code"], "REFERRAL_EXPIRED");
     assert_eq!(
-        count(&city, 1, "SELECT count(*) FROM bookings WHERE status NOT IN ('cancelled')").await,
+        count(
+            &city,
+            1,
+            "SELECT count(*) FROM bookings WHERE status NOT IN ('cancelled')"
+        )
+        .await,
         1
     );
     let events = count(
@@ -474,31 +600,63 @@ async fn the_console_shows_each_centres_signings_per_team_and_its_referrals_by_t
     for p in &residents {
         assert_eq!(sign(&city, p, TEAM).await.status(), 201);
     }
-    let res = issue_referral(&city, "hzchck1", CENTRE, &referral_body(&residents[0], TEAM_DOCTOR, "cardio")).await;
+    let res = issue_referral(
+        &city,
+        "hzchck1",
+        CENTRE,
+        &referral_body(&residents[0], TEAM_DOCTOR, "cardio"),
+    )
+    .await;
     let used: Value = res.json().await.unwrap();
-    let res = book(&city, "referral", &cardio, &residents[0], used["referral_id"].as_str()).await;
+    let res = book(
+        &city,
+        "referral",
+        &cardio,
+        &residents[0],
+        used["referral_id"].as_str(),
+    )
+    .await;
     assert_eq!(res.status(), 201);
     let mut soon = referral_body(&residents[1], TEAM_DOCTOR, "cardio");
     soon["expires_at"] = json!((chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339());
-    assert_eq!(issue_referral(&city, "hzchck1", CENTRE, &soon).await.status(), 201);
+    assert_eq!(
+        issue_referral(&city, "hzchck1", CENTRE, &soon).await.status(),
+        201
+    );
     let open = referral_body(&residents[2], "gp-1", "peds");
-    assert_eq!(issue_referral(&city, "hzchck1", CENTRE, &open).await.status(), 201);
+    assert_eq!(
+        issue_referral(&city, "hzchck1", CENTRE, &open).await.status(),
+        201
+    );
 
     let centre_ops = console.login("hzchc_ops").await;
     let path = format!("/v1/console/family-doctor?hospital={CENTRE}");
-    let view: Value = eventually(Duration::from_secs(30), "the events applied, one expired", || async {
-        let res = console.call(Some(&centre_ops), Method::GET, &path, None).await;
-        let view: Value = res.json().await.ok()?;
-        (view["referrals"][0]["expired"] == 1 && view["referrals"][0]["used"] == 1).then_some(view)
-    })
+    let view: Value = eventually(
+        Duration::from_secs(30),
+        "the events applied, one expired",
+        || async {
+            let res = console.call(Some(&centre_ops), Method::GET, &path, None).await;
+            let view: Value = res.json().await.ok()?;
+            (view["referrals"][0]["expired"] == 1 && view["referrals"][0]["used"] == 1).then_some(view)
+        },
+    )
     .await;
     assert_eq!(view["signings_active"], 3);
     let team = &view["teams"][0];
-    assert_eq!((team["team_id"].as_str(), team["active"].as_i64()), (Some(TEAM), Some(3)));
-    assert_eq!((team["capacity"].as_i64(), team["capacity_used_percent"].as_f64()), (Some(4), Some(75.0)));
+    assert_eq!(
+        (team["team_id"].as_str(), team["active"].as_i64()),
+        (Some(TEAM), Some(3))
+    );
+    assert_eq!(
+        (team["capacity"].as_i64(), team["capacity_used_percent"].as_f64()),
+        (Some(4), Some(75.0))
+    );
     let line = &view["referrals"][0];
     assert_eq!(line["target_hospital"], TOP);
-    assert_eq!((line["issued"].as_i64(), line["open"].as_i64()), (Some(3), Some(1)));
+    assert_eq!(
+        (line["issued"].as_i64(), line["open"].as_i64()),
+        (Some(3), Some(1))
+    );
     // The target hospital's operator sees the referrals it received, not
     // the centre's own view.
     let top_ops = console.login("hztop_ops").await;

@@ -166,8 +166,16 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/fhir/Appointment/$book".into(), &empty),
         ("PUT", "/federation/v1/hospitals/tbh/schedules".into(), &empty),
         ("GET", "/federation/v1/hospitals/tbh/feed".into(), &empty),
-        ("GET", "/federation/v1/hospitals/tbh/family-doctor-teams".into(), &empty),
-        ("PUT", "/federation/v1/hospitals/tbh/family-doctor-teams".into(), &empty),
+        (
+            "GET",
+            "/federation/v1/hospitals/tbh/family-doctor-teams".into(),
+            &empty,
+        ),
+        (
+            "PUT",
+            "/federation/v1/hospitals/tbh/family-doctor-teams".into(),
+            &empty,
+        ),
         ("POST", "/federation/v1/hospitals/tbh/referrals".into(), &empty),
         (
             "POST",

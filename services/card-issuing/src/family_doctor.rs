@@ -95,7 +95,8 @@ pub struct SigningView {
     pub status: String,
 }
 
-const SELECT_SIGNING: &str = "SELECT s.id, s.person_id, t.hospital, t.external_id, t.name, t.doctor_ids, t.capacity,
+const SELECT_SIGNING: &str =
+    "SELECT s.id, s.person_id, t.hospital, t.external_id, t.name, t.doctor_ids, t.capacity,
         s.signed_at, s.expires_at, s.ended_at, s.signature_sha256
    FROM family_doctor_signings s JOIN family_doctor_teams t ON t.id = s.team_id";
 
@@ -141,10 +142,16 @@ fn check_team(t: &TeamInput) -> Result<(String, String, Vec<String>), RequestErr
     let id = check_id("teams[].team_id", &t.team_id)?;
     let name = t.name.trim();
     if !(1..=100).contains(&name.chars().count()) {
-        return Err(RequestError::invalid("teams[].name", "must be 1 to 100 characters"));
+        return Err(RequestError::invalid(
+            "teams[].name",
+            "must be 1 to 100 characters",
+        ));
     }
     if t.doctor_ids.is_empty() || t.doctor_ids.len() > 64 {
-        return Err(RequestError::invalid("teams[].doctor_ids", "must name 1 to 64 doctors"));
+        return Err(RequestError::invalid(
+            "teams[].doctor_ids",
+            "must name 1 to 64 doctors",
+        ));
     }
     let doctors = t
         .doctor_ids
@@ -275,7 +282,9 @@ pub async fn sign(
         &[&id, &person, &team_id, &now, &expires_at, &signature, &bytes, &req.app],
     )
     .await?;
-    let row = tx.query_one(&format!("{SELECT_SIGNING} WHERE s.id = $1"), &[&id]).await?;
+    let row = tx
+        .query_one(&format!("{SELECT_SIGNING} WHERE s.id = $1"), &[&id])
+        .await?;
     let view = signing_view(&row, now);
     append(&tx, "signing.created", &view).await?;
     tx.commit().await?;
@@ -301,13 +310,21 @@ async fn active_in<C: GenericClient>(
 }
 
 /// The person's active signing, if any.
-pub async fn active(state: &AppState, person: Uuid, now: DateTime<Utc>) -> Result<Option<SigningView>, CardError> {
+pub async fn active(
+    state: &AppState,
+    person: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<SigningView>, CardError> {
     let client = state.pool.get().await?;
     active_in(&client, person, now).await
 }
 
 /// Every signing of the person, newest first.
-pub async fn history(state: &AppState, person: Uuid, now: DateTime<Utc>) -> Result<Vec<SigningView>, CardError> {
+pub async fn history(
+    state: &AppState,
+    person: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<SigningView>, CardError> {
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -348,7 +365,9 @@ pub async fn end(
         &[&signing, &now, &by],
     )
     .await?;
-    let row = tx.query_one(&format!("{SELECT_SIGNING} WHERE s.id = $1"), &[&signing]).await?;
+    let row = tx
+        .query_one(&format!("{SELECT_SIGNING} WHERE s.id = $1"), &[&signing])
+        .await?;
     let view = signing_view(&row, now);
     append(&tx, "signing.ended", &view).await?;
     tx.commit().await?;

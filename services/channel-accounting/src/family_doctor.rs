@@ -13,7 +13,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 fn text(p: &Value, field: &str) -> String {
-    p.get(field).and_then(Value::as_str).unwrap_or_default().to_owned()
+    p.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn uuid(p: &Value, field: &str) -> Option<Uuid> {
@@ -75,9 +78,11 @@ async fn signing<C: GenericClient>(client: &C, p: &Value) -> anyhow::Result<()> 
 }
 
 async fn issued<C: GenericClient>(client: &C, p: &Value) -> anyhow::Result<()> {
-    let (Some(id), Some(issued_at), Some(expires_at)) =
-        (uuid(p, "referral_id"), time(p, "issued_at"), time(p, "expires_at"))
-    else {
+    let (Some(id), Some(issued_at), Some(expires_at)) = (
+        uuid(p, "referral_id"),
+        time(p, "issued_at"),
+        time(p, "expires_at"),
+    ) else {
         tracing::error!(payload = %p, "a referral event without its referral; skipped");
         return Ok(());
     };

@@ -539,7 +539,7 @@ async function decideAppeal(id, decision, reasonInput) {
 
 // ---- Hospitals and their booking policy ----
 
-const POLICY_POOLS = ["wechat", "kiosk", "phone114", "window", "app", "referral", "clinic"];
+const POLICY_POOLS = ["wechat", "kiosk", "phone114", "window", "app", "referral", "clinic", "signed"];
 const POLICY_TIMES = ["release_time", "cancel_time", "pool_merge_time"];
 const POLICY_NUMBERS = ["window_days", "cancel_days_before", "hold_minutes", "checkin_opens_minutes_before",
   "no_show_grace_minutes", "pool_merge_days_before", "max_per_person_per_day",

@@ -192,7 +192,8 @@ pub async fn book(
     // schedules. Asked at community centres only: a tertiary hospital's
     // surge never waits for it.
     if crate::signings::keeps_signed_share(state, &slot.hospital)
-        && let Some(doctors) = crate::signings::signed_doctors_at(&state.patients, patient, &slot.hospital).await
+        && let Some(doctors) =
+            crate::signings::signed_doctors_at(&state.patients, patient, &slot.hospital).await
         && let Ok(value) = HeaderValue::from_str(&doctors)
     {
         headers.insert(crate::signings::SIGNED_DOCTORS_HEADER, value);

@@ -78,7 +78,10 @@ pub fn keeps_signed_share(state: &crate::state::GatewayState, hospital: &Hospita
 /// without the signed share rather than not at all.
 pub async fn signed_doctors_at(index: &PatientIndex, person: Uuid, hospital: &HospitalId) -> Option<String> {
     let cached = index.cached(&index.person_key(person, "signing")).await;
-    let signing = match cached.as_deref().map(serde_json::from_str::<Option<ActiveSigning>>) {
+    let signing = match cached
+        .as_deref()
+        .map(serde_json::from_str::<Option<ActiveSigning>>)
+    {
         Some(Ok(s)) => s,
         _ => match ask(index, person).await {
             Ok(s) => s,

@@ -47,7 +47,10 @@ pub async fn sign(
 
 /// `active` (the signing in force, or `null`) and `signings` (all, newest first).
 #[get("/v1/persons/{person_id}/family-doctor-signings")]
-pub async fn of_person(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, CardError> {
+pub async fn of_person(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, CardError> {
     let person = uuid_param(&path, "person_id")?;
     let now = Utc::now();
     let active = family_doctor::active(&state, person, now).await?;

@@ -31,8 +31,6 @@ pub async fn view(
     }
     let hospital = operator.hospital_scope(query.0.hospital.as_deref())?;
     let client = pool.get().await?;
-    let view = crate::family_doctor::view(&client, hospital.as_deref(), Utc::now())
-        .await
-        ?;
+    let view = crate::family_doctor::view(&client, hospital.as_deref(), Utc::now()).await?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -151,11 +151,12 @@ pub async fn issue(
             Utc::now(),
         )
         .await?;
-    let signing = crate::signings::ask(&state.patients, patient)
-        .await?
-        .ok_or(GatewayError::ReferralNotAllowed(
-            "the resident has no active family doctor signing",
-        ))?;
+    let signing =
+        crate::signings::ask(&state.patients, patient)
+            .await?
+            .ok_or(GatewayError::ReferralNotAllowed(
+                "the resident has no active family doctor signing",
+            ))?;
     if signing.hospital != centre.as_str() {
         return Err(GatewayError::ReferralNotAllowed(
             "the resident is signed with another centre's team",

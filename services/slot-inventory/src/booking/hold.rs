@@ -400,7 +400,10 @@ impl HoldScripts {
     /// live booking owns the seat, or the schedule is stopped; `Waitlist`
     /// keeps the freed seat back for the schedule's waitlist. The booking's
     /// referral (`referral_key`), if it used one, is free again.
-    #[expect(clippy::too_many_arguments, reason = "one argument per key and rule of the script")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per key and rule of the script"
+    )]
     pub async fn release(
         &self,
         redis: &RedisConn,
@@ -550,8 +553,9 @@ fn parse_outcome(reply: &[String]) -> HoldOutcome {
         "REPLAY" => booking_at(1).map_or(HoldOutcome::NotLoaded, |booking_id| HoldOutcome::Replay {
             booking_id,
         }),
-        code if code.starts_with("REFERRAL_") => super::referral::Refusal::from_code(code)
-            .map_or(HoldOutcome::NotLoaded, HoldOutcome::Referral),
+        code if code.starts_with("REFERRAL_") => {
+            super::referral::Refusal::from_code(code).map_or(HoldOutcome::NotLoaded, HoldOutcome::Referral)
+        }
         // A reply we do not understand means the keys are not in a state
         // we wrote; treat the segment as not loaded, which reloads it.
         _ => HoldOutcome::NotLoaded,

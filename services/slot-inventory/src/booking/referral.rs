@@ -190,9 +190,7 @@ pub async fn issue(
     let department = text("department", &req.department, 64)?;
     let diagnosis = text("diagnosis_code", &req.diagnosis_code, 32)?;
     let reason = text("reason", &req.reason, 500)?;
-    let expires_at = req
-        .expires_at
-        .unwrap_or(now + Duration::days(MAX_VALID_DAYS));
+    let expires_at = req.expires_at.unwrap_or(now + Duration::days(MAX_VALID_DAYS));
     if expires_at <= now || expires_at > now + Duration::days(MAX_VALID_DAYS) {
         return Err(RequestError::invalid(
             "expires_at",
@@ -273,7 +271,9 @@ pub fn event_payload(v: &ReferralView) -> serde_json::Value {
 
 pub async fn get(state: &AppState, id: Uuid) -> Result<Option<ReferralView>, SlotError> {
     let client = state.pool.get().await?;
-    let row = client.query_opt(&format!("{SELECT} WHERE r.id = $1"), &[&id]).await?;
+    let row = client
+        .query_opt(&format!("{SELECT} WHERE r.id = $1"), &[&id])
+        .await?;
     Ok(row.map(|r| view(state, &r, state.clock.now())))
 }
 

@@ -91,7 +91,9 @@ fn referral_of(req: &BookRequest) -> Result<Option<Uuid>, SlotError> {
             Err(RequestError::invalid("referral_id", "the referral channel needs a referral id").into())
         }
         (Channel::Referral, Some(r)) => Ok(Some(super::referral::parse_id(r)?)),
-        (_, Some(_)) => Err(RequestError::invalid("referral_id", "only the referral channel names a referral").into()),
+        (_, Some(_)) => {
+            Err(RequestError::invalid("referral_id", "only the referral channel names a referral").into())
+        }
         (_, None) => Ok(None),
     }
 }
@@ -268,7 +270,15 @@ async fn commit_hold(
         async move {
             let released = state
                 .scripts
-                .release(&state.redis, keys, patient_day, idem_key, referral_key, &held, back_on_sale)
+                .release(
+                    &state.redis,
+                    keys,
+                    patient_day,
+                    idem_key,
+                    referral_key,
+                    &held,
+                    back_on_sale,
+                )
                 .await;
             if let Err(e) = released {
                 // The seat stays held in Redis until the reconciler or a

@@ -31,7 +31,10 @@ pub fn doctors(req: &HttpRequest) -> Result<Vec<String>, RequestError> {
         .map(str::to_owned)
         .collect();
     if doctors.len() > 64 || doctors.iter().any(|d| d.len() > 64) {
-        return Err(RequestError::invalid(HEADER, "at most 64 doctor ids of 1 to 64 characters"));
+        return Err(RequestError::invalid(
+            HEADER,
+            "at most 64 doctor ids of 1 to 64 characters",
+        ));
     }
     Ok(doctors)
 }

@@ -422,4 +422,3 @@ async fn offer(
     }
     Ok(None)
 }
-

@@ -445,7 +445,11 @@ async fn hold_runs_the_booking_path_and_book_confirms_it() {
             &[("Idempotency-Key", "hold-r2"), ("Jyt-Channel", "referral")],
         )
         .await;
-    assert_eq!((free_string.status, free_string.code()), (400, "INVALID_FIELD"), "no longer a referral");
+    assert_eq!(
+        (free_string.status, free_string.code()),
+        (400, "INVALID_FIELD"),
+        "no longer a referral"
+    );
     assert_eq!(free_string.body["issue"][0]["expression"][0], "referral");
     let issued = slot_inventory::booking::referral::issue(
         &app.state,
@@ -479,8 +483,10 @@ async fn hold_runs_the_booking_path_and_book_confirms_it() {
         .await;
     assert_eq!(referral.status, 201, "{}", referral.text);
     assert_eq!(
-        app.count(&format!("SELECT count(*) FROM bookings WHERE referral_id = '{issued}'"))
-            .await,
+        app.count(&format!(
+            "SELECT count(*) FROM bookings WHERE referral_id = '{issued}'"
+        ))
+        .await,
         1
     );
     let long_reference = app.pay(&id, &"号".repeat(30)).await;

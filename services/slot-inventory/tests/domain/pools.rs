@@ -73,13 +73,19 @@ async fn the_referral_pool_needs_a_referral_the_script_checks_and_uses_once() {
     let missing = h.book_via(&slot, patient, Channel::Referral, None).await;
     assert_eq!(refusal(missing), "INVALID_FIELD");
     // The old free string is no longer a referral.
-    let free = h.book_via(&slot, patient, Channel::Referral, Some("CH-2026-0001")).await;
+    let free = h
+        .book_via(&slot, patient, Channel::Referral, Some("CH-2026-0001"))
+        .await;
     assert_eq!(refusal(free), "INVALID_FIELD");
     let unknown = Uuid::new_v4().to_string();
-    let unknown = h.book_via(&slot, patient, Channel::Referral, Some(&unknown)).await;
+    let unknown = h
+        .book_via(&slot, patient, Channel::Referral, Some(&unknown))
+        .await;
     assert_eq!(refusal(unknown), "REFERRAL_UNKNOWN");
     let cardiology = h.referral(patient, "cardio", 60).await.to_string();
-    let wrong_department = h.book_via(&slot, patient, Channel::Referral, Some(&cardiology)).await;
+    let wrong_department = h
+        .book_via(&slot, patient, Channel::Referral, Some(&cardiology))
+        .await;
     assert_eq!(refusal(wrong_department), "REFERRAL_NOT_FOR_DEPARTMENT");
     let radiology = h.referral(patient, "radiology", 60).await.to_string();
     let someone_else = h
@@ -87,9 +93,14 @@ async fn the_referral_pool_needs_a_referral_the_script_checks_and_uses_once() {
         .await;
     assert_eq!(refusal(someone_else), "REFERRAL_OF_ANOTHER_PATIENT");
     // A referral entitles to the referral pool only.
-    let wechat = h.book_via(&slot, patient, Channel::Wechat, Some(&radiology)).await;
+    let wechat = h
+        .book_via(&slot, patient, Channel::Wechat, Some(&radiology))
+        .await;
     assert_eq!(refusal(wechat), "INVALID_FIELD");
-    assert!(!h.event_types().await.iter().any(|e| e.starts_with("booking.")), "nothing written");
+    assert!(
+        !h.event_types().await.iter().any(|e| e.starts_with("booking.")),
+        "nothing written"
+    );
 
     let referred = h
         .book_via(&slot, patient, Channel::Referral, Some(&radiology))
@@ -99,7 +110,9 @@ async fn the_referral_pool_needs_a_referral_the_script_checks_and_uses_once() {
     assert_eq!(referred.pool, "referral");
     assert_eq!(referred.referral_id.as_deref(), Some(radiology.as_str()));
     let again = h.segment(sched::CT_AM, 1);
-    let used = h.book_via(&afternoon, patient, Channel::Referral, Some(&radiology)).await;
+    let used = h
+        .book_via(&afternoon, patient, Channel::Referral, Some(&radiology))
+        .await;
     assert_eq!(refusal(used), "REFERRAL_USED");
 
     // Cancelled, the referral is free again; after a Redis rebuild too.
@@ -125,10 +138,22 @@ async fn the_referral_pool_needs_a_referral_the_script_checks_and_uses_once() {
         .query_async(&mut h.state.redis.clone())
         .await
         .unwrap();
-    assert_eq!(used_by, Some(rebooked.booking_id.id.to_string()), "a rebuild keeps the use");
+    assert_eq!(
+        used_by,
+        Some(rebooked.booking_id.id.to_string()),
+        "a rebuild keeps the use"
+    );
     let types = h.event_types().await;
-    assert_eq!(types.iter().filter(|e| *e == "referral.used").count(), 2, "{types:?}");
-    assert_eq!(types.iter().filter(|e| *e == "referral.issued").count(), 2, "{types:?}");
+    assert_eq!(
+        types.iter().filter(|e| *e == "referral.used").count(),
+        2,
+        "{types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|e| *e == "referral.issued").count(),
+        2,
+        "{types:?}"
+    );
 
     // Past its expiry, a referral books nothing.
     let late = Uuid::new_v4();
