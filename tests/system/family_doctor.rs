@@ -70,20 +70,26 @@ async fn register_team(city: &TestCity, capacity: i32) {
     assert_eq!(res.status(), 200);
 }
 
-/// Sign at a kiosk with the patient's card (a desk may act for them).
+/// A request at a kiosk with the patient's card (a desk may act for them).
+async fn at_kiosk(
+    city: &TestCity,
+    patient: &TestPatient,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Response {
+    city.signed("kiosk", method, path, body)
+        .header("X-Patient-Card", &patient.card_number)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn sign(city: &TestCity, patient: &TestPatient, team: &str) -> Response {
     let body =
         json!({ "hospital": CENTRE, "team": team, "signature_trace": format!("strokes:{}", Uuid::new_v4()) });
-    city.signed(
-        "kiosk",
-        Method::POST,
-        &format!("/v1/patients/{}/family-doctor-signings", patient.person_id),
-        Some(&body),
-    )
-    .header("X-Patient-Card", &patient.card_number)
-    .send()
-    .await
-    .unwrap()
+    let path = format!("/v1/patients/{}/family-doctor-signings", patient.person_id);
+    at_kiosk(city, patient, Method::POST, &path, Some(&body)).await
 }
 
 async fn team_signed(city: &TestCity) -> i64 {
@@ -162,17 +168,8 @@ async fn one_active_signing_per_person_a_years_term_and_the_teams_capacity_under
 
     // Ending early frees the place and lets the resident sign elsewhere.
     let id = signing["signing_id"].as_str().unwrap();
-    let res = city
-        .signed(
-            "kiosk",
-            Method::POST,
-            &format!("/v1/patients/{}/family-doctor-signings/{id}/end", first.person_id),
-            None,
-        )
-        .header("X-Patient-Card", &first.card_number)
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/v1/patients/{}/family-doctor-signings/{id}/end", first.person_id);
+    let res = at_kiosk(&city, &first, Method::POST, &path, None).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "ended");
     assert_eq!(team_signed(&city).await, 6);
@@ -189,17 +186,8 @@ async fn one_active_signing_per_person_a_years_term_and_the_teams_capacity_under
         peds["signing_id"].as_str().unwrap(),
     )
     .await;
-    let res = city
-        .signed(
-            "kiosk",
-            Method::GET,
-            &format!("/v1/patients/{}/family-doctor-signings", first.person_id),
-            None,
-        )
-        .header("X-Patient-Card", &first.card_number)
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/v1/patients/{}/family-doctor-signings", first.person_id);
+    let res = at_kiosk(&city, &first, Method::GET, &path, None).await;
     let listed: Value = res.json().await.unwrap();
     assert_eq!(listed["active"], Value::Null);
     let statuses: Vec<&str> = listed["signings"]

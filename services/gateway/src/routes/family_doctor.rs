@@ -72,19 +72,13 @@ pub async fn sign(
         "signature_trace": body.0.signature_trace,
         "app": caller.app_id,
     });
-    let answer = state
-        .patients
-        .call(
-            Method::POST,
-            &format!("/v1/persons/{person}/family-doctor-signings"),
-            Some(&upstream),
-            None,
-        )
-        .await?;
-    if answer.status.is_success() {
-        state.patients.forget(person).await;
-    }
-    Ok(answer.into_response())
+    changed(
+        &state,
+        person,
+        &format!("/v1/persons/{person}/family-doctor-signings"),
+        &upstream,
+    )
+    .await
 }
 
 fn parse_hospital(raw: &str) -> Result<jyt_domain::HospitalId, GatewayError> {
@@ -162,15 +156,24 @@ pub async fn end(
     let signing = uuid_param(&path.1, "signing_id")?;
     authorize(&state, &caller, &req, person, Access::Act).await?;
     let upstream = serde_json::json!({ "ended_by": format!("person/app:{}", caller.app_id) });
-    let answer = state
-        .patients
-        .call(
-            Method::POST,
-            &format!("/v1/persons/{person}/family-doctor-signings/{signing}/end"),
-            Some(&upstream),
-            None,
-        )
-        .await?;
+    changed(
+        &state,
+        person,
+        &format!("/v1/persons/{person}/family-doctor-signings/{signing}/end"),
+        &upstream,
+    )
+    .await
+}
+
+/// A change of the person's signing at card-issuing; on success their
+/// cached signing is dropped, so their next booking sees it.
+async fn changed(
+    state: &GatewayState,
+    person: uuid::Uuid,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<HttpResponse, GatewayError> {
+    let answer = state.patients.call(Method::POST, path, Some(body), None).await?;
     if answer.status.is_success() {
         state.patients.forget(person).await;
     }
