@@ -109,6 +109,8 @@ pub async fn script(state: &AppState, segment: Uuid, n: usize, concurrency: usiz
                     patient_day_ttl_seconds: 3600,
                     kind: slot_inventory::booking::hold::HoldKind::Book,
                     lottery_entry: "",
+                    referral_key: &state.keys.referral(None),
+                    signed_pool: false,
                 };
                 Ok(state.scripts.hold(&state.redis, &keys, &req).await?)
             }
@@ -230,6 +232,7 @@ pub async fn durable_bookings(
                     patient_id: patient,
                     channel,
                     referral_id: None,
+                    signed_doctors: Vec::new(),
                     follows_booking_id: None,
                     owner_app: None,
                     waitlist_entry: None,

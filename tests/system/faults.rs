@@ -351,6 +351,8 @@ async fn hold_without_writing(
         kind: slot_inventory::booking::hold::HoldKind::Book,
         // Not a lottery schedule: never recorded.
         lottery_entry: "",
+        referral_key: &state.keys.referral(None),
+        signed_pool: false,
     };
     state.scripts.hold(&state.redis, &keys, &request).await.unwrap()
 }
@@ -527,6 +529,7 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
                 patient_id: patient,
                 channel: Channel::Kiosk,
                 referral_id: None,
+                signed_doctors: Vec::new(),
                 follows_booking_id: None,
                 owner_app: None,
                 waitlist_entry,

@@ -12,6 +12,7 @@ mod booking_surge;
 mod console_relay;
 mod contract;
 mod delivery_faults;
+mod family_doctor;
 mod faults;
 mod federation;
 mod fhir;

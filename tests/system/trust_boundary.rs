@@ -200,6 +200,17 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("GET", "/federation/v1/hospitals/tbh/feed".into(), &empty),
         ("GET", "/federation/v1/hospitals/tbh/satisfaction".into(), &empty),
         (
+            "GET",
+            "/federation/v1/hospitals/tbh/family-doctor-teams".into(),
+            &empty,
+        ),
+        (
+            "PUT",
+            "/federation/v1/hospitals/tbh/family-doctor-teams".into(),
+            &empty,
+        ),
+        ("POST", "/federation/v1/hospitals/tbh/referrals".into(), &empty),
+        (
             "POST",
             format!("/federation/v1/hospitals/tbh/schedules/tbh-{segment}/stop"),
             &empty,
@@ -307,6 +318,12 @@ fn patient_routes(person: Uuid, card: Uuid) -> Vec<(&'static str, String)> {
             "POST",
             format!("/v1/family-verifications/{}/confirm", Uuid::now_v7()),
         ),
+        ("GET", format!("{p}/family-doctor-signings")),
+        ("POST", format!("{p}/family-doctor-signings")),
+        (
+            "POST",
+            format!("{p}/family-doctor-signings/{}/end", Uuid::now_v7()),
+        ),
         ("GET", format!("{p}/standing")),
         ("POST", format!("{p}/appeals")),
         ("GET", format!("{p}/bookings")),
@@ -363,6 +380,13 @@ fn hospital_routes(h: &str) -> Vec<(Method, String, serde_json::Value)> {
         (Method::POST, format!("/v1/bookings/{b}/arrive"), empty.clone()),
         (Method::POST, format!("/v1/bookings/{b}/complete"), empty.clone()),
         (Method::GET, "/v1/feed".into(), empty.clone()),
+        (
+            Method::POST,
+            "/v1/referrals".into(),
+            serde_json::json!({ "patient_id": Uuid::new_v4(), "issuing_hospital": "x", "issuing_team": "t",
+                "issuing_doctor": "d", "department": "cardio", "diagnosis_code": "I20", "reason": "r" }),
+        ),
+        (Method::GET, format!("/v1/referrals/{s}"), empty.clone()),
         (Method::GET, format!("/v1/patients/{s}/bookings"), empty.clone()),
         (
             Method::GET,
@@ -434,6 +458,21 @@ fn card_routes(card: Uuid, person: Uuid) -> Vec<(Method, String, serde_json::Val
             empty.clone(),
         ),
         (Method::GET, format!("/v1/persons/{person}/family"), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/persons/{person}/family-doctor-signings"),
+            serde_json::json!({ "hospital": "tbh", "team": "t", "signature_trace": "0123456789abcdef0" }),
+        ),
+        (
+            Method::GET,
+            format!("/v1/persons/{person}/family-doctor-signings"),
+            empty.clone(),
+        ),
+        (
+            Method::PUT,
+            "/v1/hospitals/tbh/family-doctor-teams".into(),
+            serde_json::json!({ "teams": [] }),
+        ),
         (
             Method::POST,
             format!("/v1/family-bindings/{}/unbind", Uuid::new_v4()),

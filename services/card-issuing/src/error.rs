@@ -80,6 +80,14 @@ pub enum CardError {
     VerificationLocked,
     #[error("this verification was confirmed already")]
     VerificationUsed,
+    #[error("no such family doctor team at this hospital")]
+    TeamNotFound,
+    #[error("the family doctor team has no place left ({capacity} residents signed)")]
+    TeamFull { capacity: i32 },
+    #[error("this person already has an active family doctor signing, until {0}")]
+    AlreadySigned(chrono::DateTime<chrono::Utc>),
+    #[error("no such family doctor signing of this person")]
+    SigningNotFound,
     #[error("personal data could not be opened: {0}")]
     Crypto(#[from] CryptoError),
     #[error("the card database is unavailable: {0}")]
@@ -126,6 +134,10 @@ impl CardError {
             CardError::VerificationExpired => "VERIFICATION_EXPIRED",
             CardError::VerificationLocked => "VERIFICATION_LOCKED",
             CardError::VerificationUsed => "VERIFICATION_USED",
+            CardError::TeamNotFound => "TEAM_NOT_FOUND",
+            CardError::TeamFull { .. } => "TEAM_FULL",
+            CardError::AlreadySigned(_) => "ALREADY_SIGNED",
+            CardError::SigningNotFound => "SIGNING_NOT_FOUND",
             CardError::Crypto(_) | CardError::Unexpected(_) => "INTERNAL_ERROR",
             CardError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
         }
@@ -180,6 +192,8 @@ impl ResponseError for CardError {
             | CardError::NoShowNotFound
             | CardError::AppealNotFound
             | CardError::VerificationNotFound
+            | CardError::TeamNotFound
+            | CardError::SigningNotFound
             | CardError::PaymentNotFound(_) => StatusCode::NOT_FOUND,
             CardError::IdentityConflict
             | CardError::CardAlreadyIssued(_)
@@ -195,7 +209,9 @@ impl ResponseError for CardError {
             | CardError::AppealAlreadyDecided
             | CardError::VerificationUsed
             | CardError::VerificationExpired
-            | CardError::VerificationLocked => StatusCode::CONFLICT,
+            | CardError::VerificationLocked
+            | CardError::TeamFull { .. }
+            | CardError::AlreadySigned(_) => StatusCode::CONFLICT,
             CardError::VerificationCodeWrong { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CardError::CardUnusable(_) | CardError::NotBindingParty => StatusCode::FORBIDDEN,
             CardError::GuardianProofRequired { .. } | CardError::MemberVerificationRequired { .. } => {
@@ -235,6 +251,12 @@ impl ResponseError for CardError {
             }
             CardError::VerificationCodeWrong { attempts_left } => {
                 problem = problem.extension("attempts_left", *attempts_left);
+            }
+            CardError::TeamFull { capacity } => {
+                problem = problem.extension("capacity", *capacity);
+            }
+            CardError::AlreadySigned(until) => {
+                problem = problem.extension("active_until", until.to_rfc3339());
             }
             _ => {}
         }

@@ -17,6 +17,8 @@
 //! - [`ecard`]: pure e-card token signing and [`verify_ecard_token`], which
 //!   the gateway calls with the shared secret and no database.
 //! - [`family`]: binding rules and monthly limits (Asia/Shanghai months).
+//! - [`family_doctor`]: family doctor teams and residents' year-long
+//!   signings (家庭医生签约), one per person, capacity per team.
 //! - [`ledger`]: double-entry prepaid balance and the daily channel report.
 //! - [`standing`]: no-shows, bars and waivers; [`consumer`] feeds it (and
 //!   credits back prepaid-card fees of refunded bookings) from
@@ -34,6 +36,7 @@ pub mod crypto;
 pub mod ecard;
 pub mod error;
 pub mod family;
+pub mod family_doctor;
 pub mod identity;
 pub mod ledger;
 pub mod operator;

@@ -31,6 +31,8 @@
 //! - `draw.drawn`: a lottery draw for the console's draws page
 //!   ([`crate::routes::draws`]); `draw.won`'s booking is counted by its
 //!   `booking.held` / `booking.confirmed`.
+//! - `signing.*` and `referral.*`: family doctor care, see
+//!   [`crate::family_doctor`].
 
 use chrono::{DateTime, NaiveDate, Utc};
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
@@ -116,7 +118,10 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
     let hospital = p.text("hospital_id");
     let channel = p.text("channel");
     let counter = |c: Counter| bump(client, day, &hospital, &channel, c);
-    if crate::audit::apply(client, event).await? || crate::precise::apply(client, event).await? {
+    if crate::audit::apply(client, event).await?
+        || crate::precise::apply(client, event).await?
+        || crate::family_doctor::apply(client, event).await?
+    {
         return Ok(());
     }
     match event.event_type.as_str() {

@@ -13,6 +13,8 @@
 //! - [`audit`]: the audit trail (capacity, stops, waivers, appeals, with
 //!   their actor) and the waitlists' 加号 requests, from events.
 //! - [`precise`]: 精准预约 figures per submission, from events.
+//! - [`family_doctor`]: signings per centre and team, referrals by target
+//!   hospital (家庭医生签约, 转诊), from `signing.*` and `referral.*`.
 //! - [`auth`]: operators (roles city / hospital), password hashes, sessions.
 //! - [`relay`]: the client of the gateway's operators' relay (`/ops/v1`).
 //! - [`reconcile`]: the statement file format, matching, mismatches.
@@ -28,6 +30,7 @@ pub mod audit;
 pub mod auth;
 pub mod consumer;
 pub mod error;
+pub mod family_doctor;
 pub mod ledger;
 pub mod precise;
 pub mod reconcile;

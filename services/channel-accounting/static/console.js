@@ -7,7 +7,7 @@
 const REFRESH_MS = 10000;
 // The surge moves in seconds: poll it faster than the day's overview.
 const SURGE_REFRESH_MS = 2000;
-const PAGES = ["overview", "surge", "capacity", "precise", "audit", "appeals", "policy", "draws", "satisfaction", "dead-letters"];
+const PAGES = ["overview", "surge", "capacity", "precise", "family-doctor", "audit", "appeals", "policy", "draws", "satisfaction", "dead-letters"];
 // The signed-in operator's role (and hospital), from /v1/operators/me.
 let role = null;
 let ownHospital = null;
@@ -118,11 +118,12 @@ function showPage() {
   document.querySelectorAll("section[data-page]").forEach((el) => { el.hidden = el.dataset.page !== page; });
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   clearInterval(timer);
-  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, precise: loadPrecise, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, draws: loadDraws, satisfaction: loadSatisfaction, "dead-letters": loadDeadLetters }[page];
+  const load = { overview: refresh, surge: loadSurge, capacity: loadCapacity, precise: loadPrecise, "family-doctor": loadFamilyDoctor, audit: loadAudit, appeals: loadAppeals, policy: loadPolicyHospitals, draws: loadDraws, satisfaction: loadSatisfaction, "dead-letters": loadDeadLetters }[page];
   load();
   if (page === "overview") timer = setInterval(refresh, REFRESH_MS);
   if (page === "surge") timer = setInterval(loadSurge, SURGE_REFRESH_MS);
   if (page === "capacity") timer = setInterval(loadCapacity, REFRESH_MS);
+  if (page === "family-doctor") timer = setInterval(loadFamilyDoctor, REFRESH_MS);
 }
 
 async function refresh() {
@@ -393,6 +394,25 @@ function drawSurge(points) {
   }
 }
 
+// ---- 家庭医生签约 and 转诊 ----
+
+async function loadFamilyDoctor() {
+  const form = $("fd-form");
+  try {
+    const v = await api("/v1/console/family-doctor?" + formParams(form));
+    refusedIn(form, "fd-error", null);
+    $("fd-active").textContent = "(" + num(v.signings_active) + " signed now)";
+    const dash = (x) => (x === null || x === undefined ? "–" : x);
+    $("fd-teams").tBodies[0].replaceChildren(...v.teams.map((t) =>
+      row([t.hospital, t.team_name ? t.team_name + " · " + t.team_id : t.team_id, num(t.active), dash(t.capacity),
+        dash(t.capacity_used_percent)], [2, 3, 4])));
+    $("fd-referrals").tBodies[0].replaceChildren(...v.referrals.map((r) =>
+      row([r.issuing_hospital, r.target_hospital, num(r.issued), num(r.used), num(r.expired), num(r.open)], [2, 3, 4, 5])));
+  } catch (e) {
+    refusedIn(form, "fd-error", e);
+  }
+}
+
 // ---- 加号 requests ----
 
 async function loadCapacity() {
@@ -539,7 +559,7 @@ async function decideAppeal(id, decision, reasonInput) {
 
 // ---- Hospitals and their booking policy ----
 
-const POLICY_POOLS = ["wechat", "kiosk", "phone114", "window", "app", "referral", "clinic"];
+const POLICY_POOLS = ["wechat", "kiosk", "phone114", "window", "app", "referral", "clinic", "signed"];
 const POLICY_TIMES = ["release_time", "cancel_time", "pool_merge_time"];
 // Sent as chosen (a string), not as a number.
 const POLICY_CHOICES = ["release_mode"];
@@ -823,6 +843,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }));
   $("surge-form").addEventListener("submit", (e) => { e.preventDefault(); loadSurge(); });
   $("capacity-form").addEventListener("submit", (e) => { e.preventDefault(); loadCapacity(); });
+  $("fd-form").addEventListener("submit", (e) => { e.preventDefault(); loadFamilyDoctor(); });
   $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(); });
   $("audit-csv").addEventListener("click", exportAudit);
   $("satisfaction-form").addEventListener("submit", (e) => { e.preventDefault(); loadSatisfaction(); });

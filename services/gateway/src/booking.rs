@@ -187,6 +187,17 @@ pub async fn book(
         }
     };
 
+    // A resident signed with a family doctor team of this community
+    // centre may draw from the `signed` pool of the team's doctors'
+    // schedules. Asked at community centres only: a tertiary hospital's
+    // surge never waits for it.
+    if crate::signings::keeps_signed_share(state, &slot.hospital)
+        && let Some(doctors) =
+            crate::signings::signed_doctors_at(&state.patients, patient, &slot.hospital).await
+        && let Ok(value) = HeaderValue::from_str(&doctors)
+    {
+        headers.insert(crate::signings::SIGNED_DOCTORS_HEADER, value);
+    }
     let (path, upstream_body) = match api {
         HospitalApi::Json => (
             "/v1/bookings",

@@ -116,6 +116,10 @@ pub enum GatewayError {
     /// channel-accounting's survey door failed or did not answer.
     #[error("surveys are unavailable: {0}")]
     SurveysUnavailable(String),
+    /// A referral only a family doctor of the resident's own signed team,
+    /// at that team's centre, may issue (the 医联体 path).
+    #[error("{0}")]
+    ReferralNotAllowed(&'static str),
     #[error("unexpected error: {0:#}")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -164,6 +168,7 @@ pub const ALL_CODES: &[&str] = &[
     "MEMBER_CHANNEL_UNREACHABLE",
     "NOT_YOUR_SURVEY",
     "SURVEYS_UNAVAILABLE",
+    "REFERRAL_NOT_ALLOWED",
     // From the hospital's slot-inventory, passed through unchanged.
     "SLOT_NOT_FOUND",
     "SLOT_SOLD_OUT",
@@ -196,6 +201,11 @@ pub const ALL_CODES: &[&str] = &[
     "NOT_COMPLETABLE",
     "SLOT_LOCK_UNAVAILABLE",
     "DATABASE_UNAVAILABLE",
+    "REFERRAL_UNKNOWN",
+    "REFERRAL_EXPIRED",
+    "REFERRAL_USED",
+    "REFERRAL_NOT_FOR_DEPARTMENT",
+    "REFERRAL_OF_ANOTHER_PATIENT",
     // From card-issuing, passed through by the /v1/cards routes.
     "CARD_LOST",
     "CARD_REPLACED",
@@ -229,6 +239,11 @@ pub const ALL_CODES: &[&str] = &[
     "SURVEY_NOT_FOUND",
     "SURVEY_EXPIRED",
     "SURVEY_ALREADY_ANSWERED",
+    // From card-issuing's family doctor signings.
+    "TEAM_NOT_FOUND",
+    "TEAM_FULL",
+    "ALREADY_SIGNED",
+    "SIGNING_NOT_FOUND",
 ];
 
 impl GatewayError {
@@ -269,6 +284,7 @@ impl GatewayError {
             GatewayError::MemberChannelUnreachable(_) => "MEMBER_CHANNEL_UNREACHABLE",
             GatewayError::NotYourSurvey => "NOT_YOUR_SURVEY",
             GatewayError::SurveysUnavailable(_) => "SURVEYS_UNAVAILABLE",
+            GatewayError::ReferralNotAllowed(_) => "REFERRAL_NOT_ALLOWED",
             GatewayError::Unexpected(_) => "INTERNAL_ERROR",
         }
     }
@@ -310,6 +326,7 @@ impl GatewayError {
             GatewayError::MemberChannelUnreachable(_) => "Member's channel unreachable",
             GatewayError::NotYourSurvey => "Not this app's or patient's survey",
             GatewayError::SurveysUnavailable(_) => "Surveys unavailable",
+            GatewayError::ReferralNotAllowed(_) => "Referral not allowed",
             GatewayError::Unexpected(_) => "Internal error",
         }
     }
@@ -342,7 +359,8 @@ impl ResponseError for GatewayError {
             | GatewayError::PatientProofRequired
             | GatewayError::CardOfAnotherChannel
             | GatewayError::NotYourPatient
-            | GatewayError::NotYourSurvey => StatusCode::FORBIDDEN,
+            | GatewayError::NotYourSurvey
+            | GatewayError::ReferralNotAllowed(_) => StatusCode::FORBIDDEN,
             GatewayError::MemberChannelUnknown => StatusCode::CONFLICT,
             GatewayError::MemberChannelUnreachable(_) | GatewayError::SurveysUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -239,7 +239,7 @@ impl PatientIndex {
         }
     }
 
-    async fn cached(&self, key: &str) -> Option<String> {
+    pub(crate) async fn cached(&self, key: &str) -> Option<String> {
         let mut conn = self.redis.clone();
         match conn.get::<_, Option<String>>(key).await {
             Ok(v) => v,
@@ -250,7 +250,7 @@ impl PatientIndex {
         }
     }
 
-    async fn remember(&self, key: &str, value: &str, ttl: u64) {
+    pub(crate) async fn remember(&self, key: &str, value: &str, ttl: u64) {
         if ttl == 0 {
             return;
         }
@@ -551,13 +551,26 @@ impl PatientIndex {
         passed_back(res, path).await
     }
 
-    /// Drop the cached standing and family of a person whose standing or
-    /// bindings just changed through us, so the next booking sees it.
+    /// A person's cached answer of card-issuing (`standing`, `family`,
+    /// `signing`), under the person's own hash tag.
+    pub(crate) fn person_key(&self, person: Uuid, what: &str) -> String {
+        self.keys.tagged(&format!("p:{person}"), what)
+    }
+
+    /// How long a person's family (and family doctor signing) is cached.
+    pub(crate) fn family_ttl(&self) -> u64 {
+        self.family_ttl
+    }
+
+    /// Drop the cached standing, family and family doctor signing of a
+    /// person whose standing, bindings or signing just changed through us,
+    /// so the next booking sees it.
     pub async fn forget(&self, person: Uuid) {
         let mut conn = self.redis.clone();
         let keys = [
-            self.keys.tagged(&format!("p:{person}"), "standing"),
-            self.keys.tagged(&format!("p:{person}"), "family"),
+            self.person_key(person, "standing"),
+            self.person_key(person, "family"),
+            self.person_key(person, "signing"),
         ];
         if let Err(e) = conn.del::<_, ()>(&keys[..]).await {
             tracing::warn!(error = %e, "could not drop a cached standing or family");

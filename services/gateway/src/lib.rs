@@ -47,6 +47,7 @@ pub mod openapi;
 pub mod payment;
 pub mod routes;
 pub mod settings;
+pub mod signings;
 pub mod soldout;
 pub mod startup;
 pub mod state;

@@ -79,6 +79,10 @@ pub enum SlotError {
     PreciseAlreadySubmitted,
     #[error("the submission is {0}, no longer pending")]
     PreciseAlreadyDecided(String),
+    /// The referral pool was asked for with a referral this hospital's
+    /// script refused (see `booking::referral`).
+    #[error("{0}")]
+    Referral(crate::booking::referral::Refusal),
     /// Redis (the surge lock) is unreachable or being rebuilt: refuse
     /// cleanly rather than book without it.
     #[error("the slot lock is unavailable: {0}")]
@@ -136,6 +140,7 @@ impl SlotError {
             SlotError::ClinicNotSoldOut(_) => "CLINIC_NOT_SOLD_OUT",
             SlotError::PreciseAlreadySubmitted => "PRECISE_ALREADY_SUBMITTED",
             SlotError::PreciseAlreadyDecided(_) => "PRECISE_ALREADY_DECIDED",
+            SlotError::Referral(r) => r.code(),
             SlotError::LockUnavailable(_) => "SLOT_LOCK_UNAVAILABLE",
             SlotError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             SlotError::LotteryEntered(_) => "LOTTERY_ENTERED",
@@ -218,6 +223,7 @@ impl ResponseError for SlotError {
             | SlotError::NotCheckInable(_)
             | SlotError::NotCompletable(_)
             | SlotError::CheckInClosed { .. } => StatusCode::CONFLICT,
+            SlotError::Referral(r) => r.status(),
             SlotError::WrongPickupCode { .. } => StatusCode::FORBIDDEN,
             SlotError::PickupLocked => StatusCode::LOCKED,
             SlotError::LockUnavailable(_) | SlotError::DatabaseUnavailable(_) => {
@@ -274,6 +280,9 @@ impl ResponseError for SlotError {
                 .detail(self.to_string())
                 .field("pickup_code")
                 .extension("attempts_left", 0),
+            SlotError::Referral(_) => Problem::new(status, self.code(), "Referral refused")
+                .detail(self.to_string())
+                .field("referral_id"),
             SlotError::AlreadyBooked(existing) => Problem::new(status, self.code(), "Already booked")
                 .detail(self.to_string())
                 .extension("booking_id", existing.to_string()),

@@ -12,9 +12,15 @@ use jyt_settings::Invalid;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Pools a segment's capacity is split into; `common` takes the remainder.
-pub const POOLS: [&str; 8] = [
-    "wechat", "kiosk", "phone114", "window", "app", "referral", "clinic", "common",
+/// `signed` is not a channel: it is the share a community health centre
+/// keeps for the residents signed with the schedule's doctor's family
+/// doctor team (家庭医生签约; see `booking::signed`).
+pub const POOLS: [&str; 9] = [
+    "wechat", "kiosk", "phone114", "window", "app", "referral", "clinic", "signed", "common",
 ];
+
+/// The pools with a share of their own: every pool but `common`.
+const SHARED_POOLS: usize = POOLS.len() - 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -94,10 +100,10 @@ impl Policy {
             ));
         }
         for (pool, share) in &self.pool_shares {
-            if !POOLS[..7].contains(&pool.as_str()) {
+            if !POOLS[..SHARED_POOLS].contains(&pool.as_str()) {
                 return Err(Invalid::new(
                     format!("{prefix}.pool_shares.{pool}"),
-                    "is not a channel pool (wechat, kiosk, phone114, window, app, referral, clinic)",
+                    "is not a pool with a share (wechat, kiosk, phone114, window, app, referral, clinic, signed)",
                 ));
             }
             if *share > 100 {
@@ -163,7 +169,7 @@ impl Policy {
         let capacity = capacity.max(0);
         let mut out = Vec::with_capacity(POOLS.len());
         let mut reserved = 0;
-        for pool in &POOLS[..7] {
+        for pool in &POOLS[..SHARED_POOLS] {
             let share = i64::from(self.pool_shares.get(*pool).copied().unwrap_or(0));
             let n = i32::try_from(i64::from(capacity) * share / 100).unwrap_or(0);
             reserved += n;

@@ -3,6 +3,7 @@
 pub mod appeals;
 pub mod cards;
 pub mod family;
+pub mod family_doctor;
 pub mod ledger;
 pub mod persons;
 pub mod standing;
@@ -35,6 +36,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(family::start_verification)
         .service(family::verification)
         .service(family::confirm_verification)
+        .service(family_doctor::upsert_teams)
+        .service(family_doctor::teams)
+        .service(family_doctor::sign)
+        .service(family_doctor::of_person)
+        .service(family_doctor::end)
         .service(standing::get)
         .service(standing::waive)
         .service(appeals::submit)

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod capacity_requests;
 pub mod console;
 pub mod draws;
+pub mod family_doctor;
 pub mod operations;
 pub mod operators;
 pub mod precise;
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(audit::trail)
         .service(capacity_requests::list)
         .service(precise::figures)
+        .service(family_doctor::view)
         .service(surge::surge)
         .service(satisfaction::satisfaction)
         .service(draws::list)

@@ -186,7 +186,7 @@ fn as_patient_parameter(e: GatewayError) -> GatewayError {
 #[utoipa::path(
     post, path = "/fhir/Appointment/$hold", tag = "fhir",
     request_body(content = serde_json::Value, content_type = "application/fhir+json",
-        description = "Parameters: `slot` (valueReference `Slot/<id>`), `patient` (valueIdentifier, system `urn:jyt:card-number` or `urn:jyt:ecard-token`), optional `subject` (valueReference `Patient/<uuid>`, a bound family member) and `referral` (valueString)"),
+        description = "Parameters: `slot` (valueReference `Slot/<id>`), `patient` (valueIdentifier, system `urn:jyt:card-number` or `urn:jyt:ecard-token`), optional `subject` (valueReference `Patient/<uuid>`, a bound family member) and `referral` (valueString: the id of a referral issued to the slot's hospital, for the `referral` channel)"),
     params(("Idempotency-Key" = String, Header, description = "Same key, same answer; required")),
     responses(
         (status = 201, description = "Appointment `pending` (held until paid, hold-expiry extension) or `booked` (free of charge)", body = serde_json::Value, content_type = "application/fhir+json"),

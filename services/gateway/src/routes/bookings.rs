@@ -33,9 +33,12 @@ pub struct BookRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "wechat")]
     pub channel: Option<Channel>,
-    /// For the `referral` channel: the community hospital's referral (医联体
-    /// green channel) entitling the patient to the referral pool; checked
-    /// by the hospital.
+    /// For the `referral` channel only: the id of the referral (医联体 green
+    /// channel) a family doctor of the patient's signed team issued to this
+    /// hospital (`POST /federation/v1/hospitals/{centre}/referrals`). The
+    /// hospital's booking script checks it (REFERRAL_UNKNOWN,
+    /// REFERRAL_EXPIRED, REFERRAL_USED, REFERRAL_NOT_FOR_DEPARTMENT,
+    /// REFERRAL_OF_ANOTHER_PATIENT) and uses it with the seat, once.
     #[serde(default)]
     pub referral_id: Option<String>,
 }
@@ -51,9 +54,9 @@ pub struct BookRequest {
         (status = 202, description = "A lottery schedule in its window: the patient's draw entry (`entry_id`, `schedule_id`, `draw_at`), the same one however often they press; the outcome comes as a `draw.won` or `draw.lost` notice and from `GET /v1/draw-entries/{entry_id}`", body = serde_json::Value),
         (status = 400, description = "MALFORMED_JSON, INVALID_FIELD, MISSING_HEADER, ECARD_INVALID, ECARD_EXPIRED", body = crate::openapi::ProblemDoc),
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
-        (status = 403, description = "PATIENT_BARRED (with barred_until), NOT_FAMILY_MEMBER, CARD_UNUSABLE", body = crate::openapi::ProblemDoc),
-        (status = 404, description = "HOSPITAL_NOT_FOUND, SLOT_NOT_FOUND, CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
-        (status = 409, description = "SLOT_SOLD_OUT, ALREADY_BOOKED, IDEMPOTENCY_KEY_REUSED, DAILY_LIMIT_REACHED, LOTTERY_DRAW_PENDING (a lottery's window closed and its draw is running; with draw_at and Retry-After)", body = crate::openapi::ProblemDoc),
+        (status = 403, description = "PATIENT_BARRED (with barred_until), NOT_FAMILY_MEMBER, CARD_UNUSABLE, REFERRAL_OF_ANOTHER_PATIENT", body = crate::openapi::ProblemDoc),
+        (status = 404, description = "HOSPITAL_NOT_FOUND, SLOT_NOT_FOUND, CARD_NOT_FOUND, REFERRAL_UNKNOWN", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "SLOT_SOLD_OUT, ALREADY_BOOKED, IDEMPOTENCY_KEY_REUSED, DAILY_LIMIT_REACHED, REFERRAL_EXPIRED, REFERRAL_USED, REFERRAL_NOT_FOR_DEPARTMENT, LOTTERY_DRAW_PENDING (a lottery's window closed and its draw is running; with draw_at and Retry-After)", body = crate::openapi::ProblemDoc),
         (status = 413, description = "BODY_TOO_LARGE", body = crate::openapi::ProblemDoc),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = crate::openapi::ProblemDoc),
         (status = 429, description = "RATE_LIMITED, with Retry-After", body = crate::openapi::ProblemDoc),

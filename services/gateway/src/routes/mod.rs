@@ -5,6 +5,7 @@ pub mod bookings;
 pub mod cards;
 pub mod draws;
 pub mod family;
+pub mod family_doctor;
 pub mod federation;
 pub mod hospitals;
 pub mod ops;
@@ -12,6 +13,7 @@ pub mod patient_actions;
 pub mod patients;
 pub mod payments;
 pub mod precise;
+pub mod referrals;
 pub mod standing;
 pub mod surveys;
 pub mod waitlist;
@@ -97,6 +99,9 @@ fn configure_patients(cfg: &mut web::ServiceConfig) {
         .service(family::list)
         .service(family::bind)
         .service(family::confirm)
+        .service(family_doctor::sign)
+        .service(family_doctor::list)
+        .service(family_doctor::end)
         .service(standing::get)
         .service(standing::appeal)
         .service(standing::bookings);
@@ -115,5 +120,8 @@ fn configure_federation(cfg: &mut web::ServiceConfig) {
         .service(federation::put_precise_profile)
         .service(federation::precise_submissions)
         .service(federation::decide_precise_submission)
+        .service(referrals::put_teams)
+        .service(referrals::teams)
+        .service(referrals::issue)
         .service(crate::fhir::federation::read);
 }

@@ -106,6 +106,7 @@ pub async fn rebuild(state: &AppState) -> Result<usize, SlotError> {
     state.cache.ready.store(false, Ordering::Release);
     let segments = rebuild_cache(state).await?;
     rebuild_patient_days(state).await?;
+    super::referral::reload_all(state).await?;
     let mut conn = state.redis.clone();
     redis::cmd("SET")
         .arg(generation_key(state))
@@ -187,6 +188,9 @@ pub async fn reconcile(state: &AppState) -> Result<usize, SlotError> {
                     &keys,
                     &state.keys.patient_day(patient, info.visit_date),
                     &state.keys.no_idempotency(),
+                    // An orphan's referral (if any) is unknown here; the
+                    // next rebuild recounts it from PostgreSQL.
+                    &state.keys.referral(None),
                     &HeldSeat {
                         patient,
                         booking_id: booking,

@@ -128,6 +128,15 @@ impl HospitalKeys {
         self.key("generation")
     }
 
+    /// A referral issued to this hospital (see `booking::referral`); with
+    /// none, a key nothing writes, so the scripts always get a key.
+    pub fn referral(&self, id: Option<Uuid>) -> String {
+        match id {
+            Some(id) => self.key(&format!("referral:{id}")),
+            None => self.key("referral:none"),
+        }
+    }
+
     /// Unpaid holds by deadline (sorted set), driving the expiry sweeper.
     pub fn holds(&self) -> String {
         self.key("holds")
@@ -167,6 +176,7 @@ pub enum HoldOutcome {
     DrawPending {
         closes_at: i64,
     },
+    Referral(super::referral::Refusal),
 }
 
 /// Where a released seat goes.
@@ -204,6 +214,12 @@ pub struct HoldRequest<'a> {
     pub kind: HoldKind,
     /// The entry (JSON) recorded if the attempt falls in a lottery's window.
     pub lottery_entry: &'a str,
+    /// The referral's key ([`HospitalKeys::referral`]): checked and marked
+    /// used in the same step as the seat for the `referral` channel.
+    pub referral_key: &'a str,
+    /// The patient is signed with the team of the schedule's doctor: the
+    /// `signed` pool is theirs first.
+    pub signed_pool: bool,
 }
 
 /// What a hold attempt is: it decides which pools and which seats (on
@@ -395,6 +411,7 @@ impl HoldScripts {
             .key(&keys.availability)
             .key(&keys.availability_shares)
             .key(&keys.lottery_entries)
+            .key(r.referral_key)
             .arg(r.patient.to_string())
             .arg(r.booking_id.to_string())
             .arg(r.idempotency_ttl_seconds)
@@ -409,6 +426,7 @@ impl HoldScripts {
             .arg(&keys.seats_channel)
             .arg(&keys.slot)
             .arg(r.lottery_entry)
+            .arg(if r.signed_pool { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         Ok(parse_outcome(&reply))
@@ -416,13 +434,19 @@ impl HoldScripts {
 
     /// Give a hold back. `back_on_sale` is false when PostgreSQL says another
     /// live booking owns the seat, or the schedule is stopped; `Waitlist`
-    /// keeps the freed seat back for the schedule's waitlist.
+    /// keeps the freed seat back for the schedule's waitlist. The booking's
+    /// referral (`referral_key`), if it used one, is free again.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per key and rule of the script"
+    )]
     pub async fn release(
         &self,
         redis: &RedisConn,
         keys: &SegmentKeys,
         patient_day: &str,
         idempotency_key: &str,
+        referral_key: &str,
         held: &HeldSeat,
         back_on_sale: SeatGoes,
     ) -> RedisResult<bool> {
@@ -437,6 +461,7 @@ impl HoldScripts {
             .key(idempotency_key)
             .key(&keys.availability)
             .key(&keys.availability_shares)
+            .key(referral_key)
             .arg(held.patient.to_string())
             .arg(held.booking_id.to_string())
             .arg(if back_on_sale == SeatGoes::Nowhere {
@@ -572,6 +597,9 @@ fn parse_outcome(reply: &[String]) -> HoldOutcome {
         "REPLAY" => booking_at(1).map_or(HoldOutcome::NotLoaded, |booking_id| HoldOutcome::Replay {
             booking_id,
         }),
+        code if code.starts_with("REFERRAL_") => {
+            super::referral::Refusal::from_code(code).map_or(HoldOutcome::NotLoaded, HoldOutcome::Referral)
+        }
         // A reply we do not understand means the keys are not in a state
         // we wrote; treat the segment as not loaded, which reloads it.
         _ => HoldOutcome::NotLoaded,

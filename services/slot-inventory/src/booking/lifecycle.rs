@@ -274,6 +274,7 @@ async fn give_back(state: &AppState, stored: &StoredBooking) {
                 &keys,
                 &state.keys.patient_day(held.patient, info.visit_date),
                 &state.keys.no_idempotency(),
+                &super::referral::key_of(state, stored.booking.referral_id.as_deref()),
                 &held,
                 goes,
             )

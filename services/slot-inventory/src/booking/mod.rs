@@ -10,7 +10,9 @@ pub mod lifecycle;
 pub mod owner;
 pub mod pg_lock;
 pub mod queries;
+pub mod referral;
 pub mod service;
+pub mod signed;
 pub mod tally;
 pub mod waitlist;
 pub mod waitlist_queries;
@@ -27,11 +29,17 @@ pub struct BookRequest {
     pub slot_id: SlotRef,
     pub patient_id: Uuid,
     pub channel: Channel,
-    /// Required for the `referral` channel: the community hospital's
-    /// referral (医联体 green channel) that entitles the patient to the
-    /// referral pool.
+    /// Required for the `referral` channel, and only there: the id of the
+    /// referral (医联体 green channel) a community health centre's family
+    /// doctor issued to this hospital ([`referral`]); it entitles the
+    /// patient to the referral pool, once.
     #[serde(default)]
     pub referral_id: Option<String>,
+    /// The doctors (this hospital's ids) of the family doctor team the
+    /// patient is signed with here: the gateway's [`signed::HEADER`] (never
+    /// the body). Their schedules' `signed` pool is open to the patient.
+    #[serde(skip)]
+    pub signed_doctors: Vec<String>,
     /// An in-clinic follow-up (channel `clinic`): the patient's booking it
     /// follows, whose channel app then owns it too ([`owner::settle`]).
     #[serde(default)]

@@ -58,6 +58,11 @@ pub async fn book(
     }
 
     check_person_rules(&tx, state, req, info).await?;
+    // The referral rule of hold.lua, on the locked referral row.
+    if let Some(raw) = req.referral_id.as_deref() {
+        let id = super::referral::parse_id(raw)?;
+        super::referral::check_for_booking(state, &tx, id, req.patient_id, &info.department).await?;
+    }
     let (pool, seat) = choose_seat(&tx, state, req, info, capacity).await?;
     let pool = pool.as_str();
 

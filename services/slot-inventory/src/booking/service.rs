@@ -93,14 +93,22 @@ fn check_request(state: &AppState, req: &BookRequest) -> Result<(), SlotError> {
     if req.slot_id.hospital != state.hospital {
         return Err(SlotError::SlotNotFound(req.slot_id.to_string()));
     }
+    referral_of(req).map(|_| ())
+}
+
+/// The referral a request names: required for the `referral` channel and
+/// refused elsewhere (it entitles only to the referral pool), and always a
+/// referral's id, never free text.
+fn referral_of(req: &BookRequest) -> Result<Option<Uuid>, SlotError> {
     match (&req.channel, &req.referral_id) {
         (Channel::Referral, None) => {
             Err(RequestError::invalid("referral_id", "the referral channel needs a referral id").into())
         }
-        (_, Some(r)) if r.is_empty() || r.len() > 64 => {
-            Err(RequestError::invalid("referral_id", "must be 1 to 64 characters").into())
+        (Channel::Referral, Some(r)) => Ok(Some(super::referral::parse_id(r)?)),
+        (_, Some(_)) => {
+            Err(RequestError::invalid("referral_id", "only the referral channel names a referral").into())
         }
-        _ => Ok(()),
+        (_, None) => Ok(None),
     }
 }
 
@@ -151,6 +159,11 @@ async fn try_book(
     let now = state.clock.now();
     let policy = state.policy.get();
     let lottery_entry = crate::lottery::entry::EntryRecord::from_request(req, now).to_json();
+    let referral_key = state.keys.referral(referral_of(req).ok().flatten());
+    let signed_pool = match super::signed::entitled(state, info.segment_id, &req.signed_doctors).await {
+        Ok(yes) => yes,
+        Err(e) => return Ok(Err(e)),
+    };
     let hold_request = HoldRequest {
         patient: req.patient_id,
         booking_id,
@@ -172,6 +185,8 @@ async fn try_book(
             HoldKind::Book
         },
         lottery_entry: &lottery_entry,
+        referral_key: &referral_key,
+        signed_pool,
     };
 
     let started = std::time::Instant::now();
@@ -230,6 +245,9 @@ async fn try_book(
         HoldOutcome::DrawPending { closes_at } => Err(SlotError::DrawPending(
             Utc.timestamp_opt(closes_at, 0).single().unwrap_or(now),
         )),
+        HoldOutcome::Referral(refusal) => Err(SlotError::Referral(
+            super::referral::explain(state, referral_of(req).ok().flatten(), refusal).await,
+        )),
         HoldOutcome::Replay { booking_id } => replay(state, req, key, booking_id).await,
         HoldOutcome::AlreadyBooked { booking_id } => already_booked(state, req, key, booking_id).await,
         HoldOutcome::Held { seat, pool, visit_no } => {
@@ -265,6 +283,7 @@ async fn commit_hold(
     let keys = state.keys.segment(info);
     let idem_key = state.keys.idempotency(req.patient_id, key);
     let patient_day = state.keys.patient_day(req.patient_id, info.visit_date);
+    let referral_key = state.keys.referral(referral_of(req).ok().flatten());
     let held = HeldSeat {
         patient: req.patient_id,
         booking_id: won.booking_id,
@@ -276,11 +295,19 @@ async fn commit_hold(
         SeatGoes::OnSale
     };
     let release = |back_on_sale: SeatGoes| {
-        let (keys, idem_key, patient_day) = (&keys, &idem_key, &patient_day);
+        let (keys, idem_key, patient_day, referral_key) = (&keys, &idem_key, &patient_day, &referral_key);
         async move {
             let released = state
                 .scripts
-                .release(&state.redis, keys, patient_day, idem_key, &held, back_on_sale)
+                .release(
+                    &state.redis,
+                    keys,
+                    patient_day,
+                    idem_key,
+                    referral_key,
+                    &held,
+                    back_on_sale,
+                )
                 .await;
             if let Err(e) = released {
                 // The seat stays held in Redis until the reconciler or a
@@ -291,7 +318,7 @@ async fn commit_hold(
         }
     };
 
-    match write_booking(state, req, key, &won).await {
+    match write_booking(state, req, key, info, &won).await {
         Ok(Some(stored)) => {
             after_commit(state, &stored, &idem_key).await;
             Ok(Ok(BookOutcome {
@@ -310,6 +337,11 @@ async fn commit_hold(
                 // A concurrent request with the same key committed first.
                 release(on_sale).await;
                 Ok(find_by_idempotency_key(state, req, key).await)
+            }
+            "bookings_referral_uq" => {
+                // Another booking took the referral first.
+                release(on_sale).await;
+                Ok(Err(SlotError::Referral(super::referral::Refusal::Used)))
             }
             "bookings_patient_segment_uq" => {
                 release(on_sale).await;
@@ -413,10 +445,15 @@ async fn write_booking(
     state: &AppState,
     req: &BookRequest,
     key: &IdempotencyKey,
+    info: &SegmentInfo,
     won: &Won,
 ) -> Result<Option<StoredBooking>, WriteError> {
-    if req.waitlist_entry.is_some() || req.offer.is_some() || req.draw_entry.is_some() {
-        return write_booking_in_steps(state, req, key, won).await;
+    if req.waitlist_entry.is_some()
+        || req.offer.is_some()
+        || req.draw_entry.is_some()
+        || req.referral_id.is_some()
+    {
+        return write_booking_in_steps(state, req, key, info, won).await;
     }
     let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
     let insert = client.prepare_cached(&queries::INSERT_BOOKING_RETURNING).await?;
@@ -477,10 +514,21 @@ async fn write_booking_in_steps(
     state: &AppState,
     req: &BookRequest,
     key: &IdempotencyKey,
+    info: &SegmentInfo,
     won: &Won,
 ) -> Result<Option<StoredBooking>, WriteError> {
     let mut client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
     let tx = client.transaction().await?;
+    // The script checked the referral in Redis; PostgreSQL checks it again
+    // (row locked), so a stale Redis copy cannot book on a bad one.
+    let referral = match referral_of(req).map_err(WriteError::Other)? {
+        Some(id) => Some(
+            super::referral::check_for_booking(state, &tx, id, req.patient_id, &info.department)
+                .await
+                .map_err(WriteError::Other)?,
+        ),
+        None => None,
+    };
     let code = pickup_code();
     let inserted = queries::insert_booking(&tx, &new_booking(state, req, key, won, &code)).await?;
     if inserted.is_none() {
@@ -538,6 +586,17 @@ async fn write_booking_in_steps(
         .await?;
     } else {
         events::append(&tx, kind, &stored.booking, serde_json::json!({})).await?;
+    }
+    if let Some(mut used) = referral {
+        used.status = "used".to_owned();
+        used.used_by_booking = Some(stored.booking.booking_id.to_string());
+        jyt_events::append(
+            &tx,
+            "referral.used",
+            &used.referral_id.to_string(),
+            &super::referral::event_payload(&used),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(Some(stored))

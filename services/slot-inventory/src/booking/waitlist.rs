@@ -449,6 +449,7 @@ async fn serve(state: &AppState, waiter: &queries::Waiter, segments: &[Uuid]) ->
             patient_id: waiter.patient,
             channel: waiter.channel,
             referral_id: None,
+            signed_doctors: Vec::new(),
             follows_booking_id: None,
             // The booking belongs to the app that made the entry.
             owner_app: waiter.owner_app.clone(),

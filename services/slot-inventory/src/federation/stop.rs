@@ -261,6 +261,9 @@ async fn make_offers(
                 patient: b.booking.patient_id,
                 channel: b.booking.channel,
                 owner_app: b.booking.owner_app.clone(),
+                // A referred patient's offer uses their referral again
+                // (the stopped booking freed it).
+                referral_id: b.booking.referral_id.clone(),
             },
             Some(b.booking.booking_id.id),
             b.booking.booking_id.id,
@@ -284,6 +287,7 @@ async fn make_offers(
             patient: *patient,
             channel: channel.parse().unwrap_or(Channel::Window),
             owner_app: owner_app.clone(),
+            referral_id: None,
         };
         let offered = offer(state, schedule, offeree, None, *entry).await?;
         offers.push(Offer {
@@ -308,6 +312,7 @@ async fn take_off_sale(state: &AppState, schedule: Uuid, stopped: &[StoredBookin
                 &keys,
                 &state.keys.patient_day(b.booking.patient_id, info.visit_date),
                 &state.keys.no_idempotency(),
+                &crate::booking::referral::key_of(state, b.booking.referral_id.as_deref()),
                 &HeldSeat {
                     patient: b.booking.patient_id,
                     booking_id: b.booking.booking_id.id,
@@ -341,6 +346,7 @@ struct Offeree {
     patient: Uuid,
     channel: Channel,
     owner_app: Option<String>,
+    referral_id: Option<String>,
 }
 
 /// Hold the first free equivalent seat for the patient, ahead of everyone
@@ -357,6 +363,7 @@ async fn offer(
         patient,
         channel,
         owner_app,
+        referral_id,
     } = offeree;
     let client = state.pool.get().await?;
     let Some(row) = client
@@ -391,7 +398,8 @@ async fn offer(
             slot_id: SlotRef::new(state.hospital.clone(), segment),
             patient_id: patient,
             channel,
-            referral_id: None,
+            referral_id: referral_id.clone(),
+            signed_doctors: Vec::new(),
             follows_booking_id: None,
             owner_app: owner_app.clone(),
             waitlist_entry: None,
@@ -407,8 +415,9 @@ async fn offer(
                 | SlotError::AlreadyBooked(_)
                 | SlotError::ScheduleAlreadyBooked,
             ) => {}
-            // The patient's own limits forbid another booking that day.
-            Err(SlotError::DepartmentDailyLimit | SlotError::DailyLimit) => {}
+            // The patient's own limits forbid another booking that day,
+            // or their referral no longer entitles them (expired).
+            Err(SlotError::DepartmentDailyLimit | SlotError::DailyLimit | SlotError::Referral(_)) => {}
             Err(e) => return Err(e),
         }
     }

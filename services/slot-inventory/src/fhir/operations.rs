@@ -88,7 +88,7 @@ pub async fn hold(
     state: &AppState,
     key: IdempotencyKey,
     channel: Channel,
-    owner_app: Option<String>,
+    (owner_app, signed_doctors): (Option<String>, Vec<String>),
     body: &[u8],
 ) -> Result<BookOutcome, FhirError> {
     let params = params::parameters(body, &["slot", "patient", "referral"])?;
@@ -106,6 +106,7 @@ pub async fn hold(
         patient_id,
         channel,
         referral_id,
+        signed_doctors,
         follows_booking_id: None,
         owner_app,
         waitlist_entry: None,

@@ -97,7 +97,8 @@ fn issue_type(e: &SlotError) -> &'static str {
         | SlotError::CheckInClosed { .. }
         | SlotError::SeatsAvailable
         | SlotError::DrawPending(_)
-        | SlotError::WaitlistEntryGone => "business-rule",
+        | SlotError::WaitlistEntryGone
+        | SlotError::Referral(_) => "business-rule",
         SlotError::WrongPickupCode { .. } | SlotError::PickupLocked => "forbidden",
         SlotError::LockUnavailable(_) | SlotError::DatabaseUnavailable(_) => "transient",
         SlotError::Unexpected(_) => "exception",

@@ -418,8 +418,9 @@ pub async fn appointment_hold(
     let key = IdempotencyKeyHeader::extract(&req).await?.0;
     let channel = channel(&req)?;
     let owner_app = crate::booking::owner::acting_app(&req)?;
+    let signed_doctors = crate::booking::signed::doctors(&req)?;
     let body = read_body(&req, payload).await?;
-    let outcome = operations::hold(&state, key, channel, owner_app, &body).await?;
+    let outcome = operations::hold(&state, key, channel, (owner_app, signed_doctors), &body).await?;
     let ctx = context(&state, outcome.booking.schedule_id).await?;
     let appointment = resources::appointment(&state.settings, &outcome.booking, &ctx);
     let mut res = HttpResponse::Created();

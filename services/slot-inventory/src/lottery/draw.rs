@@ -130,6 +130,7 @@ async fn give_hold(
             waitlist_entry: None,
             offer: None,
             draw_entry: Some(entry.entry_id),
+            signed_doctors: Vec::new(),
         };
         match crate::booking::service::hold_for_draw(state, &req, &key).await {
             Ok(won) => {

@@ -111,6 +111,7 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
         waitlist_entry: None,
         offer: None,
         draw_entry: None,
+        signed_doctors: Vec::new(),
     };
     pg_lock::check_person_rules(&tx, state, &request, &info).await?;
     let pools: Vec<String> = tx

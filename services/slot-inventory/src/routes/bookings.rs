@@ -20,6 +20,7 @@ pub async fn create(
 ) -> Result<HttpResponse, SlotError> {
     let mut req = body.0;
     req.owner_app = owner::acting_app(&http)?;
+    req.signed_doctors = crate::booking::signed::doctors(&http)?;
     // On its own task: a client hanging up must not cancel us between the
     // Redis hold and the PostgreSQL write.
     answer(tokio::spawn(tracing::Instrument::in_current_span(service::book(
@@ -42,6 +43,7 @@ pub async fn create_with_postgres_lock(
 ) -> Result<HttpResponse, SlotError> {
     let mut req = body.0;
     req.owner_app = owner::acting_app(&http)?;
+    req.signed_doctors = crate::booking::signed::doctors(&http)?;
     answer(tokio::spawn(tracing::Instrument::in_current_span(
         service::book_with_postgres_lock(state.get_ref().clone(), req, key.0),
     )))

@@ -6,6 +6,7 @@ pub mod federation;
 pub mod patients;
 pub mod policy;
 pub mod precise;
+pub mod referrals;
 pub mod schedules;
 
 use actix_web::{HttpMessage, HttpRequest, web};
@@ -80,5 +81,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, lock: LockKind) {
         .service(precise::get_submission)
         .service(precise::list_submissions)
         .service(precise::decide)
+        .service(referrals::issue)
+        .service(referrals::get)
         .service(crate::fhir::routes::scope());
 }

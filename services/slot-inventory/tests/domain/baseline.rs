@@ -34,6 +34,7 @@ async fn row_locks_alone_sell_each_seat_once_and_keep_the_rules() {
                 patient_id: Uuid::new_v4(),
                 channel,
                 referral_id: None,
+                signed_doctors: Vec::new(),
                 follows_booking_id: None,
                 owner_app: None,
                 waitlist_entry: None,

@@ -179,6 +179,7 @@ async fn the_feed_returns_every_change_exactly_once_across_pages_even_with_concu
                         patient_id: Uuid::new_v4(),
                         channel: Channel::Kiosk,
                         referral_id: None,
+                        signed_doctors: Vec::new(),
                         follows_booking_id: None,
                         owner_app: None,
                         waitlist_entry: None,

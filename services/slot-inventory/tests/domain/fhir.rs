@@ -195,6 +195,7 @@ impl FhirApp {
             patient_id: patient,
             channel: Channel::Kiosk,
             referral_id: None,
+            signed_doctors: Vec::new(),
             follows_booking_id: None,
             owner_app: None,
             waitlist_entry: None,

@@ -438,6 +438,25 @@ async fn hold_runs_the_booking_path_and_book_confirms_it() {
         .as_array_mut()
         .unwrap()
         .push(json!({ "name": "referral", "valueString": "chaoyang-community-0042" }));
+    let free_string = app
+        .post(
+            "/Appointment/$hold",
+            &with_referral,
+            &[("Idempotency-Key", "hold-r2"), ("Jyt-Channel", "referral")],
+        )
+        .await;
+    assert_eq!(
+        (free_string.status, free_string.code()),
+        (400, "INVALID_FIELD"),
+        "no longer a referral"
+    );
+    assert_eq!(free_string.body["issue"][0]["expression"][0], "referral");
+    let issued = cardiology_referral(&app.state, referred).await;
+    let mut with_referral = crate::fhir::hold_body(&general, referred);
+    with_referral["parameter"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "referral", "valueString": issued.to_string() }));
     let referral = app
         .post(
             "/Appointment/$hold",
@@ -447,8 +466,10 @@ async fn hold_runs_the_booking_path_and_book_confirms_it() {
         .await;
     assert_eq!(referral.status, 201, "{}", referral.text);
     assert_eq!(
-        app.count("SELECT count(*) FROM bookings WHERE referral_id = 'chaoyang-community-0042'")
-            .await,
+        app.count(&format!(
+            "SELECT count(*) FROM bookings WHERE referral_id = '{issued}'"
+        ))
+        .await,
         1
     );
     let long_reference = app.pay(&id, &"号".repeat(30)).await;
@@ -671,4 +692,22 @@ async fn the_bulk_feed_is_cached_by_etag_until_a_slot_would_change() {
     ));
     changed(&app, &after_publish, "a release").await;
     assert_eq!(status_in_file(&app, &later).await, "free");
+}
+
+/// A community centre's referral of `patient` to this hospital's cardiology.
+async fn cardiology_referral(state: &slot_inventory::AppState, patient: Uuid) -> Uuid {
+    let req = slot_inventory::booking::referral::IssueRequest {
+        patient_id: patient,
+        issuing_hospital: "chaoyang-community".to_owned(),
+        issuing_team: "team-1".to_owned(),
+        issuing_doctor: "gp-1".to_owned(),
+        department: "cardio".to_owned(),
+        diagnosis_code: "I20.9".to_owned(),
+        reason: "angina".to_owned(),
+        expires_at: None,
+    };
+    let (issued, _) = slot_inventory::booking::referral::issue(state, &req, "referral-1")
+        .await
+        .unwrap();
+    issued.referral_id
 }

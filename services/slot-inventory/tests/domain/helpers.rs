@@ -102,6 +102,7 @@ impl Hospital {
             patient_id: patient,
             channel,
             referral_id: referral.map(str::to_owned),
+            signed_doctors: Vec::new(),
             follows_booking_id: None,
             owner_app: None,
             waitlist_entry: None,
@@ -120,6 +121,27 @@ impl Hospital {
         self.book_via(slot, patient, channel, None)
             .await
             .map(|o| o.booking)
+    }
+
+    /// A referral from a community health centre to `department` of this
+    /// hospital for `patient`, valid `minutes` from now.
+    pub async fn referral(&self, patient: Uuid, department: &str, minutes: i64) -> Uuid {
+        let req = slot_inventory::booking::referral::IssueRequest {
+            patient_id: patient,
+            issuing_hospital: "haizhu-chc".to_owned(),
+            issuing_team: "team-1".to_owned(),
+            issuing_doctor: "gp-1".to_owned(),
+            department: department.to_owned(),
+            diagnosis_code: "I20.9".to_owned(),
+            reason: "angina, needs a cardiologist".to_owned(),
+            expires_at: Some(self.clock.now() + TimeDelta::minutes(minutes)),
+        };
+        let key = Uuid::new_v4().to_string();
+        slot_inventory::booking::referral::issue(&self.state, &req, &key)
+            .await
+            .unwrap()
+            .0
+            .referral_id
     }
 
     pub async fn booking(&self, id: &BookingRef) -> Booking {

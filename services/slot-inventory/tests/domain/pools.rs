@@ -1,8 +1,13 @@
 //! Channel pools (号源池): a channel's share first, then the common rest;
 //! the referral pool only with a referral; unused shares merge at D-1 15:00.
 
+use jyt_cache::redis;
 use jyt_domain::Channel;
 use uuid::Uuid;
+
+use slot_inventory::booking::lifecycle;
+use slot_inventory::booking::service::BookOutcome;
+use slot_inventory::error::SlotError;
 
 use crate::helpers::{Hospital, beijing, code, sched};
 
@@ -47,7 +52,7 @@ async fn a_channel_takes_its_pool_then_common_and_other_pools_open_only_after_th
 }
 
 #[tokio::test]
-async fn the_referral_pool_needs_a_referral() {
+async fn the_referral_pool_needs_a_referral_the_script_checks_and_uses_once() {
     let h = Hospital::start(
         beijing(3, 9, 0),
         10,
@@ -55,21 +60,110 @@ async fn the_referral_pool_needs_a_referral() {
             ("POLICY__POOL_SHARES__REFERRAL", "20"),
             ("POLICY__POOL_SHARES__WECHAT", "30"),
             ("POLICY__POOL_SHARES__WINDOW", "0"),
+            // Two radiology visits a day, so a second use meets the
+            // referral rule rather than the department's.
+            ("POLICY__MAX_PER_PERSON_PER_DEPARTMENT_PER_DAY", "2"),
         ],
     )
     .await;
     let slot = h.segment(sched::CT_AM, 0);
-    let missing = h.book_via(&slot, Uuid::new_v4(), Channel::Referral, None).await;
-    let err = missing.unwrap_err();
-    assert_eq!(code(&err), "INVALID_FIELD");
-    assert!(err.to_string().contains("referral_id"), "{err}");
+    let afternoon = h.segment(sched::CT_AM + 1, 0);
+    let patient = Uuid::new_v4();
+    let refusal = |r: Result<_, SlotError>| code(&r.map(|_: BookOutcome| ()).unwrap_err());
+    let missing = h.book_via(&slot, patient, Channel::Referral, None).await;
+    assert_eq!(refusal(missing), "INVALID_FIELD");
+    // The old free string is no longer a referral.
+    let free = h
+        .book_via(&slot, patient, Channel::Referral, Some("CH-2026-0001"))
+        .await;
+    assert_eq!(refusal(free), "INVALID_FIELD");
+    let unknown = Uuid::new_v4().to_string();
+    let unknown = h
+        .book_via(&slot, patient, Channel::Referral, Some(&unknown))
+        .await;
+    assert_eq!(refusal(unknown), "REFERRAL_UNKNOWN");
+    let cardiology = h.referral(patient, "cardio", 60).await.to_string();
+    let wrong_department = h
+        .book_via(&slot, patient, Channel::Referral, Some(&cardiology))
+        .await;
+    assert_eq!(refusal(wrong_department), "REFERRAL_NOT_FOR_DEPARTMENT");
+    let radiology = h.referral(patient, "radiology", 60).await.to_string();
+    let someone_else = h
+        .book_via(&slot, Uuid::new_v4(), Channel::Referral, Some(&radiology))
+        .await;
+    assert_eq!(refusal(someone_else), "REFERRAL_OF_ANOTHER_PATIENT");
+    // A referral entitles to the referral pool only.
+    let wechat = h
+        .book_via(&slot, patient, Channel::Wechat, Some(&radiology))
+        .await;
+    assert_eq!(refusal(wechat), "INVALID_FIELD");
+    assert!(
+        !h.event_types().await.iter().any(|e| e.starts_with("booking.")),
+        "nothing written"
+    );
+
     let referred = h
-        .book_via(&slot, Uuid::new_v4(), Channel::Referral, Some("CH-2026-0001"))
+        .book_via(&slot, patient, Channel::Referral, Some(&radiology))
         .await
         .unwrap()
         .booking;
     assert_eq!(referred.pool, "referral");
-    assert_eq!(referred.referral_id.as_deref(), Some("CH-2026-0001"));
+    assert_eq!(referred.referral_id.as_deref(), Some(radiology.as_str()));
+    let again = h.segment(sched::CT_AM, 1);
+    let used = h
+        .book_via(&afternoon, patient, Channel::Referral, Some(&radiology))
+        .await;
+    assert_eq!(refusal(used), "REFERRAL_USED");
+
+    // Cancelled, the referral is free again; after a Redis rebuild too.
+    lifecycle::cancel(
+        &h.state,
+        &referred.booking_id,
+        &lifecycle::CancelRequest { patient_id: patient },
+    )
+    .await
+    .unwrap();
+    slot_inventory::booking::cache::rebuild(&h.state).await.unwrap();
+    let rebooked = h
+        .book_via(&again, patient, Channel::Referral, Some(&radiology))
+        .await
+        .unwrap()
+        .booking;
+    assert_eq!(rebooked.pool, "referral");
+    slot_inventory::booking::cache::rebuild(&h.state).await.unwrap();
+    let key = h.state.keys.referral(radiology.parse().ok());
+    let used_by: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("used_by")
+        .query_async(&mut h.state.redis.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        used_by,
+        Some(rebooked.booking_id.id.to_string()),
+        "a rebuild keeps the use"
+    );
+    let types = h.event_types().await;
+    assert_eq!(
+        types.iter().filter(|e| *e == "referral.used").count(),
+        2,
+        "{types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|e| *e == "referral.issued").count(),
+        2,
+        "{types:?}"
+    );
+
+    // Past its expiry, a referral books nothing.
+    let late = Uuid::new_v4();
+    let expiring = h.referral(late, "radiology", 30).await.to_string();
+    h.advance(31);
+    let expired = h.book_via(&slot, late, Channel::Referral, Some(&expiring)).await;
+    assert_eq!(refusal(expired), "REFERRAL_EXPIRED");
+    h.assert_consistent(&slot).await;
+    h.assert_consistent(&again).await;
+    h.assert_consistent(&afternoon).await;
 }
 
 #[tokio::test]

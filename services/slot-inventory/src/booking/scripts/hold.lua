@@ -13,6 +13,8 @@
 -- KEYS[8] availability summary of the date (hash: "<dept>|<level>" -> n)
 -- KEYS[9] each segment's share of that summary (hash: segment -> n)
 -- KEYS[10] the schedule's lottery entries (hash: patient -> entry JSON)
+-- KEYS[11] the referral named (hash: patient, dept, expires_at, used_by;
+--         see booking/referral.rs), or a key nothing writes
 -- ARGV[1] patient, ARGV[2] new booking id, ARGV[3] idempotency TTL (s),
 -- ARGV[4] now (unix s), ARGV[5] channel, ARGV[6] max bookings per day,
 -- ARGV[7] max per department per day, ARGV[8] TTL of the patient's day (s),
@@ -29,6 +31,14 @@
 -- until the draw is done (the draw reloads the segment with `lottery` = 0).
 -- The draw's own attempts ("draw") take seats as "book" would.
 --
+-- ARGV[15] "1" when the patient is signed with the family doctor team of
+-- the schedule's doctor (家庭医生签约): the `signed` pool is theirs first
+--
+-- The `referral` channel must name a referral of this patient for the
+-- segment's department, unexpired at `now` and unused; the seat and the
+-- referral's use (`used_by` = the new booking) are one step, and
+-- release.lua frees the referral with the seat.
+--
 -- When the segment has no seat left at all (its free list is empty),
 -- "sold|<slot>" is published on the seats channel, so the gateways answer
 -- its next attempts themselves (services/gateway/src/soldout.rs); every
@@ -40,8 +50,9 @@
 -- meta fields `kept:<pool>` (never more than that pool's seats left). A
 -- pool's seats on offer are its seats left less its kept ones. Which seats
 -- an attempt may take (see booking/waitlist.rs for the whole rule):
---   book     on offer: the channel's pool, then common; after the merge
---            time, any pool (the one with most)
+--   book     on offer: `signed` (a signed resident of the doctor's team),
+--            the channel's pool, then common; after the merge time, any
+--            pool (the one with most)
 --   promote  the same pools as the waiter's own booking, kept seats first
 --            (own, common, after the merge any), then seats on offer: so an
 --            unsold seat of another channel's pool (referral, say) never
@@ -54,6 +65,8 @@
 --   {"REPLAY", booking}  {"NOT_LOADED"}  {"NOT_YET_RELEASED", release_at}
 --   {"SCHEDULE_STOPPED"} {"ALREADY_BOOKED", holder}  {"SAME_SCHEDULE"}
 --   {"DEPARTMENT_LIMIT"} {"DAILY_LIMIT"} {"SOLD_OUT"}
+--   {"REFERRAL_UNKNOWN"} {"REFERRAL_OF_ANOTHER_PATIENT"}
+--   {"REFERRAL_NOT_FOR_DEPARTMENT"} {"REFERRAL_EXPIRED"} {"REFERRAL_USED"}
 --   {"HELD", seat, pool, visit number}
 --   {"ENTERED", entry JSON, 1 new | 0 already entered, lottery_until}
 --   {"DRAW_PENDING", lottery_until}
@@ -89,6 +102,25 @@ end
 if count('total') >= tonumber(ARGV[6]) then
   return {'DAILY_LIMIT'}
 end
+local referred = ARGV[5] == 'referral'
+if referred then
+  local r = redis.call('HMGET', KEYS[11], 'patient', 'dept', 'expires_at', 'used_by')
+  if not r[1] then
+    return {'REFERRAL_UNKNOWN'}
+  end
+  if r[1] ~= ARGV[1] then
+    return {'REFERRAL_OF_ANOTHER_PATIENT'}
+  end
+  if r[2] ~= meta[2] then
+    return {'REFERRAL_NOT_FOR_DEPARTMENT'}
+  end
+  if now >= tonumber(r[3]) then
+    return {'REFERRAL_EXPIRED'}
+  end
+  if r[4] and r[4] ~= '' then
+    return {'REFERRAL_USED'}
+  end
+end
 
 local mode = ARGV[11]
 if mode == 'book' and meta[6] == '1' then
@@ -120,9 +152,14 @@ end
 local function on_offer(p)
   return left(p) - kept(p)
 end
--- The channel's pool, then common; with `any`, then the pool with most.
+-- (A signed resident's `signed`,) the channel's pool, then common; with
+-- `any`, then the pool with most.
+local own_pools = {ARGV[5], 'common'}
+if ARGV[15] == '1' and mode == 'book' then
+  own_pools = {'signed', ARGV[5], 'common'}
+end
 local function pick(seats, any)
-  for _, p in ipairs({ARGV[5], 'common'}) do
+  for _, p in ipairs(own_pools) do
     if seats(p) > 0 then
       return p
     end
@@ -177,6 +214,9 @@ if from_kept then
 else
   redis.call('HINCRBY', KEYS[8], ARGV[9], -1)
   redis.call('HINCRBY', KEYS[9], ARGV[10], -1)
+end
+if referred then
+  redis.call('HSET', KEYS[11], 'used_by', ARGV[2])
 end
 redis.call('SET', KEYS[6], ARGV[2], 'EX', tonumber(ARGV[3]))
 return {'HELD', seat, pool, tostring(visit)}

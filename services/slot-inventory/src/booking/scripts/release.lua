@@ -4,7 +4,9 @@
 --
 -- KEYS[1] segment meta, KEYS[2] free seats, KEYS[3] seats left per pool,
 -- KEYS[4] live holders, KEYS[5] the patient's day, KEYS[6] idempotency
--- record, KEYS[7] availability summary, KEYS[8] segment shares of it
+-- record, KEYS[7] availability summary, KEYS[8] segment shares of it,
+-- KEYS[9] the booking's referral (freed if this booking used it; a key
+-- nothing writes for a booking without one)
 -- ARGV[1] patient, ARGV[2] booking id, ARGV[3] "1" to put the seat back on
 -- sale, "0" when PostgreSQL says the seat is really taken (Redis was stale)
 -- or the schedule is stopped, ARGV[4] summary field, ARGV[5] segment id,
@@ -22,6 +24,9 @@ if booking ~= ARGV[2] then
   return 0
 end
 redis.call('HDEL', KEYS[4], ARGV[1])
+if redis.call('HGET', KEYS[9], 'used_by') == ARGV[2] then
+  redis.call('HDEL', KEYS[9], 'used_by')
+end
 if redis.call('GET', KEYS[6]) == ARGV[2] then
   redis.call('DEL', KEYS[6])
 end
