@@ -240,7 +240,11 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
                 slot_inventory::booking::cache::warm_cache(&state).await?;
                 let url = format!("http://127.0.0.1:{}", app.port());
                 if cfg.server_per_hospital {
-                    (state, url, Runner::Task(tokio::spawn(app.serve()?.run_until_stopped())))
+                    (
+                        state,
+                        url,
+                        Runner::Task(tokio::spawn(app.serve()?.run_until_stopped())),
+                    )
                 } else {
                     unserved.push(app);
                     (state, url, Runner::Shared)

@@ -363,7 +363,11 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
         tracing::warn!(round = ?r, check_ins = calls.len(), "check-ins");
         check_ins.extend(closed_calls(epoch, &ctx.http, &gateway, calls, args.action_connections).await);
     }
-    phase_costs.push(meter.finish("check-ins (7 rounds, with the clock moves)", &admin).await);
+    phase_costs.push(
+        meter
+            .finish("check-ins (7 rounds, with the clock moves)", &admin)
+            .await,
+    );
     phases.push(stats("check-ins (取号)", "closed", &check_ins)?);
     let replay_seconds: f64 = phases.iter().map(|p| p.seconds).sum();
     let wall_seconds = released.elapsed().as_secs_f64();

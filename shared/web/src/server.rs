@@ -148,7 +148,8 @@ where
     type Config = AppConfig;
     type Service = S::Service;
     type InitError = S::InitError;
-    type Future = futures::future::Either<S::Future, futures::future::Ready<Result<S::Service, S::InitError>>>;
+    type Future =
+        futures::future::Either<S::Future, futures::future::Ready<Result<S::Service, S::InitError>>>;
 
     fn new_service(&self, config: AppConfig) -> Self::Future {
         let key = self

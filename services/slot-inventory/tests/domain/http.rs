@@ -220,20 +220,15 @@ async fn hospitals_served_together_each_answer_on_their_own_ports() {
             &state.settings.internal_auth,
             &jyt_signing::internal::hospital_audience(id),
         );
-        seen.push((
-            format!("http://127.0.0.1:{}", hospital.port()),
-            http,
-            seeded,
-        ));
+        seen.push((format!("http://127.0.0.1:{}", hospital.port()), http, seeded));
         hospitals.push(hospital);
     }
     let ops_a = hospitals[0].ops_port().unwrap();
     let served = slot_inventory::serve_together(1, hospitals).unwrap();
     tokio::spawn(served.run_until_stopped());
 
-    let schedules = |http: &reqwest::Client, base: &str| {
-        http.get(format!("{base}/v1/schedules?date={date}")).send()
-    };
+    let schedules =
+        |http: &reqwest::Client, base: &str| http.get(format!("{base}/v1/schedules?date={date}")).send();
     let (a, http_a, seeded_a) = &seen[0];
     let (b, http_b, _) = &seen[1];
     let answer_a = schedules(http_a, a).await.unwrap();
