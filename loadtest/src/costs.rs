@@ -61,7 +61,8 @@ fn machine_ticks() -> (u64, u64, u64) {
     (total - idle - iowait, iowait, total)
 }
 
-fn load_average() -> String {
+/// The 1, 5 and 15-minute load averages, as `/proc/loadavg` has them.
+pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()

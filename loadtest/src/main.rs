@@ -212,12 +212,7 @@ fn machine(placement: &str) -> String {
     format!(
         "{} cores (shared with other work), {placement}; load average at the end {}",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        costs::load_average()
     )
 }
 
