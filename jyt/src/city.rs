@@ -15,7 +15,20 @@ use crate::settings::{CitySettings, DemoCredentials};
 pub struct Running {
     pub name: String,
     pub url: String,
+}
+
+/// A server task to wait for on the way out.
+pub struct Task {
+    pub name: String,
     pub task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The city as started: what to print, what to wait for.
+pub struct Started {
+    pub running: Vec<Running>,
+    pub tasks: Vec<Task>,
+    /// A slot to book in the first hospital, for the printed example.
+    pub example_slot: Option<SlotRef>,
 }
 
 /// The process environment plus our overrides (ours win: they are what
@@ -51,17 +64,17 @@ fn common(
     v
 }
 
-/// Start the city; returns the running services and a slot to book in the
-/// first hospital, for the printed example.
-pub async fn start(
-    settings: &CitySettings,
-    e: &Endpoints,
-) -> anyhow::Result<(Vec<Running>, Option<SlotRef>)> {
+/// Start the city: every hospital on one shared server (one accept thread,
+/// a worker per core, each hospital's port answered by its own app), then
+/// the gateway, card-issuing and channel-accounting.
+pub async fn start(settings: &CitySettings, e: &Endpoints) -> anyhow::Result<Started> {
     let key_prefix = &settings.redis.key_prefix;
     let credentials = DemoCredentials::load()?;
     let mut running = Vec::new();
+    let mut tasks = Vec::new();
     let mut example_slot = None;
     let mut routes = Vec::new();
+    let mut hospitals = Vec::new();
 
     for (i, hospital) in settings.hospitals.iter().enumerate() {
         let database = format!("jyt_slot_{}", hospital.id);
@@ -70,14 +83,10 @@ pub async fn start(
         let port = settings.slot_inventory_port(i);
         let p = "JYT_SLOT_INVENTORY__";
         let mut env = common(p, port, Some(&url), e, key_prefix);
-        // One worker per hospital: the city's hospitals share this
-        // process's cores, and a demo hospital's load is a trickle; two
-        // each would mean a thread per core per hospital (issue 20).
-        env.push((format!("{p}HTTP__WORKERS"), "1".to_owned()));
         env.push((format!("{p}HOSPITAL__ID"), hospital.id.to_string()));
         env.push((format!("{p}HOSPITAL__NAME"), hospital.name.clone()));
         let s = slot_inventory::Settings::load_from(&sources(env))?;
-        let app = slot_inventory::Application::build(s)
+        let app = slot_inventory::Hospital::build(s)
             .await
             .with_context(|| format!("starting slot-inventory for {}", hospital.id))?;
         for day in 1..=u64::from(settings.demo.days) {
@@ -102,9 +111,16 @@ pub async fn start(
         running.push(Running {
             name: format!("slot-inventory {}", hospital.id),
             url: base_url,
-            task: tokio::spawn(app.run_until_stopped()),
         });
+        hospitals.push(app);
     }
+    // One server for every hospital, sized for the cores (issue 20: 29
+    // hospitals were 29 accept loops, each with its own workers).
+    let served = slot_inventory::serve_together(0, hospitals)?;
+    tasks.push(Task {
+        name: "slot-inventory (every hospital)".into(),
+        task: tokio::spawn(served.run_until_stopped()),
+    });
 
     let p = "JYT_GATEWAY__";
     let mut env = common(p, settings.ports.gateway, None, e, key_prefix);
@@ -152,6 +168,9 @@ pub async fn start(
     running.push(Running {
         name: "gateway".into(),
         url: format!("http://127.0.0.1:{}", gateway.port()),
+    });
+    tasks.push(Task {
+        name: "gateway".into(),
         task: tokio::spawn(gateway.run_until_stopped()),
     });
 
@@ -171,6 +190,9 @@ pub async fn start(
     running.push(Running {
         name: "card-issuing".into(),
         url: format!("http://127.0.0.1:{}", cards.port()),
+    });
+    tasks.push(Task {
+        name: "card-issuing".into(),
         task: tokio::spawn(cards.run_until_stopped()),
     });
 
@@ -191,10 +213,17 @@ pub async fn start(
     running.push(Running {
         name: "channel-accounting".into(),
         url: format!("http://127.0.0.1:{}", accounting.port()),
+    });
+    tasks.push(Task {
+        name: "channel-accounting".into(),
         task: tokio::spawn(accounting.run_until_stopped()),
     });
 
-    Ok((running, example_slot))
+    Ok(Started {
+        running,
+        tasks,
+        example_slot,
+    })
 }
 
 /// How to sign a request to the demo gateway from a shell, and the demo

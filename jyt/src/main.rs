@@ -65,7 +65,11 @@ async fn up(settings: CitySettings) -> anyhow::Result<()> {
     let project_dir = std::env::current_dir()?;
     let (endpoints, private) = infra::ensure(&settings, &project_dir).await?;
     let started = city::start(&settings, &endpoints).await;
-    let (running, example) = match started {
+    let city::Started {
+        running,
+        tasks,
+        example_slot: example,
+    } = match started {
         Ok(r) => r,
         Err(e) => {
             private.stop().await;
@@ -91,7 +95,7 @@ async fn up(settings: CitySettings) -> anyhow::Result<()> {
     // Each actix server stops itself gracefully on SIGINT; wait for that.
     tokio::signal::ctrl_c().await?;
     tracing::info!("stopping");
-    for r in running {
+    for r in tasks {
         match tokio::time::timeout(Duration::from_secs(30), r.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(service = %r.name, error = %e, "stopped with an error"),

@@ -104,6 +104,8 @@ pub struct Hospital {
 enum Runner {
     Task(JoinHandle<std::io::Result<()>>),
     Process(Box<procs::Service>),
+    /// On the city's one hospitals' server ([`City::stop`] stops it).
+    Shared,
 }
 
 impl Runner {
@@ -111,6 +113,7 @@ impl Runner {
         match self {
             Runner::Task(t) => t.abort(),
             Runner::Process(p) => p.kill(),
+            Runner::Shared => {}
         }
     }
 }
@@ -143,6 +146,10 @@ pub struct CityConfig {
     /// `(key, value)` after `JYT_GATEWAY__`, over the honest-traffic defaults.
     pub gateway_extra: Vec<(String, String)>,
     pub placement: Placement,
+    /// In process: every hospital on one server sized for the cores (as
+    /// `jyt up` runs them), or, for comparison, a server each (an accept
+    /// thread and one worker per hospital, as before issue 20).
+    pub server_per_hospital: bool,
 }
 
 impl CityConfig {
@@ -153,6 +160,7 @@ impl CityConfig {
             lock,
             gateway_extra: Vec::new(),
             placement: Placement::InProcess,
+            server_per_hospital: false,
         }
     }
 }
@@ -167,6 +175,8 @@ pub struct City {
     /// The seeded visit date.
     pub visit_date: chrono::NaiveDate,
     gateway: Runner,
+    /// In process: the one server of every hospital.
+    hospitals_server: Option<Runner>,
     /// The gateway's settings, for a second replica ([`City::start_search_replica`]).
     gateway_env: Vec<(String, String)>,
     search_gateway: Option<Runner>,
@@ -174,6 +184,9 @@ pub struct City {
     /// is shared).
     cards: Option<Runner>,
 }
+
+/// Workers of the in-process hospitals' one server: 0, one per core.
+pub const HOSPITAL_WORKERS: usize = 0;
 
 /// PostgreSQL connections per hospital: 29 hospitals and card-issuing must
 /// fit the server's 100 connections with room for other clients.
@@ -190,6 +203,9 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
     let mut clock = Clock::System;
     let mut release_at = Utc::now();
     let mut hospitals = Vec::with_capacity(cfg.hospitals);
+    // In process, the hospitals share one server sized for the cores, as
+    // in `jyt up` (issue 20), served once all are seeded.
+    let mut unserved = Vec::new();
     for i in 0..cfg.hospitals {
         let id = format!("h{:02}", i + 1);
         let database = fresh_database(&id).await?;
@@ -216,14 +232,23 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         }
         let (state, base_url, runner) = match cfg.placement {
             Placement::InProcess => {
-                let app = slot_inventory::Application::build_with_clock(settings, clock.clone())
+                let app = slot_inventory::Hospital::build_with_clock(settings, clock.clone())
                     .await
                     .with_context(|| format!("starting slot-inventory {id}"))?;
                 let state = app.state().clone();
                 slot_inventory::seed::seed_demo_day(&state, visit_date, cfg.capacity).await?;
                 slot_inventory::booking::cache::warm_cache(&state).await?;
                 let url = format!("http://127.0.0.1:{}", app.port());
-                (state, url, Runner::Task(tokio::spawn(app.run_until_stopped())))
+                if cfg.server_per_hospital {
+                    (
+                        state,
+                        url,
+                        Runner::Task(tokio::spawn(app.serve()?.run_until_stopped())),
+                    )
+                } else {
+                    unserved.push(app);
+                    (state, url, Runner::Shared)
+                }
             }
             Placement::Processes => {
                 let mut child_env = env(HOSPITAL_POOL_SIZE);
@@ -270,6 +295,12 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         });
     }
 
+    let hospitals_server = if unserved.is_empty() {
+        None
+    } else {
+        let served = slot_inventory::serve_together(HOSPITAL_WORKERS, unserved)?;
+        Some(Runner::Task(tokio::spawn(served.run_until_stopped())))
+    };
     let (cards_url, cards_runner) = match cfg.placement {
         Placement::InProcess => (cards.base_url.clone(), None),
         Placement::Processes => {
@@ -309,6 +340,7 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         release_at,
         visit_date,
         gateway,
+        hospitals_server,
         gateway_env: env,
         search_gateway: None,
         cards: cards_runner,
@@ -458,6 +490,9 @@ impl City {
         }
         if let Some(c) = &self.cards {
             c.stop();
+        }
+        if let Some(s) = &self.hospitals_server {
+            s.stop();
         }
         for h in &self.hospitals {
             h.runner.stop();

@@ -7,11 +7,13 @@
 //! - [`ceilings`]: H, L and I, measured in the same run;
 //! - [`report`]: percentiles, timelines, the JSON summary and the PNG chart;
 //! - [`procs`]: the services as child processes, and their memory;
+//! - [`costs`]: where a phase's time goes (CPU per part, PostgreSQL's commits);
 //! - [`scalpers`], [`search`], [`peak_day`]: the scenarios beyond the surge.
 
 mod ceilings;
 mod check;
 mod city;
+mod costs;
 mod fairness;
 mod load;
 mod patients;
@@ -96,6 +98,11 @@ struct SurgeArgs {
     /// meets cold identity caches (the smoke, for speed).
     #[arg(long)]
     no_warm_up: bool,
+    /// Each in-process hospital on a server of its own (an accept thread
+    /// and a worker each, as before issue 20) instead of one server for
+    /// all of them sized for the cores: for comparison.
+    #[arg(long)]
+    server_per_hospital: bool,
     /// Where the JSON summary and the PNG chart go.
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
@@ -206,12 +213,7 @@ fn machine(placement: &str) -> String {
     format!(
         "{} cores (shared with other work), {placement}; load average at the end {}",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        costs::load_average()
     )
 }
 
@@ -254,7 +256,10 @@ async fn run_lock(
     h_rate: Option<f64>,
 ) -> anyhow::Result<(LockRun, Option<ceilings::Rate>)> {
     let city = city::start(
-        &CityConfig::in_process(args.hospitals, args.capacity, lock),
+        &CityConfig {
+            server_per_hospital: args.server_per_hospital,
+            ..CityConfig::in_process(args.hospitals, args.capacity, lock)
+        },
         cards_service,
     )
     .await?;
@@ -574,6 +579,7 @@ async fn surge(args: SurgeArgs, command: String) -> anyhow::Result<bool> {
             "attempts": args.attempts, "connections": args.connections, "hospitals": args.hospitals,
             "seats_per_segment": args.capacity, "hot_hospitals": args.hot_hospitals,
             "hot_share": args.hot_share, "hospital_pg_pool": city::HOSPITAL_POOL_SIZE,
+            "hospital_servers": if args.server_per_hospital { "one per hospital, 1 worker each" } else { "one for every hospital, a worker per core" },
             "channels": CHANNEL_WEIGHTS,
         }),
         ceilings: serde_json::Value::Object(ceiling_json),
@@ -660,6 +666,7 @@ async fn main() -> anyhow::Result<()> {
                 sold_out_connections: 0,
                 no_ceilings: true,
                 no_warm_up: true,
+                server_per_hospital: false,
                 out: PathBuf::from("target/loadtest-smoke"),
             };
             surge(args, command).await?

@@ -33,5 +33,5 @@ pub mod state;
 
 pub use error::SlotError;
 pub use settings::Settings;
-pub use startup::Application;
+pub use startup::{Application, Hospital, Served, serve_together};
 pub use state::AppState;

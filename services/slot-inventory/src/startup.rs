@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, web};
 use anyhow::Context;
 use jyt_cache::Keyspace;
 use jyt_events::OutboxRelay;
 use jyt_web::extract::BodyLimit;
-use jyt_web::ops::{record_http_metrics, request_tracing};
+use jyt_web::ops::{OpsPort, record_http_metrics, request_tracing};
 use jyt_web::server::Listeners;
 use jyt_web::{Metrics, Readiness};
 use tokio::task::JoinHandle;
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::booking::hold::{HoldScripts, HospitalKeys};
 use crate::routes;
 use crate::schedule;
-use crate::settings::{SERVICE, Settings};
+use crate::settings::{LockKind, SERVICE, Settings};
 use crate::state::{AppState, BookingMetrics};
 use jyt_domain::time::Clock;
 
@@ -78,22 +79,68 @@ pub async fn connect(
     Ok(state)
 }
 
-pub struct Application {
+/// A hospital connected, migrated, its listeners bound and its background
+/// tasks (outbox relay, sweepers) running, but not yet served: serve it
+/// alone ([`Application`]) or with the other hospitals of the process on
+/// one shared server ([`serve_together`]).
+pub struct Hospital {
     port: u16,
-    /// `/metrics` apart from the API (`http.ops_port`), when set.
     ops_port: Option<u16>,
-    server: Server,
-    /// Outbox relay and sweepers; stopped with the server.
+    workers: usize,
+    listeners: Listeners,
+    parts: AppParts,
     background: Vec<JoinHandle<()>>,
     state: AppState,
 }
 
-impl Application {
+/// What a hospital's app is built from, once per worker.
+#[derive(Clone)]
+struct AppParts {
+    state: web::Data<AppState>,
+    metrics: web::Data<Metrics>,
+    readiness: web::Data<Readiness>,
+    internal: web::Data<jyt_signing::internal::Verifier>,
+    body_limit: BodyLimit,
+    ops_port: OpsPort,
+    lock: LockKind,
+}
+
+/// The hospital's app: its routes, middleware and state.
+fn app(
+    parts: AppParts,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let lock = parts.lock;
+    App::new()
+        // Inside metrics and tracing, so refused calls are counted and logged.
+        .wrap(from_fn(jyt_web::internal::require_internal_token))
+        .wrap(from_fn(jyt_web::ops::separate_ops_port))
+        .wrap(from_fn(record_http_metrics))
+        .wrap(request_tracing())
+        .app_data(parts.state)
+        .app_data(parts.metrics)
+        .app_data(parts.readiness)
+        .app_data(parts.internal)
+        .app_data(parts.body_limit)
+        .app_data(parts.ops_port)
+        .configure(jyt_web::ops::configure)
+        .configure(move |cfg| routes::configure(cfg, lock))
+        .default_service(web::to(jyt_web::problem::not_found))
+}
+
+impl Hospital {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         Self::build_with_clock(settings, Clock::System).await
     }
 
-    /// As [`Application::build`], with time from `clock` (tests).
+    /// As [`Hospital::build`], with time from `clock` (tests).
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let metrics = Metrics::new(SERVICE)?;
         let state = connect(&settings, &metrics.registry, clock).await?;
@@ -139,44 +186,128 @@ impl Application {
 
         let listeners = Listeners::bind(&settings.http.host, settings.http.port, settings.http.ops_port)?;
         let (port, ops_port) = (listeners.port, listeners.ops_port);
-        let body_limit = BodyLimit(settings.http.max_body_bytes);
-        let app_state = web::Data::new(state.clone());
-        let metrics = web::Data::new(metrics);
-        let readiness = web::Data::new(readiness);
         let audience = &jyt_signing::internal::hospital_audience(settings.hospital.id.as_str());
-        let internal = jyt_web::internal::verifier(
-            &settings.internal_auth.key(audience),
-            audience,
-            settings.internal_auth.max_lifetime_seconds,
-        );
-        let lock = settings.booking.lock;
-        let server = listeners.serve(settings.http.workers, move || {
-            App::new()
-                // Inside metrics and tracing, so refused calls are counted and logged.
-                .wrap(from_fn(jyt_web::internal::require_internal_token))
-                .wrap(from_fn(jyt_web::ops::separate_ops_port))
-                .wrap(from_fn(record_http_metrics))
-                .wrap(request_tracing())
-                .app_data(app_state.clone())
-                .app_data(metrics.clone())
-                .app_data(readiness.clone())
-                .app_data(internal.clone())
-                .app_data(body_limit)
-                .app_data(ops_port)
-                .configure(jyt_web::ops::configure)
-                .configure(move |cfg| routes::configure(cfg, lock))
-                .default_service(web::to(jyt_web::problem::not_found))
-        })?;
+        let parts = AppParts {
+            state: web::Data::new(state.clone()),
+            metrics: web::Data::new(metrics),
+            readiness: web::Data::new(readiness),
+            internal: jyt_web::internal::verifier(
+                &settings.internal_auth.key(audience),
+                audience,
+                settings.internal_auth.max_lifetime_seconds,
+            ),
+            body_limit: BodyLimit(settings.http.max_body_bytes),
+            ops_port,
+            lock: settings.booking.lock,
+        };
         let relay_task = tokio::spawn(relay.run(std::future::pending()));
-        let background = vec![relay_task, sweepers];
         tracing::info!(service = SERVICE, hospital = %state.hospital, port, "listening");
         Ok(Self {
             port,
             ops_port: ops_port.0,
-            server,
-            background,
+            workers: settings.http.workers,
+            listeners,
+            parts,
+            background: vec![relay_task, sweepers],
             state,
         })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The port serving `/metrics` apart from the API, if `http.ops_port` is set.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops_port
+    }
+
+    /// The state handlers see; tests and `jyt` use it to seed and inspect.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve this hospital alone, with `http.workers` workers.
+    pub fn serve(self) -> std::io::Result<Application> {
+        let parts = self.parts;
+        let server = self.listeners.serve(self.workers, move || app(parts.clone()))?;
+        Ok(Application {
+            port: self.port,
+            ops_port: self.ops_port,
+            server: Served {
+                server,
+                background: Background(self.background),
+            },
+            state: self.state,
+        })
+    }
+}
+
+/// Serve every hospital of this process on one server: one accept thread
+/// and `workers` workers (0: one per core) for all of them, each listener
+/// answered by its own hospital's app, instead of an accept loop and a
+/// worker pool per hospital (issue 20: 29 hospitals on 2 cores meant 58
+/// threads of HTTP serving alone).
+pub fn serve_together(workers: usize, hospitals: Vec<Hospital>) -> std::io::Result<Served> {
+    let mut background = Vec::new();
+    let mut apps = Vec::with_capacity(hospitals.len());
+    for h in hospitals {
+        background.extend(h.background);
+        apps.push((h.listeners, h.parts));
+    }
+    let server = jyt_web::server::serve_shared(workers, apps, |parts: &AppParts| app(parts.clone()))?;
+    Ok(Served {
+        server,
+        background: Background(background),
+    })
+}
+
+/// A running server and the background tasks of the hospitals it serves.
+pub struct Served {
+    server: Server,
+    background: Background,
+}
+
+/// Background tasks, stopped when dropped: when the server stops, and
+/// also when the task running it is aborted (the load test's city).
+struct Background(Vec<JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Served {
+    /// Until the server stops (SIGINT/SIGTERM, or its handle); then the
+    /// hospitals' background tasks are stopped too.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self { server, background } = self;
+        let result = server.await;
+        drop(background);
+        result
+    }
+}
+
+/// One hospital served alone (the service's own binary, and tests).
+pub struct Application {
+    port: u16,
+    /// `/metrics` apart from the API (`http.ops_port`), when set.
+    ops_port: Option<u16>,
+    server: Served,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::System).await
+    }
+
+    /// As [`Application::build`], with time from `clock` (tests).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
+        Ok(Hospital::build_with_clock(settings, clock).await?.serve()?)
     }
 
     /// The port serving `/metrics` apart from the API, if `http.ops_port` is set.
@@ -194,10 +325,6 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        for task in self.background {
-            task.abort();
-        }
-        result
+        self.server.run_until_stopped().await
     }
 }

@@ -2,9 +2,18 @@
 //! 0 picks a free one, for tests) and, when configured, the ops listener
 //! *before* anything else can fail, read the ports back, then serve the
 //! service's app on both with the configured worker count.
+//!
+//! [`serve_shared`] serves several apps of one process (the hospitals of
+//! `jyt up` and of the load test's city) on **one** server: one accept
+//! thread and one set of workers sized for the cores, each listener
+//! answered by its own app (its own state, keys and database), instead of
+//! an accept loop and a worker pool per app.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_http::{Request, Response};
 use actix_service::{IntoServiceFactory, Service, ServiceFactory};
@@ -64,5 +73,96 @@ impl Listeners {
             server = server.listen(ops)?;
         }
         Ok(server.run())
+    }
+
+    /// Every port bound (the API's, and the ops port's when set).
+    fn ports(&self) -> impl Iterator<Item = u16> {
+        std::iter::once(self.port).chain(self.ops_port.0)
+    }
+}
+
+/// Serve several apps on one server: `make(key)` builds the app of the
+/// listeners bound with `key`; a worker builds each listener's app once,
+/// knowing the listener by its local port. `workers` 0 means one per core.
+pub fn serve_shared<K, F, I, S, B>(
+    workers: usize,
+    apps: Vec<(Listeners, K)>,
+    make: F,
+) -> std::io::Result<Server>
+where
+    K: Send + Sync + 'static,
+    F: Fn(&K) -> I + Send + Sync + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<Error> + 'static,
+    S::InitError: fmt::Debug + Default,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let mut keys = Vec::with_capacity(apps.len());
+    let mut by_port = HashMap::new();
+    let mut sockets = Vec::new();
+    for (i, (listeners, key)) in apps.into_iter().enumerate() {
+        by_port.extend(listeners.ports().map(|p| (p, i)));
+        sockets.push(listeners.api);
+        sockets.extend(listeners.ops);
+        keys.push(key);
+    }
+    let (keys, by_port) = (Arc::new(keys), Arc::new(by_port));
+    let mut server = HttpServer::new(move || ByLocalPort {
+        keys: keys.clone(),
+        by_port: by_port.clone(),
+        make: make.clone(),
+        _factory: PhantomData,
+    });
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    for socket in sockets {
+        server = server.listen(socket)?;
+    }
+    Ok(server.run())
+}
+
+/// The app factory of a shared server: builds, for the listener it is
+/// started on (`AppConfig::local_addr`), the app of that listener's key.
+struct ByLocalPort<K, F, S> {
+    keys: Arc<Vec<K>>,
+    by_port: Arc<HashMap<u16, usize>>,
+    make: F,
+    _factory: PhantomData<fn() -> S>,
+}
+
+impl<K, F, I, S> ServiceFactory<Request> for ByLocalPort<K, F, S>
+where
+    F: Fn(&K) -> I,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig>,
+    S::InitError: Default,
+    S::Future: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Config = AppConfig;
+    type Service = S::Service;
+    type InitError = S::InitError;
+    type Future =
+        futures::future::Either<S::Future, futures::future::Ready<Result<S::Service, S::InitError>>>;
+
+    fn new_service(&self, config: AppConfig) -> Self::Future {
+        let key = self
+            .by_port
+            .get(&config.local_addr().port())
+            .and_then(|i| self.keys.get(*i));
+        match key {
+            Some(key) => futures::future::Either::Left((self.make)(key).into_factory().new_service(config)),
+            // Every listener of the server was registered with its key.
+            None => {
+                tracing::error!(addr = %config.local_addr(), "no app for this listener");
+                futures::future::Either::Right(futures::future::ready(Err(S::InitError::default())))
+            }
+        }
     }
 }

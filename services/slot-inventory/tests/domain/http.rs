@@ -185,3 +185,83 @@ async fn metrics_are_served_on_the_ops_port_only() {
     assert_eq!(status(format!("{ops}/v1/schedules?date=2026-12-01")).await, 404);
     assert_eq!(status(format!("{api}/v1/schedules?date=2026-12-01")).await, 200);
 }
+
+/// Hospitals of one process on one shared server (`jyt up`, the load
+/// test's city): each port is answered by its own hospital's app, with its
+/// own data, internal-token audience and ops port, though one set of
+/// workers serves them all.
+#[tokio::test]
+async fn hospitals_served_together_each_answer_on_their_own_ports() {
+    let prefix = jyt_testkit::fresh_redis_prefix();
+    let date = jyt_domain::time::today() + chrono::Days::new(3);
+    let mut hospitals = Vec::new();
+    let mut seen = Vec::new();
+    for id in ["togethera", "togetherb"] {
+        let database_url = jyt_testkit::fresh_database("slottogether").await;
+        let settings = slot_inventory::Settings::load_from(&env(&[
+            ("HOSPITAL__ID", id),
+            ("HTTP__PORT", "0"),
+            ("HTTP__OPS_PORT", "0"),
+            ("POSTGRES__URL", &database_url),
+            ("REDIS__KEY_PREFIX", &prefix),
+        ]))
+        .unwrap();
+        let hospital = slot_inventory::Hospital::build(settings).await.unwrap();
+        // Only the first hospital has a day of schedules.
+        let seeded = if id == "togethera" {
+            slot_inventory::seed::seed_demo_day(hospital.state(), date, 2)
+                .await
+                .unwrap()
+        } else {
+            Vec::new()
+        };
+        let state = hospital.state().clone();
+        let http = jyt_testkit::internal_client(
+            &state.settings.internal_auth,
+            &jyt_signing::internal::hospital_audience(id),
+        );
+        seen.push((format!("http://127.0.0.1:{}", hospital.port()), http, seeded));
+        hospitals.push(hospital);
+    }
+    let ops_a = hospitals[0].ops_port().unwrap();
+    let served = slot_inventory::serve_together(1, hospitals).unwrap();
+    tokio::spawn(served.run_until_stopped());
+
+    let schedules =
+        |http: &reqwest::Client, base: &str| http.get(format!("{base}/v1/schedules?date={date}")).send();
+    let (a, http_a, seeded_a) = &seen[0];
+    let (b, http_b, _) = &seen[1];
+    let answer_a = schedules(http_a, a).await.unwrap();
+    assert_eq!(answer_a.status(), 200);
+    let text_a = answer_a.text().await.unwrap();
+    assert!(
+        seeded_a
+            .iter()
+            .all(|s| text_a.contains(&s.schedule_id.to_string())),
+        "hospital A's port answers A's schedules: {text_a}"
+    );
+    let answer_b = schedules(http_b, b).await.unwrap();
+    assert_eq!(answer_b.status(), 200);
+    let text_b = answer_b.text().await.unwrap();
+    assert!(
+        seeded_a
+            .iter()
+            .all(|s| !text_b.contains(&s.schedule_id.to_string())),
+        "hospital B's port answers B's (none): {text_b}"
+    );
+    // Each listener checks its own hospital's audience: A's token is no
+    // key to B.
+    assert_eq!(schedules(http_a, b).await.unwrap().status(), 401);
+    assert_eq!(schedules(http_b, a).await.unwrap().status(), 401);
+    // The ops port stays apart, per hospital.
+    let metrics = http_a
+        .get(format!("http://127.0.0.1:{ops_a}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert_eq!(
+        http_a.get(format!("{a}/metrics")).send().await.unwrap().status(),
+        404
+    );
+}
