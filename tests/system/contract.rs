@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::Utc;
-use jyt_system_tests::{TEST_APP_SECRET, TestCity};
+use jyt_domain::time::Clock;
+use jyt_system_tests::{TEST_APP_SECRET, TestCity, spawn_console_on};
 
 fn contract_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contract")
@@ -110,11 +111,16 @@ async fn relay(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) -> H
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_published_schema_holds_under_a_property_based_fuzzer() {
     let fuzzer = fuzzer().await;
+    // channel-accounting's survey door answers the survey and satisfaction
+    // routes; without it they could only answer 503.
+    let prefix = jyt_testkit::fresh_redis_prefix();
+    let console = spawn_console_on(&prefix, None, &["pumch", "bjh"]).await;
     let extra = [
         ("HOSPITAL_KEYS__PUMCHK1__HOSPITAL", "pumch"),
         ("HOSPITAL_KEYS__PUMCHK1__SECRET", TEST_APP_SECRET),
+        ("CHANNEL_ACCOUNTING__BASE_URL", console.url.as_str()),
     ];
-    let city = TestCity::spawn_with(&["pumch", "bjh"], &extra).await;
+    let city = TestCity::spawn_in(&prefix, &["pumch", "bjh"], &extra, &[], &Clock::System).await;
     city.hospital(0).seed_visit_day(5).await;
     city.hospital(1).seed_visit_day(5).await;
 

@@ -121,6 +121,62 @@ fn spellings(path: &str) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The routes of the seed documents' systems (issue 23): surveys, 精准预约,
+/// lottery entries and draws, satisfaction, family doctor teams and
+/// referrals; `true` where the body is the patient's card.
+fn seed_system_routes(segment: Uuid, survey: Uuid) -> Vec<(&'static str, String, bool)> {
+    vec![
+        // Post-visit surveys (issue 23): the survey of the booking above.
+        ("GET", format!("/v1/surveys/{survey}"), false),
+        ("PUT", format!("/v1/surveys/{survey}/answers"), false),
+        // 精准预约 (issue 23).
+        (
+            "GET",
+            "/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(),
+            false,
+        ),
+        (
+            "POST",
+            "/v1/hospitals/tbh/doctors/doc-1/precise-submissions".into(),
+            true,
+        ),
+        ("GET", format!("/v1/precise-submissions/tbh-{segment}"), false),
+        (
+            "PUT",
+            "/federation/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(),
+            false,
+        ),
+        (
+            "GET",
+            "/federation/v1/hospitals/tbh/precise-submissions".into(),
+            false,
+        ),
+        (
+            "POST",
+            format!("/federation/v1/hospitals/tbh/precise-submissions/{segment}/decision"),
+            false,
+        ),
+        ("GET", format!("/v1/draw-entries/tbh-{segment}"), false),
+        ("GET", "/federation/v1/hospitals/tbh/satisfaction".into(), false),
+        (
+            "GET",
+            "/federation/v1/hospitals/tbh/family-doctor-teams".into(),
+            false,
+        ),
+        (
+            "PUT",
+            "/federation/v1/hospitals/tbh/family-doctor-teams".into(),
+            false,
+        ),
+        ("POST", "/federation/v1/hospitals/tbh/referrals".into(), false),
+        (
+            "GET",
+            format!("/federation/v1/hospitals/tbh/schedules/{segment}/draw"),
+            false,
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
     let city = TestCity::spawn_configured(&["tbh"], &[], ALL_SEATS_COMMON).await;
@@ -158,37 +214,6 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/v1/cards/ecard-token".into(), &card),
         ("POST", "/v1/cards/cancel".into(), &card),
         ("GET", format!("/v1/waitlist/tbh-{segment}"), &empty),
-        // Post-visit surveys (issue 23): the survey of the booking above.
-        ("GET", format!("/v1/surveys/{survey}"), &empty),
-        ("PUT", format!("/v1/surveys/{survey}/answers"), &empty),
-        // 精准预约 (issue 23).
-        (
-            "GET",
-            "/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(),
-            &empty,
-        ),
-        (
-            "POST",
-            "/v1/hospitals/tbh/doctors/doc-1/precise-submissions".into(),
-            &card,
-        ),
-        ("GET", format!("/v1/precise-submissions/tbh-{segment}"), &empty),
-        (
-            "PUT",
-            "/federation/v1/hospitals/tbh/doctors/doc-1/precise-profile".into(),
-            &empty,
-        ),
-        (
-            "GET",
-            "/federation/v1/hospitals/tbh/precise-submissions".into(),
-            &empty,
-        ),
-        (
-            "POST",
-            format!("/federation/v1/hospitals/tbh/precise-submissions/{segment}/decision"),
-            &empty,
-        ),
-        ("GET", format!("/v1/draw-entries/tbh-{segment}"), &empty),
         ("GET", "/fhir/Slot".into(), &empty),
         ("GET", "/fhir/Schedule".into(), &empty),
         ("GET", format!("/fhir/Slot/tbh-{segment}"), &empty),
@@ -198,29 +223,12 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", "/fhir/Appointment/$book".into(), &empty),
         ("PUT", "/federation/v1/hospitals/tbh/schedules".into(), &empty),
         ("GET", "/federation/v1/hospitals/tbh/feed".into(), &empty),
-        ("GET", "/federation/v1/hospitals/tbh/satisfaction".into(), &empty),
-        (
-            "GET",
-            "/federation/v1/hospitals/tbh/family-doctor-teams".into(),
-            &empty,
-        ),
-        (
-            "PUT",
-            "/federation/v1/hospitals/tbh/family-doctor-teams".into(),
-            &empty,
-        ),
-        ("POST", "/federation/v1/hospitals/tbh/referrals".into(), &empty),
         (
             "POST",
             format!("/federation/v1/hospitals/tbh/schedules/tbh-{segment}/stop"),
             &empty,
         ),
         ("GET", "/federation/v1/fhir/Schedule".into(), &empty),
-        (
-            "GET",
-            format!("/federation/v1/hospitals/tbh/schedules/{segment}/draw"),
-            &empty,
-        ),
         // The operators' relay wants a gateway-ops token, never a signature.
         ("GET", "/ops/v1/notifications/dead-letters".into(), &empty),
         ("GET", "/ops/v1/appeals".into(), &empty),
@@ -238,6 +246,11 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ),
     ];
     let mut routes = routes;
+    routes.extend(
+        seed_system_routes(segment, survey)
+            .into_iter()
+            .map(|(m, p, with_card)| (m, p, if with_card { &card } else { &empty })),
+    );
     routes.extend(
         patient_routes(patient.person_id, patient.card_id)
             .into_iter()
