@@ -489,6 +489,35 @@ def city_pages(browser, a, bookings, pumch_slot, release):
     assert records[0][:5] == ["occurred_at_utc", "occurred_at_beijing", "hospital_id", "kind", "actor"], records[0]
     assert len(records) == 1 + 4 and all(r[3] == "capacity" for r in records[1:]), records
     print(f"city operator: {len(HOSPITALS)} hospitals on every page; audit CSV {len(records) - 1} rows", flush=True)
+    seed_system_pages(browser, a)
+
+
+def api_status(browser, path):
+    """The status the console's own session gets for `path`."""
+    return browser.script_async(
+        "const done = arguments[arguments.length - 1];"
+        f"fetch('{path}', {{headers: {{Authorization: 'Bearer ' + sessionStorage.getItem('jyt-accounting-token')}}}})"
+        ".then(r => done(r.status), e => done('error ' + e));")
+
+
+def seed_system_pages(browser, a):
+    """The pages of the seed documents' systems (issue 23) load for a city
+    operator: their API answers 200, the page shows no refusal, and each
+    page's own marker is drawn (their figures are checked exactly by the
+    system tests: precise_appointment, family_doctor, lottery, survey)."""
+    pages = [
+        ("precise", "/v1/console/precise", lambda: True),
+        ("family-doctor", "/v1/console/family-doctor", lambda: browser.text("#fd-active") != ""),
+        ("draws", "/v1/console/draws", lambda: browser.text("#draws-count") != ""),
+        ("satisfaction", "/v1/console/satisfaction", lambda: browser.text("#satisfaction-range") != ""),
+    ]
+    errors = {"precise": "#precise-error", "family-doctor": "#fd-error", "draws": "#draws-error",
+              "satisfaction": "#satisfaction-error"}
+    for page, path, drawn in pages:
+        status = api_status(browser, path)
+        assert status == 200, f"{path} answered {status}"
+        visit(browser, page, lambda: drawn() and browser.text(errors[page]) == "", a.screenshots, page)
+    print("seed-system pages: 精准预约, 家医签约, 抽签放号, 满意度 drawn without a refusal", flush=True)
 
 
 def hospital_pages(browser, a, release):

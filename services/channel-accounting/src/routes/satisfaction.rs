@@ -292,14 +292,19 @@ async fn figures(
     q: SatisfactionQuery,
 ) -> Result<HttpResponse, AccountingError> {
     let group = Group::parse(q.group.as_deref())?;
-    let from = match (q.from, q.to) {
-        (None, None) => Some(jyt_domain::time::today() - Duration::days(DEFAULT_DAYS - 1)),
-        (from, _) => from,
+    // No dates: the last DEFAULT_DAYS days up to today (a lone `from` would
+    // read as that one day).
+    let (from, to) = match (q.from, q.to) {
+        (None, None) => {
+            let today = jyt_domain::time::today();
+            (Some(today - Duration::days(DEFAULT_DAYS - 1)), Some(today))
+        }
+        dates => dates,
     };
     let scope = ReportQuery {
         date: None,
         from,
-        to: q.to,
+        to,
         hospital: q.hospital,
         channel: q.channel,
         format: q.format,

@@ -330,6 +330,19 @@ async fn operators_see_counts_and_means_per_hospital_department_doctor_and_week_
     let today = jyt_domain::time::local(now).date_naive();
     let city = app.login(CITY).await;
     let q = format!("/v1/console/satisfaction?from={today}&to={today}");
+    // No dates: the last 30 days up to today, today's visits included.
+    let default = app.get_json(&city, "/v1/console/satisfaction").await;
+    assert_eq!(default["to"], today.to_string(), "{default}");
+    assert_eq!(
+        default["from"],
+        (today - chrono::Duration::days(29)).to_string(),
+        "{default}"
+    );
+    assert_eq!(
+        default["totals"],
+        app.get_json(&city, &q).await["totals"],
+        "the default range counts today's surveys: {default}"
+    );
 
     let page = app.get_json(&city, &format!("{q}&group=doctor")).await;
     let rows: Vec<(String, String, i64, i64, Value)> = page["rows"]
