@@ -205,8 +205,15 @@ impl Upstreams {
             .map(Forwarded::into_response)
     }
 
-    /// Send a request to a hospital; its answer, unless it failed.
-    #[tracing::instrument(name = "upstream", skip_all, fields(hospital = %hospital, %path))]
+    /// Send a request to a hospital; its answer, unless it failed. The span
+    /// records the path without its query: a query carries the caller's
+    /// values (a patient id, a fuzzer's phone-like number), and no log line
+    /// may hold personal data.
+    #[tracing::instrument(
+        name = "upstream",
+        skip_all,
+        fields(hospital = %hospital, path = path.split('?').next().unwrap_or_default())
+    )]
     pub async fn forward(
         &self,
         hospital: &HospitalId,
