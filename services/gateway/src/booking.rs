@@ -388,6 +388,35 @@ struct RecordOwner {
     owner_app: Option<String>,
 }
 
+/// [`read_as_owner`] for a record a channel names by its reference
+/// (`<hospital>-<uuid>`, path parameter `field`): the reference parsed
+/// (bad input `400` naming `field`), its hospital routed, the record read
+/// at `upstream(reference)`.
+pub async fn read_referenced_as_owner(
+    state: &GatewayState,
+    caller: &Caller,
+    req: &HttpRequest,
+    raw: &str,
+    field: &str,
+    upstream: impl FnOnce(&jyt_domain::BookingRef) -> String,
+    what: &str,
+) -> Result<(jyt_domain::BookingRef, Forwarded), GatewayError> {
+    let reference: jyt_domain::BookingRef = raw
+        .parse()
+        .map_err(|e: jyt_domain::ParseError| RequestError::invalid(field, e.to_string()))?;
+    state.upstreams.route(&reference.hospital)?;
+    let answer = read_as_owner(
+        state,
+        caller,
+        req,
+        &reference.hospital,
+        &upstream(&reference),
+        what,
+    )
+    .await?;
+    Ok((reference, answer))
+}
+
 /// Read a patient's record by id at its hospital (`upstream`, e.g.
 /// `/v1/waitlist/<uuid>`) for the app that made it, or for any app
 /// presenting the patient's own card in [`PATIENT_CARD_HEADER`] /

@@ -7,12 +7,11 @@
 //! needs the patient's own card, as for waitlist places.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use jyt_domain::BookingRef;
 use jyt_web::RequestError;
 use reqwest::header::HeaderMap;
 use uuid::Uuid;
 
-use crate::booking::read_as_owner;
+use crate::booking::read_referenced_as_owner;
 use crate::error::GatewayError;
 use crate::state::{Caller, GatewayState, HospitalCaller};
 
@@ -44,17 +43,13 @@ pub async fn entry(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    let entry: BookingRef = path
-        .into_inner()
-        .parse()
-        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("entry_id", e.to_string()))?;
-    state.upstreams.route(&entry.hospital)?;
-    let answer = read_as_owner(
+    let (_, answer) = read_referenced_as_owner(
         &state,
         &caller,
         &req,
-        &entry.hospital,
-        &format!("/v1/draw-entries/{entry}"),
+        &path,
+        "entry_id",
+        |entry| format!("/v1/draw-entries/{entry}"),
         "a lottery entry",
     )
     .await?;

@@ -251,17 +251,13 @@ pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    let submission: BookingRef = path
-        .into_inner()
-        .parse()
-        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("submission_id", e.to_string()))?;
-    state.upstreams.route(&submission.hospital)?;
-    let answer = crate::booking::read_as_owner(
+    let (submission, answer) = crate::booking::read_referenced_as_owner(
         &state,
         &caller,
         &req,
-        &submission.hospital,
-        &format!("/v1/precise-submissions/{}", submission.id),
+        &path,
+        "submission_id",
+        |s| format!("/v1/precise-submissions/{}", s.id),
         "a precise submission",
     )
     .await?;

@@ -7,12 +7,11 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use jyt_domain::{BookingRef, HospitalId};
-use jyt_web::RequestError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::booking::read_as_owner;
+use crate::booking::read_referenced_as_owner;
 use crate::error::GatewayError;
 use crate::state::{Caller, GatewayState};
 use crate::upstream::Forwarded;
@@ -113,17 +112,13 @@ pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    let entry: BookingRef = path
-        .into_inner()
-        .parse()
-        .map_err(|e: jyt_domain::ParseError| RequestError::invalid("entry_id", e.to_string()))?;
-    state.upstreams.route(&entry.hospital)?;
-    let answer = read_as_owner(
+    let (entry, answer) = read_referenced_as_owner(
         &state,
         &caller,
         &req,
-        &entry.hospital,
-        &format!("/v1/waitlist/{}", entry.id),
+        &path,
+        "entry_id",
+        |e| format!("/v1/waitlist/{}", e.id),
         "a waitlist entry",
     )
     .await?;
