@@ -11,6 +11,7 @@
 //! number, so the operators' queue needs no personal-data audit.
 
 use chrono::{DateTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::{GenericClient, Transaction};
 use jyt_db::tokio_postgres::Row;
 use jyt_web::RequestError;
@@ -157,7 +158,7 @@ async fn by_id<C: GenericClient>(client: &C, id: Uuid, lock: bool) -> Result<Opt
         "SELECT {COLUMNS} FROM appeals WHERE id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    Ok(client.query_opt(&sql, &[&id]).await?.as_ref().map(view))
+    Ok(client.query_opt_cached(&sql, &[&id]).await?.as_ref().map(view))
 }
 
 /// The event both steps emit, in the audit trail's one shape.
@@ -199,7 +200,7 @@ pub async fn submit(
     // The person's standing lock first, as every writer of no-shows takes it.
     standing::lock_person(&tx, person_id).await?;
     let no_show = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT hospital_id, booking_id, waived_at IS NOT NULL FROM no_shows
               WHERE event_id = $1 AND person_id = $2 FOR UPDATE",
             &[&req.no_show_event_id, &person_id],
@@ -207,7 +208,7 @@ pub async fn submit(
         .await?
         .ok_or(CardError::NoShowNotFound)?;
     if let Some(existing) = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("SELECT {COLUMNS} FROM appeals WHERE no_show_event_id = $1"),
             &[&req.no_show_event_id],
         )
@@ -224,7 +225,7 @@ pub async fn submit(
         None => ("pending", None, None, None),
     };
     let row = tx
-        .query_one(
+        .query_one_cached(
             &format!(
                 "INSERT INTO appeals (id, person_id, no_show_event_id, hospital_id, booking_id, reason,
                                       status, automatic, hospital_cause, decided_by, decision_reason,
@@ -291,7 +292,7 @@ pub async fn decide(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let person: Uuid = tx
-        .query_opt("SELECT person_id FROM appeals WHERE id = $1", &[&appeal_id])
+        .query_opt_cached("SELECT person_id FROM appeals WHERE id = $1", &[&appeal_id])
         .await?
         .ok_or(CardError::AppealNotFound)?
         .get(0);
@@ -321,7 +322,7 @@ pub async fn decide(
         Decision::Refuse => "refused",
     };
     let row = tx
-        .query_one(
+        .query_one_cached(
             &format!(
                 "UPDATE appeals SET status = $2, decided_by = $3, decision_reason = $4, decided_at = $5
                   WHERE id = $1 RETURNING {COLUMNS}"
@@ -368,7 +369,7 @@ pub async fn list(state: &AppState, q: &ListQuery) -> Result<AppealList, CardErr
     };
     let client = state.pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT {COLUMNS} FROM appeals
                   WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR hospital_id = $2)
@@ -386,7 +387,7 @@ pub async fn list(state: &AppState, q: &ListQuery) -> Result<AppealList, CardErr
 pub async fn of_person(state: &AppState, person_id: Uuid) -> Result<AppealList, CardError> {
     let client = state.pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             &format!("SELECT {COLUMNS} FROM appeals WHERE person_id = $1 ORDER BY created_at DESC, id DESC"),
             &[&person_id],
         )

@@ -4,6 +4,7 @@
 //! balance and the history), or → cancelled (the balance is paid out).
 
 use chrono::{DateTime, Duration, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::{GenericClient, Transaction};
 use jyt_db::tokio_postgres::Row;
 use jyt_domain::{Channel, IdempotencyKey};
@@ -171,7 +172,7 @@ fn card_view(row: &Row) -> CardView {
 
 pub async fn get<C: GenericClient>(client: &C, card_id: Uuid) -> Result<CardView, CardError> {
     let row = client
-        .query_opt(&format!("{SELECT_CARD} WHERE c.id = $1"), &[&card_id])
+        .query_opt_cached(&format!("{SELECT_CARD} WHERE c.id = $1"), &[&card_id])
         .await?
         .ok_or(CardError::CardNotFound)?;
     Ok(card_view(&row))
@@ -181,7 +182,7 @@ pub async fn get<C: GenericClient>(client: &C, card_id: Uuid) -> Result<CardView
 /// ones too: a patient sees what became of each).
 pub async fn of_person<C: GenericClient>(client: &C, person_id: Uuid) -> Result<Vec<CardView>, CardError> {
     let rows = client
-        .query(
+        .query_cached(
             &format!("{SELECT_CARD} WHERE c.person_id = $1 ORDER BY c.issued_at DESC, c.id"),
             &[&person_id],
         )
@@ -238,7 +239,7 @@ async fn insert_card(
     } = card;
     if let Some(chip) = chip_serial
         && tx
-            .query_opt("SELECT 1 FROM cards WHERE chip_serial = $1", &[&chip])
+            .query_opt_cached("SELECT 1 FROM cards WHERE chip_serial = $1", &[&chip])
             .await?
             .is_some()
     {
@@ -248,7 +249,7 @@ async fn insert_card(
         let card_id = Uuid::now_v7();
         let number = new_card_number(&state.settings.cards.number_prefix);
         let inserted = tx
-            .execute(
+            .execute_cached(
                 "INSERT INTO cards (id, person_id, kind, card_number, chip_serial, status, replaces_card_id,
                                     issue_key, channel, issued_at)
                  VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9)
@@ -295,11 +296,11 @@ pub async fn issue(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     // Serialises issuing per person, so a retry racing its original finds it.
-    tx.query_opt("SELECT 1 FROM persons WHERE id = $1 FOR UPDATE", &[&person_id])
+    tx.query_opt_cached("SELECT 1 FROM persons WHERE id = $1 FOR UPDATE", &[&person_id])
         .await?
         .ok_or(CardError::PersonNotFound(person_id))?;
     if let Some(row) = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT_CARD} WHERE c.person_id = $1 AND c.issue_key = $2"),
             &[&person_id, &issue_key],
         )
@@ -312,7 +313,7 @@ pub async fn issue(
         return Ok((card, false));
     }
     let live = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT 1 FROM cards WHERE person_id = $1 AND kind = $2 AND status IN ('active', 'lost')",
             &[&person_id, &req.kind.as_str()],
         )
@@ -346,7 +347,7 @@ pub async fn issue(
 
 async fn lock_card(tx: &Transaction<'_>, card_id: Uuid) -> Result<CardView, CardError> {
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT_CARD} WHERE c.id = $1 FOR UPDATE OF c, a"),
             &[&card_id],
         )
@@ -365,7 +366,7 @@ pub async fn report_loss(state: &AppState, card_id: Uuid, now: DateTime<Utc>) ->
         CardStatus::Replaced | CardStatus::Cancelled => return Err(CardError::CardUnusable(card.status)),
         CardStatus::Active => {}
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE cards SET status = 'lost', lost_at = $2 WHERE id = $1",
         &[&card_id, &now],
     )
@@ -398,7 +399,7 @@ pub async fn replace(
     match old.status {
         CardStatus::Replaced => {
             let row = tx
-                .query_one(
+                .query_one_cached(
                     &format!("{SELECT_CARD} WHERE c.replaces_card_id = $1"),
                     &[&card_id],
                 )
@@ -411,7 +412,7 @@ pub async fn replace(
     let chip = chip_serial_for(old.kind, req.chip_serial.as_deref())?;
     let from = ledger::lock_card_account(&tx, card_id).await?;
     // Retire the old card first: only one live card of a kind per person.
-    tx.execute(
+    tx.execute_cached(
         "UPDATE cards SET status = 'replaced', closed_at = $2 WHERE id = $1",
         &[&card_id, &now],
     )
@@ -456,7 +457,7 @@ pub async fn cancel(
     match card.status {
         CardStatus::Cancelled => {
             let refunded: i64 = tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT amount FROM ledger_transactions WHERE kind = 'cash_out' AND reference = $1",
                     &[&card_id.to_string()],
                 )
@@ -472,7 +473,7 @@ pub async fn cancel(
     }
     let account = ledger::lock_card_account(&tx, card_id).await?;
     let refunded = ledger::cash_out(&tx, &account, card_id, req.channel, now).await?;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE cards SET status = 'cancelled', closed_at = $2 WHERE id = $1",
         &[&card_id, &now],
     )
@@ -537,7 +538,7 @@ pub async fn resolve(
                 .into());
             }
             let row = client
-                .query_opt(&format!("{SELECT_CARD} WHERE c.card_number = $1"), &[&number])
+                .query_opt_cached(&format!("{SELECT_CARD} WHERE c.card_number = $1"), &[&number])
                 .await?
                 .ok_or(CardError::CardNotFound)?;
             card_view(&row)

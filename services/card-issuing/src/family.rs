@@ -11,6 +11,7 @@
 //! without waiting for one.
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Transaction;
 use jyt_db::tokio_postgres::Row;
 use jyt_domain::time;
@@ -143,7 +144,7 @@ async fn lock_pair(
     now: DateTime<Utc>,
 ) -> Result<u32, CardError> {
     let rows = tx
-        .query(
+        .query_cached(
             "SELECT id, birth_date FROM persons WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&vec![holder_id, member_id]],
         )
@@ -171,7 +172,7 @@ async fn check_limits(
     let limits = &state.settings.family;
     let (month_start, month_end) = shanghai_month(now);
     let counts = tx
-        .query_one(
+        .query_one_cached(
             "SELECT COUNT(*) FILTER (WHERE holder_id = $1),
                     COUNT(*) FILTER (WHERE member_id = $2)
                FROM family_bindings
@@ -206,7 +207,7 @@ async fn bind_in(
 ) -> Result<(BindingView, bool), CardError> {
     let age = lock_pair(tx, holder_id, member_id, now).await?;
     if let Some(row) = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT_BINDING} WHERE holder_id = $1 AND member_id = $2 AND unbound_at IS NULL"),
             &[&holder_id, &member_id],
         )
@@ -218,7 +219,7 @@ async fn bind_in(
     check_limits(tx, state, holder_id, member_id, now).await?;
     let id = Uuid::now_v7();
     let row = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO family_bindings (id, holder_id, member_id, relationship, proof_kind, proof_ref, bound_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              RETURNING id, holder_id, member_id, relationship, proof_kind, bound_at, unbound_at",
@@ -286,7 +287,7 @@ pub async fn start_verification(
     // A pair bound already confirms into its binding (a replay, not a new
     // binding): only a new one must fit this month's limits.
     let bound = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT 1 FROM family_bindings WHERE holder_id = $1 AND member_id = $2 AND unbound_at IS NULL",
             &[&holder_id, &req.member_id],
         )
@@ -299,7 +300,7 @@ pub async fn start_verification(
     // Six digits from the OS's randomness (a v4 UUID's 122 random bits).
     let code = format!("{:06}", Uuid::new_v4().as_u128() % 1_000_000);
     let expires_at = now + chrono::Duration::minutes(rules.verification_minutes);
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO family_verifications (id, holder_id, member_id, relationship, code_hash, expires_at,
                                            status, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)",
@@ -341,7 +342,7 @@ pub async fn confirm_verification(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT holder_id, member_id, relationship, code_hash, expires_at, attempts, status, binding_id
                FROM family_verifications WHERE id = $1 FOR UPDATE",
             &[&verification_id],
@@ -353,7 +354,7 @@ pub async fn confirm_verification(
     if status == "confirmed" {
         let binding: Option<Uuid> = row.get(7);
         let b = tx
-            .query_one(&format!("{SELECT_BINDING} WHERE id = $1"), &[&binding])
+            .query_one_cached(&format!("{SELECT_BINDING} WHERE id = $1"), &[&binding])
             .await?;
         return Ok((binding_view(&b), false));
     }
@@ -371,7 +372,7 @@ pub async fn confirm_verification(
     )) {
         let attempts = row.get::<_, i32>(5) + 1;
         let locked = attempts >= rules.verification_attempts;
-        tx.execute(
+        tx.execute_cached(
             "UPDATE family_verifications SET attempts = $2, status = $3 WHERE id = $1",
             &[
                 &verification_id,
@@ -394,7 +395,7 @@ pub async fn confirm_verification(
         Ok(("member_verification", proof_ref))
     })
     .await?;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE family_verifications SET status = 'confirmed', binding_id = $2 WHERE id = $1",
         &[&verification_id, &binding.binding_id],
     )
@@ -418,7 +419,7 @@ pub struct VerificationView {
 pub async fn verification(state: &AppState, id: Uuid) -> Result<VerificationView, CardError> {
     let client = state.pool.get().await?;
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT holder_id, member_id, status, expires_at FROM family_verifications WHERE id = $1",
             &[&id],
         )
@@ -443,7 +444,7 @@ pub async fn unbind(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT_BINDING} WHERE id = $1 FOR UPDATE"),
             &[&binding_id],
         )
@@ -457,7 +458,7 @@ pub async fn unbind(
         return Ok(binding);
     }
     let row = tx
-        .query_one(
+        .query_one_cached(
             "UPDATE family_bindings SET unbound_at = $2, unbound_by = $3 WHERE id = $1
              RETURNING id, holder_id, member_id, relationship, proof_kind, bound_at, unbound_at",
             &[&binding_id, &now, &acting],
@@ -490,11 +491,11 @@ pub struct FamilyView {
 pub async fn list(state: &AppState, person_id: Uuid) -> Result<FamilyView, CardError> {
     let client = state.pool.get().await?;
     client
-        .query_opt("SELECT 1 FROM persons WHERE id = $1", &[&person_id])
+        .query_opt_cached("SELECT 1 FROM persons WHERE id = $1", &[&person_id])
         .await?
         .ok_or(CardError::PersonNotFound(person_id))?;
     let rows = client
-        .query(
+        .query_cached(
             &format!(
                 "{SELECT_BINDING} WHERE (holder_id = $1 OR member_id = $1) AND unbound_at IS NULL ORDER BY bound_at"
             ),

@@ -17,6 +17,7 @@
 //! `now` is a parameter, so a year's term is testable without waiting.
 
 use chrono::{DateTime, Months, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_db::tokio_postgres::Row;
 use jyt_web::RequestError;
@@ -180,7 +181,7 @@ pub async fn upsert_teams(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     for ((id, name, doctors), t) in checked.iter().zip(&req.teams) {
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO family_doctor_teams (id, hospital, external_id, name, doctor_ids, capacity, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (hospital, external_id) DO UPDATE
@@ -201,7 +202,7 @@ pub async fn teams_of<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<Vec<TeamView>, CardError> {
     let rows = client
-        .query(
+        .query_cached(
             "SELECT t.hospital, t.external_id, t.name, t.doctor_ids, t.capacity,
                     (SELECT count(*) FROM family_doctor_signings s
                       WHERE s.team_id = t.id AND s.ended_at IS NULL AND s.expires_at > $2) AS signed
@@ -240,7 +241,7 @@ pub async fn sign(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let locked = tx
-        .query_opt("SELECT id FROM persons WHERE id = $1 FOR UPDATE", &[&person])
+        .query_opt_cached("SELECT id FROM persons WHERE id = $1 FOR UPDATE", &[&person])
         .await?;
     if locked.is_none() {
         return Err(CardError::PersonNotFound(person));
@@ -252,7 +253,7 @@ pub async fn sign(
         return Err(CardError::AlreadySigned(active.expires_at));
     }
     let team_row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT id, capacity FROM family_doctor_teams WHERE hospital = $1 AND external_id = $2 FOR UPDATE",
             &[&hospital, &team],
         )
@@ -260,7 +261,7 @@ pub async fn sign(
         .ok_or(CardError::TeamNotFound)?;
     let (team_id, capacity): (Uuid, i32) = (team_row.get(0), team_row.get(1));
     let signed: i64 = tx
-        .query_one(
+        .query_one_cached(
             "SELECT count(*) FROM family_doctor_signings
               WHERE team_id = $1 AND ended_at IS NULL AND expires_at > $2",
             &[&team_id, &now],
@@ -275,7 +276,7 @@ pub async fn sign(
         .checked_add_months(Months::new(TERM_MONTHS))
         .ok_or_else(|| CardError::Unexpected(anyhow::anyhow!("a year after {now} is out of range")))?;
     let bytes = i32::try_from(trace.len()).unwrap_or(i32::MAX);
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO family_doctor_signings
             (id, person_id, team_id, signed_at, expires_at, signature_sha256, signature_bytes, signed_through_app)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -283,7 +284,7 @@ pub async fn sign(
     )
     .await?;
     let row = tx
-        .query_one(&format!("{SELECT_SIGNING} WHERE s.id = $1"), &[&id])
+        .query_one_cached(&format!("{SELECT_SIGNING} WHERE s.id = $1"), &[&id])
         .await?;
     let view = signing_view(&row, now);
     append(&tx, "signing.created", &view).await?;
@@ -298,7 +299,7 @@ async fn active_in<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<Option<SigningView>, CardError> {
     let row = client
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "{SELECT_SIGNING} WHERE s.person_id = $1 AND s.ended_at IS NULL AND s.expires_at > $2
                   ORDER BY s.signed_at DESC LIMIT 1"
@@ -327,7 +328,7 @@ pub async fn history(
 ) -> Result<Vec<SigningView>, CardError> {
     let client = state.pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             &format!("{SELECT_SIGNING} WHERE s.person_id = $1 ORDER BY s.signed_at DESC"),
             &[&person],
         )
@@ -350,7 +351,7 @@ pub async fn end(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT_SIGNING} WHERE s.id = $1 AND s.person_id = $2 FOR UPDATE OF s"),
             &[&signing, &person],
         )
@@ -360,13 +361,13 @@ pub async fn end(
     if before.status != "active" {
         return Ok(before);
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE family_doctor_signings SET ended_at = $2, ended_by = $3 WHERE id = $1",
         &[&signing, &now, &by],
     )
     .await?;
     let row = tx
-        .query_one(&format!("{SELECT_SIGNING} WHERE s.id = $1"), &[&signing])
+        .query_one_cached(&format!("{SELECT_SIGNING} WHERE s.id = $1"), &[&signing])
         .await?;
     let view = signing_view(&row, now);
     append(&tx, "signing.ended", &view).await?;

@@ -12,6 +12,7 @@
 //! the card for a transfer or cash-out (unique per kind in PostgreSQL).
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::{GenericClient, Transaction};
 use jyt_domain::{Channel, time};
 use jyt_web::RequestError;
@@ -129,7 +130,7 @@ pub struct LockedAccount {
 
 pub async fn lock_card_account(tx: &Transaction<'_>, card_id: Uuid) -> Result<LockedAccount, CardError> {
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT a.id, a.balance, c.status FROM accounts a JOIN cards c ON c.id = a.card_id
               WHERE a.card_id = $1 FOR UPDATE OF a, c",
             &[&card_id],
@@ -146,7 +147,7 @@ pub async fn lock_card_account(tx: &Transaction<'_>, card_id: Uuid) -> Result<Lo
 pub async fn create_card_account<C: GenericClient>(client: &C, card_id: Uuid) -> Result<Uuid, CardError> {
     let id = Uuid::now_v7();
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO accounts (id, kind, card_id) VALUES ($1, 'card', $2)",
             &[&id, &card_id],
         )
@@ -158,15 +159,15 @@ pub async fn create_card_account<C: GenericClient>(client: &C, card_id: Uuid) ->
 /// read when it exists: no lock, so channels never serialise payments.
 async fn system_account(tx: &Transaction<'_>, kind: &str, channel: &str) -> Result<Uuid, CardError> {
     let find = "SELECT id FROM accounts WHERE kind = $1 AND channel = $2";
-    if let Some(row) = tx.query_opt(find, &[&kind, &channel]).await? {
+    if let Some(row) = tx.query_opt_cached(find, &[&kind, &channel]).await? {
         return Ok(row.get(0));
     }
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO accounts (id, kind, channel) VALUES ($1, $2, $3) ON CONFLICT (kind, channel) DO NOTHING",
         &[&Uuid::now_v7(), &kind, &channel],
     )
     .await?;
-    Ok(tx.query_one(find, &[&kind, &channel]).await?.get(0))
+    Ok(tx.query_one_cached(find, &[&kind, &channel]).await?.get(0))
 }
 
 const SELECT_TX: &str =
@@ -212,7 +213,7 @@ async fn post(
     }
     let id = Uuid::now_v7();
     let inserted = tx
-        .query_opt(
+        .query_opt_cached(
             "INSERT INTO ledger_transactions (id, kind, reference, card_id, channel, amount, refund_of, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (kind, reference) DO NOTHING
@@ -231,7 +232,7 @@ async fn post(
         .await?;
     let Some(row) = inserted else {
         let row = tx
-            .query_one(
+            .query_one_cached(
                 &format!("{SELECT_TX} WHERE kind = $1 AND reference = $2"),
                 &[&new.kind.as_str(), &new.reference],
             )
@@ -239,14 +240,14 @@ async fn post(
         return Ok(Err(tx_view(&row)));
     };
     for (account, amount) in &new.entries {
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
             &[&id, account, amount],
         )
         .await?;
     }
     if let Some((account, delta)) = new.card_delta {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE accounts SET balance = balance + $2 WHERE id = $1",
             &[&account, &delta],
         )
@@ -314,7 +315,7 @@ async fn finish(
 
 async fn person_of(tx: &Transaction<'_>, card_id: Uuid) -> Result<Uuid, CardError> {
     Ok(tx
-        .query_one("SELECT person_id FROM cards WHERE id = $1", &[&card_id])
+        .query_one_cached("SELECT person_id FROM cards WHERE id = $1", &[&card_id])
         .await?
         .get(0))
 }
@@ -355,7 +356,7 @@ pub async fn top_up(
     // Check for a replay before the status, so a retried top-up of a card
     // lost since still gets its first answer.
     if let Some(row) = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT_TX} WHERE kind = 'top_up' AND reference = $1"),
             &[&reference],
         )
@@ -408,7 +409,7 @@ pub async fn pay_fee(
     // the previous one left.
     let account = lock_card_account(&tx, card_id).await?;
     if let Some(row) = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT_TX} WHERE kind = 'fee' AND reference = $1"),
             &[&req.reference],
         )
@@ -499,7 +500,7 @@ async fn post_refund(
     let tx = client.transaction().await?;
     let account = lock_card_account(&tx, card_id).await?;
     if let Some(row) = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT_TX} WHERE kind = 'refund' AND reference = $1"),
             &[&req.reference],
         )
@@ -523,7 +524,7 @@ async fn post_refund(
         RefundOf::Booking(_) => {}
     }
     let fee = tx
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "{CARD_CHAIN} SELECT t.id, t.amount, t.channel FROM ledger_transactions t
                   WHERE t.kind = 'fee' AND t.reference = $2 AND t.card_id IN (SELECT id FROM chain)"
@@ -534,7 +535,7 @@ async fn post_refund(
         .ok_or_else(|| CardError::PaymentNotFound(req.refund_of.clone()))?;
     let (fee_id, fee_amount, channel): (Uuid, i64, String) = (fee.get(0), fee.get(1), fee.get(2));
     let refunded: i64 = tx
-        .query_one(
+        .query_one_cached(
             "SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_transactions WHERE kind = 'refund' AND refund_of = $1",
             &[&fee_id],
         )
@@ -608,7 +609,7 @@ pub async fn refund_booking(
     let card = {
         let client = state.pool.get().await?;
         let paid_by = client
-            .query_opt(
+            .query_opt_cached(
                 "SELECT card_id FROM ledger_transactions WHERE kind = 'fee' AND reference = $1",
                 &[&booking_id],
             )
@@ -618,7 +619,7 @@ pub async fn refund_booking(
         };
         // The newest card of the chain that replaced the paying one.
         client
-            .query_one(
+            .query_one_cached(
                 "WITH RECURSIVE successors(id, depth) AS (
                     SELECT $1::uuid, 0
                     UNION ALL
@@ -666,7 +667,7 @@ pub async fn transfer_balance(
     post(tx, new, now)
         .await?
         .map_err(|_| CardError::Unexpected(anyhow::anyhow!("card transferred twice")))?;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE accounts SET balance = balance + $2 WHERE id = $1",
         &[&to_account, &from.balance],
     )
@@ -726,12 +727,12 @@ pub struct History {
 pub async fn history(state: &AppState, card_id: Uuid) -> Result<History, CardError> {
     let client = state.pool.get().await?;
     let balance: i64 = client
-        .query_opt("SELECT balance FROM accounts WHERE card_id = $1", &[&card_id])
+        .query_opt_cached("SELECT balance FROM accounts WHERE card_id = $1", &[&card_id])
         .await?
         .ok_or(CardError::CardNotFound)?
         .get(0);
     let rows = client
-        .query(
+        .query_cached(
             &format!(
                 "{CARD_CHAIN}
                  SELECT t.id, t.kind, t.reference, a.card_id, t.channel, e.amount, t.created_at
@@ -795,7 +796,7 @@ pub async fn daily_report(state: &AppState, date: NaiveDate) -> Result<DailyRepo
     let end = time::at(date.succ_opt().unwrap_or(date), NaiveTime::MIN);
     let client = state.pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "WITH day AS (
                 SELECT channel,
                        SUM(amount) FILTER (WHERE kind = 'top_up')   AS top_ups,
@@ -830,7 +831,7 @@ pub async fn daily_report(state: &AppState, date: NaiveDate) -> Result<DailyRepo
         )
         .await?;
     let ledger_sum: i64 = client
-        .query_one(
+        .query_one_cached(
             "SELECT COALESCE(SUM(e.amount), 0)::bigint FROM ledger_entries e
                JOIN ledger_transactions t ON t.id = e.transaction_id WHERE t.created_at < $1",
             &[&end],

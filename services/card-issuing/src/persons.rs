@@ -2,6 +2,7 @@
 //! blind index of the ID number is unique in PostgreSQL, so two kiosks
 //! registering the same person at the same moment still make one row.
 
+use jyt_db::Prepared;
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -141,7 +142,7 @@ pub async fn register(
 
     let mut client = state.pool.get().await?;
     if let Some(row) = client
-        .query_opt(&format!("{SELECT_PERSON} WHERE id_number_bidx = $1"), &[&id_bidx])
+        .query_opt_cached(&format!("{SELECT_PERSON} WHERE id_number_bidx = $1"), &[&id_bidx])
         .await?
     {
         return existing(&state.keyring, &row, &valid.name);
@@ -157,7 +158,7 @@ pub async fn register(
     };
     let tx = client.transaction().await?;
     let inserted = tx
-        .query_opt(
+        .query_opt_cached(
             "INSERT INTO persons (id, name, birth_date, key_id, id_number_ct, phone_ct, insurance_ct,
                                   id_number_bidx, phone_bidx, created_at, enrolled_by_app)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -183,7 +184,7 @@ pub async fn register(
         // A concurrent registration of the same person won the race.
         drop(tx);
         let row = client
-            .query_one(&format!("{SELECT_PERSON} WHERE id_number_bidx = $1"), &[&id_bidx])
+            .query_one_cached(&format!("{SELECT_PERSON} WHERE id_number_bidx = $1"), &[&id_bidx])
             .await?;
         return existing(keyring, &row, &valid.name);
     };
@@ -262,7 +263,7 @@ pub async fn get<C: GenericClient>(
     person_id: Uuid,
 ) -> Result<PersonView, CardError> {
     let row = client
-        .query_opt(&format!("{SELECT_PERSON} WHERE id = $1"), &[&person_id])
+        .query_opt_cached(&format!("{SELECT_PERSON} WHERE id = $1"), &[&person_id])
         .await?
         .ok_or(CardError::PersonNotFound(person_id))?;
     view(keyring, &row)
@@ -278,7 +279,7 @@ pub async fn find_by_id_number(
     let bidx: Vec<u8> = blind(&state.blind_index, &id);
     let client = state.pool.get().await?;
     match client
-        .query_opt(&format!("{SELECT_PERSON} WHERE id_number_bidx = $1"), &[&bidx])
+        .query_opt_cached(&format!("{SELECT_PERSON} WHERE id_number_bidx = $1"), &[&bidx])
         .await?
     {
         Some(row) => Ok(Some(view(&state.keyring, &row)?)),
@@ -305,7 +306,7 @@ pub async fn reveal(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
-        .query_opt(&format!("{SELECT_PERSON} WHERE id = $1"), &[&person_id])
+        .query_opt_cached(&format!("{SELECT_PERSON} WHERE id = $1"), &[&person_id])
         .await?
         .ok_or(CardError::PersonNotFound(person_id))?;
     let opened = open(&state.keyring, &row)?;
@@ -314,7 +315,7 @@ pub async fn reveal(
         fields.push(COL_INSURANCE);
     }
     let audit_id: i64 = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO personal_data_audit (operator_id, person_id, reason, fields)
              VALUES ($1, $2, $3, $4) RETURNING id",
             &[&operator.0, &person_id, &reason, &fields],
@@ -342,7 +343,7 @@ pub async fn reseal_batch(state: &AppState, batch: i64) -> Result<usize, CardErr
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let rows = tx
-        .query(
+        .query_cached(
             &format!("{SELECT_PERSON} WHERE key_id <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED"),
             &[&keyring.active_key_id(), &batch],
         )
@@ -354,7 +355,7 @@ pub async fn reseal_batch(state: &AppState, batch: i64) -> Result<usize, CardErr
             Some(i) => Some(keyring.seal(i, &Aad::new(COL_INSURANCE, id))?),
             None => None,
         };
-        tx.execute(
+        tx.execute_cached(
             "UPDATE persons SET key_id = $2, id_number_ct = $3, phone_ct = $4, insurance_ct = $5 WHERE id = $1",
             &[
                 &id,

@@ -9,6 +9,7 @@
 //! lock, since a person with no-shows need not have a row of ours yet.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Transaction;
 use jyt_domain::time;
 use jyt_web::RequestError;
@@ -60,7 +61,7 @@ pub struct Standing {
 }
 
 pub(crate) async fn lock_person(tx: &Transaction<'_>, person: Uuid) -> Result<(), CardError> {
-    tx.execute(
+    tx.execute_cached(
         "SELECT pg_advisory_xact_lock(hashtextextended('standing:' || ($1::uuid)::text, 0))",
         &[&person],
     )
@@ -76,7 +77,7 @@ async fn unwaived_in_window(
 ) -> Result<i64, CardError> {
     let start = window_end - Duration::days(window_days);
     Ok(tx
-        .query_one(
+        .query_one_cached(
             "SELECT COUNT(*) FROM no_shows
               WHERE person_id = $1 AND waived_at IS NULL AND visit_date > $2 AND visit_date <= $3",
             &[&person, &start, &window_end],
@@ -97,7 +98,7 @@ pub async fn record_no_show(
     let tx = client.transaction().await?;
     lock_person(&tx, ev.patient_id).await?;
     let inserted = tx
-        .execute(
+        .execute_cached(
             "INSERT INTO no_shows (event_id, person_id, booking_id, hospital_id, visit_date, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
             &[
@@ -114,7 +115,7 @@ pub async fn record_no_show(
         return Ok(false);
     }
     let already_barred = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT 1 FROM bars WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2",
             &[&ev.patient_id, &now],
         )
@@ -123,7 +124,7 @@ pub async fn record_no_show(
     let count = unwaived_in_window(&tx, ev.patient_id, ev.visit_date, rules.window_days).await?;
     if !already_barred && count >= rules.no_show_threshold {
         let until = now + Duration::days(rules.bar_days);
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO bars (id, person_id, barred_at, barred_until, window_end) VALUES ($1, $2, $3, $4, $5)",
             &[&Uuid::now_v7(), &ev.patient_id, &now, &until, &ev.visit_date],
         )
@@ -182,7 +183,7 @@ pub(crate) async fn waive_in(
     let rules = &state.settings.standing;
     lock_person(tx, person_id).await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT booking_id, hospital_id FROM no_shows WHERE event_id = $1 AND person_id = $2",
             &[&event_id, &person_id],
         )
@@ -190,7 +191,7 @@ pub(crate) async fn waive_in(
         .ok_or(CardError::NoShowNotFound)?;
     let (booking_id, hospital_id): (String, String) = (row.get(0), row.get(1));
     let waived = tx
-        .execute(
+        .execute_cached(
             "UPDATE no_shows SET waived_at = $3, waived_by = $4, waive_reason = $5
               WHERE event_id = $1 AND person_id = $2 AND waived_at IS NULL",
             &[&event_id, &person_id, &now, &actor, &reason],
@@ -210,7 +211,7 @@ pub(crate) async fn waive_in(
         .await?;
     }
     let bars = tx
-        .query(
+        .query_cached(
             "SELECT id, window_end FROM bars WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2",
             &[&person_id, &now],
         )
@@ -219,7 +220,7 @@ pub(crate) async fn waive_in(
         let (bar_id, window_end): (Uuid, NaiveDate) = (bar.get(0), bar.get(1));
         let count = unwaived_in_window(tx, person_id, window_end, rules.window_days).await?;
         if count < rules.no_show_threshold {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE bars SET lifted_at = $2, lifted_by = $3, lift_reason = $4 WHERE id = $1",
                 &[&bar_id, &now, &actor, &reason],
             )
@@ -241,7 +242,7 @@ pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> 
     let rules = &state.settings.standing;
     let client = state.pool.get().await?;
     let bar = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT max(barred_until) FROM bars WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2",
             &[&person_id, &now],
         )
@@ -250,7 +251,7 @@ pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> 
     let today = time::local(now).date_naive();
     let start = today - Duration::days(rules.window_days);
     let rows = client
-        .query(
+        .query_cached(
             "SELECT event_id, booking_id, hospital_id, visit_date, waived_at IS NOT NULL, waive_reason
                FROM no_shows WHERE person_id = $1 AND visit_date > $2
               ORDER BY visit_date DESC, recorded_at DESC",

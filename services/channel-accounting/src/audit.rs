@@ -19,6 +19,7 @@
 //! An event without an actor is recorded with actor `unknown` rather than
 //! dropped: the change happened, and the trail must show it did.
 
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_events::Envelope;
 use serde_json::Value;
@@ -53,7 +54,7 @@ struct Row {
 
 async fn insert<C: GenericClient>(client: &C, event: &Envelope, row: Row) -> anyhow::Result<()> {
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO audit_trail (event_id, occurred_at, hospital_id, kind, actor, schedule_id,
                                       slot_id, person_id, summary, detail)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING",
@@ -81,7 +82,7 @@ async fn map_slot<C: GenericClient>(
     schedule: &str,
 ) -> anyhow::Result<()> {
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO audit_slots (slot_id, hospital_id, schedule_id) VALUES ($1, $2, $3)
              ON CONFLICT (slot_id) DO NOTHING",
             &[&slot, &hospital, &schedule],
@@ -127,7 +128,7 @@ pub async fn apply<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Re
         "waitlist.capacity_requested" => {
             let empty = Value::Array(Vec::new());
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO capacity_requests (event_id, hospital_id, schedule_id, schedule, segment_ids,
                                                     waiting, requested_at)
                      VALUES ($1, $2, $3, $4, $5, GREATEST($6::bigint, 0), $7) ON CONFLICT (event_id) DO NOTHING",
@@ -206,7 +207,7 @@ async fn capacity_changed<C: GenericClient>(
         // 加号 answers every request of the schedule still open.
         let added = i32::try_from(after - before).unwrap_or(i32::MAX);
         client
-            .execute(
+            .execute_cached(
                 "UPDATE capacity_requests SET answered_at = $3, answered_by = $4, added_seats = $5
                   WHERE hospital_id = $1 AND schedule_id = $2 AND answered_at IS NULL AND requested_at <= $3",
                 &[&hospital, &schedule, &event.occurred_at, &actor, &added],
@@ -244,7 +245,7 @@ async fn session_added<C: GenericClient>(
         .collect();
     let actor = actor_of(p);
     client
-        .execute(
+        .execute_cached(
             "UPDATE capacity_requests SET answered_at = $3, answered_by = $4, added_seats = $5
               WHERE hospital_id = $1 AND schedule_id = ANY($2) AND answered_at IS NULL AND requested_at <= $3",
             &[

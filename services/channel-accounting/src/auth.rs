@@ -19,6 +19,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Utc};
 use futures::future::LocalBoxFuture;
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 
@@ -144,12 +145,12 @@ pub async fn seed_operators(pool: &Pool, settings: &OperatorSettings) -> anyhow:
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let logins: Vec<String> = accounts.iter().map(|a| a.0.clone()).collect();
-    tx.execute("DELETE FROM operators WHERE login <> ALL($1)", &[&logins])
+    tx.execute_cached("DELETE FROM operators WHERE login <> ALL($1)", &[&logins])
         .await?;
     for (login, hash, role, hospital) in &accounts {
         // Keep the stored hash when the password did not change, so
         // re-seeding on every start does not end sessions needlessly.
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO operators (login, password_hash, role, hospital_id) VALUES ($1, $2, $3, $4)
              ON CONFLICT (login) DO UPDATE SET
                password_hash = CASE WHEN operators.role = EXCLUDED.role
@@ -168,7 +169,7 @@ pub async fn seed_operators(pool: &Pool, settings: &OperatorSettings) -> anyhow:
         )
         .await?;
     }
-    tx.execute("DELETE FROM operator_sessions WHERE expires_at < now()", &[])
+    tx.execute_cached("DELETE FROM operator_sessions WHERE expires_at < now()", &[])
         .await?;
     tx.commit().await?;
     Ok(())
@@ -194,7 +195,7 @@ struct Account {
 async fn find_account(pool: &Pool, login: &str) -> Result<Option<Account>, AccountingError> {
     let client = pool.get().await?;
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT password_hash, role, hospital_id FROM operators WHERE login = $1",
             &[&login],
         )
@@ -231,7 +232,7 @@ pub async fn login(
     let expires_at = Utc::now() + chrono::Duration::minutes(i64::from(ttl_minutes));
     let client = pool.get().await?;
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO operator_sessions (token_sha256, login, expires_at) VALUES ($1, $2, $3)",
             &[&token_hash(&token), &login, &expires_at],
         )
@@ -249,7 +250,7 @@ pub async fn login(
 pub async fn logout(pool: &Pool, token: &str) -> Result<(), AccountingError> {
     let client = pool.get().await?;
     client
-        .execute(
+        .execute_cached(
             "DELETE FROM operator_sessions WHERE token_sha256 = $1",
             &[&token_hash(token)],
         )
@@ -286,7 +287,7 @@ impl FromRequest for Operator {
             let pool = pool.ok_or_else(|| AccountingError::DatabaseUnavailable("no pool".into()))?;
             let client = pool.get().await?;
             let row = client
-                .query_opt(
+                .query_opt_cached(
                     "SELECT o.login, o.role, o.hospital_id FROM operator_sessions s
                        JOIN operators o ON o.login = s.login
                       WHERE s.token_sha256 = $1 AND s.expires_at > now()",

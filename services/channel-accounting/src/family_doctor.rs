@@ -6,6 +6,7 @@
 //! team, referrals issued, used and expired by target hospital.
 
 use chrono::{DateTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_events::Envelope;
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,7 @@ pub async fn apply<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Re
         "referral.issued" => issued(client, p).await?,
         "referral.used" => {
             client
-                .execute(
+                .execute_cached(
                     "UPDATE referrals SET uses = uses + 1, last_used_at = $2 WHERE referral_id = $1",
                     &[&uuid(p, "referral_id"), &event.occurred_at],
                 )
@@ -57,7 +58,7 @@ async fn signing<C: GenericClient>(client: &C, p: &Value) -> anyhow::Result<()> 
     };
     let (hospital, team, name) = (text(p, "hospital"), text(p, "team_id"), text(p, "team_name"));
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO family_doctor_signings (signing_id, hospital, team_id, team_name, signed_at, expires_at, ended_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (signing_id) DO UPDATE SET ended_at = EXCLUDED.ended_at",
@@ -66,7 +67,7 @@ async fn signing<C: GenericClient>(client: &C, p: &Value) -> anyhow::Result<()> 
         .await?;
     if let Some(capacity) = p.get("team_capacity").and_then(Value::as_i64) {
         client
-            .execute(
+            .execute_cached(
                 "INSERT INTO family_doctor_teams (hospital, team_id, team_name, capacity) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (hospital, team_id) DO UPDATE
                     SET team_name = EXCLUDED.team_name, capacity = EXCLUDED.capacity",
@@ -87,7 +88,7 @@ async fn issued<C: GenericClient>(client: &C, p: &Value) -> anyhow::Result<()> {
         return Ok(());
     };
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO referrals (referral_id, issuing_hospital, issuing_team, target_hospital, department,
                                     issued_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (referral_id) DO NOTHING",
@@ -145,7 +146,7 @@ pub async fn view<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> anyhow::Result<FamilyDoctorView> {
     let teams: Vec<TeamLine> = client
-        .query(
+        .query_cached(
             "SELECT s.hospital, s.team_id, max(s.team_name),
                     count(*) FILTER (WHERE s.ended_at IS NULL AND s.expires_at > $2), max(t.capacity)
                FROM family_doctor_signings s
@@ -171,7 +172,7 @@ pub async fn view<C: GenericClient>(
         })
         .collect();
     let referrals = client
-        .query(
+        .query_cached(
             "SELECT issuing_hospital, target_hospital, count(*),
                     count(*) FILTER (WHERE uses > 0),
                     count(*) FILTER (WHERE uses = 0 AND expires_at <= $2),

@@ -35,6 +35,7 @@
 //!   [`crate::family_doctor`].
 
 use chrono::{DateTime, NaiveDate, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
 use jyt_domain::time::local;
 use jyt_events::Envelope;
@@ -45,7 +46,7 @@ pub async fn apply(pool: &Pool, stream: &str, event: &Envelope) -> anyhow::Resul
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let first_time = tx
-        .execute(
+        .execute_cached(
             "INSERT INTO processed_events (event_id, event_type, stream) VALUES ($1, $2, $3)
              ON CONFLICT (event_id) DO NOTHING",
             &[&event.event_id, &event.event_type, &stream],
@@ -146,7 +147,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
         "booking.promoted" => {
             counter(Counter::Promotions).await?;
             client
-                .execute(
+                .execute_cached(
                     "UPDATE waitlist_depth SET waiting = GREATEST(waiting - 1, 0), updated_at = $3
                       WHERE hospital_id = $1 AND schedule_id = $2",
                     &[&hospital, &p.text("schedule_id"), &event.occurred_at],
@@ -177,7 +178,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
         "waitlist.joined" => {
             counter(Counter::WaitlistJoins).await?;
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO waitlist_depth (hospital_id, schedule_id, waiting, updated_at)
                      VALUES ($1, $2, GREATEST($3::bigint, 1), $4)
                      ON CONFLICT (hospital_id, schedule_id) DO UPDATE
@@ -193,7 +194,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
         }
         "waitlist.capacity_requested" => {
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO waitlist_depth (hospital_id, schedule_id, waiting, updated_at)
                      VALUES ($1, $2, GREATEST($3::bigint, 0), $4)
                      ON CONFLICT (hospital_id, schedule_id) DO UPDATE
@@ -216,7 +217,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
             let day = local(minute).date_naive();
             let (attempts, sold_out) = (p.int("attempts").max(0), p.int("sold_out").max(0));
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO channel_daily (day, hospital_id, channel, attempts, sold_out)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (day, hospital_id, channel) DO UPDATE
@@ -226,7 +227,7 @@ async fn apply_effect<C: GenericClient>(client: &C, event: &Envelope) -> anyhow:
                 )
                 .await?;
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO traffic_minute (minute, hospital_id, channel, attempts, sold_out)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (minute, hospital_id, channel) DO UPDATE
@@ -266,7 +267,7 @@ async fn confirmed<C: GenericClient>(
         .unwrap_or_else(|| event.aggregate_id.clone());
     let (hospital, channel) = (p.text("hospital_id"), p.text("channel"));
     let first = client
-        .execute(
+        .execute_cached(
             "INSERT INTO counted_bookings (booking_id, hospital_id, channel, confirmed_at)
              VALUES ($1, $2, $3, $4) ON CONFLICT (booking_id) DO NOTHING",
             &[&booking_id, &hospital, &channel, &event.occurred_at],
@@ -279,7 +280,7 @@ async fn confirmed<C: GenericClient>(
     }
     let fee = p.int("fee_fen").max(0);
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO channel_daily (day, hospital_id, channel, bookings, fees_fen)
              VALUES ($1, $2, $3, 1, $4)
              ON CONFLICT (day, hospital_id, channel) DO UPDATE
@@ -289,7 +290,7 @@ async fn confirmed<C: GenericClient>(
         )
         .await?;
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO traffic_minute (minute, hospital_id, channel, bookings) VALUES ($1, $2, $3, 1)
              ON CONFLICT (minute, hospital_id, channel) DO UPDATE
                 SET bookings = traffic_minute.bookings + 1",
@@ -329,7 +330,7 @@ async fn seat_taken<C: GenericClient>(
     channel: &str,
 ) -> anyhow::Result<()> {
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO traffic_second (second, hospital_id, channel, bookings) VALUES ($1, $2, $3, 1)
              ON CONFLICT (second, hospital_id, channel) DO UPDATE
                 SET bookings = traffic_second.bookings + 1",
@@ -361,7 +362,7 @@ async fn seconds<C: GenericClient>(
             continue;
         }
         client
-            .execute(
+            .execute_cached(
                 "INSERT INTO traffic_second (second, hospital_id, channel, attempts, sold_out)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (second, hospital_id, channel) DO UPDATE
@@ -393,7 +394,7 @@ async fn bump<C: GenericClient>(
         "INSERT INTO channel_daily (day, hospital_id, channel, {column}) VALUES ($1, $2, $3, 1)
          ON CONFLICT (day, hospital_id, channel) DO UPDATE SET {column} = channel_daily.{column} + 1"
     );
-    client.execute(&sql, &[&day, &hospital, &channel]).await?;
+    client.execute_cached(&sql, &[&day, &hospital, &channel]).await?;
     Ok(())
 }
 
@@ -405,7 +406,7 @@ async fn unbump_no_show<C: GenericClient>(
     channel: &str,
 ) -> anyhow::Result<()> {
     client
-        .execute(
+        .execute_cached(
             "UPDATE channel_daily SET no_shows = GREATEST(no_shows - 1, 0)
               WHERE day = $1 AND hospital_id = $2 AND channel = $3",
             &[&day, &hospital, &channel],
@@ -431,7 +432,7 @@ async fn money<C: GenericClient>(
     }
     let method = if method.is_empty() { "self_pay" } else { method };
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO money_entries (event_id, kind, day, occurred_at, hospital_id, channel,
                                         payment_method, amount_fen, booking_id, reference)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

@@ -8,6 +8,7 @@
 //! arrive in does not matter.
 
 use chrono::{DateTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_events::Envelope;
 use serde_json::Value;
@@ -35,7 +36,7 @@ pub async fn apply<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Re
     match event.event_type.as_str() {
         "precise.submitted" => {
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO precise_submissions (hospital_id, submission_id, doctor_id, channel, submitted_at)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (hospital_id, submission_id) DO UPDATE
@@ -51,7 +52,7 @@ pub async fn apply<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Re
             };
             let automatic = p.get("automatic").and_then(Value::as_bool) == Some(true);
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO precise_submissions (hospital_id, submission_id, doctor_id, decision,
                                                       auto_matched, decided_at)
                      VALUES ($1, $2, $3, $4, $5, $6)
@@ -71,7 +72,7 @@ pub async fn apply<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::Re
         }
         "precise.seated" => {
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO precise_submissions (hospital_id, submission_id, doctor_id, submitted_at,
                                                       booking_id, seated_at)
                      VALUES ($1, $2, $3, $4, $5, $6)

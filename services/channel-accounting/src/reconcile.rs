@@ -29,6 +29,7 @@
 //! `status_differs` (paid/refunded, or the refunded amount), and
 //! `missing_at_channel` (a platform payment on no line).
 
+use jyt_db::Prepared;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -273,7 +274,7 @@ pub async fn platform_payments(
 ) -> Result<Vec<PlatformPayment>, AccountingError> {
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT f.booking_id, f.reference, f.amount_fen,
                     COALESCE((SELECT sum(r.amount_fen) FROM money_entries r
                                WHERE r.kind = 'refund' AND r.booking_id = f.booking_id), 0)::bigint
@@ -330,13 +331,13 @@ pub async fn store(
     let id = Uuid::now_v7();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute(
+    tx.execute_cached(
         "DELETE FROM statements WHERE channel = $1 AND day = $2",
         &[&channel, &day],
     )
     .await?;
     let imported_at: DateTime<Utc> = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO statements (id, channel, day, lines, matched, imported_by)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING imported_at",
             &[&id, &channel, &day, &line_count, &matched, &imported_by],
@@ -344,7 +345,7 @@ pub async fn store(
         .await?
         .get(0);
     for (seq, m) in (0_i32..).zip(&mismatches) {
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO statement_mismatches (statement_id, seq, kind, line, channel_transaction_id,
                  platform_order_id, channel_amount_fen, platform_amount_fen, channel_status, platform_status)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -384,7 +385,7 @@ pub async fn statements(
 ) -> Result<Vec<StatementReport>, AccountingError> {
     let client = pool.get().await?;
     let heads = client
-        .query(
+        .query_cached(
             "SELECT id, channel, day, lines, matched, imported_by, imported_at FROM statements
               WHERE day = $1 AND ($2::text IS NULL OR channel = $2) ORDER BY channel",
             &[&day, &channel],
@@ -394,7 +395,7 @@ pub async fn statements(
     for h in heads {
         let id: Uuid = h.get(0);
         let mismatches = client
-            .query(
+            .query_cached(
                 "SELECT kind, line, channel_transaction_id, platform_order_id, channel_amount_fen,
                         platform_amount_fen, channel_status, platform_status
                    FROM statement_mismatches WHERE statement_id = $1 ORDER BY seq",

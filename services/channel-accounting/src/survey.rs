@@ -18,6 +18,7 @@
 //!   thoughts would otherwise rewrite figures operators already saw.
 
 use chrono::{DateTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
 use jyt_domain::survey::{self, Answers};
 use jyt_domain::time::local;
@@ -53,7 +54,7 @@ pub async fn create<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::R
         .map_or(event.occurred_at, |t| t.with_timezone(&Utc));
     let field = |v: &Value, f: &str| text(v, f).unwrap_or_default();
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO surveys (survey_id, booking_id, hospital_id, department_id, department, doctor_id,
                                   doctor, channel, owner_app, patient_id, completed_at, completed_day,
                                   expires_at, questions_version)
@@ -109,7 +110,7 @@ pub struct Answered {
 
 async fn answer_of<C: GenericClient>(client: &C, id: Uuid) -> Result<Option<Answered>, AccountingError> {
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT answered_at, overall, wait_time, explanation, would_recommend, comment
                FROM survey_answers WHERE survey_id = $1",
             &[&id],
@@ -140,7 +141,7 @@ async fn survey_of<C: GenericClient>(
         if lock { " FOR UPDATE" } else { "" }
     );
     let r = client
-        .query_opt(&sql, &[&id])
+        .query_opt_cached(&sql, &[&id])
         .await?
         .ok_or(AccountingError::SurveyNotFound(id))?;
     let answer = answer_of(client, id).await?;
@@ -198,7 +199,7 @@ pub async fn answer(
             expires_at: current.expires_at,
         });
     }
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO survey_answers (survey_id, answered_at, questions_version, overall, wait_time,
                                      explanation, would_recommend, comment)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

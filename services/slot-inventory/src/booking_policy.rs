@@ -5,6 +5,7 @@
 //! only, and is written with its history row and a `policy.changed` event
 //! in one transaction.
 
+use jyt_db::Prepared;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -77,7 +78,7 @@ pub async fn ensure_stored<C: GenericClient>(
 ) -> Result<StoredPolicy, SlotError> {
     let json = serde_json::to_value(initial).map_err(|e| SlotError::Unexpected(e.into()))?;
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO booking_policy (policy, version, updated_at, updated_by)
              VALUES ($1, 1, $2, 'settings') ON CONFLICT DO NOTHING",
             &[&json, &now],
@@ -92,7 +93,7 @@ async fn stored<C: GenericClient>(client: &C, for_update: bool) -> Result<Stored
     } else {
         "SELECT policy, version, updated_at, updated_by FROM booking_policy"
     };
-    let row = client.query_one(sql, &[]).await?;
+    let row = client.query_one_cached(sql, &[]).await?;
     Ok(StoredPolicy {
         policy: parse(row.get(0))?,
         version: row.get(1),
@@ -111,7 +112,7 @@ pub async fn read(state: &AppState) -> Result<StoredPolicy, SlotError> {
 pub async fn refresh(state: &AppState) -> Result<(), SlotError> {
     let client = state.pool.get().await?;
     let version: i64 = client
-        .query_one("SELECT version FROM booking_policy", &[])
+        .query_one_cached("SELECT version FROM booking_policy", &[])
         .await?
         .get(0);
     if version != state.policy.version() {
@@ -153,7 +154,7 @@ pub async fn change(state: &AppState, new: Policy, actor: &str) -> Result<Change
     );
     // Segments of unreleased schedules, to reload after the commit.
     let unreleased: Vec<Uuid> = tx
-        .query(
+        .query_cached(
             "SELECT seg.id FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
               WHERE sch.release_at > $1",
             &[&now],
@@ -163,13 +164,13 @@ pub async fn change(state: &AppState, new: Policy, actor: &str) -> Result<Change
         .map(|r| r.get(0))
         .collect();
     let affected = crate::schedule::queries::apply_release_policy(&tx, &new, now).await?;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE booking_policy SET policy = $1, version = $2, updated_at = $3, updated_by = $4",
         &[&after_json, &version, &now, &actor],
     )
     .await?;
     let affected_i32 = i32::try_from(affected).unwrap_or(i32::MAX);
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO booking_policy_history (version, before, after, changed_at, changed_by, schedules_affected)
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[&version, &before_json, &after_json, &now, &actor, &affected_i32],

@@ -7,17 +7,84 @@
 //! - [`roll_back_or_close`]: the way out of a transaction begun by hand.
 //! - [`unique_violation`]: which unique constraint a failed write hit; the
 //!   database's constraints are our last word against double booking.
+//! - [`Prepared`]: queries by their SQL text, each statement prepared once per
+//!   pooled connection and reused.
 
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
 pub use deadpool_postgres;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use jyt_settings::PostgresSettings;
 use secrecy::ExposeSecret;
 pub use tokio_postgres;
 use tokio_postgres::NoTls;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+/// Run a statement given by its SQL text through the connection's statement
+/// cache (`prepare_cached`), on a pooled client or a transaction alike.
+///
+/// Why: tokio-postgres runs a query given as text in two round trips (an
+/// unnamed `Parse`/`Describe`, then `Bind`/`Execute`), and PostgreSQL parses
+/// and plans it on every call. In the peak-day profile, parsing and planning
+/// led PostgreSQL's own frames and PostgreSQL was the largest consumer of the
+/// machine (loadtest/README.md, 2026-12-04). A cached statement is one round
+/// trip and is parsed once per connection; PostgreSQL may also settle on a
+/// generic plan for it after a few executions.
+///
+/// Only for SQL drawn from a fixed set (literals, or text built from a fixed
+/// set of fragments): each distinct text stays cached for the connection's
+/// life.
+pub trait Prepared: GenericClient {
+    fn query_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query(&statement, params).await
+        }
+    }
+
+    fn query_one_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row, tokio_postgres::Error>> + Send + 'a {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query_one(&statement, params).await
+        }
+    }
+
+    fn query_opt_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send + 'a {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query_opt(&statement, params).await
+        }
+    }
+
+    fn execute_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.execute(&statement, params).await
+        }
+    }
+}
+
+impl<C: GenericClient + ?Sized> Prepared for C {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -6,6 +6,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Pool;
 use jyt_domain::SlotRef;
 use jyt_domain::time::{at, local};
@@ -157,7 +158,7 @@ async fn entries(pool: &Pool, f: &Filter) -> Result<Vec<AuditEntry>, AccountingE
     let start = at(f.from, NaiveTime::MIN);
     let end = at(f.to, NaiveTime::MIN) + Duration::days(1);
     let rows = client
-        .query(
+        .query_cached(
             "SELECT a.event_id, a.occurred_at, a.hospital_id, a.kind, a.actor, a.schedule_id, a.slot_id,
                     a.person_id, a.summary, a.detail
                FROM audit_trail a

@@ -4,6 +4,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Pool;
 use jyt_web::Query;
 use serde::{Deserialize, Serialize};
@@ -58,7 +59,7 @@ pub async fn list(
     let hospital = operator.hospital_scope(q.hospital.as_deref())?;
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT r.event_id, r.hospital_id, r.schedule_id, r.schedule, r.segment_ids, r.waiting,
                     d.waiting, r.requested_at, r.answered_at, r.answered_by, r.added_seats
                FROM capacity_requests r

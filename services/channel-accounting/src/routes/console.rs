@@ -5,6 +5,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::{Duration, NaiveDate, NaiveTime};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Pool;
 use jyt_domain::time::{at, local};
 use jyt_web::Query;
@@ -157,7 +158,7 @@ pub async fn overview(
     let client = pool.get().await?;
     // Waitlists are live figures (today's queues), not per day.
     for w in client
-        .query(
+        .query_cached(
             "SELECT hospital_id, sum(waiting)::bigint FROM waitlist_depth
               WHERE $1::text IS NULL OR hospital_id = $1 GROUP BY 1",
             &[&scope.hospital],
@@ -187,7 +188,7 @@ pub async fn overview(
 
     let start = at(date, NaiveTime::MIN);
     let minutes = client
-        .query(
+        .query_cached(
             "SELECT minute, sum(bookings)::bigint, sum(attempts)::bigint FROM traffic_minute
               WHERE minute >= $1 AND minute < $2 AND ($3::text IS NULL OR hospital_id = $3)
                 AND ($4::text IS NULL OR channel = $4)

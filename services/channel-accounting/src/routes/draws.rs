@@ -8,6 +8,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::{GenericClient, Pool};
 use jyt_events::Envelope;
 use jyt_web::Query;
@@ -30,7 +31,7 @@ pub async fn record<C: GenericClient>(client: &C, event: &Envelope) -> anyhow::R
     };
     let draw: Uuid = serde_json::from_value(p["draw_id"].clone())?;
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO lottery_draws
                     (draw_id, hospital_id, schedule_id, algorithm, seed, entrants, seats, winners, started_at, drawn_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -88,7 +89,7 @@ pub async fn list(
     let hospital = operator.hospital_scope(query.0.hospital.as_deref())?;
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT draw_id, hospital_id, schedule_id, algorithm, seed, entrants, seats, winners, started_at, drawn_at
                FROM lottery_draws WHERE ($1::text IS NULL OR hospital_id = $1)
               ORDER BY drawn_at DESC LIMIT 500",

@@ -6,6 +6,7 @@
 //! hospital operator sees only their hospital. JSON or CSV.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Pool;
 use jyt_web::Query;
 use serde::{Deserialize, Serialize};
@@ -67,7 +68,7 @@ pub async fn figures(
     let scope = query.0.scope(&req, &operator)?;
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT hospital_id, doctor_id, count(*),
                     count(*) FILTER (WHERE decision = 'matched'),
                     count(*) FILTER (WHERE decision = 'matched' AND auto_matched),

@@ -1,6 +1,7 @@
 //! `/v1/reports/*`: traffic per channel, the money ledger and the daily
 //! settlement, as JSON or CSV (`?format=csv` or `Accept: text/csv`).
 
+use jyt_db::Prepared;
 use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
@@ -119,7 +120,7 @@ pub const REFERENCE_GROUPS: [(&str, &[&str], f64); 3] = [
 pub async fn channel_rows(pool: &Pool, scope: &Scope) -> Result<Vec<ChannelRow>, AccountingError> {
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT d.day, d.hospital_id, d.channel, d.attempts, d.bookings, d.sold_out, d.cancellations,
                     d.expiries, d.promotions, d.check_ins, d.no_shows, d.stops, d.waitlist_joins, d.fees_fen,
                     COALESCE(r.refunds_fen, 0)::bigint
@@ -256,7 +257,7 @@ pub async fn money(
     let scope = query.0.scope(&req, &operator)?;
     let client = pool.get().await?;
     let rows: Vec<MoneyRow> = client
-        .query(
+        .query_cached(
             "SELECT day, hospital_id, channel, payment_method,
                     COALESCE(sum(amount_fen) FILTER (WHERE kind = 'fee'), 0)::bigint,
                     count(*) FILTER (WHERE kind = 'fee'),
@@ -373,7 +374,7 @@ pub async fn settlement(
     let scope = query.0.scope(&req, &operator)?;
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT day, hospital_id, channel,
                     COALESCE(sum(amount_fen) FILTER (WHERE kind = 'fee'), 0)::bigint,
                     COALESCE(sum(amount_fen) FILTER (WHERE kind = 'refund'), 0)::bigint

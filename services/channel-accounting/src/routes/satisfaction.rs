@@ -15,6 +15,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::{Duration, NaiveDate};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Pool;
 use jyt_web::Query;
 use serde::{Deserialize, Serialize};
@@ -170,7 +171,7 @@ async fn rows(pool: &Pool, scope: &Scope, group: Group) -> Result<Vec<Row>, Acco
           ORDER BY {order}"
     );
     let found = client
-        .query(&sql, &[&scope.from, &scope.to, &scope.hospital, &scope.channel])
+        .query_cached(&sql, &[&scope.from, &scope.to, &scope.hospital, &scope.channel])
         .await?;
     Ok(found
         .iter()

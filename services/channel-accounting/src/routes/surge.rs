@@ -10,6 +10,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::Pool;
 use jyt_domain::time::local;
 use jyt_web::Query;
@@ -105,7 +106,7 @@ pub async fn surge(
     let from = until - Duration::seconds(seconds);
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT second, hospital_id, channel, attempts, sold_out, bookings FROM traffic_second
               WHERE second >= $1 AND second < $2 AND ($3::text IS NULL OR hospital_id = $3)",
             &[&from, &until, &hospital],

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jyt_cache::redis;
+use jyt_db::Prepared;
 use jyt_domain::{BookingRef, BookingStatus};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -279,12 +280,16 @@ async fn give_back(state: &AppState, stored: &StoredBooking) {
                 goes,
             )
             .await?;
-        if waiting {
-            super::waitlist::promote(state, stored.booking.schedule_id).await?;
-        }
-        Ok::<(), SlotError>(())
+        Ok::<bool, SlotError>(waiting)
     }
     .await;
+    if let Ok(true) = result
+        && let Err(e) = super::waitlist::promote(state, stored.booking.schedule_id).await
+    {
+        // The seat is back in Redis, kept for the line; the sweeper's next
+        // pass serves it.
+        tracing::warn!(error = %e, booking = %stored.booking.booking_id, "seat given back; serving the waitlist now failed, the sweeper will");
+    }
     if let Err(e) = result {
         // PostgreSQL is right either way; the seat is still counted as taken
         // in Redis until the reconciler or a rebuild.
@@ -352,10 +357,27 @@ async fn expire_one(state: &AppState, id: Uuid, now: DateTime<Utc>) -> Result<bo
 /// Mark confirmed bookings not checked in by their segment's end plus the
 /// grace period as no-shows (card-issuing counts them).
 pub async fn mark_no_shows(state: &AppState) -> Result<usize, SlotError> {
+    mark_no_shows_since(state, None).await
+}
+
+/// [`mark_no_shows`] over the segments that ended in the last day only: the
+/// sweeper's every-second pass (the whole history is its slow tick's).
+pub async fn mark_recent_no_shows(state: &AppState) -> Result<usize, SlotError> {
+    mark_no_shows_since(state, Some(NO_SHOW_RECENT)).await
+}
+
+/// How far back the every-second no-show sweep looks; the whole history is
+/// swept on the slow tick (a sweeper that was stopped, or a clock moved
+/// by more than this, is caught up there).
+const NO_SHOW_RECENT: TimeDelta = TimeDelta::days(1);
+
+/// [`mark_no_shows`] over the segments that ended since `ended_since`
+/// (before the grace cutoff), or over all of them.
+async fn mark_no_shows_since(state: &AppState, ended_since: Option<TimeDelta>) -> Result<usize, SlotError> {
     let now = state.clock.now();
     let cutoff = now - TimeDelta::minutes(i64::from(state.policy.get().no_show_grace_minutes));
     let client = state.pool.get().await?;
-    let overdue = queries::overdue_arrivals(&client, cutoff, 500).await?;
+    let overdue = queries::overdue_arrivals(&client, cutoff, ended_since.map(|d| cutoff - d), 500).await?;
     drop(client);
     let mut marked = 0;
     for id in overdue {
@@ -380,7 +402,7 @@ pub async fn mark_no_shows(state: &AppState) -> Result<usize, SlotError> {
 async fn measure_outbox(state: &AppState) -> Result<(), SlotError> {
     let client = state.pool.get().await?;
     let row = client
-        .query_one(
+        .query_one_cached(
             "SELECT count(*), coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8
                FROM outbox WHERE published_at IS NULL",
             &[],
@@ -408,7 +430,10 @@ pub async fn run_sweepers(state: AppState) {
         if let Err(e) = measure_outbox(&state).await {
             tracing::warn!(error = %e, "could not measure the outbox");
         }
-        if let Err(e) = mark_no_shows(&state).await {
+        // Every second the segments that ended in the last day (an index
+        // range); the whole history on the first tick and every 15th.
+        let recent_only = (slow_tick % 15 != 1).then_some(NO_SHOW_RECENT);
+        if let Err(e) = mark_no_shows_since(&state, recent_only).await {
             tracing::warn!(error = %e, "no-show sweep failed");
         }
         // A lottery whose window closed is drawn before anything else

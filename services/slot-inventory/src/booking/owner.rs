@@ -14,6 +14,7 @@
 //!   [`settle`].
 
 use actix_web::HttpRequest;
+use jyt_db::Prepared;
 use jyt_domain::Channel;
 use jyt_web::RequestError;
 
@@ -91,7 +92,7 @@ async fn follow_up_owner(
 ) -> Result<Option<String>, SlotError> {
     let client = state.pool.get().await?;
     let row = client
-        .query_one(
+        .query_one_cached(
             "SELECT (SELECT count(*) FROM bookings WHERE id = $2 AND patient_id = $1),
                     (SELECT owner_app FROM bookings WHERE id = $2 AND patient_id = $1),
                     (SELECT owner_app FROM bookings

@@ -7,6 +7,7 @@
 //! Selected with `booking.lock = "postgres"`; never used in production.
 
 use chrono::TimeDelta;
+use jyt_db::Prepared;
 use jyt_domain::{BookingRef, IdempotencyKey};
 use uuid::Uuid;
 
@@ -34,14 +35,14 @@ pub async fn book(
     }
     let tx = client.transaction().await?;
     // One person's attempts one at a time, so the person rules hold.
-    tx.execute(
+    tx.execute_cached(
         "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))",
         &[&req.patient_id.to_string()],
     )
     .await?;
     // Every attempt for this segment queues here.
     let row = tx
-        .query_one(
+        .query_one_cached(
             "SELECT seg.capacity, sch.status = 'open', sch.release_at
                FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
               WHERE seg.id = $1 FOR UPDATE OF seg",
@@ -68,7 +69,7 @@ pub async fn book(
 
     // The visit number: the schedule's row is the hot row of this design.
     let visit_no: i32 = tx
-        .query_one(
+        .query_one_cached(
             "WITH locked AS (SELECT id FROM schedules WHERE id = $1 FOR UPDATE)
              SELECT coalesce(max(b.visit_no), 0) + 1 FROM locked LEFT JOIN bookings b ON b.schedule_id = locked.id",
             &[&info.schedule_id],
@@ -142,7 +143,7 @@ pub(crate) async fn check_person_rules(
 ) -> Result<(), SlotError> {
     let policy = state.policy.get();
     let mine = tx
-        .query(
+        .query_cached(
             &format!(
                 "SELECT b.id, b.segment_id, b.schedule_id, dep.external_id
                    FROM bookings b JOIN schedules sch ON sch.id = b.schedule_id
@@ -186,7 +187,7 @@ async fn choose_seat(
     let now = state.clock.now();
     let policy = state.policy.get();
     let live = tx
-        .query(
+        .query_cached(
             &format!("SELECT seat_no, pool FROM bookings WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES}"),
             &[&info.segment_id],
         )

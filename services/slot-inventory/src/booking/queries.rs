@@ -2,6 +2,7 @@
 //! parameters from the service's clock, never from `now()`, so tests can
 //! drive time.
 
+use jyt_db::Prepared;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
@@ -120,7 +121,7 @@ pub async fn get_booking_for_update<C: GenericClient>(
 ) -> Result<Option<StoredBooking>, Error> {
     let sql = format!("{SELECT_BOOKING} WHERE b.id = $1 FOR UPDATE OF b");
     Ok(client
-        .query_opt(&sql, &[&id])
+        .query_opt_cached(&sql, &[&id])
         .await?
         .map(|r| to_stored(hospital, &r)))
 }
@@ -133,7 +134,7 @@ pub async fn get_booking_by_idempotency_key<C: GenericClient>(
 ) -> Result<Option<StoredBooking>, Error> {
     let sql = format!("{SELECT_BOOKING} WHERE b.patient_id = $1 AND b.idempotency_key = $2");
     Ok(client
-        .query_opt(&sql, &[&patient, &key])
+        .query_opt_cached(&sql, &[&patient, &key])
         .await?
         .map(|r| to_stored(hospital, &r)))
 }
@@ -243,7 +244,7 @@ pub struct SegmentInfo {
 
 pub async fn segment_info<C: GenericClient>(client: &C, segment: Uuid) -> Result<Option<SegmentInfo>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "SELECT seg.id, seg.schedule_id, dep.external_id, dep.name, sch.clinic_level, sch.visit_date,
                     seg.starts_at, seg.ends_at
                FROM segments seg
@@ -288,7 +289,7 @@ pub async fn segment_state<C: GenericClient>(
     segment: Uuid,
 ) -> Result<Option<SegmentState>, Error> {
     let Some(row) = client
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "SELECT seg.capacity, sch.status = 'open' AS open, sch.release_at,
                         (SELECT coalesce(max(visit_no), 0) FROM bookings b WHERE b.schedule_id = sch.id),
@@ -308,7 +309,7 @@ pub async fn segment_state<C: GenericClient>(
         return Ok(None);
     };
     let live = client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT seat_no, patient_id, id, pool FROM bookings
                   WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES} ORDER BY seat_no"
@@ -334,7 +335,7 @@ pub async fn segment_state<C: GenericClient>(
 /// Segments whose visit date is `from` or later: the ones Redis must know.
 pub async fn current_segment_ids<C: GenericClient>(client: &C, from: NaiveDate) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT seg.id FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
               WHERE sch.visit_date >= $1",
             &[&from],
@@ -348,7 +349,7 @@ pub async fn current_segment_ids<C: GenericClient>(client: &C, from: NaiveDate) 
 /// Unpaid holds with their deadlines (to rebuild the expiry index).
 pub async fn open_holds<C: GenericClient>(client: &C) -> Result<Vec<(Uuid, DateTime<Utc>)>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT id, hold_deadline FROM bookings WHERE status = 'held' AND hold_deadline IS NOT NULL",
             &[],
         )
@@ -369,7 +370,7 @@ pub async fn transition<C: GenericClient>(
 ) -> Result<bool, Error> {
     let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
     let n = client
-        .execute(
+        .execute_cached(
             "UPDATE bookings SET status = $3, updated_at = $4,
                     cancelled_at = CASE WHEN $3 = 'cancelled' THEN $4 ELSE cancelled_at END
               WHERE id = $1 AND status = ANY($2)",
@@ -388,7 +389,7 @@ pub async fn confirm_payment<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<bool, Error> {
     let n = client
-        .execute(
+        .execute_cached(
             "UPDATE bookings SET status = 'confirmed', payment_reference = $2, payment_method = $3,
                     paid_at = $4, updated_at = $4
               WHERE id = $1 AND status = 'held' AND hold_deadline > $4",
@@ -407,10 +408,10 @@ pub async fn check_in<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<Option<i32>, Error> {
     client
-        .execute("SELECT 1 FROM schedules WHERE id = $1 FOR UPDATE", &[&schedule])
+        .execute_cached("SELECT 1 FROM schedules WHERE id = $1 FOR UPDATE", &[&schedule])
         .await?;
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "UPDATE bookings SET status = 'checked_in', checked_in_at = $3, updated_at = $3,
                     queue_no = (SELECT coalesce(max(queue_no), 0) + 1 FROM bookings WHERE schedule_id = $2)
               WHERE id = $1 AND status = 'confirmed'
@@ -426,7 +427,7 @@ pub async fn check_in<C: GenericClient>(
 /// `updated_at` is left alone: the booking itself did not change.
 pub async fn count_wrong_pickup_code<C: GenericClient>(client: &C, id: Uuid) -> Result<i16, Error> {
     Ok(client
-        .query_one(
+        .query_one_cached(
             "UPDATE bookings SET pickup_failures = pickup_failures + 1 WHERE id = $1
              RETURNING pickup_failures",
             &[&id],
@@ -444,7 +445,7 @@ pub async fn patient_bookings<C: GenericClient>(
 ) -> Result<Vec<StoredBooking>, Error> {
     let sql = format!("{SELECT_BOOKING} WHERE b.patient_id = $1 ORDER BY seg.starts_at DESC, b.id LIMIT $2");
     Ok(client
-        .query(&sql, &[&patient, &limit])
+        .query_cached(&sql, &[&patient, &limit])
         .await?
         .iter()
         .map(|r| to_stored(hospital, r))
@@ -458,7 +459,7 @@ pub async fn booking_outcome<C: GenericClient>(
     id: Uuid,
 ) -> Result<Option<(String, String, Option<DateTime<Utc>>, DateTime<Utc>)>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "SELECT b.status, sch.status, b.checked_in_at, seg.ends_at
                FROM bookings b JOIN schedules sch ON sch.id = b.schedule_id
                JOIN segments seg ON seg.id = b.segment_id
@@ -478,10 +479,10 @@ pub async fn late_check_in<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<Option<i32>, Error> {
     client
-        .execute("SELECT 1 FROM schedules WHERE id = $1 FOR UPDATE", &[&schedule])
+        .execute_cached("SELECT 1 FROM schedules WHERE id = $1 FOR UPDATE", &[&schedule])
         .await?;
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "UPDATE bookings SET status = 'checked_in', checked_in_at = $3, updated_at = $3,
                     queue_no = (SELECT coalesce(max(queue_no), 0) + 1 FROM bookings WHERE schedule_id = $2)
               WHERE id = $1 AND status = 'no_show'
@@ -492,23 +493,39 @@ pub async fn late_check_in<C: GenericClient>(
         .map(|r| r.get(0)))
 }
 
-/// Confirmed bookings whose segment ended more than the grace period ago.
+/// Confirmed bookings whose segment ended more than the grace period ago
+/// (before `cutoff`); with `ended_since`, only segments that ended since
+/// then (the index `segments_by_end` answers it without reading the rest).
 pub async fn overdue_arrivals<C: GenericClient>(
     client: &C,
     cutoff: DateTime<Utc>,
+    ended_since: Option<DateTime<Utc>>,
     limit: i64,
 ) -> Result<Vec<Uuid>, Error> {
-    Ok(client
-        .query(
-            "SELECT b.id FROM bookings b JOIN segments seg ON seg.id = b.segment_id
-              WHERE b.status = 'confirmed' AND seg.ends_at < $1
-              ORDER BY seg.ends_at LIMIT $2",
-            &[&cutoff, &limit],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+    let rows = match ended_since {
+        Some(since) => {
+            client
+                .query_cached(
+                    "SELECT b.id FROM segments seg
+                       JOIN bookings b ON b.segment_id = seg.id AND b.status = 'confirmed'
+                      WHERE seg.ends_at < $1 AND seg.ends_at >= $2
+                      ORDER BY seg.ends_at LIMIT $3",
+                    &[&cutoff, &since, &limit],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query_cached(
+                    "SELECT b.id FROM bookings b JOIN segments seg ON seg.id = b.segment_id
+                      WHERE b.status = 'confirmed' AND seg.ends_at < $1
+                      ORDER BY seg.ends_at LIMIT $2",
+                    &[&cutoff, &limit],
+                )
+                .await?
+        }
+    };
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Live bookings from `from` on, grouped as Redis keeps each patient's day:
@@ -518,7 +535,7 @@ pub async fn patient_days<C: GenericClient>(
     from: NaiveDate,
 ) -> Result<Vec<(Uuid, NaiveDate, String, Uuid, i64)>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT b.patient_id, sch.visit_date, dep.external_id, b.schedule_id, count(*)
                    FROM bookings b
@@ -538,7 +555,7 @@ pub async fn patient_days<C: GenericClient>(
 /// Which of these bookings exist in PostgreSQL.
 pub async fn existing_bookings<C: GenericClient>(client: &C, ids: &[Uuid]) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query("SELECT id FROM bookings WHERE id = ANY($1)", &[&ids])
+        .query_cached("SELECT id FROM bookings WHERE id = ANY($1)", &[&ids])
         .await?
         .iter()
         .map(|r| r.get(0))

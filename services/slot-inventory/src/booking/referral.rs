@@ -15,6 +15,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use jyt_cache::redis;
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_db::tokio_postgres::Row;
 use jyt_web::RequestError;
@@ -201,7 +202,7 @@ pub async fn issue(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     if let Some(existing) = tx
-        .query_opt(
+        .query_opt_cached(
             &format!("{SELECT} WHERE r.issuing_hospital = $1 AND r.idempotency_key = $2"),
             &[&issuing_hospital, &key],
         )
@@ -214,13 +215,13 @@ pub async fn issue(
         return Ok((v, false));
     }
     let known = tx
-        .query_opt("SELECT 1 FROM departments WHERE external_id = $1", &[&department])
+        .query_opt_cached("SELECT 1 FROM departments WHERE external_id = $1", &[&department])
         .await?;
     if known.is_none() {
         return Err(RequestError::invalid("department", "no such department at the target hospital").into());
     }
     let id = Uuid::now_v7();
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO referrals (id, patient_id, issuing_hospital, issuing_team, issuing_doctor, department,
                                 diagnosis_code, reason, issued_at, expires_at, idempotency_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -239,7 +240,9 @@ pub async fn issue(
         ],
     )
     .await?;
-    let row = tx.query_one(&format!("{SELECT} WHERE r.id = $1"), &[&id]).await?;
+    let row = tx
+        .query_one_cached(&format!("{SELECT} WHERE r.id = $1"), &[&id])
+        .await?;
     let v = view(state, &row, now);
     jyt_events::append(&tx, "referral.issued", &id.to_string(), &event_payload(&v)).await?;
     tx.commit().await?;
@@ -272,7 +275,7 @@ pub fn event_payload(v: &ReferralView) -> serde_json::Value {
 pub async fn get(state: &AppState, id: Uuid) -> Result<Option<ReferralView>, SlotError> {
     let client = state.pool.get().await?;
     let row = client
-        .query_opt(&format!("{SELECT} WHERE r.id = $1"), &[&id])
+        .query_opt_cached(&format!("{SELECT} WHERE r.id = $1"), &[&id])
         .await?;
     Ok(row.map(|r| view(state, &r, state.clock.now())))
 }
@@ -288,7 +291,7 @@ pub async fn check_for_booking<C: GenericClient>(
     department: &str,
 ) -> Result<ReferralView, SlotError> {
     let row = client
-        .query_opt(&format!("{SELECT} WHERE r.id = $1 FOR UPDATE OF r"), &[&id])
+        .query_opt_cached(&format!("{SELECT} WHERE r.id = $1 FOR UPDATE OF r"), &[&id])
         .await?
         .ok_or(SlotError::Referral(Refusal::Unknown))?;
     let v = view(state, &row, state.clock.now());
@@ -365,7 +368,7 @@ pub async fn reload_all(state: &AppState) -> Result<usize, SlotError> {
     let now = state.clock.now();
     let client = state.pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             &format!("{SELECT} WHERE r.revoked_at IS NULL AND r.expires_at > $1"),
             &[&(now - Duration::days(1))],
         )

@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use jyt_cache::redis;
+use jyt_db::Prepared;
 use jyt_domain::{BookingRef, Channel, IdempotencyKey};
 use jyt_web::RequestError;
 use rand::Rng;
@@ -559,7 +560,7 @@ async fn write_booking_in_steps(
         }
     } else if let Some(offer) = req.offer {
         if let Some(replaced) = offer.replaces {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE bookings SET replaces_booking_id = $2 WHERE id = $1",
                 &[&won.booking_id, &replaced],
             )

@@ -8,6 +8,7 @@
 //! claim a signing. Others get those seats only after the pools merge.
 
 use actix_web::HttpRequest;
+use jyt_db::Prepared;
 use jyt_web::RequestError;
 
 use crate::error::SlotError;
@@ -47,7 +48,7 @@ pub async fn entitled(state: &AppState, segment: uuid::Uuid, doctors: &[String])
     }
     let client = state.pool.get().await?;
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT doc.external_id
                FROM segments seg
                JOIN schedules sch ON sch.id = seg.schedule_id

@@ -7,6 +7,7 @@
 //! the same Lua script every booking uses, so no pool and no person rule
 //! is bypassed. The rules in full are on [`promote`].
 
+use jyt_db::Prepared;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -215,7 +216,7 @@ pub async fn of_patient(
 ) -> Result<Vec<WaitlistEntry>, SlotError> {
     let client = state.pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT {} FROM waitlist_entries w WHERE w.patient_id = $1 ORDER BY w.created_at DESC, w.id LIMIT $2",
                 queries::ENTRY_COLUMNS
@@ -407,8 +408,15 @@ async fn promote_group(state: &AppState, group: &Group) -> Result<usize, SlotErr
                 Err(SlotError::SlotSoldOut) => {
                     exhausted.insert((waiter.schedule, waiter.channel));
                 }
-                // Being promoted by a concurrent pass, or gone.
-                Err(SlotError::RequestInProgress | SlotError::WaitlistEntryGone) => {}
+                // Being promoted by a concurrent pass, or gone. A pass
+                // running beside this one (a cancellation's and the
+                // sweeper's) may have served this waiter from another of the
+                // candidates: their key is then spent on that seat.
+                Err(
+                    SlotError::RequestInProgress
+                    | SlotError::WaitlistEntryGone
+                    | SlotError::IdempotencyKeyReused,
+                ) => {}
                 Err(
                     SlotError::ScheduleAlreadyBooked
                     | SlotError::DepartmentDailyLimit

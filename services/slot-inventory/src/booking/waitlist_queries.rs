@@ -3,6 +3,7 @@
 //! depending on the promotion logic that books through them.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_db::tokio_postgres::Error;
 use jyt_domain::Channel;
@@ -27,7 +28,7 @@ pub async fn schedule_fill_for_update<C: GenericClient>(
     schedule: Uuid,
 ) -> Result<Option<ScheduleFill>, Error> {
     let Some(row) = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT status = 'open', release_at, visit_date FROM schedules WHERE id = $1 FOR UPDATE",
             &[&schedule],
         )
@@ -36,7 +37,7 @@ pub async fn schedule_fill_for_update<C: GenericClient>(
         return Ok(None);
     };
     let rows = client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT seg.id, seg.capacity, b.seat_no, b.pool FROM segments seg
                    LEFT JOIN bookings b ON b.segment_id = seg.id AND b.status NOT IN {RELEASED_STATUSES}
@@ -70,7 +71,7 @@ pub async fn has_live_booking<C: GenericClient>(
     patient: Uuid,
 ) -> Result<bool, Error> {
     Ok(client
-        .query_one(
+        .query_one_cached(
             "SELECT EXISTS (SELECT 1 FROM bookings WHERE schedule_id = $1 AND patient_id = $2
                                AND status NOT IN ('cancelled', 'expired', 'stopped', 'no_show'))",
             &[&schedule, &patient],
@@ -90,7 +91,7 @@ pub async fn insert<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<Option<Uuid>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "INSERT INTO waitlist_entries (id, schedule_id, patient_id, channel, created_at, owner_app)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (schedule_id, patient_id) WHERE status = 'waiting' DO NOTHING
@@ -114,7 +115,7 @@ pub async fn entry<C: GenericClient>(
     id: Uuid,
 ) -> Result<Option<jyt_db::tokio_postgres::Row>, Error> {
     client
-        .query_opt(
+        .query_opt_cached(
             &format!("SELECT {ENTRY_COLUMNS} FROM waitlist_entries w WHERE w.id = $1"),
             &[&id],
         )
@@ -127,7 +128,7 @@ pub async fn waiting_entry_of<C: GenericClient>(
     patient: Uuid,
 ) -> Result<Option<Uuid>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "SELECT id FROM waitlist_entries WHERE schedule_id = $1 AND patient_id = $2 AND status = 'waiting'",
             &[&schedule, &patient],
         )
@@ -137,7 +138,7 @@ pub async fn waiting_entry_of<C: GenericClient>(
 
 pub async fn waiting_count<C: GenericClient>(client: &C, schedule: Uuid) -> Result<i64, Error> {
     Ok(client
-        .query_one(
+        .query_one_cached(
             "SELECT count(*) FROM waitlist_entries WHERE schedule_id = $1 AND status = 'waiting'",
             &[&schedule],
         )
@@ -161,7 +162,7 @@ pub struct Waiter {
 /// they joined.
 pub async fn line<C: GenericClient>(client: &C, lines: &[Uuid], limit: i64) -> Result<Vec<Waiter>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT id, schedule_id, patient_id, channel, owner_app FROM waitlist_entries
               WHERE schedule_id = ANY($1) AND status = 'waiting'
               ORDER BY created_at, id LIMIT $2",
@@ -195,7 +196,7 @@ pub async fn waiting_channels<C: GenericClient>(client: &C, schedule: Uuid) -> R
 /// the doctor that day (see [`SERVED_LINES`]).
 pub async fn lines_served_by<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             &format!("SELECT x.id FROM schedules y {SERVED_LINES} WHERE y.id = $1"),
             &[&schedule],
         )
@@ -218,7 +219,7 @@ pub async fn waiting_channels_in<C: GenericClient>(
     lines: &[Uuid],
 ) -> Result<Vec<(Uuid, Channel)>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT DISTINCT schedule_id, channel FROM waitlist_entries
               WHERE schedule_id = ANY($1) AND status = 'waiting'",
             &[&lines],
@@ -235,7 +236,7 @@ pub async fn waiting_channels_in<C: GenericClient>(
 /// of the doctor that day.
 pub async fn group<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Vec<(Uuid, bool)>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT x.id, x.for_waitlist FROM schedules s
                JOIN schedules x ON x.id = s.id
                  OR (x.doctor_id = s.doctor_id AND x.visit_date = s.visit_date AND x.status = 'open'
@@ -259,7 +260,7 @@ pub async fn segments_of<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, Uuid)>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT schedule_id, id FROM segments WHERE schedule_id = ANY($1) AND ends_at > $2
               ORDER BY starts_at, id",
             &[&schedules, &now],
@@ -275,7 +276,7 @@ pub async fn segments_of<C: GenericClient>(
 /// session of the doctor that day.
 pub async fn waiting_for_seats_of<C: GenericClient>(client: &C, schedule: Uuid) -> Result<bool, Error> {
     Ok(client
-        .query_one(
+        .query_one_cached(
             &format!(
                 "SELECT EXISTS (
                     SELECT 1 FROM schedules y {SERVED_LINES}
@@ -295,7 +296,7 @@ pub async fn schedule_for_hospital<C: GenericClient>(
     schedule: Uuid,
 ) -> Result<serde_json::Value, Error> {
     let row = client
-        .query_one(
+        .query_one_cached(
             "SELECT sch.external_id, d.external_id, sch.visit_date, sch.session
                FROM schedules sch JOIN doctors d ON d.id = sch.doctor_id WHERE sch.id = $1",
             &[&schedule],
@@ -315,7 +316,7 @@ pub async fn schedules_with_waiting<C: GenericClient>(
     from: chrono::NaiveDate,
 ) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT DISTINCT w.schedule_id FROM waitlist_entries w
                JOIN schedules s ON s.id = w.schedule_id
               WHERE w.status = 'waiting' AND s.visit_date >= $1",
@@ -329,7 +330,7 @@ pub async fn schedules_with_waiting<C: GenericClient>(
 
 pub async fn segment_ids<C: GenericClient>(client: &C, schedule: Uuid) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT id FROM segments WHERE schedule_id = $1 ORDER BY starts_at",
             &[&schedule],
         )
@@ -343,7 +344,7 @@ pub async fn segment_ids<C: GenericClient>(client: &C, schedule: Uuid) -> Result
 /// waiting (the patient left), which aborts the promotion.
 pub async fn mark_promoted<C: GenericClient>(client: &C, entry: Uuid, booking: Uuid) -> Result<bool, Error> {
     Ok(client
-        .execute(
+        .execute_cached(
             "UPDATE waitlist_entries SET status = 'promoted', booking_id = $2
               WHERE id = $1 AND status = 'waiting'",
             &[&entry, &booking],
@@ -354,7 +355,7 @@ pub async fn mark_promoted<C: GenericClient>(client: &C, entry: Uuid, booking: U
 
 pub async fn mark_left<C: GenericClient>(client: &C, entry: Uuid) -> Result<bool, Error> {
     Ok(client
-        .execute(
+        .execute_cached(
             "UPDATE waitlist_entries SET status = 'left' WHERE id = $1 AND status = 'waiting'",
             &[&entry],
         )

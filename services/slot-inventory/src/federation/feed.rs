@@ -10,6 +10,7 @@
 //! sees position n, every position below n is already visible.
 
 use chrono::{DateTime, FixedOffset, Utc};
+use jyt_db::Prepared;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -65,14 +66,14 @@ pub async fn sequence(state: &AppState) -> Result<u64, SlotError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SEQUENCER_LOCK])
+        .query_one_cached("SELECT pg_try_advisory_xact_lock($1)", &[&SEQUENCER_LOCK])
         .await?
         .get(0);
     if !locked {
         return Ok(0);
     }
     let n = tx
-        .execute(
+        .execute_cached(
             "UPDATE outbox o SET feed_seq = nextval('outbox_feed_seq')
                FROM (SELECT seq FROM outbox WHERE feed_seq IS NULL ORDER BY seq LIMIT 5000 FOR UPDATE) todo
               WHERE o.seq = todo.seq",
@@ -95,7 +96,7 @@ pub async fn page(state: &AppState, q: &FeedQuery) -> Result<FeedPage, SlotError
     sequence(state).await?;
     let client = state.pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT feed_seq, event_id, event_type, occurred_at, payload FROM outbox
               WHERE feed_seq > $1 AND event_type LIKE ANY($3)
               ORDER BY feed_seq LIMIT $2",

@@ -5,6 +5,7 @@
 //! seats it gains go to the schedule's waitlist first.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use jyt_db::Prepared;
 use jyt_web::RequestError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -182,7 +183,7 @@ pub async fn publish_by(
         // below its highest live seat.
         for (j, seg) in s.segments.iter().enumerate() {
             let highest: Option<i32> = tx
-                .query_opt(
+                .query_opt_cached(
                     &format!(
                         "SELECT max(b.seat_no) FROM segments seg
                            JOIN schedules sch ON sch.id = seg.schedule_id
@@ -229,7 +230,7 @@ pub async fn publish_by(
                 .collect(),
         };
         let stored = upsert_schedule(&tx, &schedule, state.policy.get().release_at(s.date), now).await?;
-        tx.execute(
+        tx.execute_cached(
             "UPDATE schedules SET for_waitlist = $2 WHERE id = $1",
             &[&stored.schedule_id, &s.for_waitlist],
         )
@@ -283,7 +284,7 @@ async fn session_added(
     let lines = waitlist::queries::lines_served_by(tx, schedule).await?;
     let served: Vec<Uuid> = lines.into_iter().filter(|l| *l != schedule).collect();
     let row = tx
-        .query_one(
+        .query_one_cached(
             "SELECT (SELECT coalesce(sum(capacity), 0)::int FROM segments WHERE schedule_id = $1),
                     (SELECT count(*) FROM waitlist_entries WHERE schedule_id = ANY($2) AND status = 'waiting')",
             &[&schedule, &served],
@@ -327,7 +328,7 @@ async fn set_release_mode(
         ),
     };
     let row = tx
-        .query_one(
+        .query_one_cached(
             "SELECT release_mode, lottery_window_seconds,
                     EXISTS (SELECT 1 FROM bookings b WHERE b.schedule_id = s.id)
                     OR EXISTS (SELECT 1 FROM lottery_entries e WHERE e.schedule_id = s.id)
@@ -347,7 +348,7 @@ async fn set_release_mode(
         )
         .into());
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE schedules SET release_mode = $2, lottery_window_seconds = $3 WHERE id = $1",
         &[&schedule, &mode.as_str(), &window],
     )

@@ -7,6 +7,7 @@
 //! of the next few days. Stopping twice changes nothing more.
 
 use chrono::Days;
+use jyt_db::Prepared;
 use jyt_domain::{BookingRef, Channel, IdempotencyKey, SlotRef};
 use jyt_web::RequestError;
 use serde::{Deserialize, Serialize};
@@ -72,7 +73,7 @@ pub async fn stop_by(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let Some(row) = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT status FROM schedules WHERE id = $1 FOR UPDATE",
             &[&schedule],
         )
@@ -89,7 +90,7 @@ pub async fn stop_by(
             offers: Vec::new(),
         });
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE schedules SET status = 'stopped', stop_reason = $2, stopped_at = $3 WHERE id = $1",
         &[&schedule, &reason, &now],
     )
@@ -143,7 +144,7 @@ async fn stop_bookings(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(Vec<StoredBooking>, usize), SlotError> {
     let ids: Vec<Uuid> = tx
-        .query(
+        .query_cached(
             "SELECT id FROM bookings WHERE schedule_id = $1 AND status IN ('held', 'confirmed')
               ORDER BY visit_no, created_at",
             &[&schedule],
@@ -197,7 +198,7 @@ async fn leave_waitlist(
     reason: &str,
 ) -> Result<Vec<Waiting>, SlotError> {
     let mut waiting: Vec<Waiting> = tx
-        .query(
+        .query_cached(
             "UPDATE waitlist_entries SET status = 'left'
               WHERE schedule_id = $1 AND status = 'waiting'
              RETURNING created_at, id, patient_id, channel, owner_app",
@@ -367,7 +368,7 @@ async fn offer(
     } = offeree;
     let client = state.pool.get().await?;
     let Some(row) = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT department_id, clinic_level, visit_date FROM schedules WHERE id = $1",
             &[&stopped],
         )
@@ -378,7 +379,7 @@ async fn offer(
     let (department, level, date): (Uuid, String, chrono::NaiveDate) = (row.get(0), row.get(1), row.get(2));
     let last = date.checked_add_days(Days::new(OFFER_DAYS)).unwrap_or(date);
     let segments: Vec<Uuid> = client
-        .query(
+        .query_cached(
             "SELECT seg.id FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
               WHERE sch.department_id = $1 AND sch.clinic_level = $2 AND sch.status = 'open'
                 AND sch.visit_date BETWEEN $3 AND $4 AND sch.id <> $5 AND seg.starts_at > $6

@@ -1,6 +1,7 @@
 //! Visit progress reported by the hospital's HIS: arrival (the hospital's
 //! own check-in, no pick-up code) and completion.
 
+use jyt_db::Prepared;
 use jyt_domain::{BookingRef, BookingStatus};
 
 use crate::booking::events::{self, EventKind};
@@ -56,7 +57,7 @@ pub async fn complete(state: &AppState, booking: &BookingRef) -> Result<StoredBo
         BookingStatus::CheckedIn => {}
         other => return Err(SlotError::NotCompletable(other)),
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE bookings SET status = 'completed', completed_at = $2, updated_at = $2 WHERE id = $1",
         &[&booking.id, &now],
     )

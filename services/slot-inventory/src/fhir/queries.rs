@@ -4,6 +4,7 @@
 //! of truth, in the snapshot the caller reads in.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_db::tokio_postgres::{Error, Row};
 use uuid::Uuid;
@@ -107,7 +108,7 @@ pub async fn slots<C: GenericClient>(
 ) -> Result<Vec<SlotRow>, Error> {
     let sql = slots_sql("ORDER BY starts_at, segment_id LIMIT $10 OFFSET $11");
     Ok(client
-        .query(
+        .query_cached(
             &sql,
             &[
                 &now,
@@ -136,7 +137,7 @@ pub async fn count_slots<C: GenericClient>(
 ) -> Result<i64, Error> {
     let sql = format!("SELECT count(*) FROM ({}) matched", slots_sql(""));
     Ok(client
-        .query_one(
+        .query_one_cached(
             &sql,
             &[
                 &now,
@@ -229,7 +230,7 @@ pub async fn schedules<C: GenericClient>(
 ) -> Result<Vec<ScheduleRow>, Error> {
     let sql = format!("{SCHEDULES} ORDER BY starts_at, schedule_id LIMIT $7 OFFSET $8");
     Ok(client
-        .query(
+        .query_cached(
             &sql,
             &[
                 &f.ids,
@@ -251,7 +252,7 @@ pub async fn schedules<C: GenericClient>(
 pub async fn count_schedules<C: GenericClient>(client: &C, f: &ScheduleFilter) -> Result<i64, Error> {
     let sql = format!("SELECT count(*) FROM ({SCHEDULES}) matched");
     Ok(client
-        .query_one(
+        .query_one_cached(
             &sql,
             &[
                 &f.ids,
@@ -313,7 +314,7 @@ pub async fn waitlist_entry<C: GenericClient>(
     id: Uuid,
 ) -> Result<Option<(Uuid, Uuid, String, Option<Uuid>, DateTime<Utc>)>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "SELECT schedule_id, patient_id, status, booking_id, created_at FROM waitlist_entries WHERE id = $1",
             &[&id],
         )
@@ -339,7 +340,7 @@ pub struct FeedVersion {
 
 pub async fn feed_version<C: GenericClient>(client: &C, now: DateTime<Utc>) -> Result<FeedVersion, Error> {
     let r = client
-        .query_one(
+        .query_one_cached(
             "SELECT c.n, c.changed_at,
                     (SELECT coalesce(max(feed_seq), 0) FROM outbox),
                     (SELECT coalesce(array_agg(seq ORDER BY seq), '{}') FROM outbox WHERE feed_seq IS NULL),

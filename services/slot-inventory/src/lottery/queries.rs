@@ -1,6 +1,7 @@
 //! The lottery's SQL, one small function per statement.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_db::tokio_postgres::{Error, Row};
 use uuid::Uuid;
@@ -29,7 +30,7 @@ pub async fn insert_entry<C: GenericClient>(
     e: &EntryRecord,
 ) -> Result<bool, Error> {
     let n = client
-        .execute(
+        .execute_cached(
             "INSERT INTO lottery_entries
                     (id, schedule_id, segment_id, patient_id, channel, owner_app, referral_id, entered_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -55,7 +56,7 @@ pub async fn entry_of<C: GenericClient>(
     patient: Uuid,
 ) -> Result<Option<EntryRecord>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "SELECT {ENTRY_COLUMNS} FROM lottery_entries WHERE schedule_id = $1 AND patient_id = $2"
             ),
@@ -71,7 +72,7 @@ pub async fn entries<C: GenericClient>(
     schedule: Uuid,
 ) -> Result<Vec<(Uuid, EntryRecord)>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT {ENTRY_COLUMNS}, patient_id FROM lottery_entries WHERE schedule_id = $1 ORDER BY id"
             ),
@@ -91,7 +92,7 @@ pub async fn due_draws<C: GenericClient>(
     today: NaiveDate,
 ) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT s.id FROM schedules s
               WHERE s.release_mode = 'lottery' AND s.visit_date >= $2
                 AND s.release_at + make_interval(secs => s.lottery_window_seconds) <= $1
@@ -111,7 +112,7 @@ pub async fn segments_with_free_seats<C: GenericClient>(
     schedule: Uuid,
 ) -> Result<Vec<(Uuid, i64)>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT seg.id, seg.capacity - (SELECT count(*) FROM bookings b
                                                   WHERE b.segment_id = seg.id
@@ -130,7 +131,7 @@ pub async fn segments_with_free_seats<C: GenericClient>(
 /// Start a draw unless the schedule has one: true if this call did.
 pub async fn insert_draw<C: GenericClient>(client: &C, draw: &NewDraw<'_>) -> Result<bool, Error> {
     let n = client
-        .execute(
+        .execute_cached(
             "INSERT INTO lottery_draws
                     (id, schedule_id, status, algorithm, seed, entrants, permutation, seats, started_at)
              VALUES ($1, $2, 'drawing', $3, $4, $5, $6, $7, $8)
@@ -209,7 +210,7 @@ pub async fn lock_pending_draw<C: GenericClient>(
     schedule: Uuid,
 ) -> Result<Option<StoredDraw>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "SELECT {DRAW_COLUMNS} FROM lottery_draws
                   WHERE schedule_id = $1 AND status = 'drawing' FOR UPDATE SKIP LOCKED"
@@ -225,7 +226,7 @@ pub async fn draw_of_schedule<C: GenericClient>(
     schedule: Uuid,
 ) -> Result<Option<StoredDraw>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             &format!("SELECT {DRAW_COLUMNS} FROM lottery_draws WHERE schedule_id = $1"),
             &[&schedule],
         )
@@ -243,7 +244,7 @@ pub struct EntryOutcome {
 pub async fn set_entry_outcome<C: GenericClient>(client: &C, o: &EntryOutcome) -> Result<(), Error> {
     let outcome = if o.booking.is_some() { "won" } else { "lost" };
     client
-        .execute(
+        .execute_cached(
             "UPDATE lottery_entries SET outcome = $2, booking_id = $3, lost_reason = $4 WHERE id = $1",
             &[&o.entry, &outcome, &o.booking, &o.lost_reason],
         )
@@ -260,7 +261,7 @@ pub async fn finish_draw<C: GenericClient>(
     by: &str,
 ) -> Result<(), Error> {
     client
-        .execute(
+        .execute_cached(
             "UPDATE lottery_draws SET status = 'drawn', outcomes = $2, winners = $3, drawn_at = $4, drawn_by = $5
               WHERE id = $1",
             &[&draw, outcomes, &winners, &at, &by],
@@ -282,7 +283,7 @@ pub struct StoredEntry {
 
 pub async fn entry_by_id<C: GenericClient>(client: &C, id: Uuid) -> Result<Option<StoredEntry>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "SELECT e.id, e.segment_id, e.channel, e.owner_app, e.referral_id, e.entered_at,
                     e.schedule_id, e.patient_id, e.outcome, e.booking_id, e.lost_reason,
                     s.release_at + make_interval(secs => coalesce(s.lottery_window_seconds, 0))

@@ -1,6 +1,7 @@
 //! The SQL of 精准预约, apart from its rules.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_db::tokio_postgres::{Error, Row};
 use uuid::Uuid;
@@ -13,7 +14,7 @@ pub async fn doctor<C: GenericClient>(
     external_id: &str,
 ) -> Result<Option<(Uuid, String)>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "SELECT id, name FROM doctors WHERE external_id = $1",
             &[&external_id],
         )
@@ -29,7 +30,7 @@ pub async fn upsert_profile<C: GenericClient>(
     actor: &str,
 ) -> Result<(), Error> {
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO precise_profiles (doctor_id, conditions, findings, min_age, max_age,
                                            required_documents, auto_match, note, updated_at, updated_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -61,7 +62,7 @@ pub const PROFILE_COLUMNS: &str = "d.external_id, d.name, p.conditions, p.findin
 
 pub async fn profile<C: GenericClient>(client: &C, doctor: Uuid) -> Result<Option<Row>, Error> {
     client
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "SELECT {PROFILE_COLUMNS} FROM precise_profiles p JOIN doctors d ON d.id = p.doctor_id
                   WHERE p.doctor_id = $1"
@@ -80,7 +81,7 @@ pub async fn released_schedules<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT id FROM schedules WHERE doctor_id = $1 AND status = 'open'
                 AND visit_date BETWEEN $2 AND $3 AND release_at <= $4 ORDER BY visit_date, id",
             &[&doctor, &from, &to, &now],
@@ -99,7 +100,7 @@ pub const SUBMISSION_COLUMNS: &str =
 
 pub async fn submission<C: GenericClient>(client: &C, id: Uuid) -> Result<Option<Row>, Error> {
     client
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "SELECT {SUBMISSION_COLUMNS} FROM precise_submissions s JOIN doctors d ON d.id = s.doctor_id
                   WHERE s.id = $1"
@@ -113,7 +114,7 @@ pub async fn submission<C: GenericClient>(client: &C, id: Uuid) -> Result<Option
 /// first.
 pub async fn submissions<C: GenericClient>(client: &C, status: &str, limit: i64) -> Result<Vec<Row>, Error> {
     client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT {SUBMISSION_COLUMNS} FROM precise_submissions s JOIN doctors d ON d.id = s.doctor_id
                   WHERE $1 = 'all' OR s.status = $1 ORDER BY s.submitted_at, s.id LIMIT $2"
@@ -130,7 +131,7 @@ pub async fn open_submission_of<C: GenericClient>(
     patient: Uuid,
 ) -> Result<Option<Uuid>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "SELECT id FROM precise_submissions
               WHERE doctor_id = $1 AND patient_id = $2 AND status IN ('pending', 'matched')",
             &[&doctor, &patient],
@@ -157,7 +158,7 @@ pub async fn insert_submission<C: GenericClient>(client: &C, s: &NewSubmission<'
     let decided_at = s.auto_matched.then_some(s.now);
     let decided_by = s.auto_matched.then_some("rule:auto_match");
     Ok(client
-        .execute(
+        .execute_cached(
             "INSERT INTO precise_submissions (id, doctor_id, patient_id, channel, owner_app, diagnosis_codes,
                     findings, age_years, symptom_days, prior_treatment, documents, window_from, window_to,
                     status, auto_matched, decided_by, decided_at, submitted_at)
@@ -199,7 +200,7 @@ pub async fn decide<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<bool, Error> {
     Ok(client
-        .execute(
+        .execute_cached(
             "UPDATE precise_submissions SET status = $2, decision_reason = $3, decided_by = $4, decided_at = $5
               WHERE id = $1 AND status = 'pending'",
             &[&id, &status, &reason, &actor, &now],
@@ -220,7 +221,7 @@ pub struct Matched {
 
 pub async fn matched_for_update<C: GenericClient>(client: &C, id: Uuid) -> Result<Option<Matched>, Error> {
     Ok(client
-        .query_opt(
+        .query_opt_cached(
             "SELECT patient_id, channel, owner_app, doctor_id, submitted_at FROM precise_submissions
               WHERE id = $1 AND status = 'matched' FOR UPDATE",
             &[&id],
@@ -242,7 +243,7 @@ pub async fn mark_seated<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     client
-        .execute(
+        .execute_cached(
             "UPDATE precise_submissions SET status = 'seated', booking_id = $2, seated_at = $3 WHERE id = $1",
             &[&id, &booking, &now],
         )
@@ -254,7 +255,7 @@ pub async fn mark_seated<C: GenericClient>(
 /// their match.
 pub async fn matched_of<C: GenericClient>(client: &C, doctors: &[Uuid]) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT id FROM precise_submissions WHERE status = 'matched' AND doctor_id = ANY($1)
               ORDER BY decided_at, id",
             &[&doctors],
@@ -268,7 +269,7 @@ pub async fn matched_of<C: GenericClient>(client: &C, doctors: &[Uuid]) -> Resul
 /// Every matched submission still without a seat, in order of match.
 pub async fn all_matched<C: GenericClient>(client: &C) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT id FROM precise_submissions WHERE status = 'matched' ORDER BY decided_at, id LIMIT 500",
             &[],
         )
@@ -288,7 +289,7 @@ pub async fn next_sessions<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT DISTINCT ON (sch.visit_date, sch.id) seg.id, sch.visit_date, sch.id,
                     (SELECT min(s2.starts_at) FROM segments s2 WHERE s2.schedule_id = sch.id) AS first
                FROM schedules sch JOIN segments seg ON seg.schedule_id = sch.id
@@ -309,7 +310,7 @@ pub async fn next_sessions<C: GenericClient>(
 /// Doctors of these schedules.
 pub async fn doctors_of<C: GenericClient>(client: &C, schedules: &[Uuid]) -> Result<Vec<Uuid>, Error> {
     Ok(client
-        .query(
+        .query_cached(
             "SELECT DISTINCT doctor_id FROM schedules WHERE id = ANY($1)",
             &[&schedules],
         )

@@ -18,6 +18,7 @@
 
 use chrono::{DateTime, Utc};
 use jyt_cache::redis;
+use jyt_db::Prepared;
 use jyt_domain::{BookingRef, Channel, SlotRef};
 use uuid::Uuid;
 
@@ -87,7 +88,7 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
         return Ok(None);
     };
     let row = tx
-        .query_one(
+        .query_one_cached(
             "SELECT seg.capacity, sch.status = 'open' FROM segments seg
                JOIN schedules sch ON sch.id = seg.schedule_id WHERE seg.id = $1 FOR UPDATE OF seg",
             &[&segment],
@@ -115,7 +116,7 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
     };
     pg_lock::check_person_rules(&tx, state, &request, &info).await?;
     let pools: Vec<String> = tx
-        .query(
+        .query_cached(
             &format!("SELECT pool FROM bookings WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES}"),
             &[&segment],
         )
@@ -132,7 +133,7 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
         .into_iter()
         .max_by_key(|(_, n)| *n)
         .map_or_else(|| "common".to_owned(), |(p, _)| p);
-    tx.execute(
+    tx.execute_cached(
         "UPDATE segments SET capacity = $2 WHERE id = $1",
         &[&segment, &added],
     )
@@ -204,7 +205,7 @@ async fn seated_event(
     now: DateTime<Utc>,
 ) -> Result<(), SlotError> {
     let doctor: String = tx
-        .query_one(
+        .query_one_cached(
             "SELECT external_id FROM doctors WHERE id = $1",
             &[&matched.doctor],
         )

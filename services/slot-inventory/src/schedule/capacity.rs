@@ -7,6 +7,7 @@
 //! Every change writes a `segment.capacity_changed` event (before, after,
 //! who) in the same transaction: the audit trail's record of the slot.
 
+use jyt_db::Prepared;
 use jyt_domain::SlotRef;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -55,7 +56,7 @@ pub async fn set_segment_capacity_by(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT (SELECT coalesce(max(seat_no), 0) FROM bookings
                       WHERE segment_id = $1 AND status NOT IN ('cancelled', 'expired', 'stopped')),
                     capacity
@@ -73,7 +74,7 @@ pub async fn set_segment_capacity_by(
         )
         .into());
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE segments SET capacity = $2 WHERE id = $1",
         &[&segment, &change.capacity],
     )

@@ -1,6 +1,7 @@
 //! The SQL of schedules, one small function per statement.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use jyt_db::Prepared;
 use jyt_db::deadpool_postgres::GenericClient;
 use jyt_db::tokio_postgres::{Error, Row};
 use uuid::Uuid;
@@ -27,7 +28,7 @@ pub async fn upsert_schedule<C: GenericClient>(
     now: DateTime<Utc>,
 ) -> Result<StoredSchedule, Error> {
     let department_id: Uuid = client
-        .query_one(
+        .query_one_cached(
             "INSERT INTO departments (id, external_id, name) VALUES ($1, $2, $3)
              ON CONFLICT (external_id) DO UPDATE SET name = EXCLUDED.name
              RETURNING id",
@@ -36,7 +37,7 @@ pub async fn upsert_schedule<C: GenericClient>(
         .await?
         .get(0);
     let doctor_id: Uuid = client
-        .query_one(
+        .query_one_cached(
             "INSERT INTO doctors (id, external_id, department_id, name, title) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (external_id) DO UPDATE
                 SET department_id = EXCLUDED.department_id, name = EXCLUDED.name, title = EXCLUDED.title
@@ -52,7 +53,7 @@ pub async fn upsert_schedule<C: GenericClient>(
         .await?
         .get(0);
     let schedule_id: Uuid = client
-        .query_one(
+        .query_one_cached(
             "INSERT INTO schedules (id, external_id, doctor_id, department_id, visit_date, session,
                                     clinic_level, fee_fen, release_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -80,7 +81,7 @@ pub async fn upsert_schedule<C: GenericClient>(
         .get(0);
     for seg in &s.segments {
         client
-            .execute(
+            .execute_cached(
                 "INSERT INTO segments (id, schedule_id, starts_at, ends_at, capacity)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (schedule_id, starts_at) DO UPDATE
@@ -96,7 +97,7 @@ pub async fn upsert_schedule<C: GenericClient>(
             .await?;
     }
     let segment_ids = client
-        .query(
+        .query_cached(
             "SELECT id FROM segments WHERE schedule_id = $1 ORDER BY starts_at",
             &[&schedule_id],
         )
@@ -121,7 +122,7 @@ pub async fn apply_release_policy<C: GenericClient>(
     let window = i32::try_from(policy.window_days).unwrap_or(7);
     let time: NaiveTime = policy.release_time;
     client
-        .execute(
+        .execute_cached(
             "UPDATE schedules
                 SET release_at = ((visit_date - $1::int) + $2::time) AT TIME ZONE 'Asia/Shanghai'
               WHERE release_at > $3",
@@ -134,7 +135,7 @@ pub async fn apply_release_policy<C: GenericClient>(
 /// how many live bookings it has, in display order.
 pub async fn segments_on<C: GenericClient>(client: &C, date: NaiveDate) -> Result<Vec<Row>, Error> {
     client
-        .query(
+        .query_cached(
             &format!(
                 "SELECT sch.id AS schedule_id, sch.session, sch.clinic_level, sch.fee_fen, sch.status,
                         dep.external_id AS department_id, dep.name AS department_name,

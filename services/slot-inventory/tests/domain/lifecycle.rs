@@ -196,6 +196,93 @@ async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_beco
 }
 
 #[tokio::test]
+async fn the_every_second_no_show_sweep_reads_the_last_day_and_the_slow_one_all_of_history() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    // CT is free: confirmed at once. Its first segment is 08:00-08:30.
+    let slot = h.segment(sched::CT_AM, 0);
+    let lately = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    let long_ago = h
+        .book(&h.segment(sched::CT_AM, 1), Uuid::new_v4(), Channel::Kiosk)
+        .await
+        .unwrap();
+    // Neither patient came. The second segment is moved three days back;
+    // with the first's grace passed, the every-second sweep marks its
+    // patient.
+    h.state
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE segments SET starts_at = starts_at - interval '3 days', ends_at = ends_at - interval '3 days'
+              WHERE id = $1",
+            &[&h.schedules[sched::CT_AM].segment_ids[1]],
+        )
+        .await
+        .unwrap();
+    h.clock.set(beijing(0, 9, 1));
+    assert_eq!(lifecycle::mark_recent_no_shows(&h.state).await.unwrap(), 1);
+    assert_eq!(h.booking(&lately.booking_id).await.status, BookingStatus::NoShow);
+    // A segment that ended days ago (a sweeper stopped meanwhile, a clock
+    // moved far) is outside its window: the slow sweep marks it.
+    assert_eq!(
+        h.booking(&long_ago.booking_id).await.status,
+        BookingStatus::Confirmed
+    );
+    assert_eq!(lifecycle::mark_no_shows(&h.state).await.unwrap(), 1);
+    assert_eq!(
+        h.booking(&long_ago.booking_id).await.status,
+        BookingStatus::NoShow
+    );
+}
+
+/// A statement named by its SQL text is prepared on a connection once and
+/// reused (`jyt_db::Prepared`): PostgreSQL parsed and planned every
+/// booking read again before (loadtest/README.md, 2026-12-04).
+#[tokio::test]
+async fn a_booking_read_is_prepared_once_per_connection() {
+    let h = Hospital::start(beijing(2, 9, 0), 1, &[]).await;
+    let booked = h
+        .book(&h.segment(sched::CT_AM, 0), Uuid::new_v4(), Channel::Wechat)
+        .await
+        .unwrap();
+    let client = h.state.pool.get().await.unwrap();
+    let prepared = || async {
+        client
+            .query_one("SELECT count(*) FROM pg_prepared_statements", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let read = || async {
+        slot_inventory::booking::queries::get_booking(&client, &h.state.hospital, booked.booking_id.id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let before = prepared().await;
+    read().await;
+    let once = prepared().await;
+    assert!(once - before <= 1, "{before} → {once}");
+    for _ in 0..5 {
+        read().await;
+    }
+    assert_eq!(prepared().await, once, "the same read prepared again");
+    let reads: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%FROM bookings b%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        reads >= 1,
+        "the booking read is not among the connection's prepared statements"
+    );
+}
+
+#[tokio::test]
 async fn many_cancellations_at_once_on_a_small_pool_all_go_through() {
     // Each cancellation used to keep its connection while giving the seat
     // back asked the pool for more: with 2 connections, concurrent
