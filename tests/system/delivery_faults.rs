@@ -23,9 +23,9 @@ use uuid::Uuid;
 
 const RELAY_DIES_AFTER_XADD: &str = "
     CREATE FUNCTION relay_dies() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION 'the relay died between XADD and marking the row'; END $$;
-    CREATE TRIGGER relay_dies BEFORE UPDATE OF published_at ON outbox
-       FOR EACH ROW EXECUTE FUNCTION relay_dies();";
+    BEGIN RAISE EXCEPTION 'the relay died between XADD and committing its mark'; END $$;
+    CREATE CONSTRAINT TRIGGER relay_dies AFTER UPDATE OF published_at ON outbox
+       DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION relay_dies();";
 
 async fn pg(url: &str) -> jyt_db::tokio_postgres::Client {
     let (client, connection) = jyt_db::tokio_postgres::connect(url, jyt_db::tokio_postgres::NoTls)
@@ -68,7 +68,8 @@ async fn killing_the_relay_and_the_notifier_mid_run_loses_no_event_and_no_notice
     let http = reqwest::Client::new();
     let _ = accounting_url;
 
-    // The relay now dies after every XADD, before marking its rows.
+    // The relay now dies after every XADD, before its mark commits (a
+    // deferred trigger refuses the COMMIT): the rows go out again.
     h.sql(RELAY_DIES_AFTER_XADD).await;
     // Each answer takes longer than the notifier waits (TIMEOUT_MS): a
     // notice is in flight when the gateway dies, however slowly the kill

@@ -136,27 +136,33 @@ impl OutboxRelay {
 
     /// Publish one batch; returns how many rows were published. The relay
     /// shares the service's pool with the booking path, so it holds a
-    /// connection for two round trips, not five: `BEGIN` goes out with the
-    /// `SELECT`, the `UPDATE` with `COMMIT` (both pipelined; the statements
-    /// are prepared first so each request leaves on its first poll).
+    /// connection for two round trips: `BEGIN` goes out with one statement
+    /// that claims the batch and marks it published (uncommitted), and
+    /// `COMMIT` once Redis has every entry; anything short of that rolls the
+    /// mark back.
+    ///
+    /// One statement, not a `SELECT` then an `UPDATE … WHERE seq = ANY($1)`:
+    /// PostgreSQL planned that `UPDATE` afresh on every call, its array
+    /// making the generic plan look dearer (peak-day: 12,598 plans in
+    /// 12,558 calls, 2.1 s of planning in the bookings phase;
+    /// loadtest/README.md, 2026-12-04).
     pub async fn relay_once(&self) -> Result<usize, EventError> {
         let client = self.pool.get().await.map_err(jyt_db::DbError::from)?;
-        let select = client
+        let claim = client
             .prepare_cached(
-                "SELECT seq, event_id, event_type, aggregate_id, occurred_at, payload
-                   FROM outbox WHERE published_at IS NULL
-                  ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "WITH batch AS (
+                     SELECT seq FROM outbox WHERE published_at IS NULL
+                      ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                 UPDATE outbox o SET published_at = now() FROM batch WHERE o.seq = batch.seq
+                 RETURNING o.seq, o.event_id, o.event_type, o.aggregate_id, o.occurred_at, o.payload",
             )
-            .await?;
-        let mark = client
-            .prepare_cached("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
             .await?;
         let begun = futures::future::try_join(
             client.batch_execute("BEGIN"),
-            client.query(&select, &[&self.batch_size]),
+            client.query(&claim, &[&self.batch_size]),
         )
         .await;
-        let rows = match begun {
+        let mut rows = match begun {
             Ok((_, rows)) if rows.is_empty() => {
                 jyt_db::roll_back_or_close(client).await;
                 return Ok(0);
@@ -167,10 +173,10 @@ impl OutboxRelay {
                 return Err(e.into());
             }
         };
+        // `RETURNING` keeps no order: the stream gets the outbox's.
+        rows.sort_by_key(|row| row.get::<_, i64>("seq"));
         let mut pipe = redis::pipe();
-        let mut seqs = Vec::with_capacity(rows.len());
         for row in &rows {
-            seqs.push(row.get::<_, i64>("seq"));
             let envelope = Envelope {
                 event_id: row.get("event_id"),
                 event_type: row.get("event_type"),
@@ -213,13 +219,11 @@ impl OutboxRelay {
                 acknowledged: added,
             });
         }
-        let committed =
-            futures::future::try_join(client.execute(&mark, &[&seqs]), client.batch_execute("COMMIT")).await;
-        if let Err(e) = committed {
+        if let Err(e) = client.batch_execute("COMMIT").await {
             jyt_db::roll_back_or_close(client).await;
             return Err(e.into());
         }
-        Ok(seqs.len())
+        Ok(rows.len())
     }
 
     /// Trim the stream below the position every consumer group has read
