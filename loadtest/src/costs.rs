@@ -107,7 +107,29 @@ pub struct PhaseCost {
     pub wal_syncs: i64,
     pub load_average_before: String,
     pub load_average_after: String,
+    /// The statements that took most of PostgreSQL's time in the phase
+    /// (`pg_stat_statements`, when the server preloads it; empty otherwise).
+    pub statements: Vec<StatementCost>,
 }
+
+/// One statement's share of a phase, from `pg_stat_statements`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementCost {
+    pub calls: i64,
+    pub total_ms: f64,
+    pub rows: i64,
+    /// Plans made and the time spent planning (with
+    /// `pg_stat_statements.track_planning`; 0 without): a statement sent as
+    /// text is planned on every call, a prepared one settles on a generic
+    /// plan.
+    pub plans: i64,
+    pub plan_ms: f64,
+    /// The normalised text, cut to 120 characters.
+    pub query: String,
+}
+
+/// How many statements each phase reports.
+const TOP_STATEMENTS: i64 = 12;
 
 /// Measures one phase: [`Meter::start`] before, [`Meter::finish`] after.
 pub struct Meter {
@@ -140,6 +162,9 @@ impl Parts {
     }
 
     pub async fn start(&self, admin: &jyt_db::tokio_postgres::Client) -> Meter {
+        // Each phase counts its own statements; without the extension there
+        // is nothing to reset and the phase reports none.
+        let _ = admin.batch_execute("SELECT pg_stat_statements_reset()").await;
         Meter {
             parts: self.clone(),
             before: self.read(admin).await,
@@ -163,6 +188,42 @@ async fn pg_counters(admin: &jyt_db::tokio_postgres::Client) -> anyhow::Result<(
     Ok((commits, syncs))
 }
 
+/// This run's databases' statements by total time since the phase began,
+/// each statement's figures summed over the databases (20 hospitals run the
+/// same statements), the first entry being all statements together.
+async fn top_statements(admin: &jyt_db::tokio_postgres::Client) -> Vec<StatementCost> {
+    let rows = admin
+        .query(
+            "WITH ours AS (
+                 SELECT s.calls, s.total_exec_time, s.rows, s.plans, s.total_plan_time,
+                        left(regexp_replace(s.query, '\\s+', ' ', 'g'), 120) AS query
+                   FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                  WHERE d.datname LIKE 'jyt\\_loadtest\\_%'),
+             summed AS (
+                 SELECT sum(calls)::bigint AS calls, sum(total_exec_time) AS ms,
+                        sum(rows)::bigint AS rows, sum(plans)::bigint AS plans,
+                        sum(total_plan_time) AS plan_ms, query
+                   FROM ours GROUP BY query)
+             (SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(ms), 0), coalesce(sum(rows), 0)::bigint,
+                     coalesce(sum(plans), 0)::bigint, coalesce(sum(plan_ms), 0), '(all statements)' FROM summed)
+             UNION ALL
+             (SELECT calls, ms, rows, plans, plan_ms, query FROM summed ORDER BY ms DESC LIMIT $1)",
+            &[&TOP_STATEMENTS],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .map(|r| StatementCost {
+            calls: r.get(0),
+            total_ms: (r.get::<_, f64>(1) * 10.0).round() / 10.0,
+            rows: r.get(2),
+            plans: r.get(3),
+            plan_ms: (r.get::<_, f64>(4) * 10.0).round() / 10.0,
+            query: r.get(5),
+        })
+        .collect()
+}
+
 #[expect(clippy::cast_precision_loss, reason = "tick counts are far below 2^52")]
 fn cores(ticks: u64, seconds: f64) -> f64 {
     (ticks as f64 / TICKS_PER_SECOND / seconds.max(1e-3) * 100.0).round() / 100.0
@@ -171,6 +232,7 @@ fn cores(ticks: u64, seconds: f64) -> f64 {
 impl Meter {
     pub async fn finish(self, phase: &str, admin: &jyt_db::tokio_postgres::Client) -> PhaseCost {
         let after = self.parts.read(admin).await;
+        let statements = top_statements(admin).await;
         let b = &self.before;
         let seconds = after.at.duration_since(b.at).as_secs_f64();
         let mut groups: BTreeMap<String, u64> = BTreeMap::new();
@@ -213,6 +275,7 @@ impl Meter {
             wal_syncs: after.wal_syncs - b.wal_syncs,
             load_average_before: b.load.clone(),
             load_average_after: after.load,
+            statements,
         }
     }
 }
@@ -244,5 +307,13 @@ pub fn print(costs: &[PhaseCost]) {
             c.load_average_before,
             c.load_average_after
         );
+        for st in &c.statements {
+            #[expect(clippy::cast_precision_loss, reason = "call counts are far below 2^52")]
+            let mean = st.total_ms / (st.calls.max(1) as f64);
+            println!(
+                "    sql {:>8} calls {:>10.1} ms ({:>6.2} ms each) {:>8} rows {:>8} plans {:>8.1} ms planning  {}",
+                st.calls, st.total_ms, mean, st.rows, st.plans, st.plan_ms, st.query
+            );
+        }
     }
 }

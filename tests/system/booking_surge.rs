@@ -66,7 +66,9 @@ async fn two_thousand_concurrent_attempts_for_fifty_seats_book_exactly_fifty() {
             barrier.wait().await;
             let res = city.book(&slot, patient, channel, &format!("surge-{i}")).await;
             let status = res.status().as_u16();
-            let body: serde_json::Value = res.json().await.unwrap();
+            let text = res.text().await.unwrap();
+            let body: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("answer {status} is not JSON ({e}): {text:?}"));
             (patient, status, body)
         }));
     }
