@@ -240,8 +240,18 @@ pub(crate) async fn waive_in(
 
 pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> Result<Standing, CardError> {
     let rules = &state.settings.standing;
-    let client = state.pool.get().await?;
-    let bar = client
+    let mut client = state.pool.get().await?;
+    // One snapshot for both reads: a no-show and the bar it causes commit
+    // together (`record_no_show`), and two statements each with its own
+    // snapshot could show the third no-show without its bar (the card
+    // API's standing test caught it under a loaded machine).
+    let tx = client
+        .build_transaction()
+        .isolation_level(jyt_db::tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let bar = tx
         .query_opt_cached(
             "SELECT max(barred_until) FROM bars WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2",
             &[&person_id, &now],
@@ -250,7 +260,7 @@ pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> 
         .and_then(|r| r.get::<_, Option<DateTime<Utc>>>(0));
     let today = time::local(now).date_naive();
     let start = today - Duration::days(rules.window_days);
-    let rows = client
+    let rows = tx
         .query_cached(
             "SELECT event_id, booking_id, hospital_id, visit_date, waived_at IS NOT NULL, waive_reason
                FROM no_shows WHERE person_id = $1 AND visit_date > $2
@@ -258,6 +268,7 @@ pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> 
             &[&person_id, &start],
         )
         .await?;
+    tx.commit().await?;
     let no_shows: Vec<NoShowView> = rows
         .iter()
         .map(|r| NoShowView {
