@@ -111,6 +111,8 @@ struct Summary {
     /// sweeps' waits left out), and from the release to the last answer.
     replay_seconds: f64,
     wall_seconds: f64,
+    /// H, the machine's yardstick, measured before the city started.
+    machine_h_per_second: f64,
     counts: BTreeMap<String, i64>,
     memory: Vec<Memory>,
     check: crate::check::CheckReport,
@@ -121,6 +123,11 @@ fn body(v: &serde_json::Value) -> Option<String> {
     Some(v.to_string())
 }
 
+/// The yardstick: H (a minimal actix-web handler, as `surge` measures it)
+/// over this many requests and connections, before the city starts.
+const YARDSTICK_REQUESTS: usize = 100_000;
+const YARDSTICK_CONNECTIONS: usize = 32;
+
 /// Check-in rounds on the visit day (Asia/Shanghai): each segment's window
 /// (60 minutes before its start to its end) holds one of them.
 const CHECK_IN_ROUNDS: [(u32, u32); 7] = [(7, 30), (8, 30), (9, 30), (10, 30), (13, 0), (14, 0), (15, 0)];
@@ -128,6 +135,12 @@ const CHECK_IN_ROUNDS: [(u32, u32); 7] = [(7, 30), (8, 30), (9, 30), (10, 30), (
 #[expect(clippy::too_many_lines, reason = "the day, phase by phase")]
 pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let epoch = Instant::now();
+    // The machine's own speed, before anything of ours runs: the same
+    // binary's day took 88 s on one morning and 198 s on a night when this
+    // figure had halved (loadtest/README.md, 2026-12-05), so a day is
+    // compared only with days of a similar H.
+    let yardstick = crate::ceilings::handler(epoch, YARDSTICK_REQUESTS, YARDSTICK_CONNECTIONS).await?;
+    tracing::warn!(h_per_second = yardstick.per_second.round(), "machine yardstick H");
     let cards_prefix = city::fresh_redis_prefix();
     // Patients and prepaid balances through card-issuing's library calls
     // (its own process runs in the city).
@@ -489,6 +502,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
         costs: phase_costs,
         replay_seconds: (replay_seconds * 10.0).round() / 10.0,
         wall_seconds: (wall_seconds * 10.0).round() / 10.0,
+        machine_h_per_second: yardstick.per_second.round(),
         counts,
         memory,
         check,
@@ -568,6 +582,10 @@ fn print(s: &Summary) {
     println!(
         "replay {:.1} s of requests, {:.1} s wall; {:?}",
         s.replay_seconds, s.wall_seconds, s.counts
+    );
+    println!(
+        "machine yardstick H {:.0}/s before the city started ({YARDSTICK_REQUESTS} requests, {YARDSTICK_CONNECTIONS} connections)",
+        s.machine_h_per_second
     );
     report::print_targets(&s.targets);
 }
