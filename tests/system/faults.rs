@@ -561,6 +561,7 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
             let paid = ConfirmRequest {
                 payment_reference: format!("tx-{p}"),
                 payment_method: PaymentMethod::SelfPay,
+                amount_fen: None,
             };
             lifecycle::confirm(&h.state, &b.booking_id, &paid).await.unwrap();
             told.insert(p, (b.booking_id.to_string(), "confirmed".to_owned()));

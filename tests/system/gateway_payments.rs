@@ -74,6 +74,13 @@ async fn confirm(
     let Some(b) = s.bookings.get_mut(path.as_str()) else {
         return problem_answer(404, "BOOKING_NOT_FOUND");
     };
+    // As slot-inventory does: the amount the channel collected, when given,
+    // must be the fee (the gateway no longer reads the booking for it).
+    if body["amount_fen"].as_i64().is_some_and(|amount| amount != FEE) {
+        return HttpResponse::BadRequest()
+            .content_type("application/problem+json")
+            .json(serde_json::json!({ "type": "x", "title": "invalid", "status": 400, "code": "INVALID_FIELD", "field": "amount_fen" }));
+    }
     if expired {
         b.1 = "expired".into();
         return problem_answer(409, "HOLD_EXPIRED");
@@ -226,6 +233,30 @@ async fn a_payment_notification_delivered_twice_confirms_once_and_a_late_one_is_
         .await;
     assert_eq!(res.status(), 400);
     assert_eq!(problem(res).await["field"], "amount_fen");
+    // The refusal is not kept as the reference's answer: the channel's
+    // corrected notification confirms the booking. Without an amount, 400.
+    let res = s
+        .pay(
+            "wechat",
+            &other,
+            serde_json::json!({ "payment_method": "insurance", "payment_reference": "ins-1" }),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(problem(res).await["field"], "amount_fen");
+    let res = s
+        .pay(
+            "wechat",
+            &other,
+            serde_json::json!({ "payment_method": "insurance", "payment_reference": "ins-1", "amount_fen": FEE }),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("idempotency-replayed").is_none());
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["status"],
+        "confirmed"
+    );
 
     // Paid after the hold expired: not booked, the channel refunds.
     let late = s.book("wechat", &patient.card_number, true).await;

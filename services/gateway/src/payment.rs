@@ -152,15 +152,10 @@ pub async fn settle(
     );
     let lock = format!("{key}:lock");
     let mut conn = state.redis.clone();
-    if let Some(stored) = conn.get::<_, Option<String>>(&key).await?
-        && let Ok(a) = serde_json::from_str::<StoredAnswer>(&stored)
-    {
-        return Ok(Settled::Replayed {
-            status: StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK),
-            body: a.body,
-        });
-    }
-    let locked: Option<String> = redis::cmd("SET")
+    // One round trip: a kept answer, and the lock in case there is none.
+    let (kept, locked): (Option<String>, Option<String>) = redis::pipe()
+        .get(&key)
+        .cmd("SET")
         .arg(&lock)
         .arg(Utc::now().timestamp())
         .arg("NX")
@@ -168,45 +163,48 @@ pub async fn settle(
         .arg(LOCK_TTL_SECONDS)
         .query_async(&mut conn)
         .await?;
+    if let Some(kept) = kept
+        && let Ok(a) = serde_json::from_str::<StoredAnswer>(&kept)
+    {
+        if locked.is_some() {
+            conn.del::<_, ()>(&lock).await?;
+        }
+        return Ok(Settled::Replayed {
+            status: StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK),
+            body: a.body,
+        });
+    }
     if locked.is_none() {
         return Err(GatewayError::PaymentInProgress);
     }
     let outcome = process(state, caller, booking, req, &reference).await;
-    // Keep definitive answers; after a 5xx the same request is retried.
-    let response = match outcome {
-        Ok(answer) => {
-            if !answer.status.is_server_error() {
-                let stored = StoredAnswer {
-                    status: answer.status.as_u16(),
-                    body: String::from_utf8_lossy(&answer.body).into_owned(),
-                };
-                conn.set_ex::<_, _, ()>(
-                    &key,
-                    serde_json::to_string(&stored).unwrap_or_default(),
-                    RESULT_TTL_SECONDS,
-                )
-                .await?;
-            }
-            Ok(Settled::Fresh(answer))
+    // Keep definitive answers; after a 5xx the same request is retried, and
+    // after a 400 (the hospital's `amount_fen`) the corrected one is taken.
+    let keep = match &outcome {
+        Ok(answer) if !answer.status.is_server_error() && answer.status != StatusCode::BAD_REQUEST => {
+            Some(StoredAnswer {
+                status: answer.status.as_u16(),
+                body: String::from_utf8_lossy(&answer.body).into_owned(),
+            })
         }
-        Err(e) => {
-            if matches!(e, GatewayError::HoldExpired { .. }) {
-                let stored = StoredAnswer {
-                    status: 409,
-                    body: serde_json::to_string(&problem_body(&e)).unwrap_or_default(),
-                };
-                conn.set_ex::<_, _, ()>(
-                    &key,
-                    serde_json::to_string(&stored).unwrap_or_default(),
-                    RESULT_TTL_SECONDS,
-                )
-                .await?;
-            }
-            Err(e)
-        }
+        Err(e @ GatewayError::HoldExpired { .. }) => Some(StoredAnswer {
+            status: 409,
+            body: serde_json::to_string(&problem_body(e)).unwrap_or_default(),
+        }),
+        _ => None,
     };
-    conn.del::<_, ()>(&lock).await?;
-    response
+    // One round trip: the answer kept (if definitive) and the lock gone.
+    let mut done = redis::pipe();
+    if let Some(keep) = keep {
+        done.set_ex(
+            &key,
+            serde_json::to_string(&keep).unwrap_or_default(),
+            RESULT_TTL_SECONDS,
+        )
+        .ignore();
+    }
+    done.del(&lock).ignore().query_async::<()>(&mut conn).await?;
+    outcome.map(Settled::Fresh)
 }
 
 fn content_type(status: u16) -> &'static str {
@@ -233,24 +231,12 @@ async fn process(
     req: &PaymentRequest,
     reference: &str,
 ) -> Result<Forwarded, GatewayError> {
-    let current = state
-        .upstreams
-        .forward(
-            &booking.hospital,
-            reqwest::Method::GET,
-            &format!("/v1/bookings/{booking}"),
-            HeaderMap::new(),
-            None,
-        )
-        .await?;
-    if !current.status.is_success() {
-        return Ok(current);
-    }
-    let facts: BookingFacts = serde_json::from_slice(&current.body)
-        .map_err(|e| GatewayError::Unexpected(anyhow::Error::new(e).context("the hospital's booking")))?;
-
-    let confirm = |method: PaymentMethod| {
-        let body = serde_json::json!({ "payment_reference": reference, "payment_method": method });
+    let confirm = |method: PaymentMethod, amount_fen: Option<i64>| {
+        let body = serde_json::json!({
+            "payment_reference": reference,
+            "payment_method": method,
+            "amount_fen": amount_fen,
+        });
         async move {
             state
                 .upstreams
@@ -267,14 +253,15 @@ async fn process(
 
     match req.payment_method {
         PaymentMethod::SelfPay | PaymentMethod::Insurance => {
-            if req.amount_fen != Some(facts.fee_fen) {
-                return Err(RequestError::invalid(
-                    "amount_fen",
-                    format!("must be the booking's fee, {} fen", facts.fee_fen),
-                )
-                .into());
-            }
-            let answer = confirm(req.payment_method).await?;
+            // The hospital compares the amount with the fee as it confirms
+            // (`400 amount_fen` naming the fee when they differ): the
+            // booking is not read first only to learn its fee.
+            let Some(amount_fen) = req.amount_fen else {
+                return Err(
+                    RequestError::invalid("amount_fen", "required: the booking's fee, in fen").into(),
+                );
+            };
+            let answer = confirm(req.payment_method, Some(amount_fen)).await?;
             if answer.status.is_client_error() && code_of(&answer).as_deref() == Some("HOLD_EXPIRED") {
                 return Err(GatewayError::HoldExpired {
                     refund: "the channel refunds the payment",
@@ -283,6 +270,24 @@ async fn process(
             Ok(answer)
         }
         PaymentMethod::PrepaidCard => {
+            // The card is debited before the hospital confirms, so the fee
+            // and the patient are read first.
+            let current = state
+                .upstreams
+                .forward(
+                    &booking.hospital,
+                    reqwest::Method::GET,
+                    &format!("/v1/bookings/{booking}"),
+                    HeaderMap::new(),
+                    None,
+                )
+                .await?;
+            if !current.status.is_success() {
+                return Ok(current);
+            }
+            let facts: BookingFacts = serde_json::from_slice(&current.body).map_err(|e| {
+                GatewayError::Unexpected(anyhow::Error::new(e).context("the hospital's booking"))
+            })?;
             let holder = state
                 .patients
                 .resolve_card(
@@ -310,7 +315,7 @@ async fn process(
             }
             // A 5xx or timeout leaves the debit in place: the confirmation
             // may have happened, and a retry of this request replays both.
-            let answer = confirm(PaymentMethod::PrepaidCard).await?;
+            let answer = confirm(PaymentMethod::PrepaidCard, Some(facts.fee_fen)).await?;
             if answer.status.is_client_error() {
                 if facts.fee_fen > 0 {
                     state

@@ -46,6 +46,11 @@ pub struct ConfirmRequest {
     /// confirming again with the same reference answers the same booking.
     pub payment_reference: String,
     pub payment_method: PaymentMethod,
+    /// What the channel collected, when it says: a payment of another
+    /// amount is refused (`400 amount_fen`) and the booking stays held.
+    /// The gateway sends it so it need not read the fee first.
+    #[serde(default)]
+    pub amount_fen: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,30 +100,42 @@ pub async fn confirm(
     if reference.is_empty() || reference.len() > 64 {
         return Err(jyt_web::RequestError::invalid("payment_reference", "must be 1 to 64 characters").into());
     }
+    if booking.hospital != state.hospital {
+        return Err(SlotError::BookingNotFound(booking.to_string()));
+    }
     let now = state.clock.now();
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let current = locked(&tx, state, booking).await?;
-    match current.booking.status {
-        BookingStatus::Held => {}
-        BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed
-            if current.payment_reference.as_deref() == Some(reference) =>
+    let payment = (reference, req.payment_method.as_str());
+    // The usual case first, in one statement: a held booking, in time, of
+    // this fee. Only when it is not so is the row read (locked) to say why.
+    let Some(stored) =
+        queries::confirm_payment(&tx, &state.hospital, booking.id, payment, req.amount_fen, now).await?
+    else {
+        let current = locked(&tx, state, booking).await?;
+        if let Some(amount) = req.amount_fen
+            && amount != current.booking.fee_fen.0
         {
-            return Ok(current);
+            return Err(jyt_web::RequestError::invalid(
+                "amount_fen",
+                format!("must be the booking's fee, {} fen", current.booking.fee_fen.0),
+            )
+            .into());
         }
-        BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed => {
-            return Err(SlotError::AlreadyConfirmed);
-        }
-        BookingStatus::Expired => return Err(SlotError::HoldExpired),
-        _ => return Err(SlotError::BookingNotHeld(current.booking.status)),
-    }
-    if !queries::confirm_payment(&tx, booking.id, reference, req.payment_method.as_str(), now).await? {
-        // Held, but its deadline has passed: the sweeper will expire it.
-        return Err(SlotError::HoldExpired);
-    }
-    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
-        .await?
-        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+        return match current.booking.status {
+            BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed
+                if current.payment_reference.as_deref() == Some(reference) =>
+            {
+                Ok(current)
+            }
+            BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed => {
+                Err(SlotError::AlreadyConfirmed)
+            }
+            // Held, but its deadline has passed: the sweeper will expire it.
+            BookingStatus::Held | BookingStatus::Expired => Err(SlotError::HoldExpired),
+            other => Err(SlotError::BookingNotHeld(other)),
+        };
+    };
     events::append(
         &tx,
         EventKind::Confirmed,
@@ -165,10 +182,16 @@ pub async fn cancel(
     if now > deadline {
         return Err(SlotError::CancellationClosed(deadline));
     }
-    queries::transition(&tx, booking.id, &["held", "confirmed"], "cancelled", now).await?;
-    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
-        .await?
-        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    let stored = queries::transition(
+        &tx,
+        &state.hospital,
+        booking.id,
+        &["held", "confirmed"],
+        "cancelled",
+        now,
+    )
+    .await?
+    .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
     events::append(&tx, EventKind::Cancelled, &stored.booking, serde_json::json!({})).await?;
     if let Some(reference) = &current.payment_reference {
         events::append(
@@ -241,8 +264,7 @@ pub async fn check_in(
             closes: current.segment_ends_at,
         });
     }
-    queries::check_in(&tx, booking.id, current.booking.schedule_id, now).await?;
-    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
+    let stored = queries::check_in(&tx, &state.hospital, booking.id, current.booking.schedule_id, now)
         .await?
         .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
     events::append(&tx, EventKind::CheckedIn, &stored.booking, serde_json::json!({})).await?;
@@ -339,8 +361,7 @@ async fn expire_one(state: &AppState, id: Uuid, now: DateTime<Utc>) -> Result<bo
         // Paid in time, or cancelled: nothing to expire.
         return Ok(false);
     }
-    queries::transition(&tx, id, &["held"], "expired", now).await?;
-    let stored = queries::get_booking(&tx, &state.hospital, id)
+    let stored = queries::transition(&tx, &state.hospital, id, &["held"], "expired", now)
         .await?
         .ok_or_else(|| SlotError::BookingNotFound(id.to_string()))?;
     events::append(&tx, EventKind::Expired, &stored.booking, serde_json::json!({})).await?;
@@ -383,12 +404,12 @@ async fn mark_no_shows_since(state: &AppState, ended_since: Option<TimeDelta>) -
     for id in overdue {
         let mut client = state.pool.get().await?;
         let tx = client.transaction().await?;
-        if !queries::transition(&tx, id, &["confirmed"], "no_show", now).await? {
+        let Some(stored) =
+            queries::transition(&tx, &state.hospital, id, &["confirmed"], "no_show", now).await?
+        else {
             continue;
-        }
-        if let Some(stored) = queries::get_booking(&tx, &state.hospital, id).await? {
-            events::append(&tx, EventKind::NoShow, &stored.booking, serde_json::json!({})).await?;
-        }
+        };
+        events::append(&tx, EventKind::NoShow, &stored.booking, serde_json::json!({})).await?;
         tx.commit().await?;
         marked += 1;
     }

@@ -159,8 +159,9 @@ async fn stop_bookings(
         let Some(before) = queries::get_booking(tx, &state.hospital, id).await? else {
             continue;
         };
-        queries::transition(tx, id, &["held", "confirmed"], "stopped", now).await?;
-        let Some(after) = queries::get_booking(tx, &state.hospital, id).await? else {
+        let Some(after) =
+            queries::transition(tx, &state.hospital, id, &["held", "confirmed"], "stopped", now).await?
+        else {
             continue;
         };
         events::append(

@@ -26,14 +26,13 @@ pub async fn arrive(state: &AppState, booking: &BookingRef) -> Result<StoredBook
         BookingStatus::NoShow => true,
         other => return Err(SlotError::NotCheckInable(other)),
     };
-    if late {
-        queries::late_check_in(&tx, booking.id, current.booking.schedule_id, now).await?;
+    let (hospital, schedule) = (&state.hospital, current.booking.schedule_id);
+    let stored = if late {
+        queries::late_check_in(&tx, hospital, booking.id, schedule, now).await?
     } else {
-        queries::check_in(&tx, booking.id, current.booking.schedule_id, now).await?;
+        queries::check_in(&tx, hospital, booking.id, schedule, now).await?
     }
-    let stored = queries::get_booking(&tx, &state.hospital, booking.id)
-        .await?
-        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
     events::append(
         &tx,
         EventKind::CheckedIn,

@@ -145,6 +145,7 @@ pub async fn book(state: &AppState, body: &[u8]) -> Result<StoredBooking, FhirEr
     let req = ConfirmRequest {
         payment_reference,
         payment_method,
+        amount_fen: None,
     };
     lifecycle::confirm(state, &booking, &req)
         .await

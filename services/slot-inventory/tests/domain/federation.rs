@@ -27,6 +27,7 @@ fn pay(reference: &str) -> ConfirmRequest {
     ConfirmRequest {
         payment_reference: reference.to_owned(),
         payment_method: PaymentMethod::SelfPay,
+        amount_fen: None,
     }
 }
 

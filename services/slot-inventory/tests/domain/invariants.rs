@@ -112,6 +112,7 @@ impl World {
                     let req = ConfirmRequest {
                         payment_reference: format!("tx-{}", id.id.simple()),
                         payment_method: PaymentMethod::SelfPay,
+                        amount_fen: None,
                     };
                     if let Err(e) = lifecycle::confirm(state, id, &req).await {
                         allowed(&e);

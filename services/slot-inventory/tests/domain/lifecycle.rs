@@ -2,9 +2,11 @@
 //! the clock.
 
 use jyt_domain::{BookingStatus, Channel};
+use jyt_web::RequestError;
 use slot_inventory::booking::lifecycle::{
     self, CancelRequest, CheckInRequest, ConfirmRequest, PaymentMethod,
 };
+use slot_inventory::error::SlotError;
 use uuid::Uuid;
 
 use crate::helpers::{Hospital, beijing, code, sched};
@@ -13,6 +15,7 @@ fn pay(reference: &str) -> ConfirmRequest {
     ConfirmRequest {
         payment_reference: reference.to_owned(),
         payment_method: PaymentMethod::SelfPay,
+        amount_fen: None,
     }
 }
 
@@ -73,6 +76,51 @@ async fn paying_confirms_once_per_reference() {
     h.advance(30);
     lifecycle::expire_holds(&h.state).await.unwrap();
     assert_eq!(h.booking(&held.booking_id).await.status, BookingStatus::Confirmed);
+}
+
+/// The gateway sends what the channel collected instead of reading the fee
+/// first: another amount is refused naming `amount_fen` and the fee, the
+/// booking stays held, and the right amount then confirms it.
+#[tokio::test]
+async fn a_payment_of_another_amount_is_refused_naming_the_field_and_leaves_the_hold() {
+    let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
+    let held = h
+        .book(
+            &h.segment(sched::CARDIO_EXPERT_AM, 0),
+            Uuid::new_v4(),
+            Channel::Wechat,
+        )
+        .await
+        .unwrap();
+    let fee = held.fee_fen.0;
+    let with_amount = |amount: i64| ConfirmRequest {
+        amount_fen: Some(amount),
+        ..pay("tx-amount")
+    };
+    let wrong = lifecycle::confirm(&h.state, &held.booking_id, &with_amount(fee + 1))
+        .await
+        .unwrap_err();
+    match &wrong {
+        SlotError::Request(RequestError::InvalidField { field, reason }) => {
+            assert_eq!(field, "amount_fen");
+            assert!(reason.contains(&fee.to_string()), "{reason}");
+        }
+        other => panic!("expected 400 amount_fen, got {other:?}"),
+    }
+    assert_eq!(h.booking(&held.booking_id).await.status, BookingStatus::Held);
+    assert_eq!(h.event_types().await, ["booking.held"], "nothing written");
+
+    let paid = lifecycle::confirm(&h.state, &held.booking_id, &with_amount(fee))
+        .await
+        .unwrap();
+    assert_eq!(paid.booking.status, BookingStatus::Confirmed);
+    assert_eq!(paid.payment_reference.as_deref(), Some("tx-amount"));
+    // Delivered again with its amount: the same booking, no second event.
+    let again = lifecycle::confirm(&h.state, &held.booking_id, &with_amount(fee))
+        .await
+        .unwrap();
+    assert_eq!(again.booking, paid.booking);
+    assert_eq!(h.event_types().await, ["booking.held", "booking.confirmed"]);
 }
 
 #[tokio::test]
@@ -193,6 +241,68 @@ async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_beco
         .unwrap()
         .get(0);
     assert_eq!(detail, serde_json::json!({ "by": "hospital", "late": true }));
+}
+
+/// Each schedule's queue numbers are counted in a row of their own (V14): arrivals at the
+/// same moment, by code and at the desk, still never share a number and
+/// leave no gap.
+#[tokio::test]
+async fn arrivals_at_the_same_moment_take_distinct_queue_numbers_without_gaps() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    // Three segments of CT (08:00, 08:30, 09:00), three seats each, by the
+    // channels their pools allow; at 08:05 all three windows are open.
+    let mut booked = Vec::new();
+    for segment in 0..3 {
+        let slot = h.segment(sched::CT_AM, segment);
+        for channel in [Channel::Wechat, Channel::Kiosk, Channel::Kiosk] {
+            booked.push(h.book(&slot, Uuid::new_v4(), channel).await.unwrap());
+        }
+    }
+    h.clock.set(beijing(0, 8, 5));
+    let (by_desk, by_code) = booked.split_at(2);
+    let arrivals = by_code.iter().map(|b| async {
+        lifecycle::check_in(
+            &h.state,
+            &b.booking_id,
+            &CheckInRequest {
+                pickup_code: b.pickup_code.clone(),
+                patient_id: None,
+            },
+        )
+        .await
+        .unwrap()
+        .booking
+        .queue_number
+    });
+    let desk = by_desk.iter().map(|b| async {
+        slot_inventory::federation::visits::arrive(&h.state, &b.booking_id)
+            .await
+            .unwrap()
+            .booking
+            .queue_number
+    });
+    let (a, d) = futures::join!(
+        futures::future::join_all(arrivals),
+        futures::future::join_all(desk)
+    );
+    let mut numbers: Vec<i32> = a.into_iter().chain(d).map(Option::unwrap).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=9).collect::<Vec<i32>>());
+    // Arriving again answers the same number and takes none.
+    let again = slot_inventory::federation::visits::arrive(&h.state, &booked[0].booking_id)
+        .await
+        .unwrap();
+    assert!(again.booking.queue_number.is_some_and(|n| (1..=9).contains(&n)));
+    let client = h.state.pool.get().await.unwrap();
+    let counted: i32 = client
+        .query_one(
+            "SELECT last_no FROM schedule_queue_numbers WHERE schedule_id = $1",
+            &[&h.schedules[sched::CT_AM].schedule_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 9);
 }
 
 #[tokio::test]
