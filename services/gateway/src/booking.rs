@@ -343,16 +343,7 @@ pub async fn authorize(
     if cached.is_some() && presented.is_none() {
         return Err(GatewayError::NotYourBooking);
     }
-    let answer = state
-        .upstreams
-        .forward(
-            &booking.hospital,
-            reqwest::Method::GET,
-            &format!("/v1/bookings/{booking}"),
-            HeaderMap::new(),
-            None,
-        )
-        .await?;
+    let answer = state.upstreams.booking(booking).await?;
     if answer.status.is_server_error() {
         return Err(GatewayError::HospitalUnavailable {
             hospital: booking.hospital.to_string(),

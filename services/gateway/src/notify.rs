@@ -414,17 +414,7 @@ impl Notifier {
         let Ok(booking) = cond.booking_id.parse::<jyt_domain::BookingRef>() else {
             return Check::Drop(format!("`{}` is not a booking id", cond.booking_id));
         };
-        let answer = match self
-            .upstreams
-            .forward(
-                &booking.hospital,
-                reqwest::Method::GET,
-                &format!("/v1/bookings/{booking}"),
-                reqwest::header::HeaderMap::new(),
-                None,
-            )
-            .await
-        {
+        let answer = match self.upstreams.booking(&booking).await {
             Ok(a) => a,
             Err(e) => return Check::Failed(format!("asking the hospital: {e}")),
         };

@@ -272,16 +272,7 @@ async fn process(
         PaymentMethod::PrepaidCard => {
             // The card is debited before the hospital confirms, so the fee
             // and the patient are read first.
-            let current = state
-                .upstreams
-                .forward(
-                    &booking.hospital,
-                    reqwest::Method::GET,
-                    &format!("/v1/bookings/{booking}"),
-                    HeaderMap::new(),
-                    None,
-                )
-                .await?;
+            let current = state.upstreams.booking(booking).await?;
             if !current.status.is_success() {
                 return Ok(current);
             }

@@ -205,6 +205,19 @@ impl Upstreams {
             .map(Forwarded::into_response)
     }
 
+    /// The booking as its hospital has it (`GET /v1/bookings/{id}`); its
+    /// answer, unless the call failed.
+    pub async fn booking(&self, booking: &jyt_domain::BookingRef) -> Result<Forwarded, GatewayError> {
+        self.forward(
+            &booking.hospital,
+            reqwest::Method::GET,
+            &format!("/v1/bookings/{booking}"),
+            HeaderMap::new(),
+            None,
+        )
+        .await
+    }
+
     /// Send a request to a hospital; its answer, unless it failed. The span
     /// records the path without its query: a query carries the caller's
     /// values (a patient id, a fuzzer's phone-like number), and no log line
