@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jyt_settings::Sources;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::settings::CitySettings;
 
@@ -62,9 +63,25 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn up(settings: CitySettings) -> anyhow::Result<()> {
+    // Listened for before anything starts: each actix server stops itself
+    // on SIGINT and SIGTERM as soon as it runs, so a signal that came while
+    // the later services were still starting would otherwise be missed here
+    // and leave `jyt up` waiting after its servers had stopped.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let project_dir = std::env::current_dir()?;
-    let (endpoints, private) = infra::ensure(&settings, &project_dir).await?;
-    let started = city::start(&settings, &endpoints).await;
+    let (endpoints, private) = tokio::select! {
+        ensured = infra::ensure(&settings, &project_dir) => ensured?,
+        () = stop_asked(&mut interrupt, &mut terminate) => return Ok(()),
+    };
+    let started = tokio::select! {
+        started = city::start(&settings, &endpoints) => started,
+        () = stop_asked(&mut interrupt, &mut terminate) => {
+            tracing::info!("stopped while starting");
+            private.stop().await;
+            return Ok(());
+        }
+    };
     let city::Started {
         running,
         tasks,
@@ -89,11 +106,14 @@ async fn up(settings: CitySettings) -> anyhow::Result<()> {
     if let Some(slot) = example {
         writeln!(out, "\nA slot to book (tomorrow, first segment): {slot}")?;
     }
-    writeln!(out, "\nCtrl-C stops every service.")?;
+    writeln!(out, "\nCtrl-C (or SIGTERM) stops every service.")?;
     drop(out);
 
-    // Each actix server stops itself gracefully on SIGINT; wait for that.
-    tokio::signal::ctrl_c().await?;
+    // Each actix server stops itself gracefully on SIGINT and SIGTERM; wait
+    // for either. Waiting for Ctrl-C alone left `jyt up` running forever
+    // after a SIGTERM (`kill`, systemd, a container's stop) had stopped
+    // every server, and a private PostgreSQL was never stopped.
+    stop_asked(&mut interrupt, &mut terminate).await;
     tracing::info!("stopping");
     for r in tasks {
         match tokio::time::timeout(Duration::from_secs(30), r.task).await {
@@ -105,6 +125,14 @@ async fn up(settings: CitySettings) -> anyhow::Result<()> {
     }
     private.stop().await;
     Ok(())
+}
+
+/// Until SIGINT (Ctrl-C) or SIGTERM arrives.
+async fn stop_asked(interrupt: &mut Signal, terminate: &mut Signal) {
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
 }
 
 async fn rebuild_cache(settings: CitySettings, hospital: &str) -> anyhow::Result<()> {
