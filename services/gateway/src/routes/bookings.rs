@@ -1,7 +1,6 @@
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use jyt_domain::{BookingRef, Channel, SlotRef};
 use jyt_web::{IdempotencyKeyHeader, Json, RequestError};
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -131,12 +130,7 @@ pub async fn get(
     }
     state
         .upstreams
-        .call(
-            &booking.hospital,
-            reqwest::Method::GET,
-            &format!("/v1/bookings/{booking}"),
-            HeaderMap::new(),
-            None,
-        )
+        .booking(&booking)
         .await
+        .map(crate::upstream::Forwarded::into_response)
 }

@@ -33,6 +33,15 @@ const SELECT_BOOKING: &str = "
       JOIN departments dep ON dep.id = sch.department_id
       JOIN doctors doc ON doc.id = sch.doctor_id";
 
+/// A write and the read-back of what it wrote, in one statement: `ctes`
+/// must end with a CTE named `b` that returns the `bookings` row
+/// (`RETURNING *`); the booking columns are read under that alias, as
+/// [`get_booking`] reads them.
+fn with_read_back(ctes: &str) -> String {
+    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
+    format!("WITH {ctes} {read_back}")
+}
+
 // The reads of [`SELECT_BOOKING`], each built once (they are prepared per
 // connection by their text, and were formatted anew on every call).
 static BOOKING_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{SELECT_BOOKING} WHERE b.id = $1"));
@@ -212,11 +221,8 @@ static INSERT_BOOKING_RETURNING_ID: LazyLock<String> =
 
 /// [`insert_booking`] that answers with the stored booking, as
 /// [`get_booking`] would read it: one statement instead of two.
-pub static INSERT_BOOKING_RETURNING: LazyLock<String> = LazyLock::new(|| {
-    // The CTE is named `b`, the alias the booking columns are read under.
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
-    format!("WITH b AS ({INSERT_BOOKING} RETURNING *) {read_back}")
-});
+pub static INSERT_BOOKING_RETURNING: LazyLock<String> =
+    LazyLock::new(|| with_read_back(&format!("b AS ({INSERT_BOOKING} RETURNING *)")));
 
 /// Run [`INSERT_BOOKING_RETURNING`], prepared by the caller as `statement`.
 pub async fn insert_booking_returning(
@@ -366,13 +372,12 @@ pub async fn open_holds<C: GenericClient>(client: &C) -> Result<Vec<(Uuid, DateT
 
 /// [`transition`]'s statement: the update and the read-back in one.
 static TRANSITION_RETURNING: LazyLock<String> = LazyLock::new(|| {
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
-    format!(
-        "WITH b AS (
+    with_read_back(
+        "b AS (
             UPDATE bookings SET status = $3, updated_at = $4,
                    cancelled_at = CASE WHEN $3 = 'cancelled' THEN $4 ELSE cancelled_at END
              WHERE id = $1 AND status = ANY($2)
-            RETURNING *) {read_back}"
+            RETURNING *)",
     )
 });
 
@@ -396,14 +401,13 @@ pub async fn transition<C: GenericClient>(
 /// [`confirm_payment`]'s statement: the update and the read-back of the
 /// confirmed booking in one (a payment read its booking three times).
 static CONFIRM_PAYMENT_RETURNING: LazyLock<String> = LazyLock::new(|| {
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
-    format!(
-        "WITH b AS (
+    with_read_back(
+        "b AS (
             UPDATE bookings SET status = 'confirmed', payment_reference = $2, payment_method = $3,
                    paid_at = $4, updated_at = $4
              WHERE id = $1 AND status = 'held' AND hold_deadline > $4
                AND ($5::bigint IS NULL OR fee_fen = $5)
-            RETURNING *) {read_back}"
+            RETURNING *)",
     )
 });
 
@@ -432,9 +436,8 @@ pub async fn confirm_payment<C: GenericClient>(
 /// number (its counter row locked until the commit, so two arrivals never
 /// share a number; V14), the booking's update and its read-back, in one.
 fn check_in_returning(from: &str) -> String {
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
-    format!(
-        "WITH q AS (
+    with_read_back(&format!(
+        "q AS (
             INSERT INTO schedule_queue_numbers AS n (schedule_id, last_no) VALUES ($2, 1)
             ON CONFLICT (schedule_id) DO UPDATE SET last_no = n.last_no + 1
             RETURNING last_no),
@@ -442,8 +445,8 @@ fn check_in_returning(from: &str) -> String {
             UPDATE bookings SET status = 'checked_in', checked_in_at = $3, updated_at = $3,
                    queue_no = (SELECT last_no FROM q)
              WHERE id = $1 AND status = '{from}'
-            RETURNING *) {read_back}"
-    )
+            RETURNING *)"
+    ))
 }
 
 static CHECK_IN_CONFIRMED: LazyLock<String> = LazyLock::new(|| check_in_returning("confirmed"));
