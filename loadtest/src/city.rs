@@ -206,6 +206,12 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
     // In process, the hospitals share one server sized for the cores, as
     // in `jyt up` (issue 20), served once all are seeded.
     let mut unserved = Vec::new();
+    // As processes, the hospitals share one child process and its one
+    // server (the same reason), unless `server_per_hospital` asks for the
+    // old way: a process each. Started once every database exists.
+    let one_process = cfg.placement == Placement::Processes && !cfg.server_per_hospital;
+    let mut in_one_process = Vec::new();
+    let mut started = Vec::with_capacity(cfg.hospitals);
     for i in 0..cfg.hospitals {
         let id = format!("h{:02}", i + 1);
         let database = fresh_database(&id).await?;
@@ -230,7 +236,10 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
             release_at = settings.policy.release_at(visit_date);
             clock = Clock::manual(release_at - chrono::TimeDelta::seconds(60));
         }
-        let (state, base_url, runner) = match cfg.placement {
+        // The checks read a child's hospital through a state of our own:
+        // one connection, no server, no sweepers.
+        let (service_env, checks_env) = (env(HOSPITAL_POOL_SIZE), env(1));
+        match cfg.placement {
             Placement::InProcess => {
                 let app = slot_inventory::Hospital::build_with_clock(settings, clock.clone())
                     .await
@@ -238,69 +247,65 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
                 let state = app.state().clone();
                 slot_inventory::seed::seed_demo_day(&state, visit_date, cfg.capacity).await?;
                 slot_inventory::booking::cache::warm_cache(&state).await?;
-                let url = format!("http://127.0.0.1:{}", app.port());
-                if cfg.server_per_hospital {
-                    (
-                        state,
-                        url,
-                        Runner::Task(tokio::spawn(app.serve()?.run_until_stopped())),
-                    )
+                let port = app.port();
+                let runner = if cfg.server_per_hospital {
+                    Runner::Task(tokio::spawn(app.serve()?.run_until_stopped()))
                 } else {
                     unserved.push(app);
-                    (state, url, Runner::Shared)
-                }
+                    Runner::Shared
+                };
+                started.push((i, id.clone(), database, state, port, runner));
+            }
+            Placement::Processes if one_process => {
+                // Migrated and seeded by the child: our state connects after.
+                in_one_process.push((i, id, database, service_env, checks_env));
             }
             Placement::Processes => {
-                let mut child_env = env(HOSPITAL_POOL_SIZE);
+                let mut child_env = service_env;
                 child_env.extend(procs::hospital_env(clock.now(), visit_date, cfg.capacity));
                 let service = procs::Service::spawn(procs::Role::Hospital, &id, child_env).await?;
-                // The checks read through a state of our own: one
-                // connection, no server, no sweepers.
-                let ours = slot_inventory::Settings::load_from(&sources(env(1)))?;
-                let state =
-                    slot_inventory::startup::connect(&ours, &prometheus::Registry::new(), clock.clone())
-                        .await
-                        .with_context(|| format!("connecting to hospital {id}'s stores"))?;
-                let url = format!("http://127.0.0.1:{}", service.port);
-                (state, url, Runner::Process(Box::new(service)))
+                let state = checks_state(&id, checks_env, &clock).await?;
+                started.push((
+                    i,
+                    id,
+                    database,
+                    state,
+                    service.port,
+                    Runner::Process(Box::new(service)),
+                ));
             }
-        };
-        let hospital: HospitalId = id.parse().map_err(|_| anyhow::anyhow!("bad hospital id {id}"))?;
-        let client = state.pool.get().await?;
-        let segments = client
-            .query(
-                "SELECT seg.id, sch.clinic_level = 'expert', sch.id
-                   FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
-                  WHERE sch.visit_date = $1 ORDER BY sch.external_id, seg.starts_at",
-                &[&visit_date],
-            )
-            .await?
-            .iter()
-            .map(|r| Segment {
-                slot: SlotRef::new(hospital.clone(), r.get(0)),
-                expert: r.get(1),
-                schedule: r.get(2),
-            })
-            .collect();
-        drop(client);
-        hospitals.push(Hospital {
-            id: hospital,
-            base_url,
-            database,
-            state,
-            segments,
-            district: DISTRICTS[i % DISTRICTS.len()],
-            level: LEVELS[i % LEVELS.len()],
-            runner,
-        });
+        }
     }
 
-    let hospitals_server = if unserved.is_empty() {
-        None
-    } else {
+    let hospitals_server = if !in_one_process.is_empty() {
+        let settings: Vec<_> = in_one_process
+            .iter()
+            .map(|(_, _, _, env, _)| env.clone())
+            .collect();
+        let env = procs::hospitals_env(&settings, clock.now(), visit_date, cfg.capacity)?;
+        let service = procs::Service::spawn(procs::Role::Hospitals, "slot-inventory", env).await?;
+        anyhow::ensure!(
+            service.ports.len() == in_one_process.len(),
+            "the hospitals' process named {} ports for {} hospitals",
+            service.ports.len(),
+            in_one_process.len()
+        );
+        for ((i, id, database, _, checks_env), port) in in_one_process.into_iter().zip(service.ports.clone())
+        {
+            let state = checks_state(&id, checks_env, &clock).await?;
+            started.push((i, id, database, state, port, Runner::Shared));
+        }
+        Some(Runner::Process(Box::new(service)))
+    } else if !unserved.is_empty() {
         let served = slot_inventory::serve_together(HOSPITAL_WORKERS, unserved)?;
         Some(Runner::Task(tokio::spawn(served.run_until_stopped())))
+    } else {
+        None
     };
+    for (i, id, database, state, port, runner) in started {
+        hospitals.push(running_hospital(i, &id, database, state, port, runner, visit_date).await?);
+    }
+
     let (cards_url, cards_runner) = match cfg.placement {
         Placement::InProcess => (cards.base_url.clone(), None),
         Placement::Processes => {
@@ -345,6 +350,55 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         search_gateway: None,
         cards: cards_runner,
     })
+}
+
+/// A started hospital, with the seeded day's segments read from its database.
+async fn running_hospital(
+    i: usize,
+    id: &str,
+    database: String,
+    state: AppState,
+    port: u16,
+    runner: Runner,
+    visit_date: chrono::NaiveDate,
+) -> anyhow::Result<Hospital> {
+    let hospital: HospitalId = id.parse().map_err(|_| anyhow::anyhow!("bad hospital id {id}"))?;
+    let client = state.pool.get().await?;
+    let segments = client
+        .query(
+            "SELECT seg.id, sch.clinic_level = 'expert', sch.id
+                   FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+                  WHERE sch.visit_date = $1 ORDER BY sch.external_id, seg.starts_at",
+            &[&visit_date],
+        )
+        .await?
+        .iter()
+        .map(|r| Segment {
+            slot: SlotRef::new(hospital.clone(), r.get(0)),
+            expert: r.get(1),
+            schedule: r.get(2),
+        })
+        .collect();
+    drop(client);
+    Ok(Hospital {
+        id: hospital,
+        base_url: format!("http://127.0.0.1:{port}"),
+        database,
+        state,
+        segments,
+        district: DISTRICTS[i % DISTRICTS.len()],
+        level: LEVELS[i % LEVELS.len()],
+        runner,
+    })
+}
+
+/// The checks' own state of a hospital in a child process: one
+/// connection, no server, no sweepers.
+async fn checks_state(id: &str, env: Vec<(String, String)>, clock: &Clock) -> anyhow::Result<AppState> {
+    let ours = slot_inventory::Settings::load_from(&sources(env))?;
+    slot_inventory::startup::connect(&ours, &prometheus::Registry::new(), clock.clone())
+        .await
+        .with_context(|| format!("connecting to hospital {id}'s stores"))
 }
 
 fn gateway_env(
@@ -431,8 +485,13 @@ impl City {
     /// Move every hospital's clock (ours, and each child process's).
     pub async fn set_clock(&self, at: DateTime<Utc>) -> anyhow::Result<()> {
         self.clock.set(at);
-        for h in &self.hospitals {
-            if let Runner::Process(p) = &h.runner {
+        let servers = self
+            .hospitals
+            .iter()
+            .map(|h| &h.runner)
+            .chain(&self.hospitals_server);
+        for runner in servers {
+            if let Runner::Process(p) = runner {
                 p.set_clock(at).await?;
             }
         }
@@ -453,6 +512,9 @@ impl City {
         }
         for h in &self.hospitals {
             add(&format!("slot-inventory {}", h.id), &h.runner);
+        }
+        if let Some(s) = &self.hospitals_server {
+            add("slot-inventory (every hospital)", s);
         }
         out
     }

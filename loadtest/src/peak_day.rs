@@ -90,6 +90,11 @@ pub struct Args {
     /// other phases.
     #[arg(long, default_value_t = 200)]
     cancel_connections: usize,
+    /// Each hospital in a process of its own, with its own server and
+    /// runtime (as before 2026-12-05), instead of every hospital in one
+    /// process on one server sized for the cores, as `jyt up` runs them.
+    #[arg(long)]
+    process_per_hospital: bool,
     /// The replay target, seconds.
     #[arg(long, default_value_t = 60.0)]
     target_seconds: f64,
@@ -161,10 +166,12 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
 
     let cfg = CityConfig {
         placement: Placement::Processes,
+        server_per_hospital: args.process_per_hospital,
         ..CityConfig::in_process(args.hospitals, args.capacity, Lock::Redis)
     };
     tracing::warn!(
         hospitals = args.hospitals,
+        process_per_hospital = args.process_per_hospital,
         "starting the city, a process per service"
     );
     let city = city::start(&cfg, &cards_service).await?;
@@ -483,7 +490,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
         command,
         machine: crate::machine("generator in one process, each service in its own (loadtest serve)"),
         settings: serde_json::json!({
-            "attempts": args.attempts, "patients": args.patients, "hospitals": args.hospitals,
+            "attempts": args.attempts, "patients": args.patients, "hospitals": args.hospitals, "process_per_hospital": args.process_per_hospital,
             "seats_per_segment": args.capacity, "segments_per_hospital": 78,
             "hot_hospitals": args.hot_hospitals, "hot_share": args.hot_share,
             "connections": args.connections, "action_connections": args.action_connections,

@@ -25,6 +25,9 @@ use crate::city::sources;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     Hospital,
+    /// Every hospital of the city in one process, on one server sized for
+    /// the cores, as `jyt up` runs them (issue 20).
+    Hospitals,
     Gateway,
     Cards,
 }
@@ -33,6 +36,7 @@ impl Role {
     fn as_str(self) -> &'static str {
         match self {
             Role::Hospital => "hospital",
+            Role::Hospitals => "hospitals",
             Role::Gateway => "gateway",
             Role::Cards => "cards",
         }
@@ -42,6 +46,23 @@ impl Role {
 const CLOCK: &str = "LOADTEST_CLOCK";
 const VISIT_DATE: &str = "LOADTEST_VISIT_DATE";
 const CAPACITY: &str = "LOADTEST_CAPACITY";
+/// [`Role::Hospitals`]: each hospital's `JYT_*` settings, a JSON list of
+/// `[name, value]` lists per hospital (one process environment cannot
+/// hold twenty hospitals' `JYT_SLOT_INVENTORY__*`).
+const HOSPITAL_SETTINGS: &str = "LOADTEST_HOSPITAL_SETTINGS";
+
+/// [`Role::Hospitals`]'s environment: every hospital's settings, and the
+/// clock and day they share.
+pub fn hospitals_env(
+    settings: &[Vec<(String, String)>],
+    clock: DateTime<Utc>,
+    visit_date: NaiveDate,
+    capacity: i32,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env = hospital_env(clock, visit_date, capacity);
+    env.push((HOSPITAL_SETTINGS.to_owned(), serde_json::to_string(settings)?));
+    Ok(env)
+}
 
 /// What a hospital child needs beyond its settings: its clock's start and
 /// the day to seed.
@@ -57,10 +78,23 @@ fn var(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set"))
 }
 
+/// A hospital child's side: move its clock when told (`clock <RFC 3339>`,
+/// answered `ok`), until stdin closes.
+async fn follow_clock(mut lines: tokio::io::Lines<BufReader<tokio::io::Stdin>>, clock: Clock) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(at) = line.strip_prefix("clock ")
+            && let Ok(at) = at.parse::<DateTime<Utc>>()
+        {
+            clock.set(at);
+            announce("ok");
+        }
+    }
+}
+
 /// The child's side: run one service until stdin closes.
 pub async fn serve(role: Role) -> anyhow::Result<()> {
     let env = sources(std::env::vars().filter(|(k, _)| k.starts_with("JYT_")).collect());
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let lines = BufReader::new(tokio::io::stdin()).lines();
     match role {
         Role::Hospital => {
             let clock = Clock::manual(var(CLOCK)?.parse()?);
@@ -74,19 +108,35 @@ pub async fn serve(role: Role) -> anyhow::Result<()> {
                 .await?;
             slot_inventory::booking::cache::warm_cache(&state).await?;
             announce(&format!("port {}", app.port()));
-            let follow = async move {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(at) = line.strip_prefix("clock ")
-                        && let Ok(at) = at.parse::<DateTime<Utc>>()
-                    {
-                        clock.set(at);
-                        announce("ok");
-                    }
-                }
-            };
             tokio::select! {
                 r = app.run_until_stopped() => r?,
-                () = follow => {}
+                () = follow_clock(lines, clock) => {}
+            }
+        }
+        Role::Hospitals => {
+            let clock = Clock::manual(var(CLOCK)?.parse()?);
+            let (visit_date, capacity): (NaiveDate, i32) =
+                (var(VISIT_DATE)?.parse()?, var(CAPACITY)?.parse()?);
+            let every: Vec<Vec<(String, String)>> = serde_json::from_str(&var(HOSPITAL_SETTINGS)?)?;
+            let mut hospitals = Vec::with_capacity(every.len());
+            let mut ports = Vec::with_capacity(every.len());
+            for env in every {
+                let hospital = slot_inventory::Hospital::build_with_clock(
+                    slot_inventory::Settings::load_from(&sources(env))?,
+                    clock.clone(),
+                )
+                .await?;
+                let state = hospital.state().clone();
+                slot_inventory::seed::seed_demo_day(&state, visit_date, capacity).await?;
+                slot_inventory::booking::cache::warm_cache(&state).await?;
+                ports.push(hospital.port().to_string());
+                hospitals.push(hospital);
+            }
+            let served = slot_inventory::serve_together(crate::city::HOSPITAL_WORKERS, hospitals)?;
+            announce(&format!("ports {}", ports.join(",")));
+            tokio::select! {
+                r = served.run_until_stopped() => r?,
+                () = follow_clock(lines, clock) => {}
             }
         }
         Role::Gateway => {
@@ -120,7 +170,10 @@ fn announce(line: &str) {
 
 /// The parent's handle on one child service.
 pub struct Service {
+    /// The first (or only) service's port.
     pub port: u16,
+    /// Every port, in the order the services were given ([`Role::Hospitals`]).
+    pub ports: Vec<u16>,
     pub pid: u32,
     child: std::sync::Mutex<tokio::process::Child>,
     io: tokio::sync::Mutex<(ChildStdin, tokio::io::Lines<BufReader<ChildStdout>>)>,
@@ -165,12 +218,14 @@ impl Service {
             .await
             .with_context(|| format!("{name} did not start in 300 s"))??
             .with_context(|| format!("{name} exited before it listened"))?;
-        let port = first
+        let ports: Vec<u16> = first
             .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
+            .or_else(|| first.strip_prefix("ports "))
+            .and_then(|p| p.split(',').map(|p| p.parse().ok()).collect())
             .with_context(|| format!("{name} said {first:?}"))?;
         Ok(Self {
-            port,
+            port: *ports.first().with_context(|| format!("{name} named no port"))?,
+            ports,
             pid,
             child: std::sync::Mutex::new(child),
             io: tokio::sync::Mutex::new((stdin, lines)),
