@@ -151,15 +151,28 @@ const SELECT_CARD: &str = "SELECT c.id, c.person_id, c.kind, c.card_number, c.ch
         c.replaces_card_id, c.issue_key, c.channel, c.issued_at, a.balance
    FROM cards c JOIN accounts a ON a.card_id = c.id";
 
+/// A card number's card and its holder's row (as `persons::view` reads it).
+static RESOLVE_CARD_NUMBER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} , c.id AS card_id, c.kind AS card_kind, c.status AS card_status
+           FROM cards c JOIN persons p ON p.id = c.person_id WHERE c.card_number = $1",
+        persons::SELECT_PERSON_COLUMNS
+    )
+});
+
+fn card_kind(kind: &str) -> CardKind {
+    if kind == "physical" {
+        CardKind::Physical
+    } else {
+        CardKind::Ecard
+    }
+}
+
 fn card_view(row: &Row) -> CardView {
     CardView {
         card_id: row.get("id"),
         person_id: row.get("person_id"),
-        kind: if row.get::<_, &str>("kind") == "physical" {
-            CardKind::Physical
-        } else {
-            CardKind::Ecard
-        },
+        kind: card_kind(row.get("kind")),
         card_number: row.get("card_number"),
         chip_serial: row.get("chip_serial"),
         status: CardStatus::parse(row.get("status")),
@@ -537,11 +550,21 @@ pub async fn resolve(
                 )
                 .into());
             }
+            // The card and its holder in one statement: every first
+            // booking of a patient's day asks this (two round trips before).
             let row = client
-                .query_opt_cached(&format!("{SELECT_CARD} WHERE c.card_number = $1"), &[&number])
+                .query_opt_cached(&RESOLVE_CARD_NUMBER, &[&number])
                 .await?
                 .ok_or(CardError::CardNotFound)?;
-            card_view(&row)
+            let status = CardStatus::parse(row.get("card_status"));
+            if status != CardStatus::Active {
+                return Err(CardError::CardUnusable(status));
+            }
+            return Ok(ResolvedCard {
+                card_id: row.get("card_id"),
+                kind: card_kind(row.get("card_kind")),
+                person: persons::view(&state.keyring, &row)?,
+            });
         }
         (None, Some(token)) => {
             let claims = verify_ecard_token(&state.ecard_secret.0, token, now)?;

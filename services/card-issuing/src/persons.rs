@@ -126,6 +126,11 @@ fn validate(req: &RegisterRequest, today: NaiveDate) -> Result<ValidRegistration
     })
 }
 
+/// A person's columns as [`view`] reads them, qualified by `p`.
+pub const SELECT_PERSON_COLUMNS: &str =
+    "SELECT p.id, p.name, p.birth_date, p.key_id, p.id_number_ct, p.phone_ct,
+        p.insurance_ct, p.created_at, p.enrolled_by_app";
+
 const SELECT_PERSON: &str =
     "SELECT id, name, birth_date, key_id, id_number_ct, phone_ct, insurance_ct, created_at,
             enrolled_by_app FROM persons";
