@@ -112,6 +112,12 @@ pub struct OutboxRelay {
     /// alone would take a pooled connection (and a transaction) per event
     /// away from the bookings. A few milliseconds batch them.
     pub linger: Duration,
+    /// The linger while events keep coming (the last relay found some):
+    /// longer, so a hospital's surge is relayed in tens of events a
+    /// transaction rather than one or two (peak-day: 12,716 relays for
+    /// 18,557 bookings with 5 ms). An event after a quiet spell waits
+    /// only [`OutboxRelay::linger`].
+    pub busy_linger: Duration,
     wake: Arc<Notify>,
 }
 
@@ -125,6 +131,7 @@ impl OutboxRelay {
             trim_interval: Duration::from_secs(30),
             poll_interval: Duration::from_millis(250),
             linger: Duration::from_millis(5),
+            busy_linger: Duration::from_millis(50),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -261,7 +268,9 @@ impl OutboxRelay {
                     tracing::warn!(error = %err, stream = %self.stream, "stream trim failed; will retry");
                 }
             }
-            let wait = match self.relay_once().await {
+            let relayed = self.relay_once().await;
+            let busy = matches!(relayed, Ok(n) if n > 0);
+            let wait = match relayed {
                 Ok(n) if n as i64 == self.batch_size => Duration::ZERO,
                 Ok(_) => {
                     backoff = self.poll_interval;
@@ -279,7 +288,7 @@ impl OutboxRelay {
                     // Let the commits right behind this one join its batch.
                     tokio::select! {
                         () = &mut shutdown => return,
-                        () = tokio::time::sleep(self.linger) => {}
+                        () = tokio::time::sleep(if busy { self.busy_linger } else { self.linger }) => {}
                     }
                 }
                 () = tokio::time::sleep(wait) => {}
