@@ -264,10 +264,29 @@ pub async fn check_in(
             closes: current.segment_ends_at,
         });
     }
-    let stored = queries::check_in(&tx, &state.hospital, booking.id, current.booking.schedule_id, now)
-        .await?
-        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
-    events::append(&tx, EventKind::CheckedIn, &stored.booking, serde_json::json!({})).await?;
+    // The statement takes the schedule's queue counter, locked until the
+    // commit; every arrival at the schedule waits for it. So the event goes
+    // out with the statement, in one round trip: it is known beforehand,
+    // since a check-in changes only the status of what an event carries.
+    // Both are prepared first, so they leave in this order.
+    let mut checked_in = current.booking.clone();
+    checked_in.status = BookingStatus::CheckedIn;
+    let payload = events::payload(&checked_in, serde_json::json!({}));
+    tx.prepare_cached(&queries::CHECK_IN_CONFIRMED).await?;
+    tx.prepare_cached(jyt_events::APPEND_SQL).await?;
+    let (stored, _) = futures::future::try_join(
+        queries::check_in(&tx, &state.hospital, booking.id, current.booking.schedule_id, now),
+        jyt_events::append(
+            &tx,
+            EventKind::CheckedIn.event_type(),
+            &checked_in.booking_id.to_string(),
+            &payload,
+        ),
+    )
+    .await?;
+    // Under the row lock the booking is still confirmed; were it not, the
+    // event is rolled back with the transaction.
+    let stored = stored.ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
     tx.commit().await?;
     state.relay.wake();
     Ok(stored)

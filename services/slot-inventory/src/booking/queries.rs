@@ -449,7 +449,7 @@ fn check_in_returning(from: &str) -> String {
     ))
 }
 
-static CHECK_IN_CONFIRMED: LazyLock<String> = LazyLock::new(|| check_in_returning("confirmed"));
+pub static CHECK_IN_CONFIRMED: LazyLock<String> = LazyLock::new(|| check_in_returning("confirmed"));
 static CHECK_IN_NO_SHOW: LazyLock<String> = LazyLock::new(|| check_in_returning("no_show"));
 
 /// Check a confirmed booking in with the next queue number of its schedule.
