@@ -76,22 +76,6 @@ pub async fn append<C: GenericClient>(
     Ok(event_id)
 }
 
-/// [`append`] with [`APPEND_SQL`] already prepared as `statement`: the
-/// request goes out on the first poll, so it can be pipelined with the
-/// `COMMIT` that follows it.
-pub async fn append_prepared(
-    client: &jyt_db::tokio_postgres::Client,
-    statement: &jyt_db::tokio_postgres::Statement,
-    event_type: &str,
-    aggregate_id: &str,
-    payload: &serde_json::Value,
-) -> Result<Uuid, jyt_db::tokio_postgres::Error> {
-    let event_id = Uuid::now_v7();
-    client
-        .execute(statement, &[&event_id, &event_type, &aggregate_id, payload])
-        .await?;
-    Ok(event_id)
-}
 
 /// Relays one service's outbox to one Redis Stream.
 #[derive(Clone)]

@@ -34,7 +34,7 @@ const SELECT_BOOKING: &str = "
       JOIN doctors doc ON doc.id = sch.doctor_id";
 
 /// A write and the read-back of what it wrote, in one statement: `ctes`
-/// must end with a CTE named `b` that returns the `bookings` row
+/// must include a CTE named `b` that returns the `bookings` row
 /// (`RETURNING *`); the booking columns are read under that alias, as
 /// [`get_booking`] reads them.
 fn with_read_back(ctes: &str) -> String {
@@ -219,24 +219,68 @@ pub async fn insert_booking<C: GenericClient>(client: &C, b: &NewBooking<'_>) ->
 static INSERT_BOOKING_RETURNING_ID: LazyLock<String> =
     LazyLock::new(|| format!("{INSERT_BOOKING} RETURNING id"));
 
-/// [`insert_booking`] that answers with the stored booking, as
-/// [`get_booking`] would read it: one statement instead of two.
-pub static INSERT_BOOKING_RETURNING: LazyLock<String> =
-    LazyLock::new(|| with_read_back(&format!("b AS ({INSERT_BOOKING} RETURNING *)")));
+/// [`INSERT_BOOKING`] answering the stored booking (read back as
+/// [`get_booking`] reads it), with the new booking's event appended to
+/// the outbox in the same statement: one round trip and one (implicit)
+/// transaction, where `BEGIN`, the insert, the event and `COMMIT` took
+/// two round trips, and the connection was held across both (issue 20:
+/// W against I). The event is `booking.held` or `booking.confirmed`, by
+/// the status the insert gave. Its payload ($15) is what
+/// `events::payload` makes of the booking, except what only the database
+/// knows at the insert: the status, the fee, and the department's and
+/// doctor's names, which are merged in here. Nothing is appended when
+/// nothing is inserted. Params 13 and 14: the event's id and aggregate id.
+pub static INSERT_BOOKING_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
+    with_read_back(&format!(
+        "b AS ({INSERT_BOOKING} RETURNING *),
+         o AS (
+            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+            SELECT $13, CASE WHEN b.status = 'held' THEN 'booking.held' ELSE 'booking.confirmed' END, $14,
+                   $15::jsonb || jsonb_build_object('status', b.status, 'fee_fen', b.fee_fen,
+                                                    'department', dep.name, 'doctor', doc.name)
+              FROM b JOIN schedules sch ON sch.id = b.schedule_id
+                     JOIN departments dep ON dep.id = sch.department_id
+                     JOIN doctors doc ON doc.id = sch.doctor_id)"
+    ))
+});
 
-/// Run [`INSERT_BOOKING_RETURNING`], prepared by the caller as `statement`.
-pub async fn insert_booking_returning(
-    client: &jyt_db::tokio_postgres::Client,
-    statement: &jyt_db::tokio_postgres::Statement,
+/// Run [`INSERT_BOOKING_WITH_EVENT`]: the stored booking, or `None` when
+/// the seat is beyond the segment's capacity or the schedule is stopped
+/// (then no event either).
+pub async fn insert_booking_with_event<C: GenericClient>(
+    client: &C,
     hospital: &HospitalId,
     b: &NewBooking<'_>,
+    event: (Uuid, &str, &serde_json::Value),
 ) -> Result<Option<StoredBooking>, Error> {
     let channel = b.channel.as_str();
+    let (event_id, aggregate_id, payload) = event;
+    let [p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12] = insert_params(b, &channel);
     Ok(client
-        .query_opt(statement, &insert_params(b, &channel))
+        .query_opt_cached(
+            &INSERT_BOOKING_WITH_EVENT,
+            &[
+                p1,
+                p2,
+                p3,
+                p4,
+                p5,
+                p6,
+                p7,
+                p8,
+                p9,
+                p10,
+                p11,
+                p12,
+                &event_id,
+                &aggregate_id,
+                payload,
+            ],
+        )
         .await?
         .map(|r| to_stored(hospital, &r)))
 }
+
 
 /// Facts about a segment that never change once it exists: cached in the
 /// service so the surge path can name its Redis keys without PostgreSQL.

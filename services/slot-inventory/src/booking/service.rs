@@ -12,17 +12,17 @@
 use chrono::{DateTime, TimeZone, Utc};
 use jyt_cache::redis;
 use jyt_db::Prepared;
-use jyt_domain::{BookingRef, Channel, IdempotencyKey};
+use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, IdempotencyKey};
 use jyt_web::RequestError;
 use rand::Rng;
 use uuid::Uuid;
 
-use super::BookRequest;
 use super::cache::{invalidate_segment, load_segment, patient_day_ttl, segment_info};
 use super::events::{self, EventKind};
 use super::hold::{HeldSeat, HoldKind, HoldOutcome, HoldRequest, SeatGoes};
 use super::queries::{self, NewBooking, SegmentInfo, StoredBooking};
 use super::same_request;
+use super::{BookRequest, Booking};
 use crate::error::SlotError;
 use crate::state::AppState;
 
@@ -432,11 +432,9 @@ fn new_booking<'a>(
     }
 }
 
-/// The booking row and its event, in one transaction. A plain booking
-/// (the surge's winners) takes two round trips: `BEGIN` with the insert
-/// that reads the booking back, then the event with `COMMIT`; each pair is
-/// pipelined (both statements are prepared beforehand, so each request
-/// leaves on its future's first poll, in order).
+/// The booking row and its event, in one statement (one round trip, one
+/// implicit transaction: see [`queries::INSERT_BOOKING_WITH_EVENT`]) for a
+/// plain booking, the surge's winners.
 #[tracing::instrument(
     name = "INSERT bookings",
     skip_all,
@@ -457,50 +455,49 @@ async fn write_booking(
         return write_booking_in_steps(state, req, key, info, won).await;
     }
     let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
-    let insert = client.prepare_cached(&queries::INSERT_BOOKING_RETURNING).await?;
-    let append = client.prepare_cached(jyt_events::APPEND_SQL).await?;
     let code = pickup_code();
     let new = new_booking(state, req, key, won, &code);
-    let begun = futures::future::try_join(
-        client.batch_execute("BEGIN"),
-        queries::insert_booking_returning(&client, &insert, &state.hospital, &new),
+    let booking = event_booking(state, req, info, won, &code);
+    let payload = events::payload(&booking, serde_json::json!({}));
+    let event = (Uuid::now_v7(), booking.booking_id.to_string(), payload);
+    Ok(
+        queries::insert_booking_with_event(&client, &state.hospital, &new, (event.0, &event.1, &event.2))
+            .await?,
     )
-    .await;
-    let stored = match begun {
-        Ok((_, Some(stored))) => stored,
-        Ok((_, None)) => {
-            jyt_db::roll_back_or_close(client).await;
-            return Ok(None);
-        }
-        Err(e) => {
-            jyt_db::roll_back_or_close(client).await;
-            return Err(e.into());
-        }
-    };
-    let kind = if stored.booking.hold_deadline.is_some() {
-        EventKind::Held
-    } else {
-        EventKind::Confirmed
-    };
-    let payload = events::payload(&stored.booking, serde_json::json!({}));
-    let committed = futures::future::try_join(
-        jyt_events::append_prepared(
-            &client,
-            &append,
-            kind.event_type(),
-            &stored.booking.booking_id.to_string(),
-            &payload,
-        ),
-        client.batch_execute("COMMIT"),
-    )
-    .await;
-    if let Err(e) = committed {
-        // A failed statement turns the pipelined `COMMIT` into a rollback;
-        // a failed `COMMIT` leaves nothing either.
-        jyt_db::roll_back_or_close(client).await;
-        return Err(e.into());
+}
+
+/// The new booking as its event shows it, before the insert: what the
+/// database alone knows (status, fee, department and doctor names) is
+/// merged in by the insert itself ([`queries::INSERT_BOOKING_WITH_EVENT`]);
+/// the placeholders here are overwritten. The lifecycle test
+/// `a_new_bookings_event_is_the_payload_of_the_stored_booking` holds the
+/// two to the same JSON.
+fn event_booking(state: &AppState, req: &BookRequest, info: &SegmentInfo, won: &Won, code: &str) -> Booking {
+    Booking {
+        booking_id: BookingRef::new(state.hospital.clone(), won.booking_id),
+        hospital_id: state.hospital.clone(),
+        slot_id: req.slot_id.clone(),
+        schedule_id: info.schedule_id,
+        patient_id: req.patient_id,
+        channel: req.channel,
+        owner_app: req.owner_app.clone(),
+        status: BookingStatus::Held,
+        seat_number: won.seat,
+        visit_number: won.visit_no,
+        pool: won.pool.clone(),
+        pickup_code: code.to_owned(),
+        hold_deadline: None,
+        payment_method: None,
+        queue_number: None,
+        referral_id: None,
+        visit_date: info.visit_date,
+        segment_starts_at: jyt_domain::time::local(info.starts_at),
+        segment_ends_at: jyt_domain::time::local(info.ends_at),
+        department: String::new(),
+        doctor: String::new(),
+        fee_fen: Fen(0),
+        created_at: jyt_domain::time::local(won.now),
     }
-    Ok(Some(stored))
 }
 
 /// The booking row and its events, in one transaction, statement by

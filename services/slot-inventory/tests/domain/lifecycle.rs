@@ -546,3 +546,83 @@ async fn check_in_naming_another_patient_answers_as_an_unknown_booking() {
     .unwrap();
     assert_eq!(own.booking.status, BookingStatus::CheckedIn);
 }
+
+/// A plain booking's event is written by its insert, in SQL, with the
+/// fields only the database knows merged in (status, fee, department and
+/// doctor). It must be, field for field, the event `events::payload`
+/// makes of the stored booking, as every other booking event is: held
+/// (a fee) and confirmed (a free CT), through both lock kinds' callers.
+#[tokio::test]
+async fn a_new_bookings_event_is_the_payload_of_the_stored_booking() {
+    let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
+    let held = h
+        .book(
+            &h.segment(sched::CARDIO_EXPERT_AM, 0),
+            Uuid::new_v4(),
+            Channel::Wechat,
+        )
+        .await
+        .unwrap();
+    let free = h
+        .book(&h.segment(sched::CT_AM, 0), Uuid::new_v4(), Channel::Kiosk)
+        .await
+        .unwrap();
+    assert_eq!(held.status, BookingStatus::Held);
+    assert_eq!(free.status, BookingStatus::Confirmed);
+    assert!(
+        held.fee_fen.0 > 0 && free.fee_fen.0 == 0,
+        "a fee and a free visit"
+    );
+
+    let client = h.state.pool.get().await.unwrap();
+    for (booking, event_type) in [(&held, "booking.held"), (&free, "booking.confirmed")] {
+        let row = client
+            .query_one(
+                "SELECT event_type, payload FROM outbox WHERE aggregate_id = $1",
+                &[&booking.booking_id.to_string()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), event_type);
+        let written: serde_json::Value = row.get(1);
+        let stored = h.booking(&booking.booking_id).await;
+        assert_eq!(
+            written,
+            slot_inventory::booking::events::payload(&stored, serde_json::json!({})),
+            "the event of {event_type}"
+        );
+        assert!(!written["department"].as_str().unwrap_or("").is_empty());
+        assert!(!written["doctor"].as_str().unwrap_or("").is_empty());
+    }
+}
+
+/// A booking the insert refuses (Redis sold a seat PostgreSQL no longer
+/// has) leaves no event behind: the event is written only with its row.
+#[tokio::test]
+async fn an_insert_that_writes_no_booking_writes_no_event() {
+    let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    // The first booking loads the segment's two seats into Redis.
+    h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    assert_eq!(h.redis_free(&slot).await, 1);
+    let client = h.state.pool.get().await.unwrap();
+    // One seat in PostgreSQL while Redis still sells the second: the
+    // insert's `$5 <= seg.capacity` refuses the row.
+    client
+        .execute("UPDATE segments SET capacity = 1 WHERE id = $1", &[&slot.id])
+        .await
+        .unwrap();
+    let refused = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await;
+    assert_eq!(code(&refused.unwrap_err()), "SLOT_SOLD_OUT");
+    assert_eq!(
+        h.event_types().await,
+        ["booking.held"],
+        "an event without its booking"
+    );
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM bookings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
