@@ -88,6 +88,43 @@ pub(crate) async fn locked(
         .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))
 }
 
+/// Why a payment was not taken (the confirmation matched no row): read
+/// with the row locked, inside the payment's transaction. A payment again
+/// with the same reference answers the confirmed booking.
+async fn payment_refused(
+    client: &jyt_db::deadpool_postgres::Object,
+    state: &AppState,
+    booking: &BookingRef,
+    req: &ConfirmRequest,
+    reference: &str,
+) -> Result<StoredBooking, SlotError> {
+    let current = queries::get_booking_for_update(client, &state.hospital, booking.id)
+        .await?
+        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    if let Some(amount) = req.amount_fen
+        && amount != current.booking.fee_fen.0
+    {
+        return Err(jyt_web::RequestError::invalid(
+            "amount_fen",
+            format!("must be the booking's fee, {} fen", current.booking.fee_fen.0),
+        )
+        .into());
+    }
+    match current.booking.status {
+        BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed
+            if current.payment_reference.as_deref() == Some(reference) =>
+        {
+            Ok(current)
+        }
+        BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed => {
+            Err(SlotError::AlreadyConfirmed)
+        }
+        // Held, but its deadline has passed: the sweeper will expire it.
+        BookingStatus::Held | BookingStatus::Expired => Err(SlotError::HoldExpired),
+        other => Err(SlotError::BookingNotHeld(other)),
+    }
+}
+
 /// Pay a held booking. Paying twice with the same reference answers the
 /// confirmed booking again; a payment after the hold expired is refused
 /// (the channel refunds it).
@@ -104,46 +141,54 @@ pub async fn confirm(
         return Err(SlotError::BookingNotFound(booking.to_string()));
     }
     let now = state.clock.now();
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
+    let client = state.pool.get().await?;
     let payment = (reference, req.payment_method.as_str());
+    // Two round trips where there were four: `BEGIN` goes with the
+    // confirmation, the event with `COMMIT` (each pair pipelined; both
+    // statements are prepared first, so each leaves on its first poll, in
+    // order). Every exit before the commit rolls back.
+    client.prepare_cached(&queries::CONFIRM_PAYMENT_RETURNING).await?;
+    client.prepare_cached(jyt_events::APPEND_SQL).await?;
     // The usual case first, in one statement: a held booking, in time, of
     // this fee. Only when it is not so is the row read (locked) to say why.
-    let Some(stored) =
-        queries::confirm_payment(&tx, &state.hospital, booking.id, payment, req.amount_fen, now).await?
-    else {
-        let current = locked(&tx, state, booking).await?;
-        if let Some(amount) = req.amount_fen
-            && amount != current.booking.fee_fen.0
-        {
-            return Err(jyt_web::RequestError::invalid(
-                "amount_fen",
-                format!("must be the booking's fee, {} fen", current.booking.fee_fen.0),
-            )
-            .into());
+    let begun = futures::future::try_join(
+        client.batch_execute("BEGIN"),
+        queries::confirm_payment(&client, &state.hospital, booking.id, payment, req.amount_fen, now),
+    )
+    .await;
+    let stored = match begun {
+        Ok((_, Some(stored))) => stored,
+        Ok((_, None)) => {
+            let refused = payment_refused(&client, state, booking, req, reference).await;
+            jyt_db::roll_back_or_close(client).await;
+            return refused;
         }
-        return match current.booking.status {
-            BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed
-                if current.payment_reference.as_deref() == Some(reference) =>
-            {
-                Ok(current)
-            }
-            BookingStatus::Confirmed | BookingStatus::CheckedIn | BookingStatus::Completed => {
-                Err(SlotError::AlreadyConfirmed)
-            }
-            // Held, but its deadline has passed: the sweeper will expire it.
-            BookingStatus::Held | BookingStatus::Expired => Err(SlotError::HoldExpired),
-            other => Err(SlotError::BookingNotHeld(other)),
-        };
+        Err(e) => {
+            jyt_db::roll_back_or_close(client).await;
+            return Err(e.into());
+        }
     };
-    events::append(
-        &tx,
-        EventKind::Confirmed,
+    let payload = events::payload(
         &stored.booking,
         serde_json::json!({ "payment_reference": reference }),
+    );
+    let committed = futures::future::try_join(
+        jyt_events::append(
+            &client,
+            EventKind::Confirmed.event_type(),
+            &stored.booking.booking_id.to_string(),
+            &payload,
+        ),
+        client.batch_execute("COMMIT"),
     )
-    .await?;
-    tx.commit().await?;
+    .await;
+    if let Err(e) = committed {
+        // A failed event turns the pipelined `COMMIT` into a rollback; a
+        // failed `COMMIT` leaves nothing either.
+        jyt_db::roll_back_or_close(client).await;
+        return Err(e.into());
+    }
+    drop(client);
     let mut conn = state.redis.clone();
     if let Err(e) = redis::cmd("ZREM")
         .arg(state.keys.holds())

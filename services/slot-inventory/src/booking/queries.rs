@@ -281,7 +281,6 @@ pub async fn insert_booking_with_event<C: GenericClient>(
         .map(|r| to_stored(hospital, &r)))
 }
 
-
 /// Facts about a segment that never change once it exists: cached in the
 /// service so the surge path can name its Redis keys without PostgreSQL.
 #[derive(Debug, Clone)]
@@ -444,7 +443,7 @@ pub async fn transition<C: GenericClient>(
 
 /// [`confirm_payment`]'s statement: the update and the read-back of the
 /// confirmed booking in one (a payment read its booking three times).
-static CONFIRM_PAYMENT_RETURNING: LazyLock<String> = LazyLock::new(|| {
+pub static CONFIRM_PAYMENT_RETURNING: LazyLock<String> = LazyLock::new(|| {
     with_read_back(
         "b AS (
             UPDATE bookings SET status = 'confirmed', payment_reference = $2, payment_method = $3,
