@@ -318,6 +318,44 @@ async fn every_service_answers_healthz_readyz_and_metrics() {
         assert!(text.contains("jyt_http_requests_total"), "{text}");
         assert!(text.contains(r#"route="/v1/bookings""#), "{text}");
     }
+    // The route label is read after routing (issue 20); a refusal by the
+    // signature check, which answers before its resource runs, and a path
+    // no route has, keep their labels.
+    let unsigned = city
+        .http
+        .get(format!("{}/v1/bookings/{}", city.gateway_url, Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let nowhere = city
+        .http
+        .get(format!("{}/no/such/route", city.gateway_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status(), 404);
+    let text = city
+        .http
+        .get(format!("{}/metrics", city.gateway_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"jyt_http_requests_total{method="GET",route="/v1/bookings/{booking_id}",status="401",service="gateway"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"jyt_http_requests_total{method="GET",route="unmatched",status="404",service="gateway"} 1"#
+        ),
+        "{text}"
+    );
     let text = city
         .http
         .get(format!("{}/metrics", h.base_url))

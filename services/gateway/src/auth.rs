@@ -17,7 +17,7 @@
 
 use std::net::IpAddr;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
@@ -145,31 +145,51 @@ fn state_of(req: &ServiceRequest) -> Result<web::Data<GatewayState>, GatewayErro
 }
 
 /// Middleware of the `/v1` and signed `/fhir` scopes: a channel app's signed request.
+///
+/// A refusal is answered here, as a response carrying its request, not
+/// returned as an error: the metrics (`jyt_web::ops::record_http_metrics`)
+/// then label it by its route after routing, as every other answer, and
+/// need not match the path against every route before it (issue 20).
 pub async fn authenticate_channel(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = state_of(&req)?;
-    let caller = verify(&state, &mut req).await?;
+    match admit_channel(&state, &mut req).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.call(req).await.map(ServiceResponse::map_into_left_body)
+        }
+        Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
+    }
+}
+
+/// The signature, then the app's and the address's limits.
+async fn admit_channel(state: &GatewayState, req: &mut ServiceRequest) -> Result<Caller, GatewayError> {
+    let caller = verify(state, req).await?;
     state.limits.check_app(&caller.app_id)?;
     if let Some(address) = caller.address.as_deref()
         && state.limits.address_rules_apply(caller.channel)
     {
         state.limits.check_address(address)?;
     }
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    Ok(caller)
 }
 
-/// Middleware of the `/federation/v1` scope: a member hospital's signed request.
+/// Middleware of the `/federation/v1` scope: a member hospital's signed
+/// request (a refusal answered as [`authenticate_channel`]'s).
 pub async fn authenticate_hospital(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = state_of(&req)?;
-    let caller = verify_hospital(&state, &mut req).await?;
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    match verify_hospital(&state, &mut req).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.call(req).await.map(ServiceResponse::map_into_left_body)
+        }
+        Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
+    }
 }
 
 /// A handler that takes a [`Caller`] cannot run without a verified

@@ -76,7 +76,6 @@ pub async fn append<C: GenericClient>(
     Ok(event_id)
 }
 
-
 /// Relays one service's outbox to one Redis Stream.
 #[derive(Clone)]
 pub struct OutboxRelay {

@@ -28,39 +28,42 @@ use actix_web::web;
 /// `/federation/v1`, that scope's check has run first. (Non-canonical
 /// paths are refused before routing anyway: [`crate::auth::canonical_path`].)
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(crate::openapi::document)
-        .service(crate::notify::list_dead)
-        .service(crate::notify::replay_dead)
-        // The operators' relay: each handler checks the `gateway-ops`
-        // token and the operator it names (`ops::OpsOperator`).
-        .service(ops::dead_letters)
-        .service(ops::replay_dead_letter)
-        .service(ops::schedules)
-        .service(ops::set_capacity)
-        .service(ops::policy)
-        .service(ops::set_policy)
-        .service(ops::draw)
-        .service(ops::appeals)
-        .service(ops::decide_appeal)
-        // The public FHIR reads (capability statement, SMART bulk feed)
-        // are registered before the signed `/fhir` scope, which would
-        // otherwise take every `/fhir/...` path.
-        .configure(crate::fhir::configure_public)
-        .service(
-            web::scope("/v1")
-                .wrap(from_fn(crate::auth::authenticate_channel))
-                .configure(configure_channel),
-        )
-        .service(
-            web::scope("/fhir")
-                .wrap(from_fn(crate::auth::authenticate_channel))
-                .configure(crate::fhir::configure_signed),
-        )
-        .service(
-            web::scope("/federation/v1")
-                .wrap(from_fn(crate::auth::authenticate_hospital))
-                .configure(configure_federation),
-        );
+    // Routes are tried in this order, each pattern with parameters by
+    // regex: the channels' `/v1`, nearly all the traffic, goes first
+    // (no other route starts with `/v1`).
+    cfg.service(
+        web::scope("/v1")
+            .wrap(from_fn(crate::auth::authenticate_channel))
+            .configure(configure_channel),
+    )
+    .service(crate::openapi::document)
+    .service(crate::notify::list_dead)
+    .service(crate::notify::replay_dead)
+    // The operators' relay: each handler checks the `gateway-ops`
+    // token and the operator it names (`ops::OpsOperator`).
+    .service(ops::dead_letters)
+    .service(ops::replay_dead_letter)
+    .service(ops::schedules)
+    .service(ops::set_capacity)
+    .service(ops::policy)
+    .service(ops::set_policy)
+    .service(ops::draw)
+    .service(ops::appeals)
+    .service(ops::decide_appeal)
+    // The public FHIR reads (capability statement, SMART bulk feed)
+    // are registered before the signed `/fhir` scope, which would
+    // otherwise take every `/fhir/...` path.
+    .configure(crate::fhir::configure_public)
+    .service(
+        web::scope("/fhir")
+            .wrap(from_fn(crate::auth::authenticate_channel))
+            .configure(crate::fhir::configure_signed),
+    )
+    .service(
+        web::scope("/federation/v1")
+            .wrap(from_fn(crate::auth::authenticate_hospital))
+            .configure(configure_federation),
+    );
 }
 
 /// `/v1`: channel apps' signed requests.
