@@ -130,6 +130,47 @@ pub fn build_pool(settings: &PostgresSettings) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Build(e.to_string()))
 }
 
+/// A pooled connection in a transaction begun by hand (`BEGIN` pipelined
+/// with the first statement, which `Transaction` cannot do). The request
+/// that holds it may be cancelled at any await (a caller that hangs up, an
+/// upstream timeout): dropped before [`Begun::finish`], the connection is
+/// closed, never handed back to the pool inside a transaction, and the
+/// server rolls the transaction back when it goes.
+pub struct Begun(Option<deadpool_postgres::Object>);
+
+impl Begun {
+    /// Take `client`, about to send `BEGIN`.
+    pub fn new(client: deadpool_postgres::Object) -> Self {
+        Self(Some(client))
+    }
+
+    /// The transaction is over (committed or rolled back): the connection
+    /// may go back to the pool.
+    pub fn finish(mut self) -> Option<deadpool_postgres::Object> {
+        self.0.take()
+    }
+}
+
+impl std::ops::Deref for Begun {
+    type Target = deadpool_postgres::Object;
+
+    fn deref(&self) -> &Self::Target {
+        // Some until `finish`, which consumes self.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a Begun connection used after finish"))
+    }
+}
+
+impl Drop for Begun {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            tracing::warn!("a transaction begun by hand was abandoned; closing its connection");
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
 /// End a transaction begun by hand (`BEGIN` pipelined with the first
 /// statement) that will not commit. A connection that cannot even roll back
 /// is closed rather than handed to the next caller inside a transaction.

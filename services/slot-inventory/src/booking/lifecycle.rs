@@ -88,6 +88,14 @@ pub(crate) async fn locked(
         .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))
 }
 
+/// Roll a hand-begun transaction back; the connection goes back to the
+/// pool, or is closed if it cannot roll back.
+async fn roll_back(client: jyt_db::Begun) {
+    if let Some(client) = client.finish() {
+        jyt_db::roll_back_or_close(client).await;
+    }
+}
+
 /// Why a payment was not taken (the confirmation matched no row): read
 /// with the row locked, inside the payment's transaction. A payment again
 /// with the same reference answers the confirmed booking.
@@ -146,25 +154,34 @@ pub async fn confirm(
     // Two round trips where there were four: `BEGIN` goes with the
     // confirmation, the event with `COMMIT` (each pair pipelined; both
     // statements are prepared first, so each leaves on its first poll, in
-    // order). Every exit before the commit rolls back.
+    // order). Every exit before the commit rolls back, and a request
+    // cancelled in between closes the connection (`Begun`).
     client.prepare_cached(&queries::CONFIRM_PAYMENT_RETURNING).await?;
     client.prepare_cached(jyt_events::APPEND_SQL).await?;
+    let client = jyt_db::Begun::new(client);
     // The usual case first, in one statement: a held booking, in time, of
     // this fee. Only when it is not so is the row read (locked) to say why.
     let begun = futures::future::try_join(
         client.batch_execute("BEGIN"),
-        queries::confirm_payment(&client, &state.hospital, booking.id, payment, req.amount_fen, now),
+        queries::confirm_payment(
+            &*client,
+            &state.hospital,
+            booking.id,
+            payment,
+            req.amount_fen,
+            now,
+        ),
     )
     .await;
     let stored = match begun {
         Ok((_, Some(stored))) => stored,
         Ok((_, None)) => {
             let refused = payment_refused(&client, state, booking, req, reference).await;
-            jyt_db::roll_back_or_close(client).await;
+            roll_back(client).await;
             return refused;
         }
         Err(e) => {
-            jyt_db::roll_back_or_close(client).await;
+            roll_back(client).await;
             return Err(e.into());
         }
     };
@@ -174,7 +191,7 @@ pub async fn confirm(
     );
     let committed = futures::future::try_join(
         jyt_events::append(
-            &client,
+            &*client,
             EventKind::Confirmed.event_type(),
             &stored.booking.booking_id.to_string(),
             &payload,
@@ -185,10 +202,10 @@ pub async fn confirm(
     if let Err(e) = committed {
         // A failed event turns the pipelined `COMMIT` into a rollback; a
         // failed `COMMIT` leaves nothing either.
-        jyt_db::roll_back_or_close(client).await;
+        roll_back(client).await;
         return Err(e.into());
     }
-    drop(client);
+    drop(client.finish());
     let mut conn = state.redis.clone();
     if let Err(e) = redis::cmd("ZREM")
         .arg(state.keys.holds())

@@ -626,3 +626,66 @@ async fn an_insert_that_writes_no_booking_writes_no_event() {
         .get(0);
     assert_eq!(rows, 1);
 }
+
+/// A payment begins its transaction by hand (`BEGIN` pipelined with the
+/// confirmation). A request cancelled between `BEGIN` and `COMMIT` (the
+/// caller hung up) must not hand its connection back to the pool inside
+/// the transaction: the next request would run in it, holding its locks.
+/// `jyt_db::Begun` closes such a connection; the write is rolled back.
+#[tokio::test]
+async fn a_transaction_begun_by_hand_and_abandoned_never_returns_to_the_pool() {
+    let h = Hospital::start(beijing(2, 9, 0), 1, &[]).await;
+    let begun = jyt_db::Begun::new(h.state.pool.get().await.unwrap());
+    begun.batch_execute("BEGIN").await.unwrap();
+    begun
+        .batch_execute(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+             VALUES (gen_random_uuid(), 'probe.abandoned', 'probe', '{}')",
+        )
+        .await
+        .unwrap();
+    drop(begun);
+
+    // Every connection the pool hands out is outside that transaction
+    // (inside it, the insert's transaction id is assigned).
+    let size = h.state.pool.status().max_size;
+    let mut held = Vec::new();
+    for _ in 0..size {
+        let client = h.state.pool.get().await.unwrap();
+        let xid: Option<i64> = client
+            .query_one("SELECT txid_current_if_assigned()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(xid, None, "a pooled connection was still in the transaction");
+        held.push(client);
+    }
+    let client = &held[0];
+    let written: i64 = client
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE event_type = 'probe.abandoned'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 0);
+    // The server ends the abandoned session, and its transaction, too.
+    jyt_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the session to end",
+        || async {
+            let open: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (open == 0).then_some(())
+        },
+    )
+    .await;
+}
