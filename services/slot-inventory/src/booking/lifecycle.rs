@@ -285,73 +285,167 @@ pub async fn check_in(
     booking: &BookingRef,
     req: &CheckInRequest,
 ) -> Result<StoredBooking, SlotError> {
+    if booking.hospital != state.hospital {
+        return Err(SlotError::BookingNotFound(booking.to_string()));
+    }
     let now = state.clock.now();
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    let current = locked(&tx, state, booking).await?;
+    // Two round trips where there were five: `BEGIN` goes with the locked
+    // read; the check-in, its event and `COMMIT` go together. The schedule's
+    // queue counter row, which every arrival at the schedule waits for, is
+    // then locked for that one flight only. Every exit before the commit
+    // rolls back, and a request cancelled in between closes the
+    // connection (`Begun`).
+    let client = jyt_db::Begun::new(state.pool.get().await?);
+    let begun = futures::future::try_join(
+        client.batch_execute("BEGIN"),
+        queries::get_booking_for_update(&*client, &state.hospital, booking.id),
+    )
+    .await;
+    let current = match begun {
+        Ok((_, Some(current))) => current,
+        Ok((_, None)) => {
+            roll_back(client).await;
+            return Err(SlotError::BookingNotFound(booking.to_string()));
+        }
+        Err(e) => {
+            roll_back(client).await;
+            return Err(e.into());
+        }
+    };
+    match check_in_decision(state, booking, req, &current, now) {
+        CheckIn::Refuse(e) => {
+            roll_back(client).await;
+            Err(e)
+        }
+        CheckIn::AlreadyIn => {
+            roll_back(client).await;
+            Ok(current)
+        }
+        CheckIn::WrongCode => {
+            // Committed although the request fails: rolled back, every
+            // guess would be free.
+            let counted = futures::future::try_join(
+                queries::count_wrong_pickup_code(&*client, booking.id),
+                client.batch_execute("COMMIT"),
+            )
+            .await;
+            let failures = match counted {
+                Ok((failures, ())) => failures,
+                Err(e) => {
+                    roll_back(client).await;
+                    return Err(e.into());
+                }
+            };
+            drop(client.finish());
+            let attempts_left = MAX_WRONG_PICKUP_CODES.saturating_sub(failures);
+            Err(match u32::try_from(attempts_left) {
+                Ok(left) if left > 0 => SlotError::WrongPickupCode { attempts_left: left },
+                _ => SlotError::PickupLocked,
+            })
+        }
+        CheckIn::Go => {
+            // The event is known beforehand: a check-in changes only the
+            // status of what an event carries. It is written only if the
+            // booking is checked in by then (`APPEND_IF_CHECKED_IN`).
+            let mut checked_in = current.booking.clone();
+            checked_in.status = BookingStatus::CheckedIn;
+            let payload = events::payload(&checked_in, serde_json::json!({}));
+            let aggregate_id = checked_in.booking_id.to_string();
+            // Prepared first, so that the three leave in this order.
+            client.prepare_cached(&queries::CHECK_IN_CONFIRMED).await?;
+            client.prepare_cached(APPEND_IF_CHECKED_IN).await?;
+            let done = futures::future::try_join3(
+                queries::check_in(
+                    &*client,
+                    &state.hospital,
+                    booking.id,
+                    current.booking.schedule_id,
+                    now,
+                ),
+                client.execute_cached(
+                    APPEND_IF_CHECKED_IN,
+                    &[
+                        &uuid::Uuid::now_v7(),
+                        &EventKind::CheckedIn.event_type(),
+                        &aggregate_id,
+                        &payload,
+                        &booking.id,
+                    ],
+                ),
+                client.batch_execute("COMMIT"),
+            )
+            .await;
+            let stored = match done {
+                Ok((stored, _, ())) => stored,
+                Err(e) => {
+                    // A failed statement turns the pipelined `COMMIT` into
+                    // a rollback; a failed `COMMIT` leaves nothing either.
+                    roll_back(client).await;
+                    return Err(e.into());
+                }
+            };
+            drop(client.finish());
+            state.relay.wake();
+            // Under the row lock the booking was confirmed, so the check-in
+            // matched; were it not, neither it nor its event was written.
+            stored.ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))
+        }
+    }
+}
+
+/// The check-in's event, appended only once the booking is checked in (in
+/// the same pipelined transaction, after the check-in): a check-in that
+/// matched nothing leaves no event.
+const APPEND_IF_CHECKED_IN: &str = "INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+     SELECT $1, $2, $3, $4 FROM bookings WHERE id = $5 AND status = 'checked_in'";
+
+/// What a check-in does with the booking it read (locked).
+enum CheckIn {
+    Refuse(SlotError),
+    /// Checked in already: the same answer again.
+    AlreadyIn,
+    /// Count the wrong code, commit, and refuse.
+    WrongCode,
+    Go,
+}
+
+fn check_in_decision(
+    state: &AppState,
+    booking: &BookingRef,
+    req: &CheckInRequest,
+    current: &StoredBooking,
+    now: DateTime<Utc>,
+) -> CheckIn {
     if req
         .patient_id
         .is_some_and(|patient| patient != current.booking.patient_id)
     {
         // Exactly an unknown booking's answer, and no guess counted: the
         // caller learns nothing about the booking, not even that it exists.
-        return Err(SlotError::BookingNotFound(booking.to_string()));
+        return CheckIn::Refuse(SlotError::BookingNotFound(booking.to_string()));
     }
     if current.pickup_failures >= MAX_WRONG_PICKUP_CODES {
         // Checked before the code: once locked, the right code is refused
         // too, or the lock would only slow a guesser down.
-        return Err(SlotError::PickupLocked);
+        return CheckIn::Refuse(SlotError::PickupLocked);
     }
     if current.booking.pickup_code != req.pickup_code {
-        let failures = queries::count_wrong_pickup_code(&tx, booking.id).await?;
-        // Committed although the request fails: rolled back, every guess
-        // would be free.
-        tx.commit().await?;
-        let attempts_left = MAX_WRONG_PICKUP_CODES.saturating_sub(failures);
-        return Err(match u32::try_from(attempts_left) {
-            Ok(left) if left > 0 => SlotError::WrongPickupCode { attempts_left: left },
-            _ => SlotError::PickupLocked,
-        });
+        return CheckIn::WrongCode;
     }
     match current.booking.status {
-        BookingStatus::CheckedIn => return Ok(current),
+        BookingStatus::CheckedIn => return CheckIn::AlreadyIn,
         BookingStatus::Confirmed => {}
-        other => return Err(SlotError::NotCheckInable(other)),
+        other => return CheckIn::Refuse(SlotError::NotCheckInable(other)),
     }
     let opens = current.segment_starts_at
         - TimeDelta::minutes(i64::from(state.policy.get().checkin_opens_minutes_before));
     if now < opens || now > current.segment_ends_at {
-        return Err(SlotError::CheckInClosed {
+        return CheckIn::Refuse(SlotError::CheckInClosed {
             opens,
             closes: current.segment_ends_at,
         });
     }
-    // The statement takes the schedule's queue counter, locked until the
-    // commit; every arrival at the schedule waits for it. So the event goes
-    // out with the statement, in one round trip: it is known beforehand,
-    // since a check-in changes only the status of what an event carries.
-    // Both are prepared first, so they leave in this order.
-    let mut checked_in = current.booking.clone();
-    checked_in.status = BookingStatus::CheckedIn;
-    let payload = events::payload(&checked_in, serde_json::json!({}));
-    tx.prepare_cached(&queries::CHECK_IN_CONFIRMED).await?;
-    tx.prepare_cached(jyt_events::APPEND_SQL).await?;
-    let (stored, _) = futures::future::try_join(
-        queries::check_in(&tx, &state.hospital, booking.id, current.booking.schedule_id, now),
-        jyt_events::append(
-            &tx,
-            EventKind::CheckedIn.event_type(),
-            &checked_in.booking_id.to_string(),
-            &payload,
-        ),
-    )
-    .await?;
-    // Under the row lock the booking is still confirmed; were it not, the
-    // event is rolled back with the transaction.
-    let stored = stored.ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
-    tx.commit().await?;
-    state.relay.wake();
-    Ok(stored)
+    CheckIn::Go
 }
 
 /// Give a released booking's seat back to Redis (after its commit): to the
