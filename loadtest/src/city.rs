@@ -241,12 +241,8 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         let (service_env, checks_env) = (env(HOSPITAL_POOL_SIZE), env(1));
         match cfg.placement {
             Placement::InProcess => {
-                let app = slot_inventory::Hospital::build_with_clock(settings, clock.clone())
-                    .await
-                    .with_context(|| format!("starting slot-inventory {id}"))?;
+                let app = seeded_hospital(settings, clock.clone(), visit_date, cfg.capacity).await?;
                 let state = app.state().clone();
-                slot_inventory::seed::seed_demo_day(&state, visit_date, cfg.capacity).await?;
-                slot_inventory::booking::cache::warm_cache(&state).await?;
                 let port = app.port();
                 let runner = if cfg.server_per_hospital {
                     Runner::Task(tokio::spawn(app.serve()?.run_until_stopped()))
@@ -390,6 +386,23 @@ async fn running_hospital(
         level: LEVELS[i % LEVELS.len()],
         runner,
     })
+}
+
+/// A hospital on `clock` with its day seeded and its slot cache warm, not
+/// yet served: in this process, or in a `loadtest serve` child.
+pub async fn seeded_hospital(
+    settings: slot_inventory::Settings,
+    clock: Clock,
+    visit_date: chrono::NaiveDate,
+    capacity: i32,
+) -> anyhow::Result<slot_inventory::Hospital> {
+    let id = settings.hospital.id.clone();
+    let hospital = slot_inventory::Hospital::build_with_clock(settings, clock)
+        .await
+        .with_context(|| format!("starting slot-inventory {id}"))?;
+    slot_inventory::seed::seed_demo_day(hospital.state(), visit_date, capacity).await?;
+    slot_inventory::booking::cache::warm_cache(hospital.state()).await?;
+    Ok(hospital)
 }
 
 /// The checks' own state of a hospital in a child process: one

@@ -98,15 +98,11 @@ pub async fn serve(role: Role) -> anyhow::Result<()> {
     match role {
         Role::Hospital => {
             let clock = Clock::manual(var(CLOCK)?.parse()?);
-            let app = slot_inventory::Application::build_with_clock(
-                slot_inventory::Settings::load_from(&env)?,
-                clock.clone(),
-            )
-            .await?;
-            let state = app.state().clone();
-            slot_inventory::seed::seed_demo_day(&state, var(VISIT_DATE)?.parse()?, var(CAPACITY)?.parse()?)
-                .await?;
-            slot_inventory::booking::cache::warm_cache(&state).await?;
+            let (visit_date, capacity) = (var(VISIT_DATE)?.parse()?, var(CAPACITY)?.parse()?);
+            let settings = slot_inventory::Settings::load_from(&env)?;
+            let app = crate::city::seeded_hospital(settings, clock.clone(), visit_date, capacity)
+                .await?
+                .serve()?;
             announce(&format!("port {}", app.port()));
             tokio::select! {
                 r = app.run_until_stopped() => r?,
@@ -115,23 +111,15 @@ pub async fn serve(role: Role) -> anyhow::Result<()> {
         }
         Role::Hospitals => {
             let clock = Clock::manual(var(CLOCK)?.parse()?);
-            let (visit_date, capacity): (NaiveDate, i32) =
-                (var(VISIT_DATE)?.parse()?, var(CAPACITY)?.parse()?);
+            let (visit_date, capacity) = (var(VISIT_DATE)?.parse()?, var(CAPACITY)?.parse()?);
             let every: Vec<Vec<(String, String)>> = serde_json::from_str(&var(HOSPITAL_SETTINGS)?)?;
             let mut hospitals = Vec::with_capacity(every.len());
-            let mut ports = Vec::with_capacity(every.len());
             for env in every {
-                let hospital = slot_inventory::Hospital::build_with_clock(
-                    slot_inventory::Settings::load_from(&sources(env))?,
-                    clock.clone(),
-                )
-                .await?;
-                let state = hospital.state().clone();
-                slot_inventory::seed::seed_demo_day(&state, visit_date, capacity).await?;
-                slot_inventory::booking::cache::warm_cache(&state).await?;
-                ports.push(hospital.port().to_string());
-                hospitals.push(hospital);
+                let settings = slot_inventory::Settings::load_from(&sources(env))?;
+                hospitals
+                    .push(crate::city::seeded_hospital(settings, clock.clone(), visit_date, capacity).await?);
             }
+            let ports: Vec<String> = hospitals.iter().map(|h| h.port().to_string()).collect();
             let served = slot_inventory::serve_together(crate::city::HOSPITAL_WORKERS, hospitals)?;
             announce(&format!("ports {}", ports.join(",")));
             tokio::select! {

@@ -296,6 +296,19 @@ async fn bad_input_is_refused_with_4xx_problem_json_naming_the_field_and_nothing
     assert_eq!(written, 0);
 }
 
+/// A service's `/metrics` text.
+#[expect(clippy::unwrap_used, reason = "test helper: a failure is a failed test")]
+async fn metrics_text(city: &TestCity, base: &str) -> String {
+    city.http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn every_service_answers_healthz_readyz_and_metrics() {
     let city = TestCity::spawn(&["xuanwu"]).await;
@@ -335,15 +348,7 @@ async fn every_service_answers_healthz_readyz_and_metrics() {
         .await
         .unwrap();
     assert_eq!(nowhere.status(), 404);
-    let text = city
-        .http
-        .get(format!("{}/metrics", city.gateway_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&city, &city.gateway_url).await;
     assert!(
         text.contains(
             r#"jyt_http_requests_total{method="GET",route="/v1/bookings/{booking_id}",status="401",service="gateway"} 1"#
@@ -356,15 +361,7 @@ async fn every_service_answers_healthz_readyz_and_metrics() {
         ),
         "{text}"
     );
-    let text = city
-        .http
-        .get(format!("{}/metrics", h.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&city, &h.base_url).await;
     assert!(
         text.contains(
             r#"jyt_booking_attempts_total{channel="wechat",hospital="xuanwu",outcome="BOOKED",service="slot-inventory"} 1"#

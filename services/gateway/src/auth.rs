@@ -155,13 +155,8 @@ pub async fn authenticate_channel(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = state_of(&req)?;
-    match admit_channel(&state, &mut req).await {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.call(req).await.map(ServiceResponse::map_into_left_body)
-        }
-        Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
-    }
+    let verdict = admit_channel(&state, &mut req).await;
+    pass_on(req, next, verdict).await
 }
 
 /// The signature, then the app's and the address's limits.
@@ -183,7 +178,18 @@ pub async fn authenticate_hospital(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = state_of(&req)?;
-    match verify_hospital(&state, &mut req).await {
+    let verdict = verify_hospital(&state, &mut req).await;
+    pass_on(req, next, verdict).await
+}
+
+/// An authenticated caller goes on to its handler, found in the request's
+/// extensions; a refusal is answered here.
+async fn pass_on<T: 'static>(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+    verdict: Result<T, GatewayError>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    match verdict {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.call(req).await.map(ServiceResponse::map_into_left_body)

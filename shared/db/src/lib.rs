@@ -149,6 +149,13 @@ impl Begun {
     pub fn finish(mut self) -> Option<deadpool_postgres::Object> {
         self.0.take()
     }
+
+    /// Roll the transaction back ([`roll_back_or_close`]).
+    pub async fn roll_back(self) {
+        if let Some(client) = self.finish() {
+            roll_back_or_close(client).await;
+        }
+    }
 }
 
 impl std::ops::Deref for Begun {

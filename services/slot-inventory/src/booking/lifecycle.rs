@@ -74,9 +74,10 @@ pub struct CheckInRequest {
 /// enough for a patient's typos, a 1-in-200 000 chance for a guesser.
 pub const MAX_WRONG_PICKUP_CODES: i16 = 5;
 
-/// The booking, row-locked in `tx`; another hospital's id is not found.
-pub(crate) async fn locked(
-    tx: &jyt_db::deadpool_postgres::Transaction<'_>,
+/// The booking, row-locked in the caller's transaction; another hospital's
+/// id is not found.
+pub(crate) async fn locked<C: jyt_db::deadpool_postgres::GenericClient>(
+    tx: &C,
     state: &AppState,
     booking: &BookingRef,
 ) -> Result<StoredBooking, SlotError> {
@@ -86,14 +87,6 @@ pub(crate) async fn locked(
     queries::get_booking_for_update(tx, &state.hospital, booking.id)
         .await?
         .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))
-}
-
-/// Roll a hand-begun transaction back; the connection goes back to the
-/// pool, or is closed if it cannot roll back.
-async fn roll_back(client: jyt_db::Begun) {
-    if let Some(client) = client.finish() {
-        jyt_db::roll_back_or_close(client).await;
-    }
 }
 
 /// Why a payment was not taken (the confirmation matched no row): read
@@ -106,9 +99,7 @@ async fn payment_refused(
     req: &ConfirmRequest,
     reference: &str,
 ) -> Result<StoredBooking, SlotError> {
-    let current = queries::get_booking_for_update(client, &state.hospital, booking.id)
-        .await?
-        .ok_or_else(|| SlotError::BookingNotFound(booking.to_string()))?;
+    let current = locked(client, state, booking).await?;
     if let Some(amount) = req.amount_fen
         && amount != current.booking.fee_fen.0
     {
@@ -177,11 +168,11 @@ pub async fn confirm(
         Ok((_, Some(stored))) => stored,
         Ok((_, None)) => {
             let refused = payment_refused(&client, state, booking, req, reference).await;
-            roll_back(client).await;
+            client.roll_back().await;
             return refused;
         }
         Err(e) => {
-            roll_back(client).await;
+            client.roll_back().await;
             return Err(e.into());
         }
     };
@@ -202,7 +193,7 @@ pub async fn confirm(
     if let Err(e) = committed {
         // A failed event turns the pipelined `COMMIT` into a rollback; a
         // failed `COMMIT` leaves nothing either.
-        roll_back(client).await;
+        client.roll_back().await;
         return Err(e.into());
     }
     drop(client.finish());
@@ -285,9 +276,6 @@ pub async fn check_in(
     booking: &BookingRef,
     req: &CheckInRequest,
 ) -> Result<StoredBooking, SlotError> {
-    if booking.hospital != state.hospital {
-        return Err(SlotError::BookingNotFound(booking.to_string()));
-    }
     let now = state.clock.now();
     // Two round trips where there were five: `BEGIN` goes with the locked
     // read; the check-in, its event and `COMMIT` go together. The schedule's
@@ -297,28 +285,24 @@ pub async fn check_in(
     // connection (`Begun`).
     let client = jyt_db::Begun::new(state.pool.get().await?);
     let begun = futures::future::try_join(
-        client.batch_execute("BEGIN"),
-        queries::get_booking_for_update(&*client, &state.hospital, booking.id),
+        futures::TryFutureExt::map_err(client.batch_execute("BEGIN"), SlotError::from),
+        locked(&*client, state, booking),
     )
     .await;
     let current = match begun {
-        Ok((_, Some(current))) => current,
-        Ok((_, None)) => {
-            roll_back(client).await;
-            return Err(SlotError::BookingNotFound(booking.to_string()));
-        }
+        Ok(((), current)) => current,
         Err(e) => {
-            roll_back(client).await;
-            return Err(e.into());
+            client.roll_back().await;
+            return Err(e);
         }
     };
     match check_in_decision(state, booking, req, &current, now) {
         CheckIn::Refuse(e) => {
-            roll_back(client).await;
+            client.roll_back().await;
             Err(e)
         }
         CheckIn::AlreadyIn => {
-            roll_back(client).await;
+            client.roll_back().await;
             Ok(current)
         }
         CheckIn::WrongCode => {
@@ -332,7 +316,7 @@ pub async fn check_in(
             let failures = match counted {
                 Ok((failures, ())) => failures,
                 Err(e) => {
-                    roll_back(client).await;
+                    client.roll_back().await;
                     return Err(e.into());
                 }
             };
@@ -346,14 +330,14 @@ pub async fn check_in(
         CheckIn::Go => {
             // The event is known beforehand: a check-in changes only the
             // status of what an event carries. It is written only if the
-            // booking is checked in by then (`APPEND_IF_CHECKED_IN`).
+            // booking is checked in by then (`queries::append_if_checked_in`).
             let mut checked_in = current.booking.clone();
             checked_in.status = BookingStatus::CheckedIn;
             let payload = events::payload(&checked_in, serde_json::json!({}));
             let aggregate_id = checked_in.booking_id.to_string();
             // Prepared first, so that the three leave in this order.
             client.prepare_cached(&queries::CHECK_IN_CONFIRMED).await?;
-            client.prepare_cached(APPEND_IF_CHECKED_IN).await?;
+            client.prepare_cached(queries::APPEND_IF_CHECKED_IN).await?;
             let done = futures::future::try_join3(
                 queries::check_in(
                     &*client,
@@ -362,16 +346,7 @@ pub async fn check_in(
                     current.booking.schedule_id,
                     now,
                 ),
-                client.execute_cached(
-                    APPEND_IF_CHECKED_IN,
-                    &[
-                        &uuid::Uuid::now_v7(),
-                        &EventKind::CheckedIn.event_type(),
-                        &aggregate_id,
-                        &payload,
-                        &booking.id,
-                    ],
-                ),
+                queries::append_if_checked_in(&*client, booking.id, &aggregate_id, &payload),
                 client.batch_execute("COMMIT"),
             )
             .await;
@@ -380,7 +355,7 @@ pub async fn check_in(
                 Err(e) => {
                     // A failed statement turns the pipelined `COMMIT` into
                     // a rollback; a failed `COMMIT` leaves nothing either.
-                    roll_back(client).await;
+                    client.roll_back().await;
                     return Err(e.into());
                 }
             };
@@ -392,12 +367,6 @@ pub async fn check_in(
         }
     }
 }
-
-/// The check-in's event, appended only once the booking is checked in (in
-/// the same pipelined transaction, after the check-in): a check-in that
-/// matched nothing leaves no event.
-const APPEND_IF_CHECKED_IN: &str = "INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
-     SELECT $1, $2, $3, $4 FROM bookings WHERE id = $5 AND status = 'checked_in'";
 
 /// What a check-in does with the booking it read (locked).
 enum CheckIn {

@@ -495,6 +495,33 @@ fn check_in_returning(from: &str) -> String {
 pub static CHECK_IN_CONFIRMED: LazyLock<String> = LazyLock::new(|| check_in_returning("confirmed"));
 static CHECK_IN_NO_SHOW: LazyLock<String> = LazyLock::new(|| check_in_returning("no_show"));
 
+/// A check-in's `booking.checked_in` event, appended only once the booking
+/// is checked in: sent in the same pipelined transaction right after
+/// [`check_in`], so a check-in that matched nothing leaves no event.
+pub const APPEND_IF_CHECKED_IN: &str = "INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+     SELECT $1, $2, $3, $4 FROM bookings WHERE id = $5 AND status = 'checked_in'";
+
+/// Run [`APPEND_IF_CHECKED_IN`] with a new event id.
+pub async fn append_if_checked_in<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    aggregate_id: &str,
+    payload: &serde_json::Value,
+) -> Result<u64, Error> {
+    client
+        .execute_cached(
+            APPEND_IF_CHECKED_IN,
+            &[
+                &Uuid::now_v7(),
+                &super::events::EventKind::CheckedIn.event_type(),
+                &aggregate_id,
+                payload,
+                &id,
+            ],
+        )
+        .await
+}
+
 /// Check a confirmed booking in with the next queue number of its schedule.
 /// The caller holds the booking's row lock and has seen it confirmed (a
 /// number taken for a booking that is not would be a gap in the queue).

@@ -153,6 +153,12 @@ impl Hospital {
             .booking
     }
 
+    /// A `count(*)` (or any one bigint) read straight from the database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.state.pool.get().await.unwrap();
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
     pub async fn event_types(&self) -> Vec<String> {
         let client = self.state.pool.get().await.unwrap();
         client

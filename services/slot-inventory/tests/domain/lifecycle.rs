@@ -605,10 +605,13 @@ async fn an_insert_that_writes_no_booking_writes_no_event() {
     // The first booking loads the segment's two seats into Redis.
     h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
     assert_eq!(h.redis_free(&slot).await, 1);
-    let client = h.state.pool.get().await.unwrap();
     // One seat in PostgreSQL while Redis still sells the second: the
     // insert's `$5 <= seg.capacity` refuses the row.
-    client
+    h.state
+        .pool
+        .get()
+        .await
+        .unwrap()
         .execute("UPDATE segments SET capacity = 1 WHERE id = $1", &[&slot.id])
         .await
         .unwrap();
@@ -619,12 +622,7 @@ async fn an_insert_that_writes_no_booking_writes_no_event() {
         ["booking.held"],
         "an event without its booking"
     );
-    let rows: i64 = client
-        .query_one("SELECT count(*) FROM bookings", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, 1);
+    assert_eq!(h.count("SELECT count(*) FROM bookings").await, 1);
 }
 
 /// A payment begins its transaction by hand (`BEGIN` pipelined with the
@@ -660,30 +658,22 @@ async fn a_transaction_begun_by_hand_and_abandoned_never_returns_to_the_pool() {
         assert_eq!(xid, None, "a pooled connection was still in the transaction");
         held.push(client);
     }
-    let client = &held[0];
-    let written: i64 = client
-        .query_one(
-            "SELECT count(*) FROM outbox WHERE event_type = 'probe.abandoned'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    drop(held);
+    let written = h
+        .count("SELECT count(*) FROM outbox WHERE event_type = 'probe.abandoned'")
+        .await;
     assert_eq!(written, 0);
     // The server ends the abandoned session, and its transaction, too.
     jyt_testkit::eventually(
         std::time::Duration::from_secs(10),
         "the session to end",
         || async {
-            let open: i64 = client
-                .query_one(
+            let open = h
+                .count(
                     "SELECT count(*) FROM pg_stat_activity
                   WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
-                    &[],
                 )
-                .await
-                .unwrap()
-                .get(0);
+                .await;
             (open == 0).then_some(())
         },
     )
