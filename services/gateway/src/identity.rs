@@ -91,7 +91,8 @@ impl LocalIdentities {
 /// identity (card-issuing is asked instead), so cache errors are logged and
 /// ignored.
 pub struct PatientIndex {
-    http: reqwest::Client,
+    /// A client per worker thread ([`jyt_per_thread`]).
+    http: jyt_per_thread::PerThread<reqwest::Client>,
     base_url: String,
     /// card-issuing answers only callers with its internal token.
     internal: jyt_signing::internal::Minter,
@@ -203,12 +204,15 @@ impl PatientIndex {
         redis: RedisConn,
         keys: Keyspace,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms))
-            .pool_max_idle_per_host(64)
-            .pool_idle_timeout(pool_idle_timeout)
-            .tcp_nodelay(true)
-            .build()?;
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let http = jyt_per_thread::PerThread::new(move || {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .pool_max_idle_per_host(64)
+                .pool_idle_timeout(pool_idle_timeout)
+                .tcp_nodelay(true)
+                .build()
+        })?;
         let ecard_secret = STANDARD
             .decode(settings.ecard_secret.expose_secret())
             .map_err(|e| anyhow::anyhow!("card_issuing.ecard_secret is not base64: {e}"))?;
@@ -375,6 +379,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let res = self
             .http
+            .get()
             .post(format!("{}/v1/cards/resolve", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(&body)
@@ -449,6 +454,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let res = self
             .http
+            .get()
             .post(format!("{}{path}", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(body)
@@ -482,6 +488,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let res = self
             .http
+            .get()
             .get(format!("{}/v1/cards/{card_id}", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .send()
@@ -513,6 +520,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let res = self
             .http
+            .get()
             .post(format!("{}{path}", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(body)
@@ -536,6 +544,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let mut req = self
             .http
+            .get()
             .request(method, format!("{}{path}", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token());
         if let Some(key) = idempotency_key {
@@ -603,6 +612,7 @@ impl PatientIndex {
         let permit = self.permit().await?;
         let res = self
             .http
+            .get()
             .get(format!("{}/v1/persons/{person}/standing", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .send()
@@ -635,6 +645,7 @@ impl PatientIndex {
                 let _permit = self.permit().await?;
                 let res = self
                     .http
+                    .get()
                     .get(format!("{}/v1/persons/{holder}/family", self.base_url))
                     .header(jyt_signing::internal::HEADER, self.internal.token())
                     .send()

@@ -259,7 +259,7 @@ impl Limits {
             leave: Script::new(LEAVE),
             nonce_ttl: timeouts.nonce_ttl_seconds,
             in_flight_ttl_ms: timeouts.upstream_timeout_ms.saturating_mul(2).max(1_000),
-            cluster: matches!(redis, RedisConn::Cluster(_)),
+            cluster: redis.is_cluster(),
             app: RateLimiter::keyed(quota(limits.app_per_minute, limits.app_burst)),
             address: RateLimiter::keyed(quota(limits.address_per_minute, limits.address_burst)),
             person: RateLimiter::keyed(quota(limits.person_per_minute, limits.person_burst)),

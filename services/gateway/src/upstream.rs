@@ -1,5 +1,5 @@
-//! Calls to hospitals' slot-inventory services: one pooled keep-alive
-//! client, and per hospital a timeout, a bulkhead (a cap on calls in
+//! Calls to hospitals' slot-inventory services: a pooled keep-alive
+//! client per worker thread ([`jyt_per_thread`]), and per hospital a timeout, a bulkhead (a cap on calls in
 //! flight) and a circuit breaker, so a slow or dead hospital answers
 //! `HOSPITAL_UNAVAILABLE` for its own requests, fast, while every other
 //! hospital keeps its latency. W3C trace context goes on every call, and
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use jyt_domain::HospitalId;
+use jyt_per_thread::PerThread;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::Semaphore;
 
@@ -48,7 +49,7 @@ struct Lane {
 
 #[derive(Clone)]
 pub struct Upstreams {
-    client: reqwest::Client,
+    client: PerThread<reqwest::Client>,
     lanes: Arc<HashMap<HospitalId, Lane>>,
     breaker_failures: u32,
     breaker_open: Duration,
@@ -102,12 +103,19 @@ enum Admission {
 
 impl Upstreams {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(settings.upstream.connect_timeout_ms))
-            .pool_max_idle_per_host(settings.upstream.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_millis(settings.upstream.pool_idle_timeout_ms))
-            .tcp_nodelay(true)
-            .build()?;
+        let (connect_timeout, max_idle, idle_timeout) = (
+            Duration::from_millis(settings.upstream.connect_timeout_ms),
+            settings.upstream.pool_max_idle_per_host,
+            Duration::from_millis(settings.upstream.pool_idle_timeout_ms),
+        );
+        let client = PerThread::new(move || {
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .pool_max_idle_per_host(max_idle)
+                .pool_idle_timeout(idle_timeout)
+                .tcp_nodelay(true)
+                .build()
+        })?;
         let lanes = settings
             .hospital_routes()
             .into_iter()
@@ -259,6 +267,7 @@ impl Upstreams {
         }
         let mut req = self
             .client
+            .get()
             .request(method, format!("{}{path}", lane.route.base_url))
             .timeout(lane.timeout)
             .headers(headers);

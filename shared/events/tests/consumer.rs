@@ -11,8 +11,15 @@ use jyt_cache::{RedisConn, redis};
 use jyt_events::StreamConsumer;
 
 async fn connection() -> RedisConn {
-    let client = redis::Client::open(jyt_testkit::redis_url()).unwrap();
-    RedisConn::Single(client.get_connection_manager().await.unwrap())
+    jyt_cache::connect(&jyt_settings::RedisSettings {
+        urls: vec![secrecy::SecretString::from(jyt_testkit::redis_url())],
+        cluster: false,
+        key_prefix: String::new(),
+        response_timeout_ms: 5_000,
+        connection_timeout_ms: 5_000,
+    })
+    .await
+    .unwrap()
 }
 
 async fn add(conn: &mut RedisConn, stream: &str, n: usize) -> Vec<String> {
