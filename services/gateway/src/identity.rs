@@ -379,7 +379,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let res = self
             .http
-            .get()
+            .local()
             .post(format!("{}/v1/cards/resolve", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(&body)
@@ -454,7 +454,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let res = self
             .http
-            .get()
+            .local()
             .post(format!("{}{path}", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(body)
@@ -488,7 +488,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let res = self
             .http
-            .get()
+            .local()
             .get(format!("{}/v1/cards/{card_id}", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .send()
@@ -520,7 +520,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let res = self
             .http
-            .get()
+            .local()
             .post(format!("{}{path}", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(body)
@@ -544,7 +544,7 @@ impl PatientIndex {
         let _permit = self.permit().await?;
         let mut req = self
             .http
-            .get()
+            .local()
             .request(method, format!("{}{path}", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token());
         if let Some(key) = idempotency_key {
@@ -612,7 +612,7 @@ impl PatientIndex {
         let permit = self.permit().await?;
         let res = self
             .http
-            .get()
+            .local()
             .get(format!("{}/v1/persons/{person}/standing", self.base_url))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .send()
@@ -645,7 +645,7 @@ impl PatientIndex {
                 let _permit = self.permit().await?;
                 let res = self
                     .http
-                    .get()
+                    .local()
                     .get(format!("{}/v1/persons/{holder}/family", self.base_url))
                     .header(jyt_signing::internal::HEADER, self.internal.token())
                     .send()

@@ -267,7 +267,7 @@ impl Upstreams {
         }
         let mut req = self
             .client
-            .get()
+            .local()
             .request(method, format!("{}{path}", lane.route.base_url))
             .timeout(lane.timeout)
             .headers(headers);

@@ -76,7 +76,7 @@ impl RedisConn {
     /// This thread's connection, opened (and its driver spawned on this
     /// thread's runtime) if it is the first command here.
     async fn link(&self) -> RedisResult<Link> {
-        let cell = self.0.links.get();
+        let cell = self.0.links.local();
         cell.get_or_try_init(|| self.0.open()).await.cloned()
     }
 }

@@ -25,11 +25,11 @@ use std::sync::Arc;
 use thread_local::ThreadLocal;
 use tokio::runtime::{Handle, Id};
 
-/// Each thread's own `T`, made by `make` on the thread's first [`get`].
+/// Each thread's own `T`, made by `make` on the thread's first [`local`].
 /// The copies live as long as the `PerThread` (a thread that ends leaves
 /// its copy until then; a server's workers live as long as the server).
 ///
-/// [`get`]: PerThread::get
+/// [`local`]: PerThread::local
 pub struct PerThread<T: Send> {
     shared: Arc<Shared<T>>,
 }
@@ -82,7 +82,7 @@ impl<T: Clone + Send + 'static> PerThread<T> {
     }
 
     /// This thread's copy.
-    pub fn get(&self) -> T {
+    pub fn local(&self) -> T {
         let shared = &*self.shared;
         let runtime = current_runtime();
         let slot = shared.copies.get_or_default();
@@ -117,10 +117,10 @@ mod tests {
     #[test]
     fn each_thread_makes_its_own_once_and_keeps_it() {
         let (made, per_thread) = counting();
-        assert_eq!(per_thread.get(), 0, "the making thread keeps the first copy");
-        assert_eq!(per_thread.get(), 0);
+        assert_eq!(per_thread.local(), 0, "the making thread keeps the first copy");
+        assert_eq!(per_thread.local(), 0);
         let other = per_thread.clone();
-        let on_other = std::thread::spawn(move || (other.get(), other.get()))
+        let on_other = std::thread::spawn(move || (other.local(), other.local()))
             .join()
             .unwrap_or_else(|_| unreachable!());
         assert_eq!(on_other, (1, 1), "another thread makes its own, once");
@@ -135,13 +135,13 @@ mod tests {
                 .build()
                 .unwrap_or_else(|_| unreachable!())
         };
-        let first = runtime().block_on(async { (per_thread.get(), per_thread.get()) });
+        let first = runtime().block_on(async { (per_thread.local(), per_thread.local()) });
         assert_eq!(
             first,
             (1, 1),
             "outside a runtime the first copy was made; this one is new"
         );
-        let second = runtime().block_on(async { per_thread.get() });
+        let second = runtime().block_on(async { per_thread.local() });
         assert_eq!(second, 2, "a new runtime on the same thread gets a new copy");
         assert_eq!(made.load(Ordering::SeqCst), 3);
     }
@@ -156,7 +156,7 @@ mod tests {
         })
         .unwrap_or_else(|_| unreachable!());
         let other = per_thread.clone();
-        let got = std::thread::spawn(move || other.get())
+        let got = std::thread::spawn(move || other.local())
             .join()
             .unwrap_or_else(|_| unreachable!());
         assert_eq!(got, "first");
