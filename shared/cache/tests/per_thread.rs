@@ -6,13 +6,7 @@
 use jyt_cache::{RedisConn, redis};
 
 fn settings() -> jyt_settings::RedisSettings {
-    jyt_settings::RedisSettings {
-        urls: vec![secrecy::SecretString::from(jyt_testkit::redis_url())],
-        cluster: false,
-        key_prefix: jyt_testkit::fresh_redis_prefix(),
-        response_timeout_ms: 5_000,
-        connection_timeout_ms: 5_000,
-    }
+    jyt_testkit::redis_settings()
 }
 
 /// The server's id of the connection this thread's command went over.

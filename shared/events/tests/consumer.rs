@@ -11,15 +11,7 @@ use jyt_cache::{RedisConn, redis};
 use jyt_events::StreamConsumer;
 
 async fn connection() -> RedisConn {
-    jyt_cache::connect(&jyt_settings::RedisSettings {
-        urls: vec![secrecy::SecretString::from(jyt_testkit::redis_url())],
-        cluster: false,
-        key_prefix: String::new(),
-        response_timeout_ms: 5_000,
-        connection_timeout_ms: 5_000,
-    })
-    .await
-    .unwrap()
+    jyt_cache::connect(&jyt_testkit::redis_settings()).await.unwrap()
 }
 
 async fn add(conn: &mut RedisConn, stream: &str, n: usize) -> Vec<String> {

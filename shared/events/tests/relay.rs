@@ -9,15 +9,7 @@ use jyt_db::deadpool_postgres::Pool;
 use jyt_events::{OutboxRelay, StreamConsumer};
 
 async fn connection() -> RedisConn {
-    jyt_cache::connect(&jyt_settings::RedisSettings {
-        urls: vec![secrecy::SecretString::from(jyt_testkit::redis_url())],
-        cluster: false,
-        key_prefix: String::new(),
-        response_timeout_ms: 5_000,
-        connection_timeout_ms: 5_000,
-    })
-    .await
-    .unwrap()
+    jyt_cache::connect(&jyt_testkit::redis_settings()).await.unwrap()
 }
 
 /// A fresh database with the outbox table.

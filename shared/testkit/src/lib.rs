@@ -79,6 +79,18 @@ pub fn fresh_redis_prefix() -> String {
     format!("jyt-test:{}", Uuid::new_v4().simple())
 }
 
+/// Settings for the test Redis under a fresh key prefix, for tests that
+/// connect with `jyt_cache::connect` themselves.
+pub fn redis_settings() -> jyt_settings::RedisSettings {
+    jyt_settings::RedisSettings {
+        urls: vec![secrecy::SecretString::from(redis_url())],
+        cluster: false,
+        key_prefix: fresh_redis_prefix(),
+        response_timeout_ms: 5_000,
+        connection_timeout_ms: 5_000,
+    }
+}
+
 /// Poll `check` until it returns `Some`, or fail the test after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
