@@ -634,8 +634,7 @@ fn print_summary(s: &Summary) {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // The services' own warnings (and their complaints once a city is
     // stopped under them) stay out of the report, except the gateway's
     // failed calls (why a patient got a 5xx).
@@ -649,6 +648,25 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let cli = Cli::parse();
+    // A service in a child process (`serve`) runs as its binary does: its
+    // main runtime on one thread, the requests on the actix workers. The
+    // generator and the in-process cities get two runtime threads.
+    let runtime = match cli.command {
+        Command::Serve { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        }
+    }
+    .enable_all()
+    .build()?;
+    let ok = runtime.block_on(run(cli, command))?;
+    anyhow::ensure!(ok, "correctness checks failed: see above");
+    Ok(())
+}
+
+async fn run(cli: Cli, command: String) -> anyhow::Result<bool> {
     let ok = match cli.command {
         Command::Surge(args) => surge(args, command).await?,
         Command::Smoke => {
@@ -679,6 +697,5 @@ async fn main() -> anyhow::Result<()> {
             true
         }
     };
-    anyhow::ensure!(ok, "correctness checks failed: see above");
-    Ok(())
+    Ok(ok)
 }

@@ -9,7 +9,14 @@ use slot_inventory::{Application, Settings};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
+/// One thread for the main runtime: requests run on the actix workers
+/// (sized for the cores, `http.workers`); this runtime keeps only the
+/// background work (outbox relay, stream readers, sweepers) and the
+/// drivers of connections opened there. A multi-threaded runtime here
+/// added a thread per core that woke its siblings on every task it
+/// received: a fifth of its samples in the peak-day profile were those
+/// wake-ups (loadtest/README.md, 2026-12-05).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading slot-inventory settings")?;
     let _telemetry = jyt_telemetry::init(slot_inventory::settings::SERVICE, &settings.telemetry)?;
