@@ -5,10 +5,6 @@
 
 use jyt_cache::{RedisConn, redis};
 
-fn settings() -> jyt_settings::RedisSettings {
-    jyt_testkit::redis_settings()
-}
-
 /// The server's id of the connection this thread's command went over.
 async fn connection_id(conn: &RedisConn) -> i64 {
     redis::cmd("CLIENT")
@@ -35,7 +31,7 @@ fn connection_id_on_another_thread(conn: &RedisConn) -> (i64, i64) {
 
 #[tokio::test]
 async fn each_thread_has_its_own_connection_and_keeps_it() {
-    let conn = jyt_cache::connect(&settings()).await.unwrap();
+    let conn = jyt_cache::connect(&jyt_testkit::redis_settings()).await.unwrap();
     let here = connection_id(&conn).await;
     assert_eq!(
         connection_id(&conn).await,
@@ -56,8 +52,8 @@ async fn each_thread_has_its_own_connection_and_keeps_it() {
 async fn separately_connected_handles_never_share_a_connection() {
     // A stream reader's `XREAD BLOCK` must not hold up another handle's
     // commands on the same thread.
-    let reader = jyt_cache::connect(&settings()).await.unwrap();
-    let other = jyt_cache::connect(&settings()).await.unwrap();
+    let reader = jyt_cache::connect(&jyt_testkit::redis_settings()).await.unwrap();
+    let other = jyt_cache::connect(&jyt_testkit::redis_settings()).await.unwrap();
     assert_ne!(connection_id(&reader).await, connection_id(&other).await);
 
     let stream = format!("{}:stream", jyt_testkit::fresh_redis_prefix());
@@ -88,7 +84,7 @@ async fn separately_connected_handles_never_share_a_connection() {
 
 #[tokio::test]
 async fn an_unreachable_redis_fails_the_connect() {
-    let mut unreachable = settings();
+    let mut unreachable = jyt_testkit::redis_settings();
     unreachable.urls = vec![secrecy::SecretString::from("redis://127.0.0.1:1/".to_owned())];
     unreachable.connection_timeout_ms = 500;
     assert!(jyt_cache::connect(&unreachable).await.is_err());

@@ -132,14 +132,7 @@ async fn arrival_and_completion_are_recorded_once() {
         .book(&h.segment(sched::CT_AM, 0), Uuid::new_v4(), Channel::Kiosk)
         .await
         .unwrap();
-    let held = h
-        .book(
-            &h.segment(sched::CARDIO_EXPERT_AM, 0),
-            Uuid::new_v4(),
-            Channel::Kiosk,
-        )
-        .await
-        .unwrap();
+    let held = h.book_expert(Channel::Kiosk).await;
     let err = visits::arrive(&h.state, &held.booking_id).await.unwrap_err();
     assert_eq!(code(&err), "NOT_CHECK_INABLE");
     let err = visits::complete(&h.state, &free.booking_id).await.unwrap_err();

@@ -123,6 +123,14 @@ impl Hospital {
             .map(|o| o.booking)
     }
 
+    /// A new patient's booking of the first cardiology expert segment of
+    /// the morning (a fee, so it is held until paid).
+    pub async fn book_expert(&self, channel: Channel) -> Booking {
+        self.book(&self.segment(sched::CARDIO_EXPERT_AM, 0), Uuid::new_v4(), channel)
+            .await
+            .unwrap()
+    }
+
     /// A referral from a community health centre to `department` of this
     /// hospital for `patient`, valid `minutes` from now.
     pub async fn referral(&self, patient: Uuid, department: &str, minutes: i64) -> Uuid {

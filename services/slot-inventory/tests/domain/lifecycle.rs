@@ -53,14 +53,7 @@ async fn an_unpaid_hold_expires_at_its_deadline_and_the_seat_returns() {
 #[tokio::test]
 async fn paying_confirms_once_per_reference() {
     let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
-    let held = h
-        .book(
-            &h.segment(sched::CARDIO_EXPERT_AM, 0),
-            Uuid::new_v4(),
-            Channel::Kiosk,
-        )
-        .await
-        .unwrap();
+    let held = h.book_expert(Channel::Kiosk).await;
     let paid = lifecycle::confirm(&h.state, &held.booking_id, &pay("tx-1"))
         .await
         .unwrap();
@@ -84,14 +77,7 @@ async fn paying_confirms_once_per_reference() {
 #[tokio::test]
 async fn a_payment_of_another_amount_is_refused_naming_the_field_and_leaves_the_hold() {
     let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
-    let held = h
-        .book(
-            &h.segment(sched::CARDIO_EXPERT_AM, 0),
-            Uuid::new_v4(),
-            Channel::Wechat,
-        )
-        .await
-        .unwrap();
+    let held = h.book_expert(Channel::Wechat).await;
     let fee = held.fee_fen.0;
     let with_amount = |amount: i64| ConfirmRequest {
         amount_fen: Some(amount),
@@ -555,14 +541,7 @@ async fn check_in_naming_another_patient_answers_as_an_unknown_booking() {
 #[tokio::test]
 async fn a_new_bookings_event_is_the_payload_of_the_stored_booking() {
     let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
-    let held = h
-        .book(
-            &h.segment(sched::CARDIO_EXPERT_AM, 0),
-            Uuid::new_v4(),
-            Channel::Wechat,
-        )
-        .await
-        .unwrap();
+    let held = h.book_expert(Channel::Wechat).await;
     let free = h
         .book(&h.segment(sched::CT_AM, 0), Uuid::new_v4(), Channel::Kiosk)
         .await
