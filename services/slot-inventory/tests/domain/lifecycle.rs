@@ -1,6 +1,7 @@
 //! Holds, payment, expiry, cancellation, check-in and no-shows, driven by
 //! the clock.
 
+use jyt_db::tokio_postgres::SimpleQueryMessage;
 use jyt_domain::{BookingStatus, Channel};
 use jyt_web::RequestError;
 use slot_inventory::booking::lifecycle::{
@@ -10,6 +11,17 @@ use slot_inventory::error::SlotError;
 use uuid::Uuid;
 
 use crate::helpers::{Hospital, beijing, code, sched};
+
+/// Every seat in the common pool: any channel may take any seat.
+const NO_CHANNEL_POOLS: [(&str, &str); 7] = [
+    ("POLICY__POOL_SHARES__WECHAT", "0"),
+    ("POLICY__POOL_SHARES__KIOSK", "0"),
+    ("POLICY__POOL_SHARES__PHONE114", "0"),
+    ("POLICY__POOL_SHARES__WINDOW", "0"),
+    ("POLICY__POOL_SHARES__APP", "0"),
+    ("POLICY__POOL_SHARES__REFERRAL", "0"),
+    ("POLICY__POOL_SHARES__CLINIC", "0"),
+];
 
 fn pay(reference: &str) -> ConfirmRequest {
     ConfirmRequest {
@@ -384,17 +396,11 @@ async fn many_cancellations_at_once_on_a_small_pool_all_go_through() {
     // back asked the pool for more: with 2 connections, concurrent
     // cancellations waited on each other until the pool timed out.
     let seats = 24;
-    let no_channel_pools = [
-        ("POSTGRES__POOL_MAX_SIZE", "2"),
-        ("POLICY__POOL_SHARES__WECHAT", "0"),
-        ("POLICY__POOL_SHARES__KIOSK", "0"),
-        ("POLICY__POOL_SHARES__PHONE114", "0"),
-        ("POLICY__POOL_SHARES__WINDOW", "0"),
-        ("POLICY__POOL_SHARES__APP", "0"),
-        ("POLICY__POOL_SHARES__REFERRAL", "0"),
-        ("POLICY__POOL_SHARES__CLINIC", "0"),
-    ];
-    let h = Hospital::start(beijing(2, 9, 0), seats, &no_channel_pools).await;
+    let small_pool_no_channel_pools: Vec<_> = [("POSTGRES__POOL_MAX_SIZE", "2")]
+        .into_iter()
+        .chain(NO_CHANNEL_POOLS)
+        .collect();
+    let h = Hospital::start(beijing(2, 9, 0), seats, &small_pool_no_channel_pools).await;
     let slot = h.segment(sched::CT_AM, 0);
     let mut booked = Vec::new();
     for _ in 0..seats {
@@ -657,4 +663,90 @@ async fn a_transaction_begun_by_hand_and_abandoned_never_returns_to_the_pool() {
         },
     )
     .await;
+}
+
+/// The plan of a payment's statement on `bookings`: the index it reads
+/// and that index's condition, for each plan PostgreSQL may cache.
+async fn payment_scans(h: &Hospital, held: &slot_inventory::booking::Booking) -> Vec<String> {
+    let client = h.state.pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "PREPARE pay(uuid, text, text, timestamptz, bigint) AS {}",
+            *slot_inventory::booking::queries::CONFIRM_PAYMENT_RETURNING
+        ))
+        .await
+        .unwrap();
+    let mut scans = Vec::new();
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        client
+            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+            .await
+            .unwrap();
+        let plan: Vec<String> = client
+            .simple_query(&format!(
+                "EXPLAIN EXECUTE pay('{}', 'pay-1', 'self_pay', '{}', NULL)",
+                held.booking_id.id,
+                h.clock.now().to_rfc3339()
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        let scan = plan
+            .iter()
+            .position(|l| l.contains("Scan") && l.contains(" on bookings"))
+            .unwrap_or_else(|| panic!("{mode}: no scan of bookings in\n{}", plan.join("\n")));
+        let cond = plan[scan + 1..]
+            .iter()
+            .take_while(|l| !l.contains("->"))
+            .find(|l| l.contains("Index Cond"))
+            .cloned()
+            .unwrap_or_default();
+        scans.push(format!("{mode}: {} / {}", plan[scan].trim(), cond.trim()));
+    }
+    client
+        .batch_execute("DEALLOCATE pay; RESET plan_cache_mode")
+        .await
+        .unwrap();
+    scans
+}
+
+/// A payment finds its booking by id, whatever PostgreSQL knows of the
+/// table. A hospital's bookings table has no statistics at its first
+/// release, and the planner then took the open-holds index (hold_deadline,
+/// status 'held') for the payment's `id = $1 AND status = 'held' AND
+/// hold_deadline > $4`: every payment read every open hold to find its own
+/// (peak-day, quarter day: 770 index entries and their rows per payment,
+/// a fifth of PostgreSQL's CPU in the payments phase).
+#[tokio::test]
+async fn a_payment_reads_its_booking_by_id_on_a_table_without_statistics() {
+    let h = Hospital::start(beijing(2, 9, 0), 40, &NO_CHANNEL_POOLS).await;
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(
+            h.book(
+                &h.segment(sched::CARDIO_EXPERT_AM, 0),
+                Uuid::new_v4(),
+                Channel::Wechat,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    assert!(held.iter().all(|b| b.status == BookingStatus::Held));
+    for scan in payment_scans(&h, &held[7]).await {
+        assert!(
+            scan.contains("Index Cond: (id = "),
+            "a payment's booking is not read by its id: {scan}"
+        );
+    }
+    // And the payment itself still takes only a held booking in time.
+    let paid = lifecycle::confirm(&h.state, &held[7].booking_id, &pay("pay-plan"))
+        .await
+        .unwrap();
+    assert_eq!(paid.booking.status, BookingStatus::Confirmed);
 }
