@@ -458,6 +458,11 @@ pub async fn pay_fee(
     }
 }
 
+/// What was already refunded of a fee ($1: its transaction id), read by
+/// `ledger_transactions_refunds_of` (card-issuing V4), not by a walk over
+/// every refund.
+pub const REFUNDED_OF_FEE: &str = "SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_transactions WHERE kind = 'refund' AND refund_of = $1";
+
 /// The card and every card it replaced, newest first: a fee paid from a
 /// card since replaced is refunded to its replacement.
 const CARD_CHAIN: &str = "WITH RECURSIVE chain(id) AS (
@@ -534,13 +539,7 @@ async fn post_refund(
         .await?
         .ok_or_else(|| CardError::PaymentNotFound(req.refund_of.clone()))?;
     let (fee_id, fee_amount, channel): (Uuid, i64, String) = (fee.get(0), fee.get(1), fee.get(2));
-    let refunded: i64 = tx
-        .query_one_cached(
-            "SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_transactions WHERE kind = 'refund' AND refund_of = $1",
-            &[&fee_id],
-        )
-        .await?
-        .get(0);
+    let refunded: i64 = tx.query_one_cached(REFUNDED_OF_FEE, &[&fee_id]).await?.get(0);
     if refunded + req.amount_fen > fee_amount {
         return Err(CardError::RefundExceedsPayment {
             remaining_fen: fee_amount - refunded,
