@@ -12,16 +12,7 @@ use slot_inventory::federation::stop::{self, StopRequest};
 use slot_inventory::federation::visits;
 use uuid::Uuid;
 
-use crate::helpers::{Hospital, beijing, code, sched, visit_date};
-
-const ALL_COMMON: &[(&str, &str)] = &[
-    ("POLICY__POOL_SHARES__WECHAT", "0"),
-    ("POLICY__POOL_SHARES__KIOSK", "0"),
-    ("POLICY__POOL_SHARES__PHONE114", "0"),
-    ("POLICY__POOL_SHARES__WINDOW", "0"),
-    ("POLICY__POOL_SHARES__APP", "0"),
-    ("POLICY__POOL_SHARES__REFERRAL", "0"),
-];
+use crate::helpers::{ALL_COMMON, Hospital, beijing, code, sched, visit_date};
 
 fn pay(reference: &str) -> ConfirmRequest {
     ConfirmRequest {

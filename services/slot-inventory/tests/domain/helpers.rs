@@ -37,6 +37,17 @@ pub mod sched {
     pub const CT_AM: usize = 10;
 }
 
+/// Settings that put every seat in the common pool (the clinic's share
+/// aside): any channel may take any seat.
+pub const ALL_COMMON: &[(&str, &str)] = &[
+    ("POLICY__POOL_SHARES__WECHAT", "0"),
+    ("POLICY__POOL_SHARES__KIOSK", "0"),
+    ("POLICY__POOL_SHARES__PHONE114", "0"),
+    ("POLICY__POOL_SHARES__WINDOW", "0"),
+    ("POLICY__POOL_SHARES__APP", "0"),
+    ("POLICY__POOL_SHARES__REFERRAL", "0"),
+];
+
 pub struct Hospital {
     pub state: AppState,
     pub clock: Clock,

@@ -10,18 +10,7 @@ use slot_inventory::booking::lifecycle::{
 use slot_inventory::error::SlotError;
 use uuid::Uuid;
 
-use crate::helpers::{Hospital, beijing, code, sched};
-
-/// Every seat in the common pool: any channel may take any seat.
-const NO_CHANNEL_POOLS: [(&str, &str); 7] = [
-    ("POLICY__POOL_SHARES__WECHAT", "0"),
-    ("POLICY__POOL_SHARES__KIOSK", "0"),
-    ("POLICY__POOL_SHARES__PHONE114", "0"),
-    ("POLICY__POOL_SHARES__WINDOW", "0"),
-    ("POLICY__POOL_SHARES__APP", "0"),
-    ("POLICY__POOL_SHARES__REFERRAL", "0"),
-    ("POLICY__POOL_SHARES__CLINIC", "0"),
-];
+use crate::helpers::{ALL_COMMON, Hospital, beijing, code, sched};
 
 fn pay(reference: &str) -> ConfirmRequest {
     ConfirmRequest {
@@ -396,10 +385,13 @@ async fn many_cancellations_at_once_on_a_small_pool_all_go_through() {
     // back asked the pool for more: with 2 connections, concurrent
     // cancellations waited on each other until the pool timed out.
     let seats = 24;
-    let small_pool_no_channel_pools: Vec<_> = [("POSTGRES__POOL_MAX_SIZE", "2")]
-        .into_iter()
-        .chain(NO_CHANNEL_POOLS)
-        .collect();
+    let small_pool_no_channel_pools: Vec<_> = [
+        ("POSTGRES__POOL_MAX_SIZE", "2"),
+        ("POLICY__POOL_SHARES__CLINIC", "0"),
+    ]
+    .into_iter()
+    .chain(ALL_COMMON.iter().copied())
+    .collect();
     let h = Hospital::start(beijing(2, 9, 0), seats, &small_pool_no_channel_pools).await;
     let slot = h.segment(sched::CT_AM, 0);
     let mut booked = Vec::new();
@@ -724,7 +716,7 @@ async fn payment_scans(h: &Hospital, held: &slot_inventory::booking::Booking) ->
 /// a fifth of PostgreSQL's CPU in the payments phase).
 #[tokio::test]
 async fn a_payment_reads_its_booking_by_id_on_a_table_without_statistics() {
-    let h = Hospital::start(beijing(2, 9, 0), 40, &NO_CHANNEL_POOLS).await;
+    let h = Hospital::start(beijing(2, 9, 0), 40, ALL_COMMON).await;
     let mut held = Vec::new();
     for _ in 0..30 {
         held.push(

@@ -7,17 +7,7 @@ use slot_inventory::booking::waitlist::{self, JoinRequest};
 use slot_inventory::schedule::capacity::{self, CapacityChange};
 use uuid::Uuid;
 
-use crate::helpers::{Hospital, beijing, code, sched};
-
-/// Every seat in the common pool.
-const ALL_COMMON: &[(&str, &str)] = &[
-    ("POLICY__POOL_SHARES__WECHAT", "0"),
-    ("POLICY__POOL_SHARES__KIOSK", "0"),
-    ("POLICY__POOL_SHARES__PHONE114", "0"),
-    ("POLICY__POOL_SHARES__WINDOW", "0"),
-    ("POLICY__POOL_SHARES__APP", "0"),
-    ("POLICY__POOL_SHARES__REFERRAL", "0"),
-];
+use crate::helpers::{ALL_COMMON, Hospital, beijing, code, sched};
 
 fn join(patient: Uuid) -> JoinRequest {
     JoinRequest {
