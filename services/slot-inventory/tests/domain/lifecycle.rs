@@ -742,3 +742,61 @@ async fn a_payment_reads_its_booking_by_id_on_a_table_without_statistics() {
         .unwrap();
     assert_eq!(paid.booking.status, BookingStatus::Confirmed);
 }
+
+/// The booking row's value rules hold after V16 moved them into domains:
+/// each column refuses a value outside its rule (check_violation) and
+/// takes one inside it, NULL stays allowed where it was, and no rule is
+/// left as an IN-list PostgreSQL would read back on every write.
+#[tokio::test]
+async fn a_booking_refuses_a_channel_status_pool_method_or_app_outside_its_rule() {
+    let h = Hospital::start(beijing(2, 9, 0), 1, &[]).await;
+    let held = h.book_expert(Channel::Wechat).await;
+    let mut client = h.state.pool.get().await.unwrap();
+    let cases = [
+        ("channel", "pigeon", Some("kiosk")),
+        ("status", "lost", Some("confirmed")),
+        ("pool", "vip", Some("common")),
+        ("payment_method", "barter", Some("insurance")),
+        ("owner_app", "No Such App!", Some("wxmini")),
+        ("payment_method", "barter", None),
+        ("owner_app", "x", None),
+    ];
+    for (column, outside, inside) in cases {
+        let tx = client.transaction().await.unwrap();
+        let refused = tx
+            .execute(
+                &format!("UPDATE bookings SET {column} = $2 WHERE id = $1"),
+                &[&held.booking_id.id, &outside],
+            )
+            .await
+            .expect_err(&format!("{column} = {outside:?} was taken"));
+        assert_eq!(
+            refused.code(),
+            Some(&jyt_db::tokio_postgres::error::SqlState::CHECK_VIOLATION),
+            "{column}: {refused}"
+        );
+        tx.rollback().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let taken = tx
+            .execute(
+                &format!("UPDATE bookings SET {column} = $2 WHERE id = $1"),
+                &[&held.booking_id.id, &inside],
+            )
+            .await;
+        assert_eq!(taken.map_err(|e| e.to_string()), Ok(1), "{column} = {inside:?}");
+        tx.rollback().await.unwrap();
+    }
+    let in_lists: Vec<String> = client
+        .query(
+            "SELECT conname FROM pg_constraint
+              WHERE conrelid = 'bookings'::regclass AND contype = 'c'
+                AND pg_get_constraintdef(oid) LIKE '%ARRAY[%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(in_lists.is_empty(), "checks read back as IN-lists: {in_lists:?}");
+}
