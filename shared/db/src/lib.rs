@@ -156,6 +156,62 @@ impl Begun {
             roll_back_or_close(client).await;
         }
     }
+
+    /// Begin a transaction on `client` with `BEGIN` and `first` in one
+    /// flight (`BEGIN` is polled first, so it leaves first; a statement of
+    /// `first` that is prepared already leaves on its first poll right
+    /// behind it). The transaction and what `first` answered; if either
+    /// failed, it is rolled back and the error answered.
+    pub async fn begin_with<T, E>(
+        client: deadpool_postgres::Object,
+        first: impl AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, E>,
+    ) -> Result<(Self, T), E>
+    where
+        E: From<tokio_postgres::Error>,
+    {
+        let begun = Self::new(client);
+        let started = futures::future::try_join(
+            futures::TryFutureExt::map_err(begun.batch_execute("BEGIN"), E::from),
+            first(&begun),
+        )
+        .await;
+        match started {
+            Ok(((), answer)) => Ok((begun, answer)),
+            Err(e) => {
+                begun.roll_back().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Send `last` and `COMMIT` in one flight, in that order, and hand the
+    /// connection back to the pool. If a statement of `last` fails, the
+    /// pipelined `COMMIT` becomes a rollback; if `COMMIT` fails, nothing
+    /// was written either: the transaction is rolled back and the error
+    /// answered.
+    pub async fn commit_with<T, E>(
+        self,
+        last: impl AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<tokio_postgres::Error>,
+    {
+        let committed = futures::future::try_join(
+            last(&self),
+            futures::TryFutureExt::map_err(self.batch_execute("COMMIT"), E::from),
+        )
+        .await;
+        match committed {
+            Ok((answer, ())) => {
+                drop(self.finish());
+                Ok(answer)
+            }
+            Err(e) => {
+                self.roll_back().await;
+                Err(e)
+            }
+        }
+    }
 }
 
 impl std::ops::Deref for Begun {

@@ -149,54 +149,32 @@ pub async fn confirm(
     // cancelled in between closes the connection (`Begun`).
     client.prepare_cached(&queries::CONFIRM_PAYMENT_RETURNING).await?;
     client.prepare_cached(jyt_events::APPEND_SQL).await?;
-    let client = jyt_db::Begun::new(client);
     // The usual case first, in one statement: a held booking, in time, of
     // this fee. Only when it is not so is the row read (locked) to say why.
-    let begun = futures::future::try_join(
-        client.batch_execute("BEGIN"),
-        queries::confirm_payment(
-            &*client,
-            &state.hospital,
-            booking.id,
-            payment,
-            req.amount_fen,
-            now,
-        ),
-    )
-    .await;
-    let stored = match begun {
-        Ok((_, Some(stored))) => stored,
-        Ok((_, None)) => {
-            let refused = payment_refused(&client, state, booking, req, reference).await;
-            client.roll_back().await;
-            return refused;
-        }
-        Err(e) => {
-            client.roll_back().await;
-            return Err(e.into());
-        }
+    let (client, confirmed) = jyt_db::Begun::begin_with(client, async |c| {
+        queries::confirm_payment(c, &state.hospital, booking.id, payment, req.amount_fen, now).await
+    })
+    .await?;
+    let Some(stored) = confirmed else {
+        let refused = payment_refused(&client, state, booking, req, reference).await;
+        client.roll_back().await;
+        return refused;
     };
     let payload = events::payload(
         &stored.booking,
         serde_json::json!({ "payment_reference": reference }),
     );
-    let committed = futures::future::try_join(
-        jyt_events::append(
-            &*client,
-            EventKind::Confirmed.event_type(),
-            &stored.booking.booking_id.to_string(),
-            &payload,
-        ),
-        client.batch_execute("COMMIT"),
-    )
-    .await;
-    if let Err(e) = committed {
-        // A failed event turns the pipelined `COMMIT` into a rollback; a
-        // failed `COMMIT` leaves nothing either.
-        client.roll_back().await;
-        return Err(e.into());
-    }
-    drop(client.finish());
+    client
+        .commit_with(async |c| {
+            jyt_events::append(
+                c,
+                EventKind::Confirmed.event_type(),
+                &stored.booking.booking_id.to_string(),
+                &payload,
+            )
+            .await
+        })
+        .await?;
     let mut conn = state.redis.clone();
     if let Err(e) = redis::cmd("ZREM")
         .arg(state.keys.holds())
@@ -283,19 +261,8 @@ pub async fn check_in(
     // then locked for that one flight only. Every exit before the commit
     // rolls back, and a request cancelled in between closes the
     // connection (`Begun`).
-    let client = jyt_db::Begun::new(state.pool.get().await?);
-    let begun = futures::future::try_join(
-        futures::TryFutureExt::map_err(client.batch_execute("BEGIN"), SlotError::from),
-        locked(&*client, state, booking),
-    )
-    .await;
-    let current = match begun {
-        Ok(((), current)) => current,
-        Err(e) => {
-            client.roll_back().await;
-            return Err(e);
-        }
-    };
+    let (client, current) =
+        jyt_db::Begun::begin_with(state.pool.get().await?, async |c| locked(c, state, booking).await).await?;
     match check_in_decision(state, booking, req, &current, now) {
         CheckIn::Refuse(e) => {
             client.roll_back().await;
@@ -308,19 +275,9 @@ pub async fn check_in(
         CheckIn::WrongCode => {
             // Committed although the request fails: rolled back, every
             // guess would be free.
-            let counted = futures::future::try_join(
-                queries::count_wrong_pickup_code(&*client, booking.id),
-                client.batch_execute("COMMIT"),
-            )
-            .await;
-            let failures = match counted {
-                Ok((failures, ())) => failures,
-                Err(e) => {
-                    client.roll_back().await;
-                    return Err(e.into());
-                }
-            };
-            drop(client.finish());
+            let failures = client
+                .commit_with(async |c| queries::count_wrong_pickup_code(c, booking.id).await)
+                .await?;
             let attempts_left = MAX_WRONG_PICKUP_CODES.saturating_sub(failures);
             Err(match u32::try_from(attempts_left) {
                 Ok(left) if left > 0 => SlotError::WrongPickupCode { attempts_left: left },
@@ -338,28 +295,17 @@ pub async fn check_in(
             // Prepared first, so that the three leave in this order.
             client.prepare_cached(&queries::CHECK_IN_CONFIRMED).await?;
             client.prepare_cached(queries::APPEND_IF_CHECKED_IN).await?;
-            let done = futures::future::try_join3(
-                queries::check_in(
-                    &*client,
-                    &state.hospital,
-                    booking.id,
-                    current.booking.schedule_id,
-                    now,
-                ),
-                queries::append_if_checked_in(&*client, booking.id, &aggregate_id, &payload),
-                client.batch_execute("COMMIT"),
-            )
-            .await;
-            let stored = match done {
-                Ok((stored, _, ())) => stored,
-                Err(e) => {
-                    // A failed statement turns the pipelined `COMMIT` into
-                    // a rollback; a failed `COMMIT` leaves nothing either.
-                    client.roll_back().await;
-                    return Err(e.into());
-                }
-            };
-            drop(client.finish());
+            let schedule = current.booking.schedule_id;
+            let stored = client
+                .commit_with(async |c| {
+                    let (stored, _) = futures::future::try_join(
+                        queries::check_in(c, &state.hospital, booking.id, schedule, now),
+                        queries::append_if_checked_in(c, booking.id, &aggregate_id, &payload),
+                    )
+                    .await?;
+                    Ok::<_, jyt_db::tokio_postgres::Error>(stored)
+                })
+                .await?;
             state.relay.wake();
             // Under the row lock the booking was confirmed, so the check-in
             // matched; were it not, neither it nor its event was written.

@@ -691,7 +691,8 @@ async fn payment_scans(h: &Hospital, held: &slot_inventory::booking::Booking) ->
         let scan = plan
             .iter()
             .position(|l| l.contains("Scan") && l.contains(" on bookings"))
-            .unwrap_or_else(|| panic!("{mode}: no scan of bookings in\n{}", plan.join("\n")));
+            .ok_or_else(|| format!("{mode}: no scan of bookings in\n{}", plan.join("\n")))
+            .unwrap();
         let cond = plan[scan + 1..]
             .iter()
             .take_while(|l| !l.contains("->"))
