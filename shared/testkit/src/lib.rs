@@ -5,6 +5,7 @@
 //!   `jyt_test_…`, so the test command can drop leftovers);
 //! - [`fresh_redis_prefix`]: a key prefix per test (`jyt-test:…`);
 //! - [`eventually`]: poll a condition until a deadline, instead of sleeping;
+//! - [`explain`]: the plan PostgreSQL makes of a statement, line by line;
 //! - [`logs`]: every log line of the process as JSON lines in a file of its
 //!   own, installed by the first of these helpers a test calls;
 //! - [`logscan`]: the rules those files are scanned with for personal data
@@ -70,6 +71,21 @@ pub async fn fresh_database(purpose: &str) -> String {
     match jyt_db::ensure_database(&admin, &name).await {
         Ok(_) => jyt_db::url_with_database(&admin, &name),
         Err(e) => fail(&format!("could not create test database {name} via {admin}: {e}")),
+    }
+}
+
+/// The plan of `statement` (`EXPLAIN` it, parameters written in), one
+/// line per entry: for tests that hold a statement to the index it reads.
+pub async fn explain(client: &jyt_db::tokio_postgres::Client, statement: &str) -> Vec<String> {
+    match client.simple_query(&format!("EXPLAIN {statement}")).await {
+        Ok(messages) => messages
+            .iter()
+            .filter_map(|m| match m {
+                jyt_db::tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => fail(&format!("could not explain {statement}: {e}")),
     }
 }
 

@@ -256,19 +256,11 @@ async fn a_refund_reads_only_its_own_fee_s_refunds() {
         .await
         .unwrap()
         .get(0);
-    let plan: Vec<String> = client
-        .simple_query(&format!(
-            "EXPLAIN {}",
-            card_issuing::ledger::REFUNDED_OF_FEE.replace("$1", &format!("'{fee}'"))
-        ))
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|m| match m {
-            jyt_db::tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .collect();
+    let plan = jyt_testkit::explain(
+        &client,
+        &card_issuing::ledger::REFUNDED_OF_FEE.replace("$1", &format!("'{fee}'")),
+    )
+    .await;
     assert!(
         plan.iter().any(|l| l.contains("ledger_transactions_refunds_of")),
         "refunds of a fee not read by the fee:\n{}",

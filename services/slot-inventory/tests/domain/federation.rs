@@ -195,16 +195,10 @@ async fn the_feed_returns_every_change_exactly_once_across_pages_even_with_concu
         }
     }
     writer.await.unwrap();
-    let client = h.state.pool.get().await.unwrap();
-    let all: HashSet<Uuid> = client
-        .query(
-            "SELECT event_id FROM outbox WHERE event_type LIKE 'booking.%'",
-            &[],
-        )
+    let all: HashSet<Uuid> = h
+        .column::<Uuid>("SELECT event_id FROM outbox WHERE event_type LIKE 'booking.%'")
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert_eq!(all.len(), 60);
     assert_eq!(seen.len(), 60, "nothing repeated");

@@ -178,15 +178,23 @@ impl Hospital {
         client.query_one(sql, &[]).await.unwrap().get(0)
     }
 
-    pub async fn event_types(&self) -> Vec<String> {
+    /// The first column of every row of `sql`, read straight from the database.
+    pub async fn column<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'a> jyt_db::tokio_postgres::types::FromSql<'a>,
+    {
         let client = self.state.pool.get().await.unwrap();
         client
-            .query("SELECT event_type FROM outbox ORDER BY seq", &[])
+            .query(sql, &[])
             .await
             .unwrap()
             .iter()
             .map(|r| r.get(0))
             .collect()
+    }
+
+    pub async fn event_types(&self) -> Vec<String> {
+        self.column("SELECT event_type FROM outbox ORDER BY seq").await
     }
 
     /// The state (`idle`, `idle in transaction`, ...) of the pool's

@@ -1,7 +1,6 @@
 //! Holds, payment, expiry, cancellation, check-in and no-shows, driven by
 //! the clock.
 
-use jyt_db::tokio_postgres::SimpleQueryMessage;
 use jyt_domain::{BookingStatus, Channel};
 use jyt_web::RequestError;
 use slot_inventory::booking::lifecycle::{
@@ -674,20 +673,15 @@ async fn payment_scans(h: &Hospital, held: &slot_inventory::booking::Booking) ->
             .batch_execute(&format!("SET plan_cache_mode = {mode}"))
             .await
             .unwrap();
-        let plan: Vec<String> = client
-            .simple_query(&format!(
-                "EXPLAIN EXECUTE pay('{}', 'pay-1', 'self_pay', '{}', NULL)",
+        let plan = jyt_testkit::explain(
+            &client,
+            &format!(
+                "EXECUTE pay('{}', 'pay-1', 'self_pay', '{}', NULL)",
                 held.booking_id.id,
                 h.clock.now().to_rfc3339()
-            ))
-            .await
-            .unwrap()
-            .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .collect();
+            ),
+        )
+        .await;
         let scan = plan
             .iter()
             .position(|l| l.contains("Scan") && l.contains(" on bookings"))
@@ -787,17 +781,13 @@ async fn a_booking_refuses_a_channel_status_pool_method_or_app_outside_its_rule(
         assert_eq!(taken.map_err(|e| e.to_string()), Ok(1), "{column} = {inside:?}");
         tx.rollback().await.unwrap();
     }
-    let in_lists: Vec<String> = client
-        .query(
+    drop(client);
+    let in_lists: Vec<String> = h
+        .column(
             "SELECT conname FROM pg_constraint
               WHERE conrelid = 'bookings'::regclass AND contype = 'c'
                 AND pg_get_constraintdef(oid) LIKE '%ARRAY[%'",
-            &[],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
     assert!(in_lists.is_empty(), "checks read back as IN-lists: {in_lists:?}");
 }

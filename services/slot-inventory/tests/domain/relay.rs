@@ -67,18 +67,9 @@ async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
     assert_eq!(h.state.relay.relay_once().await.unwrap(), 0, "nothing twice");
     assert_eq!(h.pooled_connection_state().await, "idle");
 
-    let client = h.state.pool.get().await.unwrap();
-    let mut written: Vec<String> = client
-        .query(
-            "SELECT event_id::text FROM outbox WHERE published_at IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    drop(client);
+    let mut written: Vec<String> = h
+        .column("SELECT event_id::text FROM outbox WHERE published_at IS NOT NULL")
+        .await;
     let mut published = stream_event_ids(&h).await;
     written.sort();
     published.sort();

@@ -20,20 +20,12 @@ fn join(patient: Uuid) -> JoinRequest {
 #[tokio::test]
 async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() {
     // One seat per segment, all common: CT's morning has 7 seats.
-    let h = Hospital::start(
-        beijing(3, 9, 0),
-        1,
-        &[
-            ("POLICY__POOL_SHARES__WECHAT", "0"),
-            ("POLICY__POOL_SHARES__KIOSK", "0"),
-            ("POLICY__POOL_SHARES__PHONE114", "0"),
-            ("POLICY__POOL_SHARES__WINDOW", "0"),
-            ("POLICY__POOL_SHARES__APP", "0"),
-            ("POLICY__POOL_SHARES__REFERRAL", "0"),
-            ("POLICY__WAITLIST_CAPACITY_REQUEST_THRESHOLD", "1"),
-        ],
-    )
-    .await;
+    let settings: Vec<_> = ALL_COMMON
+        .iter()
+        .copied()
+        .chain([("POLICY__WAITLIST_CAPACITY_REQUEST_THRESHOLD", "1")])
+        .collect();
+    let h = Hospital::start(beijing(3, 9, 0), 1, &settings).await;
     let schedule = h.schedules[sched::CT_AM].schedule_id;
     let early = Uuid::new_v4();
     let not_full = waitlist::join(&h.state, schedule, &join(early)).await;
