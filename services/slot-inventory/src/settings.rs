@@ -43,6 +43,11 @@ pub struct BookingSettings {
     /// design) or `postgres` (row locks only: the baseline the load test
     /// compares against, as a team without Redis would build it).
     pub lock: LockKind,
+    /// How many statements of won holds may be in flight at once
+    /// (`booking::writer`): each takes a pooled connection, and a surge's
+    /// winners queue behind them, many to the next statement. A pool
+    /// smaller than this bounds it instead: more would only wait there.
+    pub concurrent_writes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -129,6 +134,12 @@ impl Validate for Settings {
         )?;
         if self.hospital.name.trim().is_empty() {
             return Err(Invalid::new("hospital.name", "must not be empty"));
+        }
+        if !(1..=64).contains(&self.booking.concurrent_writes) {
+            return Err(Invalid::new(
+                "booking.concurrent_writes",
+                "must be between 1 and 64",
+            ));
         }
         if !(60..=30 * 86400).contains(&self.booking.idempotency_ttl_seconds) {
             return Err(Invalid::new(

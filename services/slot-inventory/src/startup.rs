@@ -67,6 +67,12 @@ pub async fn connect(
         segments: Default::default(),
         cache: Default::default(),
         tally: Default::default(),
+        writer: crate::booking::writer::BookingWriter::new(
+            settings
+                .booking
+                .concurrent_writes
+                .min(settings.postgres.pool_max_size),
+        ),
     };
     schedule::queries::apply_release_policy(&state.pool.get().await?, &state.policy.get(), state.clock.now())
         .await

@@ -43,6 +43,8 @@ pub struct AppState {
     pub cache: CacheHealth,
     /// Booking attempts per channel and minute, flushed to the outbox.
     pub tally: AttemptTally,
+    /// Won holds on their way to PostgreSQL, many to a statement.
+    pub writer: crate::booking::writer::BookingWriter,
 }
 
 /// Immutable facts about segments (schedule, department, date), cached so
@@ -105,6 +107,7 @@ pub struct BookingMetrics {
     hold_expiries: IntCounterVec,
     outbox_unpublished: IntGaugeVec,
     outbox_oldest_seconds: GaugeVec,
+    write_batch_bookings: HistogramVec,
 }
 
 impl BookingMetrics {
@@ -147,7 +150,16 @@ impl BookingMetrics {
             ),
             &["hospital"],
         )?;
+        let write_batch_bookings = HistogramVec::new(
+            HistogramOpts::new(
+                "booking_write_batch_bookings",
+                "Bookings per insert statement (booking::writer's group commit)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            &["hospital"],
+        )?;
         registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(write_batch_bookings.clone()))?;
         registry.register(Box::new(script_seconds.clone()))?;
         registry.register(Box::new(hold_expiries.clone()))?;
         registry.register(Box::new(outbox_unpublished.clone()))?;
@@ -159,6 +171,7 @@ impl BookingMetrics {
             hold_expiries,
             outbox_unpublished,
             outbox_oldest_seconds,
+            write_batch_bookings,
         })
     }
 
@@ -177,6 +190,16 @@ impl BookingMetrics {
         self.script_seconds
             .with_label_values(&[self.hospital.as_str(), script])
             .observe(took.as_secs_f64());
+    }
+
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a batch is at most booking::writer::MAX_BATCH"
+    )]
+    pub fn write_batch(&self, bookings: usize) {
+        self.write_batch_bookings
+            .with_label_values(&[self.hospital.as_str()])
+            .observe(bookings as f64);
     }
 
     pub fn hold_expired(&self, n: usize) {

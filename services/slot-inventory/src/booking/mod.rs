@@ -16,6 +16,7 @@ pub mod signed;
 pub mod tally;
 pub mod waitlist;
 pub mod waitlist_queries;
+pub mod writer;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, HospitalId, SlotRef};

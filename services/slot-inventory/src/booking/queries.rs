@@ -219,66 +219,123 @@ pub async fn insert_booking<C: GenericClient>(client: &C, b: &NewBooking<'_>) ->
 static INSERT_BOOKING_RETURNING_ID: LazyLock<String> =
     LazyLock::new(|| format!("{INSERT_BOOKING} RETURNING id"));
 
-/// [`INSERT_BOOKING`] answering the stored booking (read back as
-/// [`get_booking`] reads it), with the new booking's event appended to
-/// the outbox in the same statement: one round trip and one (implicit)
-/// transaction, where `BEGIN`, the insert, the event and `COMMIT` took
-/// two round trips, and the connection was held across both (issue 20:
-/// W against I). The event is `booking.held` or `booking.confirmed`, by
-/// the status the insert gave. Its payload ($15) is what
-/// `events::payload` makes of the booking, except what only the database
-/// knows at the insert: the status, the fee, and the department's and
-/// doctor's names, which are merged in here. Nothing is appended when
-/// nothing is inserted. Params 13 and 14: the event's id and aggregate id.
-pub static INSERT_BOOKING_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
-    with_read_back(&format!(
-        "b AS ({INSERT_BOOKING} RETURNING *),
+/// A won hold for a plain booking (no referral, waitlist, offer or draw:
+/// those are written statement by statement) and its `booking.held` or
+/// `booking.confirmed` event, owned: [`INSERT_BOOKINGS_WITH_EVENTS`]
+/// writes many at once.
+#[derive(Debug, Clone)]
+pub struct BookingToWrite {
+    pub id: Uuid,
+    pub segment_id: Uuid,
+    pub patient_id: Uuid,
+    pub channel: Channel,
+    pub seat_no: i32,
+    pub pool: String,
+    pub visit_no: i32,
+    pub pickup_code: String,
+    pub idempotency_key: String,
+    pub owner_app: Option<String>,
+    /// Used only if the visit has a fee (as [`NewBooking::hold_deadline`]).
+    pub hold_deadline: DateTime<Utc>,
+    pub event_id: Uuid,
+    /// The event's aggregate: the booking's public reference.
+    pub aggregate_id: String,
+    /// What `events::payload` makes of the booking, except what only the
+    /// database knows at the insert (merged in by the statement).
+    pub payload: serde_json::Value,
+}
+
+/// Bookings and their events, any number in one statement: one round
+/// trip and one (implicit) transaction, so one commit for a whole batch
+/// of the surge's winners (`booking::writer`, issue 20: W against I).
+/// Each row is [`INSERT_BOOKING`]'s: inserted only if its seat is within
+/// its segment's capacity and its schedule is open; unique indexes refuse
+/// a taken seat, and then nothing of the batch is written. Each inserted
+/// booking's event is appended to the outbox in the same statement:
+/// `booking.held` or `booking.confirmed` by the status the insert gave,
+/// its payload merged with the status, the fee, and the department's and
+/// doctor's names. Answers the stored bookings (read back as
+/// [`get_booking`] reads them), in no particular order.
+pub static INSERT_BOOKINGS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    with_read_back(
+        "i AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int4[], $6::text[],
+                                 $7::text[], $8::int4[], $9::text[], $10::timestamptz[], $11::text[],
+                                 $12::uuid[], $13::text[], $14::jsonb[])
+                AS i (id, segment_id, patient_id, channel, seat_no, idempotency_key, pool, visit_no,
+                      pickup_code, hold_deadline, owner_app, event_id, aggregate_id, payload)),
+         b AS (
+            INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
+                                  fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
+                                  owner_app)
+            SELECT i.id, seg.id, seg.schedule_id, i.patient_id, i.channel, i.seat_no,
+                   CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
+                   sch.fee_fen, i.idempotency_key, i.pool, i.visit_no, i.pickup_code,
+                   CASE WHEN sch.fee_fen > 0 THEN i.hold_deadline END, i.owner_app
+              FROM i JOIN segments seg ON seg.id = i.segment_id
+                     JOIN schedules sch ON sch.id = seg.schedule_id
+             WHERE i.seat_no <= seg.capacity AND sch.status = 'open'
+            RETURNING *),
          o AS (
             INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
-            SELECT $13, CASE WHEN b.status = 'held' THEN 'booking.held' ELSE 'booking.confirmed' END, $14,
-                   $15::jsonb || jsonb_build_object('status', b.status, 'fee_fen', b.fee_fen,
-                                                    'department', dep.name, 'doctor', doc.name)
-              FROM b JOIN schedules sch ON sch.id = b.schedule_id
+            SELECT i.event_id, CASE WHEN b.status = 'held' THEN 'booking.held' ELSE 'booking.confirmed' END,
+                   i.aggregate_id,
+                   i.payload || jsonb_build_object('status', b.status, 'fee_fen', b.fee_fen,
+                                                   'department', dep.name, 'doctor', doc.name)
+              FROM b JOIN i ON i.id = b.id
+                     JOIN schedules sch ON sch.id = b.schedule_id
                      JOIN departments dep ON dep.id = sch.department_id
-                     JOIN doctors doc ON doc.id = sch.doctor_id)"
-    ))
+                     JOIN doctors doc ON doc.id = sch.doctor_id)",
+    )
 });
 
-/// Run [`INSERT_BOOKING_WITH_EVENT`]: the stored booking, or `None` when
-/// the seat is beyond the segment's capacity or the schedule is stopped
-/// (then no event either).
-pub async fn insert_booking_with_event<C: GenericClient>(
+/// Run [`INSERT_BOOKINGS_WITH_EVENTS`]: the stored bookings, without
+/// those whose seat is beyond their segment's capacity or whose schedule
+/// is stopped (and then without their events).
+pub async fn insert_bookings_with_events<C: GenericClient>(
     client: &C,
     hospital: &HospitalId,
-    b: &NewBooking<'_>,
-    event: (Uuid, &str, &serde_json::Value),
-) -> Result<Option<StoredBooking>, Error> {
-    let channel = b.channel.as_str();
-    let (event_id, aggregate_id, payload) = event;
-    let [p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12] = insert_params(b, &channel);
+    rows: &[BookingToWrite],
+) -> Result<Vec<StoredBooking>, Error> {
+    let column = |f: fn(&BookingToWrite) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let segments: Vec<Uuid> = rows.iter().map(|r| r.segment_id).collect();
+    let patients: Vec<Uuid> = rows.iter().map(|r| r.patient_id).collect();
+    let channels = column(|r| r.channel.as_str());
+    let seats: Vec<i32> = rows.iter().map(|r| r.seat_no).collect();
+    let keys = column(|r| &r.idempotency_key);
+    let pools = column(|r| &r.pool);
+    let visit_nos: Vec<i32> = rows.iter().map(|r| r.visit_no).collect();
+    let codes = column(|r| &r.pickup_code);
+    let deadlines: Vec<DateTime<Utc>> = rows.iter().map(|r| r.hold_deadline).collect();
+    let owner_apps: Vec<Option<&str>> = rows.iter().map(|r| r.owner_app.as_deref()).collect();
+    let event_ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let aggregates = column(|r| &r.aggregate_id);
+    let payloads: Vec<&serde_json::Value> = rows.iter().map(|r| &r.payload).collect();
     Ok(client
-        .query_opt_cached(
-            &INSERT_BOOKING_WITH_EVENT,
+        .query_cached(
+            &INSERT_BOOKINGS_WITH_EVENTS,
             &[
-                p1,
-                p2,
-                p3,
-                p4,
-                p5,
-                p6,
-                p7,
-                p8,
-                p9,
-                p10,
-                p11,
-                p12,
-                &event_id,
-                &aggregate_id,
-                payload,
+                &ids,
+                &segments,
+                &patients,
+                &channels,
+                &seats,
+                &keys,
+                &pools,
+                &visit_nos,
+                &codes,
+                &deadlines,
+                &owner_apps,
+                &event_ids,
+                &aggregates,
+                &payloads,
             ],
         )
         .await?
-        .map(|r| to_stored(hospital, &r)))
+        .iter()
+        .map(|r| to_stored(hospital, r))
+        .collect())
 }
 
 /// Facts about a segment that never change once it exists: cached in the

@@ -20,8 +20,9 @@ use uuid::Uuid;
 use super::cache::{invalidate_segment, load_segment, patient_day_ttl, segment_info};
 use super::events::{self, EventKind};
 use super::hold::{HeldSeat, HoldKind, HoldOutcome, HoldRequest, SeatGoes};
-use super::queries::{self, NewBooking, SegmentInfo, StoredBooking};
+use super::queries::{self, BookingToWrite, NewBooking, SegmentInfo, StoredBooking};
 use super::same_request;
+use super::writer::WriteError;
 use super::{BookRequest, Booking};
 use crate::error::SlotError;
 use crate::state::AppState;
@@ -390,20 +391,6 @@ async fn after_commit(state: &AppState, stored: &StoredBooking, idem_key: &str) 
     state.relay.wake();
 }
 
-enum WriteError {
-    Unique(String),
-    Other(SlotError),
-}
-
-impl From<jyt_db::tokio_postgres::Error> for WriteError {
-    fn from(e: jyt_db::tokio_postgres::Error) -> Self {
-        match jyt_db::unique_violation(&e) {
-            Some(c) => WriteError::Unique(c.to_owned()),
-            None => WriteError::Other(e.into()),
-        }
-    }
-}
-
 pub(crate) fn pickup_code() -> String {
     format!("{:06}", rand::rng().random_range(0..1_000_000))
 }
@@ -432,14 +419,11 @@ fn new_booking<'a>(
     }
 }
 
-/// The booking row and its event, in one statement (one round trip, one
-/// implicit transaction: see [`queries::INSERT_BOOKING_WITH_EVENT`]) for a
-/// plain booking, the surge's winners.
-#[tracing::instrument(
-    name = "INSERT bookings",
-    skip_all,
-    fields(otel.kind = "client", db.system = "postgresql", db.operation = "INSERT", db.sql.table = "bookings")
-)]
+/// The booking row and its event, written by the hospital's
+/// [`BookingWriter`](super::writer::BookingWriter) with the other winners
+/// queued at the time, one statement and one commit for all
+/// ([`queries::INSERT_BOOKINGS_WITH_EVENTS`]): a plain booking, the surge's
+/// winners. The others write more, statement by statement.
 async fn write_booking(
     state: &AppState,
     req: &BookRequest,
@@ -454,16 +438,26 @@ async fn write_booking(
     {
         return write_booking_in_steps(state, req, key, info, won).await;
     }
-    let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
     let code = pickup_code();
-    let new = new_booking(state, req, key, won, &code);
     let booking = event_booking(state, req, info, won, &code);
     let payload = events::payload(&booking, serde_json::json!({}));
-    let event = (Uuid::now_v7(), booking.booking_id.to_string(), payload);
-    Ok(
-        queries::insert_booking_with_event(&client, &state.hospital, &new, (event.0, &event.1, &event.2))
-            .await?,
-    )
+    let row = BookingToWrite {
+        id: won.booking_id,
+        segment_id: req.slot_id.id,
+        patient_id: req.patient_id,
+        channel: req.channel,
+        seat_no: won.seat,
+        pool: won.pool.clone(),
+        visit_no: won.visit_no,
+        idempotency_key: key.as_str().to_owned(),
+        owner_app: req.owner_app.clone(),
+        hold_deadline: won.now + state.policy.get().hold_length(),
+        event_id: Uuid::now_v7(),
+        aggregate_id: booking.booking_id.to_string(),
+        payload,
+        pickup_code: code,
+    };
+    state.writer.write(state, row).await
 }
 
 /// The new booking as its event shows it, before the insert: what the

@@ -22,3 +22,4 @@ mod pools;
 mod relay;
 mod rules;
 mod waitlist;
+mod writer;

@@ -1,0 +1,186 @@
+//! Group commit for won holds: the surge's winners are written to
+//! PostgreSQL many to a statement (issue 20, "W toward I").
+//!
+//! A won hold used to be one statement and one commit of its own, so a
+//! hospital's bookings went no faster than its few connections could each
+//! wait for a round trip and a WAL flush. Now a winner queues its booking
+//! and, if fewer than [`BookingWriter::new`]'s `concurrent_batches` are
+//! being written, starts a writer; a writer takes everything queued (up to
+//! [`MAX_BATCH`]) into one [`queries::INSERT_BOOKINGS_WITH_EVENTS`], and
+//! goes on until the queue is empty. Alone, a booking is a batch of one:
+//! no waiting for company. Under a surge the queue fills while a batch is
+//! in flight, and the next batch takes it all.
+//!
+//! Each booking is still inserted with its outbox event in one
+//! transaction; a batch's bookings share that transaction. A batch that
+//! fails (a unique index refusing one seat, a lost connection) is written
+//! again one booking at a time, so each winner gets the answer it would
+//! have had alone, and one bad row never costs the others their seats.
+//!
+//! The write runs in a task of its own, not in the winner's request: a
+//! request dropped mid-write (its client gone) must not take the other
+//! winners' answers with it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use uuid::Uuid;
+
+use super::queries::{self, BookingToWrite, StoredBooking};
+use crate::error::SlotError;
+use crate::state::AppState;
+
+/// The most bookings one statement writes: 14 arrays of this length, and
+/// a batch's time in flight bounds its first winner's wait.
+pub const MAX_BATCH: usize = 64;
+
+/// Why a booking was not written.
+#[derive(Debug)]
+pub enum WriteError {
+    /// A unique index refused it: the constraint's name.
+    Unique(String),
+    Other(SlotError),
+}
+
+impl From<jyt_db::tokio_postgres::Error> for WriteError {
+    fn from(e: jyt_db::tokio_postgres::Error) -> Self {
+        match jyt_db::unique_violation(&e) {
+            Some(c) => WriteError::Unique(c.to_owned()),
+            None => WriteError::Other(e.into()),
+        }
+    }
+}
+
+/// A booking's write: the stored booking, or `None` when its seat is
+/// beyond the segment's capacity or its schedule is stopped.
+pub type WriteResult = Result<Option<StoredBooking>, WriteError>;
+
+/// The hospital's queue of won holds waiting for PostgreSQL, and its
+/// writers. Cloned handles share both.
+#[derive(Clone)]
+pub struct BookingWriter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: Mutex<Vec<Pending>>,
+    /// One permit per batch in flight.
+    writers: Arc<Semaphore>,
+}
+
+struct Pending {
+    row: BookingToWrite,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+impl BookingWriter {
+    /// At most `concurrent_batches` statements in flight (at least one).
+    pub fn new(concurrent_batches: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                queue: Mutex::new(Vec::new()),
+                writers: Arc::new(Semaphore::new(concurrent_batches.max(1))),
+            }),
+        }
+    }
+
+    /// Write one booking with its event, with whatever else is queued.
+    pub async fn write(&self, state: &AppState, row: BookingToWrite) -> WriteResult {
+        let (reply, answer) = oneshot::channel();
+        self.inner.queue().push(Pending { row, reply });
+        // Queued before asking for a writer: a writer finishing now looks
+        // at the queue after it gives its permit back (`write_queued`), so
+        // either it or this call sees the booking.
+        if let Ok(permit) = self.inner.writers.clone().try_acquire_owned() {
+            let (inner, state) = (self.inner.clone(), state.clone());
+            tokio::spawn(async move { inner.write_queued(&state, permit).await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(WriteError::Other(SlotError::Unexpected(anyhow::anyhow!(
+                "the booking writer stopped before answering"
+            ))))
+        })
+    }
+}
+
+impl Inner {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next batch: the oldest queued bookings, up to [`MAX_BATCH`].
+    fn take(&self) -> Vec<Pending> {
+        let mut queue = self.queue();
+        let n = queue.len().min(MAX_BATCH);
+        queue.drain(..n).collect()
+    }
+
+    /// Write batches until the queue is empty, then give the permit back.
+    async fn write_queued(self: Arc<Self>, state: &AppState, permit: OwnedSemaphorePermit) {
+        let mut permit = Some(permit);
+        loop {
+            let batch = self.take();
+            if !batch.is_empty() {
+                write_batch(state, batch).await;
+                continue;
+            }
+            drop(permit.take());
+            // A booking queued after the take found every permit taken,
+            // perhaps this one: take it up again, unless another writer has.
+            if self.queue().is_empty() {
+                return;
+            }
+            match self.writers.clone().try_acquire_owned() {
+                Ok(p) => permit = Some(p),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Write a batch in one statement; if that fails, each booking alone.
+async fn write_batch(state: &AppState, batch: Vec<Pending>) {
+    let (rows, replies): (Vec<BookingToWrite>, Vec<oneshot::Sender<WriteResult>>) =
+        batch.into_iter().map(|p| (p.row, p.reply)).unzip();
+    if rows.len() > 1 {
+        match insert(state, &rows).await {
+            Ok(stored) => {
+                let mut by_id: HashMap<Uuid, StoredBooking> =
+                    stored.into_iter().map(|s| (s.booking.booking_id.id, s)).collect();
+                for (row, reply) in rows.iter().zip(replies) {
+                    // A reply nobody waits for: the request was dropped;
+                    // its booking stands (held until paid or expired).
+                    let _ = reply.send(Ok(by_id.remove(&row.id)));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::info!(bookings = rows.len(), error = ?e, "a batch of bookings failed; writing each alone");
+            }
+        }
+    }
+    for (row, reply) in rows.iter().zip(replies) {
+        let result = insert(state, std::slice::from_ref(row))
+            .await
+            .map(|stored| stored.into_iter().next());
+        let _ = reply.send(result);
+    }
+}
+
+#[tracing::instrument(
+    name = "INSERT bookings",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation = "INSERT",
+        db.sql.table = "bookings",
+        bookings = rows.len()
+    )
+)]
+async fn insert(state: &AppState, rows: &[BookingToWrite]) -> Result<Vec<StoredBooking>, WriteError> {
+    let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
+    state.metrics.write_batch(rows.len());
+    Ok(queries::insert_bookings_with_events(&client, &state.hospital, rows).await?)
+}

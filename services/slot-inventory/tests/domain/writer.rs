@@ -1,0 +1,197 @@
+//! The group commit of won holds (`booking::writer`): bookings queued
+//! together are written in one statement and one transaction, each with its
+//! own event; a row the database refuses costs only its own booking; and
+//! no queued booking is left unanswered, however few the writers.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use jyt_domain::{BookingRef, BookingStatus, Channel, SlotRef};
+use slot_inventory::booking::queries::BookingToWrite;
+use slot_inventory::booking::writer::{WriteError, WriteResult};
+use uuid::Uuid;
+
+use crate::helpers::{ALL_COMMON, Hospital, beijing, sched};
+
+/// A won hold for `seat` of `slot`, as the hold script would give it to a
+/// new patient, its event's payload naming the seat.
+fn won(h: &Hospital, slot: &SlotRef, seat: i32) -> BookingToWrite {
+    let id = Uuid::now_v7();
+    BookingToWrite {
+        id,
+        segment_id: slot.id,
+        patient_id: Uuid::new_v4(),
+        channel: Channel::Wechat,
+        seat_no: seat,
+        pool: "common".into(),
+        visit_no: seat,
+        pickup_code: format!("{seat:06}"),
+        idempotency_key: Uuid::new_v4().simple().to_string(),
+        owner_app: None,
+        hold_deadline: h.clock.now() + TimeDelta::minutes(10),
+        event_id: Uuid::now_v7(),
+        aggregate_id: BookingRef::new(h.state.hospital.clone(), id).to_string(),
+        payload: serde_json::json!({ "seat": seat }),
+    }
+}
+
+/// Queue every row before any writer runs: the test runtime has one
+/// thread, and a writer is a task of its own, so the first writer finds
+/// them all queued.
+async fn write_together(h: &Hospital, rows: &[BookingToWrite]) -> Vec<WriteResult> {
+    futures::future::join_all(rows.iter().map(|r| h.state.writer.write(&h.state, r.clone()))).await
+}
+
+/// The transactions that wrote `rows`' bookings.
+async fn transactions(h: &Hospital, rows: &[BookingToWrite]) -> usize {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let client = h.state.pool.get().await.unwrap();
+    let n: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT xmin::text) FROM bookings WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    usize::try_from(n).unwrap()
+}
+
+/// The event written for `row`'s booking: its type and payload.
+async fn event_of(h: &Hospital, row: &BookingToWrite) -> Option<(String, serde_json::Value)> {
+    let client = h.state.pool.get().await.unwrap();
+    client
+        .query_opt(
+            "SELECT event_type, payload FROM outbox WHERE aggregate_id = $1",
+            &[&row.aggregate_id],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)))
+}
+
+#[tokio::test]
+async fn won_holds_queued_together_are_one_statement_each_booking_with_its_own_event() {
+    let h = Hospital::start(beijing(2, 9, 0), 12, ALL_COMMON).await;
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    // Twelve seats, and a thirteenth the segment does not have.
+    let rows: Vec<BookingToWrite> = (1..=13).map(|seat| won(&h, &slot, seat)).collect();
+
+    let answers = write_together(&h, &rows).await;
+
+    for (row, answer) in rows.iter().zip(&answers) {
+        let stored = answer.as_ref().map_err(|e| format!("{e:?}")).unwrap();
+        if row.seat_no <= 12 {
+            let stored = stored.as_ref().unwrap();
+            assert_eq!(
+                stored.booking.booking_id.id, row.id,
+                "each answer is its own booking"
+            );
+            assert_eq!(stored.booking.seat_number, row.seat_no);
+            assert_eq!(stored.booking.patient_id, row.patient_id);
+            assert_eq!(
+                stored.booking.status,
+                BookingStatus::Held,
+                "the expert visit has a fee"
+            );
+        } else {
+            assert!(stored.is_none(), "seat 13 of 12 is not written");
+        }
+    }
+    let written = &rows[..12];
+    assert_eq!(transactions(&h, written).await, 1, "one commit for the twelve");
+    for row in written {
+        let (event_type, payload) = event_of(&h, row).await.unwrap();
+        assert_eq!(event_type, "booking.held");
+        assert_eq!(
+            payload["seat"], row.seat_no,
+            "the event joined to its own booking"
+        );
+        assert_eq!(payload["status"], "held");
+        assert!(payload["fee_fen"].as_i64().unwrap() > 0);
+        assert!(!payload["department"].as_str().unwrap().is_empty());
+        assert!(!payload["doctor"].as_str().unwrap().is_empty());
+    }
+    assert!(
+        event_of(&h, &rows[12]).await.is_none(),
+        "no event without its booking"
+    );
+    assert_eq!(h.event_types().await.len(), 12);
+}
+
+#[tokio::test]
+async fn a_batch_a_unique_index_refuses_is_written_again_one_booking_at_a_time() {
+    let h = Hospital::start(beijing(2, 9, 0), 12, ALL_COMMON).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let taken = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    // A stale Redis would sell the taken seat again, in the middle of a
+    // batch of free ones.
+    let mut rows: Vec<BookingToWrite> = (5..=8).map(|seat| won(&h, &slot, seat)).collect();
+    rows.insert(2, won(&h, &slot, taken.seat_number));
+
+    let answers = write_together(&h, &rows).await;
+
+    for (row, answer) in rows.iter().zip(&answers) {
+        if row.seat_no == taken.seat_number {
+            assert!(
+                matches!(answer, Err(WriteError::Unique(c)) if c == "bookings_seat_uq"),
+                "the taken seat: {answer:?}"
+            );
+            assert!(event_of(&h, row).await.is_none());
+        } else {
+            let stored = answer.as_ref().map_err(|e| format!("{e:?}")).unwrap();
+            assert_eq!(stored.as_ref().unwrap().booking.booking_id.id, row.id);
+            let (event_type, payload) = event_of(&h, row).await.unwrap();
+            assert_eq!(event_type, "booking.confirmed", "CT has no fee");
+            assert_eq!(payload["seat"], row.seat_no);
+        }
+    }
+    let free: Vec<BookingToWrite> = rows
+        .iter()
+        .filter(|r| r.seat_no != taken.seat_number)
+        .cloned()
+        .collect();
+    assert_eq!(transactions(&h, &free).await, 4, "each written alone");
+    assert_eq!(
+        h.event_types().await.len(),
+        5,
+        "the first booking's event and the four"
+    );
+}
+
+/// Bookings queued from many threads while one writer is busy are all
+/// answered: a writer that finds the queue empty gives its permit back and
+/// looks again, so a booking queued in between is never stranded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_queued_booking_is_answered_with_one_writer_and_many_threads() {
+    let h = Hospital::start(
+        beijing(2, 9, 0),
+        240,
+        &[ALL_COMMON, &[("BOOKING__CONCURRENT_WRITES", "1")]].concat(),
+    )
+    .await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let rows: Vec<BookingToWrite> = (1..=240).map(|seat| won(&h, &slot, seat)).collect();
+
+    let mut tasks = Vec::new();
+    for chunk in rows.chunks(30) {
+        let (state, chunk) = (h.state.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut answered = 0;
+            for row in chunk {
+                if matches!(state.writer.write(&state, row).await, Ok(Some(_))) {
+                    answered += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+            answered
+        }));
+    }
+    let all = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(tasks))
+        .await
+        .expect("every booking answered");
+    let booked: usize = all.into_iter().map(Result::unwrap).sum();
+    assert_eq!(booked, 240);
+    assert_eq!(h.column::<i64>("SELECT count(*) FROM bookings").await, [240]);
+    assert_eq!(h.event_types().await.len(), 240);
+}
