@@ -245,6 +245,79 @@ pub struct BookingToWrite {
     pub payload: serde_json::Value,
 }
 
+/// [`INSERT_BOOKING`] answering the stored booking (read back as
+/// [`get_booking`] reads it), with the new booking's event appended to
+/// the outbox in the same statement: one round trip and one (implicit)
+/// transaction. The event is `booking.held` or `booking.confirmed`, by
+/// the status the insert gave. Its payload ($15) is what
+/// `events::payload` makes of the booking, except what only the database
+/// knows at the insert: the status, the fee, and the department's and
+/// doctor's names, which are merged in here. Nothing is appended when
+/// nothing is inserted. Params 13 and 14: the event's id and aggregate id.
+/// A booking written alone takes this form: the array form
+/// ([`INSERT_BOOKINGS_WITH_EVENTS`]) cost a quarter more for one row in
+/// the load test's day (0.46 against 0.36 ms a statement).
+pub static INSERT_BOOKING_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
+    with_read_back(&format!(
+        "b AS ({INSERT_BOOKING} RETURNING *),
+         o AS (
+            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+            SELECT $13, CASE WHEN b.status = 'held' THEN 'booking.held' ELSE 'booking.confirmed' END, $14,
+                   $15::jsonb || jsonb_build_object('status', b.status, 'fee_fen', b.fee_fen,
+                                                    'department', dep.name, 'doctor', doc.name)
+              FROM b JOIN schedules sch ON sch.id = b.schedule_id
+                     JOIN departments dep ON dep.id = sch.department_id
+                     JOIN doctors doc ON doc.id = sch.doctor_id)"
+    ))
+});
+
+/// Run [`INSERT_BOOKING_WITH_EVENT`] for one booking.
+async fn insert_booking_with_event<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    row: &BookingToWrite,
+) -> Result<Option<StoredBooking>, Error> {
+    let b = NewBooking {
+        id: row.id,
+        segment_id: row.segment_id,
+        patient_id: row.patient_id,
+        channel: row.channel,
+        seat_no: row.seat_no,
+        pool: &row.pool,
+        visit_no: row.visit_no,
+        pickup_code: &row.pickup_code,
+        idempotency_key: &row.idempotency_key,
+        referral_id: None,
+        owner_app: row.owner_app.as_deref(),
+        hold_deadline: row.hold_deadline,
+    };
+    let channel = b.channel.as_str();
+    let [p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12] = insert_params(&b, &channel);
+    Ok(client
+        .query_opt_cached(
+            &INSERT_BOOKING_WITH_EVENT,
+            &[
+                p1,
+                p2,
+                p3,
+                p4,
+                p5,
+                p6,
+                p7,
+                p8,
+                p9,
+                p10,
+                p11,
+                p12,
+                &row.event_id,
+                &row.aggregate_id,
+                &row.payload,
+            ],
+        )
+        .await?
+        .map(|r| to_stored(hospital, &r)))
+}
+
 /// Bookings and their events, any number in one statement: one round
 /// trip and one (implicit) transaction, so one commit for a whole batch
 /// of the surge's winners (`booking::writer`, issue 20: W against I).
@@ -289,14 +362,21 @@ pub static INSERT_BOOKINGS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Run [`INSERT_BOOKINGS_WITH_EVENTS`]: the stored bookings, without
-/// those whose seat is beyond their segment's capacity or whose schedule
-/// is stopped (and then without their events).
+/// Write `rows` and their events in one statement: the stored bookings,
+/// without those whose seat is beyond their segment's capacity or whose
+/// schedule is stopped (and then without their events). One row takes
+/// [`INSERT_BOOKING_WITH_EVENT`], more [`INSERT_BOOKINGS_WITH_EVENTS`].
 pub async fn insert_bookings_with_events<C: GenericClient>(
     client: &C,
     hospital: &HospitalId,
     rows: &[BookingToWrite],
 ) -> Result<Vec<StoredBooking>, Error> {
+    if let [row] = rows {
+        return Ok(insert_booking_with_event(client, hospital, row)
+            .await?
+            .into_iter()
+            .collect());
+    }
     let column = |f: fn(&BookingToWrite) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let segments: Vec<Uuid> = rows.iter().map(|r| r.segment_id).collect();
