@@ -195,3 +195,30 @@ async fn every_queued_booking_is_answered_with_one_writer_and_many_threads() {
     assert_eq!(h.column::<i64>("SELECT count(*) FROM bookings").await, [240]);
     assert_eq!(h.event_types().await.len(), 240);
 }
+
+/// A request dropped once its booking is queued (its client gone) takes
+/// nobody's answer with it: the writer is a task of its own, so the
+/// queued booking is written and the next winner is answered.
+#[tokio::test]
+async fn a_request_dropped_after_queuing_leaves_the_batch_whole() {
+    let h = Hospital::start(beijing(2, 9, 0), 12, ALL_COMMON).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let (gone, waiting) = (won(&h, &slot, 1), won(&h, &slot, 2));
+
+    let mut dropped = Box::pin(h.state.writer.write(&h.state, gone.clone()));
+    assert!(
+        futures::poll!(dropped.as_mut()).is_pending(),
+        "queued, not yet written"
+    );
+    drop(dropped);
+    let answer = h.state.writer.write(&h.state, waiting.clone()).await;
+
+    let stored = answer.map_err(|e| format!("{e:?}")).unwrap().unwrap();
+    assert_eq!(stored.booking.booking_id.id, waiting.id);
+    let mut written = h.column::<Uuid>("SELECT id FROM bookings").await;
+    written.sort();
+    let mut expected = vec![gone.id, waiting.id];
+    expected.sort();
+    assert_eq!(written, expected, "the dropped request's booking is written too");
+    assert!(event_of(&h, &gone).await.is_some());
+}
