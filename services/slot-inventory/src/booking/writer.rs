@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use super::queries::{self, BookingToWrite, StoredBooking};
@@ -94,9 +95,20 @@ impl BookingWriter {
         // either it or this call sees the booking.
         if let Ok(permit) = self.inner.writers.clone().try_acquire_owned() {
             let (inner, state) = (self.inner.clone(), state.clone());
-            tokio::spawn(async move { inner.write_queued(&state, permit).await });
+            // The batches' spans join the trace of the request that
+            // started the writer.
+            tokio::spawn(async move { inner.write_queued(&state, permit).await }.instrument(Span::current()));
         }
-        answer.await.unwrap_or_else(|_| {
+        // Every booking's own trace shows its wait for the batch that
+        // wrote it, whoever's trace holds that batch's statement.
+        let waited = tracing::info_span!(
+            "INSERT bookings (queued)",
+            otel.kind = "client",
+            db.system = "postgresql",
+            db.operation = "INSERT",
+            db.sql.table = "bookings"
+        );
+        answer.instrument(waited).await.unwrap_or_else(|_| {
             Err(WriteError::Other(SlotError::Unexpected(anyhow::anyhow!(
                 "the booking writer stopped before answering"
             ))))
