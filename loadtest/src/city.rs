@@ -145,6 +145,8 @@ pub struct CityConfig {
     pub lock: Lock,
     /// `(key, value)` after `JYT_GATEWAY__`, over the honest-traffic defaults.
     pub gateway_extra: Vec<(String, String)>,
+    /// `(key, value)` after `JYT_SLOT_INVENTORY__`, for every hospital.
+    pub hospital_extra: Vec<(String, String)>,
     pub placement: Placement,
     /// In process: every hospital on one server sized for the cores (as
     /// `jyt up` runs them), or, for comparison, a server each (an accept
@@ -159,6 +161,7 @@ impl CityConfig {
             capacity,
             lock,
             gateway_extra: Vec::new(),
+            hospital_extra: Vec::new(),
             placement: Placement::InProcess,
             server_per_hospital: false,
         }
@@ -217,7 +220,7 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         let database = fresh_database(&id).await?;
         let p = "JYT_SLOT_INVENTORY__";
         let env = |pool: usize| {
-            vec![
+            let mut env = vec![
                 (format!("{p}HOSPITAL__ID"), id.clone()),
                 (format!("{p}HOSPITAL__NAME"), format!("Load-test hospital {id}")),
                 (format!("{p}HTTP__PORT"), "0".to_owned()),
@@ -229,7 +232,13 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
                 (format!("{p}REDIS__KEY_PREFIX"), redis_prefix.clone()),
                 (format!("{p}BOOKING__LOCK"), cfg.lock.as_str().to_owned()),
                 (format!("{p}TELEMETRY__LOG_FILTER"), "error".to_owned()),
-            ]
+            ];
+            env.extend(
+                cfg.hospital_extra
+                    .iter()
+                    .map(|(k, v)| (format!("{p}{k}"), v.clone())),
+            );
+            env
         };
         let settings = slot_inventory::Settings::load_from(&sources(env(HOSPITAL_POOL_SIZE)))?;
         if i == 0 {

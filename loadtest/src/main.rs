@@ -103,9 +103,22 @@ struct SurgeArgs {
     /// all of them sized for the cores: for comparison.
     #[arg(long)]
     server_per_hospital: bool,
+    /// A slot-inventory setting for every in-process hospital (W's and
+    /// the surge's), `KEY=VALUE` after `JYT_SLOT_INVENTORY__`, e.g.
+    /// `BOOKING__CONCURRENT_WRITES=1`: for comparisons. Repeatable.
+    #[arg(long = "hospital-setting", value_parser = key_value)]
+    hospital_settings: Vec<(String, String)>,
     /// Where the JSON summary and the PNG chart go.
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
+}
+
+/// `KEY=VALUE`, as `--hospital-setting` takes it.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 /// One planned attempt: who, where, through which channel.
@@ -258,6 +271,7 @@ async fn run_lock(
     let city = city::start(
         &CityConfig {
             server_per_hospital: args.server_per_hospital,
+            hospital_extra: args.hospital_settings.clone(),
             ..CityConfig::in_process(args.hospitals, args.capacity, lock)
         },
         cards_service,
@@ -454,7 +468,10 @@ async fn surge(args: SurgeArgs, command: String) -> anyhow::Result<bool> {
         }
         tracing::warn!("ceiling W: durable bookings through one hospital's booking function");
         let one = city::start(
-            &CityConfig::in_process(1, DURABLE_SEATS_PER_SEGMENT, Lock::Redis),
+            &CityConfig {
+                hospital_extra: args.hospital_settings.clone(),
+                ..CityConfig::in_process(1, DURABLE_SEATS_PER_SEGMENT, Lock::Redis)
+            },
             &cards_service,
         )
         .await?;
@@ -581,6 +598,7 @@ async fn surge(args: SurgeArgs, command: String) -> anyhow::Result<bool> {
             "attempts": args.attempts, "connections": args.connections, "hospitals": args.hospitals,
             "seats_per_segment": args.capacity, "hot_hospitals": args.hot_hospitals,
             "hot_share": args.hot_share, "hospital_pg_pool": city::HOSPITAL_POOL_SIZE,
+            "hospital_settings": args.hospital_settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "hospital_servers": if args.server_per_hospital { "one per hospital, 1 worker each" } else { "one for every hospital, a worker per core" },
             "channels": CHANNEL_WEIGHTS,
         }),
@@ -687,6 +705,7 @@ async fn run(cli: Cli, command: String) -> anyhow::Result<bool> {
                 no_ceilings: true,
                 no_warm_up: true,
                 server_per_hospital: false,
+                hospital_settings: Vec::new(),
                 out: PathBuf::from("target/loadtest-smoke"),
             };
             surge(args, command).await?
