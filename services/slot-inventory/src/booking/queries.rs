@@ -245,6 +245,48 @@ pub struct BookingToWrite {
     pub payload: serde_json::Value,
 }
 
+impl BookingToWrite {
+    /// `b`, owned, with its event. `b` names no referral: a referral's
+    /// booking is written statement by statement.
+    pub fn new(b: &NewBooking<'_>, event_id: Uuid, aggregate_id: String, payload: serde_json::Value) -> Self {
+        debug_assert!(b.referral_id.is_none(), "a referral's booking is not batched");
+        Self {
+            id: b.id,
+            segment_id: b.segment_id,
+            patient_id: b.patient_id,
+            channel: b.channel,
+            seat_no: b.seat_no,
+            pool: b.pool.to_owned(),
+            visit_no: b.visit_no,
+            pickup_code: b.pickup_code.to_owned(),
+            idempotency_key: b.idempotency_key.to_owned(),
+            owner_app: b.owner_app.map(str::to_owned),
+            hold_deadline: b.hold_deadline,
+            event_id,
+            aggregate_id,
+            payload,
+        }
+    }
+
+    /// The row as [`INSERT_BOOKING`]'s parameters take it.
+    fn as_new(&self) -> NewBooking<'_> {
+        NewBooking {
+            id: self.id,
+            segment_id: self.segment_id,
+            patient_id: self.patient_id,
+            channel: self.channel,
+            seat_no: self.seat_no,
+            pool: &self.pool,
+            visit_no: self.visit_no,
+            pickup_code: &self.pickup_code,
+            idempotency_key: &self.idempotency_key,
+            referral_id: None,
+            owner_app: self.owner_app.as_deref(),
+            hold_deadline: self.hold_deadline,
+        }
+    }
+}
+
 /// [`INSERT_BOOKING`] answering the stored booking (read back as
 /// [`get_booking`] reads it), with the new booking's event appended to
 /// the outbox in the same statement: one round trip and one (implicit)
@@ -277,20 +319,7 @@ async fn insert_booking_with_event<C: GenericClient>(
     hospital: &HospitalId,
     row: &BookingToWrite,
 ) -> Result<Option<StoredBooking>, Error> {
-    let b = NewBooking {
-        id: row.id,
-        segment_id: row.segment_id,
-        patient_id: row.patient_id,
-        channel: row.channel,
-        seat_no: row.seat_no,
-        pool: &row.pool,
-        visit_no: row.visit_no,
-        pickup_code: &row.pickup_code,
-        idempotency_key: &row.idempotency_key,
-        referral_id: None,
-        owner_app: row.owner_app.as_deref(),
-        hold_deadline: row.hold_deadline,
-    };
+    let b = row.as_new();
     let channel = b.channel.as_str();
     let [p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12] = insert_params(&b, &channel);
     Ok(client

@@ -441,22 +441,12 @@ async fn write_booking(
     let code = pickup_code();
     let booking = event_booking(state, req, info, won, &code);
     let payload = events::payload(&booking, serde_json::json!({}));
-    let row = BookingToWrite {
-        id: won.booking_id,
-        segment_id: req.slot_id.id,
-        patient_id: req.patient_id,
-        channel: req.channel,
-        seat_no: won.seat,
-        pool: won.pool.clone(),
-        visit_no: won.visit_no,
-        idempotency_key: key.as_str().to_owned(),
-        owner_app: req.owner_app.clone(),
-        hold_deadline: won.now + state.policy.get().hold_length(),
-        event_id: Uuid::now_v7(),
-        aggregate_id: booking.booking_id.to_string(),
+    let row = BookingToWrite::new(
+        &new_booking(state, req, key, won, &code),
+        Uuid::now_v7(),
+        booking.booking_id.to_string(),
         payload,
-        pickup_code: code,
-    };
+    );
     state.writer.write(state, row).await
 }
 

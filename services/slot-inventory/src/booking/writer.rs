@@ -129,22 +129,21 @@ impl Inner {
     }
 
     /// Write batches until the queue is empty, then give the permit back.
-    async fn write_queued(self: Arc<Self>, state: &AppState, permit: OwnedSemaphorePermit) {
-        let mut permit = Some(permit);
+    async fn write_queued(self: Arc<Self>, state: &AppState, mut permit: OwnedSemaphorePermit) {
         loop {
             let batch = self.take();
             if !batch.is_empty() {
                 write_batch(state, batch).await;
                 continue;
             }
-            drop(permit.take());
+            drop(permit);
             // A booking queued after the take found every permit taken,
             // perhaps this one: take it up again, unless another writer has.
             if self.queue().is_empty() {
                 return;
             }
             match self.writers.clone().try_acquire_owned() {
-                Ok(p) => permit = Some(p),
+                Ok(p) => permit = p,
                 Err(_) => return,
             }
         }
