@@ -212,6 +212,10 @@ struct LockRun {
     /// The highest booking rate in any 500 ms of the surge (a peak of an
     /// unsaturated path, not a ceiling).
     peak_bookings_per_second: f64,
+    /// Attempts the hospitals answered in each window of the surge: the
+    /// gateway's hops to them (the rest were answered from its sold-out
+    /// marks).
+    hospital_answers: Vec<HopWindow>,
     check: check::CheckReport,
 }
 
@@ -295,7 +299,14 @@ async fn run_lock(
     )?;
     city.release().await?;
     tracing::warn!(lock = lock.as_str(), "release instant: surge");
+    let hops = HopSampler::start(&city);
     let surge_samples = attempts(ctx, &city, plan.clone(), args.connections).await;
+    let hospital_answers = hops.stop().await;
+    tracing::warn!(
+        lock = lock.as_str(),
+        per_window = ?hospital_answers.iter().map(|w| w.answered).collect::<Vec<_>>(),
+        "attempts the hospitals answered, per {HOP_WINDOW_MS} ms of the surge"
+    );
     let name = format!("surge, {} lock", lock.as_str());
     let surge = stats(&name, "closed", &surge_samples)?;
     let surge_hot = stats(
@@ -422,12 +433,66 @@ async fn run_lock(
             bookings_per_second,
             bookings: booked.len(),
             peak_bookings_per_second,
+            hospital_answers,
             sold_out_closed,
             sold_out_open,
             check,
         },
         script_rate,
     ))
+}
+
+/// The width of [`LockRun::hospital_answers`]' windows.
+const HOP_WINDOW_MS: u64 = 250;
+
+/// One window of [`LockRun::hospital_answers`].
+#[derive(Serialize)]
+struct HopWindow {
+    /// Seconds from the release instant to the window's start.
+    at: f64,
+    answered: u64,
+}
+
+/// Counts the attempts the city's hospitals answer, window by window.
+struct HopSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<HopWindow>>,
+}
+
+impl HopSampler {
+    fn start(city: &City) -> Self {
+        let metrics: Vec<_> = city.hospitals.iter().map(|h| h.state.metrics.clone()).collect();
+        let answered = move || metrics.iter().map(|m| m.attempts_answered()).sum::<u64>();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut windows = Vec::new();
+            let mut ticks = tokio::time::interval(std::time::Duration::from_millis(HOP_WINDOW_MS));
+            ticks.tick().await;
+            let mut last = answered();
+            loop {
+                let done = tokio::select! {
+                    _ = ticks.tick() => false,
+                    _ = &mut stopped => true,
+                };
+                let now = answered();
+                #[expect(clippy::cast_precision_loss, reason = "window counts are far below 2^52")]
+                windows.push(HopWindow {
+                    at: (windows.len() as u64 * HOP_WINDOW_MS) as f64 / 1000.0,
+                    answered: now - last,
+                });
+                last = now;
+                if done {
+                    return windows;
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> Vec<HopWindow> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
 }
 
 /// The W phase: one hospital with seats for every attempt.

@@ -186,6 +186,18 @@ impl BookingMetrics {
             .inc();
     }
 
+    /// Every attempt this hospital has answered so far, of any channel and
+    /// outcome (the load test's count of the gateway's hops to it).
+    pub fn attempts_answered(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.attempts
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value())
+            .sum::<f64>() as u64
+    }
+
     pub fn script(&self, script: &str, took: std::time::Duration) {
         self.script_seconds
             .with_label_values(&[self.hospital.as_str(), script])
