@@ -150,6 +150,10 @@ impl Hospital {
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let metrics = Metrics::new(SERVICE)?;
         let state = connect(&settings, &metrics.registry, clock).await?;
+        // Before the sweepers take connections: it holds them all at once.
+        if let Err(e) = crate::booking::writer::warm_connections(&state).await {
+            tracing::warn!(error = %e, "could not warm the PostgreSQL connections; the first bookings will");
+        }
         let (pool, redis, relay) = (state.pool.clone(), state.redis.clone(), state.relay.clone());
         // Redis must mirror PostgreSQL before bookings are taken: rebuilt
         // in full if it lost our state, else topped up. Readiness waits.

@@ -272,3 +272,95 @@ async fn a_batch_reads_each_segment_by_its_key_among_many() {
         plan.join("\n")
     );
 }
+
+/// How each connection of the pool has run the two booking statements:
+/// per statement (single row, batch), the runs on its generic plan and the
+/// custom plans made, every connection held at once so each is asked.
+async fn plans_per_connection(h: &Hospital) -> Vec<[(i64, i64); 2]> {
+    use slot_inventory::booking::queries::{INSERT_BOOKING_WITH_EVENT, INSERT_BOOKINGS_WITH_EVENTS};
+    let size = h.state.pool.status().max_size;
+    let mut clients = Vec::new();
+    for _ in 0..size {
+        clients.push(h.state.pool.get().await.unwrap());
+    }
+    let mut plans = Vec::new();
+    for client in &clients {
+        let of = |statement: &str| {
+            let client = &**client;
+            let statement = statement.to_owned();
+            async move {
+                client
+                    .query_opt(
+                        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+                        &[&statement],
+                    )
+                    .await
+                    .unwrap()
+                    .map_or((0, 0), |r| (r.get(0), r.get(1)))
+            }
+        };
+        plans.push([
+            of(INSERT_BOOKING_WITH_EVENT.as_str()).await,
+            of(INSERT_BOOKINGS_WITH_EVENTS.as_str()).await,
+        ]);
+    }
+    plans
+}
+
+/// The warm-up readies every connection of the pool for the release
+/// second and writes nothing: each connection has run both booking
+/// statements past PostgreSQL's five custom plans onto its generic plan,
+/// so the first winners after a start are not planned one by one (issue
+/// 20: planning was a third of PostgreSQL's statement time in a surge right
+/// after a start). A single booking and a batch written afterwards make
+/// no new plan on any connection.
+#[tokio::test]
+async fn a_warmed_pool_writes_its_first_bookings_on_generic_plans_and_the_warm_up_writes_nothing() {
+    let h = Hospital::start(beijing(2, 9, 0), 12, ALL_COMMON).await;
+    slot_inventory::booking::writer::warm_connections(&h.state)
+        .await
+        .unwrap();
+    assert_eq!(h.count("SELECT count(*) FROM bookings").await, 0);
+    assert_eq!(h.count("SELECT count(*) FROM outbox").await, 0);
+
+    let warmed = plans_per_connection(&h).await;
+    assert_eq!(warmed.len(), h.state.pool.status().max_size);
+    assert_eq!(
+        h.state.pool.status().size,
+        warmed.len(),
+        "every connection is open"
+    );
+    for (connection, statements) in warmed.iter().enumerate() {
+        for (statement, (generic, custom)) in statements.iter().enumerate() {
+            assert!(
+                *generic >= 1 && *custom == 5,
+                "connection {connection}, statement {statement}: {generic} generic runs, {custom} custom plans"
+            );
+        }
+    }
+
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    let alone = won(&h, &slot, 1);
+    assert!(matches!(
+        write_together(&h, std::slice::from_ref(&alone)).await.as_slice(),
+        [Ok(Some(_))]
+    ));
+    let batch: Vec<BookingToWrite> = (2..=4).map(|seat| won(&h, &slot, seat)).collect();
+    let answers = write_together(&h, &batch).await;
+    assert!(answers.iter().all(|a| matches!(a, Ok(Some(_)))), "{answers:?}");
+    assert_eq!(transactions(&h, &batch).await, 1, "the three were one batch");
+
+    let after = plans_per_connection(&h).await;
+    let custom = |plans: &[[(i64, i64); 2]]| plans.iter().flatten().map(|(_, c)| c).sum::<i64>();
+    let generic = |plans: &[[(i64, i64); 2]]| plans.iter().flatten().map(|(g, _)| g).sum::<i64>();
+    assert_eq!(
+        custom(&after),
+        custom(&warmed),
+        "a booking after the warm-up was planned afresh"
+    );
+    assert_eq!(
+        generic(&after),
+        generic(&warmed) + 2,
+        "one single-row run and one batch, on generic plans"
+    );
+}
