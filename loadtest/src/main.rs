@@ -345,6 +345,8 @@ async fn run_lock(
             .map(|s| plan[s.index].clone())
             .collect();
         anyhow::ensure!(!losers.is_empty(), "no sold-out answers in the surge");
+        // The mark `profile-phase.sh` can wait for to sample the sold-out path alone.
+        tracing::warn!(lock = lock.as_str(), "sold out: closed loop");
         let n = args.sold_out_requests.min(losers.len());
         let take = |from: usize, count: usize| -> Arc<Vec<Attempt>> {
             Arc::new(
