@@ -243,32 +243,49 @@ pub async fn book(
             || r.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
             || r.status == actix_web::http::StatusCode::ACCEPTED
     };
-    state
-        .limits
-        .leave(admission, answer.as_ref().is_ok_and(refused))
-        .await;
-    let answer = answer?;
-    let id_field = match api {
-        HospitalApi::Json => "booking_id",
-        HospitalApi::Fhir => "id",
+    let give_back = answer.as_ref().is_ok_and(refused);
+    // A new booking, recorded at the hospital as this app's: cached so
+    // reads, payments and its later notices (停诊, cancellation, ...) need
+    // not ask. (A replay may answer a booking another app made for the
+    // same patient: the hospital's row says whose, when asked.)
+    let booking = answer.as_ref().ok().and_then(|a| new_booking_id(a, api));
+    // Two round trips, one wait: the admission is left while the owner is
+    // remembered.
+    let remember = async {
+        if let Some(booking) = &booking {
+            state.notifier.remember_booking(booking, &caller.app_id).await;
+        }
     };
+    futures::join!(state.limits.leave(admission, give_back), remember);
+    answer
+}
+
+/// The id of the booking the hospital just made, from its answer: `None`
+/// for a refusal or a replayed answer. Only the id is read, not the whole
+/// booking.
+fn new_booking_id(answer: &Forwarded, api: HospitalApi) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Json<'a> {
+        #[serde(borrow)]
+        booking_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Fhir<'a> {
+        #[serde(borrow)]
+        id: Option<std::borrow::Cow<'a, str>>,
+    }
     let replayed = answer
         .headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("idempotency-replayed"));
-    if answer.status.is_success()
-        && !replayed
-        && let Some(booking) = serde_json::from_slice::<serde_json::Value>(&answer.body)
-            .ok()
-            .and_then(|b| b[id_field].as_str().map(str::to_owned))
-    {
-        // A new booking, recorded at the hospital as this app's: cached so
-        // reads, payments and its later notices (停诊, cancellation, ...)
-        // need not ask. (A replay may answer a booking another app made for
-        // the same patient: the hospital's row says whose, when asked.)
-        state.notifier.remember_booking(&booking, &caller.app_id).await;
+    if !answer.status.is_success() || replayed {
+        return None;
     }
-    Ok(answer)
+    let id = match api {
+        HospitalApi::Json => serde_json::from_slice::<Json<'_>>(&answer.body).ok()?.booking_id,
+        HospitalApi::Fhir => serde_json::from_slice::<Fhir<'_>>(&answer.body).ok()?.id,
+    };
+    id.map(std::borrow::Cow::into_owned)
 }
 
 /// The answer to an attempt on a segment this replica knows is sold out:
@@ -455,5 +472,63 @@ pub async fn read_as_owner(
         Ok(answer)
     } else {
         Err(GatewayError::NotYourBooking)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::StatusCode;
+
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Forwarded {
+        Forwarded {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            body: body.to_owned().into(),
+        }
+    }
+
+    #[test]
+    fn a_new_booking_is_named_by_its_door_s_id_field_and_nothing_else_is() {
+        let json = r#"{"booking_id":"h1-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","status":"held","id":"no"}"#;
+        assert_eq!(
+            new_booking_id(&answer(201, &[], json), HospitalApi::Json).as_deref(),
+            Some("h1-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+        );
+        let fhir = r#"{"resourceType":"Appointment","id":"h1-0190a1b2","status":"pending"}"#;
+        assert_eq!(
+            new_booking_id(&answer(201, &[], fhir), HospitalApi::Fhir).as_deref(),
+            Some("h1-0190a1b2")
+        );
+        // An escaped string is read whole.
+        assert_eq!(
+            new_booking_id(
+                &answer(201, &[], r#"{"booking_id":"h1-\u0030a"}"#),
+                HospitalApi::Json
+            )
+            .as_deref(),
+            Some("h1-0a")
+        );
+        // A replay names a booking made before (perhaps by another app), a
+        // refusal none, and an answer without the field or not JSON none.
+        let replayed = [("Idempotency-Replayed", "true")];
+        assert_eq!(
+            new_booking_id(&answer(201, &replayed, json), HospitalApi::Json),
+            None
+        );
+        assert_eq!(new_booking_id(&answer(409, &[], json), HospitalApi::Json), None);
+        assert_eq!(new_booking_id(&answer(201, &[], fhir), HospitalApi::Json), None);
+        assert_eq!(
+            new_booking_id(&answer(201, &[], r#"{"booking_id":7}"#), HospitalApi::Json),
+            None
+        );
+        assert_eq!(
+            new_booking_id(&answer(201, &[], "not json"), HospitalApi::Json),
+            None
+        );
     }
 }
