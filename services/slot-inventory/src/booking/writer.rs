@@ -202,28 +202,35 @@ async fn insert(state: &AppState, rows: &[BookingToWrite]) -> Result<Vec<StoredB
 /// generic plan at the sixth.
 const WARM_RUNS: usize = 6;
 
-/// Rows of the warm-up's batch form. A generic plan guesses ten elements
-/// for an array of unknown length; custom plans made for arrays of that
-/// length cost what the generic plan does, so PostgreSQL keeps the generic
-/// one. (Made for arrays of two, they would look cheaper, and it would go
-/// on planning every batch.)
+/// Rows of the warm-up's batch form: the generic plan's own guess (ten)
+/// for an array of unknown length, so the custom plans PostgreSQL weighs
+/// it against are made for batches of the same size.
 const WARM_BATCH: usize = 10;
 
-/// Ready every connection of the hospital's pool for the release second:
-/// opened, with both forms of the booking insert prepared and run until
-/// PostgreSQL has settled on their generic plans, on rows that name no
-/// segment, so nothing is written.
+/// Ready the hospital's connections for the release second: as many as
+/// its writers and the outbox relay keep busy at once are opened, with
+/// both forms of the booking insert prepared and run until PostgreSQL has
+/// settled on their generic plans, on rows that name no segment, so
+/// nothing is written.
 ///
 /// A fresh connection's first bookings pay for the backend's catalog
 /// caches and for five full plans of each statement (0.5 to 0.8 ms a plan,
 /// issue 20's profile: in a surge right after a start, a third of
 /// PostgreSQL's statement time went to planning). A hospital restarted
 /// minutes before its release would pay that with its first winners.
+///
+/// Not the whole pool: the pool opens its connections as they are needed,
+/// and every hospital of a test city or of `jyt up` shares one PostgreSQL
+/// server (100 connections): 16 opened at once per hospital would crowd
+/// it. A connection the pool opens later plans for itself, once.
 pub async fn warm_connections(state: &AppState) -> Result<(), SlotError> {
-    let size = state.pool.status().max_size;
-    // Held together, so the pool opens `size` connections, not one `size` times.
-    let mut clients = Vec::with_capacity(size);
-    for _ in 0..size {
+    let count = warm_connection_count(
+        state.settings.booking.concurrent_writes,
+        state.pool.status().max_size,
+    );
+    // Held together, so the pool opens `count` connections, not one `count` times.
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
         clients.push(state.pool.get().await?);
     }
     let nothing: Vec<BookingToWrite> = (0..WARM_BATCH).map(|_| unwritable(state)).collect();
@@ -246,6 +253,12 @@ pub async fn warm_connections(state: &AppState) -> Result<(), SlotError> {
     });
     futures::future::try_join_all(warm).await?;
     Ok(())
+}
+
+/// The connections [`warm_connections`] readies: one per writer and one
+/// for the relay, within the pool.
+pub fn warm_connection_count(concurrent_writes: usize, pool_max_size: usize) -> usize {
+    (concurrent_writes + 1).min(pool_max_size)
 }
 
 /// A booking of no segment: the insert's join finds nothing to write.

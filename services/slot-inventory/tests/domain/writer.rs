@@ -273,12 +273,13 @@ async fn a_batch_reads_each_segment_by_its_key_among_many() {
     );
 }
 
-/// How each connection of the pool has run the two booking statements:
-/// per statement (single row, batch), the runs on its generic plan and the
-/// custom plans made, every connection held at once so each is asked.
+/// How each connection the pool has opened has run the two booking
+/// statements: per statement (single row, batch), the runs on its generic
+/// plan and the custom plans made, every connection held at once so each
+/// is asked.
 async fn plans_per_connection(h: &Hospital) -> Vec<[(i64, i64); 2]> {
     use slot_inventory::booking::queries::{INSERT_BOOKING_WITH_EVENT, INSERT_BOOKINGS_WITH_EVENTS};
-    let size = h.state.pool.status().max_size;
+    let size = h.state.pool.status().size;
     let mut clients = Vec::new();
     for _ in 0..size {
         clients.push(h.state.pool.get().await.unwrap());
@@ -307,13 +308,13 @@ async fn plans_per_connection(h: &Hospital) -> Vec<[(i64, i64); 2]> {
     plans
 }
 
-/// The warm-up readies every connection of the pool for the release
-/// second and writes nothing: each connection has run both booking
+/// The warm-up readies a connection per writer and one for the relay for
+/// the release second, and writes nothing: each has run both booking
 /// statements past PostgreSQL's five custom plans onto its generic plan,
 /// so the first winners after a start are not planned one by one (issue
 /// 20: planning was a third of PostgreSQL's statement time in a surge right
 /// after a start). A single booking and a batch written afterwards make
-/// no new plan on any connection.
+/// no new plan on any connection. The rest of the pool is not opened.
 #[tokio::test]
 async fn a_warmed_pool_writes_its_first_bookings_on_generic_plans_and_the_warm_up_writes_nothing() {
     let h = Hospital::start(beijing(2, 9, 0), 12, ALL_COMMON).await;
@@ -323,13 +324,16 @@ async fn a_warmed_pool_writes_its_first_bookings_on_generic_plans_and_the_warm_u
     assert_eq!(h.count("SELECT count(*) FROM bookings").await, 0);
     assert_eq!(h.count("SELECT count(*) FROM outbox").await, 0);
 
-    let warmed = plans_per_connection(&h).await;
-    assert_eq!(warmed.len(), h.state.pool.status().max_size);
-    assert_eq!(
-        h.state.pool.status().size,
-        warmed.len(),
-        "every connection is open"
+    let status = h.state.pool.status();
+    let expected = slot_inventory::booking::writer::warm_connection_count(
+        h.state.settings.booking.concurrent_writes,
+        status.max_size,
     );
+    assert_eq!(expected, 3, "two writers and the relay, by default");
+    assert!(status.max_size > expected, "the pool could open more: {status:?}");
+    assert_eq!(status.size, expected, "only the warmed connections are open");
+    let warmed = plans_per_connection(&h).await;
+    assert_eq!(warmed.len(), expected);
     for (connection, statements) in warmed.iter().enumerate() {
         for (statement, (generic, custom)) in statements.iter().enumerate() {
             assert!(
