@@ -221,8 +221,9 @@ const WARM_BATCH: usize = 10;
 ///
 /// Not the whole pool: the pool opens its connections as they are needed,
 /// and every hospital of a test city or of `jyt up` shares one PostgreSQL
-/// server (100 connections): 16 opened at once per hospital would crowd
-/// it. A connection the pool opens later plans for itself, once.
+/// server (100 connections), so the warm-up opens no more than the
+/// booking path keeps busy. A connection the pool opens later plans for
+/// itself, once.
 pub async fn warm_connections(state: &AppState) -> Result<(), SlotError> {
     let count = warm_connection_count(
         state.settings.booking.concurrent_writes,
