@@ -264,13 +264,12 @@ pub async fn book(
 /// for a refusal or a replayed answer. Only the id is read, not the whole
 /// booking.
 fn new_booking_id(answer: &Forwarded, api: HospitalApi) -> Option<String> {
+    /// The two doors' id fields: the JSON API's `booking_id`, the FHIR
+    /// Appointment's `id`.
     #[derive(Deserialize)]
-    struct Json<'a> {
+    struct Ids<'a> {
         #[serde(borrow)]
         booking_id: Option<std::borrow::Cow<'a, str>>,
-    }
-    #[derive(Deserialize)]
-    struct Fhir<'a> {
         #[serde(borrow)]
         id: Option<std::borrow::Cow<'a, str>>,
     }
@@ -281,9 +280,10 @@ fn new_booking_id(answer: &Forwarded, api: HospitalApi) -> Option<String> {
     if !answer.status.is_success() || replayed {
         return None;
     }
+    let ids = serde_json::from_slice::<Ids<'_>>(&answer.body).ok()?;
     let id = match api {
-        HospitalApi::Json => serde_json::from_slice::<Json<'_>>(&answer.body).ok()?.booking_id,
-        HospitalApi::Fhir => serde_json::from_slice::<Fhir<'_>>(&answer.body).ok()?.id,
+        HospitalApi::Json => ids.booking_id,
+        HospitalApi::Fhir => ids.id,
     };
     id.map(std::borrow::Cow::into_owned)
 }

@@ -150,7 +150,7 @@ impl Hospital {
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let metrics = Metrics::new(SERVICE)?;
         let state = connect(&settings, &metrics.registry, clock).await?;
-        // Before the sweepers take connections: it holds them all at once.
+        // Before the sweepers take connections: it holds the ones it warms at once.
         if let Err(e) = crate::booking::writer::warm_connections(&state).await {
             tracing::warn!(error = %e, "could not warm the PostgreSQL connections; the first bookings will");
         }

@@ -68,6 +68,8 @@ struct Inner {
     queue: Mutex<Vec<Pending>>,
     /// One permit per batch in flight.
     writers: Arc<Semaphore>,
+    /// The permits, all told.
+    concurrent_batches: usize,
 }
 
 struct Pending {
@@ -78,12 +80,19 @@ struct Pending {
 impl BookingWriter {
     /// At most `concurrent_batches` statements in flight (at least one).
     pub fn new(concurrent_batches: usize) -> Self {
+        let concurrent_batches = concurrent_batches.max(1);
         Self {
             inner: Arc::new(Inner {
                 queue: Mutex::new(Vec::new()),
-                writers: Arc::new(Semaphore::new(concurrent_batches.max(1))),
+                writers: Arc::new(Semaphore::new(concurrent_batches)),
+                concurrent_batches,
             }),
         }
+    }
+
+    /// At most this many statements in flight.
+    pub fn concurrent_batches(&self) -> usize {
+        self.inner.concurrent_batches
     }
 
     /// Write one booking with its event, with whatever else is queued.
@@ -225,10 +234,7 @@ const WARM_BATCH: usize = 10;
 /// booking path keeps busy. A connection the pool opens later plans for
 /// itself, once.
 pub async fn warm_connections(state: &AppState) -> Result<(), SlotError> {
-    let count = warm_connection_count(
-        state.settings.booking.concurrent_writes,
-        state.pool.status().max_size,
-    );
+    let count = warm_connection_count(state.writer.concurrent_batches(), state.pool.status().max_size);
     // Held together, so the pool opens `count` connections, not one `count` times.
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count {
@@ -258,8 +264,8 @@ pub async fn warm_connections(state: &AppState) -> Result<(), SlotError> {
 
 /// The connections [`warm_connections`] readies: one per writer and one
 /// for the relay, within the pool.
-pub fn warm_connection_count(concurrent_writes: usize, pool_max_size: usize) -> usize {
-    (concurrent_writes + 1).min(pool_max_size)
+pub fn warm_connection_count(writers: usize, pool_max_size: usize) -> usize {
+    (writers + 1).min(pool_max_size)
 }
 
 /// A booking of no segment: the insert's join finds nothing to write.

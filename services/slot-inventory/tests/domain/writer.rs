@@ -326,7 +326,7 @@ async fn a_warmed_pool_writes_its_first_bookings_on_generic_plans_and_the_warm_u
 
     let status = h.state.pool.status();
     let expected = slot_inventory::booking::writer::warm_connection_count(
-        h.state.settings.booking.concurrent_writes,
+        h.state.writer.concurrent_batches(),
         status.max_size,
     );
     assert_eq!(expected, 3, "two writers and the relay, by default");
