@@ -15,6 +15,8 @@ async fn a_barred_patient_is_refused_with_the_date_the_bar_ends_and_the_hospital
     let until = Utc::now() + Duration::days(60);
     city.cards.bar(patient, until).await;
 
+    // The patient's first booking of the day: card-issuing is asked once,
+    // and answers the bar with the card.
     let res = city.book(&slots[0], patient, "wechat", "barred-1").await;
     assert_eq!(res.status(), 403);
     let body = problem(res).await;
@@ -22,13 +24,73 @@ async fn a_barred_patient_is_refused_with_the_date_the_bar_ends_and_the_hospital
     let shown = chrono::DateTime::parse_from_rfc3339(body["barred_until"].as_str().unwrap()).unwrap();
     assert_eq!(shown.timestamp(), until.timestamp());
     assert_eq!(h.live_bookings(&slots[0]).await, (0, 0));
+    assert_eq!(cards_answered(&city, RESOLVE).await, 1);
+    assert_eq!(cards_answered(&city, STANDING).await, 0);
 
-    // Someone in good standing books the same slot.
+    // Again, from the gateway's cache: the same refusal, nobody asked.
+    let res = city.book(&slots[1], patient, "wechat", "barred-2").await;
+    assert_eq!(res.status(), 403);
+    let body = problem(res).await;
+    assert_eq!(body["code"], "PATIENT_BARRED");
+    let shown = chrono::DateTime::parse_from_rfc3339(body["barred_until"].as_str().unwrap()).unwrap();
+    assert_eq!(shown.timestamp(), until.timestamp());
+    assert_eq!(h.live_bookings(&slots[1]).await, (0, 0));
+    assert_eq!(cards_answered(&city, RESOLVE).await, 1);
+    assert_eq!(cards_answered(&city, STANDING).await, 0);
+
+    // Someone in good standing books the same slot, also on one call to
+    // card-issuing.
     let other = city.patient().await;
     assert_eq!(
         city.book(&slots[0], other, "wechat", "fine-1").await.status(),
         201
     );
+    assert_eq!(cards_answered(&city, RESOLVE).await, 2);
+    assert_eq!(cards_answered(&city, STANDING).await, 0);
+
+    // A barred member booked by their family's account holder: the
+    // holder's card says nothing of the member's standing, which is asked.
+    let holder = city.patient().await;
+    let member = city.patient().await;
+    city.cards.bind_family(holder, member).await;
+    city.cards.bar(member, until).await;
+    let res = city
+        .book_with(
+            "app",
+            "barred-member",
+            &serde_json::json!({
+                "slot_id": slots[2].to_string(),
+                "card_number": city.cards.card_of(holder),
+                "patient_id": member,
+            }),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(problem(res).await["code"], "PATIENT_BARRED");
+    assert_eq!(cards_answered(&city, STANDING).await, 1);
+    assert_eq!(h.live_bookings(&slots[2]).await, (0, 0));
+}
+
+const RESOLVE: &str = "/v1/cards/resolve";
+const STANDING: &str = "/v1/persons/{person_id}/standing";
+
+/// How many requests card-issuing has answered on `route` (its `/metrics`).
+async fn cards_answered(city: &TestCity, route: &str) -> u64 {
+    let text = city
+        .cards
+        .http
+        .get(format!("{}/metrics", city.cards.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let label = format!("route=\"{route}\"");
+    text.lines()
+        .filter(|l| l.starts_with("jyt_http_requests_total{") && l.contains(&label))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
 }
 
 #[tokio::test]

@@ -133,6 +133,27 @@ pub struct ResolvedCard {
     pub card_id: Uuid,
     pub kind: CardKind,
     pub person: PersonView,
+    /// The holder's bar, as `GET /v1/persons/{id}/standing` tells it: the
+    /// gateway resolves a card on a patient's first booking of the day and
+    /// needs the standing right after, so it is answered here and not
+    /// asked for in a second call.
+    pub standing: ResolvedStanding,
+}
+
+/// The part of a person's standing the booking path needs.
+#[derive(Debug, Serialize)]
+pub struct ResolvedStanding {
+    pub barred: bool,
+    pub barred_until: Option<DateTime<Utc>>,
+}
+
+impl ResolvedStanding {
+    fn from_bar(barred_until: Option<DateTime<Utc>>) -> Self {
+        Self {
+            barred: barred_until.is_some(),
+            barred_until,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -154,11 +175,17 @@ const SELECT_CARD: &str = "SELECT c.id, c.person_id, c.kind, c.card_number, c.ch
 /// A card number's card and its holder's row (as `persons::view` reads it).
 static RESOLVE_CARD_NUMBER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "{} , c.id AS card_id, c.kind AS card_kind, c.status AS card_status
+        "{} , c.id AS card_id, c.kind AS card_kind, c.status AS card_status,
+              {} AS barred_until
            FROM cards c JOIN persons p ON p.id = c.person_id WHERE c.card_number = $1",
-        persons::SELECT_PERSON_COLUMNS
+        persons::SELECT_PERSON_COLUMNS,
+        crate::standing::bar_in_force("p.id", "$2"),
     )
 });
+
+/// The bar in force on one person (the e-card resolve's third read).
+static BAR_IN_FORCE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {}", crate::standing::bar_in_force("$1", "$2")));
 
 fn card_kind(kind: &str) -> CardKind {
     if kind == "physical" {
@@ -550,10 +577,10 @@ pub async fn resolve(
                 )
                 .into());
             }
-            // The card and its holder in one statement: every first
-            // booking of a patient's day asks this (two round trips before).
+            // The card, its holder and the holder's bar in one statement:
+            // every first booking of a patient's day asks this.
             let row = client
-                .query_opt_cached(&RESOLVE_CARD_NUMBER, &[&number])
+                .query_opt_cached(&RESOLVE_CARD_NUMBER, &[&number, &now])
                 .await?
                 .ok_or(CardError::CardNotFound)?;
             let status = CardStatus::parse(row.get("card_status"));
@@ -564,6 +591,7 @@ pub async fn resolve(
                 card_id: row.get("card_id"),
                 kind: card_kind(row.get("card_kind")),
                 person: persons::view(&state.keyring, &row)?,
+                standing: ResolvedStanding::from_bar(row.get("barred_until")),
             });
         }
         (None, Some(token)) => {
@@ -585,11 +613,20 @@ pub async fn resolve(
     if card.status != CardStatus::Active {
         return Err(CardError::CardUnusable(card.status));
     }
-    let person = persons::get(&client, &state.keyring, card.person_id).await?;
+    // Both reads in one flight on the connection.
+    let (person, bar) =
+        futures::future::try_join(persons::get(&client, &state.keyring, card.person_id), async {
+            let row = client
+                .query_one_cached(&BAR_IN_FORCE, &[&card.person_id, &now])
+                .await?;
+            Ok::<_, CardError>(row.get::<_, Option<DateTime<Utc>>>(0))
+        })
+        .await?;
     Ok(ResolvedCard {
         card_id: card.card_id,
         kind: card.kind,
         person,
+        standing: ResolvedStanding::from_bar(bar),
     })
 }
 

@@ -238,6 +238,32 @@ pub(crate) async fn waive_in(
     Ok(())
 }
 
+/// The bar in force on a person at `now`: the latest end of the bars
+/// neither lifted nor over, NULL when there is none. A SQL expression over
+/// an expression naming the person and one naming the moment, so that the
+/// card resolve ([`crate::cards::resolve`]) answers the same bar as
+/// [`standing`] within its own single statement.
+pub(crate) fn bar_in_force(person: &str, now: &str) -> String {
+    format!(
+        "(SELECT max(barred_until) FROM bars
+           WHERE person_id = {person} AND lifted_at IS NULL AND barred_until > {now})"
+    )
+}
+
+/// [`standing`]'s statement: the bar in force and every no-show in the window.
+static STANDING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT bar.until, n.event_id, n.booking_id, n.hospital_id, n.visit_date,
+                n.waived_at IS NOT NULL, n.waive_reason
+           FROM (SELECT {} AS until) bar
+           LEFT JOIN LATERAL (
+                SELECT event_id, booking_id, hospital_id, visit_date, waived_at, waive_reason, recorded_at
+                  FROM no_shows WHERE person_id = $1 AND visit_date > $3) n ON true
+          ORDER BY n.visit_date DESC, n.recorded_at DESC",
+        bar_in_force("$1", "$2")
+    )
+});
+
 pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> Result<Standing, CardError> {
     let rules = &state.settings.standing;
     let client = state.pool.get().await?;
@@ -251,17 +277,7 @@ pub async fn standing(state: &AppState, person_id: Uuid, now: DateTime<Utc>) -> 
     // where `BEGIN`, two reads and `COMMIT` took four, on every first
     // booking of a patient's day.
     let rows = client
-        .query_cached(
-            "SELECT bar.until, n.event_id, n.booking_id, n.hospital_id, n.visit_date,
-                    n.waived_at IS NOT NULL, n.waive_reason
-               FROM (SELECT max(barred_until) AS until FROM bars
-                      WHERE person_id = $1 AND lifted_at IS NULL AND barred_until > $2) bar
-               LEFT JOIN LATERAL (
-                    SELECT event_id, booking_id, hospital_id, visit_date, waived_at, waive_reason, recorded_at
-                      FROM no_shows WHERE person_id = $1 AND visit_date > $3) n ON true
-              ORDER BY n.visit_date DESC, n.recorded_at DESC",
-            &[&person_id, &now, &start],
-        )
+        .query_cached(&STANDING, &[&person_id, &now, &start])
         .await?;
     let bar: Option<DateTime<Utc>> = rows.first().and_then(|r| r.get(0));
     // No no-show: the one row of the bar, with the no-show's columns null.

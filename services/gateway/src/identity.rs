@@ -122,6 +122,10 @@ pub struct CardRef<'a> {
 struct Resolved {
     card_id: Uuid,
     person: ResolvedPerson,
+    /// The holder's standing, answered with the card (absent from a
+    /// card-issuing older than the field: then it is asked for apart).
+    #[serde(default)]
+    standing: Option<StandingAnswer>,
 }
 
 /// The card a request named and the person holding it.
@@ -159,6 +163,18 @@ struct StandingAnswer {
     barred: bool,
     barred_until: Option<DateTime<Utc>>,
 }
+
+impl StandingAnswer {
+    /// The end of the bar in force, if any.
+    fn bar(&self) -> Option<DateTime<Utc>> {
+        if self.barred { self.barred_until } else { None }
+    }
+}
+
+/// A person's standing as card-issuing has just answered it: `Some` with
+/// the end of the bar in force (`None` inside: in good standing); `None`
+/// when it did not answer one.
+type FreshStanding = Option<Option<DateTime<Utc>>>;
 
 #[derive(Deserialize)]
 struct FamilyAnswer {
@@ -273,8 +289,20 @@ impl PatientIndex {
         Some(holder)
     }
 
-    async fn remember_holder(&self, key: &str, holder: Holder, now: DateTime<Utc>) {
-        self.remember(key, &holder.cached(now), self.identity_ttl).await;
+    /// Cache a resolved card's holder and, when card-issuing answered it
+    /// too, the holder's standing: both writes in one wait. The booking's
+    /// admission reads the standing from the cache (`crate::limits`), so
+    /// a patient's first booking of the day asks card-issuing once, not
+    /// once for the card and again for the standing.
+    async fn remember_holder(&self, key: &str, holder: Holder, standing: FreshStanding, now: DateTime<Utc>) {
+        let standing = async {
+            if let Some(bar) = standing {
+                let key = standing_key(&self.keys, holder.person_id);
+                self.remember(&key, &standing_value(bar), self.standing_ttl).await;
+            }
+        };
+        let value = holder.cached(now);
+        futures::join!(self.remember(key, &value, self.identity_ttl), standing);
         self.keep_locally(key, holder, now.timestamp(), now);
     }
 
@@ -333,10 +361,10 @@ impl PatientIndex {
                 if let Some(h) = self.cached_holder(&key, now).await {
                     return Ok(h);
                 }
-                let holder = self
+                let (holder, standing) = self
                     .ask_resolve(serde_json::json!({ "card_number": number }))
                     .await?;
-                self.remember_holder(&key, holder, now).await;
+                self.remember_holder(&key, holder, standing, now).await;
                 Ok(holder)
             }
             (None, Some(token)) => {
@@ -362,10 +390,10 @@ impl PatientIndex {
                 if self.cached_holder(&key, now).await == Some(claimed) {
                     return Ok(claimed);
                 }
-                let holder = self
+                let (holder, standing) = self
                     .ask_resolve(serde_json::json!({ "ecard_token": token }))
                     .await?;
-                self.remember_holder(&key, holder, now).await;
+                self.remember_holder(&key, holder, standing, now).await;
                 Ok(holder)
             }
             _ => Err(
@@ -375,7 +403,7 @@ impl PatientIndex {
         }
     }
 
-    async fn ask_resolve(&self, body: serde_json::Value) -> Result<Holder, GatewayError> {
+    async fn ask_resolve(&self, body: serde_json::Value) -> Result<(Holder, FreshStanding), GatewayError> {
         let _permit = self.permit().await?;
         let res = self
             .http
@@ -392,10 +420,11 @@ impl PatientIndex {
                 .json()
                 .await
                 .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
-            return Ok(Holder {
+            let holder = Holder {
                 person_id: r.person.person_id,
                 card_id: r.card_id,
-            });
+            };
+            return Ok((holder, r.standing.as_ref().map(StandingAnswer::bar)));
         }
         if status.is_client_error() {
             let code = res
@@ -629,7 +658,7 @@ impl PatientIndex {
             .await
             .map_err(|e| GatewayError::IdentityUnavailable(e.to_string()))?;
         drop(permit);
-        let until = if s.barred { s.barred_until } else { None };
+        let until = s.bar();
         self.remember(&key, &standing_value(until), self.standing_ttl)
             .await;
         Ok(until.filter(|t| *t > now))

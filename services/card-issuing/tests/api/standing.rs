@@ -283,3 +283,72 @@ async fn entries_left_unacknowledged_by_a_dead_replica_are_taken_over() {
     let s = wait_for_no_shows(&app, person, 1).await;
     assert_eq!(s["no_shows"][0]["event_id"], event.to_string());
 }
+
+/// The gateway resolves a card on a patient's first booking of the day and
+/// needs the standing next: the resolve answers the holder's bar, the same
+/// as the standing route, by card number and by e-card.
+#[tokio::test]
+async fn a_resolved_card_carries_its_holder_s_bar_as_the_standing_route_tells_it() {
+    let app = spawn_app().await;
+    let person = app.new_person().await;
+    let card = app.issue_card(person, "physical").await;
+    let number = card["card_number"].as_str().unwrap().to_owned();
+    let ecard = app.issue_card(person, "ecard").await;
+    let token = app
+        .post(
+            &format!("/v1/cards/{}/ecard-token", ecard["card_id"].as_str().unwrap()),
+            &json!({}),
+        )
+        .await;
+    let token = token.body["token"].as_str().unwrap().to_owned();
+    let resolved = async |body: Value| {
+        let r = app.post("/v1/cards/resolve", &body).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["standing"].clone()
+    };
+    let both_ways = async || {
+        let by_number = resolved(json!({ "card_number": number })).await;
+        let by_ecard = resolved(json!({ "ecard_token": token })).await;
+        assert_eq!(by_number, by_ecard);
+        let s = standing(&app, person).await;
+        assert_eq!(by_number["barred"], s["barred"], "{by_number} vs {s}");
+        assert_eq!(by_number["barred_until"], s["barred_until"], "{by_number} vs {s}");
+        by_number
+    };
+
+    let clear = both_ways().await;
+    assert_eq!(clear, json!({ "barred": false, "barred_until": null }));
+
+    // A lifted bar and one that is over do not bar; the latest one in force does.
+    let client = app.pool_client().await;
+    let now = Utc::now();
+    let until = now + chrono::Duration::days(40);
+    for (ends, lifted) in [
+        (now + chrono::Duration::days(90), Some(now)),
+        (now - chrono::Duration::days(1), None),
+        (now + chrono::Duration::days(20), None),
+        (until, None),
+    ] {
+        client
+            .execute(
+                "INSERT INTO bars (id, person_id, barred_at, barred_until, window_end, lifted_at)
+                 VALUES ($1, $2, now(), $3, current_date, $4)",
+                &[&Uuid::now_v7(), &person, &ends, &lifted],
+            )
+            .await
+            .unwrap();
+    }
+    let barred = both_ways().await;
+    assert_eq!(barred["barred"], true);
+    let shown: chrono::DateTime<Utc> = barred["barred_until"].as_str().unwrap().parse().unwrap();
+    assert_eq!(shown.timestamp_micros(), until.timestamp_micros());
+
+    client
+        .execute(
+            "UPDATE bars SET lifted_at = now() WHERE person_id = $1",
+            &[&person],
+        )
+        .await
+        .unwrap();
+    assert_eq!(both_ways().await["barred"], false);
+}
