@@ -97,9 +97,13 @@ pub struct OutboxRelay {
     pub linger: Duration,
     /// The linger while events keep coming (the last relay found some):
     /// longer, so a hospital's surge is relayed in tens of events a
-    /// transaction rather than one or two (peak-day: 12,716 relays for
-    /// 18,557 bookings with 5 ms). An event after a quiet spell waits
-    /// only [`OutboxRelay::linger`].
+    /// transaction rather than one or two. Each relay is a transaction
+    /// and a WAL flush of its own: peak-day's quarter day relayed its
+    /// 18,557 bookings in 12,716 transactions with 5 ms, 6,193–6,539 with
+    /// 50 ms, and 1,923–2,094 with 200 ms, where the phase's statements
+    /// fell from 53,107–54,328 to 39,354–40,827 (loadtest/README.md,
+    /// 2026-12-05 18:32). An event after a quiet spell waits only
+    /// [`OutboxRelay::linger`]; one during a surge at most this long more.
     pub busy_linger: Duration,
     wake: Arc<Notify>,
 }
@@ -114,7 +118,7 @@ impl OutboxRelay {
             trim_interval: Duration::from_secs(30),
             poll_interval: Duration::from_millis(250),
             linger: Duration::from_millis(5),
-            busy_linger: Duration::from_millis(50),
+            busy_linger: Duration::from_millis(200),
             wake: Arc::new(Notify::new()),
         }
     }
