@@ -7,7 +7,7 @@
 #       --attempts 85000 --patients 17000 --target-bookings 17000 --capacity 12 --target-seconds 15
 #
 # Writes OUT.log (the run), OUT/ (its results) and OUT.perf; read it with
-# `perf report -i OUT.perf --sort comm,sym` or, per process,
+# `perf report -i OUT.perf --sort comm,sym` (with call graphs: `--children`) or, per process,
 # `perf script -i OUT.perf -F comm,pid,ip,sym`.
 set -euo pipefail
 bin=$1 out=$2 phase=$3 delay=$4 seconds=$5
@@ -20,5 +20,5 @@ until grep -q "$phase" "$out.log" 2>/dev/null; do
   sleep 0.2
 done
 sleep "$delay"
-perf record -a -F 499 -o "$out.perf" -- sleep "$seconds" >/dev/null 2>&1
+perf record -a -g -F 499 -o "$out.perf" -- sleep "$seconds" >/dev/null 2>&1
 wait "$run"
