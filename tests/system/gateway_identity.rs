@@ -75,6 +75,7 @@ const RESOLVE: &str = "/v1/cards/resolve";
 const STANDING: &str = "/v1/persons/{person_id}/standing";
 
 /// How many requests card-issuing has answered on `route` (its `/metrics`).
+#[expect(clippy::unwrap_used, reason = "test helper: a failure is a failed test")]
 async fn cards_answered(city: &TestCity, route: &str) -> u64 {
     let text = city
         .cards
