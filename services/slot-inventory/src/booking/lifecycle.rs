@@ -142,39 +142,29 @@ pub async fn confirm(
     let now = state.clock.now();
     let client = state.pool.get().await?;
     let payment = (reference, req.payment_method.as_str());
-    // Two round trips where there were four: `BEGIN` goes with the
-    // confirmation, the event with `COMMIT` (each pair pipelined; both
-    // statements are prepared first, so each leaves on its first poll, in
-    // order). Every exit before the commit rolls back, and a request
-    // cancelled in between closes the connection (`Begun`).
-    client.prepare_cached(&queries::CONFIRM_PAYMENT_RETURNING).await?;
-    client.prepare_cached(jyt_events::APPEND_SQL).await?;
-    // The usual case first, in one statement: a held booking, in time, of
-    // this fee. Only when it is not so is the row read (locked) to say why.
-    let (client, confirmed) = jyt_db::Begun::begin_with(client, async |c| {
-        queries::confirm_payment(c, &state.hospital, booking.id, payment, req.amount_fen, now).await
-    })
+    // The usual case in one statement and one round trip: a held booking,
+    // in time, of this fee, confirmed with its event (built by PostgreSQL
+    // from the row, `queries::CONFIRM_PAYMENT_WITH_EVENT`). Only when it
+    // is not so is the row read, locked in a transaction, to say why.
+    let event = (uuid::Uuid::now_v7(), EventKind::Confirmed.event_type());
+    let confirmed = queries::confirm_payment(
+        &client,
+        &state.hospital,
+        booking.id,
+        payment,
+        req.amount_fen,
+        now,
+        event,
+    )
     .await?;
     let Some(stored) = confirmed else {
-        let refused = payment_refused(&client, state, booking, req, reference).await;
+        let (client, refused) = jyt_db::Begun::begin_with(client, async |c| {
+            Ok::<_, SlotError>(payment_refused(c, state, booking, req, reference).await)
+        })
+        .await?;
         client.roll_back().await;
         return refused;
     };
-    let payload = events::payload(
-        &stored.booking,
-        serde_json::json!({ "payment_reference": reference }),
-    );
-    client
-        .commit_with(async |c| {
-            jyt_events::append(
-                c,
-                EventKind::Confirmed.event_type(),
-                &stored.booking.booking_id.to_string(),
-                &payload,
-            )
-            .await
-        })
-        .await?;
     let mut conn = state.redis.clone();
     if let Err(e) = redis::cmd("ZREM")
         .arg(state.keys.holds())

@@ -607,22 +607,77 @@ pub async fn transition<C: GenericClient>(
         .map(|r| to_stored(hospital, &r)))
 }
 
-/// [`confirm_payment`]'s statement: the update and the read-back of the
-/// confirmed booking in one (a payment read its booking three times).
-pub static CONFIRM_PAYMENT_RETURNING: LazyLock<String> = LazyLock::new(|| {
-    with_read_back(
-        "b AS (
+/// A `timestamptz` column as chrono's serde writes a
+/// `DateTime<FixedOffset>` at Shanghai's +08:00 (`jyt_domain::time::local`):
+/// fractional seconds only when there are some, in three digits or six.
+fn rfc3339_shanghai(column: &str) -> String {
+    let micros = format!("(extract(microseconds FROM {column})::bigint % 1000000)");
+    format!(
+        "to_char(({column} AT TIME ZONE 'UTC') + interval '8 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS')
+         || CASE WHEN {micros} = 0 THEN ''
+                 WHEN {micros} % 1000 = 0 THEN '.' || lpad(({micros} / 1000)::text, 3, '0')
+                 ELSE '.' || lpad({micros}::text, 6, '0') END
+         || '+08:00'"
+    )
+}
+
+/// A `booking.*` event's payload built by PostgreSQL from a read-back row
+/// named `rb` ([`SELECT_BOOKING`]'s columns), as [`super::events::payload`]
+/// builds it in Rust from the same booking (a test holds the two equal):
+/// a write whose event carries the row it changes is then one statement,
+/// not `BEGIN`, the write, the event and `COMMIT`. `hospital` and `detail`
+/// are SQL expressions (the hospital's id as text, a `jsonb`).
+fn event_payload(hospital: &str, detail: &str) -> String {
+    format!(
+        "jsonb_build_object(
+            'schema', 1,
+            'booking_id', {hospital} || '-' || rb.id,
+            'hospital_id', {hospital},
+            'slot_id', {hospital} || '-' || rb.segment_id,
+            'schedule_id', rb.schedule_id,
+            'patient_id', rb.patient_id,
+            'channel', rb.channel,
+            'owner_app', rb.owner_app,
+            'pool', rb.pool,
+            'status', rb.status,
+            'fee_fen', rb.fee_fen,
+            'payment_method', rb.payment_method,
+            'visit_date', rb.visit_date,
+            'visit_number', rb.visit_no,
+            'segment_starts_at', {starts},
+            'department', rb.department,
+            'doctor', rb.doctor,
+            'detail', {detail})",
+        starts = rfc3339_shanghai("rb.starts_at")
+    )
+}
+
+/// A payment's confirmation, its read-back and its event in one statement
+/// (so one transaction without `BEGIN` or `COMMIT`): `$6` the event's id,
+/// `$7` its type, `$8` the hospital's id.
+pub static CONFIRM_PAYMENT_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
+    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
+    format!(
+        "WITH b AS (
             UPDATE bookings SET status = 'confirmed', payment_reference = $2, payment_method = $3,
                    paid_at = $4, updated_at = $4
              WHERE id = $1 AND status = 'held' AND hold_deadline > $4
                AND ($5::bigint IS NULL OR fee_fen = $5)
-            RETURNING *)",
+            RETURNING *),
+         rb AS ({read_back}),
+         o AS (
+            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+            SELECT $6, $7, $8::text || '-' || rb.id, {payload} FROM rb)
+         SELECT * FROM rb",
+        payload = event_payload("$8::text", "jsonb_build_object('payment_reference', $2::text)")
     )
 });
 
 /// Record a payment and confirm a held booking whose hold has not expired
 /// (and whose fee is `amount_fen`, when the channel says what it
-/// collected); the confirmed booking, or `None` if any of that is not so.
+/// collected), with its `booking.confirmed` event (`event_id`); the
+/// confirmed booking, or `None` (and nothing written) if any of that is
+/// not so.
 pub async fn confirm_payment<C: GenericClient>(
     client: &C,
     hospital: &HospitalId,
@@ -630,12 +685,23 @@ pub async fn confirm_payment<C: GenericClient>(
     payment: (&str, &str),
     amount_fen: Option<i64>,
     now: DateTime<Utc>,
+    event: (Uuid, &str),
 ) -> Result<Option<StoredBooking>, Error> {
     let (reference, method) = payment;
+    let (event_id, event_type) = event;
     Ok(client
         .query_opt_cached(
-            &CONFIRM_PAYMENT_RETURNING,
-            &[&id, &reference, &method, &now, &amount_fen],
+            &CONFIRM_PAYMENT_WITH_EVENT,
+            &[
+                &id,
+                &reference,
+                &method,
+                &now,
+                &amount_fen,
+                &event_id,
+                &event_type,
+                &hospital.as_str(),
+            ],
         )
         .await?
         .map(|r| to_stored(hospital, &r)))

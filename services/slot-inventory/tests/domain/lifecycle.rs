@@ -71,6 +71,73 @@ async fn paying_confirms_once_per_reference() {
     assert_eq!(h.booking(&held.booking_id).await.status, BookingStatus::Confirmed);
 }
 
+/// A payment's `booking.confirmed` event is written by PostgreSQL in the
+/// payment's one statement (`queries::CONFIRM_PAYMENT_WITH_EVENT`); it must
+/// be the payload `events::payload` builds in Rust from the same booking,
+/// as every other `booking.*` event is: with and without an owning app,
+/// each payment method, and a segment start with no fraction of a second,
+/// a fraction in milliseconds and one in microseconds.
+#[tokio::test]
+async fn a_payment_s_event_built_by_postgresql_is_the_payload_rust_builds() {
+    let h = Hospital::start(beijing(2, 9, 0), 1, &[]).await;
+    let cases = [
+        (0, None, PaymentMethod::SelfPay, "0"),
+        (1, Some("wechatapp"), PaymentMethod::Insurance, "0.25"),
+        (2, Some("kioskfleet"), PaymentMethod::SelfPay, "0.123456"),
+        (3, None, PaymentMethod::SelfPay, "0.000001"),
+    ];
+    let client = h.state.pool.get().await.unwrap();
+    for (segment, app, method, fraction) in cases {
+        let slot = h.segment(sched::CARDIO_EXPERT_AM, segment);
+        client
+            .execute(
+                "UPDATE segments SET starts_at = starts_at + make_interval(secs => $2::float8) WHERE id = $1",
+                &[&slot.id, &fraction.parse::<f64>().unwrap()],
+            )
+            .await
+            .unwrap();
+        let held = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+        client
+            .execute(
+                "UPDATE bookings SET owner_app = $2 WHERE id = $1",
+                &[&held.booking_id.id, &app],
+            )
+            .await
+            .unwrap();
+        let reference = format!("tx-{segment}");
+        let req = ConfirmRequest {
+            payment_reference: reference.clone(),
+            payment_method: method,
+            amount_fen: Some(held.fee_fen.0),
+        };
+        let paid = lifecycle::confirm(&h.state, &held.booking_id, &req)
+            .await
+            .unwrap();
+        let (aggregate, written): (String, serde_json::Value) = client
+            .query_one(
+                "SELECT aggregate_id, payload FROM outbox
+                  WHERE event_type = 'booking.confirmed' AND payload->>'booking_id' = $1",
+                &[&held.booking_id.to_string()],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(aggregate, held.booking_id.to_string());
+        let built = slot_inventory::booking::events::payload(
+            &paid.booking,
+            serde_json::json!({ "payment_reference": reference }),
+        );
+        assert_eq!(written, built, "segment {segment}, start + {fraction} s");
+        assert_eq!(written["owner_app"], serde_json::json!(app));
+    }
+    // One event per payment, and no other.
+    assert_eq!(
+        h.count("SELECT count(*) FROM outbox WHERE event_type = 'booking.confirmed'")
+            .await,
+        4
+    );
+}
+
 /// The gateway sends what the channel collected instead of reading the fee
 /// first: another amount is refused naming `amount_fen` and the fee, the
 /// booking stays held, and the right amount then confirms it.
@@ -601,8 +668,8 @@ async fn an_insert_that_writes_no_booking_writes_no_event() {
     assert_eq!(h.count("SELECT count(*) FROM bookings").await, 1);
 }
 
-/// A payment begins its transaction by hand (`BEGIN` pipelined with the
-/// confirmation). A request cancelled between `BEGIN` and `COMMIT` (the
+/// A check-in begins its transaction by hand (`BEGIN` pipelined with the
+/// locked read; a payment's refusal too). A request cancelled between `BEGIN` and `COMMIT` (the
 /// caller hung up) must not hand its connection back to the pool inside
 /// the transaction: the next request would run in it, holding its locks.
 /// `jyt_db::Begun` closes such a connection; the write is rolled back.
@@ -662,8 +729,8 @@ async fn payment_scans(h: &Hospital, held: &slot_inventory::booking::Booking) ->
     let client = h.state.pool.get().await.unwrap();
     client
         .batch_execute(&format!(
-            "PREPARE pay(uuid, text, text, timestamptz, bigint) AS {}",
-            *slot_inventory::booking::queries::CONFIRM_PAYMENT_RETURNING
+            "PREPARE pay(uuid, text, text, timestamptz, bigint, uuid, text, text) AS {}",
+            *slot_inventory::booking::queries::CONFIRM_PAYMENT_WITH_EVENT
         ))
         .await
         .unwrap();
@@ -676,9 +743,11 @@ async fn payment_scans(h: &Hospital, held: &slot_inventory::booking::Booking) ->
         let plan = jyt_testkit::explain(
             &client,
             &format!(
-                "EXECUTE pay('{}', 'pay-1', 'self_pay', '{}', NULL)",
+                "EXECUTE pay('{}', 'pay-1', 'self_pay', '{}', NULL, '{}', 'booking.confirmed', '{}')",
                 held.booking_id.id,
-                h.clock.now().to_rfc3339()
+                h.clock.now().to_rfc3339(),
+                Uuid::now_v7(),
+                held.hospital_id
             ),
         )
         .await;
