@@ -245,14 +245,33 @@ pub async fn check_in(
     req: &CheckInRequest,
 ) -> Result<StoredBooking, SlotError> {
     let now = state.clock.now();
-    // Two round trips where there were five: `BEGIN` goes with the locked
-    // read; the check-in, its event and `COMMIT` go together. The schedule's
-    // queue counter row, which every arrival at the schedule waits for, is
-    // then locked for that one flight only. Every exit before the commit
-    // rolls back, and a request cancelled in between closes the
-    // connection (`Begun`).
+    if booking.hospital != state.hospital {
+        return Err(SlotError::BookingNotFound(booking.to_string()));
+    }
+    let client = state.pool.get().await?;
+    // The usual case in one statement and one round trip: the right code,
+    // in the window, a confirmed booking of this patient, checked in with
+    // its queue number and event (`queries::CHECK_IN_IF_DUE`, the decision
+    // below as SQL).
+    let asked = queries::CheckInAsked {
+        pickup_code: &req.pickup_code,
+        patient: req.patient_id,
+    };
+    let opens = i32::try_from(state.policy.get().checkin_opens_minutes_before).unwrap_or(i32::MAX);
+    if let Some(stored) =
+        queries::check_in_if_due(&client, &state.hospital, booking.id, &asked, now, opens).await?
+    {
+        state.relay.wake();
+        return Ok(stored);
+    }
+    // Otherwise, to say why (or to count a wrong code), two round trips:
+    // `BEGIN` goes with the locked read; the check-in, its event and
+    // `COMMIT` go together. The schedule's queue counter row, which every
+    // arrival at the schedule waits for, is then locked for that one flight
+    // only. Every exit before the commit rolls back, and a request
+    // cancelled in between closes the connection (`Begun`).
     let (client, current) =
-        jyt_db::Begun::begin_with(state.pool.get().await?, async |c| locked(c, state, booking).await).await?;
+        jyt_db::Begun::begin_with(client, async |c| locked(c, state, booking).await).await?;
     match check_in_decision(state, booking, req, &current, now) {
         CheckIn::Refuse(e) => {
             client.roll_back().await;

@@ -770,6 +770,80 @@ pub async fn check_in<C: GenericClient>(
         .map(|r| to_stored(hospital, &r)))
 }
 
+/// A check-in in one statement when everything [`super::lifecycle::check_in`]
+/// asks of it holds: the booking (`$1`, its row locked first, as the
+/// transaction path locks it) is confirmed, its pick-up code is `$2`, it
+/// is `$4`'s (anyone's when NULL), it has taken fewer than `$5` wrong
+/// codes, and `$3` is within its check-in window (from `$6` minutes before
+/// its segment starts to the segment's end). Then, as
+/// [`CHECK_IN_CONFIRMED`]: the schedule's next queue number, the update
+/// and its read-back; and the `booking.checked_in` event, built by
+/// PostgreSQL from the row (`$7` its id, `$8` its type, `$9` the
+/// hospital's id). Otherwise nothing is written, no number taken.
+pub static CHECK_IN_IF_DUE: LazyLock<String> = LazyLock::new(|| {
+    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
+    format!(
+        "WITH due AS (
+            SELECT b.id, b.schedule_id FROM bookings b JOIN segments seg ON seg.id = b.segment_id
+             WHERE b.id = $1 AND b.status = 'confirmed' AND b.pickup_code = $2
+               AND ($4::uuid IS NULL OR b.patient_id = $4) AND b.pickup_failures < $5
+               AND $3 >= seg.starts_at - make_interval(mins => $6) AND $3 <= seg.ends_at
+               FOR UPDATE OF b),
+         q AS (
+            INSERT INTO schedule_queue_numbers AS n (schedule_id, last_no)
+            SELECT schedule_id, 1 FROM due
+            ON CONFLICT (schedule_id) DO UPDATE SET last_no = n.last_no + 1
+            RETURNING last_no),
+         b AS (
+            UPDATE bookings SET status = 'checked_in', checked_in_at = $3, updated_at = $3,
+                   queue_no = (SELECT last_no FROM q)
+             WHERE id = (SELECT id FROM due)
+            RETURNING *),
+         rb AS ({read_back}),
+         o AS (
+            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+            SELECT $7, $8, $9::text || '-' || rb.id, {payload} FROM rb)
+         SELECT * FROM rb",
+        payload = event_payload("$9::text", "'{}'::jsonb")
+    )
+});
+
+/// What a check-in presents: the pick-up code and, when the channel knows,
+/// the patient.
+pub struct CheckInAsked<'a> {
+    pub pickup_code: &'a str,
+    pub patient: Option<Uuid>,
+}
+
+/// Run [`CHECK_IN_IF_DUE`]: the checked-in booking, or `None` when the
+/// check-in is not simply due (the caller finds out why).
+pub async fn check_in_if_due<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    id: Uuid,
+    asked: &CheckInAsked<'_>,
+    now: DateTime<Utc>,
+    opens_minutes_before: i32,
+) -> Result<Option<StoredBooking>, Error> {
+    Ok(client
+        .query_opt_cached(
+            &CHECK_IN_IF_DUE,
+            &[
+                &id,
+                &asked.pickup_code,
+                &now,
+                &asked.patient,
+                &super::lifecycle::MAX_WRONG_PICKUP_CODES,
+                &opens_minutes_before,
+                &Uuid::now_v7(),
+                &super::events::EventKind::CheckedIn.event_type(),
+                &hospital.as_str(),
+            ],
+        )
+        .await?
+        .map(|r| to_stored(hospital, &r)))
+}
+
 /// Count one wrong pick-up code; answers the count with it. The booking
 /// row is already locked by the caller, so concurrent guesses add up.
 /// `updated_at` is left alone: the booking itself did not change.

@@ -296,6 +296,52 @@ async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_beco
     assert_eq!(detail, serde_json::json!({ "by": "hospital", "late": true }));
 }
 
+/// A check-in's `booking.checked_in` event is written by PostgreSQL in the
+/// check-in's one statement (`queries::CHECK_IN_IF_DUE`), as
+/// `events::payload` builds it from the same booking; the same booking
+/// checked in twice at once takes one queue number (its row is locked
+/// before the schedule's counter), and the next arrival the next number.
+#[tokio::test]
+async fn a_check_in_in_one_statement_writes_the_event_rust_builds_and_takes_one_number() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let first = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    let next = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    let asked = |b: &slot_inventory::booking::Booking| CheckInRequest {
+        pickup_code: b.pickup_code.clone(),
+        patient_id: Some(b.patient_id),
+    };
+    h.clock.set(beijing(0, 7, 30));
+    let twice = asked(&first);
+    let (one, two) = tokio::join!(
+        lifecycle::check_in(&h.state, &first.booking_id, &twice),
+        lifecycle::check_in(&h.state, &first.booking_id, &twice),
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert_eq!(one.booking.queue_number, Some(1));
+    assert_eq!(two.booking.queue_number, Some(1));
+    assert_eq!(one.booking.status, BookingStatus::CheckedIn);
+    let after = lifecycle::check_in(&h.state, &next.booking_id, &asked(&next))
+        .await
+        .unwrap();
+    assert_eq!(after.booking.queue_number, Some(2));
+
+    let client = h.state.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT aggregate_id, payload FROM outbox WHERE event_type = 'booking.checked_in' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "one event per check-in");
+    for (row, checked_in) in rows.iter().zip([&one, &after]) {
+        assert_eq!(row.get::<_, String>(0), checked_in.booking.booking_id.to_string());
+        let built = slot_inventory::booking::events::payload(&checked_in.booking, serde_json::json!({}));
+        assert_eq!(row.get::<_, serde_json::Value>(1), built);
+    }
+}
+
 /// Each schedule's queue numbers are counted in a row of their own (V14): arrivals at the
 /// same moment, by code and at the desk, still never share a number and
 /// leave no gap.
