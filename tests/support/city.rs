@@ -698,6 +698,18 @@ impl TestCity {
         &self.hospitals[i]
     }
 
+    /// A service's `/metrics` text (`base`: its address).
+    pub async fn metrics_text(&self, base: &str) -> String {
+        self.http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A newly registered patient with a card; their person id.
     pub async fn patient(&self) -> Uuid {
         self.cards.register().await.person_id

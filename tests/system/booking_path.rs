@@ -296,19 +296,6 @@ async fn bad_input_is_refused_with_4xx_problem_json_naming_the_field_and_nothing
     assert_eq!(written, 0);
 }
 
-/// A service's `/metrics` text.
-#[expect(clippy::unwrap_used, reason = "test helper: a failure is a failed test")]
-async fn metrics_text(city: &TestCity, base: &str) -> String {
-    city.http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn every_service_answers_healthz_readyz_and_metrics() {
     let city = TestCity::spawn(&["xuanwu"]).await;
@@ -348,7 +335,7 @@ async fn every_service_answers_healthz_readyz_and_metrics() {
         .await
         .unwrap();
     assert_eq!(nowhere.status(), 404);
-    let text = metrics_text(&city, &city.gateway_url).await;
+    let text = city.metrics_text(&city.gateway_url).await;
     assert!(
         text.contains(
             r#"jyt_http_requests_total{method="GET",route="/v1/bookings/{booking_id}",status="401",service="gateway"} 1"#
@@ -361,7 +348,7 @@ async fn every_service_answers_healthz_readyz_and_metrics() {
         ),
         "{text}"
     );
-    let text = metrics_text(&city, &h.base_url).await;
+    let text = city.metrics_text(&h.base_url).await;
     assert!(
         text.contains(
             r#"jyt_booking_attempts_total{channel="wechat",hospital="xuanwu",outcome="BOOKED",service="slot-inventory"} 1"#
@@ -386,15 +373,7 @@ async fn every_service_answers_healthz_readyz_and_metrics() {
 
     // Every series the shipped Grafana dashboard queries exists (the stream
     // consumers' lag is channel-accounting's and card-issuing's).
-    let gateway_text = city
-        .http
-        .get(format!("{}/metrics", city.gateway_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let gateway_text = city.metrics_text(&city.gateway_url).await;
     let dashboard = include_str!("../../deploy/grafana/jyt-surge.json");
     let mut names: Vec<&str> = dashboard
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -18,22 +18,14 @@ async fn a_barred_patient_is_refused_with_the_date_the_bar_ends_and_the_hospital
     // The patient's first booking of the day: card-issuing is asked once,
     // and answers the bar with the card.
     let res = city.book(&slots[0], patient, "wechat", "barred-1").await;
-    assert_eq!(res.status(), 403);
-    let body = problem(res).await;
-    assert_eq!(body["code"], "PATIENT_BARRED");
-    let shown = chrono::DateTime::parse_from_rfc3339(body["barred_until"].as_str().unwrap()).unwrap();
-    assert_eq!(shown.timestamp(), until.timestamp());
+    assert_barred_until(res, until).await;
     assert_eq!(h.live_bookings(&slots[0]).await, (0, 0));
     assert_eq!(cards_answered(&city, RESOLVE).await, 1);
     assert_eq!(cards_answered(&city, STANDING).await, 0);
 
     // Again, from the gateway's cache: the same refusal, nobody asked.
     let res = city.book(&slots[1], patient, "wechat", "barred-2").await;
-    assert_eq!(res.status(), 403);
-    let body = problem(res).await;
-    assert_eq!(body["code"], "PATIENT_BARRED");
-    let shown = chrono::DateTime::parse_from_rfc3339(body["barred_until"].as_str().unwrap()).unwrap();
-    assert_eq!(shown.timestamp(), until.timestamp());
+    assert_barred_until(res, until).await;
     assert_eq!(h.live_bookings(&slots[1]).await, (0, 0));
     assert_eq!(cards_answered(&city, RESOLVE).await, 1);
     assert_eq!(cards_answered(&city, STANDING).await, 0);
@@ -71,22 +63,23 @@ async fn a_barred_patient_is_refused_with_the_date_the_bar_ends_and_the_hospital
     assert_eq!(h.live_bookings(&slots[2]).await, (0, 0));
 }
 
+/// A `403 PATIENT_BARRED` naming the end of the bar, to the second.
+#[expect(clippy::unwrap_used, reason = "test helper: a failure is a failed test")]
+async fn assert_barred_until(res: reqwest::Response, until: chrono::DateTime<Utc>) {
+    assert_eq!(res.status(), 403);
+    let body = problem(res).await;
+    assert_eq!(body["code"], "PATIENT_BARRED");
+    let shown = chrono::DateTime::parse_from_rfc3339(body["barred_until"].as_str().unwrap()).unwrap();
+    assert_eq!(shown.timestamp(), until.timestamp());
+}
+
 const RESOLVE: &str = "/v1/cards/resolve";
 const STANDING: &str = "/v1/persons/{person_id}/standing";
 
 /// How many requests card-issuing has answered on `route` (its `/metrics`).
 #[expect(clippy::unwrap_used, reason = "test helper: a failure is a failed test")]
 async fn cards_answered(city: &TestCity, route: &str) -> u64 {
-    let text = city
-        .cards
-        .http
-        .get(format!("{}/metrics", city.cards.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = city.metrics_text(&city.cards.base_url).await;
     let label = format!("route=\"{route}\"");
     text.lines()
         .filter(|l| l.starts_with("jyt_http_requests_total{") && l.contains(&label))

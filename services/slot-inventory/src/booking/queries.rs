@@ -652,24 +652,40 @@ fn event_payload(hospital: &str, detail: &str) -> String {
     )
 }
 
+/// [`with_read_back`] with the booking's event: `ctes` (a CTE `b`
+/// returning the changed `bookings` row, as there), the read-back `rb`,
+/// and the outbox row of the event (`event` the SQL of its id, its type
+/// and the hospital's id as text; `detail` a `jsonb` expression) whose
+/// payload is [`event_payload`] of the read-back. One statement: the write,
+/// its event and what the caller is answered commit together, without
+/// `BEGIN` or `COMMIT`.
+fn with_read_back_and_event(ctes: &str, event: [&str; 3], detail: &str) -> String {
+    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
+    let [id, kind, hospital] = event;
+    format!(
+        "WITH {ctes},
+         rb AS ({read_back}),
+         o AS (
+            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+            SELECT {id}, {kind}, {hospital} || '-' || rb.id, {payload} FROM rb)
+         SELECT * FROM rb",
+        payload = event_payload(hospital, detail)
+    )
+}
+
 /// A payment's confirmation, its read-back and its event in one statement
 /// (so one transaction without `BEGIN` or `COMMIT`): `$6` the event's id,
 /// `$7` its type, `$8` the hospital's id.
 pub static CONFIRM_PAYMENT_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
-    format!(
-        "WITH b AS (
+    with_read_back_and_event(
+        "b AS (
             UPDATE bookings SET status = 'confirmed', payment_reference = $2, payment_method = $3,
                    paid_at = $4, updated_at = $4
              WHERE id = $1 AND status = 'held' AND hold_deadline > $4
                AND ($5::bigint IS NULL OR fee_fen = $5)
-            RETURNING *),
-         rb AS ({read_back}),
-         o AS (
-            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
-            SELECT $6, $7, $8::text || '-' || rb.id, {payload} FROM rb)
-         SELECT * FROM rb",
-        payload = event_payload("$8::text", "jsonb_build_object('payment_reference', $2::text)")
+            RETURNING *)",
+        ["$6", "$7", "$8::text"],
+        "jsonb_build_object('payment_reference', $2::text)",
     )
 });
 
@@ -781,9 +797,8 @@ pub async fn check_in<C: GenericClient>(
 /// PostgreSQL from the row (`$7` its id, `$8` its type, `$9` the
 /// hospital's id). Otherwise nothing is written, no number taken.
 pub static CHECK_IN_IF_DUE: LazyLock<String> = LazyLock::new(|| {
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
-    format!(
-        "WITH due AS (
+    with_read_back_and_event(
+        "due AS (
             SELECT b.id, b.schedule_id FROM bookings b JOIN segments seg ON seg.id = b.segment_id
              WHERE b.id = $1 AND b.status = 'confirmed' AND b.pickup_code = $2
                AND ($4::uuid IS NULL OR b.patient_id = $4) AND b.pickup_failures < $5
@@ -798,13 +813,9 @@ pub static CHECK_IN_IF_DUE: LazyLock<String> = LazyLock::new(|| {
             UPDATE bookings SET status = 'checked_in', checked_in_at = $3, updated_at = $3,
                    queue_no = (SELECT last_no FROM q)
              WHERE id = (SELECT id FROM due)
-            RETURNING *),
-         rb AS ({read_back}),
-         o AS (
-            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
-            SELECT $7, $8, $9::text || '-' || rb.id, {payload} FROM rb)
-         SELECT * FROM rb",
-        payload = event_payload("$9::text", "'{}'::jsonb")
+            RETURNING *)",
+        ["$7", "$8", "$9::text"],
+        "'{}'::jsonb",
     )
 });
 
