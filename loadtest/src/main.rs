@@ -456,44 +456,41 @@ struct HopWindow {
 }
 
 /// Counts the attempts the city's hospitals answer, window by window.
-struct HopSampler {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Vec<HopWindow>>,
+struct HopSampler(crate::procs::Periodic<HopCounts>);
+
+/// [`HopSampler`]'s count at the last tick (none before the first), and
+/// its windows.
+#[derive(Default)]
+struct HopCounts {
+    last: Option<u64>,
+    windows: Vec<HopWindow>,
 }
 
 impl HopSampler {
     fn start(city: &City) -> Self {
         let metrics: Vec<_> = city.hospitals.iter().map(|h| h.state.metrics.clone()).collect();
         let answered = move || metrics.iter().map(|m| m.attempts_answered()).sum::<u64>();
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut windows = Vec::new();
-            let mut ticks = tokio::time::interval(std::time::Duration::from_millis(HOP_WINDOW_MS));
-            ticks.tick().await;
-            let mut last = answered();
-            loop {
-                let done = tokio::select! {
-                    _ = ticks.tick() => false,
-                    _ = &mut stopped => true,
-                };
+        let period = std::time::Duration::from_millis(HOP_WINDOW_MS);
+        Self(crate::procs::Periodic::start(
+            period,
+            HopCounts::default(),
+            move |counts, _| {
                 let now = answered();
-                #[expect(clippy::cast_precision_loss, reason = "window counts are far below 2^52")]
-                windows.push(HopWindow {
-                    at: (windows.len() as u64 * HOP_WINDOW_MS) as f64 / 1000.0,
-                    answered: now - last,
-                });
-                last = now;
-                if done {
-                    return windows;
+                // The first tick, at once, only sets the count the first window starts from.
+                if let Some(last) = counts.last {
+                    #[expect(clippy::cast_precision_loss, reason = "window counts are far below 2^52")]
+                    counts.windows.push(HopWindow {
+                        at: (counts.windows.len() as u64 * HOP_WINDOW_MS) as f64 / 1000.0,
+                        answered: now - last,
+                    });
                 }
-            }
-        });
-        Self { stop, task }
+                counts.last = Some(now);
+            },
+        ))
     }
 
     async fn stop(self) -> Vec<HopWindow> {
-        let _ = self.stop.send(());
-        self.task.await.unwrap_or_default()
+        self.0.stop().await.windows
     }
 }
 

@@ -269,10 +269,44 @@ pub struct Memory {
     pub timeline: Vec<(f64, f64)>,
 }
 
-/// Samples every 250 ms until stopped.
-pub struct Sampler {
+/// A task that samples something every `period` (the first at once)
+/// until it is stopped, then hands back what it gathered: the shape of
+/// every sampler of the load test ([`Sampler`], the surge's hop counts).
+pub struct Periodic<T> {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Vec<Memory>>,
+    task: tokio::task::JoinHandle<T>,
+}
+
+impl<T: Default + Send + 'static> Periodic<T> {
+    /// Call `sample(&mut gathered, stopping)` at every tick, with
+    /// `stopping` true once more when [`Periodic::stop`] is called.
+    pub fn start(
+        period: Duration,
+        mut gathered: T,
+        mut sample: impl FnMut(&mut T, bool) + Send + 'static,
+    ) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = &mut stopped => true,
+                };
+                sample(&mut gathered, stopping);
+                if stopping {
+                    return gathered;
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stop sampling; what was gathered.
+    pub async fn stop(self) -> T {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
 }
 
 /// The service a process belongs to: `slot-inventory h01` → `slot-inventory`.
@@ -285,27 +319,29 @@ fn mb(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
+/// Samples every 250 ms until stopped.
+pub struct Sampler(Periodic<BTreeMap<String, Memory>>);
+
 impl Sampler {
     pub fn start(processes: Vec<(String, u32)>) -> Self {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let began = std::time::Instant::now();
-            let mut by: BTreeMap<String, Memory> = BTreeMap::new();
-            for (name, _) in &processes {
-                let m = by.entry(service_of(name).to_owned()).or_insert_with(|| Memory {
-                    service: service_of(name).to_owned(),
-                    processes: 0,
-                    max_rss_mb: 0.0,
-                    peak_hwm_mb: 0.0,
-                    timeline: Vec::new(),
-                });
-                m.processes += 1;
-            }
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = &mut stopped => break,
+        let began = std::time::Instant::now();
+        let mut by: BTreeMap<String, Memory> = BTreeMap::new();
+        for (name, _) in &processes {
+            let m = by.entry(service_of(name).to_owned()).or_insert_with(|| Memory {
+                service: service_of(name).to_owned(),
+                processes: 0,
+                max_rss_mb: 0.0,
+                peak_hwm_mb: 0.0,
+                timeline: Vec::new(),
+            });
+            m.processes += 1;
+        }
+        Self(Periodic::start(
+            Duration::from_millis(250),
+            by,
+            move |by, stopping| {
+                if stopping {
+                    return;
                 }
                 let mut now: HashMap<&str, (u64, u64)> = HashMap::new();
                 for (name, pid) in &processes {
@@ -322,14 +358,11 @@ impl Sampler {
                         m.timeline.push((at, mb(rss)));
                     }
                 }
-            }
-            by.into_values().collect()
-        });
-        Self { stop, task }
+            },
+        ))
     }
 
     pub async fn finish(self) -> Vec<Memory> {
-        let _ = self.stop.send(());
-        self.task.await.unwrap_or_default()
+        self.0.stop().await.into_values().collect()
     }
 }
