@@ -1,9 +1,10 @@
 //! The gateway's sold-out set (services/gateway/src/soldout.rs): once a
-//! segment's last seat is gone, its losers are answered `409 SLOT_SOLD_OUT`
-//! by the gateway without a hop to the hospital; a seat that comes back
-//! (cancellation, 加号) clears the mark within 100 ms, and no seat stays
-//! unsold because of a stale mark. Measured against the real services and
-//! the real Redis pub/sub.
+//! segment's last seat is gone, or the last seat a channel may take before
+//! the merge time, its losers (that channel's) are answered `409
+//! SLOT_SOLD_OUT` by the gateway without a hop to the hospital; a seat that
+//! comes back (cancellation, 加号) clears the mark within 100 ms, and no
+//! seat stays unsold because of a stale mark. Measured against the real
+//! services and the real Redis pub/sub.
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -43,14 +44,25 @@ async fn hospital_booking_calls(h: &TestHospital) -> u64 {
         .sum()
 }
 
-/// Book `slot` for `patient` (a fresh key); status and body.
+/// Book `slot` for `patient` through WeChat (a fresh key); status and body.
 async fn attempt(
     city: &TestCity,
     slot: &SlotRef,
     patient: &TestPatient,
     key: &str,
 ) -> (u16, serde_json::Value) {
-    let res = city.book(slot, patient.person_id, "wechat", key).await;
+    attempt_through(city, "wechat", slot, patient, key).await
+}
+
+/// Book `slot` for `patient` through `channel`'s app; status and body.
+async fn attempt_through(
+    city: &TestCity,
+    channel: &str,
+    slot: &SlotRef,
+    patient: &TestPatient,
+    key: &str,
+) -> (u16, serde_json::Value) {
+    let res = city.book(slot, patient.person_id, channel, key).await;
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or_default())
 }
@@ -246,4 +258,68 @@ async fn no_seat_stays_unsold_behind_a_stale_mark_while_seats_churn() {
         assert_eq!(holders.len(), usize::try_from(SEATS).unwrap());
         assert!(h.oversold_segments().await.is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_seats_are_gone_stops_at_the_gateway_while_the_others_book() {
+    // The default pools: of 10 seats WeChat has 4, the kiosks 3, 114 one,
+    // common 2 (window, app and referral none). WeChat may take 6 before
+    // the merge time (tomorrow 15:00); the kiosks' and 114's stay theirs.
+    let city = TestCity::spawn_configured(&["pool"], &[], &[]).await;
+    let h = city.hospital(0);
+    let slots = h.seed_visit_day(10).await;
+    let slot = &slots[10];
+    let mut patients = city.cards.register_many(60).await;
+
+    let mut wechat_bookings = Vec::new();
+    for i in 0..6 {
+        let p = patients.pop().unwrap();
+        let (status, body) = attempt(&city, slot, &p, &format!("wechat-{i}")).await;
+        assert_eq!(status, 201, "{body}");
+        wechat_bookings.push((body, p.card_number));
+    }
+    // WeChat's seats are gone: its losers stop at the gateway.
+    until_marked(&city, slot, &mut patients, "pool").await;
+    let before = hospital_booking_calls(h).await;
+    for i in 0..5 {
+        let p = patients.pop().unwrap();
+        let (status, body) = attempt(&city, slot, &p, &format!("wechat-loser-{i}")).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("SLOT_SOLD_OUT")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        hospital_booking_calls(h).await,
+        before,
+        "a marked WeChat loser reached the hospital"
+    );
+
+    // The kiosks' seats are not WeChat's mark: every one is sold, each
+    // attempt asked of the hospital.
+    for i in 0..3 {
+        let p = patients.pop().unwrap();
+        let before = hospital_booking_calls(h).await;
+        let (status, body) = attempt_through(&city, "kiosk", slot, &p, &format!("kiosk-{i}")).await;
+        assert_eq!(status, 201, "kiosk seat {i}: {body}");
+        assert_eq!(hospital_booking_calls(h).await, before + 1);
+    }
+    let (live, _) = h.live_bookings(slot).await;
+    assert_eq!(live, 9, "114's seat is the only one left");
+
+    // A WeChat seat back (a cancellation) is WeChat's again within 100 ms.
+    let (booking, card) = &wechat_bookings[0];
+    cancel(&city, booking, card).await;
+    let back = Instant::now();
+    let (_, delay) = until_sold_again(&city, slot, &mut patients, back, "pool").await;
+    println!("after a cancellation, WeChat booked again {delay:?} after its seat came back");
+    let (live, _) = h.live_bookings(slot).await;
+    assert_eq!(live, 9);
+
+    // 114's one seat was never marked away: still sold to 114.
+    let p = patients.pop().unwrap();
+    let (status, body) = attempt_through(&city, "phone114", slot, &p, "phone114").await;
+    assert_eq!(status, 201, "{body}");
+    assert!(h.oversold_segments().await.is_empty());
 }

@@ -146,7 +146,8 @@ pub async fn book(
         .as_deref()
         .filter(|_| state.limits.address_rules_apply(caller.channel));
     // The FHIR door answers in OperationOutcomes: it asks the hospital.
-    let sold_out = api == HospitalApi::Json && state.sold_out.is_sold_out(slot);
+    let sold_out =
+        api == HospitalApi::Json && state.sold_out.is_sold_out(slot, caller.channel, now.timestamp());
     let mut read_standing = true;
     let admission = loop {
         let req = AdmitRequest {

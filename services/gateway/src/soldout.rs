@@ -10,8 +10,17 @@
 //! - `sold|<slot id>` when a segment's free list is empty (its last seat
 //!   went, or an attempt found it empty): no seat of any pool is left, so
 //!   the mark holds for every channel whatever the merge time;
-//! - `free|<slot id>` after any script put a seat back (cancellation,
-//!   expiry, a failed write, a reload after 加号 or a capacity change).
+//! - `sold|<slot id>|<channel>|<merge_at>` when an attempt through that
+//!   channel before the merge time found nothing on offer for it (its
+//!   channel's pool and common empty) while other pools still had seats:
+//!   the mark holds for that channel only, and only until `merge_at` (unix
+//!   seconds), when any pool's seat may go to anyone. Without it a segment
+//!   with a pool nobody books through (referral, say) is never marked, and
+//!   every loser of a busy day hops to the hospital;
+//! - `free|<slot id>` after any script put a seat back or on offer
+//!   (cancellation, expiry, a failed write, seats kept for a waitlist put
+//!   on sale, a reload after 加号 or a capacity change): it clears every
+//!   mark of the segment.
 //!
 //! Both are published from inside the scripts on the segment's own Redis
 //! slot, so one subscriber receives them in the order they happened and the
@@ -21,23 +30,40 @@
 //! believed only while the subscription is up: when it drops, every mark is
 //! forgotten (the hospitals answer again) until it is back.
 //!
-//! A segment sold out for one channel only (its pool and common empty
-//! before the merge, other pools not) is not marked: such attempts still go
-//! to the hospital, whose script decides by pool.
+//! A channel's mark is trusted against this replica's clock: the gateway
+//! and the hospitals share the city's time (NTP), and a mark believed a
+//! moment past the merge costs a patient one retry at worst.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jyt_cache::redis;
-use jyt_domain::SlotRef;
+use jyt_domain::{Channel, SlotRef};
+
+/// What is known sold out of one segment.
+#[derive(Debug, Default, Clone, Copy)]
+struct Marks {
+    /// No seat of any pool is left.
+    whole: bool,
+    /// Channels (bit `Channel::ALL` index) with nothing on offer before
+    /// `merge_at`.
+    channels: u8,
+    /// The segment's merge time (unix seconds): channel marks end there.
+    merge_at: i64,
+}
+
+fn channel_bit(channel: Channel) -> u8 {
+    let index = Channel::ALL.iter().position(|c| *c == channel).unwrap_or(0);
+    1 << index
+}
 
 /// A replica's sold-out set.
 #[derive(Debug, Default)]
 pub struct SoldOut {
-    marks: RwLock<HashSet<SlotRef>>,
+    marks: RwLock<HashMap<SlotRef, Marks>>,
     /// Marks are believed only while the subscription is up.
     subscribed: AtomicBool,
     /// Attempts answered here without a hop (for `/metrics`-style checks
@@ -46,14 +72,16 @@ pub struct SoldOut {
 }
 
 impl SoldOut {
-    /// Whether `slot` is known sold out now (false while unsubscribed).
-    pub fn is_sold_out(&self, slot: &SlotRef) -> bool {
+    /// Whether `slot` is known sold out for an attempt through `channel`
+    /// at `now` (unix seconds); false while unsubscribed.
+    pub fn is_sold_out(&self, slot: &SlotRef, channel: Channel, now: i64) -> bool {
         self.subscribed.load(Ordering::Acquire)
             && self
                 .marks
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(slot)
+                .get(slot)
+                .is_some_and(|m| m.whole || (m.channels & channel_bit(channel) != 0 && now < m.merge_at))
     }
 
     /// Count an attempt answered from the mark.
@@ -81,21 +109,34 @@ impl SoldOut {
 
     /// Apply one message of the seats channel; anything else is ignored.
     pub fn apply(&self, message: &str) {
-        let Some((what, slot)) = message.split_once('|') else {
+        let mut parts = message.split('|');
+        let (Some(what), Some(Ok(slot))) = (parts.next(), parts.next().map(str::parse::<SlotRef>)) else {
             return;
         };
-        let Ok(slot) = slot.parse::<SlotRef>() else {
-            return;
+        let for_channel = match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => None,
+            (Some(channel), Some(merge_at), None) => {
+                match (channel.parse::<Channel>(), merge_at.parse::<i64>()) {
+                    (Ok(channel), Ok(merge_at)) => Some((channel, merge_at)),
+                    _ => return,
+                }
+            }
+            _ => return,
         };
         let mut marks = self
             .marks
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match what {
-            "sold" => {
-                marks.insert(slot);
+        match (what, for_channel) {
+            ("sold", None) => marks.entry(slot).or_default().whole = true,
+            ("sold", Some((channel, merge_at))) => {
+                let m = marks.entry(slot).or_default();
+                // A segment's merge time is one; a reload that moved it
+                // came with a "free" first, which cleared the old marks.
+                m.merge_at = merge_at;
+                m.channels |= channel_bit(channel);
             }
-            "free" => {
+            ("free", None) => {
                 marks.remove(&slot);
             }
             _ => {}
@@ -150,22 +191,77 @@ impl SoldOut {
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_800_000_000;
+
     #[test]
     fn the_last_message_of_a_segment_decides_and_nothing_counts_unsubscribed() {
         let set = SoldOut::default();
         let slot: SlotRef = "pumch-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
         set.apply(&format!("sold|{slot}"));
-        assert!(!set.is_sold_out(&slot), "believed without a subscription");
+        assert!(
+            !set.is_sold_out(&slot, Channel::Wechat, NOW),
+            "believed without a subscription"
+        );
         set.subscribed.store(true, Ordering::Release);
-        assert!(set.is_sold_out(&slot));
+        for channel in Channel::ALL {
+            assert!(set.is_sold_out(&slot, channel, NOW));
+            assert!(
+                set.is_sold_out(&slot, channel, i64::MAX),
+                "a whole mark has no merge time"
+            );
+        }
         set.apply(&format!("free|{slot}"));
-        assert!(!set.is_sold_out(&slot));
+        assert!(!set.is_sold_out(&slot, Channel::Wechat, NOW));
         set.apply(&format!("sold|{slot}"));
         set.apply("sold|not-a-slot");
         set.apply("nonsense");
         assert_eq!(set.len(), 1);
         set.forget_all();
-        assert!(!set.is_sold_out(&slot));
+        assert!(!set.is_sold_out(&slot, Channel::Wechat, NOW));
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn a_channel_s_mark_holds_for_that_channel_until_the_merge_and_a_seat_back_clears_it() {
+        let set = SoldOut::default();
+        set.subscribed.store(true, Ordering::Release);
+        let slot: SlotRef = "pumch-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
+        let merge_at = NOW + 3600;
+        set.apply(&format!("sold|{slot}|wechat|{merge_at}"));
+        assert!(set.is_sold_out(&slot, Channel::Wechat, NOW));
+        assert!(set.is_sold_out(&slot, Channel::Wechat, merge_at - 1));
+        assert!(
+            !set.is_sold_out(&slot, Channel::Wechat, merge_at),
+            "after the merge any pool's seat is the channel's too"
+        );
+        assert!(
+            !set.is_sold_out(&slot, Channel::Kiosk, NOW),
+            "another channel's pool may have seats"
+        );
+
+        set.apply(&format!("sold|{slot}|kiosk|{merge_at}"));
+        assert!(set.is_sold_out(&slot, Channel::Kiosk, NOW));
+        assert!(!set.is_sold_out(&slot, Channel::Phone114, NOW));
+        // The last seat went: every channel, whatever the time.
+        set.apply(&format!("sold|{slot}"));
+        assert!(set.is_sold_out(&slot, Channel::Phone114, merge_at + 1));
+        // A seat back clears both kinds.
+        set.apply(&format!("free|{slot}"));
+        for channel in Channel::ALL {
+            assert!(!set.is_sold_out(&slot, channel, NOW));
+        }
+        assert!(set.is_empty());
+
+        // Malformed channel marks are ignored, not read as whole marks.
+        for bad in [
+            format!("sold|{slot}|pigeon|{merge_at}"),
+            format!("sold|{slot}|wechat|soon"),
+            format!("sold|{slot}|wechat"),
+            format!("sold|{slot}|wechat|{merge_at}|more"),
+            format!("free|{slot}|wechat|{merge_at}"),
+        ] {
+            set.apply(&bad);
+            assert!(set.is_empty(), "{bad} was believed");
+        }
     }
 }

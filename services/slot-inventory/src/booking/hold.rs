@@ -501,7 +501,9 @@ impl HoldScripts {
             .key(&keys.availability_shares)
             .arg(&keys.availability_field)
             .arg(keys.segment.to_string())
-            .arg(now);
+            .arg(now)
+            .arg(&keys.seats_channel)
+            .arg(&keys.slot);
         for channel in waiting {
             inv.arg(channel.as_str());
         }

@@ -195,3 +195,102 @@ async fn a_policy_change_moves_the_release_of_unreleased_schedules_only() {
         .get(0);
     assert_eq!(release, beijing(3, 8, 30));
 }
+
+/// The next message on the seats channel, within a deadline.
+async fn next_seats_message(messages: &mut (impl futures::Stream<Item = redis::Msg> + Unpin)) -> String {
+    use futures::StreamExt;
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(5), messages.next())
+        .await
+        .expect("a message on the seats channel within 5 s")
+        .expect("the subscription open");
+    msg.get_payload().unwrap()
+}
+
+/// What the gateways' sold-out marks (services/gateway/src/soldout.rs) are
+/// fed: a "book" attempt that finds nothing on offer for its channel
+/// before the merge publishes that channel's mark with the merge time;
+/// seats kept for a waitlist put back on sale publish "free" (which clears
+/// every mark of the segment); after the merge only the last seat's going
+/// is published, for every channel.
+#[tokio::test]
+async fn a_channel_with_nothing_on_offer_is_published_until_the_merge_and_seats_put_on_sale_clear_it() {
+    use slot_inventory::booking::cache;
+
+    // 10 seats: wechat 4, kiosk 3, phone114 1, common 2.
+    let h = Hospital::start(beijing(3, 9, 0), 10, &[]).await;
+    let slot = h.segment(sched::CT_AM, 0);
+    let info = cache::segment_info(&h.state, slot.id).await.unwrap();
+    let keys = h.state.keys.segment(&info);
+    // A kiosk booking first loads the segment (whose load is published).
+    h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    let client = redis::Client::open(jyt_testkit::redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&keys.seats_channel).await.unwrap();
+    let mut messages = pubsub.into_on_message();
+
+    for _ in 0..6 {
+        h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    }
+    let err = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap_err();
+    assert_eq!(code(&err), "SLOT_SOLD_OUT");
+    let mut conn = h.state.redis.clone();
+    let merge_at: i64 = redis::cmd("HGET")
+        .arg(&keys.meta)
+        .arg("merge_at")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(merge_at, beijing(1, 15, 0).timestamp(), "D-1 15:00");
+    assert_eq!(
+        next_seats_message(&mut messages).await,
+        format!("sold|{}|wechat|{merge_at}", keys.slot),
+        "the first message of the day is WeChat's mark"
+    );
+    // The kiosks' pool is theirs still (their second seat of three).
+    assert_eq!(
+        h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap().pool,
+        "kiosk"
+    );
+
+    // One kiosk seat kept back for a waitlist (as a release for the line
+    // does: off the summary), then put on sale with nobody waiting.
+    redis::pipe()
+        .hset(&keys.meta, "kept:kiosk", 1)
+        .hincr(&keys.availability, &keys.availability_field, -1)
+        .hincr(&keys.availability_shares, keys.segment.to_string(), -1)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let now = h.state.clock.now().timestamp();
+    let freed = h
+        .state
+        .scripts
+        .unreserve(&h.state.redis, &keys, now, &[])
+        .await
+        .unwrap();
+    assert_eq!(freed, 1);
+    assert_eq!(
+        next_seats_message(&mut messages).await,
+        format!("free|{}", keys.slot)
+    );
+    h.assert_consistent(&slot).await;
+
+    // After the merge WeChat takes what is left (a kiosk seat and 114's);
+    // no channel mark, only the last seat's going.
+    h.clock.set(beijing(1, 15, 0));
+    for _ in 0..2 {
+        h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    }
+    assert_eq!(
+        next_seats_message(&mut messages).await,
+        format!("sold|{}", keys.slot)
+    );
+    let err = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap_err();
+    assert_eq!(code(&err), "SLOT_SOLD_OUT");
+    assert_eq!(
+        next_seats_message(&mut messages).await,
+        format!("sold|{}", keys.slot),
+        "a loser after the merge says the segment is sold out, for everyone"
+    );
+    h.assert_consistent(&slot).await;
+}

@@ -41,10 +41,17 @@
 --
 -- When the segment has no seat left at all (its free list is empty),
 -- "sold|<slot>" is published on the seats channel, so the gateways answer
--- its next attempts themselves (services/gateway/src/soldout.rs); every
--- script that gives a seat back publishes "free|<slot>" after it. Both come
--- from scripts on the segment's own slot, so a subscriber sees them in the
--- order they happened.
+-- its next attempts themselves (services/gateway/src/soldout.rs). When a
+-- "book" attempt before the merge time finds nothing on offer for its
+-- channel (the channel's pool and common empty, and no `signed` seat for
+-- a signed resident either) while other pools still have seats,
+-- "sold|<slot>|<channel>|<merge_at>" is published: that channel's attempts
+-- are answered by the gateways until the merge time (a pool nobody books
+-- through, referral say, would otherwise keep every loser of the segment
+-- hopping to the hospital all day). Every script that gives a seat back or
+-- puts one on offer publishes "free|<slot>" after it, which clears both
+-- kinds of mark. All come from scripts on the segment's own slot, so a
+-- subscriber sees them in the order they happened.
 --
 -- Seats kept back for the schedule's waitlist are counted per pool in the
 -- meta fields `kept:<pool>` (never more than that pool's seats left). A
@@ -191,6 +198,9 @@ else
   pool = pick(on_offer, merged)
 end
 if not pool then
+  if mode == 'book' and not merged and on_offer('signed') <= 0 then
+    redis.call('PUBLISH', ARGV[12], 'sold|' .. ARGV[13] .. '|' .. ARGV[5] .. '|' .. meta[4])
+  end
   return {'SOLD_OUT'}
 end
 local seat = redis.call('LPOP', KEYS[2])
