@@ -48,16 +48,24 @@ use jyt_domain::{Channel, SlotRef};
 struct Marks {
     /// No seat of any pool is left.
     whole: bool,
-    /// Channels (bit `Channel::ALL` index) with nothing on offer before
-    /// `merge_at`.
-    channels: u8,
+    /// Channels ([`channel_bit`]) with nothing on offer before `merge_at`.
+    channels: u16,
     /// The segment's merge time (unix seconds): channel marks end there.
     merge_at: i64,
 }
 
-fn channel_bit(channel: Channel) -> u8 {
-    let index = Channel::ALL.iter().position(|c| *c == channel).unwrap_or(0);
-    1 << index
+/// A channel's bit in [`Marks::channels`]: one per variant, matched
+/// exhaustively so a new channel cannot share another's bit.
+fn channel_bit(channel: Channel) -> u16 {
+    1 << match channel {
+        Channel::Wechat => 0,
+        Channel::Kiosk => 1,
+        Channel::Phone114 => 2,
+        Channel::Window => 3,
+        Channel::App => 4,
+        Channel::Referral => 5,
+        Channel::Clinic => 6,
+    }
 }
 
 /// A replica's sold-out set.
