@@ -30,6 +30,13 @@
 //! believed only while the subscription is up: when it drops, every mark is
 //! forgotten (the hospitals answer again) until it is back.
 //!
+//! Marks are forgotten when they can no longer matter (a channel's after
+//! its merge time) or have stood for [`WHOLE_MARK_SECONDS`] (the segment
+//! may be days past): a replica runs for weeks, and forgetting a mark is
+//! always safe, since the next attempt asks the hospital, whose script
+//! publishes the mark again if it still holds. One pass over the set at
+//! most every [`PRUNE_EVERY_SECONDS`], when a message comes.
+//!
 //! A channel's mark is trusted against this replica's clock: the gateway
 //! and the hospitals share the city's time (NTP), and a mark believed a
 //! moment past the merge costs a patient one retry at worst.
@@ -43,11 +50,18 @@ use futures::StreamExt;
 use jyt_cache::redis;
 use jyt_domain::{Channel, SlotRef};
 
+/// How long a whole-segment mark is kept after its last `sold` message.
+pub const WHOLE_MARK_SECONDS: i64 = 3600;
+/// How often, at most, the set is pruned of marks that no longer matter.
+pub const PRUNE_EVERY_SECONDS: i64 = 60;
+
 /// What is known sold out of one segment.
 #[derive(Debug, Default, Clone, Copy)]
 struct Marks {
     /// No seat of any pool is left.
     whole: bool,
+    /// When the last `sold` message of the whole segment came (unix s).
+    whole_at: i64,
     /// Channels ([`channel_bit`]) with nothing on offer before `merge_at`.
     channels: u16,
     /// The segment's merge time (unix seconds): channel marks end there.
@@ -68,10 +82,30 @@ fn channel_bit(channel: Channel) -> u16 {
     }
 }
 
+impl Marks {
+    /// Drop what no longer matters at `now`; whether anything is left.
+    fn keep(&mut self, now: i64) -> bool {
+        if now - self.whole_at >= WHOLE_MARK_SECONDS {
+            self.whole = false;
+        }
+        if now >= self.merge_at {
+            self.channels = 0;
+        }
+        self.whole || self.channels != 0
+    }
+}
+
+/// The marks by segment, and when they are next pruned.
+#[derive(Debug, Default)]
+struct MarkTable {
+    by_slot: HashMap<SlotRef, Marks>,
+    next_prune: i64,
+}
+
 /// A replica's sold-out set.
 #[derive(Debug, Default)]
 pub struct SoldOut {
-    marks: RwLock<HashMap<SlotRef, Marks>>,
+    marks: RwLock<MarkTable>,
     /// Marks are believed only while the subscription is up.
     subscribed: AtomicBool,
     /// Attempts answered here without a hop (for `/metrics`-style checks
@@ -88,6 +122,7 @@ impl SoldOut {
                 .marks
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .by_slot
                 .get(slot)
                 .is_some_and(|m| m.whole || (m.channels & channel_bit(channel) != 0 && now < m.merge_at))
     }
@@ -107,6 +142,7 @@ impl SoldOut {
         self.marks
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_slot
             .len()
     }
 
@@ -115,8 +151,9 @@ impl SoldOut {
         self.len() == 0
     }
 
-    /// Apply one message of the seats channel; anything else is ignored.
-    pub fn apply(&self, message: &str) {
+    /// Apply one message of the seats channel, received at `now` (unix
+    /// seconds); anything else is ignored.
+    pub fn apply(&self, message: &str, now: i64) {
         let mut parts = message.split('|');
         let (Some(what), Some(Ok(slot))) = (parts.next(), parts.next().map(str::parse::<SlotRef>)) else {
             return;
@@ -131,12 +168,21 @@ impl SoldOut {
             }
             _ => return,
         };
-        let mut marks = self
+        let mut table = self
             .marks
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now >= table.next_prune {
+            table.by_slot.retain(|_, m| m.keep(now));
+            table.next_prune = now + PRUNE_EVERY_SECONDS;
+        }
+        let marks = &mut table.by_slot;
         match (what, for_channel) {
-            ("sold", None) => marks.entry(slot).or_default().whole = true,
+            ("sold", None) => {
+                let m = marks.entry(slot).or_default();
+                m.whole = true;
+                m.whole_at = now;
+            }
             ("sold", Some((channel, merge_at))) => {
                 let m = marks.entry(slot).or_default();
                 // A segment's merge time is one; a reload that moved it
@@ -156,6 +202,7 @@ impl SoldOut {
         self.marks
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_slot
             .clear();
     }
 
@@ -176,7 +223,7 @@ impl SoldOut {
                             let mut messages = pubsub.on_message();
                             while let Some(msg) = messages.next().await {
                                 if let Ok(payload) = msg.get_payload::<String>() {
-                                    self.apply(&payload);
+                                    self.apply(&payload, chrono::Utc::now().timestamp());
                                 }
                             }
                             tracing::warn!(
@@ -205,7 +252,7 @@ mod tests {
     fn the_last_message_of_a_segment_decides_and_nothing_counts_unsubscribed() {
         let set = SoldOut::default();
         let slot: SlotRef = "pumch-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
-        set.apply(&format!("sold|{slot}"));
+        set.apply(&format!("sold|{slot}"), NOW);
         assert!(
             !set.is_sold_out(&slot, Channel::Wechat, NOW),
             "believed without a subscription"
@@ -218,11 +265,11 @@ mod tests {
                 "a whole mark has no merge time"
             );
         }
-        set.apply(&format!("free|{slot}"));
+        set.apply(&format!("free|{slot}"), NOW);
         assert!(!set.is_sold_out(&slot, Channel::Wechat, NOW));
-        set.apply(&format!("sold|{slot}"));
-        set.apply("sold|not-a-slot");
-        set.apply("nonsense");
+        set.apply(&format!("sold|{slot}"), NOW);
+        set.apply("sold|not-a-slot", NOW);
+        set.apply("nonsense", NOW);
         assert_eq!(set.len(), 1);
         set.forget_all();
         assert!(!set.is_sold_out(&slot, Channel::Wechat, NOW));
@@ -235,7 +282,7 @@ mod tests {
         set.subscribed.store(true, Ordering::Release);
         let slot: SlotRef = "pumch-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
         let merge_at = NOW + 3600;
-        set.apply(&format!("sold|{slot}|wechat|{merge_at}"));
+        set.apply(&format!("sold|{slot}|wechat|{merge_at}"), NOW);
         assert!(set.is_sold_out(&slot, Channel::Wechat, NOW));
         assert!(set.is_sold_out(&slot, Channel::Wechat, merge_at - 1));
         assert!(
@@ -247,14 +294,14 @@ mod tests {
             "another channel's pool may have seats"
         );
 
-        set.apply(&format!("sold|{slot}|kiosk|{merge_at}"));
+        set.apply(&format!("sold|{slot}|kiosk|{merge_at}"), NOW);
         assert!(set.is_sold_out(&slot, Channel::Kiosk, NOW));
         assert!(!set.is_sold_out(&slot, Channel::Phone114, NOW));
         // The last seat went: every channel, whatever the time.
-        set.apply(&format!("sold|{slot}"));
+        set.apply(&format!("sold|{slot}"), NOW);
         assert!(set.is_sold_out(&slot, Channel::Phone114, merge_at + 1));
         // A seat back clears both kinds.
-        set.apply(&format!("free|{slot}"));
+        set.apply(&format!("free|{slot}"), NOW);
         for channel in Channel::ALL {
             assert!(!set.is_sold_out(&slot, channel, NOW));
         }
@@ -268,8 +315,47 @@ mod tests {
             format!("sold|{slot}|wechat|{merge_at}|more"),
             format!("free|{slot}|wechat|{merge_at}"),
         ] {
-            set.apply(&bad);
+            set.apply(&bad, NOW);
             assert!(set.is_empty(), "{bad} was believed");
         }
+    }
+
+    #[test]
+    fn marks_that_can_no_longer_matter_are_forgotten_when_a_message_comes() {
+        let set = SoldOut::default();
+        set.subscribed.store(true, Ordering::Release);
+        let slot = |n: u32| -> SlotRef {
+            format!("pumch-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f{n:04x}")
+                .parse()
+                .unwrap()
+        };
+        let merge_at = NOW + 600;
+        // Any message of another segment is the occasion to prune.
+        let other = format!("free|{}", slot(9));
+        set.apply(&format!("sold|{}", slot(1)), NOW);
+        set.apply(&format!("sold|{}|wechat|{merge_at}", slot(2)), NOW);
+        set.apply(&format!("sold|{}|kiosk|{merge_at}", slot(1)), NOW);
+        assert_eq!(set.len(), 2);
+
+        // Before the merge nothing goes.
+        set.apply(&other, NOW + PRUNE_EVERY_SECONDS);
+        assert_eq!(set.len(), 2);
+        // After it the channel marks go; the whole mark stays, still believed.
+        set.apply(&other, merge_at);
+        assert_eq!(set.len(), 1);
+        assert!(set.is_sold_out(&slot(1), Channel::Wechat, merge_at));
+        assert!(
+            !set.is_sold_out(&slot(2), Channel::Wechat, NOW),
+            "pruned, not just expired"
+        );
+        // A whole mark refreshed by a later "sold" lives on from then.
+        set.apply(&format!("sold|{}", slot(1)), NOW + 1800);
+        set.apply(&other, NOW + WHOLE_MARK_SECONDS + PRUNE_EVERY_SECONDS);
+        assert_eq!(set.len(), 1);
+        set.apply(&other, NOW + 1800 + WHOLE_MARK_SECONDS);
+        assert!(
+            set.is_empty(),
+            "an hour after its last sale the segment is asked about again"
+        );
     }
 }
