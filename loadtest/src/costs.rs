@@ -76,6 +76,9 @@ pub fn load_average() -> String {
 #[derive(Clone)]
 pub struct Parts {
     processes: Vec<(String, u32)>,
+    /// The gateway's base URL, for its `/metrics` (the attempts it answered
+    /// sold out from a mark, without a hop).
+    gateway: Option<String>,
 }
 
 struct Reading {
@@ -88,6 +91,7 @@ struct Reading {
     commits: i64,
     wal_syncs: i64,
     load: String,
+    gateway_sold_out_answers: u64,
 }
 
 /// A phase's costs, as reported.
@@ -105,6 +109,9 @@ pub struct PhaseCost {
     /// This run's databases' commits, and the server's WAL syncs (fsyncs).
     pub commits: i64,
     pub wal_syncs: i64,
+    /// Booking attempts the gateway answered `SLOT_SOLD_OUT` itself, from a
+    /// sold-out mark, without a hop to a hospital.
+    pub gateway_sold_out_answers: u64,
     pub load_average_before: String,
     pub load_average_after: String,
     /// The statements that took most of PostgreSQL's time in the phase
@@ -139,7 +146,16 @@ pub struct Meter {
 
 impl Parts {
     pub fn new(processes: Vec<(String, u32)>) -> Self {
-        Self { processes }
+        Self {
+            processes,
+            gateway: None,
+        }
+    }
+
+    /// Also read the gateway's sold-out answers from `gateway`'s `/metrics`.
+    pub fn with_gateway(mut self, gateway: &str) -> Self {
+        self.gateway = Some(gateway.to_owned());
+        self
     }
 
     async fn read(&self, admin: &jyt_db::tokio_postgres::Client) -> Reading {
@@ -158,6 +174,10 @@ impl Parts {
             commits,
             wal_syncs,
             load: load_average(),
+            gateway_sold_out_answers: match &self.gateway {
+                Some(url) => gateway_sold_out_answers(url).await.unwrap_or(0),
+                None => 0,
+            },
         }
     }
 
@@ -170,6 +190,16 @@ impl Parts {
             before: self.read(admin).await,
         }
     }
+}
+
+/// The gateway's `jyt_gateway_sold_out_answers_total`.
+async fn gateway_sold_out_answers(gateway: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{gateway}/metrics")).await?.text().await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("jyt_gateway_sold_out_answers_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0))
 }
 
 async fn pg_counters(admin: &jyt_db::tokio_postgres::Client) -> anyhow::Result<(i64, i64)> {
@@ -273,6 +303,9 @@ impl Meter {
             machine_iowait: share(iowait),
             commits: after.commits - b.commits,
             wal_syncs: after.wal_syncs - b.wal_syncs,
+            gateway_sold_out_answers: after
+                .gateway_sold_out_answers
+                .saturating_sub(b.gateway_sold_out_answers),
             load_average_before: b.load.clone(),
             load_average_after: after.load,
             statements,
@@ -294,7 +327,7 @@ pub fn print(costs: &[PhaseCost]) {
     for c in costs {
         let parts: Vec<String> = c.cores.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
         println!(
-            "cost {:<45} {:>6.1} s  cores: {}; busiest hospital {} {:.2}; machine busy {:.0} % iowait {:.0} %; commits {} WAL syncs {}; load {} → {}",
+            "cost {:<45} {:>6.1} s  cores: {}; busiest hospital {} {:.2}; machine busy {:.0} % iowait {:.0} %; commits {} WAL syncs {}; sold out at the gateway {}; load {} → {}",
             c.phase,
             c.wall_seconds,
             parts.join(", "),
@@ -304,6 +337,7 @@ pub fn print(costs: &[PhaseCost]) {
             c.machine_iowait * 100.0,
             c.commits,
             c.wal_syncs,
+            c.gateway_sold_out_answers,
             c.load_average_before,
             c.load_average_after
         );

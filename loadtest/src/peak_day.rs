@@ -176,7 +176,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     );
     let city = city::start(&cfg, &cards_service).await?;
     let sampler = Sampler::start(city.processes());
-    let parts = costs::Parts::new(city.processes());
+    let parts = costs::Parts::new(city.processes()).with_gateway(&city.gateway_url);
     let admin = costs::admin().await?;
     let mut phase_costs = Vec::new();
     let ctx = crate::RunContext {

@@ -44,6 +44,16 @@ async fn hospital_booking_calls(h: &TestHospital) -> u64 {
         .sum()
 }
 
+/// The gateway's count of attempts it answered from a mark (`/metrics`).
+async fn gateway_sold_out_answers(city: &TestCity) -> u64 {
+    city.metrics_text(&city.gateway_url)
+        .await
+        .lines()
+        .find(|l| l.starts_with("jyt_gateway_sold_out_answers_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the gateway counts its sold-out answers on /metrics")
+}
+
 /// Book `slot` for `patient` through WeChat (a fresh key); status and body.
 async fn attempt(
     city: &TestCity,
@@ -281,6 +291,7 @@ async fn a_channel_whose_seats_are_gone_stops_at_the_gateway_while_the_others_bo
     // WeChat's seats are gone: its losers stop at the gateway.
     until_marked(&city, slot, &mut patients, "pool").await;
     let before = hospital_booking_calls(h).await;
+    let answered_before = gateway_sold_out_answers(&city).await;
     for i in 0..5 {
         let p = patients.pop().unwrap();
         let (status, body) = attempt(&city, slot, &p, &format!("wechat-loser-{i}")).await;
@@ -294,6 +305,11 @@ async fn a_channel_whose_seats_are_gone_stops_at_the_gateway_while_the_others_bo
         hospital_booking_calls(h).await,
         before,
         "a marked WeChat loser reached the hospital"
+    );
+    assert_eq!(
+        gateway_sold_out_answers(&city).await,
+        answered_before + 5,
+        "each marked loser counted on the gateway's /metrics"
     );
 
     // The kiosks' seats are not WeChat's mark: every one is sold, each

@@ -42,13 +42,14 @@
 //! moment past the merge costs a patient one retry at worst.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jyt_cache::redis;
 use jyt_domain::{Channel, SlotRef};
+use prometheus::{IntCounter, Registry};
 
 /// How long a whole-segment mark is kept after its last `sold` message.
 pub const WHOLE_MARK_SECONDS: i64 = 3600;
@@ -103,17 +104,37 @@ struct MarkTable {
 }
 
 /// A replica's sold-out set.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SoldOut {
     marks: RwLock<MarkTable>,
     /// Marks are believed only while the subscription is up.
     subscribed: AtomicBool,
-    /// Attempts answered here without a hop (for `/metrics`-style checks
-    /// and the load test's report).
-    answered: AtomicU64,
+    /// Attempts answered here without a hop: `/metrics`'
+    /// `jyt_gateway_sold_out_answers_total`, so operators (and the load
+    /// test) see how many losers stopped at the gateway.
+    answered: IntCounter,
 }
 
+/// The counter's name on `/metrics` (after the registry's `jyt_` prefix).
+const ANSWERED: &str = "gateway_sold_out_answers_total";
+const ANSWERED_HELP: &str = "Booking attempts answered SLOT_SOLD_OUT by the gateway from a sold-out mark, without a hop to the hospital";
+
 impl SoldOut {
+    /// A set whose count of answers is registered on `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let answered = IntCounter::new(ANSWERED, ANSWERED_HELP)?;
+        registry.register(Box::new(answered.clone()))?;
+        Ok(Self::with_counter(answered))
+    }
+
+    fn with_counter(answered: IntCounter) -> Self {
+        Self {
+            marks: RwLock::default(),
+            subscribed: AtomicBool::new(false),
+            answered,
+        }
+    }
+
     /// Whether `slot` is known sold out for an attempt through `channel`
     /// at `now` (unix seconds); false while unsubscribed.
     pub fn is_sold_out(&self, slot: &SlotRef, channel: Channel, now: i64) -> bool {
@@ -129,12 +150,12 @@ impl SoldOut {
 
     /// Count an attempt answered from the mark.
     pub fn answered_here(&self) {
-        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.answered.inc();
     }
 
     /// How many attempts were answered from a mark.
     pub fn answered(&self) -> u64 {
-        self.answered.load(Ordering::Relaxed)
+        self.answered.get()
     }
 
     /// How many segments are marked.
@@ -250,7 +271,7 @@ mod tests {
 
     #[test]
     fn the_last_message_of_a_segment_decides_and_nothing_counts_unsubscribed() {
-        let set = SoldOut::default();
+        let set = SoldOut::new(&Registry::new()).unwrap();
         let slot: SlotRef = "pumch-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
         set.apply(&format!("sold|{slot}"), NOW);
         assert!(
@@ -278,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_channel_s_mark_holds_for_that_channel_until_the_merge_and_a_seat_back_clears_it() {
-        let set = SoldOut::default();
+        let set = SoldOut::new(&Registry::new()).unwrap();
         set.subscribed.store(true, Ordering::Release);
         let slot: SlotRef = "pumch-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
         let merge_at = NOW + 3600;
@@ -322,7 +343,7 @@ mod tests {
 
     #[test]
     fn marks_that_can_no_longer_matter_are_forgotten_when_a_message_comes() {
-        let set = SoldOut::default();
+        let set = SoldOut::new(&Registry::new()).unwrap();
         set.subscribed.store(true, Ordering::Release);
         let slot = |n: u32| -> SlotRef {
             format!("pumch-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f{n:04x}")

@@ -56,7 +56,8 @@ impl Application {
         // The sold-out set follows the hospitals' pushes on its own
         // connection (a subscribed connection serves nothing else). On a
         // cluster, any node delivers the channel.
-        let sold_out = std::sync::Arc::new(crate::soldout::SoldOut::default());
+        let metrics = web::Data::new(Metrics::new(SERVICE)?);
+        let sold_out = std::sync::Arc::new(crate::soldout::SoldOut::new(&metrics.registry)?);
         let pubsub_url = settings
             .redis
             .urls
@@ -108,7 +109,6 @@ impl Application {
             keys,
             settings: settings.clone(),
         });
-        let metrics = web::Data::new(Metrics::new(SERVICE)?);
         // Redis holds nonces: without it no signed request can be checked
         // for replay. A hospital being down is that hospital's problem.
         let readiness = web::Data::new(Readiness::new().with_check("redis", move || {
