@@ -77,14 +77,10 @@ const RESOLVE: &str = "/v1/cards/resolve";
 const STANDING: &str = "/v1/persons/{person_id}/standing";
 
 /// How many requests card-issuing has answered on `route` (its `/metrics`).
-#[expect(clippy::unwrap_used, reason = "test helper: a failure is a failed test")]
 async fn cards_answered(city: &TestCity, route: &str) -> u64 {
-    let text = city.metrics_text(&city.cards.base_url).await;
     let label = format!("route=\"{route}\"");
-    text.lines()
-        .filter(|l| l.starts_with("jyt_http_requests_total{") && l.contains(&label))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
+    city.counter_sum(&city.cards.base_url, "jyt_http_requests_total", &[&label])
+        .await
 }
 
 #[tokio::test]

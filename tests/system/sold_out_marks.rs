@@ -24,34 +24,19 @@ use reqwest::Method;
 const CLEAR_WITHIN: Duration = Duration::from_millis(100);
 
 /// How many `POST /v1/bookings` the hospital has answered (its `/metrics`).
-async fn hospital_booking_calls(h: &TestHospital) -> u64 {
-    let text = h
-        .http()
-        .get(format!("{}/metrics", h.base_url))
-        .send()
-        .await
-        .expect("the hospital's metrics")
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("jyt_http_requests_total")
-                && l.contains("method=\"POST\"")
-                && l.contains("route=\"/v1/bookings\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+async fn hospital_booking_calls(city: &TestCity, h: &TestHospital) -> u64 {
+    city.counter_sum(
+        &h.base_url,
+        "jyt_http_requests_total",
+        &["method=\"POST\"", "route=\"/v1/bookings\""],
+    )
+    .await
 }
 
 /// The gateway's count of attempts it answered from a mark (`/metrics`).
 async fn gateway_sold_out_answers(city: &TestCity) -> u64 {
-    city.metrics_text(&city.gateway_url)
+    city.counter_sum(&city.gateway_url, "jyt_gateway_sold_out_answers_total", &[])
         .await
-        .lines()
-        .find(|l| l.starts_with("jyt_gateway_sold_out_answers_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .expect("the gateway counts its sold-out answers on /metrics")
 }
 
 /// Book `slot` for `patient` through WeChat (a fresh key); status and body.
@@ -84,7 +69,7 @@ async fn until_marked(city: &TestCity, slot: &SlotRef, patients: &mut Vec<TestPa
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut i = 0;
     loop {
-        let before = hospital_booking_calls(city.hospital(0)).await;
+        let before = hospital_booking_calls(city, city.hospital(0)).await;
         let p = patients.pop().expect("enough patients");
         let (status, body) = attempt(city, slot, &p, &format!("{tag}-mark-{i}")).await;
         assert_eq!(
@@ -92,7 +77,7 @@ async fn until_marked(city: &TestCity, slot: &SlotRef, patients: &mut Vec<TestPa
             (409, Some("SLOT_SOLD_OUT")),
             "{body}"
         );
-        if hospital_booking_calls(city.hospital(0)).await == before {
+        if hospital_booking_calls(city, city.hospital(0)).await == before {
             return;
         }
         assert!(
@@ -166,7 +151,7 @@ async fn losers_stop_at_the_gateway_and_a_seat_back_is_sold_within_100_ms() {
     assert_eq!(status, 201, "{booking}");
     until_marked(&city, slot, &mut patients, "cancel").await;
     // Marked: five more losers, not one hop.
-    let before = hospital_booking_calls(h).await;
+    let before = hospital_booking_calls(&city, h).await;
     for i in 0..5 {
         let p = patients.pop().unwrap();
         let (status, body) = attempt(&city, slot, &p, &format!("loser-{i}")).await;
@@ -174,7 +159,7 @@ async fn losers_stop_at_the_gateway_and_a_seat_back_is_sold_within_100_ms() {
         assert_eq!(body["status"], 409);
     }
     assert_eq!(
-        hospital_booking_calls(h).await,
+        hospital_booking_calls(&city, h).await,
         before,
         "a marked loser reached the hospital"
     );
@@ -290,7 +275,7 @@ async fn a_channel_whose_seats_are_gone_stops_at_the_gateway_while_the_others_bo
     }
     // WeChat's seats are gone: its losers stop at the gateway.
     until_marked(&city, slot, &mut patients, "pool").await;
-    let before = hospital_booking_calls(h).await;
+    let before = hospital_booking_calls(&city, h).await;
     let answered_before = gateway_sold_out_answers(&city).await;
     for i in 0..5 {
         let p = patients.pop().unwrap();
@@ -302,7 +287,7 @@ async fn a_channel_whose_seats_are_gone_stops_at_the_gateway_while_the_others_bo
         );
     }
     assert_eq!(
-        hospital_booking_calls(h).await,
+        hospital_booking_calls(&city, h).await,
         before,
         "a marked WeChat loser reached the hospital"
     );
@@ -316,10 +301,10 @@ async fn a_channel_whose_seats_are_gone_stops_at_the_gateway_while_the_others_bo
     // attempt asked of the hospital.
     for i in 0..3 {
         let p = patients.pop().unwrap();
-        let before = hospital_booking_calls(h).await;
+        let before = hospital_booking_calls(&city, h).await;
         let (status, body) = attempt_through(&city, "kiosk", slot, &p, &format!("kiosk-{i}")).await;
         assert_eq!(status, 201, "kiosk seat {i}: {body}");
-        assert_eq!(hospital_booking_calls(h).await, before + 1);
+        assert_eq!(hospital_booking_calls(&city, h).await, before + 1);
     }
     let (live, _) = h.live_bookings(slot).await;
     assert_eq!(live, 9, "114's seat is the only one left");

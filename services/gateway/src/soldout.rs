@@ -153,11 +153,6 @@ impl SoldOut {
         self.answered.inc();
     }
 
-    /// How many attempts were answered from a mark.
-    pub fn answered(&self) -> u64 {
-        self.answered.get()
-    }
-
     /// How many segments are marked.
     pub fn len(&self) -> usize {
         self.marks
