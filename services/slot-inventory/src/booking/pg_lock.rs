@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::BookRequest;
 use super::events::{self, EventKind};
-use super::queries::{self, NewBooking, RELEASED_STATUSES, SegmentInfo};
+use super::queries::{self, NewBooking, SegmentInfo};
 use super::{BookOutcome, same_request};
 use crate::error::SlotError;
 use crate::state::AppState;
@@ -144,12 +144,10 @@ pub(crate) async fn check_person_rules(
     let policy = state.policy.get();
     let mine = tx
         .query_cached(
-            &format!(
-                "SELECT b.id, b.segment_id, b.schedule_id, dep.external_id
+            "SELECT b.id, b.segment_id, b.schedule_id, dep.external_id
                    FROM bookings b JOIN schedules sch ON sch.id = b.schedule_id
                    JOIN departments dep ON dep.id = sch.department_id
-                  WHERE b.patient_id = $1 AND sch.visit_date = $2 AND b.status NOT IN {RELEASED_STATUSES}"
-            ),
+                  WHERE b.patient_id = $1 AND sch.visit_date = $2 AND b.live",
             &[&req.patient_id, &info.visit_date],
         )
         .await?;
@@ -188,7 +186,7 @@ async fn choose_seat(
     let policy = state.policy.get();
     let live = tx
         .query_cached(
-            &format!("SELECT seat_no, pool FROM bookings WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES}"),
+            "SELECT seat_no, pool FROM bookings WHERE segment_id = $1 AND live",
             &[&info.segment_id],
         )
         .await?;

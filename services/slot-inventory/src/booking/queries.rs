@@ -17,10 +17,6 @@ use uuid::Uuid;
 use super::Booking;
 use super::waitlist_queries::SERVED_LINES;
 
-/// Statuses that no longer hold a seat; keep in step with the partial
-/// unique indexes in the migrations.
-pub const RELEASED_STATUSES: &str = "('cancelled', 'expired', 'stopped')";
-
 const SELECT_BOOKING: &str = "
     SELECT b.id, b.segment_id, b.schedule_id, b.patient_id, b.channel, b.status, b.seat_no,
            b.fee_fen, b.created_at, b.idempotency_key, b.pool, b.visit_no, b.pickup_code,
@@ -530,10 +526,8 @@ pub async fn segment_state<C: GenericClient>(
     };
     let live = client
         .query_cached(
-            &format!(
-                "SELECT seat_no, patient_id, id, pool FROM bookings
-                  WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES} ORDER BY seat_no"
-            ),
+            "SELECT seat_no, patient_id, id, pool FROM bookings
+                  WHERE segment_id = $1 AND live ORDER BY seat_no",
             &[&segment],
         )
         .await?
@@ -570,7 +564,7 @@ pub async fn current_segment_ids<C: GenericClient>(client: &C, from: NaiveDate) 
 pub async fn open_holds<C: GenericClient>(client: &C) -> Result<Vec<(Uuid, DateTime<Utc>)>, Error> {
     Ok(client
         .query_cached(
-            "SELECT id, hold_deadline FROM bookings WHERE status = 'held' AND hold_deadline IS NOT NULL",
+            "SELECT id, hold_deadline FROM bookings WHERE held AND hold_deadline IS NOT NULL",
             &[],
         )
         .await?
@@ -921,6 +915,8 @@ pub async fn late_check_in<C: GenericClient>(
 /// Confirmed bookings whose segment ended more than the grace period ago
 /// (before `cutoff`); with `ended_since`, only segments that ended since
 /// then (the index `segments_by_end` answers it without reading the rest).
+/// `b.live`, which a confirmed booking is, names the predicate of the
+/// indexes that find a segment's bookings (V17).
 pub async fn overdue_arrivals<C: GenericClient>(
     client: &C,
     cutoff: DateTime<Utc>,
@@ -937,7 +933,7 @@ pub async fn overdue_arrivals<C: GenericClient>(
             client
                 .query(
                     "SELECT b.id FROM segments seg
-                       JOIN bookings b ON b.segment_id = seg.id AND b.status = 'confirmed'
+                       JOIN bookings b ON b.segment_id = seg.id AND b.live AND b.status = 'confirmed'
                       WHERE seg.ends_at < $1 AND seg.ends_at >= $2
                       ORDER BY seg.ends_at LIMIT $3",
                     &[&cutoff, &since, &limit],
@@ -948,7 +944,7 @@ pub async fn overdue_arrivals<C: GenericClient>(
             client
                 .query_cached(
                     "SELECT b.id FROM bookings b JOIN segments seg ON seg.id = b.segment_id
-                      WHERE b.status = 'confirmed' AND seg.ends_at < $1
+                      WHERE b.live AND b.status = 'confirmed' AND seg.ends_at < $1
                       ORDER BY seg.ends_at LIMIT $2",
                     &[&cutoff, &limit],
                 )
@@ -966,14 +962,12 @@ pub async fn patient_days<C: GenericClient>(
 ) -> Result<Vec<(Uuid, NaiveDate, String, Uuid, i64)>, Error> {
     Ok(client
         .query_cached(
-            &format!(
-                "SELECT b.patient_id, sch.visit_date, dep.external_id, b.schedule_id, count(*)
+            "SELECT b.patient_id, sch.visit_date, dep.external_id, b.schedule_id, count(*)
                    FROM bookings b
                    JOIN schedules sch ON sch.id = b.schedule_id
                    JOIN departments dep ON dep.id = sch.department_id
-                  WHERE sch.visit_date >= $1 AND b.status NOT IN {RELEASED_STATUSES}
-                  GROUP BY 1, 2, 3, 4"
-            ),
+                  WHERE sch.visit_date >= $1 AND b.live
+                  GROUP BY 1, 2, 3, 4",
             &[&from],
         )
         .await?

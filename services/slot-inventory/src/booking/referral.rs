@@ -129,7 +129,7 @@ pub struct ReferralView {
 const SELECT: &str = "SELECT r.id, r.patient_id, r.issuing_hospital, r.issuing_team, r.issuing_doctor,
         r.department, r.diagnosis_code, r.reason, r.issued_at, r.expires_at, r.revoked_at,
         (SELECT b.id FROM bookings b
-          WHERE b.referral_id = r.id::text AND b.status NOT IN ('cancelled', 'expired', 'stopped')) AS used_by
+          WHERE b.referral_id = r.id::text AND b.live) AS used_by
    FROM referrals r";
 
 fn view(state: &AppState, row: &Row, now: DateTime<Utc>) -> ReferralView {

@@ -9,8 +9,6 @@ use jyt_db::tokio_postgres::Error;
 use jyt_domain::Channel;
 use uuid::Uuid;
 
-use crate::booking::queries::RELEASED_STATUSES;
-
 /// A schedule's bookability, with its row locked against concurrent joins.
 pub struct ScheduleFill {
     pub open: bool,
@@ -38,11 +36,9 @@ pub async fn schedule_fill_for_update<C: GenericClient>(
     };
     let rows = client
         .query_cached(
-            &format!(
-                "SELECT seg.id, seg.capacity, b.seat_no, b.pool FROM segments seg
-                   LEFT JOIN bookings b ON b.segment_id = seg.id AND b.status NOT IN {RELEASED_STATUSES}
-                  WHERE seg.schedule_id = $1 ORDER BY seg.id"
-            ),
+            "SELECT seg.id, seg.capacity, b.seat_no, b.pool FROM segments seg
+                   LEFT JOIN bookings b ON b.segment_id = seg.id AND b.live
+                  WHERE seg.schedule_id = $1 ORDER BY seg.id",
             &[&schedule],
         )
         .await?;

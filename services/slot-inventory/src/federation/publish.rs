@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::booking::cache::reload_segment;
-use crate::booking::queries::RELEASED_STATUSES;
 use crate::booking::waitlist;
 use crate::error::SlotError;
 use crate::lottery::{ReleaseMode, WINDOW_SECONDS};
@@ -184,12 +183,10 @@ pub async fn publish_by(
         for (j, seg) in s.segments.iter().enumerate() {
             let highest: Option<i32> = tx
                 .query_opt_cached(
-                    &format!(
-                        "SELECT max(b.seat_no) FROM segments seg
+                    "SELECT max(b.seat_no) FROM segments seg
                            JOIN schedules sch ON sch.id = seg.schedule_id
-                           JOIN bookings b ON b.segment_id = seg.id AND b.status NOT IN {RELEASED_STATUSES}
-                          WHERE sch.external_id = $1 AND seg.starts_at = $2"
-                    ),
+                           JOIN bookings b ON b.segment_id = seg.id AND b.live
+                          WHERE sch.external_id = $1 AND seg.starts_at = $2",
                     &[&s.id, &seg.starts_at.with_timezone(&Utc)],
                 )
                 .await?

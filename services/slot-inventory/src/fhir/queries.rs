@@ -9,8 +9,6 @@ use jyt_db::deadpool_postgres::GenericClient;
 use jyt_db::tokio_postgres::{Error, Row};
 use uuid::Uuid;
 
-use crate::booking::queries::RELEASED_STATUSES;
-
 /// Which slots a search wants.
 #[derive(Debug, Clone, Default)]
 pub struct SlotFilter {
@@ -65,9 +63,8 @@ const SLOTS: &str = "
           JOIN departments dep ON dep.id = sch.department_id
           JOIN doctors doc ON doc.id = sch.doctor_id
           CROSS JOIN LATERAL (
-              SELECT count(*) FILTER (WHERE bk.status NOT IN RELEASED) AS live,
-                     count(*) FILTER (WHERE bk.status = 'held') AS held
-                FROM bookings bk WHERE bk.segment_id = seg.id) b
+              SELECT count(*) AS live, count(*) FILTER (WHERE bk.held) AS held
+                FROM bookings bk WHERE bk.segment_id = seg.id AND bk.live) b
          WHERE ($2::uuid[] IS NULL OR seg.id = ANY($2))
            AND ($3::uuid[] IS NULL OR seg.schedule_id = ANY($3))
            AND ($4::timestamptz IS NULL OR seg.starts_at >= $4)
@@ -78,7 +75,7 @@ const SLOTS: &str = "
     SELECT * FROM slots WHERE ($9::text[] IS NULL OR status = ANY($9))";
 
 fn slots_sql(tail: &str) -> String {
-    format!("{} {tail}", SLOTS.replace("RELEASED", RELEASED_STATUSES))
+    format!("{SLOTS} {tail}")
 }
 
 fn to_slot(r: &Row) -> SlotRow {

@@ -113,13 +113,10 @@ pub async fn segments_with_free_seats<C: GenericClient>(
 ) -> Result<Vec<(Uuid, i64)>, Error> {
     Ok(client
         .query_cached(
-            &format!(
-                "SELECT seg.id, seg.capacity - (SELECT count(*) FROM bookings b
+            "SELECT seg.id, seg.capacity - (SELECT count(*) FROM bookings b
                                                   WHERE b.segment_id = seg.id
-                                                    AND b.status NOT IN {})
+                                                    AND b.live)
                    FROM segments seg WHERE seg.schedule_id = $1 ORDER BY seg.starts_at",
-                crate::booking::queries::RELEASED_STATUSES
-            ),
             &[&schedule],
         )
         .await?

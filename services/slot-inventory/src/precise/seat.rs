@@ -26,7 +26,7 @@ use super::queries;
 use crate::booking::cache::{patient_day_ttl, reload_segment, segment_info};
 use crate::booking::events::{self, EventKind};
 use crate::booking::hold::pools_left;
-use crate::booking::queries::{self as booking_queries, NewBooking, RELEASED_STATUSES, SegmentInfo};
+use crate::booking::queries::{self as booking_queries, NewBooking, SegmentInfo};
 use crate::booking::{BookRequest, pg_lock};
 use crate::error::SlotError;
 use crate::schedule::capacity::{CapacityChanged, MAX_SEGMENT_CAPACITY, append_capacity_changed};
@@ -117,7 +117,7 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
     pg_lock::check_person_rules(&tx, state, &request, &info).await?;
     let pools: Vec<String> = tx
         .query_cached(
-            &format!("SELECT pool FROM bookings WHERE segment_id = $1 AND status NOT IN {RELEASED_STATUSES}"),
+            "SELECT pool FROM bookings WHERE segment_id = $1 AND live",
             &[&segment],
         )
         .await?

@@ -58,7 +58,7 @@ pub async fn set_segment_capacity_by(
     let row = tx
         .query_opt_cached(
             "SELECT (SELECT coalesce(max(seat_no), 0) FROM bookings
-                      WHERE segment_id = $1 AND status NOT IN ('cancelled', 'expired', 'stopped')),
+                      WHERE segment_id = $1 AND live),
                     capacity
                FROM segments WHERE id = $1 FOR UPDATE",
             &[&segment],

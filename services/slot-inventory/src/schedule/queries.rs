@@ -7,7 +7,6 @@ use jyt_db::tokio_postgres::{Error, Row};
 use uuid::Uuid;
 
 use super::NewSchedule;
-use crate::booking::queries::RELEASED_STATUSES;
 use crate::policy::Policy;
 
 /// Ids of a stored schedule and its segments (in time order).
@@ -136,20 +135,18 @@ pub async fn apply_release_policy<C: GenericClient>(
 pub async fn segments_on<C: GenericClient>(client: &C, date: NaiveDate) -> Result<Vec<Row>, Error> {
     client
         .query_cached(
-            &format!(
-                "SELECT sch.id AS schedule_id, sch.session, sch.clinic_level, sch.fee_fen, sch.status,
+            "SELECT sch.id AS schedule_id, sch.session, sch.clinic_level, sch.fee_fen, sch.status,
                         dep.external_id AS department_id, dep.name AS department_name,
                         doc.external_id AS doctor_id, doc.name AS doctor_name, doc.title AS doctor_title,
                         seg.id AS segment_id, seg.starts_at, seg.ends_at, seg.capacity,
                         (SELECT count(*) FROM bookings b
-                          WHERE b.segment_id = seg.id AND b.status NOT IN {RELEASED_STATUSES}) AS live
+                          WHERE b.segment_id = seg.id AND b.live) AS live
                    FROM schedules sch
                    JOIN departments dep ON dep.id = sch.department_id
                    JOIN doctors doc ON doc.id = sch.doctor_id
                    JOIN segments seg ON seg.schedule_id = sch.id
                   WHERE sch.visit_date = $1
-                  ORDER BY dep.external_id, doc.external_id, seg.starts_at"
-            ),
+                  ORDER BY dep.external_id, doc.external_id, seg.starts_at",
             &[&date],
         )
         .await

@@ -342,6 +342,70 @@ async fn a_check_in_in_one_statement_writes_the_event_rust_builds_and_takes_one_
     }
 }
 
+/// Whether a booking's current row version is heap-only (HOT): written by
+/// an update that added no entry to any of the table's indexes. Read from
+/// its page with `pageinspect` (`HEAP_ONLY_TUPLE` is bit 0x8000 of
+/// `t_infomask2`).
+async fn current_version_is_heap_only(h: &Hospital, booking: Uuid) -> bool {
+    let client = h.state.pool.get().await.unwrap();
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .await
+        .unwrap();
+    client
+        .query_one(
+            "SELECT (i.t_infomask2 & 32768) <> 0
+               FROM bookings b,
+                    LATERAL heap_page_items(get_raw_page('bookings', (b.ctid::text::point)[0]::int)) i
+              WHERE b.id = $1 AND i.lp = (b.ctid::text::point)[1]::int",
+            &[&booking],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A check-in keeps the booking's seat, so it changes no column an index
+/// reads (V17: the partial indexes' predicates read `live` and `held`,
+/// not the status): PostgreSQL writes it as a heap-only update, with no new
+/// entry in the booking's six indexes. A payment takes the booking out of
+/// the held index, so it does write its entries.
+#[tokio::test]
+async fn a_check_in_adds_no_index_entry_and_a_payment_does() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let held = h.book_expert(Channel::Kiosk).await;
+    lifecycle::confirm(&h.state, &held.booking_id, &pay("tx-hot"))
+        .await
+        .unwrap();
+    assert!(
+        !current_version_is_heap_only(&h, held.booking_id.id).await,
+        "a payment leaves the held index: a new version with its index entries"
+    );
+
+    // CT is free: confirmed at once; its first segment's window opens at 07:00.
+    let confirmed = h
+        .book(&h.segment(sched::CT_AM, 0), Uuid::new_v4(), Channel::Wechat)
+        .await
+        .unwrap();
+    assert!(!current_version_is_heap_only(&h, confirmed.booking_id.id).await);
+    h.clock.set(beijing(0, 7, 30));
+    let checked_in = lifecycle::check_in(
+        &h.state,
+        &confirmed.booking_id,
+        &CheckInRequest {
+            pickup_code: confirmed.pickup_code.clone(),
+            patient_id: Some(confirmed.patient_id),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(checked_in.booking.status, BookingStatus::CheckedIn);
+    assert!(
+        current_version_is_heap_only(&h, confirmed.booking_id.id).await,
+        "a check-in changes no indexed column: a heap-only version"
+    );
+}
+
 /// Each schedule's queue numbers are counted in a row of their own (V14): arrivals at the
 /// same moment, by code and at the desk, still never share a number and
 /// leave no gap.
