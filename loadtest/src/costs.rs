@@ -195,11 +195,11 @@ impl Parts {
 /// The gateway's `jyt_gateway_sold_out_answers_total`.
 async fn gateway_sold_out_answers(gateway: &str) -> anyhow::Result<u64> {
     let text = reqwest::get(format!("{gateway}/metrics")).await?.text().await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with("jyt_gateway_sold_out_answers_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0))
+    Ok(jyt_testkit::counter_sum(
+        &text,
+        "jyt_gateway_sold_out_answers_total",
+        &[],
+    ))
 }
 
 async fn pg_counters(admin: &jyt_db::tokio_postgres::Client) -> anyhow::Result<(i64, i64)> {

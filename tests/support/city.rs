@@ -714,16 +714,7 @@ impl TestCity {
     /// address) whose labels contain every one of `labels` (e.g.
     /// `route="/v1/bookings"`); 0 when none is there.
     pub async fn counter_sum(&self, base: &str, name: &str, labels: &[&str]) -> u64 {
-        self.metrics_text(base)
-            .await
-            .lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
-                    && labels.iter().all(|label| l.contains(label))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        jyt_testkit::counter_sum(&self.metrics_text(base).await, name, labels)
     }
 
     /// A newly registered patient with a card; their person id.

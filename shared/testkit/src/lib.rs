@@ -6,6 +6,7 @@
 //! - [`fresh_redis_prefix`]: a key prefix per test (`jyt-test:…`);
 //! - [`eventually`]: poll a condition until a deadline, instead of sleeping;
 //! - [`explain`]: the plan PostgreSQL makes of a statement, line by line;
+//! - [`counter_sum`]: a counter read from a service's `/metrics` text;
 //! - [`logs`]: every log line of the process as JSON lines in a file of its
 //!   own, installed by the first of these helpers a test calls;
 //! - [`logscan`]: the rules those files are scanned with for personal data
@@ -128,4 +129,47 @@ where
 #[expect(clippy::panic, reason = "test helper: failing the test is the point")]
 fn fail(message: &str) -> ! {
     panic!("{message}")
+}
+
+/// The sum of a counter's series in a Prometheus `/metrics` text whose
+/// labels contain every one of `labels` (e.g. `route="/v1/bookings"`; none:
+/// every series of the counter); 0 when none is there.
+pub fn counter_sum(metrics_text: &str, name: &str, labels: &[&str]) -> u64 {
+    metrics_text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && labels.iter().all(|label| l.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_counter_is_summed_over_its_matching_series_only() {
+        let text = "# HELP jyt_calls_total Calls\n\
+                    jyt_calls_total{route=\"/v1/bookings\",status=\"201\"} 3\n\
+                    jyt_calls_total{route=\"/v1/bookings\",status=\"409\"} 4\n\
+                    jyt_calls_total{route=\"/v1/cards\",status=\"200\"} 5\n\
+                    jyt_calls_total_other 100\n\
+                    jyt_plain_total 7\n";
+        assert_eq!(super::counter_sum(text, "jyt_calls_total", &[]), 12);
+        assert_eq!(
+            super::counter_sum(text, "jyt_calls_total", &["route=\"/v1/bookings\""]),
+            7
+        );
+        assert_eq!(
+            super::counter_sum(
+                text,
+                "jyt_calls_total",
+                &["route=\"/v1/bookings\"", "status=\"409\""]
+            ),
+            4
+        );
+        assert_eq!(super::counter_sum(text, "jyt_plain_total", &[]), 7);
+        assert_eq!(super::counter_sum(text, "jyt_missing_total", &[]), 0);
+    }
 }

@@ -11,6 +11,14 @@ use uuid::Uuid;
 
 use crate::helpers::{ALL_COMMON, Hospital, beijing, code, sched};
 
+/// A check-in with the booking's pick-up code, by its own patient.
+fn by_its_patient(b: &slot_inventory::booking::Booking) -> CheckInRequest {
+    CheckInRequest {
+        pickup_code: b.pickup_code.clone(),
+        patient_id: Some(b.patient_id),
+    }
+}
+
 fn pay(reference: &str) -> ConfirmRequest {
     ConfirmRequest {
         payment_reference: reference.to_owned(),
@@ -307,12 +315,8 @@ async fn a_check_in_in_one_statement_writes_the_event_rust_builds_and_takes_one_
     let slot = h.segment(sched::CT_AM, 0);
     let first = h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
     let next = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
-    let asked = |b: &slot_inventory::booking::Booking| CheckInRequest {
-        pickup_code: b.pickup_code.clone(),
-        patient_id: Some(b.patient_id),
-    };
     h.clock.set(beijing(0, 7, 30));
-    let twice = asked(&first);
+    let twice = by_its_patient(&first);
     let (one, two) = tokio::join!(
         lifecycle::check_in(&h.state, &first.booking_id, &twice),
         lifecycle::check_in(&h.state, &first.booking_id, &twice),
@@ -321,7 +325,7 @@ async fn a_check_in_in_one_statement_writes_the_event_rust_builds_and_takes_one_
     assert_eq!(one.booking.queue_number, Some(1));
     assert_eq!(two.booking.queue_number, Some(1));
     assert_eq!(one.booking.status, BookingStatus::CheckedIn);
-    let after = lifecycle::check_in(&h.state, &next.booking_id, &asked(&next))
+    let after = lifecycle::check_in(&h.state, &next.booking_id, &by_its_patient(&next))
         .await
         .unwrap();
     assert_eq!(after.booking.queue_number, Some(2));
@@ -389,16 +393,9 @@ async fn a_check_in_adds_no_index_entry_and_a_payment_does() {
         .unwrap();
     assert!(!current_version_is_heap_only(&h, confirmed.booking_id.id).await);
     h.clock.set(beijing(0, 7, 30));
-    let checked_in = lifecycle::check_in(
-        &h.state,
-        &confirmed.booking_id,
-        &CheckInRequest {
-            pickup_code: confirmed.pickup_code.clone(),
-            patient_id: Some(confirmed.patient_id),
-        },
-    )
-    .await
-    .unwrap();
+    let checked_in = lifecycle::check_in(&h.state, &confirmed.booking_id, &by_its_patient(&confirmed))
+        .await
+        .unwrap();
     assert_eq!(checked_in.booking.status, BookingStatus::CheckedIn);
     assert!(
         current_version_is_heap_only(&h, confirmed.booking_id.id).await,
