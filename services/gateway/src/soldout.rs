@@ -59,10 +59,9 @@ pub const PRUNE_EVERY_SECONDS: i64 = 60;
 /// What is known sold out of one segment.
 #[derive(Debug, Default, Clone, Copy)]
 struct Marks {
-    /// No seat of any pool is left.
-    whole: bool,
-    /// When the last `sold` message of the whole segment came (unix s).
-    whole_at: i64,
+    /// No seat of any pool is left: when the last `sold` message of the
+    /// whole segment came (unix s).
+    whole_since: Option<i64>,
     /// Channels ([`channel_bit`]) with nothing on offer before `merge_at`.
     channels: u16,
     /// The segment's merge time (unix seconds): channel marks end there.
@@ -86,13 +85,13 @@ fn channel_bit(channel: Channel) -> u16 {
 impl Marks {
     /// Drop what no longer matters at `now`; whether anything is left.
     fn keep(&mut self, now: i64) -> bool {
-        if now - self.whole_at >= WHOLE_MARK_SECONDS {
-            self.whole = false;
+        if self.whole_since.is_some_and(|at| now - at >= WHOLE_MARK_SECONDS) {
+            self.whole_since = None;
         }
         if now >= self.merge_at {
             self.channels = 0;
         }
-        self.whole || self.channels != 0
+        self.whole_since.is_some() || self.channels != 0
     }
 }
 
@@ -145,7 +144,9 @@ impl SoldOut {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .by_slot
                 .get(slot)
-                .is_some_and(|m| m.whole || (m.channels & channel_bit(channel) != 0 && now < m.merge_at))
+                .is_some_and(|m| {
+                    m.whole_since.is_some() || (m.channels & channel_bit(channel) != 0 && now < m.merge_at)
+                })
     }
 
     /// Count an attempt answered from the mark.
@@ -196,8 +197,7 @@ impl SoldOut {
         match (what, for_channel) {
             ("sold", None) => {
                 let m = marks.entry(slot).or_default();
-                m.whole = true;
-                m.whole_at = now;
+                m.whole_since = Some(now);
             }
             ("sold", Some((channel, merge_at))) => {
                 let m = marks.entry(slot).or_default();
