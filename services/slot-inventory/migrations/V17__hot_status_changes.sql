@@ -20,17 +20,16 @@
 -- partial index by its predicate, not by the status list behind it.
 --
 -- Room on the page: a booking is written once and changed two or three
--- times (paid, checked in), so each new page keeps a fifth free for its
--- rows' next versions.
---
--- Adding a stored generated column rewrites the table under an exclusive
--- lock: on a hospital's years of bookings that is a maintenance window.
+-- times (paid, checked in), so each page keeps a fifth free for its rows'
+-- next versions. Set first: adding the stored generated columns rewrites
+-- the table (under an exclusive lock: on a hospital's years of bookings, a
+-- maintenance window), and the rewrite fills its pages to the new factor.
+ALTER TABLE bookings SET (fillfactor = 80);
 ALTER TABLE bookings
     ADD COLUMN live boolean NOT NULL
         GENERATED ALWAYS AS (status NOT IN ('cancelled', 'expired', 'stopped')) STORED,
     ADD COLUMN held boolean NOT NULL
         GENERATED ALWAYS AS (status = 'held') STORED;
-ALTER TABLE bookings SET (fillfactor = 80);
 
 -- The same names: the booking path tells a taken seat from a second
 -- booking of the segment by the unique index's name.
