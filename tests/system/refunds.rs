@@ -485,3 +485,63 @@ async fn refunds_of_cancelled_and_stopped_bookings_agree_to_the_fen_across_ledge
     let distinct: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), distinct.len(), "no notice sent twice: {ids:?}");
 }
+
+/// A channel's transaction id pays one booking. The same id sent again for
+/// another booking (a replayed or forged notification) is refused with 409
+/// `PAYMENT_REFERENCE_USED` naming `payment_reference`, again the same way
+/// when delivered twice; the second booking stays unpaid, and
+/// channel-accounting's money report, card-issuing's day and the channel's
+/// statement agree to the fen on the one payment. (Before, the hospital's
+/// unique index refused it as a 503, which the channel would retry for good.)
+#[tokio::test]
+async fn a_transaction_id_that_paid_one_booking_is_refused_for_another_and_counted_once() {
+    let callback = Callback::start().await;
+    let city = TestCity::spawn_configured(
+        &["zhongri"],
+        &[("CHANNEL_APPS__WECHAT__CALLBACK_URL", &callback.url)],
+        ALL_SEATS_COMMON,
+    )
+    .await;
+    let (accounting, _db, token) = spawn_accounting(&city.redis_prefix).await;
+    let slots = city.hospital(0).seed_visit_day(10).await;
+    let scene = Scene {
+        city,
+        callback,
+        accounting,
+        token,
+    };
+    let paid = scene.book(&slots[0], "self_pay", "rf-once").await;
+    let unpaid = scene.book(&slots[0], "", "rf-other").await;
+    let body = json!({
+        "payment_method": "self_pay",
+        "payment_reference": paid.transaction,
+        "amount_fen": unpaid.fee,
+    });
+    for delivery in ["first", "again"] {
+        let res = scene
+            .city
+            .signed(
+                "wechat",
+                Method::POST,
+                &format!("/v1/bookings/{}/payments", unpaid.booking_id),
+                Some(&body),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 409, "{delivery}");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["code"], "PAYMENT_REFERENCE_USED", "{delivery}: {problem}");
+        assert_eq!(problem["field"], "payment_reference", "{delivery}: {problem}");
+        assert!(
+            !problem.to_string().contains(&paid.booking_id),
+            "the other booking is not named: {problem}"
+        );
+    }
+    let res = scene.city.get_booking(&unpaid.booking_id).await;
+    assert_eq!(res.status(), 200);
+    let booking: Value = res.json().await.unwrap();
+    assert_eq!(booking["status"], "held", "{booking}");
+    agree(&scene, &[paid.clone(), unpaid], "zhongri").await;
+    statement_matches(&scene, &[paid]).await;
+}

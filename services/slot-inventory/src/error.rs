@@ -36,6 +36,11 @@ pub enum SlotError {
     AlreadyConfirmed,
     #[error("the hold expired before payment; the payment must be refunded")]
     HoldExpired,
+    /// The payment's reference (the channel's transaction id) already paid
+    /// another booking: one payment is never booked twice. Which booking
+    /// is not said; it may be another patient's.
+    #[error("this payment reference already paid another booking")]
+    PaymentReferenceUsed,
     #[error("the booking is {0:?}, not held")]
     BookingNotHeld(BookingStatus),
     #[error("the booking is {0:?} and cannot be cancelled")]
@@ -122,6 +127,7 @@ impl SlotError {
             SlotError::DailyLimit => "DAILY_LIMIT",
             SlotError::AlreadyConfirmed => "ALREADY_CONFIRMED",
             SlotError::HoldExpired => "HOLD_EXPIRED",
+            SlotError::PaymentReferenceUsed => "PAYMENT_REFERENCE_USED",
             SlotError::BookingNotHeld(_) => "BOOKING_NOT_HELD",
             SlotError::BookingNotCancellable(_) => "BOOKING_NOT_CANCELLABLE",
             SlotError::CancellationClosed(_) => "CANCELLATION_CLOSED",
@@ -217,6 +223,7 @@ impl ResponseError for SlotError {
             | SlotError::DailyLimit
             | SlotError::AlreadyConfirmed
             | SlotError::HoldExpired
+            | SlotError::PaymentReferenceUsed
             | SlotError::BookingNotHeld(_)
             | SlotError::BookingNotCancellable(_)
             | SlotError::CancellationClosed(_)
@@ -280,6 +287,9 @@ impl ResponseError for SlotError {
                 .detail(self.to_string())
                 .field("pickup_code")
                 .extension("attempts_left", 0),
+            SlotError::PaymentReferenceUsed => Problem::new(status, self.code(), "Payment reference used")
+                .detail(self.to_string())
+                .field("payment_reference"),
             SlotError::Referral(_) => Problem::new(status, self.code(), "Referral refused")
                 .detail(self.to_string())
                 .field("referral_id"),

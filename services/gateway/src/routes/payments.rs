@@ -22,7 +22,7 @@ use crate::state::{Caller, GatewayState};
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = crate::openapi::ProblemDoc),
         (status = 403, description = "NOT_YOUR_BOOKING (another app's, or no app's, booking without the patient's own card), NOT_FAMILY_MEMBER, CARD_UNUSABLE", body = crate::openapi::ProblemDoc),
         (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND, CARD_NOT_FOUND", body = crate::openapi::ProblemDoc),
-        (status = 409, description = "HOLD_EXPIRED (with `refund`), INSUFFICIENT_BALANCE, PAYMENT_IN_PROGRESS, ALREADY_CONFIRMED, BOOKING_NOT_HELD", body = crate::openapi::ProblemDoc),
+        (status = 409, description = "HOLD_EXPIRED (with `refund`), INSUFFICIENT_BALANCE, PAYMENT_IN_PROGRESS, ALREADY_CONFIRMED, PAYMENT_REFERENCE_USED (the channel's transaction id already paid another booking), BOOKING_NOT_HELD", body = crate::openapi::ProblemDoc),
         (status = 429, description = "RATE_LIMITED", body = crate::openapi::ProblemDoc),
         (status = 503, description = "HOSPITAL_UNAVAILABLE, IDENTITY_UNAVAILABLE, CACHE_UNAVAILABLE; retry the same request", body = crate::openapi::ProblemDoc),
     ),

@@ -385,7 +385,7 @@ pub async fn warm_cache(state: &AppState) -> Result<usize, SlotError> {
 pub async fn rebuild_cache(state: &AppState) -> Result<usize, SlotError> {
     let client = state.pool.get().await?;
     let segments = queries::current_segment_ids(&client, state.clock.today()).await?;
-    let holds = queries::open_holds(&client).await?;
+    let holds = queries::open_holds(&client, state.clock.today()).await?;
     drop(client);
     let mut conn = state.redis.clone();
     for segment in &segments {

@@ -147,7 +147,7 @@ pub async fn confirm(
     // from the row, `queries::CONFIRM_PAYMENT_WITH_EVENT`). Only when it
     // is not so is the row read, locked in a transaction, to say why.
     let event = (uuid::Uuid::now_v7(), EventKind::Confirmed.event_type());
-    let confirmed = queries::confirm_payment(
+    let confirmed = match queries::confirm_payment(
         &client,
         &state.hospital,
         booking.id,
@@ -156,7 +156,13 @@ pub async fn confirm(
         now,
         event,
     )
-    .await?;
+    .await
+    {
+        Err(e) if jyt_db::unique_violation(&e) == Some(queries::PAYMENT_REFERENCE_TAKEN) => {
+            return Err(SlotError::PaymentReferenceUsed);
+        }
+        confirmed => confirmed?,
+    };
     let Some(stored) = confirmed else {
         let (client, refused) = jyt_db::Begun::begin_with(client, async |c| {
             Ok::<_, SlotError>(payment_refused(c, state, booking, req, reference).await)

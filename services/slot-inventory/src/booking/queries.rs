@@ -560,12 +560,19 @@ pub async fn current_segment_ids<C: GenericClient>(client: &C, from: NaiveDate) 
         .collect())
 }
 
-/// Unpaid holds with their deadlines (to rebuild the expiry index).
-pub async fn open_holds<C: GenericClient>(client: &C) -> Result<Vec<(Uuid, DateTime<Utc>)>, Error> {
+/// Unpaid holds of the visit days from `from` on, with their deadlines (to
+/// rebuild the expiry index with the segments of the same days). Found
+/// through the days' schedules: no index lists the holds as such, so that
+/// a payment, which ends one, writes no index entry (V18).
+pub async fn open_holds<C: GenericClient>(
+    client: &C,
+    from: NaiveDate,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, Error> {
     Ok(client
         .query_cached(
-            "SELECT id, hold_deadline FROM bookings WHERE held AND hold_deadline IS NOT NULL",
-            &[],
+            "SELECT b.id, b.hold_deadline FROM schedules sch JOIN bookings b ON b.schedule_id = sch.id
+              WHERE sch.visit_date >= $1 AND b.held AND b.hold_deadline IS NOT NULL",
+            &[&from],
         )
         .await?
         .iter()
@@ -667,9 +674,12 @@ fn with_read_back_and_event(ctes: &str, event: [&str; 3], detail: &str) -> Strin
     )
 }
 
-/// A payment's confirmation, its read-back and its event in one statement
-/// (so one transaction without `BEGIN` or `COMMIT`): `$6` the event's id,
-/// `$7` its type, `$8` the hospital's id.
+/// A payment's confirmation, its reference taken, its read-back and its
+/// event in one statement (so one transaction without `BEGIN` or
+/// `COMMIT`): `$6` the event's id, `$7` its type, `$8` the hospital's id.
+/// The update changes no indexed column (V18), so it is heap-only where
+/// the page has room; a reference another booking took fails the whole
+/// statement on `payment_references_pkey` ([`PAYMENT_REFERENCE_TAKEN`]).
 pub static CONFIRM_PAYMENT_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
     with_read_back_and_event(
         "b AS (
@@ -677,11 +687,16 @@ pub static CONFIRM_PAYMENT_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
                    paid_at = $4, updated_at = $4
              WHERE id = $1 AND status = 'held' AND hold_deadline > $4
                AND ($5::bigint IS NULL OR fee_fen = $5)
-            RETURNING *)",
+            RETURNING *),
+         r AS (
+            INSERT INTO payment_references (reference, booking_id) SELECT $2, b.id FROM b)",
         ["$6", "$7", "$8::text"],
         "jsonb_build_object('payment_reference', $2::text)",
     )
 });
+
+/// The unique violation of a payment whose reference another booking took.
+pub const PAYMENT_REFERENCE_TAKEN: &str = "payment_references_pkey";
 
 /// Record a payment and confirm a held booking whose hold has not expired
 /// (and whose fee is `amount_fen`, when the channel says what it

@@ -80,6 +80,7 @@ fn issue_type(e: &SlotError) -> &'static str {
         SlotError::SlotSoldOut
         | SlotError::AlreadyBooked(_)
         | SlotError::AlreadyConfirmed
+        | SlotError::PaymentReferenceUsed
         | SlotError::AlreadyWaitlisted
         | SlotError::IdempotencyKeyReused => "conflict",
         SlotError::HoldExpired => "expired",

@@ -1,6 +1,7 @@
 //! Holds, payment, expiry, cancellation, check-in and no-shows, driven by
 //! the clock.
 
+use jyt_cache::redis;
 use jyt_domain::{BookingStatus, Channel};
 use jyt_web::RequestError;
 use slot_inventory::booking::lifecycle::{
@@ -369,21 +370,36 @@ async fn current_version_is_heap_only(h: &Hospital, booking: Uuid) -> bool {
         .get(0)
 }
 
-/// A check-in keeps the booking's seat, so it changes no column an index
-/// reads (V17: the partial indexes' predicates read `live` and `held`,
-/// not the status): PostgreSQL writes it as a heap-only update, with no new
-/// entry in the booking's six indexes. A payment takes the booking out of
-/// the held index, so it does write its entries.
+/// A payment and a check-in keep the booking's seat, so they change no
+/// column an index reads (V17: the partial indexes' predicates read `live`,
+/// not the status; V18: the payment references are unique in a table of
+/// their own, and no index lists the open holds): PostgreSQL writes each
+/// as a heap-only update, with no new entry in the booking's indexes. A
+/// cancellation releases the seat, so it does write its entries.
 #[tokio::test]
-async fn a_check_in_adds_no_index_entry_and_a_payment_does() {
+async fn a_payment_and_a_check_in_add_no_index_entry_and_a_cancellation_does() {
     let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
     let held = h.book_expert(Channel::Kiosk).await;
+    assert!(!current_version_is_heap_only(&h, held.booking_id.id).await);
     lifecycle::confirm(&h.state, &held.booking_id, &pay("tx-hot"))
         .await
         .unwrap();
     assert!(
+        current_version_is_heap_only(&h, held.booking_id.id).await,
+        "a payment changes no indexed column: a heap-only version"
+    );
+    lifecycle::cancel(
+        &h.state,
+        &held.booking_id,
+        &CancelRequest {
+            patient_id: held.patient_id,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
         !current_version_is_heap_only(&h, held.booking_id.id).await,
-        "a payment leaves the held index: a new version with its index entries"
+        "a cancellation leaves the seat's indexes: a new version with its entries"
     );
 
     // CT is free: confirmed at once; its first segment's window opens at 07:00.
@@ -401,6 +417,59 @@ async fn a_check_in_adds_no_index_entry_and_a_payment_does() {
         current_version_is_heap_only(&h, confirmed.booking_id.id).await,
         "a check-in changes no indexed column: a heap-only version"
     );
+}
+
+/// A payment's reference (the channel's transaction id) pays one booking:
+/// presented again for another booking, the payment is refused with 409
+/// `PAYMENT_REFERENCE_USED` naming the field, and nothing of it is written
+/// (the second booking still held, no event, the first untouched). Before
+/// V18 the unique index's violation surfaced as a 503.
+#[tokio::test]
+async fn a_payment_reference_that_paid_one_booking_is_refused_for_another_and_nothing_is_written() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let first = h.book_expert(Channel::Wechat).await;
+    let second = h.book_expert(Channel::Wechat).await;
+    let paid = lifecycle::confirm(&h.state, &first.booking_id, &pay("tx-once"))
+        .await
+        .unwrap();
+    let events_before = h.event_types().await;
+
+    let refused = lifecycle::confirm(&h.state, &second.booking_id, &pay("tx-once"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), "PAYMENT_REFERENCE_USED");
+    let answer = actix_web::ResponseError::error_response(&refused);
+    assert_eq!(answer.status(), 409);
+    let body = actix_web::body::to_bytes(answer.into_body()).await.unwrap();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["field"], "payment_reference", "{problem}");
+    assert!(
+        !problem.to_string().contains(&first.booking_id.to_string()),
+        "the other booking is not named: {problem}"
+    );
+
+    assert_eq!(h.booking(&second.booking_id).await.status, BookingStatus::Held);
+    assert_eq!(
+        h.event_types().await,
+        events_before,
+        "no event for the refused payment"
+    );
+    assert_eq!(h.booking(&first.booking_id).await, paid.booking);
+    assert_eq!(
+        h.count("SELECT count(*) FROM payment_references WHERE reference = 'tx-once'")
+            .await,
+        1
+    );
+    // The first booking's own notification delivered again still answers it,
+    // and the second booking is paid by its own reference.
+    let again = lifecycle::confirm(&h.state, &first.booking_id, &pay("tx-once"))
+        .await
+        .unwrap();
+    assert_eq!(again.booking, paid.booking);
+    let own = lifecycle::confirm(&h.state, &second.booking_id, &pay("tx-second"))
+        .await
+        .unwrap();
+    assert_eq!(own.booking.status, BookingStatus::Confirmed);
 }
 
 /// Each schedule's queue numbers are counted in a row of their own (V14): arrivals at the
@@ -966,4 +1035,63 @@ async fn a_booking_refuses_a_channel_status_pool_method_or_app_outside_its_rule(
         )
         .await;
     assert!(in_lists.is_empty(), "checks read back as IN-lists: {in_lists:?}");
+}
+
+/// Redis' expiry index of unpaid holds is rebuilt from PostgreSQL when
+/// Redis comes back empty, read through the days' schedules (V18: no index
+/// lists the holds): the open hold is back with its deadline, the paid
+/// booking is not, and the sweeper then lapses the hold and gives its seat
+/// back.
+#[tokio::test]
+async fn the_expiry_index_of_open_holds_is_rebuilt_after_redis_is_lost_and_the_hold_lapses() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let open = h.book_expert(Channel::Wechat).await;
+    let paid = h.book_expert(Channel::Kiosk).await;
+    lifecycle::confirm(&h.state, &paid.booking_id, &pay("tx-paid"))
+        .await
+        .unwrap();
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    let before: Vec<(String, i64)> = expiry_index(&h).await;
+    assert_eq!(before.len(), 1, "only the open hold: {before:?}");
+
+    let mut conn = h.state.redis.clone();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", h.state.settings.redis.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert!(expiry_index(&h).await.is_empty());
+    slot_inventory::booking::cache::rebuild(&h.state).await.unwrap();
+    assert_eq!(
+        expiry_index(&h).await,
+        before,
+        "the open hold and its deadline, not the paid booking"
+    );
+    assert_eq!(before[0].0, open.booking_id.id.to_string());
+
+    assert_eq!(h.redis_free(&slot).await, 1);
+    h.advance(30);
+    lifecycle::expire_holds(&h.state).await.unwrap();
+    assert_eq!(h.booking(&open.booking_id).await.status, BookingStatus::Expired);
+    assert_eq!(h.booking(&paid.booking_id).await.status, BookingStatus::Confirmed);
+    assert_eq!(h.redis_free(&slot).await, 2, "the lapsed hold's seat is back");
+    h.assert_consistent(&slot).await;
+}
+
+/// The hospital's expiry index: (booking id, deadline) of every unpaid hold.
+async fn expiry_index(h: &Hospital) -> Vec<(String, i64)> {
+    let mut conn = h.state.redis.clone();
+    redis::cmd("ZRANGE")
+        .arg(h.state.keys.holds())
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }
