@@ -249,7 +249,7 @@ pub async fn hold(
         (status = 401, description = "UNKNOWN_APP, BAD_SIGNATURE, STALE_TIMESTAMP, REPLAYED_NONCE", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 403, description = "NOT_YOUR_BOOKING (another app's booking, and not the patient's own card), NOT_FAMILY_MEMBER, CARD_UNUSABLE", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 404, description = "HOSPITAL_NOT_FOUND, BOOKING_NOT_FOUND, CARD_NOT_FOUND", body = serde_json::Value, content_type = "application/fhir+json"),
-        (status = 409, description = "HOLD_EXPIRED (refunded to the card), INSUFFICIENT_BALANCE, PAYMENT_IN_PROGRESS, ALREADY_CONFIRMED, BOOKING_NOT_HELD", body = serde_json::Value, content_type = "application/fhir+json"),
+        (status = 409, description = "HOLD_EXPIRED (refunded to the card), INSUFFICIENT_BALANCE, PAYMENT_IN_PROGRESS, ALREADY_CONFIRMED, PAYMENT_REFERENCE_USED, BOOKING_NOT_HELD", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 422, description = "PAYMENT_CALLBACK_REQUIRED: self-pay and insurance are confirmed by the channel's signed payment notification (`POST /v1/bookings/{id}/payments`)", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 429, description = "RATE_LIMITED", body = serde_json::Value, content_type = "application/fhir+json"),
         (status = 503, description = "HOSPITAL_UNAVAILABLE, IDENTITY_UNAVAILABLE, CACHE_UNAVAILABLE; retry the same request", body = serde_json::Value, content_type = "application/fhir+json"),

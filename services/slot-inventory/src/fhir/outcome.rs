@@ -139,6 +139,8 @@ impl ResponseError for FhirError {
         let expression = match &self.0 {
             SlotError::Request(RequestError::InvalidField { field, .. }) => Some(field.as_str()),
             SlotError::Request(RequestError::MissingHeader { header }) => Some(*header),
+            // Only `$book` pays: its parameter.
+            SlotError::PaymentReferenceUsed => Some("paymentReference"),
             _ => None,
         };
         let diagnostics = match &self.0 {

@@ -518,6 +518,39 @@ async fn hold_runs_the_booking_path_and_book_confirms_it() {
     assert_valid(vec![held.body, booked.body, late.body, no_key.body, expired.body]).await;
 }
 
+/// `$book` with the payment that booked one Appointment cannot book
+/// another: 409 `PAYMENT_REFERENCE_USED`, an OperationOutcome `conflict`
+/// whose expression names `paymentReference`, the other Appointment not
+/// named, the second still pending.
+#[tokio::test]
+async fn book_with_a_payment_reference_that_booked_another_appointment_is_a_conflict_naming_it() {
+    let app = FhirApp::start(beijing(3, 9, 0), 2, &[]).await;
+    let slot = app.slot(sched::CARDIO_EXPERT_AM, 0);
+    let first = app.hold(&slot, Uuid::new_v4(), "hold-first", "wechat").await;
+    let second = app.hold(&slot, Uuid::new_v4(), "hold-second", "wechat").await;
+    assert_eq!((first.status, second.status), (201, 201), "{}", second.text);
+    let first_id = first.body["id"].as_str().unwrap().to_owned();
+    let second_id = second.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.pay(&first_id, "tx-once").await.status, 200);
+
+    let reused = app.pay(&second_id, "tx-once").await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (409, "PAYMENT_REFERENCE_USED"),
+        "{}",
+        reused.text
+    );
+    assert_eq!(reused.body["issue"][0]["code"], "conflict");
+    assert_eq!(reused.body["issue"][0]["expression"][0], "paymentReference");
+    assert!(
+        !reused.text.contains(&first_id),
+        "the other Appointment is not named"
+    );
+    let own = app.pay(&second_id, "tx-second").await;
+    assert_eq!(own.status, 200, "still pending, then paid by its own reference");
+    assert_eq!(own.body["status"], "booked");
+}
+
 struct Tags {
     manifest: String,
     slot: String,
