@@ -18,7 +18,9 @@
 -- it now reads the holds of the same days through the schedules
 -- (schedules_by_date, bookings_by_schedule). A hold on an earlier day has
 -- no segment in Redis to give back, and its deadline, which the payment
--- checks, has passed.
+-- checks, has passed. One left unexpired (Redis lost while the hospital
+-- was down past the visit day) stays `held` in PostgreSQL: it can never
+-- be paid and holds no seat anyone can still book.
 --
 -- With both gone a payment changes no indexed column: its new version is
 -- heap-only where its page has room (V17's fillfactor), and it writes no
