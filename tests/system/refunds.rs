@@ -43,6 +43,24 @@ struct Scene {
 }
 
 impl Scene {
+    /// A city of one hospital (zhongri, every seat common) whose WeChat app
+    /// takes notices at `callback`, with channel-accounting; and the
+    /// hospital's visit-day slots.
+    async fn start(callback: Callback, settings: &[(&str, &str)]) -> (Scene, Vec<SlotRef>) {
+        let mut settings = settings.to_vec();
+        settings.push(("CHANNEL_APPS__WECHAT__CALLBACK_URL", &callback.url));
+        let city = TestCity::spawn_configured(&["zhongri"], &settings, ALL_SEATS_COMMON).await;
+        let (accounting, _db, token) = spawn_accounting(&city.redis_prefix).await;
+        let slots = city.hospital(0).seed_visit_day(10).await;
+        let scene = Scene {
+            city,
+            callback,
+            accounting,
+            token,
+        };
+        (scene, slots)
+    }
+
     async fn book(&self, slot: &SlotRef, method: &'static str, key: &str) -> Paid {
         let patient = self.city.cards.register().await;
         if method == "prepaid_card" {
@@ -380,25 +398,14 @@ async fn redeliver_everything(city: &TestCity) -> usize {
 
 #[tokio::test]
 async fn refunds_of_cancelled_and_stopped_bookings_agree_to_the_fen_across_ledger_report_and_statement() {
-    let callback = Callback::start().await;
-    let city = TestCity::spawn_configured(
-        &["zhongri"],
+    let (scene, slots) = Scene::start(
+        Callback::start().await,
         &[
-            ("CHANNEL_APPS__WECHAT__CALLBACK_URL", &callback.url),
             ("NOTIFICATIONS__POLL_MS", "20"),
             ("NOTIFICATIONS__BACKOFF_BASE_MS", "50"),
         ],
-        ALL_SEATS_COMMON,
     )
     .await;
-    let (accounting, _db, token) = spawn_accounting(&city.redis_prefix).await;
-    let slots = city.hospital(0).seed_visit_day(10).await;
-    let scene = Scene {
-        city,
-        callback,
-        accounting,
-        token,
-    };
 
     // The cardiology expert clinic (¥100.00): four paid, two cancelled.
     let mut all = Vec::new();
@@ -495,21 +502,7 @@ async fn refunds_of_cancelled_and_stopped_bookings_agree_to_the_fen_across_ledge
 /// unique index refused it as a 503, which the channel would retry for good.)
 #[tokio::test]
 async fn a_transaction_id_that_paid_one_booking_is_refused_for_another_and_counted_once() {
-    let callback = Callback::start().await;
-    let city = TestCity::spawn_configured(
-        &["zhongri"],
-        &[("CHANNEL_APPS__WECHAT__CALLBACK_URL", &callback.url)],
-        ALL_SEATS_COMMON,
-    )
-    .await;
-    let (accounting, _db, token) = spawn_accounting(&city.redis_prefix).await;
-    let slots = city.hospital(0).seed_visit_day(10).await;
-    let scene = Scene {
-        city,
-        callback,
-        accounting,
-        token,
-    };
+    let (scene, slots) = Scene::start(Callback::start().await, &[]).await;
     let paid = scene.book(&slots[0], "self_pay", "rf-once").await;
     let unpaid = scene.book(&slots[0], "", "rf-other").await;
     let body = json!({
