@@ -221,11 +221,7 @@ async fn the_feed_returns_every_change_exactly_once_across_pages_even_with_concu
 /// Entries in the feed's unique index (`outbox_feed_seq_key`), read from
 /// its one leaf page with `pageinspect` (a handful of events fit there).
 async fn feed_index_entries(h: &Hospital) -> i64 {
-    let client = h.state.pool.get().await.unwrap();
-    client
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
-        .await
-        .unwrap();
+    let client = h.page_reader().await;
     let root: i64 = client
         .query_one("SELECT root::bigint FROM bt_metap('outbox_feed_seq_key')", &[])
         .await
@@ -277,17 +273,9 @@ async fn an_event_enters_the_feed_index_only_when_numbered() {
         .unwrap();
     assert_eq!(page.entries.len(), 2);
     assert_eq!(feed_index_entries(&h).await, 2, "one entry per numbered event");
-    let client = h.state.pool.get().await.unwrap();
-    let plan: Vec<String> = client
-        .query(
-            "EXPLAIN SELECT feed_seq FROM outbox WHERE feed_seq > 0 ORDER BY feed_seq LIMIT 10",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let plan: Vec<String> = h
+        .column("EXPLAIN SELECT feed_seq FROM outbox WHERE feed_seq > 0 ORDER BY feed_seq LIMIT 10")
+        .await;
     assert!(
         plan.iter().any(|l| l.contains("outbox_feed_seq_key")),
         "the feed's read uses the index: {plan:?}"

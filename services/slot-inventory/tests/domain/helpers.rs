@@ -193,6 +193,17 @@ impl Hospital {
             .collect()
     }
 
+    /// A pooled connection that can read pages (`pageinspect`, part of
+    /// Debian's postgresql-15): for tests of what an update writes.
+    pub async fn page_reader(&self) -> jyt_db::deadpool_postgres::Object {
+        let client = self.state.pool.get().await.unwrap();
+        client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+            .await
+            .unwrap();
+        client
+    }
+
     pub async fn event_types(&self) -> Vec<String> {
         self.column("SELECT event_type FROM outbox ORDER BY seq").await
     }

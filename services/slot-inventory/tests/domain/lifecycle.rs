@@ -352,12 +352,8 @@ async fn a_check_in_in_one_statement_writes_the_event_rust_builds_and_takes_one_
 /// its page with `pageinspect` (`HEAP_ONLY_TUPLE` is bit 0x8000 of
 /// `t_infomask2`).
 async fn current_version_is_heap_only(h: &Hospital, booking: Uuid) -> bool {
-    let client = h.state.pool.get().await.unwrap();
-    client
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    h.page_reader()
         .await
-        .unwrap();
-    client
         .query_one(
             "SELECT (i.t_infomask2 & 32768) <> 0
                FROM bookings b,
