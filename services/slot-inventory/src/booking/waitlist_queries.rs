@@ -68,8 +68,10 @@ pub async fn has_live_booking<C: GenericClient>(
 ) -> Result<bool, Error> {
     Ok(client
         .query_one_cached(
+            // `live` (V17) is the one definition of a booking that keeps its
+            // seat; a no-show keeps it too, but is no reason to refuse a wait.
             "SELECT EXISTS (SELECT 1 FROM bookings WHERE schedule_id = $1 AND patient_id = $2
-                               AND status NOT IN ('cancelled', 'expired', 'stopped', 'no_show'))",
+                               AND live AND status <> 'no_show')",
             &[&schedule, &patient],
         )
         .await?
