@@ -368,3 +368,117 @@ async fn a_warmed_pool_writes_its_first_bookings_on_generic_plans_and_the_warm_u
         "one single-row run and one batch, on generic plans"
     );
 }
+
+/// A booking's write locks no row of its segment or schedule (V20): while
+/// a batch of bookings is written and not yet committed, another session
+/// locks both rows `FOR UPDATE NOWAIT` at once, and a 加号 on the segment
+/// completes without waiting for the write. With the foreign keys the
+/// write held `FOR KEY SHARE` on both until its commit, and the `NOWAIT`
+/// failed with `lock_not_available`.
+#[tokio::test]
+async fn a_booking_write_in_flight_locks_neither_its_segment_nor_its_schedule() {
+    let h = Hospital::start(beijing(2, 9, 0), 12, ALL_COMMON).await;
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    let schedule = h.schedules[sched::CARDIO_EXPERT_AM].schedule_id;
+    let rows: Vec<BookingToWrite> = (1..=3).map(|seat| won(&h, &slot, seat)).collect();
+
+    let mut writing = h.state.pool.get().await.unwrap();
+    let tx = writing.transaction().await.unwrap();
+    let written =
+        slot_inventory::booking::queries::insert_bookings_with_events(&tx, &h.state.hospital, &rows)
+            .await
+            .unwrap();
+    assert_eq!(written.len(), 3);
+
+    let mut other = h.state.pool.get().await.unwrap();
+    let probe = other.transaction().await.unwrap();
+    for (table, id) in [("segments", slot.id), ("schedules", schedule)] {
+        probe
+            .query_one(
+                &format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE NOWAIT"),
+                &[&id],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{table}: the row is locked by the booking write: {e}"));
+    }
+    probe.rollback().await.unwrap();
+    drop(other);
+
+    let added = tokio::time::timeout(
+        Duration::from_secs(10),
+        slot_inventory::schedule::capacity::set_segment_capacity(
+            &h.state,
+            slot.id,
+            &slot_inventory::schedule::capacity::CapacityChange { capacity: 13 },
+        ),
+    )
+    .await
+    .expect("the 加号 waited for the booking write in flight");
+    added.unwrap();
+
+    tx.commit().await.unwrap();
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) FROM bookings WHERE segment_id = '{}'",
+            slot.id
+        ))
+        .await,
+        3
+    );
+}
+
+/// Without the foreign keys, a segment or schedule that bookings refer to
+/// is still never removed (V20's triggers): deleting, renumbering or
+/// truncating either is refused with `restrict_violation`, and nothing
+/// changes. A schedule is stopped instead.
+#[tokio::test]
+async fn a_segment_or_schedule_is_never_deleted_renumbered_or_truncated() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let booked = h.book_expert(Channel::Kiosk).await;
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    let schedule = h.schedules[sched::CARDIO_EXPERT_AM].schedule_id;
+    let client = h.state.pool.get().await.unwrap();
+    let attempts = [
+        ("DELETE FROM segments WHERE id = $1", slot.id),
+        (
+            "UPDATE segments SET id = gen_random_uuid() WHERE id = $1",
+            slot.id,
+        ),
+        ("DELETE FROM schedules WHERE id = $1", schedule),
+        (
+            "UPDATE schedules SET id = gen_random_uuid() WHERE id = $1",
+            schedule,
+        ),
+    ];
+    for (sql, id) in attempts {
+        let e = client.execute(sql, &[&id]).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&jyt_db::tokio_postgres::error::SqlState::RESTRICT_VIOLATION),
+            "{sql}: {e:?}"
+        );
+    }
+    for table in ["segments", "schedules"] {
+        let e = client
+            .batch_execute(&format!("TRUNCATE {table} CASCADE"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&jyt_db::tokio_postgres::error::SqlState::RESTRICT_VIOLATION),
+            "TRUNCATE {table}: {e:?}"
+        );
+    }
+    assert_eq!(
+        h.count(&format!("SELECT count(*) FROM segments WHERE id = '{}'", slot.id))
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count(&format!("SELECT count(*) FROM schedules WHERE id = '{schedule}'"))
+            .await,
+        1
+    );
+    let still = h.booking(&booked.booking_id).await;
+    assert_eq!(still.status, BookingStatus::Held);
+}
