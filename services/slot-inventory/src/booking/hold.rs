@@ -330,6 +330,7 @@ pub struct HoldScripts {
     load: Arc<Script>,
     unreserve: Arc<Script>,
     forget: Arc<Script>,
+    withdraw_above: Arc<Script>,
 }
 
 /// Forget a segment's Redis copy (its four own keys) and tell the gateways
@@ -342,6 +343,36 @@ redis.call('PUBLISH', ARGV[1], 'free|' .. ARGV[2])
 return 1
 ";
 
+/// Before a segment's capacity is lowered to ARGV[1]: the highest seat
+/// above it that a holder has (a booking, or a hold whose write is still
+/// in flight: `hold.lua` names the holder before PostgreSQL has the row),
+/// and nothing changed; or 0, with every free seat above it taken off the
+/// free list (its order kept), so no hold can take one before the lowering
+/// commits and the segment is loaded again. KEYS[1] the free seats,
+/// KEYS[2] the live holders (`booking|pool|seat`).
+const WITHDRAW_ABOVE: &str = r"
+local cap = tonumber(ARGV[1])
+local highest = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
+  local seat = tonumber(string.match(v, '|(%d+)$'))
+  if seat and seat > cap and seat > highest then highest = seat end
+end
+if highest > 0 then return highest end
+local free = redis.call('LRANGE', KEYS[1], 0, -1)
+local kept = {}
+for _, s in ipairs(free) do
+  if tonumber(s) <= cap then kept[#kept + 1] = s end
+end
+if #kept < #free then
+  redis.call('DEL', KEYS[1])
+  -- RPUSH in chunks: Lua's unpack has a stack limit.
+  for i = 1, #kept, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept)))
+  end
+end
+return 0
+";
+
 impl Default for HoldScripts {
     fn default() -> Self {
         Self {
@@ -350,6 +381,7 @@ impl Default for HoldScripts {
             load: Arc::new(Script::new(include_str!("scripts/load_segment.lua"))),
             unreserve: Arc::new(Script::new(include_str!("scripts/unreserve.lua"))),
             forget: Arc::new(Script::new(FORGET)),
+            withdraw_above: Arc::new(Script::new(WITHDRAW_ABOVE)),
         }
     }
 }
@@ -508,6 +540,26 @@ impl HoldScripts {
             inv.arg(channel.as_str());
         }
         inv.invoke_async(&mut conn).await
+    }
+
+    /// [`WITHDRAW_ABOVE`]: `Some(seat)`, the highest seat above `capacity`
+    /// that a holder has (nothing changed), or `None` with the free seats
+    /// above it withdrawn until the segment is loaded again.
+    pub async fn withdraw_above(
+        &self,
+        redis: &RedisConn,
+        keys: &SegmentKeys,
+        capacity: i32,
+    ) -> RedisResult<Option<i32>> {
+        let mut conn = redis.clone();
+        let highest: i32 = self
+            .withdraw_above
+            .key(&keys.free)
+            .key(&keys.holders)
+            .arg(capacity)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((highest > 0).then_some(highest))
     }
 
     /// Forget a segment's own keys (the next attempt loads it again) and

@@ -53,6 +53,50 @@ pub async fn set_segment_capacity_by(
         .into());
     }
     let info = segment_info(state, segment).await?;
+    // A booking's write takes no lock on its segment (V20), and this
+    // transaction's snapshot would not show one in flight anyway: Redis
+    // names every holder from the moment of the hold, so a seat above the
+    // new capacity that is held is refused here, and the free seats above
+    // it are withdrawn so that none is taken before the commit.
+    let keys = state.keys.segment(&info);
+    if let Some(seat) = state
+        .scripts
+        .withdraw_above(&state.redis, &keys, change.capacity)
+        .await?
+    {
+        return Err(seat_booked(seat));
+    }
+    let written = write_capacity(state, &info, segment, change, actor).await;
+    if written.is_err() {
+        // The seats withdrawn above go back: Redis is loaded again from
+        // PostgreSQL, where the capacity did not change.
+        reload_segment(state, segment).await?;
+    }
+    written?;
+    state.relay.wake();
+    // Holds taken between the commit and the reload that PostgreSQL does not
+    // know yet are caught by its unique seat index and retried.
+    reload_segment(state, segment).await?;
+    waitlist::promote(state, info.schedule_id).await
+}
+
+fn seat_booked(seat: i32) -> SlotError {
+    RequestError::invalid(
+        "capacity",
+        format!("seat {seat} is booked; the capacity cannot go below it"),
+    )
+    .into()
+}
+
+/// The capacity in PostgreSQL, with its `segment.capacity_changed` event,
+/// in one transaction; refused below the highest booked seat.
+async fn write_capacity(
+    state: &AppState,
+    info: &crate::booking::queries::SegmentInfo,
+    segment: Uuid,
+    change: &CapacityChange,
+    actor: &str,
+) -> Result<(), SlotError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
@@ -68,11 +112,7 @@ pub async fn set_segment_capacity_by(
     let highest_seat: i32 = row.get(0);
     let before: i32 = row.get(1);
     if change.capacity < highest_seat {
-        return Err(RequestError::invalid(
-            "capacity",
-            format!("seat {highest_seat} is booked; the capacity cannot go below it"),
-        )
-        .into());
+        return Err(seat_booked(highest_seat));
     }
     tx.execute_cached(
         "UPDATE segments SET capacity = $2 WHERE id = $1",
@@ -85,14 +125,9 @@ pub async fn set_segment_capacity_by(
         actor,
         purpose: None,
     };
-    append_capacity_changed(&tx, state, &info, &change_event).await?;
+    append_capacity_changed(&tx, state, info, &change_event).await?;
     tx.commit().await?;
-    drop(client);
-    state.relay.wake();
-    // Holds taken between the commit and the reload that PostgreSQL does not
-    // know yet are caught by its unique seat index and retried.
-    reload_segment(state, segment).await?;
-    waitlist::promote(state, info.schedule_id).await
+    Ok(())
 }
 
 /// One `segment.capacity_changed` event: who changed the segment from

@@ -482,3 +482,163 @@ async fn a_segment_or_schedule_is_never_deleted_renumbered_or_truncated() {
     let still = h.booking(&booked.booking_id).await;
     assert_eq!(still.status, BookingStatus::Held);
 }
+
+/// Lowering a segment's capacity below a seat whose booking is still being
+/// written is refused, naming the seat: PostgreSQL does not show that
+/// booking to the lowering (it takes no lock on the segment, V20, and it
+/// is not committed), but Redis names its holder from the hold on. Seats
+/// above a lowered capacity that are free are withdrawn before the commit,
+/// and when the write lands every booking is within the capacity. Without
+/// the Redis check the lowering to 3 succeeded and seat 4 was booked
+/// beyond it.
+#[tokio::test]
+async fn a_capacity_is_not_lowered_below_a_seat_whose_booking_is_in_flight() {
+    use slot_inventory::schedule::capacity::{CapacityChange, set_segment_capacity};
+
+    let h = Hospital::start(beijing(2, 9, 0), 12, ALL_COMMON).await;
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    for _ in 0..3 {
+        h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap();
+    }
+
+    // Booking writes wait behind this lock: the fourth booking's hold is
+    // taken in Redis (seat 4) and its row is in flight.
+    let mut blocker = h.state.pool.get().await.unwrap();
+    let block = blocker.transaction().await.unwrap();
+    block
+        .batch_execute("LOCK TABLE bookings IN SHARE MODE")
+        .await
+        .unwrap();
+    let fourth = Uuid::new_v4();
+    let request = slot_inventory::booking::BookRequest {
+        slot_id: slot.clone(),
+        patient_id: fourth,
+        channel: Channel::Wechat,
+        referral_id: None,
+        signed_doctors: Vec::new(),
+        follows_booking_id: None,
+        owner_app: None,
+        waitlist_entry: None,
+        offer: None,
+        draw_entry: None,
+    };
+    let in_flight = tokio::spawn(slot_inventory::booking::service::book(
+        h.state.clone(),
+        request,
+        Uuid::new_v4().to_string().parse().unwrap(),
+    ));
+    let info = slot_inventory::booking::cache::segment_info(&h.state, slot.id)
+        .await
+        .unwrap();
+    let keys = h.state.keys.segment(&info);
+    let mut conn = h.state.redis.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let held: String = loop {
+        let held: Option<String> = jyt_cache::redis::cmd("HGET")
+            .arg(&keys.holders)
+            .arg(fourth.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(held) = held {
+            break held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fourth hold was never taken"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(held.ends_with("|4"), "{held}");
+
+    let refused = set_segment_capacity(&h.state, slot.id, &CapacityChange { capacity: 3 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        actix_web::ResponseError::status_code(&refused),
+        actix_web::http::StatusCode::BAD_REQUEST
+    );
+    let message = refused.to_string();
+    assert!(
+        message.contains("capacity") && message.contains("seat 4"),
+        "{message}"
+    );
+    assert_eq!(
+        h.redis_free(&slot).await,
+        8,
+        "a refused lowering withdraws nothing"
+    );
+
+    set_segment_capacity(&h.state, slot.id, &CapacityChange { capacity: 5 })
+        .await
+        .unwrap();
+    block.rollback().await.unwrap();
+    let fourth_booking = in_flight.await.unwrap().unwrap().booking;
+    assert_eq!(fourth_booking.seat_number, 4);
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) FROM bookings b JOIN segments s ON s.id = b.segment_id
+              WHERE s.id = '{}' AND b.live AND b.seat_no > s.capacity",
+            slot.id
+        ))
+        .await,
+        0,
+        "every booking within the capacity"
+    );
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) FROM bookings WHERE segment_id = '{}' AND live",
+            slot.id
+        ))
+        .await,
+        4
+    );
+}
+
+/// The withdrawal itself (`HoldScripts::withdraw_above`): below a held
+/// seat it names the seat and changes nothing; otherwise the free seats
+/// above the capacity leave the free list, the others keep their order.
+#[tokio::test]
+async fn withdrawing_seats_above_a_capacity_names_a_held_one_or_takes_the_free_ones_off_sale() {
+    let h = Hospital::start(beijing(2, 9, 0), 12, ALL_COMMON).await;
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    for _ in 0..4 {
+        h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    }
+    let info = slot_inventory::booking::cache::segment_info(&h.state, slot.id)
+        .await
+        .unwrap();
+    let keys = h.state.keys.segment(&info);
+    let free = || {
+        let mut conn = h.state.redis.clone();
+        let key = keys.free.clone();
+        async move {
+            jyt_cache::redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async::<Vec<i32>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(free().await, (5..=12).collect::<Vec<_>>());
+
+    let named = h
+        .state
+        .scripts
+        .withdraw_above(&h.state.redis, &keys, 3)
+        .await
+        .unwrap();
+    assert_eq!(named, Some(4), "seat 4 is held");
+    assert_eq!(free().await, (5..=12).collect::<Vec<_>>(), "nothing withdrawn");
+
+    let named = h
+        .state
+        .scripts
+        .withdraw_above(&h.state.redis, &keys, 7)
+        .await
+        .unwrap();
+    assert_eq!(named, None);
+    assert_eq!(free().await, vec![5, 6, 7]);
+}
