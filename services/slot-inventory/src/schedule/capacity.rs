@@ -67,12 +67,15 @@ pub async fn set_segment_capacity_by(
         return Err(seat_booked(seat));
     }
     let written = write_capacity(state, &info, segment, change, actor).await;
-    if written.is_err() {
+    if let Err(refused) = written {
         // The seats withdrawn above go back: Redis is loaded again from
-        // PostgreSQL, where the capacity did not change.
-        reload_segment(state, segment).await?;
+        // PostgreSQL, where the capacity did not change. The answer is why
+        // the change was refused, whatever the reload says.
+        if let Err(e) = reload_segment(state, segment).await {
+            tracing::error!(error = %e, %segment, "could not reload a segment after a refused capacity change");
+        }
+        return Err(refused);
     }
-    written?;
     state.relay.wake();
     // Holds taken between the commit and the reload that PostgreSQL does not
     // know yet are caught by its unique seat index and retried.

@@ -641,4 +641,19 @@ async fn withdrawing_seats_above_a_capacity_names_a_held_one_or_takes_the_free_o
         .unwrap();
     assert_eq!(named, None);
     assert_eq!(free().await, vec![5, 6, 7]);
+
+    // A segment Redis does not have (forgotten, as after Redis is lost)
+    // names no holder; PostgreSQL refuses the cut below its booked seat 4,
+    // and the segment is loaded again with every free seat back.
+    slot_inventory::booking::cache::invalidate_segment(&h.state, slot.id).await;
+    let refused = slot_inventory::schedule::capacity::set_segment_capacity(
+        &h.state,
+        slot.id,
+        &slot_inventory::schedule::capacity::CapacityChange { capacity: 3 },
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("seat 4"), "{refused}");
+    assert_eq!(free().await, (5..=12).collect::<Vec<_>>());
+    h.assert_consistent(&slot).await;
 }
