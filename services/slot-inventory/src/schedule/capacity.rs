@@ -66,7 +66,7 @@ pub async fn set_segment_capacity_by(
     {
         return Err(seat_booked(seat));
     }
-    let written = write_capacity(state, &info, segment, change, actor).await;
+    let written = write_capacity(state, &info, change, actor).await;
     if let Err(refused) = written {
         // The seats withdrawn above go back: Redis is loaded again from
         // PostgreSQL, where the capacity did not change. The answer is why
@@ -96,10 +96,10 @@ fn seat_booked(seat: i32) -> SlotError {
 async fn write_capacity(
     state: &AppState,
     info: &crate::booking::queries::SegmentInfo,
-    segment: Uuid,
     change: &CapacityChange,
     actor: &str,
 ) -> Result<(), SlotError> {
+    let segment = info.segment_id;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx

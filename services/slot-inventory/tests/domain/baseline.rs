@@ -29,18 +29,7 @@ async fn row_locks_alone_sell_each_seat_once_and_keep_the_rules() {
         let slot = slot.clone();
         tasks.push(tokio::spawn(async move {
             let channel = [Channel::Wechat, Channel::Kiosk, Channel::Phone114][i % 3];
-            let req = slot_inventory::booking::BookRequest {
-                slot_id: slot,
-                patient_id: Uuid::new_v4(),
-                channel,
-                referral_id: None,
-                signed_doctors: Vec::new(),
-                follows_booking_id: None,
-                owner_app: None,
-                waitlist_entry: None,
-                offer: None,
-                draw_entry: None,
-            };
+            let req = crate::helpers::book_request(&slot, Uuid::new_v4(), channel, None);
             slot_inventory::booking::service::book_with_postgres_lock(
                 state,
                 req,

@@ -159,18 +159,7 @@ async fn the_feed_returns_every_change_exactly_once_across_pages_even_with_concu
                 let state = state.clone();
                 let slot = slots[i % slots.len()].clone();
                 tasks.push(tokio::spawn(async move {
-                    let req = slot_inventory::booking::BookRequest {
-                        slot_id: slot,
-                        patient_id: Uuid::new_v4(),
-                        channel: Channel::Kiosk,
-                        referral_id: None,
-                        signed_doctors: Vec::new(),
-                        follows_booking_id: None,
-                        owner_app: None,
-                        waitlist_entry: None,
-                        offer: None,
-                        draw_entry: None,
-                    };
+                    let req = crate::helpers::book_request(&slot, Uuid::new_v4(), Channel::Kiosk, None);
                     slot_inventory::booking::service::book(state, req, format!("f{i}").parse().unwrap())
                         .await
                         .unwrap();

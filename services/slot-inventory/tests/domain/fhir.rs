@@ -16,8 +16,8 @@ use jyt_settings::Sources;
 use serde_json::{Value, json};
 use slot_inventory::AppState;
 use slot_inventory::booking::lifecycle::{self, CancelRequest};
+use slot_inventory::booking::service;
 use slot_inventory::booking::waitlist::{self, JoinRequest};
-use slot_inventory::booking::{BookRequest, service};
 use slot_inventory::federation::stop::{self, StopRequest};
 use slot_inventory::federation::visits;
 use slot_inventory::schedule::queries::StoredSchedule;
@@ -190,18 +190,7 @@ impl FhirApp {
 
     /// Book through the service itself (to fill schedules quickly).
     pub async fn book_directly(&self, slot: &SlotRef, patient: Uuid) -> BookingRef {
-        let req = BookRequest {
-            slot_id: slot.clone(),
-            patient_id: patient,
-            channel: Channel::Kiosk,
-            referral_id: None,
-            signed_doctors: Vec::new(),
-            follows_booking_id: None,
-            owner_app: None,
-            waitlist_entry: None,
-            offer: None,
-            draw_entry: None,
-        };
+        let req = crate::helpers::book_request(slot, patient, Channel::Kiosk, None);
         service::book(
             self.state.clone(),
             req,

@@ -9,6 +9,7 @@ use jyt_domain::time::{Clock, at};
 use jyt_domain::{BookingRef, Channel, SlotRef};
 use jyt_settings::Sources;
 use slot_inventory::AppState;
+use slot_inventory::booking::hold::SegmentKeys;
 use slot_inventory::booking::service::{self, BookOutcome};
 use slot_inventory::booking::{BookRequest, Booking, cache};
 use slot_inventory::error::SlotError;
@@ -108,21 +109,9 @@ impl Hospital {
         channel: Channel,
         referral: Option<&str>,
     ) -> Result<BookOutcome, SlotError> {
-        let req = BookRequest {
-            slot_id: slot.clone(),
-            patient_id: patient,
-            channel,
-            referral_id: referral.map(str::to_owned),
-            signed_doctors: Vec::new(),
-            follows_booking_id: None,
-            owner_app: None,
-            waitlist_entry: None,
-            offer: None,
-            draw_entry: None,
-        };
         service::book(
             self.state.clone(),
-            req,
+            book_request(slot, patient, channel, referral),
             Uuid::new_v4().to_string().parse().unwrap(),
         )
         .await
@@ -230,10 +219,28 @@ impl Hospital {
             .get(0)
     }
 
+    /// The Redis keys of a segment's scripts.
+    pub async fn segment_keys(&self, slot: &SlotRef) -> SegmentKeys {
+        let info = cache::segment_info(&self.state, slot.id).await.unwrap();
+        self.state.keys.segment(&info)
+    }
+
+    /// A segment's free seats as Redis has them, in the order holds take them.
+    pub async fn redis_free_seats(&self, slot: &SlotRef) -> Vec<i32> {
+        let keys = self.segment_keys(slot).await;
+        let mut conn = self.state.redis.clone();
+        redis::cmd("LRANGE")
+            .arg(&keys.free)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
     /// Free seats of a segment as Redis has them.
     pub async fn redis_free(&self, slot: &SlotRef) -> i64 {
-        let info = cache::segment_info(&self.state, slot.id).await.unwrap();
-        let keys = self.state.keys.segment(&info);
+        let keys = self.segment_keys(slot).await;
         let mut conn = self.state.redis.clone();
         redis::cmd("LLEN")
             .arg(&keys.free)
@@ -275,8 +282,7 @@ impl Hospital {
                 (patient.to_string(), format!("{id}|{pool}|{seat}"))
             })
             .collect();
-        let info = cache::segment_info(&self.state, slot.id).await.unwrap();
-        let keys = self.state.keys.segment(&info);
+        let keys = self.segment_keys(slot).await;
         let mut conn = self.state.redis.clone();
         let (holders, free): (HashMap<String, String>, i64) = redis::pipe()
             .hgetall(&keys.holders)
@@ -309,6 +315,23 @@ impl Hospital {
                 "pool {pool} keeps {kept} of {left} seats"
             );
         }
+    }
+}
+
+/// A booking request of `patient` for `slot` through `channel`, as a
+/// channel sends it (no family doctor, waitlist, offer or draw).
+pub fn book_request(slot: &SlotRef, patient: Uuid, channel: Channel, referral: Option<&str>) -> BookRequest {
+    BookRequest {
+        slot_id: slot.clone(),
+        patient_id: patient,
+        channel,
+        referral_id: referral.map(str::to_owned),
+        signed_doctors: Vec::new(),
+        follows_booking_id: None,
+        owner_app: None,
+        waitlist_entry: None,
+        offer: None,
+        draw_entry: None,
     }
 }
 

@@ -11,7 +11,7 @@ use slot_inventory::booking::queries::BookingToWrite;
 use slot_inventory::booking::writer::{WriteError, WriteResult};
 use uuid::Uuid;
 
-use crate::helpers::{ALL_COMMON, Hospital, beijing, sched};
+use crate::helpers::{ALL_COMMON, Hospital, beijing, book_request, sched};
 
 /// A won hold for `seat` of `slot`, as the hold script would give it to a
 /// new patient, its event's payload naming the seat.
@@ -510,27 +510,12 @@ async fn a_capacity_is_not_lowered_below_a_seat_whose_booking_is_in_flight() {
         .await
         .unwrap();
     let fourth = Uuid::new_v4();
-    let request = slot_inventory::booking::BookRequest {
-        slot_id: slot.clone(),
-        patient_id: fourth,
-        channel: Channel::Wechat,
-        referral_id: None,
-        signed_doctors: Vec::new(),
-        follows_booking_id: None,
-        owner_app: None,
-        waitlist_entry: None,
-        offer: None,
-        draw_entry: None,
-    };
     let in_flight = tokio::spawn(slot_inventory::booking::service::book(
         h.state.clone(),
-        request,
+        book_request(&slot, fourth, Channel::Wechat, None),
         Uuid::new_v4().to_string().parse().unwrap(),
     ));
-    let info = slot_inventory::booking::cache::segment_info(&h.state, slot.id)
-        .await
-        .unwrap();
-    let keys = h.state.keys.segment(&info);
+    let keys = h.segment_keys(&slot).await;
     let mut conn = h.state.redis.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let held: String = loop {
@@ -605,24 +590,8 @@ async fn withdrawing_seats_above_a_capacity_names_a_held_one_or_takes_the_free_o
     for _ in 0..4 {
         h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
     }
-    let info = slot_inventory::booking::cache::segment_info(&h.state, slot.id)
-        .await
-        .unwrap();
-    let keys = h.state.keys.segment(&info);
-    let free = || {
-        let mut conn = h.state.redis.clone();
-        let key = keys.free.clone();
-        async move {
-            jyt_cache::redis::cmd("LRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .query_async::<Vec<i32>>(&mut conn)
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(free().await, (5..=12).collect::<Vec<_>>());
+    let keys = h.segment_keys(&slot).await;
+    assert_eq!(h.redis_free_seats(&slot).await, (5..=12).collect::<Vec<_>>());
 
     let named = h
         .state
@@ -631,7 +600,11 @@ async fn withdrawing_seats_above_a_capacity_names_a_held_one_or_takes_the_free_o
         .await
         .unwrap();
     assert_eq!(named, Some(4), "seat 4 is held");
-    assert_eq!(free().await, (5..=12).collect::<Vec<_>>(), "nothing withdrawn");
+    assert_eq!(
+        h.redis_free_seats(&slot).await,
+        (5..=12).collect::<Vec<_>>(),
+        "nothing withdrawn"
+    );
 
     let named = h
         .state
@@ -640,7 +613,7 @@ async fn withdrawing_seats_above_a_capacity_names_a_held_one_or_takes_the_free_o
         .await
         .unwrap();
     assert_eq!(named, None);
-    assert_eq!(free().await, vec![5, 6, 7]);
+    assert_eq!(h.redis_free_seats(&slot).await, vec![5, 6, 7]);
 
     // A segment Redis does not have (forgotten, as after Redis is lost)
     // names no holder; PostgreSQL refuses the cut below its booked seat 4,
@@ -654,6 +627,6 @@ async fn withdrawing_seats_above_a_capacity_names_a_held_one_or_takes_the_free_o
     .await
     .unwrap_err();
     assert!(refused.to_string().contains("seat 4"), "{refused}");
-    assert_eq!(free().await, (5..=12).collect::<Vec<_>>());
+    assert_eq!(h.redis_free_seats(&slot).await, (5..=12).collect::<Vec<_>>());
     h.assert_consistent(&slot).await;
 }
