@@ -256,10 +256,12 @@ async fn agree(scene: &Scene, all: &[Paid], hospital: &str) {
     let card_want = want.get("prepaid_card").copied().unwrap_or_default();
     let top_ups =
         TOP_UP_FEN * i64::try_from(all.iter().filter(|p| p.method == "prepaid_card").count()).unwrap();
-    // channel-accounting, per payment method, to the fen.
+    // channel-accounting, per payment method, to the fen. The top-ups come
+    // from card-issuing's stream and the fees from the hospital's, so one
+    // may be counted before the other: wait for both.
     let money = eventually(Duration::from_secs(20), "the money report", || async {
         let report = scene.report("/v1/reports/money").await;
-        (money_rows(&report, hospital) == want).then_some(report)
+        (money_rows(&report, hospital) == want && report["total_topups_fen"] == top_ups).then_some(report)
     })
     .await;
     assert_eq!(money["total_topups_fen"], top_ups);
