@@ -21,13 +21,11 @@ const SELECT_BOOKING: &str = "
     SELECT b.id, b.segment_id, b.schedule_id, b.patient_id, b.channel, b.status, b.seat_no,
            b.fee_fen, b.created_at, b.idempotency_key, b.pool, b.visit_no, b.pickup_code,
            b.hold_deadline, b.payment_reference, b.payment_method, b.queue_no, b.referral_id,
-           b.pickup_failures, b.owner_app, sch.visit_date, seg.starts_at, seg.ends_at, dep.name AS department,
-           dep.external_id AS department_id, doc.name AS doctor, doc.external_id AS doctor_id
-      FROM bookings b
-      JOIN segments seg ON seg.id = b.segment_id
-      JOIN schedules sch ON sch.id = b.schedule_id
-      JOIN departments dep ON dep.id = sch.department_id
-      JOIN doctors doc ON doc.id = sch.doctor_id";
+           b.pickup_failures, b.owner_app, b.visit_date, b.segment_starts_at AS starts_at,
+           b.segment_ends_at AS ends_at, b.department_name AS department,
+           b.department_external_id AS department_id, b.doctor_name AS doctor,
+           b.doctor_external_id AS doctor_id
+      FROM bookings b";
 
 /// A write and the read-back of what it wrote, in one statement: `ctes`
 /// must include a CTE named `b` that returns the `bookings` row
@@ -46,7 +44,7 @@ static BOOKING_BY_ID_FOR_UPDATE: LazyLock<String> =
 static BOOKING_BY_IDEMPOTENCY_KEY: LazyLock<String> =
     LazyLock::new(|| format!("{SELECT_BOOKING} WHERE b.patient_id = $1 AND b.idempotency_key = $2"));
 static PATIENT_BOOKINGS: LazyLock<String> = LazyLock::new(|| {
-    format!("{SELECT_BOOKING} WHERE b.patient_id = $1 ORDER BY seg.starts_at DESC, b.id LIMIT $2")
+    format!("{SELECT_BOOKING} WHERE b.patient_id = $1 ORDER BY b.segment_starts_at DESC, b.id LIMIT $2")
 });
 
 /// A stored booking with what only the service needs to see.
@@ -175,12 +173,16 @@ pub struct NewBooking<'a> {
 const INSERT_BOOKING: &str = "
     INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
                           fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
-                          referral_id, owner_app)
+                          referral_id, owner_app, visit_date, segment_starts_at, segment_ends_at,
+                          department_name, department_external_id, doctor_name, doctor_external_id)
     SELECT $1, seg.id, seg.schedule_id, $3, $4, $5,
            CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
            sch.fee_fen, $6, $7, $8, $9,
-           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11, $12
+           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11, $12,
+           sch.visit_date, seg.starts_at, seg.ends_at, dep.name, dep.external_id, doc.name, doc.external_id
       FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
+      JOIN departments dep ON dep.id = sch.department_id
+      JOIN doctors doc ON doc.id = sch.doctor_id
      WHERE seg.id = $2 AND $5 <= seg.capacity AND sch.status = 'open'";
 
 /// [`INSERT_BOOKING`]'s parameters, in order.
@@ -302,10 +304,9 @@ pub static INSERT_BOOKING_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
             INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
             SELECT $13, CASE WHEN b.status = 'held' THEN 'booking.held' ELSE 'booking.confirmed' END, $14,
                    $15::jsonb || jsonb_build_object('status', b.status, 'fee_fen', b.fee_fen,
-                                                    'department', dep.name, 'doctor', doc.name)
-              FROM b JOIN schedules sch ON sch.id = b.schedule_id
-                     JOIN departments dep ON dep.id = sch.department_id
-                     JOIN doctors doc ON doc.id = sch.doctor_id)"
+                                                    'department', b.department_name,
+                                                    'doctor', b.doctor_name)
+              FROM b)"
     ))
 });
 
@@ -365,13 +366,19 @@ pub static INSERT_BOOKINGS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
          b AS (
             INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
                                   fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
-                                  owner_app)
+                                  owner_app, visit_date, segment_starts_at, segment_ends_at,
+                                  department_name, department_external_id, doctor_name,
+                                  doctor_external_id)
             SELECT i.id, seg.id, seg.schedule_id, i.patient_id, i.channel, i.seat_no,
                    CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
                    sch.fee_fen, i.idempotency_key, i.pool, i.visit_no, i.pickup_code,
-                   CASE WHEN sch.fee_fen > 0 THEN i.hold_deadline END, i.owner_app
+                   CASE WHEN sch.fee_fen > 0 THEN i.hold_deadline END, i.owner_app,
+                   sch.visit_date, seg.starts_at, seg.ends_at, dep.name, dep.external_id,
+                   doc.name, doc.external_id
               FROM i JOIN segments seg ON seg.id = i.segment_id
                      JOIN schedules sch ON sch.id = seg.schedule_id
+                     JOIN departments dep ON dep.id = sch.department_id
+                     JOIN doctors doc ON doc.id = sch.doctor_id
              WHERE i.seat_no <= seg.capacity AND sch.status = 'open'
             RETURNING *),
          o AS (
@@ -379,11 +386,9 @@ pub static INSERT_BOOKINGS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
             SELECT i.event_id, CASE WHEN b.status = 'held' THEN 'booking.held' ELSE 'booking.confirmed' END,
                    i.aggregate_id,
                    i.payload || jsonb_build_object('status', b.status, 'fee_fen', b.fee_fen,
-                                                   'department', dep.name, 'doctor', doc.name)
-              FROM b JOIN i ON i.id = b.id
-                     JOIN schedules sch ON sch.id = b.schedule_id
-                     JOIN departments dep ON dep.id = sch.department_id
-                     JOIN doctors doc ON doc.id = sch.doctor_id)",
+                                                   'department', b.department_name,
+                                                   'doctor', b.doctor_name)
+              FROM b JOIN i ON i.id = b.id)",
     )
 });
 
@@ -808,10 +813,10 @@ pub async fn check_in<C: GenericClient>(
 pub static CHECK_IN_IF_DUE: LazyLock<String> = LazyLock::new(|| {
     with_read_back_and_event(
         "due AS (
-            SELECT b.id, b.schedule_id FROM bookings b JOIN segments seg ON seg.id = b.segment_id
+            SELECT b.id, b.schedule_id FROM bookings b
              WHERE b.id = $1 AND b.status = 'confirmed' AND b.pickup_code = $2
                AND ($4::uuid IS NULL OR b.patient_id = $4) AND b.pickup_failures < $5
-               AND $3 >= seg.starts_at - make_interval(mins => $6) AND $3 <= seg.ends_at
+               AND $3 >= b.segment_starts_at - make_interval(mins => $6) AND $3 <= b.segment_ends_at
                FOR UPDATE OF b),
          q AS (
             INSERT INTO schedule_queue_numbers AS n (schedule_id, last_no)

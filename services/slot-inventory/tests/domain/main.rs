@@ -21,5 +21,6 @@ mod lifecycle;
 mod pools;
 mod relay;
 mod rules;
+mod visit_facts;
 mod waitlist;
 mod writer;
