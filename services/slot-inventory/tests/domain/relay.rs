@@ -76,3 +76,56 @@ async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
     assert_eq!(written.len(), 3);
     assert_eq!(published, written, "every event on the stream, once");
 }
+
+/// The outbox keeps only indexes that a query reads (V19, V22): each event
+/// adds an entry to every one of them at its insert and again at the
+/// relay's mark. The relay's batch reads `outbox_unpublished`, the feed's
+/// sequencer `outbox_unsequenced` and its pages `outbox_feed_seq_key`;
+/// the event id, unique by construction, has none.
+#[tokio::test]
+async fn the_outbox_keeps_only_the_indexes_its_reads_use() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let indexes: Vec<String> = h
+        .column("SELECT indexname::text FROM pg_indexes WHERE tablename = 'outbox' ORDER BY 1")
+        .await;
+    assert_eq!(
+        indexes,
+        [
+            "outbox_feed_seq_key",
+            "outbox_pkey",
+            "outbox_unpublished",
+            "outbox_unsequenced"
+        ]
+    );
+    let client = h.state.pool.get().await.unwrap();
+    client
+        .batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .await
+        .unwrap();
+    for (read, index) in [
+        (
+            "SELECT seq FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 64",
+            "outbox_unpublished",
+        ),
+        (
+            "SELECT seq FROM outbox WHERE feed_seq IS NULL ORDER BY seq LIMIT 5000",
+            "outbox_unsequenced",
+        ),
+        (
+            "SELECT feed_seq FROM outbox WHERE feed_seq > 0 ORDER BY feed_seq LIMIT 10",
+            "outbox_feed_seq_key",
+        ),
+    ] {
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN {read}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(
+            plan.iter().any(|l| l.contains(index)),
+            "{read} reads {index}: {plan:?}"
+        );
+    }
+}
