@@ -10,6 +10,7 @@ use jyt_domain::{BookingRef, Channel, SlotRef};
 use jyt_settings::Sources;
 use slot_inventory::AppState;
 use slot_inventory::booking::hold::SegmentKeys;
+use slot_inventory::booking::queries::BookingToWrite;
 use slot_inventory::booking::service::{self, BookOutcome};
 use slot_inventory::booking::{BookRequest, Booking, cache};
 use slot_inventory::error::SlotError;
@@ -320,6 +321,28 @@ impl Hospital {
 
 /// A booking request of `patient` for `slot` through `channel`, as a
 /// channel sends it (no family doctor, waitlist, offer or draw).
+/// A won hold for `seat` of `slot`, as the hold script would give it to a
+/// new patient, its event's payload naming the seat.
+pub fn won(h: &Hospital, slot: &SlotRef, seat: i32) -> BookingToWrite {
+    let id = Uuid::now_v7();
+    BookingToWrite {
+        id,
+        segment_id: slot.id,
+        patient_id: Uuid::new_v4(),
+        channel: Channel::Wechat,
+        seat_no: seat,
+        pool: "common".into(),
+        visit_no: seat,
+        pickup_code: format!("{seat:06}"),
+        idempotency_key: Uuid::new_v4().simple().to_string(),
+        owner_app: None,
+        hold_deadline: h.clock.now() + TimeDelta::minutes(10),
+        event_id: Uuid::now_v7(),
+        aggregate_id: BookingRef::new(h.state.hospital.clone(), id).to_string(),
+        payload: serde_json::json!({ "seat": seat }),
+    }
+}
+
 pub fn book_request(slot: &SlotRef, patient: Uuid, channel: Channel, referral: Option<&str>) -> BookRequest {
     BookRequest {
         slot_id: slot.clone(),

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use jyt_domain::{BookingRef, Channel};
-use slot_inventory::booking::queries::{BookingToWrite, insert_bookings_with_events};
+use slot_inventory::booking::queries::insert_bookings_with_events;
 use uuid::Uuid;
 
-use crate::helpers::{ALL_COMMON, Hospital, beijing, sched};
+use crate::helpers::{ALL_COMMON, Hospital, beijing, sched, won};
 
 /// The schedule's doctor and department ids.
 async fn doctor_and_department(h: &Hospital, schedule: Uuid) -> (Uuid, Uuid) {
@@ -164,26 +164,7 @@ async fn a_booking_written_while_its_doctor_is_renamed_carries_the_new_name() {
     let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
     let schedule = h.schedules[sched::CARDIO_EXPERT_AM].schedule_id;
     let (doctor, _) = doctor_and_department(&h, schedule).await;
-    let row = |seat: i32| {
-        let id = Uuid::now_v7();
-        BookingToWrite {
-            id,
-            segment_id: slot.id,
-            patient_id: Uuid::new_v4(),
-            channel: Channel::Wechat,
-            seat_no: seat,
-            pool: "common".into(),
-            visit_no: seat,
-            pickup_code: format!("{seat:06}"),
-            idempotency_key: Uuid::new_v4().simple().to_string(),
-            owner_app: None,
-            hold_deadline: h.clock.now() + TimeDelta::minutes(10),
-            event_id: Uuid::now_v7(),
-            aggregate_id: BookingRef::new(h.state.hospital.clone(), id).to_string(),
-            payload: serde_json::json!({}),
-        }
-    };
-    let rows = vec![row(1), row(2)];
+    let rows = vec![won(&h, &slot, 1), won(&h, &slot, 2)];
 
     let mut writing = h.state.pool.get().await.unwrap();
     let tx = writing.transaction().await.unwrap();

@@ -5,35 +5,12 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
-use jyt_domain::{BookingRef, BookingStatus, Channel, SlotRef};
+use jyt_domain::{BookingStatus, Channel};
 use slot_inventory::booking::queries::BookingToWrite;
 use slot_inventory::booking::writer::{WriteError, WriteResult};
 use uuid::Uuid;
 
-use crate::helpers::{ALL_COMMON, Hospital, beijing, book_request, sched};
-
-/// A won hold for `seat` of `slot`, as the hold script would give it to a
-/// new patient, its event's payload naming the seat.
-fn won(h: &Hospital, slot: &SlotRef, seat: i32) -> BookingToWrite {
-    let id = Uuid::now_v7();
-    BookingToWrite {
-        id,
-        segment_id: slot.id,
-        patient_id: Uuid::new_v4(),
-        channel: Channel::Wechat,
-        seat_no: seat,
-        pool: "common".into(),
-        visit_no: seat,
-        pickup_code: format!("{seat:06}"),
-        idempotency_key: Uuid::new_v4().simple().to_string(),
-        owner_app: None,
-        hold_deadline: h.clock.now() + TimeDelta::minutes(10),
-        event_id: Uuid::now_v7(),
-        aggregate_id: BookingRef::new(h.state.hospital.clone(), id).to_string(),
-        payload: serde_json::json!({ "seat": seat }),
-    }
-}
+use crate::helpers::{ALL_COMMON, Hospital, beijing, book_request, sched, won};
 
 /// Queue every row before any writer runs: the test runtime has one
 /// thread, and a writer is a task of its own, so the first writer finds
