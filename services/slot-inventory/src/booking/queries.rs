@@ -906,9 +906,8 @@ pub async fn booking_outcome<C: GenericClient>(
 ) -> Result<Option<(String, String, Option<DateTime<Utc>>, DateTime<Utc>)>, Error> {
     Ok(client
         .query_opt_cached(
-            "SELECT b.status, sch.status, b.checked_in_at, seg.ends_at
+            "SELECT b.status, sch.status, b.checked_in_at, b.segment_ends_at
                FROM bookings b JOIN schedules sch ON sch.id = b.schedule_id
-               JOIN segments seg ON seg.id = b.segment_id
               WHERE b.id = $1",
             &[&id],
         )
