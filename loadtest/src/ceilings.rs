@@ -227,18 +227,7 @@ pub async fn durable_bookings(
                 let channel = crate::channel_at(u32::try_from(i % 100).unwrap_or(0))
                     .parse::<jyt_domain::Channel>()
                     .map_err(|e| e.to_string())?;
-                let req = BookRequest {
-                    slot_id: segments[i % segments.len()].slot.clone(),
-                    patient_id: patient,
-                    channel,
-                    referral_id: None,
-                    signed_doctors: Vec::new(),
-                    follows_booking_id: None,
-                    owner_app: None,
-                    waitlist_entry: None,
-                    offer: None,
-                    draw_entry: None,
-                };
+                let req = BookRequest::new(segments[i % segments.len()].slot.clone(), patient, channel);
                 book(state, req, key).await.map(|_| ()).map_err(|e| e.to_string())
             }
         })

@@ -525,16 +525,8 @@ async fn expiry_cancellation_and_waitlist_promotion_racing_on_the_last_seat_have
         let state = h.state.clone();
         async move {
             let req = BookRequest {
-                slot_id: slot,
-                patient_id: patient,
-                channel: Channel::Kiosk,
-                referral_id: None,
-                signed_doctors: Vec::new(),
-                follows_booking_id: None,
-                owner_app: None,
                 waitlist_entry,
-                offer: None,
-                draw_entry: None,
+                ..BookRequest::new(slot, patient, Channel::Kiosk)
             };
             service::book(state, req, Uuid::new_v4().to_string().parse().unwrap()).await
         }

@@ -453,17 +453,14 @@ async fn serve(state: &AppState, waiter: &queries::Waiter, segments: &[Uuid]) ->
         .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("waitlist idempotency key: {e}")))?;
     for segment in segments {
         let req = BookRequest {
-            slot_id: SlotRef::new(state.hospital.clone(), *segment),
-            patient_id: waiter.patient,
-            channel: waiter.channel,
-            referral_id: None,
-            signed_doctors: Vec::new(),
-            follows_booking_id: None,
             // The booking belongs to the app that made the entry.
             owner_app: waiter.owner_app.clone(),
             waitlist_entry: Some(waiter.entry),
-            offer: None,
-            draw_entry: None,
+            ..BookRequest::new(
+                SlotRef::new(state.hospital.clone(), *segment),
+                waiter.patient,
+                waiter.channel,
+            )
         };
         match service::book(state.clone(), req, key.clone()).await {
             Ok(outcome) => return Ok(!outcome.replayed),

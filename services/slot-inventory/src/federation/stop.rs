@@ -397,16 +397,10 @@ async fn offer(
         .map_err(|e| SlotError::Unexpected(anyhow::anyhow!("offer idempotency key: {e}")))?;
     for segment in segments {
         let req = BookRequest {
-            slot_id: SlotRef::new(state.hospital.clone(), segment),
-            patient_id: patient,
-            channel,
             referral_id: referral_id.clone(),
-            signed_doctors: Vec::new(),
-            follows_booking_id: None,
             owner_app: owner_app.clone(),
-            waitlist_entry: None,
             offer: Some(OfferOf { replaces }),
-            draw_entry: None,
+            ..BookRequest::new(SlotRef::new(state.hospital.clone(), segment), patient, channel)
         };
         match service::book(state.clone(), req, idempotency.clone()).await {
             Ok(o) => return Ok(Some(o.booking.booking_id)),

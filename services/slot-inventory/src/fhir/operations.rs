@@ -102,16 +102,10 @@ pub async fn hold(
         .map(|p| p.text(64))
         .transpose()?;
     let req = BookRequest {
-        slot_id,
-        patient_id,
-        channel,
         referral_id,
         signed_doctors,
-        follows_booking_id: None,
         owner_app,
-        waitlist_entry: None,
-        offer: None,
-        draw_entry: None,
+        ..BookRequest::new(slot_id, patient_id, channel)
     };
     let state = state.clone();
     let task = tokio::spawn(tracing::Instrument::in_current_span(async move {

@@ -121,16 +121,14 @@ async fn give_hold(
         std::iter::once(entry.segment_id).chain(segments.iter().copied().filter(|s| *s != entry.segment_id));
     for segment in asked {
         let req = BookRequest {
-            slot_id: SlotRef::new(state.hospital.clone(), segment),
-            patient_id: patient,
-            channel: entry.channel,
             referral_id: entry.referral_id.clone(),
-            follows_booking_id: None,
             owner_app: entry.owner_app.clone(),
-            waitlist_entry: None,
-            offer: None,
             draw_entry: Some(entry.entry_id),
-            signed_doctors: Vec::new(),
+            ..BookRequest::new(
+                SlotRef::new(state.hospital.clone(), segment),
+                patient,
+                entry.channel,
+            )
         };
         match crate::booking::service::hold_for_draw(state, &req, &key).await {
             Ok(won) => {

@@ -103,16 +103,12 @@ async fn seat_in(state: &AppState, submission: Uuid, segment: Uuid) -> Result<Op
     }
     let channel: Channel = matched.channel.parse().unwrap_or(Channel::Window);
     let request = BookRequest {
-        slot_id: SlotRef::new(state.hospital.clone(), segment),
-        patient_id: matched.patient,
-        channel,
-        referral_id: None,
-        follows_booking_id: None,
         owner_app: matched.owner_app.clone(),
-        waitlist_entry: None,
-        offer: None,
-        draw_entry: None,
-        signed_doctors: Vec::new(),
+        ..BookRequest::new(
+            SlotRef::new(state.hospital.clone(), segment),
+            matched.patient,
+            channel,
+        )
     };
     pg_lock::check_person_rules(&tx, state, &request, &info).await?;
     let pools: Vec<String> = tx

@@ -345,16 +345,8 @@ pub fn won(h: &Hospital, slot: &SlotRef, seat: i32) -> BookingToWrite {
 
 pub fn book_request(slot: &SlotRef, patient: Uuid, channel: Channel, referral: Option<&str>) -> BookRequest {
     BookRequest {
-        slot_id: slot.clone(),
-        patient_id: patient,
-        channel,
         referral_id: referral.map(str::to_owned),
-        signed_doctors: Vec::new(),
-        follows_booking_id: None,
-        owner_app: None,
-        waitlist_entry: None,
-        offer: None,
-        draw_entry: None,
+        ..BookRequest::new(slot.clone(), patient, channel)
     }
 }
 
