@@ -167,23 +167,53 @@ pub struct NewBooking<'a> {
     pub hold_deadline: DateTime<Utc>,
 }
 
+/// The visit a booking carries (V21), as [`INSERT_BOOKING`] and
+/// [`INSERT_BOOKINGS_WITH_EVENTS`] copy it at the insert: its columns
+/// (`visit_columns!`), their values from the catalogue rows the insert
+/// reads (`visit_from_catalogue!`, over `seg` and `sch`) and the joins
+/// that reach the department and the doctor (`catalogue_joins!`). Macros,
+/// not consts, so the statements stay `concat!`ed literals.
+macro_rules! visit_columns {
+    () => {
+        "visit_date, segment_starts_at, segment_ends_at, department_name,
+         department_external_id, doctor_name, doctor_external_id"
+    };
+}
+macro_rules! visit_from_catalogue {
+    () => {
+        "sch.visit_date, seg.starts_at, seg.ends_at, dep.name, dep.external_id, doc.name,
+         doc.external_id"
+    };
+}
+macro_rules! catalogue_joins {
+    () => {
+        "
+      JOIN departments dep ON dep.id = sch.department_id
+      JOIN doctors doc ON doc.id = sch.doctor_id"
+    };
+}
+
 /// The insert of a won hold: a row only if the seat is within the
 /// segment's capacity and the schedule is open. Unique indexes refuse a
 /// taken seat.
-const INSERT_BOOKING: &str = "
+const INSERT_BOOKING: &str = concat!(
+    "
     INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
                           fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
-                          referral_id, owner_app, visit_date, segment_starts_at, segment_ends_at,
-                          department_name, department_external_id, doctor_name, doctor_external_id)
+                          referral_id, owner_app, ",
+    visit_columns!(),
+    ")
     SELECT $1, seg.id, seg.schedule_id, $3, $4, $5,
            CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
            sch.fee_fen, $6, $7, $8, $9,
-           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11, $12,
-           sch.visit_date, seg.starts_at, seg.ends_at, dep.name, dep.external_id, doc.name, doc.external_id
-      FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id
-      JOIN departments dep ON dep.id = sch.department_id
-      JOIN doctors doc ON doc.id = sch.doctor_id
-     WHERE seg.id = $2 AND $5 <= seg.capacity AND sch.status = 'open'";
+           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11, $12, ",
+    visit_from_catalogue!(),
+    "
+      FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id",
+    catalogue_joins!(),
+    "
+     WHERE seg.id = $2 AND $5 <= seg.capacity AND sch.status = 'open'"
+);
 
 /// [`INSERT_BOOKING`]'s parameters, in order.
 fn insert_params<'a>(b: &'a NewBooking<'a>, channel: &'a &'a str) -> [&'a (dyn ToSql + Sync); 12] {
@@ -356,7 +386,7 @@ async fn insert_booking_with_event<C: GenericClient>(
 /// doctor's names. Answers the stored bookings (read back as
 /// [`get_booking`] reads them), in no particular order.
 pub static INSERT_BOOKINGS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    with_read_back(
+    with_read_back(concat!(
         "i AS (
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int4[], $6::text[],
                                  $7::text[], $8::int4[], $9::text[], $10::timestamptz[], $11::text[],
@@ -366,19 +396,19 @@ pub static INSERT_BOOKINGS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
          b AS (
             INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
                                   fee_fen, idempotency_key, pool, visit_no, pickup_code, hold_deadline,
-                                  owner_app, visit_date, segment_starts_at, segment_ends_at,
-                                  department_name, department_external_id, doctor_name,
-                                  doctor_external_id)
+                                  owner_app, ",
+        visit_columns!(),
+        ")
             SELECT i.id, seg.id, seg.schedule_id, i.patient_id, i.channel, i.seat_no,
                    CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
                    sch.fee_fen, i.idempotency_key, i.pool, i.visit_no, i.pickup_code,
-                   CASE WHEN sch.fee_fen > 0 THEN i.hold_deadline END, i.owner_app,
-                   sch.visit_date, seg.starts_at, seg.ends_at, dep.name, dep.external_id,
-                   doc.name, doc.external_id
+                   CASE WHEN sch.fee_fen > 0 THEN i.hold_deadline END, i.owner_app, ",
+        visit_from_catalogue!(),
+        "
               FROM i JOIN segments seg ON seg.id = i.segment_id
-                     JOIN schedules sch ON sch.id = seg.schedule_id
-                     JOIN departments dep ON dep.id = sch.department_id
-                     JOIN doctors doc ON doc.id = sch.doctor_id
+                     JOIN schedules sch ON sch.id = seg.schedule_id",
+        catalogue_joins!(),
+        "
              WHERE i.seat_no <= seg.capacity AND sch.status = 'open'
             RETURNING *),
          o AS (
@@ -389,7 +419,7 @@ pub static INSERT_BOOKINGS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
                                                    'department', b.department_name,
                                                    'doctor', b.doctor_name)
               FROM b JOIN i ON i.id = b.id)",
-    )
+    ))
 });
 
 /// Write `rows` and their events in one statement: the stored bookings,
