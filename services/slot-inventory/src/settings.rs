@@ -48,6 +48,12 @@ pub struct BookingSettings {
     /// winners queue behind them, many to the next statement. A pool
     /// smaller than this bounds it instead: more would only wait there.
     pub concurrent_writes: usize,
+    /// How many statements of payments' confirmations may be in flight at
+    /// once (`booking::writer::Payments`), as `concurrent_writes` for won
+    /// holds. One, by default: a hospital sees few payments at a time, and
+    /// only a single writer lets them gather into one statement and one
+    /// commit (loadtest/README.md, 2026-12-06 12:04).
+    pub concurrent_payment_writes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -138,6 +144,12 @@ impl Validate for Settings {
         if !(1..=64).contains(&self.booking.concurrent_writes) {
             return Err(Invalid::new(
                 "booking.concurrent_writes",
+                "must be between 1 and 64",
+            ));
+        }
+        if !(1..=64).contains(&self.booking.concurrent_payment_writes) {
+            return Err(Invalid::new(
+                "booking.concurrent_payment_writes",
                 "must be between 1 and 64",
             ));
         }

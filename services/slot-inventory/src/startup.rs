@@ -52,6 +52,10 @@ pub async fn connect(
     let stored = crate::booking_policy::ensure_stored(&pool.get().await?, &settings.policy, clock.now())
         .await
         .context("reading the stored booking policy")?;
+    let concurrent_writes = settings
+        .booking
+        .concurrent_writes
+        .min(settings.postgres.pool_max_size);
     let state = AppState {
         policy: crate::booking_policy::CurrentPolicy::new(stored.version, stored.policy),
         keys: HospitalKeys::new(keyspace, &hospital),
@@ -67,10 +71,11 @@ pub async fn connect(
         segments: Default::default(),
         cache: Default::default(),
         tally: Default::default(),
-        writer: crate::booking::writer::BookingWriter::new(
+        writer: crate::booking::writer::BookingWriter::new(concurrent_writes),
+        payments: crate::booking::writer::PaymentWriter::new(
             settings
                 .booking
-                .concurrent_writes
+                .concurrent_payment_writes
                 .min(settings.postgres.pool_max_size),
         ),
     };

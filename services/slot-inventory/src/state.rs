@@ -45,6 +45,8 @@ pub struct AppState {
     pub tally: AttemptTally,
     /// Won holds on their way to PostgreSQL, many to a statement.
     pub writer: crate::booking::writer::BookingWriter,
+    /// The payments' group commit (`booking::writer`).
+    pub payments: crate::booking::writer::PaymentWriter,
 }
 
 /// Immutable facts about segments (schedule, department, date), cached so
@@ -108,6 +110,7 @@ pub struct BookingMetrics {
     outbox_unpublished: IntGaugeVec,
     outbox_oldest_seconds: GaugeVec,
     write_batch_bookings: HistogramVec,
+    payment_batch_payments: HistogramVec,
 }
 
 impl BookingMetrics {
@@ -158,7 +161,16 @@ impl BookingMetrics {
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             &["hospital"],
         )?;
+        let payment_batch_payments = HistogramVec::new(
+            HistogramOpts::new(
+                "booking_payment_batch_payments",
+                "Payments per confirmation statement (booking::writer's group commit)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            &["hospital"],
+        )?;
         registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(payment_batch_payments.clone()))?;
         registry.register(Box::new(write_batch_bookings.clone()))?;
         registry.register(Box::new(script_seconds.clone()))?;
         registry.register(Box::new(hold_expiries.clone()))?;
@@ -172,6 +184,7 @@ impl BookingMetrics {
             outbox_unpublished,
             outbox_oldest_seconds,
             write_batch_bookings,
+            payment_batch_payments,
         })
     }
 
@@ -212,6 +225,16 @@ impl BookingMetrics {
         self.write_batch_bookings
             .with_label_values(&[self.hospital.as_str()])
             .observe(bookings as f64);
+    }
+
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a batch is at most booking::writer::MAX_BATCH"
+    )]
+    pub fn payment_batch(&self, payments: usize) {
+        self.payment_batch_payments
+            .with_label_values(&[self.hospital.as_str()])
+            .observe(payments as f64);
     }
 
     pub fn hold_expired(&self, n: usize) {

@@ -14,6 +14,7 @@ use super::cache::segment_info;
 use super::events::{self, EventKind};
 use super::hold::{HeldSeat, SeatGoes};
 use super::queries::{self, StoredBooking};
+use super::writer::WriteError;
 use crate::error::SlotError;
 use crate::state::AppState;
 
@@ -139,31 +140,34 @@ pub async fn confirm(
     if booking.hospital != state.hospital {
         return Err(SlotError::BookingNotFound(booking.to_string()));
     }
-    let now = state.clock.now();
-    let client = state.pool.get().await?;
-    let payment = (reference, req.payment_method.as_str());
-    // The usual case in one statement and one round trip: a held booking,
-    // in time, of this fee, confirmed with its event (built by PostgreSQL
-    // from the row, `queries::CONFIRM_PAYMENT_WITH_EVENT`). Only when it
-    // is not so is the row read, locked in a transaction, to say why.
-    let event = (uuid::Uuid::now_v7(), EventKind::Confirmed.event_type());
-    let confirmed = match queries::confirm_payment(
-        &client,
-        &state.hospital,
-        booking.id,
-        payment,
-        req.amount_fen,
-        now,
-        event,
-    )
-    .await
-    {
-        Err(e) if jyt_db::unique_violation(&e) == Some(queries::PAYMENT_REFERENCE_TAKEN) => {
+    // The usual case in one statement: a held booking, in time, of this
+    // fee, confirmed with its event (built by PostgreSQL from the row,
+    // `queries::CONFIRM_PAYMENTS_WITH_EVENTS`), in the same statement and
+    // commit as the other payments that arrived meanwhile
+    // (`booking::writer`). Only when it is not so is the row read, locked
+    // in a transaction, to say why.
+    let payment = queries::PaymentToConfirm {
+        id: booking.id,
+        reference: reference.to_owned(),
+        method: req.payment_method.as_str(),
+        amount_fen: req.amount_fen,
+        now: state.clock.now(),
+        event_id: uuid::Uuid::now_v7(),
+    };
+    let confirmed = match state.payments.write(state, payment).await {
+        Err(WriteError::Unique(c)) if c == queries::PAYMENT_REFERENCE_TAKEN => {
             return Err(SlotError::PaymentReferenceUsed);
         }
-        confirmed => confirmed?,
+        Err(WriteError::Unique(c)) => {
+            return Err(SlotError::Unexpected(anyhow::anyhow!(
+                "a payment's confirmation broke {c}"
+            )));
+        }
+        Err(WriteError::Other(e)) => return Err(e),
+        Ok(confirmed) => confirmed,
     };
     let Some(stored) = confirmed else {
+        let client = state.pool.get().await?;
         let (client, refused) = jyt_db::Begun::begin_with(client, async |c| {
             Ok::<_, SlotError>(payment_refused(c, state, booking, req, reference).await)
         })

@@ -1,27 +1,32 @@
-//! Group commit for won holds: the surge's winners are written to
-//! PostgreSQL many to a statement (issue 20, "W toward I").
+//! Group commit: many status changes of a hospital's bookings written to
+//! PostgreSQL in one statement and one commit (issue 20). The surge's
+//! winners ("W toward I") and the day's payments take it.
 //!
-//! A won hold used to be one statement and one commit of its own, so a
-//! hospital's bookings went no faster than its few connections could each
-//! wait for a round trip and a WAL flush. Now a winner queues its booking
-//! and, if fewer than [`BookingWriter::new`]'s `concurrent_batches` are
-//! being written, starts a writer; a writer takes everything queued (up to
-//! [`MAX_BATCH`]) into one [`queries::INSERT_BOOKINGS_WITH_EVENTS`], and
-//! goes on until the queue is empty. Alone, a booking is a batch of one:
-//! no waiting for company. Under a surge the queue fills while a batch is
-//! in flight, and the next batch takes it all.
+//! A booking's write used to be one statement and one commit of its own,
+//! so a hospital's writes went no faster than its few connections could
+//! each wait for a round trip and a WAL flush, and on two cores the commit
+//! itself was most of PostgreSQL's cost: `loadtest/pg-floor` measures an
+//! update with its event at 0.16 ms of PostgreSQL's CPU alone, and eight
+//! of them in one statement at 0.04 ms each. Now a write is queued and,
+//! if fewer than [`GroupWriter::new`]'s `concurrent_batches` are being
+//! written, starts a writer; a writer takes everything queued (up to
+//! [`MAX_BATCH`]) into one statement ([`GroupWrite::write`]), and goes on
+//! until the queue is empty. Alone, a write is a batch of one: no waiting
+//! for company. Under load the queue fills while a batch is in flight,
+//! and the next batch takes it all.
 //!
-//! Each booking is still inserted with its outbox event in one
-//! transaction; a batch's bookings share that transaction. A batch that
-//! fails (a unique index refusing one seat, a lost connection) is written
-//! again one booking at a time, so each winner gets the answer it would
-//! have had alone, and one bad row never costs the others their seats.
+//! Each booking's change is still written with its outbox event in one
+//! transaction; a batch's changes share that transaction. A batch that
+//! fails (a unique index refusing one row, a lost connection) is written
+//! again one row at a time, so each caller gets the answer it would have
+//! had alone, and one bad row never costs the others their writes.
 //!
-//! The write runs in a task of its own, not in the winner's request: a
+//! The write runs in a task of its own, not in the caller's request: a
 //! request dropped mid-write (its client gone) must not take the other
-//! winners' answers with it.
+//! callers' answers with it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -32,11 +37,11 @@ use super::queries::{self, BookingToWrite, StoredBooking};
 use crate::error::SlotError;
 use crate::state::AppState;
 
-/// The most bookings one statement writes: 14 arrays of this length, and
-/// a batch's time in flight bounds its first winner's wait.
+/// The most rows one statement writes: a batch's time in flight bounds
+/// its first caller's wait.
 pub const MAX_BATCH: usize = 64;
 
-/// Why a booking was not written.
+/// Why a row was not written.
 #[derive(Debug)]
 pub enum WriteError {
     /// A unique index refused it: the constraint's name.
@@ -53,31 +58,55 @@ impl From<jyt_db::tokio_postgres::Error> for WriteError {
     }
 }
 
-/// A booking's write: the stored booking, or `None` when its seat is
-/// beyond the segment's capacity or its schedule is stopped.
-pub type WriteResult = Result<Option<StoredBooking>, WriteError>;
-
-/// The hospital's queue of won holds waiting for PostgreSQL, and its
-/// writers. Cloned handles share both.
-#[derive(Clone)]
-pub struct BookingWriter {
-    inner: Arc<Inner>,
+/// One kind of write that [`GroupWriter`] batches: its row, what a row's
+/// write comes to, and the statement that writes many.
+pub trait GroupWrite: Send + Sync + 'static {
+    /// What a caller asks to write.
+    type Row: Send + Sync + 'static;
+    /// What one row's write came to (`None` where the statement's own
+    /// conditions left the row unwritten).
+    type Written: Send + 'static;
+    /// The span of a caller's wait for the batch that writes its row.
+    const QUEUED_SPAN: &'static str;
+    /// Write `rows` in one statement (one transaction): what each came to,
+    /// in `rows`' order; an error writes none of them.
+    fn write<'a>(
+        state: &'a AppState,
+        rows: &'a [Self::Row],
+    ) -> impl Future<Output = Result<Vec<Self::Written>, WriteError>> + Send + 'a;
 }
 
-struct Inner {
-    queue: Mutex<Vec<Pending>>,
+/// A hospital's queue of one kind of write waiting for PostgreSQL, and its
+/// writers. Cloned handles share both.
+pub struct GroupWriter<W: GroupWrite> {
+    inner: Arc<Inner<W>>,
+}
+
+impl<W: GroupWrite> Clone for GroupWriter<W> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<W: GroupWrite> {
+    queue: Mutex<Vec<Pending<W>>>,
     /// One permit per batch in flight.
     writers: Arc<Semaphore>,
     /// The permits, all told.
     concurrent_batches: usize,
 }
 
-struct Pending {
-    row: BookingToWrite,
-    reply: oneshot::Sender<WriteResult>,
+/// Where a row's answer goes.
+type Reply<W> = oneshot::Sender<Result<<W as GroupWrite>::Written, WriteError>>;
+
+struct Pending<W: GroupWrite> {
+    row: W::Row,
+    reply: Reply<W>,
 }
 
-impl BookingWriter {
+impl<W: GroupWrite> GroupWriter<W> {
     /// At most `concurrent_batches` statements in flight (at least one).
     pub fn new(concurrent_batches: usize) -> Self {
         let concurrent_batches = concurrent_batches.max(1);
@@ -95,43 +124,43 @@ impl BookingWriter {
         self.inner.concurrent_batches
     }
 
-    /// Write one booking with its event, with whatever else is queued.
-    pub async fn write(&self, state: &AppState, row: BookingToWrite) -> WriteResult {
+    /// Write one row (with its event), with whatever else is queued.
+    pub async fn write(&self, state: &AppState, row: W::Row) -> Result<W::Written, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.inner.queue().push(Pending { row, reply });
         // Queued before asking for a writer: a writer finishing now looks
         // at the queue after it gives its permit back (`write_queued`), so
-        // either it or this call sees the booking.
+        // either it or this call sees the row.
         if let Ok(permit) = self.inner.writers.clone().try_acquire_owned() {
             let (inner, state) = (self.inner.clone(), state.clone());
             // The batches' spans join the trace of the request that
             // started the writer.
             tokio::spawn(async move { inner.write_queued(&state, permit).await }.instrument(Span::current()));
         }
-        // Every booking's own trace shows its wait for the batch that
-        // wrote it, whoever's trace holds that batch's statement.
+        // Every caller's own trace shows its wait for the batch that
+        // wrote its row, whoever's trace holds that batch's statement.
         let waited = tracing::info_span!(
-            "INSERT bookings (queued)",
+            "queued write",
+            otel.name = W::QUEUED_SPAN,
             otel.kind = "client",
             db.system = "postgresql",
-            db.operation = "INSERT",
             db.sql.table = "bookings"
         );
         answer.instrument(waited).await.unwrap_or_else(|_| {
             Err(WriteError::Other(SlotError::Unexpected(anyhow::anyhow!(
-                "the booking writer stopped before answering"
+                "the group writer stopped before answering"
             ))))
         })
     }
 }
 
-impl Inner {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+impl<W: GroupWrite> Inner<W> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending<W>>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next batch: the oldest queued bookings, up to [`MAX_BATCH`].
-    fn take(&self) -> Vec<Pending> {
+    /// The next batch: the oldest queued rows, up to [`MAX_BATCH`].
+    fn take(&self) -> Vec<Pending<W>> {
         let mut queue = self.queue();
         let n = queue.len().min(MAX_BATCH);
         queue.drain(..n).collect()
@@ -142,11 +171,11 @@ impl Inner {
         loop {
             let batch = self.take();
             if !batch.is_empty() {
-                write_batch(state, batch).await;
+                write_batch::<W>(state, batch).await;
                 continue;
             }
             drop(permit);
-            // A booking queued after the take found every permit taken,
+            // A row queued after the take found every permit taken,
             // perhaps this one: take it up again, unless another writer has.
             if self.queue().is_empty() {
                 return;
@@ -159,33 +188,113 @@ impl Inner {
     }
 }
 
-/// Write a batch in one statement; if that fails, each booking alone.
-async fn write_batch(state: &AppState, batch: Vec<Pending>) {
-    let (rows, replies): (Vec<BookingToWrite>, Vec<oneshot::Sender<WriteResult>>) =
-        batch.into_iter().map(|p| (p.row, p.reply)).unzip();
+/// Write a batch in one statement; if that fails, each row alone.
+async fn write_batch<W: GroupWrite>(state: &AppState, batch: Vec<Pending<W>>) {
+    let (rows, replies): (Vec<W::Row>, Vec<Reply<W>>) = batch.into_iter().map(|p| (p.row, p.reply)).unzip();
     if rows.len() > 1 {
-        match insert(state, &rows).await {
-            Ok(stored) => {
-                let mut by_id: HashMap<Uuid, StoredBooking> =
-                    stored.into_iter().map(|s| (s.booking.booking_id.id, s)).collect();
-                for (row, reply) in rows.iter().zip(replies) {
+        match W::write(state, &rows).await {
+            Ok(written) if written.len() == rows.len() => {
+                for (written, reply) in written.into_iter().zip(replies) {
                     // A reply nobody waits for: the request was dropped;
-                    // its booking stands (held until paid or expired).
-                    let _ = reply.send(Ok(by_id.remove(&row.id)));
+                    // its write stands.
+                    let _ = reply.send(Ok(written));
                 }
                 return;
             }
+            Ok(written) => {
+                tracing::error!(
+                    rows = rows.len(),
+                    answers = written.len(),
+                    "a batch answered for another number of rows; writing each alone"
+                );
+            }
             Err(e) => {
-                tracing::info!(bookings = rows.len(), error = ?e, "a batch of bookings failed; writing each alone");
+                tracing::info!(rows = rows.len(), error = ?e, "a batch failed; writing each alone");
             }
         }
     }
     for (row, reply) in rows.iter().zip(replies) {
-        let result = insert(state, std::slice::from_ref(row))
+        let result = W::write(state, std::slice::from_ref(row))
             .await
-            .map(|stored| stored.into_iter().next());
+            .and_then(|written| {
+                written.into_iter().next().ok_or_else(|| {
+                    WriteError::Other(SlotError::Unexpected(anyhow::anyhow!(
+                        "a write of one row answered nothing"
+                    )))
+                })
+            });
         let _ = reply.send(result);
     }
+}
+
+/// A won hold's write: the stored booking, or `None` when its seat is
+/// beyond the segment's capacity or its schedule is stopped.
+pub type WriteResult = Result<Option<StoredBooking>, WriteError>;
+
+/// The insert of won holds with their events
+/// ([`queries::INSERT_BOOKINGS_WITH_EVENTS`]).
+pub struct WonHolds;
+
+impl GroupWrite for WonHolds {
+    type Row = BookingToWrite;
+    type Written = Option<StoredBooking>;
+    const QUEUED_SPAN: &'static str = "INSERT bookings (queued)";
+
+    async fn write(
+        state: &AppState,
+        rows: &[BookingToWrite],
+    ) -> Result<Vec<Option<StoredBooking>>, WriteError> {
+        let mut by_id: HashMap<Uuid, StoredBooking> = insert(state, rows)
+            .await?
+            .into_iter()
+            .map(|s| (s.booking.booking_id.id, s))
+            .collect();
+        Ok(rows.iter().map(|row| by_id.remove(&row.id)).collect())
+    }
+}
+
+/// The hospital's queue of won holds waiting for PostgreSQL.
+pub type BookingWriter = GroupWriter<WonHolds>;
+
+/// The confirmation of paid holds with their events
+/// ([`queries::CONFIRM_PAYMENTS_WITH_EVENTS`]): the day's payments, many
+/// to a commit when many arrive together.
+pub struct Payments;
+
+impl GroupWrite for Payments {
+    type Row = queries::PaymentToConfirm;
+    type Written = Option<StoredBooking>;
+    const QUEUED_SPAN: &'static str = "UPDATE bookings (queued payment)";
+
+    async fn write(
+        state: &AppState,
+        rows: &[queries::PaymentToConfirm],
+    ) -> Result<Vec<Option<StoredBooking>>, WriteError> {
+        confirm(state, rows).await
+    }
+}
+
+/// The hospital's queue of payments waiting for PostgreSQL.
+pub type PaymentWriter = GroupWriter<Payments>;
+
+#[tracing::instrument(
+    name = "UPDATE bookings",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation = "UPDATE",
+        db.sql.table = "bookings",
+        payments = rows.len()
+    )
+)]
+async fn confirm(
+    state: &AppState,
+    rows: &[queries::PaymentToConfirm],
+) -> Result<Vec<Option<StoredBooking>>, WriteError> {
+    let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
+    state.metrics.payment_batch(rows.len());
+    Ok(queries::confirm_payments(&client, &state.hospital, rows).await?)
 }
 
 #[tracing::instrument(

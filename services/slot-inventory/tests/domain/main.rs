@@ -18,6 +18,7 @@ mod helpers;
 mod http;
 mod invariants;
 mod lifecycle;
+mod payment_batches;
 mod pools;
 mod relay;
 mod rules;
