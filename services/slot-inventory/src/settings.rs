@@ -48,12 +48,13 @@ pub struct BookingSettings {
     /// winners queue behind them, many to the next statement. A pool
     /// smaller than this bounds it instead: more would only wait there.
     pub concurrent_writes: usize,
-    /// How many statements of payments' confirmations may be in flight at
-    /// once (`booking::writer::Payments`), as `concurrent_writes` for won
-    /// holds. One, by default: a hospital sees few payments at a time, and
-    /// only a single writer lets them gather into one statement and one
-    /// commit (loadtest/README.md, 2026-12-06 12:04).
-    pub concurrent_payment_writes: usize,
+    /// How many statements of payments' confirmations, and how many of
+    /// check-ins, may be in flight at once (`booking::writer::Payments`,
+    /// `CheckIns`), as `concurrent_writes` for won holds. One, by default:
+    /// a hospital sees few of either at a time, and only a single writer
+    /// lets them gather into one statement and one commit
+    /// (loadtest/README.md, 2026-12-06 12:04).
+    pub concurrent_status_writes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -147,9 +148,9 @@ impl Validate for Settings {
                 "must be between 1 and 64",
             ));
         }
-        if !(1..=64).contains(&self.booking.concurrent_payment_writes) {
+        if !(1..=64).contains(&self.booking.concurrent_status_writes) {
             return Err(Invalid::new(
-                "booking.concurrent_payment_writes",
+                "booking.concurrent_status_writes",
                 "must be between 1 and 64",
             ));
         }

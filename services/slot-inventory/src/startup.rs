@@ -56,6 +56,10 @@ pub async fn connect(
         .booking
         .concurrent_writes
         .min(settings.postgres.pool_max_size);
+    let concurrent_status_writes = settings
+        .booking
+        .concurrent_status_writes
+        .min(settings.postgres.pool_max_size);
     let state = AppState {
         policy: crate::booking_policy::CurrentPolicy::new(stored.version, stored.policy),
         keys: HospitalKeys::new(keyspace, &hospital),
@@ -72,12 +76,8 @@ pub async fn connect(
         cache: Default::default(),
         tally: Default::default(),
         writer: crate::booking::writer::BookingWriter::new(concurrent_writes),
-        payments: crate::booking::writer::PaymentWriter::new(
-            settings
-                .booking
-                .concurrent_payment_writes
-                .min(settings.postgres.pool_max_size),
-        ),
+        payments: crate::booking::writer::PaymentWriter::new(concurrent_status_writes),
+        check_ins: crate::booking::writer::CheckInWriter::new(concurrent_status_writes),
     };
     schedule::queries::apply_release_policy(&state.pool.get().await?, &state.policy.get(), state.clock.now())
         .await

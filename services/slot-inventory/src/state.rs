@@ -47,6 +47,8 @@ pub struct AppState {
     pub writer: crate::booking::writer::BookingWriter,
     /// The payments' group commit (`booking::writer`).
     pub payments: crate::booking::writer::PaymentWriter,
+    /// The check-ins' group commit (`booking::writer`).
+    pub check_ins: crate::booking::writer::CheckInWriter,
 }
 
 /// Immutable facts about segments (schedule, department, date), cached so
@@ -109,8 +111,7 @@ pub struct BookingMetrics {
     hold_expiries: IntCounterVec,
     outbox_unpublished: IntGaugeVec,
     outbox_oldest_seconds: GaugeVec,
-    write_batch_bookings: HistogramVec,
-    payment_batch_payments: HistogramVec,
+    group_commit_rows: HistogramVec,
 }
 
 impl BookingMetrics {
@@ -153,25 +154,16 @@ impl BookingMetrics {
             ),
             &["hospital"],
         )?;
-        let write_batch_bookings = HistogramVec::new(
+        let group_commit_rows = HistogramVec::new(
             HistogramOpts::new(
-                "booking_write_batch_bookings",
-                "Bookings per insert statement (booking::writer's group commit)",
+                "booking_group_commit_rows",
+                "Rows per statement of booking::writer's group commit, by write (won_holds, payments, check_ins)",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
-            &["hospital"],
-        )?;
-        let payment_batch_payments = HistogramVec::new(
-            HistogramOpts::new(
-                "booking_payment_batch_payments",
-                "Payments per confirmation statement (booking::writer's group commit)",
-            )
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
-            &["hospital"],
+            &["hospital", "write"],
         )?;
         registry.register(Box::new(attempts.clone()))?;
-        registry.register(Box::new(payment_batch_payments.clone()))?;
-        registry.register(Box::new(write_batch_bookings.clone()))?;
+        registry.register(Box::new(group_commit_rows.clone()))?;
         registry.register(Box::new(script_seconds.clone()))?;
         registry.register(Box::new(hold_expiries.clone()))?;
         registry.register(Box::new(outbox_unpublished.clone()))?;
@@ -183,8 +175,7 @@ impl BookingMetrics {
             hold_expiries,
             outbox_unpublished,
             outbox_oldest_seconds,
-            write_batch_bookings,
-            payment_batch_payments,
+            group_commit_rows,
         })
     }
 
@@ -217,24 +208,16 @@ impl BookingMetrics {
             .observe(took.as_secs_f64());
     }
 
+    /// One statement of `booking::writer`'s group commit: `write` names
+    /// the kind of write, `rows` how many it took.
     #[expect(
         clippy::cast_precision_loss,
         reason = "a batch is at most booking::writer::MAX_BATCH"
     )]
-    pub fn write_batch(&self, bookings: usize) {
-        self.write_batch_bookings
-            .with_label_values(&[self.hospital.as_str()])
-            .observe(bookings as f64);
-    }
-
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "a batch is at most booking::writer::MAX_BATCH"
-    )]
-    pub fn payment_batch(&self, payments: usize) {
-        self.payment_batch_payments
-            .with_label_values(&[self.hospital.as_str()])
-            .observe(payments as f64);
+    pub fn group_commit(&self, write: &str, rows: usize) {
+        self.group_commit_rows
+            .with_label_values(&[self.hospital.as_str(), write])
+            .observe(rows as f64);
     }
 
     pub fn hold_expired(&self, n: usize) {

@@ -258,22 +258,30 @@ pub async fn check_in(
     if booking.hospital != state.hospital {
         return Err(SlotError::BookingNotFound(booking.to_string()));
     }
-    let client = state.pool.get().await?;
-    // The usual case in one statement and one round trip: the right code,
-    // in the window, a confirmed booking of this patient, checked in with
-    // its queue number and event (`queries::CHECK_IN_IF_DUE`, the decision
-    // below as SQL).
-    let asked = queries::CheckInAsked {
-        pickup_code: &req.pickup_code,
+    // The usual case in one statement: the right code, in the window, a
+    // confirmed booking of this patient, checked in with its queue number
+    // and event (`queries::CHECK_INS_IF_DUE`, the decision below as SQL),
+    // in the same statement and commit as the other check-ins that arrived
+    // meanwhile (`booking::writer`).
+    let check_in = queries::CheckInToMake {
+        id: booking.id,
+        pickup_code: req.pickup_code.clone(),
         patient: req.patient_id,
+        now,
+        event_id: uuid::Uuid::now_v7(),
     };
-    let opens = i32::try_from(state.policy.get().checkin_opens_minutes_before).unwrap_or(i32::MAX);
-    if let Some(stored) =
-        queries::check_in_if_due(&client, &state.hospital, booking.id, &asked, now, opens).await?
-    {
-        state.relay.wake();
-        return Ok(stored);
+    match state.check_ins.write(state, check_in).await {
+        Ok(Some(stored)) => {
+            state.relay.wake();
+            return Ok(stored);
+        }
+        Ok(None) => {}
+        Err(WriteError::Other(e)) => return Err(e),
+        Err(WriteError::Unique(c)) => {
+            return Err(SlotError::Unexpected(anyhow::anyhow!("a check-in broke {c}")));
+        }
     }
+    let client = state.pool.get().await?;
     // Otherwise, to say why (or to count a wrong code), two round trips:
     // `BEGIN` goes with the locked read; the check-in, its event and
     // `COMMIT` go together. The schedule's queue counter row, which every

@@ -977,6 +977,138 @@ pub static CHECK_IN_IF_DUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// A check-in to make, owned, as [`check_in_if_due`] takes it:
+/// [`CHECK_INS_IF_DUE`] makes many at once (`booking::writer`'s group
+/// commit).
+#[derive(Debug, Clone)]
+pub struct CheckInToMake {
+    pub id: Uuid,
+    pub pickup_code: String,
+    pub patient: Option<Uuid>,
+    pub now: DateTime<Utc>,
+    pub event_id: Uuid,
+}
+
+/// [`CHECK_IN_IF_DUE`] for many check-ins in one statement, so one commit
+/// for all: `$1`–`$5` the check-ins' columns as arrays (booking, pick-up
+/// code, patient or NULL, instant, event id), `$6` the wrong codes that
+/// lock check-in, `$7` the minutes the window opens before the segment,
+/// `$8` the event's type, `$9` the hospital's id. Each booking is checked
+/// in only on [`CHECK_IN_IF_DUE`]'s conditions, at its own instant; its
+/// row is locked first, as there. The due bookings of a schedule take its
+/// next numbers in the order their check-ins arrived: its counter moves
+/// once, by their count, and the k-th of n due gets `last_no - n + k`.
+/// A booking named twice is checked in by the first check-in that is due
+/// (the others match nothing, and their callers find out why as a
+/// check-in alone does).
+pub static CHECK_INS_IF_DUE: LazyLock<String> = LazyLock::new(|| {
+    with_read_back_and_event(
+        "c AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[], $5::uuid[])
+                   WITH ORDINALITY AS c (id, pickup_code, patient, at, event_id, ord)),
+         locked AS (
+            SELECT b.id, b.schedule_id, c.at, c.event_id, c.ord FROM c JOIN bookings b ON b.id = c.id
+             WHERE b.id = ANY($1) AND b.status = 'confirmed' AND b.pickup_code = c.pickup_code
+               AND (c.patient IS NULL OR b.patient_id = c.patient) AND b.pickup_failures < $6
+               AND c.at >= b.segment_starts_at - make_interval(mins => $7) AND c.at <= b.segment_ends_at
+               FOR UPDATE OF b),
+         due AS (SELECT DISTINCT ON (id) * FROM locked ORDER BY id, ord),
+         counts AS (SELECT schedule_id, count(*)::int AS n FROM due GROUP BY schedule_id),
+         q AS (
+            INSERT INTO schedule_queue_numbers AS n (schedule_id, last_no)
+            SELECT schedule_id, n FROM counts
+            ON CONFLICT (schedule_id) DO UPDATE SET last_no = n.last_no + excluded.last_no
+            RETURNING schedule_id, last_no),
+         numbered AS (
+            SELECT due.id, due.at, due.event_id,
+                   q.last_no - counts.n
+                     + row_number() OVER (PARTITION BY due.schedule_id ORDER BY due.ord) AS queue_no
+              FROM due JOIN q USING (schedule_id) JOIN counts USING (schedule_id)),
+         b AS (
+            UPDATE bookings SET status = 'checked_in', checked_in_at = numbered.at,
+                   updated_at = numbered.at, queue_no = numbered.queue_no
+              FROM numbered
+             WHERE bookings.id = ANY($1) AND bookings.id = numbered.id
+            RETURNING bookings.*)",
+        [
+            "(SELECT numbered.event_id FROM numbered WHERE numbered.id = rb.id)",
+            "$8",
+            "$9::text",
+        ],
+        "'{}'::jsonb",
+    )
+});
+
+/// Make `check_ins` with their events in one statement: what each came
+/// to, in their order: the checked-in booking, or `None` where the
+/// check-in was not simply due (or an earlier check-in of the batch took
+/// its booking). One check-in takes [`CHECK_IN_IF_DUE`].
+pub async fn check_ins_if_due<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    check_ins: &[CheckInToMake],
+    opens_minutes_before: i32,
+) -> Result<Vec<Option<StoredBooking>>, Error> {
+    if let [c] = check_ins {
+        let asked = CheckInAsked {
+            pickup_code: &c.pickup_code,
+            patient: c.patient,
+        };
+        let checked_in = check_in_if_due(
+            client,
+            hospital,
+            c.id,
+            &asked,
+            c.now,
+            opens_minutes_before,
+            c.event_id,
+        )
+        .await?;
+        return Ok(vec![checked_in]);
+    }
+    let ids: Vec<Uuid> = check_ins.iter().map(|c| c.id).collect();
+    let codes: Vec<&str> = check_ins.iter().map(|c| c.pickup_code.as_str()).collect();
+    let patients: Vec<Option<Uuid>> = check_ins.iter().map(|c| c.patient).collect();
+    let instants: Vec<DateTime<Utc>> = check_ins.iter().map(|c| c.now).collect();
+    let event_ids: Vec<Uuid> = check_ins.iter().map(|c| c.event_id).collect();
+    let mut checked_in: std::collections::HashMap<Uuid, StoredBooking> = client
+        .query_cached(
+            &CHECK_INS_IF_DUE,
+            &[
+                &ids,
+                &codes,
+                &patients,
+                &instants,
+                &event_ids,
+                &super::lifecycle::MAX_WRONG_PICKUP_CODES,
+                &opens_minutes_before,
+                &super::events::EventKind::CheckedIn.event_type(),
+                &hospital.as_str(),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let stored = to_stored(hospital, r);
+            (stored.booking.booking_id.id, stored)
+        })
+        .collect();
+    // Each checked-in booking answers the first check-in that was due:
+    // its code, and its patient when it named one.
+    Ok(check_ins
+        .iter()
+        .map(|c| match checked_in.get(&c.id) {
+            Some(s)
+                if s.booking.pickup_code == c.pickup_code
+                    && c.patient.is_none_or(|p| p == s.booking.patient_id) =>
+            {
+                checked_in.remove(&c.id)
+            }
+            _ => None,
+        })
+        .collect())
+}
+
 /// What a check-in presents: the pick-up code and, when the channel knows,
 /// the patient.
 pub struct CheckInAsked<'a> {
@@ -993,6 +1125,7 @@ pub async fn check_in_if_due<C: GenericClient>(
     asked: &CheckInAsked<'_>,
     now: DateTime<Utc>,
     opens_minutes_before: i32,
+    event_id: Uuid,
 ) -> Result<Option<StoredBooking>, Error> {
     Ok(client
         .query_opt_cached(
@@ -1004,7 +1137,7 @@ pub async fn check_in_if_due<C: GenericClient>(
                 &asked.patient,
                 &super::lifecycle::MAX_WRONG_PICKUP_CODES,
                 &opens_minutes_before,
-                &Uuid::now_v7(),
+                &event_id,
                 &super::events::EventKind::CheckedIn.event_type(),
                 &hospital.as_str(),
             ],

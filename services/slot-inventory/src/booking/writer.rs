@@ -66,6 +66,8 @@ pub trait GroupWrite: Send + Sync + 'static {
     /// What one row's write came to (`None` where the statement's own
     /// conditions left the row unwritten).
     type Written: Send + 'static;
+    /// The write's name in the metrics (`booking_group_commit_rows`).
+    const NAME: &'static str;
     /// The span of a caller's wait for the batch that writes its row.
     const QUEUED_SPAN: &'static str;
     /// Write `rows` in one statement (one transaction): what each came to,
@@ -238,6 +240,7 @@ pub struct WonHolds;
 impl GroupWrite for WonHolds {
     type Row = BookingToWrite;
     type Written = Option<StoredBooking>;
+    const NAME: &'static str = "won_holds";
     const QUEUED_SPAN: &'static str = "INSERT bookings (queued)";
 
     async fn write(
@@ -264,6 +267,7 @@ pub struct Payments;
 impl GroupWrite for Payments {
     type Row = queries::PaymentToConfirm;
     type Written = Option<StoredBooking>;
+    const NAME: &'static str = "payments";
     const QUEUED_SPAN: &'static str = "UPDATE bookings (queued payment)";
 
     async fn write(
@@ -276,6 +280,50 @@ impl GroupWrite for Payments {
 
 /// The hospital's queue of payments waiting for PostgreSQL.
 pub type PaymentWriter = GroupWriter<Payments>;
+
+/// Check-ins with their queue numbers and events
+/// ([`queries::CHECK_INS_IF_DUE`]): a clinic's morning of arrivals, many to
+/// a commit when many arrive together. A check-in that is not simply due
+/// comes back `None`, and its caller finds out why on its own.
+pub struct CheckIns;
+
+impl GroupWrite for CheckIns {
+    type Row = queries::CheckInToMake;
+    type Written = Option<StoredBooking>;
+    const NAME: &'static str = "check_ins";
+    const QUEUED_SPAN: &'static str = "UPDATE bookings (queued check-in)";
+
+    async fn write(
+        state: &AppState,
+        rows: &[queries::CheckInToMake],
+    ) -> Result<Vec<Option<StoredBooking>>, WriteError> {
+        check_in(state, rows).await
+    }
+}
+
+/// The hospital's queue of check-ins waiting for PostgreSQL.
+pub type CheckInWriter = GroupWriter<CheckIns>;
+
+#[tracing::instrument(
+    name = "UPDATE bookings",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation = "UPDATE",
+        db.sql.table = "bookings",
+        check_ins = rows.len()
+    )
+)]
+async fn check_in(
+    state: &AppState,
+    rows: &[queries::CheckInToMake],
+) -> Result<Vec<Option<StoredBooking>>, WriteError> {
+    let opens = i32::try_from(state.policy.get().checkin_opens_minutes_before).unwrap_or(i32::MAX);
+    let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
+    state.metrics.group_commit(CheckIns::NAME, rows.len());
+    Ok(queries::check_ins_if_due(&client, &state.hospital, rows, opens).await?)
+}
 
 #[tracing::instrument(
     name = "UPDATE bookings",
@@ -293,7 +341,7 @@ async fn confirm(
     rows: &[queries::PaymentToConfirm],
 ) -> Result<Vec<Option<StoredBooking>>, WriteError> {
     let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
-    state.metrics.payment_batch(rows.len());
+    state.metrics.group_commit(Payments::NAME, rows.len());
     Ok(queries::confirm_payments(&client, &state.hospital, rows).await?)
 }
 
@@ -310,7 +358,7 @@ async fn confirm(
 )]
 async fn insert(state: &AppState, rows: &[BookingToWrite]) -> Result<Vec<StoredBooking>, WriteError> {
     let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
-    state.metrics.write_batch(rows.len());
+    state.metrics.group_commit(WonHolds::NAME, rows.len());
     Ok(queries::insert_bookings_with_events(&client, &state.hospital, rows).await?)
 }
 

@@ -10,6 +10,7 @@
 )]
 
 mod baseline;
+mod check_in_batches;
 mod federation;
 mod fhir;
 mod fhir_ops;
