@@ -7,7 +7,10 @@
 # postmaster's children's time), so it includes commits, the WAL writer
 # and the checkpointer, as the load test's "postgres (machine-wide)" does.
 #
-#   loadtest/pg-floor/run.sh [SECONDS] [CLIENTS] [ROUNDS]
+#   loadtest/pg-floor/run.sh [SECONDS] [CLIENTS] [ROUNDS] [SCRIPT...]
+#
+# With no SCRIPT, every script below; `update_batch8_with_event.sql` is
+# the event shape eight rows to a statement (one commit for eight).
 #
 # Run it on a quiet machine: the figures are CPU, not wall time, but a
 # busy machine still changes them.
@@ -16,6 +19,12 @@ cd "$(dirname "$0")"
 seconds=${1:-15}
 clients=${2:-4}
 rounds=${3:-2}
+shift $(($# < 3 ? $# : 3))
+scripts=("$@")
+if [ ${#scripts[@]} -eq 0 ]; then
+    scripts=(select1.sql update_plain.sql update_plain_with_event.sql update_batch8_with_event.sql
+        update_with_checks.sql update_one_check.sql update_with_domains.sql)
+fi
 db=jyt_pg_floor
 psql_() { psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
 if [ "$(psql_ -c "SELECT count(*) FROM pg_database WHERE datname = '$db'")" = 0 ]; then
@@ -32,7 +41,7 @@ cpu_ticks() {
 }
 printf '%-30s %8s %10s %14s\n' script tx tx/s "pg CPU ms/tx"
 for _ in $(seq "$rounds"); do
-    for script in select1.sql update_plain.sql update_plain_with_event.sql update_with_checks.sql update_one_check.sql update_with_domains.sql; do
+    for script in "${scripts[@]}"; do
         before=$(cpu_ticks)
         out=$(pgbench -h 127.0.0.1 -U postgres -n -M prepared -c "$clients" -j 2 -T "$seconds" -f "$script" "$db" 2>&1)
         after=$(cpu_ticks)
