@@ -847,7 +847,7 @@ pub async fn confirm_payments<C: GenericClient>(
     let amounts: Vec<Option<i64>> = payments.iter().map(|p| p.amount_fen).collect();
     let instants: Vec<DateTime<Utc>> = payments.iter().map(|p| p.now).collect();
     let event_ids: Vec<Uuid> = payments.iter().map(|p| p.event_id).collect();
-    let mut confirmed: std::collections::HashMap<Uuid, StoredBooking> = client
+    let confirmed = client
         .query_cached(
             &CONFIRM_PAYMENTS_WITH_EVENTS,
             &[
@@ -861,24 +861,16 @@ pub async fn confirm_payments<C: GenericClient>(
                 &hospital.as_str(),
             ],
         )
-        .await?
-        .iter()
-        .map(|r| {
-            let stored = to_stored(hospital, r);
-            (stored.booking.booking_id.id, stored)
-        })
-        .collect();
+        .await?;
     // Each confirmed booking answers the payment that confirmed it: the
     // first of the batch with its reference.
-    Ok(payments
-        .iter()
-        .map(|p| match confirmed.get(&p.id) {
-            Some(s) if s.payment_reference.as_deref() == Some(p.reference.as_str()) => {
-                confirmed.remove(&p.id)
-            }
-            _ => None,
-        })
-        .collect())
+    Ok(answer_in_order(
+        hospital,
+        &confirmed,
+        payments,
+        |p| p.id,
+        |p, s| s.payment_reference.as_deref() == Some(p.reference.as_str()),
+    ))
 }
 
 /// The check-in statement for bookings in `from`: the schedule's next queue
@@ -1071,7 +1063,7 @@ pub async fn check_ins_if_due<C: GenericClient>(
     let patients: Vec<Option<Uuid>> = check_ins.iter().map(|c| c.patient).collect();
     let instants: Vec<DateTime<Utc>> = check_ins.iter().map(|c| c.now).collect();
     let event_ids: Vec<Uuid> = check_ins.iter().map(|c| c.event_id).collect();
-    let mut checked_in: std::collections::HashMap<Uuid, StoredBooking> = client
+    let checked_in = client
         .query_cached(
             &CHECK_INS_IF_DUE,
             &[
@@ -1086,27 +1078,42 @@ pub async fn check_ins_if_due<C: GenericClient>(
                 &hospital.as_str(),
             ],
         )
-        .await?
+        .await?;
+    // Each checked-in booking answers the first check-in that was due:
+    // its code, and its patient when it named one.
+    Ok(answer_in_order(
+        hospital,
+        &checked_in,
+        check_ins,
+        |c| c.id,
+        |c, s| s.booking.pickup_code == c.pickup_code && c.patient.is_none_or(|p| p == s.booking.patient_id),
+    ))
+}
+
+/// A batch's answers, one per asked row in their order: the written
+/// booking of the row's id to the first row that `wrote_it` says it
+/// answers, `None` to every other.
+fn answer_in_order<T>(
+    hospital: &HospitalId,
+    written: &[Row],
+    asked: &[T],
+    id: impl Fn(&T) -> Uuid,
+    wrote_it: impl Fn(&T, &StoredBooking) -> bool,
+) -> Vec<Option<StoredBooking>> {
+    let mut by_id: std::collections::HashMap<Uuid, StoredBooking> = written
         .iter()
         .map(|r| {
             let stored = to_stored(hospital, r);
             (stored.booking.booking_id.id, stored)
         })
         .collect();
-    // Each checked-in booking answers the first check-in that was due:
-    // its code, and its patient when it named one.
-    Ok(check_ins
+    asked
         .iter()
-        .map(|c| match checked_in.get(&c.id) {
-            Some(s)
-                if s.booking.pickup_code == c.pickup_code
-                    && c.patient.is_none_or(|p| p == s.booking.patient_id) =>
-            {
-                checked_in.remove(&c.id)
-            }
+        .map(|a| match by_id.get(&id(a)) {
+            Some(s) if wrote_it(a, s) => by_id.remove(&id(a)),
             _ => None,
         })
-        .collect())
+        .collect()
 }
 
 /// What a check-in presents: the pick-up code and, when the channel knows,

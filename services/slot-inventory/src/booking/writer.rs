@@ -68,14 +68,18 @@ pub trait GroupWrite: Send + Sync + 'static {
     type Written: Send + 'static;
     /// The write's name in the metrics (`booking_group_commit_rows`).
     const NAME: &'static str;
+    /// The statement's span (`INSERT bookings`) and its operation.
+    const SPAN: &'static str;
+    const OPERATION: &'static str;
     /// The span of a caller's wait for the batch that writes its row.
     const QUEUED_SPAN: &'static str;
-    /// Write `rows` in one statement (one transaction): what each came to,
-    /// in `rows`' order; an error writes none of them.
+    /// Write `rows` in one statement (one transaction) on `client`: what
+    /// each came to, in `rows`' order; an error writes none of them.
     fn write<'a>(
+        client: &'a jyt_db::deadpool_postgres::Object,
         state: &'a AppState,
         rows: &'a [Self::Row],
-    ) -> impl Future<Output = Result<Vec<Self::Written>, WriteError>> + Send + 'a;
+    ) -> impl Future<Output = Result<Vec<Self::Written>, jyt_db::tokio_postgres::Error>> + Send + 'a;
 }
 
 /// A hospital's queue of one kind of write waiting for PostgreSQL, and its
@@ -190,11 +194,31 @@ impl<W: GroupWrite> Inner<W> {
     }
 }
 
+/// Run `W`'s statement for `rows` on a pooled connection, in its span.
+async fn write<W: GroupWrite>(state: &AppState, rows: &[W::Row]) -> Result<Vec<W::Written>, WriteError> {
+    let span = tracing::info_span!(
+        "statement",
+        otel.name = W::SPAN,
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation = W::OPERATION,
+        db.sql.table = "bookings",
+        rows = rows.len()
+    );
+    async {
+        let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
+        state.metrics.group_commit(W::NAME, rows.len());
+        Ok(W::write(&client, state, rows).await?)
+    }
+    .instrument(span)
+    .await
+}
+
 /// Write a batch in one statement; if that fails, each row alone.
 async fn write_batch<W: GroupWrite>(state: &AppState, batch: Vec<Pending<W>>) {
     let (rows, replies): (Vec<W::Row>, Vec<Reply<W>>) = batch.into_iter().map(|p| (p.row, p.reply)).unzip();
     if rows.len() > 1 {
-        match W::write(state, &rows).await {
+        match write::<W>(state, &rows).await {
             Ok(written) if written.len() == rows.len() => {
                 for (written, reply) in written.into_iter().zip(replies) {
                     // A reply nobody waits for: the request was dropped;
@@ -216,7 +240,7 @@ async fn write_batch<W: GroupWrite>(state: &AppState, batch: Vec<Pending<W>>) {
         }
     }
     for (row, reply) in rows.iter().zip(replies) {
-        let result = W::write(state, std::slice::from_ref(row))
+        let result = write::<W>(state, std::slice::from_ref(row))
             .await
             .and_then(|written| {
                 written.into_iter().next().ok_or_else(|| {
@@ -241,17 +265,21 @@ impl GroupWrite for WonHolds {
     type Row = BookingToWrite;
     type Written = Option<StoredBooking>;
     const NAME: &'static str = "won_holds";
+    const SPAN: &'static str = "INSERT bookings";
+    const OPERATION: &'static str = "INSERT";
     const QUEUED_SPAN: &'static str = "INSERT bookings (queued)";
 
     async fn write(
+        client: &jyt_db::deadpool_postgres::Object,
         state: &AppState,
         rows: &[BookingToWrite],
-    ) -> Result<Vec<Option<StoredBooking>>, WriteError> {
-        let mut by_id: HashMap<Uuid, StoredBooking> = insert(state, rows)
-            .await?
-            .into_iter()
-            .map(|s| (s.booking.booking_id.id, s))
-            .collect();
+    ) -> Result<Vec<Option<StoredBooking>>, jyt_db::tokio_postgres::Error> {
+        let mut by_id: HashMap<Uuid, StoredBooking> =
+            queries::insert_bookings_with_events(client, &state.hospital, rows)
+                .await?
+                .into_iter()
+                .map(|s| (s.booking.booking_id.id, s))
+                .collect();
         Ok(rows.iter().map(|row| by_id.remove(&row.id)).collect())
     }
 }
@@ -268,13 +296,16 @@ impl GroupWrite for Payments {
     type Row = queries::PaymentToConfirm;
     type Written = Option<StoredBooking>;
     const NAME: &'static str = "payments";
+    const SPAN: &'static str = "UPDATE bookings";
+    const OPERATION: &'static str = "UPDATE";
     const QUEUED_SPAN: &'static str = "UPDATE bookings (queued payment)";
 
     async fn write(
+        client: &jyt_db::deadpool_postgres::Object,
         state: &AppState,
         rows: &[queries::PaymentToConfirm],
-    ) -> Result<Vec<Option<StoredBooking>>, WriteError> {
-        confirm(state, rows).await
+    ) -> Result<Vec<Option<StoredBooking>>, jyt_db::tokio_postgres::Error> {
+        queries::confirm_payments(client, &state.hospital, rows).await
     }
 }
 
@@ -291,76 +322,22 @@ impl GroupWrite for CheckIns {
     type Row = queries::CheckInToMake;
     type Written = Option<StoredBooking>;
     const NAME: &'static str = "check_ins";
+    const SPAN: &'static str = "UPDATE bookings";
+    const OPERATION: &'static str = "UPDATE";
     const QUEUED_SPAN: &'static str = "UPDATE bookings (queued check-in)";
 
     async fn write(
+        client: &jyt_db::deadpool_postgres::Object,
         state: &AppState,
         rows: &[queries::CheckInToMake],
-    ) -> Result<Vec<Option<StoredBooking>>, WriteError> {
-        check_in(state, rows).await
+    ) -> Result<Vec<Option<StoredBooking>>, jyt_db::tokio_postgres::Error> {
+        let opens = i32::try_from(state.policy.get().checkin_opens_minutes_before).unwrap_or(i32::MAX);
+        queries::check_ins_if_due(client, &state.hospital, rows, opens).await
     }
 }
 
 /// The hospital's queue of check-ins waiting for PostgreSQL.
 pub type CheckInWriter = GroupWriter<CheckIns>;
-
-#[tracing::instrument(
-    name = "UPDATE bookings",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system = "postgresql",
-        db.operation = "UPDATE",
-        db.sql.table = "bookings",
-        check_ins = rows.len()
-    )
-)]
-async fn check_in(
-    state: &AppState,
-    rows: &[queries::CheckInToMake],
-) -> Result<Vec<Option<StoredBooking>>, WriteError> {
-    let opens = i32::try_from(state.policy.get().checkin_opens_minutes_before).unwrap_or(i32::MAX);
-    let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
-    state.metrics.group_commit(CheckIns::NAME, rows.len());
-    Ok(queries::check_ins_if_due(&client, &state.hospital, rows, opens).await?)
-}
-
-#[tracing::instrument(
-    name = "UPDATE bookings",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system = "postgresql",
-        db.operation = "UPDATE",
-        db.sql.table = "bookings",
-        payments = rows.len()
-    )
-)]
-async fn confirm(
-    state: &AppState,
-    rows: &[queries::PaymentToConfirm],
-) -> Result<Vec<Option<StoredBooking>>, WriteError> {
-    let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
-    state.metrics.group_commit(Payments::NAME, rows.len());
-    Ok(queries::confirm_payments(&client, &state.hospital, rows).await?)
-}
-
-#[tracing::instrument(
-    name = "INSERT bookings",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system = "postgresql",
-        db.operation = "INSERT",
-        db.sql.table = "bookings",
-        bookings = rows.len()
-    )
-)]
-async fn insert(state: &AppState, rows: &[BookingToWrite]) -> Result<Vec<StoredBooking>, WriteError> {
-    let client = state.pool.get().await.map_err(|e| WriteError::Other(e.into()))?;
-    state.metrics.group_commit(WonHolds::NAME, rows.len());
-    Ok(queries::insert_bookings_with_events(&client, &state.hospital, rows).await?)
-}
 
 /// How often each booking statement is run on a connection before the
 /// release may need it: PostgreSQL (`plan_cache_mode = auto`) plans a

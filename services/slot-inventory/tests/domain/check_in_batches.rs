@@ -36,35 +36,6 @@ async fn check_in_together(
     .await
 }
 
-/// The transactions that last wrote these bookings.
-async fn transactions(h: &Hospital, bookings: &[&Booking]) -> i64 {
-    let ids: Vec<Uuid> = bookings.iter().map(|b| b.booking_id.id).collect();
-    let client = h.state.pool.get().await.unwrap();
-    client
-        .query_one(
-            "SELECT count(DISTINCT xmin::text) FROM bookings WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// The `booking.checked_in` events written for a booking.
-async fn checked_in_events(h: &Hospital, booking: &Booking) -> Vec<serde_json::Value> {
-    let client = h.state.pool.get().await.unwrap();
-    client
-        .query(
-            "SELECT payload FROM outbox WHERE event_type = 'booking.checked_in' AND aggregate_id = $1",
-            &[&booking.booking_id.to_string()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 #[tokio::test]
 async fn check_ins_arriving_together_are_one_commit_numbered_in_arrival_order_per_schedule() {
     let h = Hospital::start(beijing(2, 9, 0), 12, &[]).await;
@@ -130,7 +101,7 @@ async fn check_ins_arriving_together_are_one_commit_numbered_in_arrival_order_pe
     assert_eq!(number(1), Some(1));
     // Checked in twice: the same booking, the same number, one event.
     assert_eq!(number(5), Some(2));
-    assert_eq!(checked_in_events(&h, &at_ct[2]).await.len(), 1);
+    assert_eq!(h.events_of("booking.checked_in", &at_ct[2]).await.len(), 1);
     match &answers[3] {
         Err(SlotError::WrongPickupCode { attempts_left }) => assert_eq!(*attempts_left, 4),
         other => panic!("expected WRONG_PICKUP_CODE, got {other:?}"),
@@ -139,14 +110,18 @@ async fn check_ins_arriving_together_are_one_commit_numbered_in_arrival_order_pe
         h.booking(&at_ct[4].booking_id).await.status,
         BookingStatus::Confirmed
     );
-    assert!(checked_in_events(&h, &at_ct[4]).await.is_empty());
+    assert!(h.events_of("booking.checked_in", &at_ct[4]).await.is_empty());
 
     let together = [&at_ct[1], &at_ct[2], &at_ct[3], &cardio];
-    assert_eq!(transactions(&h, &together).await, 1, "one commit for the four");
+    assert_eq!(h.last_writers(&together).await, 1, "one commit for the four");
     for b in together {
         let stored = h.booking(&b.booking_id).await;
         let built = slot_inventory::booking::events::payload(&stored, serde_json::json!({}));
-        assert_eq!(checked_in_events(&h, b).await, [built], "the event Rust builds");
+        assert_eq!(
+            h.events_of("booking.checked_in", b).await,
+            [built],
+            "the event Rust builds"
+        );
     }
     // Each schedule's numbers: no gap, none twice; the counters agree.
     assert_eq!(
@@ -200,7 +175,7 @@ async fn a_check_in_not_due_in_a_batch_costs_the_others_nothing_and_takes_no_num
             h.booking(&refused.booking_id).await.status,
             BookingStatus::Confirmed
         );
-        assert!(checked_in_events(&h, refused).await.is_empty());
+        assert!(h.events_of("booking.checked_in", refused).await.is_empty());
     }
     assert_eq!(
         h.column::<i32>("SELECT last_no FROM schedule_queue_numbers")

@@ -198,6 +198,36 @@ impl Hospital {
         self.column("SELECT event_type FROM outbox ORDER BY seq").await
     }
 
+    /// The payloads of the events of `event_type` written for a booking.
+    pub async fn events_of(&self, event_type: &str, booking: &Booking) -> Vec<serde_json::Value> {
+        let client = self.state.pool.get().await.unwrap();
+        client
+            .query(
+                "SELECT payload FROM outbox WHERE event_type = $1 AND aggregate_id = $2 ORDER BY seq",
+                &[&event_type, &booking.booking_id.to_string()],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// The transactions that last wrote these bookings: one for a batch
+    /// written in one commit.
+    pub async fn last_writers(&self, bookings: &[&Booking]) -> i64 {
+        let ids: Vec<Uuid> = bookings.iter().map(|b| b.booking_id.id).collect();
+        let client = self.state.pool.get().await.unwrap();
+        client
+            .query_one(
+                "SELECT count(DISTINCT xmin::text) FROM bookings WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// The state (`idle`, `idle in transaction`, ...) of the pool's
     /// connection, as another connection sees it in `pg_stat_activity`
     /// (for tests running the pool at one connection).

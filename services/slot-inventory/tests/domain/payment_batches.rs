@@ -11,7 +11,6 @@ use slot_inventory::booking::Booking;
 use slot_inventory::booking::lifecycle::{self, ConfirmRequest, PaymentMethod};
 use slot_inventory::booking::queries::StoredBooking;
 use slot_inventory::error::SlotError;
-use uuid::Uuid;
 
 use crate::helpers::{Hospital, beijing, code};
 
@@ -36,35 +35,6 @@ async fn pay_together(
             .map(|(booking, req)| lifecycle::confirm(&h.state, booking, req)),
     )
     .await
-}
-
-/// The transactions that last wrote these bookings.
-async fn transactions(h: &Hospital, bookings: &[&Booking]) -> i64 {
-    let ids: Vec<Uuid> = bookings.iter().map(|b| b.booking_id.id).collect();
-    let client = h.state.pool.get().await.unwrap();
-    client
-        .query_one(
-            "SELECT count(DISTINCT xmin::text) FROM bookings WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// The `booking.confirmed` events written for a booking.
-async fn confirmed_events(h: &Hospital, booking: &Booking) -> Vec<serde_json::Value> {
-    let client = h.state.pool.get().await.unwrap();
-    client
-        .query(
-            "SELECT payload FROM outbox WHERE event_type = 'booking.confirmed' AND aggregate_id = $1",
-            &[&booking.booking_id.to_string()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// The reference recorded as taken by a booking, if any.
@@ -118,21 +88,21 @@ async fn payments_arriving_together_are_one_commit_each_with_its_own_reference_a
             &paid.booking,
             serde_json::json!({ "payment_reference": reference }),
         );
-        assert_eq!(confirmed_events(&h, b).await, [built]);
+        assert_eq!(h.events_of("booking.confirmed", b).await, [built]);
     }
     let paid: Vec<&Booking> = held[..6].iter().collect();
-    assert_eq!(transactions(&h, &paid).await, 1, "one commit for the six");
+    assert_eq!(h.last_writers(&paid).await, 1, "one commit for the six");
     match &answers[6] {
         Err(SlotError::Request(RequestError::InvalidField { field, .. })) => assert_eq!(field, "amount_fen"),
         other => panic!("expected 400 amount_fen, got {other:?}"),
     }
     assert_eq!(h.booking(&held[6].booking_id).await.status, BookingStatus::Held);
-    assert!(confirmed_events(&h, &held[6]).await.is_empty());
+    assert!(h.events_of("booking.confirmed", &held[6]).await.is_empty());
     assert_eq!(reference_of(&h, &held[6]).await, None);
     // The payment delivered twice answers the same booking, with one event.
     let again = answers[7].as_ref().map_err(|e| format!("{e:?}")).unwrap();
     assert_eq!(again.booking, answers[0].as_ref().unwrap().booking);
-    assert_eq!(confirmed_events(&h, &held[0]).await.len(), 1);
+    assert_eq!(h.events_of("booking.confirmed", &held[0]).await.len(), 1);
     assert_eq!(
         h.booking(&held[7].booking_id).await.status,
         BookingStatus::Held,
@@ -178,7 +148,7 @@ async fn a_batch_with_a_used_reference_is_paid_again_one_by_one_and_only_that_pa
         let paid = answers[i].as_ref().map_err(|e| format!("{e:?}")).unwrap();
         assert_eq!(paid.booking.booking_id, held[i].booking_id);
         assert_eq!(paid.booking.status, BookingStatus::Confirmed);
-        assert_eq!(confirmed_events(&h, &held[i]).await.len(), 1);
+        assert_eq!(h.events_of("booking.confirmed", &held[i]).await.len(), 1);
     }
     for i in [2, 4] {
         assert_eq!(
@@ -187,11 +157,11 @@ async fn a_batch_with_a_used_reference_is_paid_again_one_by_one_and_only_that_pa
             "payment {i}"
         );
         assert_eq!(h.booking(&held[i].booking_id).await.status, BookingStatus::Held);
-        assert!(confirmed_events(&h, &held[i]).await.is_empty());
+        assert!(h.events_of("booking.confirmed", &held[i]).await.is_empty());
         assert_eq!(reference_of(&h, &held[i]).await, None);
     }
     let paid = [&held[0], &held[1], &held[3]];
-    assert_eq!(transactions(&h, &paid).await, 3, "each written alone");
+    assert_eq!(h.last_writers(&paid).await, 3, "each written alone");
     assert_eq!(
         h.count("SELECT count(*) FROM outbox WHERE event_type = 'booking.confirmed'")
             .await,
@@ -218,6 +188,6 @@ async fn a_booking_paid_twice_in_one_batch_is_confirmed_once_by_the_first_paymen
     assert!(answers[1].is_ok());
     assert_eq!(code(answers[2].as_ref().unwrap_err()), "ALREADY_CONFIRMED");
     assert_eq!(reference_of(&h, &a).await.as_deref(), Some("ins-first"));
-    assert_eq!(confirmed_events(&h, &a).await.len(), 1);
+    assert_eq!(h.events_of("booking.confirmed", &a).await.len(), 1);
     assert_eq!(h.count("SELECT count(*) FROM payment_references").await, 2);
 }
