@@ -245,6 +245,23 @@ mod tests {
     }
 
     #[test]
+    fn writers_outside_1_to_64_are_refused_naming_the_key() {
+        for key in ["concurrent_writes", "concurrent_status_writes"] {
+            let var = format!("JYT_SLOT_INVENTORY__BOOKING__{}", key.to_uppercase());
+            for bad in ["0", "65"] {
+                let err = load(&[(var.as_str(), bad)]).unwrap_err().to_string();
+                assert!(err.contains(&format!("booking.{key}")), "{key}={bad}: {err}");
+            }
+            load(&[(var.as_str(), "64")]).unwrap();
+        }
+        assert_eq!(
+            load(&[]).unwrap().booking.concurrent_status_writes,
+            1,
+            "the default"
+        );
+    }
+
+    #[test]
     fn an_invalid_hospital_id_is_refused_naming_the_key() {
         let err = load(&[("JYT_SLOT_INVENTORY__HOSPITAL__ID", "Peking Union")])
             .unwrap_err()
