@@ -865,8 +865,7 @@ pub async fn confirm_payments<C: GenericClient>(
     // Each confirmed booking answers the payment that confirmed it: the
     // first of the batch with its reference.
     Ok(answer_in_order(
-        hospital,
-        &confirmed,
+        confirmed.iter().map(|r| to_stored(hospital, r)),
         payments,
         |p| p.id,
         |p, s| s.payment_reference.as_deref() == Some(p.reference.as_str()),
@@ -1082,8 +1081,7 @@ pub async fn check_ins_if_due<C: GenericClient>(
     // Each checked-in booking answers the first check-in that was due:
     // its code, and its patient when it named one.
     Ok(answer_in_order(
-        hospital,
-        &checked_in,
+        checked_in.iter().map(|r| to_stored(hospital, r)),
         check_ins,
         |c| c.id,
         |c, s| s.booking.pickup_code == c.pickup_code && c.patient.is_none_or(|p| p == s.booking.patient_id),
@@ -1092,20 +1090,16 @@ pub async fn check_ins_if_due<C: GenericClient>(
 
 /// A batch's answers, one per asked row in their order: the written
 /// booking of the row's id to the first row that `wrote_it` says it
-/// answers, `None` to every other.
-fn answer_in_order<T>(
-    hospital: &HospitalId,
-    written: &[Row],
+/// answers, `None` to every other (`booking::writer`'s group commits).
+pub fn answer_in_order<T>(
+    written: impl IntoIterator<Item = StoredBooking>,
     asked: &[T],
     id: impl Fn(&T) -> Uuid,
     wrote_it: impl Fn(&T, &StoredBooking) -> bool,
 ) -> Vec<Option<StoredBooking>> {
     let mut by_id: std::collections::HashMap<Uuid, StoredBooking> = written
-        .iter()
-        .map(|r| {
-            let stored = to_stored(hospital, r);
-            (stored.booking.booking_id.id, stored)
-        })
+        .into_iter()
+        .map(|stored| (stored.booking.booking_id.id, stored))
         .collect();
     asked
         .iter()

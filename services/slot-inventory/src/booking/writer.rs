@@ -25,7 +25,6 @@
 //! request dropped mid-write (its client gone) must not take the other
 //! callers' answers with it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -274,13 +273,8 @@ impl GroupWrite for WonHolds {
         state: &AppState,
         rows: &[BookingToWrite],
     ) -> Result<Vec<Option<StoredBooking>>, jyt_db::tokio_postgres::Error> {
-        let mut by_id: HashMap<Uuid, StoredBooking> =
-            queries::insert_bookings_with_events(client, &state.hospital, rows)
-                .await?
-                .into_iter()
-                .map(|s| (s.booking.booking_id.id, s))
-                .collect();
-        Ok(rows.iter().map(|row| by_id.remove(&row.id)).collect())
+        let written = queries::insert_bookings_with_events(client, &state.hospital, rows).await?;
+        Ok(queries::answer_in_order(written, rows, |row| row.id, |_, _| true))
     }
 }
 
