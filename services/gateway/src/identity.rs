@@ -93,7 +93,7 @@ impl LocalIdentities {
 pub struct PatientIndex {
     /// A client per worker thread ([`jyt_per_thread`]).
     http: jyt_per_thread::PerThread<reqwest::Client>,
-    base_url: String,
+    base: crate::upstream::BaseUrl,
     /// card-issuing answers only callers with its internal token.
     internal: jyt_signing::internal::Minter,
     ecard_secret: Vec<u8>,
@@ -234,7 +234,7 @@ impl PatientIndex {
             .map_err(|e| anyhow::anyhow!("card_issuing.ecard_secret is not base64: {e}"))?;
         Ok(Self {
             http,
-            base_url: settings.base_url.clone(),
+            base: crate::upstream::BaseUrl::parse("card_issuing.base_url", &settings.base_url)?,
             internal,
             ecard_secret,
             redis,
@@ -408,7 +408,7 @@ impl PatientIndex {
         let res = self
             .http
             .local()
-            .post(format!("{}/v1/cards/resolve", self.base_url))
+            .post(self.base.join("/v1/cards/resolve"))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(&body)
             .send()
@@ -484,7 +484,7 @@ impl PatientIndex {
         let res = self
             .http
             .local()
-            .post(format!("{}{path}", self.base_url))
+            .post(self.base.join(path))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(body)
             .send()
@@ -518,7 +518,7 @@ impl PatientIndex {
         let res = self
             .http
             .local()
-            .get(format!("{}/v1/cards/{card_id}", self.base_url))
+            .get(self.base.join(&format!("/v1/cards/{card_id}")))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .send()
             .await
@@ -550,7 +550,7 @@ impl PatientIndex {
         let res = self
             .http
             .local()
-            .post(format!("{}{path}", self.base_url))
+            .post(self.base.join(path))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .json(body)
             .send()
@@ -574,7 +574,7 @@ impl PatientIndex {
         let mut req = self
             .http
             .local()
-            .request(method, format!("{}{path}", self.base_url))
+            .request(method, self.base.join(path))
             .header(jyt_signing::internal::HEADER, self.internal.token());
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);
@@ -642,7 +642,7 @@ impl PatientIndex {
         let res = self
             .http
             .local()
-            .get(format!("{}/v1/persons/{person}/standing", self.base_url))
+            .get(self.base.join(&format!("/v1/persons/{person}/standing")))
             .header(jyt_signing::internal::HEADER, self.internal.token())
             .send()
             .await
@@ -675,7 +675,7 @@ impl PatientIndex {
                 let res = self
                     .http
                     .local()
-                    .get(format!("{}/v1/persons/{holder}/family", self.base_url))
+                    .get(self.base.join(&format!("/v1/persons/{holder}/family")))
                     .header(jyt_signing::internal::HEADER, self.internal.token())
                     .send()
                     .await
