@@ -267,3 +267,104 @@ async fn a_refund_reads_only_its_own_fee_s_refunds() {
         plan.join("\n")
     );
 }
+
+/// A payment that passes the check for its reference while another
+/// card's payment of that reference is not yet committed meets it in the
+/// posting statement itself (`ON CONFLICT DO NOTHING`, waiting on the
+/// other's unique entry). It must write no entry and move no balance, and
+/// be told the reference is used. The other payment is held open here, in
+/// a transaction of the test's own, until the payment waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_meeting_an_uncommitted_one_of_its_reference_posts_nothing() {
+    let app = spawn_app().await;
+    let mut cards = Vec::new();
+    for _ in 0..2 {
+        let person = app.new_person().await;
+        let card = app.issue_card(person, "physical").await;
+        let id = card["card_id"].as_str().unwrap().to_owned();
+        assert_eq!(app.top_up(&id, 10_000).await.status, 201);
+        cards.push(id);
+    }
+    let (payer, other) = (&cards[0], &cards[1]);
+    let mut holder = app.pool_client().await;
+    let open = holder.transaction().await.unwrap();
+    open.execute(
+        "INSERT INTO ledger_transactions (id, kind, reference, card_id, channel, amount)
+         VALUES ($1, 'fee', 'booking-raced', $2, 'wechat', 1250)",
+        &[&Uuid::now_v7(), &other.parse::<Uuid>().unwrap()],
+    )
+    .await
+    .unwrap();
+
+    let (path, body) = (
+        format!("/v1/cards/{payer}/payments"),
+        json!({ "amount_fen": 1_250, "channel": "wechat", "reference": "booking-raced" }),
+    );
+    let payment = app.post(&path, &body);
+    let wait_then_commit = async {
+        let watcher = app.pool_client().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'
+                        AND query LIKE '%INSERT INTO ledger_transactions%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the payment never waited on the open one"
+            );
+            tokio::task::yield_now().await;
+        }
+        open.commit().await.unwrap();
+    };
+    let (answer, ()) = futures::future::join(payment, wait_then_commit).await;
+    assert_eq!(
+        (answer.status, answer.body["code"].as_str()),
+        (409, Some("REFERENCE_REUSED")),
+        "{:?}",
+        answer.body
+    );
+
+    let client = app.pool_client().await;
+    let payer_id = payer.parse::<Uuid>().unwrap();
+    let row = client
+        .query_one(
+            "SELECT a.balance,
+                    (SELECT COUNT(*) FROM ledger_entries e WHERE e.account_id = a.id),
+                    (SELECT COALESCE(SUM(e.amount), 0)::bigint FROM ledger_entries e WHERE e.account_id = a.id),
+                    (SELECT COUNT(*) FROM ledger_transactions WHERE card_id = $1 AND kind = 'fee'),
+                    (SELECT COUNT(*) FROM ledger_entries e JOIN accounts f ON f.id = e.account_id WHERE f.kind = 'fee_income')
+               FROM accounts a WHERE a.card_id = $1",
+            &[&payer_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 10_000, "the payer's balance did not move");
+    assert_eq!(row.get::<_, i64>(1), 1, "the payer has its top-up's entry only");
+    assert_eq!(
+        row.get::<_, i64>(2),
+        10_000,
+        "its running balance is the sum of its entries, to the fen"
+    );
+    assert_eq!(row.get::<_, i64>(3), 0, "no fee transaction of the payer's");
+    assert_eq!(row.get::<_, i64>(4), 0, "no fee income was credited");
+
+    // The payer still pays a reference of its own.
+    let own = app
+        .post(
+            &format!("/v1/cards/{payer}/payments"),
+            &json!({ "amount_fen": 1_250, "channel": "wechat", "reference": "booking-own" }),
+        )
+        .await;
+    assert_eq!(own.status, 201, "{:?}", own.body);
+    assert_eq!(own.body["balance_fen"], 8_750);
+}
