@@ -205,7 +205,7 @@ struct NewTx<'a> {
 /// The transaction, its entries and the card's running balance in one
 /// statement (one round trip where a movement took four: peak-day's 8,283
 /// prepaid debits were half of its payments phase's statements,
-/// loadtest/README.md, 2026-12-06 15:00). When its (kind, reference) was
+/// loadtest/README.md, 2026-12-06 14:48). When its (kind, reference) was
 /// posted before, `t` is empty and nothing is written: the entries and the
 /// balance join `t` (the caller then rolls back anyway, answering with the
 /// posting it met; the join keeps the statement right on its own,

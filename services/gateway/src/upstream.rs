@@ -33,7 +33,7 @@ const PASSED_BACK: [&str; 5] = [
 /// the path and query set: `format!("{base}{path}")` had the whole string
 /// parsed again on every call, scheme, host and port included (about 1 % of
 /// the machine in the gateway during a peak-day bookings phase,
-/// loadtest/README.md, 2026-12-06 15:00). Same URL either way: `set_path`
+/// loadtest/README.md, 2026-12-06 14:48). Same URL either way: `set_path`
 /// and `set_query` encode what the parser would (`url_is_the_one_parsed`).
 #[derive(Debug, Clone)]
 pub struct BaseUrl {
