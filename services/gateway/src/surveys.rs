@@ -16,7 +16,7 @@ use crate::upstream::Forwarded;
 
 pub struct SurveyDesk {
     http: reqwest::Client,
-    base_url: String,
+    base: crate::upstream::BaseUrl,
     internal: jyt_signing::internal::Minter,
 }
 
@@ -42,7 +42,7 @@ impl SurveyDesk {
                 .timeout(Duration::from_millis(settings.timeout_ms))
                 .pool_idle_timeout(pool_idle_timeout)
                 .build()?,
-            base_url: settings.base_url.clone(),
+            base: crate::upstream::BaseUrl::parse("channel_accounting.base_url", &settings.base_url)?,
             internal,
         })
     }
@@ -56,7 +56,7 @@ impl SurveyDesk {
     ) -> Result<Forwarded, GatewayError> {
         let mut req = self
             .http
-            .request(method, format!("{}/internal/v1{path}", self.base_url))
+            .request(method, self.base.join(&format!("/internal/v1{path}")))
             .header(jyt_signing::internal::HEADER, self.internal.token());
         if let Some(body) = body {
             req = req.json(body);
