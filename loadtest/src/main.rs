@@ -114,7 +114,7 @@ struct SurgeArgs {
 }
 
 /// `KEY=VALUE`, as `--hospital-setting` takes it.
-fn key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),

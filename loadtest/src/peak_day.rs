@@ -98,6 +98,11 @@ pub struct Args {
     /// The replay target, seconds.
     #[arg(long, default_value_t = 60.0)]
     target_seconds: f64,
+    /// A slot-inventory setting for every hospital, `KEY=VALUE` after
+    /// `JYT_SLOT_INVENTORY__`, e.g. `BOOKING__CONCURRENT_WRITES=1`: for
+    /// comparisons within one build. Repeatable.
+    #[arg(long = "hospital-setting", value_parser = crate::key_value)]
+    hospital_settings: Vec<(String, String)>,
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
 }
@@ -167,6 +172,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     let cfg = CityConfig {
         placement: Placement::Processes,
         server_per_hospital: args.process_per_hospital,
+        hospital_extra: args.hospital_settings.clone(),
         ..CityConfig::in_process(args.hospitals, args.capacity, Lock::Redis)
     };
     tracing::warn!(
@@ -494,7 +500,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             "seats_per_segment": args.capacity, "segments_per_hospital": 78,
             "hot_hospitals": args.hot_hospitals, "hot_share": args.hot_share,
             "connections": args.connections, "action_connections": args.action_connections,
-            "cancel_connections": args.cancel_connections,
+            "cancel_connections": args.cancel_connections, "hospital_settings": args.hospital_settings,
             "channels": crate::CHANNEL_WEIGHTS,
         }),
         shares: serde_json::json!({
