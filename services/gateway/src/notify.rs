@@ -25,7 +25,7 @@
 //! and replays through `/ops/notifications/dead-letters`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -139,6 +139,15 @@ redis.call('SET', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[2])
 return 1
 ";
+
+// Each script is built once: `Script::new` hashes its source (SHA-1),
+// which every event and every delivery used to pay again.
+static ENQUEUE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ENQUEUE));
+static TAKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TAKE));
+static DONE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DONE));
+static AGAIN_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(AGAIN));
+static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD));
+static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLAY));
 
 /// One notice, as stored and as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -312,8 +321,7 @@ impl Notifier {
         cancels: &[String],
     ) -> Result<(), redis::RedisError> {
         // The script's keys share the `{notify}` hash tag: one cluster slot.
-        let script = redis::Script::new(ENQUEUE);
-        let mut invocation = script.key(self.seen_key(&envelope.event_id.to_string()));
+        let mut invocation = ENQUEUE_SCRIPT.key(self.seen_key(&envelope.event_id.to_string()));
         invocation.key(self.due_key());
         for (d, _) in &deliveries {
             invocation.key(self.job_key(&d.id));
@@ -459,11 +467,10 @@ impl Notifier {
 
     async fn run_script<T: redis::FromRedisValue>(
         &self,
-        script: &str,
+        script: &redis::Script,
         keys: &[String],
         args: &[String],
     ) -> Result<T, redis::RedisError> {
-        let script = redis::Script::new(script);
         let mut invocation = script.prepare_invoke();
         for k in keys {
             invocation.key(k);
@@ -489,13 +496,13 @@ impl Notifier {
                 SEEN_TTL_SECONDS.to_string(),
             ]);
         }
-        self.run_script::<i64>(DONE, &keys, &args).await?;
+        self.run_script::<i64>(&DONE_SCRIPT, &keys, &args).await?;
         Ok(())
     }
 
     async fn again(&self, d: &Delivery, due: DateTime<Utc>) -> Result<(), redis::RedisError> {
         self.run_script::<i64>(
-            AGAIN,
+            &AGAIN_SCRIPT,
             &[self.due_key(), self.job_key(&d.id)],
             &[d.id.clone(), d.json(), due.timestamp_millis().to_string()],
         )
@@ -547,7 +554,7 @@ impl Notifier {
                 tracing::warn!(delivery = %d.id, %reason, "notification dead-lettered");
                 d.last_error = Some(reason);
                 self.run_script::<i64>(
-                    DEAD,
+                    &DEAD_SCRIPT,
                     &[self.due_key(), self.job_key(&d.id), self.dead_key()],
                     &[d.id.clone(), d.json()],
                 )
@@ -588,7 +595,7 @@ impl Notifier {
             let lease_end = now.saturating_add(lease);
             let job: Option<String> = self
                 .run_script(
-                    TAKE,
+                    &TAKE_SCRIPT,
                     &[self.due_key(), self.job_key(&id)],
                     &[now.to_string(), lease_end.to_string(), id.clone()],
                 )
@@ -598,7 +605,7 @@ impl Notifier {
             };
             let Ok(d) = serde_json::from_str::<Delivery>(&job) else {
                 tracing::error!(delivery = %id, "unreadable notification dropped");
-                self.run_script::<i64>(DONE, &[self.due_key(), self.job_key(&id)], &[id])
+                self.run_script::<i64>(&DONE_SCRIPT, &[self.due_key(), self.job_key(&id)], &[id])
                     .await?;
                 continue;
             };
@@ -706,7 +713,7 @@ impl Notifier {
             d.attempts = 0;
             let replayed: i64 = self
                 .run_script(
-                    REPLAY,
+                    &REPLAY_SCRIPT,
                     &[self.dead_key(), self.job_key(&d.id), self.due_key()],
                     &[
                         r,
