@@ -276,6 +276,13 @@ fn every_request_body_parser_answers_bad_input_with_4xx_problem_json_and_writes_
             bearer: None,
         },
         Target {
+            name: "resolve many",
+            method: reqwest::Method::POST,
+            url: format!("{c}/v1/cards/resolve-many"),
+            fields: &["card_numbers"],
+            bearer: None,
+        },
+        Target {
             name: "book",
             method: reqwest::Method::POST,
             url: format!("{s}/v1/bookings"),

@@ -73,7 +73,9 @@ async fn assert_barred_until(res: reqwest::Response, until: chrono::DateTime<Utc
     assert_eq!(shown.timestamp(), until.timestamp());
 }
 
-const RESOLVE: &str = "/v1/cards/resolve";
+/// Card numbers are resolved through the call that gathers many (the
+/// one-card route serves e-card tokens).
+const RESOLVE: &str = "/v1/cards/resolve-many";
 const STANDING: &str = "/v1/persons/{person_id}/standing";
 
 /// How many requests card-issuing has answered on `route` (its `/metrics`).
@@ -266,4 +268,80 @@ async fn the_city_wide_daily_limit_counts_across_hospitals_and_refusals_give_the
         .unwrap();
     assert_eq!(res.status(), 403);
     assert_eq!(problem(res).await["code"], "NOT_YOUR_BOOKING");
+}
+
+/// A release second's first visits go to card-issuing together: with one
+/// resolve call out at a time, patients' first bookings sent at once are
+/// resolved in fewer calls than there are patients, and each is booked
+/// for the patient its own card names. A lost card and a number no card
+/// carries among them are refused as they would be alone, and hold up
+/// nobody else.
+#[tokio::test]
+async fn first_visits_at_once_are_resolved_together_each_for_its_own_card() {
+    let city = TestCity::spawn_with(&["gather"], &[("CARD_ISSUING__RESOLVE_CALLS_IN_FLIGHT", "1")]).await;
+    let h = city.hospital(0);
+    let slots = h.seed_visit_day(40).await;
+    let patients = city.cards.register_many(24).await;
+    let lost = city.cards.register().await;
+    let res = city
+        .cards
+        .http
+        .post(format!(
+            "{}/v1/cards/{}/report-loss",
+            city.cards.base_url, lost.card_id
+        ))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let body = "911099999999990";
+    let digit = jyt_domain::card_number::luhn_check_digit(body).unwrap();
+    let unknown = format!("{body}{digit}");
+
+    // Each at a segment of its own: a channel's pool is a share of the seats.
+    let book = |i: usize, card: String, key: String| {
+        let city = &city;
+        let slot = slots[i % slots.len()].to_string();
+        async move {
+            let body = serde_json::json!({ "slot_id": slot, "card_number": card });
+            city.book_with("wechat", &key, &body).await
+        }
+    };
+    let mut attempts: Vec<_> = patients
+        .iter()
+        .enumerate()
+        .map(|(i, p)| book(i, p.card_number.clone(), format!("first-{}", p.person_id)))
+        .collect();
+    attempts.push(book(24, lost.card_number.clone(), "first-lost".into()));
+    attempts.push(book(25, unknown, "first-unknown".into()));
+    let answers = futures::future::join_all(attempts).await;
+
+    let mut answers = answers.into_iter();
+    for (patient, res) in patients.iter().zip(answers.by_ref()) {
+        assert_eq!(res.status(), 201, "{}", patient.person_id);
+        let booking: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(
+            booking["patient_id"],
+            patient.person_id.to_string(),
+            "booked for the card's own holder"
+        );
+    }
+    let lost_answer = answers.next().unwrap();
+    assert_eq!(lost_answer.status(), 403);
+    assert_eq!(problem(lost_answer).await["code"], "CARD_UNUSABLE");
+    let unknown_answer = answers.next().unwrap();
+    assert_eq!(unknown_answer.status(), 404);
+    assert_eq!(problem(unknown_answer).await["code"], "CARD_NOT_FOUND");
+
+    let calls = cards_answered(&city, RESOLVE).await;
+    assert!(
+        (1..26).contains(&calls),
+        "26 first visits resolved in {calls} calls"
+    );
+    let mut booked = 0;
+    for slot in slots.iter().take(24) {
+        booked += h.live_bookings(slot).await.0;
+    }
+    assert_eq!(booked, 24);
 }

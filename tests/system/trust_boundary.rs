@@ -467,6 +467,11 @@ fn card_routes(card: Uuid, person: Uuid) -> Vec<(Method, String, serde_json::Val
         ),
         (
             Method::POST,
+            "/v1/cards/resolve-many".into(),
+            serde_json::json!({ "card_numbers": ["9110000000000000"] }),
+        ),
+        (
+            Method::POST,
             format!("/v1/persons/{person}/family"),
             empty.clone(),
         ),

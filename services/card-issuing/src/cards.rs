@@ -156,6 +156,39 @@ impl ResolvedStanding {
     }
 }
 
+/// At most this many card numbers in one [`resolve_many`]: a batch's time
+/// in flight bounds the wait of the first number in it.
+pub const RESOLVE_MANY_MAX: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveManyRequest {
+    pub card_numbers: Vec<String>,
+}
+
+/// [`resolve_many`]'s answer: one entry per number asked, in its order.
+#[derive(Debug, Serialize)]
+pub struct ResolvedMany {
+    pub cards: Vec<ResolvedNumber>,
+}
+
+/// One number's answer: its card, holder and the holder's bar, or the
+/// code the one-card resolve refuses it with (`CARD_NOT_FOUND`,
+/// `CARD_LOST`, `CARD_REPLACED`, `CARD_CANCELLED`). Only what the gateway's
+/// booking path needs: no personal details, so nothing is decrypted.
+#[derive(Debug, Serialize)]
+pub struct ResolvedNumber {
+    pub card_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standing: Option<ResolvedStanding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct EcardToken {
     pub token: String,
@@ -180,6 +213,18 @@ static RESOLVE_CARD_NUMBER: std::sync::LazyLock<String> = std::sync::LazyLock::n
            FROM cards c JOIN persons p ON p.id = c.person_id WHERE c.card_number = $1",
         persons::SELECT_PERSON_COLUMNS,
         crate::standing::bar_in_force("p.id", "$2"),
+    )
+});
+
+/// Many card numbers at once, in their order: each number's card, its
+/// holder and the holder's bar, or no card (`card_id` NULL).
+static RESOLVE_CARD_NUMBERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT c.id AS card_id, c.person_id, c.status AS card_status, {} AS barred_until
+           FROM unnest($1::text[]) WITH ORDINALITY AS n(number, ord)
+           LEFT JOIN cards c ON c.card_number = n.number
+          ORDER BY n.ord",
+        crate::standing::bar_in_force("c.person_id", "$2"),
     )
 });
 
@@ -628,6 +673,61 @@ pub async fn resolve(
         person,
         standing: ResolvedStanding::from_bar(bar),
     })
+}
+
+/// Card numbers → holders, many in one statement: the gateway gathers the
+/// first visits that arrive together (a release second brings thousands)
+/// into one call instead of one call and one transaction each. A number
+/// that is not a card, or a card that cannot be used, is answered with its
+/// code in its place; the others are not held up by it.
+pub async fn resolve_many(
+    state: &AppState,
+    req: &ResolveManyRequest,
+    now: DateTime<Utc>,
+) -> Result<ResolvedMany, CardError> {
+    if req.card_numbers.is_empty() || req.card_numbers.len() > RESOLVE_MANY_MAX {
+        return Err(RequestError::invalid(
+            "card_numbers",
+            format!("give 1 to {RESOLVE_MANY_MAX} card numbers"),
+        )
+        .into());
+    }
+    let numbers: Vec<&str> = req.card_numbers.iter().map(|n| n.trim()).collect();
+    if let Some(i) = numbers.iter().position(|n| !card_number_valid(n)) {
+        return Err(RequestError::invalid(
+            format!("card_numbers[{i}]"),
+            "must be 16 digits with a valid check digit",
+        )
+        .into());
+    }
+    let client = state.pool.get().await?;
+    let rows = client
+        .query_cached(&RESOLVE_CARD_NUMBERS, &[&numbers, &now])
+        .await?;
+    let cards = numbers
+        .iter()
+        .zip(&rows)
+        .map(|(number, row)| {
+            let mut answer = ResolvedNumber {
+                card_number: (*number).to_owned(),
+                card_id: None,
+                person_id: None,
+                standing: None,
+                code: None,
+            };
+            match row.get::<_, Option<&str>>("card_status").map(CardStatus::parse) {
+                None => answer.code = Some(CardError::CardNotFound.code()),
+                Some(CardStatus::Active) => {
+                    answer.card_id = row.get("card_id");
+                    answer.person_id = row.get("person_id");
+                    answer.standing = Some(ResolvedStanding::from_bar(row.get("barred_until")));
+                }
+                Some(status) => answer.code = Some(CardError::CardUnusable(status).code()),
+            }
+            answer
+        })
+        .collect();
+    Ok(ResolvedMany { cards })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! The body's `patient_id` is never trusted on its own: it must be the card
 //! holder or one of the holder's bound family members.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,10 +18,11 @@ use jyt_web::RequestError;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::error::GatewayError;
+use crate::gather::Gather;
 use crate::settings::CardIssuingSettings;
 
 /// `{p:<person>}:standing`: the person's cached standing, under their own
@@ -95,7 +97,7 @@ pub struct PatientIndex {
     http: jyt_per_thread::PerThread<reqwest::Client>,
     base: crate::upstream::BaseUrl,
     /// card-issuing answers only callers with its internal token.
-    internal: jyt_signing::internal::Minter,
+    internal: Arc<jyt_signing::internal::Minter>,
     ecard_secret: Vec<u8>,
     redis: RedisConn,
     keys: Keyspace,
@@ -106,9 +108,12 @@ pub struct PatientIndex {
     /// cold identities arrive at once; queueing them here (for at most
     /// `timeout`) keeps card-issuing inside its own pool instead of failing
     /// them all at its pool's wait timeout.
-    gate: Semaphore,
+    gate: Arc<Semaphore>,
     timeout: Duration,
     local: LocalIdentities,
+    /// Card numbers to resolve, gathered into calls of many
+    /// (`/v1/cards/resolve-many`, see [`crate::gather`]).
+    numbers: Gather<String, Result<(Holder, FreshStanding), GatewayError>>,
 }
 
 /// How a request names the acting patient: exactly one of the two.
@@ -210,6 +215,148 @@ async fn passed_back(res: reqwest::Response, path: &str) -> Result<crate::upstre
     Ok(answer)
 }
 
+/// What card-issuing's `resolve-many` takes at most in one call.
+const RESOLVE_MANY_MAX: usize = 64;
+
+/// A place among the calls in flight to card-issuing, waited for at most
+/// `timeout`.
+async fn gate_permit(
+    gate: &Arc<Semaphore>,
+    timeout: Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, GatewayError> {
+    match tokio::time::timeout(timeout, gate.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(_)) | Err(_) => Err(GatewayError::IdentityUnavailable(
+            "too many calls to card-issuing waiting".to_owned(),
+        )),
+    }
+}
+
+/// The code of card-issuing's problem answer (empty if it has none).
+async fn problem_code(res: reqwest::Response) -> String {
+    res.json::<CardProblem>()
+        .await
+        .map(|p| p.code)
+        .unwrap_or_default()
+}
+
+/// A refusal of card-issuing's resolve, one card or many, by its code.
+fn resolve_refusal(code: &str, status: reqwest::StatusCode) -> GatewayError {
+    match code {
+        "CARD_NOT_FOUND" | "PERSON_NOT_FOUND" => GatewayError::CardNotFound,
+        "CARD_LOST" => GatewayError::CardUnusable("the card was reported lost"),
+        "CARD_REPLACED" => GatewayError::CardUnusable("the card was replaced"),
+        "CARD_CANCELLED" => GatewayError::CardUnusable("the card was cancelled"),
+        "ECARD_TOKEN_EXPIRED" => GatewayError::EcardExpired,
+        "ECARD_TOKEN_INVALID" | "NOT_AN_ECARD" => GatewayError::EcardInvalid,
+        "INVALID_FIELD" => RequestError::invalid("card_number", "not a platform card number").into(),
+        other => GatewayError::IdentityUnavailable(format!("resolve answered {status} {other}")),
+    }
+}
+
+/// What a gathered call to `resolve-many` needs, owned: the call runs in
+/// a task of its own.
+struct ResolveMany {
+    http: jyt_per_thread::PerThread<reqwest::Client>,
+    url: reqwest::Url,
+    internal: Arc<jyt_signing::internal::Minter>,
+    gate: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// One number's answer from `resolve-many`: its holder and bar, or the
+/// code the one-card resolve refuses it with.
+#[derive(Deserialize)]
+struct ResolvedNumber {
+    card_id: Option<Uuid>,
+    person_id: Option<Uuid>,
+    standing: Option<StandingAnswer>,
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResolvedMany {
+    cards: Vec<ResolvedNumber>,
+}
+
+type NumberAnswer = Result<(Holder, FreshStanding), GatewayError>;
+
+/// The call [`PatientIndex`]'s gathered card numbers go out in: every
+/// number gets its own answer, or, when the call itself fails, the same
+/// failure.
+fn resolve_many_call(ctx: ResolveMany) -> crate::gather::Call<String, NumberAnswer> {
+    let ctx = Arc::new(ctx);
+    Arc::new(move |numbers: Vec<String>| {
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            let n = numbers.len();
+            match ask_resolve_many(&ctx, numbers).await {
+                Ok(answers) if answers.len() == n => answers,
+                Ok(answers) => {
+                    let why = format!("resolve-many answered {} cards for {n}", answers.len());
+                    (0..n)
+                        .map(|_| Err(GatewayError::IdentityUnavailable(why.clone())))
+                        .collect()
+                }
+                Err(failed) => (0..n).map(|_| Err(failed.again())).collect(),
+            }
+        })
+    })
+}
+
+/// Why a whole `resolve-many` call failed, to be told to each of its askers.
+enum CallFailed {
+    Refused(String, reqwest::StatusCode),
+    Unavailable(String),
+}
+
+impl CallFailed {
+    fn again(&self) -> GatewayError {
+        match self {
+            CallFailed::Refused(code, status) => resolve_refusal(code, *status),
+            CallFailed::Unavailable(why) => GatewayError::IdentityUnavailable(why.clone()),
+        }
+    }
+}
+
+async fn ask_resolve_many(ctx: &ResolveMany, numbers: Vec<String>) -> Result<Vec<NumberAnswer>, CallFailed> {
+    let unavailable = |e: &dyn std::fmt::Display| CallFailed::Unavailable(e.to_string());
+    let _permit = gate_permit(&ctx.gate, ctx.timeout)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let res = ctx
+        .http
+        .local()
+        .post(ctx.url.clone())
+        .header(jyt_signing::internal::HEADER, ctx.internal.token())
+        .json(&serde_json::json!({ "card_numbers": numbers }))
+        .send()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let status = res.status();
+    if status.is_client_error() {
+        return Err(CallFailed::Refused(problem_code(res).await, status));
+    }
+    if !status.is_success() {
+        return Err(CallFailed::Unavailable(format!("resolve-many answered {status}")));
+    }
+    let answer: ResolvedMany = res.json().await.map_err(|e| unavailable(&e))?;
+    Ok(answer
+        .cards
+        .into_iter()
+        .map(|card| match (card.card_id, card.person_id, card.code) {
+            (Some(card_id), Some(person_id), None) => Ok((
+                Holder { person_id, card_id },
+                card.standing.as_ref().map(StandingAnswer::bar),
+            )),
+            (_, _, Some(code)) => Err(resolve_refusal(&code, status)),
+            _ => Err(GatewayError::IdentityUnavailable(
+                "resolve-many answered a card without its holder".to_owned(),
+            )),
+        })
+        .collect())
+}
+
 impl PatientIndex {
     /// `pool_idle_timeout`: `upstream.pool_idle_timeout_ms`, below
     /// card-issuing's keep-alive like the hospitals'.
@@ -232,9 +379,23 @@ impl PatientIndex {
         let ecard_secret = STANDARD
             .decode(settings.ecard_secret.expose_secret())
             .map_err(|e| anyhow::anyhow!("card_issuing.ecard_secret is not base64: {e}"))?;
+        let base = crate::upstream::BaseUrl::parse("card_issuing.base_url", &settings.base_url)?;
+        let internal = Arc::new(internal);
+        let gate = Arc::new(Semaphore::new(settings.max_concurrent));
+        let numbers = Gather::new(
+            settings.resolve_calls_in_flight,
+            RESOLVE_MANY_MAX,
+            resolve_many_call(ResolveMany {
+                http: http.clone(),
+                url: base.join("/v1/cards/resolve-many"),
+                internal: internal.clone(),
+                gate: gate.clone(),
+                timeout,
+            }),
+        );
         Ok(Self {
             http,
-            base: crate::upstream::BaseUrl::parse("card_issuing.base_url", &settings.base_url)?,
+            base,
             internal,
             ecard_secret,
             redis,
@@ -242,21 +403,17 @@ impl PatientIndex {
             identity_ttl: settings.identity_cache_seconds,
             standing_ttl: settings.standing_cache_seconds,
             family_ttl: settings.family_cache_seconds,
-            gate: Semaphore::new(settings.max_concurrent),
-            timeout: Duration::from_millis(settings.timeout_ms),
+            gate,
+            timeout,
             local: LocalIdentities {
                 entries: std::sync::Mutex::new(std::collections::HashMap::new()),
             },
+            numbers,
         })
     }
 
-    async fn permit(&self) -> Result<SemaphorePermit<'_>, GatewayError> {
-        match tokio::time::timeout(self.timeout, self.gate.acquire()).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(_)) | Err(_) => Err(GatewayError::IdentityUnavailable(
-                "too many calls to card-issuing waiting".to_owned(),
-            )),
-        }
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, GatewayError> {
+        gate_permit(&self.gate, self.timeout).await
     }
 
     pub(crate) async fn cached(&self, key: &str) -> Option<String> {
@@ -361,9 +518,7 @@ impl PatientIndex {
                 if let Some(h) = self.cached_holder(&key, now).await {
                     return Ok(h);
                 }
-                let (holder, standing) = self
-                    .ask_resolve(serde_json::json!({ "card_number": number }))
-                    .await?;
+                let (holder, standing) = self.resolve_number(number).await?;
                 self.remember_holder(&key, holder, standing, now).await;
                 Ok(holder)
             }
@@ -403,6 +558,22 @@ impl PatientIndex {
         }
     }
 
+    /// A card number's holder and standing, asked with the other first
+    /// visits of the moment in one call (see [`crate::gather`]).
+    async fn resolve_number(&self, number: &str) -> Result<(Holder, FreshStanding), GatewayError> {
+        // The wait for a place, then the call itself, each within the timeout.
+        let within = self.timeout.saturating_mul(2);
+        match tokio::time::timeout(within, self.numbers.ask(number.to_owned())).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => Err(GatewayError::IdentityUnavailable(
+                "resolve-many gave no answer for the card".to_owned(),
+            )),
+            Err(_) => Err(GatewayError::IdentityUnavailable(
+                "card-issuing did not answer in time".to_owned(),
+            )),
+        }
+    }
+
     async fn ask_resolve(&self, body: serde_json::Value) -> Result<(Holder, FreshStanding), GatewayError> {
         let _permit = self.permit().await?;
         let res = self
@@ -427,21 +598,7 @@ impl PatientIndex {
             return Ok((holder, r.standing.as_ref().map(StandingAnswer::bar)));
         }
         if status.is_client_error() {
-            let code = res
-                .json::<CardProblem>()
-                .await
-                .map(|p| p.code)
-                .unwrap_or_default();
-            return Err(match code.as_str() {
-                "CARD_NOT_FOUND" | "PERSON_NOT_FOUND" => GatewayError::CardNotFound,
-                "CARD_LOST" => GatewayError::CardUnusable("the card was reported lost"),
-                "CARD_REPLACED" => GatewayError::CardUnusable("the card was replaced"),
-                "CARD_CANCELLED" => GatewayError::CardUnusable("the card was cancelled"),
-                "ECARD_TOKEN_EXPIRED" => GatewayError::EcardExpired,
-                "ECARD_TOKEN_INVALID" | "NOT_AN_ECARD" => GatewayError::EcardInvalid,
-                "INVALID_FIELD" => RequestError::invalid("card_number", "not a platform card number").into(),
-                other => GatewayError::IdentityUnavailable(format!("resolve answered {status} {other}")),
-            });
+            return Err(resolve_refusal(&problem_code(res).await, status));
         }
         Err(GatewayError::IdentityUnavailable(format!(
             "resolve answered {status}"
@@ -494,11 +651,7 @@ impl PatientIndex {
         if status.is_success() {
             return Ok(());
         }
-        let code = res
-            .json::<CardProblem>()
-            .await
-            .map(|p| p.code)
-            .unwrap_or_default();
+        let code = problem_code(res).await;
         Err(match code.as_str() {
             "INSUFFICIENT_BALANCE" => GatewayError::InsufficientBalance,
             "CARD_LOST" => GatewayError::CardUnusable("the card was reported lost"),

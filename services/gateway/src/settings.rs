@@ -100,6 +100,10 @@ pub struct CardIssuingSettings {
     pub ecard_secret: SecretString,
     /// Calls in flight to card-issuing; more wait (up to `timeout_ms`).
     pub max_concurrent: usize,
+    /// Of those, calls resolving card numbers (`/v1/cards/resolve-many`):
+    /// the first visits that arrive while these are out go together in
+    /// the next. 1 to `max_concurrent`.
+    pub resolve_calls_in_flight: usize,
     pub identity_cache_seconds: u64,
     pub standing_cache_seconds: u64,
     pub family_cache_seconds: u64,
@@ -374,6 +378,12 @@ impl Settings {
         }
         if self.card_issuing.max_concurrent == 0 {
             return Err(Invalid::new("card_issuing.max_concurrent", "must be at least 1"));
+        }
+        if !(1..=self.card_issuing.max_concurrent).contains(&self.card_issuing.resolve_calls_in_flight) {
+            return Err(Invalid::new(
+                "card_issuing.resolve_calls_in_flight",
+                "must be from 1 to card_issuing.max_concurrent",
+            ));
         }
         if self.upstream.max_concurrent == 0 {
             return Err(Invalid::new("upstream.max_concurrent", "must be at least 1"));
@@ -852,6 +862,21 @@ mod tests {
             let err = load(&env).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn resolve_calls_in_flight_outside_one_to_max_concurrent_is_refused_naming_the_key() {
+        for (calls, max) in [("0", "16"), ("5", "4")] {
+            let mut env = PUMCH.to_vec();
+            env.push(("JYT_GATEWAY__CARD_ISSUING__RESOLVE_CALLS_IN_FLIGHT", calls));
+            env.push(("JYT_GATEWAY__CARD_ISSUING__MAX_CONCURRENT", max));
+            let err = load(&env).unwrap_err().to_string();
+            assert!(err.contains("`card_issuing.resolve_calls_in_flight`"), "{err}");
+        }
+        let mut env = PUMCH.to_vec();
+        env.push(("JYT_GATEWAY__CARD_ISSUING__RESOLVE_CALLS_IN_FLIGHT", "4"));
+        env.push(("JYT_GATEWAY__CARD_ISSUING__MAX_CONCURRENT", "4"));
+        assert_eq!(load(&env).unwrap().card_issuing.resolve_calls_in_flight, 4);
     }
 
     #[test]

@@ -102,6 +102,17 @@ pub async fn ecard_token(
         .json(token))
 }
 
+/// Many card numbers → their holders, for the gateway's first visits
+/// that arrive together (`cards::resolve_many`).
+#[post("/v1/cards/resolve-many")]
+#[tracing::instrument(skip_all)]
+pub async fn resolve_many(
+    state: web::Data<AppState>,
+    body: Json<cards::ResolveManyRequest>,
+) -> Result<HttpResponse, CardError> {
+    Ok(HttpResponse::Ok().json(cards::resolve_many(&state, &body.0, Utc::now()).await?))
+}
+
 /// Card number or e-card token → person, for the gateway. A POST so a
 /// token never sits in a URL or an access log.
 #[post("/v1/cards/resolve")]

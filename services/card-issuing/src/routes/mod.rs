@@ -15,14 +15,16 @@ use uuid::Uuid;
 /// Every route. actix tries the routes in this order, matching each
 /// dynamic path by regex, and once more to name the matched route for
 /// the trace, so the gateway's calls on a booking's path come first:
-/// standing, resolve, payments and refunds, a holder's family. With the
-/// standing read 29th of 34, regex matching was a quarter of this
-/// service's CPU in the peak-day bookings phase (loadtest/README.md,
-/// 2026-12-05). Moving them shadows nothing: no route after them has a
-/// path of the same shape, except `family::bind`, told apart by method.
+/// standing, resolve (one card, and many), payments and refunds, a
+/// holder's family. With the standing read 29th of 34, regex matching was
+/// a quarter of this service's CPU in the peak-day bookings phase
+/// (loadtest/README.md, 2026-12-05). Moving them shadows nothing: no route
+/// after them has a path of the same shape, except `family::bind`, told
+/// apart by method.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(standing::get)
         .service(cards::resolve)
+        .service(cards::resolve_many)
         .service(ledger::pay)
         .service(ledger::refund)
         .service(family::list)

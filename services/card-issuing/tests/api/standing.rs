@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jyt_cache::redis;
+use jyt_domain::card_number::luhn_check_digit;
 use jyt_events::Envelope;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -351,4 +352,117 @@ async fn a_resolved_card_carries_its_holder_s_bar_as_the_standing_route_tells_it
         .await
         .unwrap();
     assert_eq!(both_ways().await["barred"], false);
+}
+
+/// The gateway gathers the first visits of a release second into one
+/// call: each number is answered in its place, with its holder and bar
+/// as the one-card resolve answers them, or with the code the one-card
+/// resolve refuses it with; one bad card holds up none of the others.
+#[tokio::test]
+async fn many_card_numbers_resolve_in_one_call_each_as_it_would_alone() {
+    let app = spawn_app().await;
+    let (clear, barred, loser) = (
+        app.new_person().await,
+        app.new_person().await,
+        app.new_person().await,
+    );
+    let number = |card: &Value| card["card_number"].as_str().unwrap().to_owned();
+    let clear_card = app.issue_card(clear, "physical").await;
+    let barred_card = app.issue_card(barred, "physical").await;
+    let lost_card = app.issue_card(loser, "physical").await;
+    let lost = app
+        .post(
+            &format!("/v1/cards/{}/report-loss", lost_card["card_id"].as_str().unwrap()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(lost.status, 200, "{:?}", lost.body);
+    let until = Utc::now() + chrono::Duration::days(30);
+    app.pool_client()
+        .await
+        .execute(
+            "INSERT INTO bars (id, person_id, barred_at, barred_until, window_end)
+             VALUES ($1, $2, now(), $3, current_date)",
+            &[&Uuid::now_v7(), &barred, &until],
+        )
+        .await
+        .unwrap();
+    // A valid number no card carries: the platform prefix and its check digit.
+    let with_check = |body: String| format!("{body}{}", luhn_check_digit(&body).unwrap());
+    let issued = [number(&clear_card), number(&barred_card), number(&lost_card)];
+    let unknown = (0..100)
+        .map(|i| with_check(format!("91109999999{i:04}")))
+        .find(|n| !issued.contains(n))
+        .unwrap();
+
+    let asked = [
+        number(&barred_card),
+        unknown.clone(),
+        number(&clear_card),
+        number(&lost_card),
+        number(&clear_card),
+    ];
+    let many = app
+        .post("/v1/cards/resolve-many", &json!({ "card_numbers": asked }))
+        .await;
+    assert_eq!(many.status, 200, "{:?}", many.body);
+    let cards = many.body["cards"].as_array().unwrap();
+    assert_eq!(cards.len(), 5, "one answer per number, in order");
+    for (answer, asked) in cards.iter().zip(&asked) {
+        assert_eq!(answer["card_number"], asked.as_str());
+    }
+    // Each as the one-card resolve answers it.
+    for (i, card) in [(0, &barred_card), (2, &clear_card), (4, &clear_card)] {
+        let alone = app
+            .post("/v1/cards/resolve", &json!({ "card_number": number(card) }))
+            .await;
+        assert_eq!(alone.status, 200);
+        assert_eq!(cards[i]["card_id"], alone.body["card_id"], "{i}");
+        assert_eq!(cards[i]["person_id"], alone.body["person"]["person_id"], "{i}");
+        assert_eq!(cards[i]["standing"], alone.body["standing"], "{i}");
+        assert!(cards[i].get("code").is_none(), "{i}: {}", cards[i]);
+        assert!(
+            cards[i].get("person").is_none(),
+            "no personal details: {}",
+            cards[i]
+        );
+    }
+    assert_eq!(cards[0]["standing"]["barred"], true);
+    assert_eq!(
+        cards[2]["standing"],
+        json!({ "barred": false, "barred_until": null })
+    );
+    for (i, code, status) in [(1, "CARD_NOT_FOUND", 404), (3, "CARD_LOST", 403)] {
+        let alone = app
+            .post("/v1/cards/resolve", &json!({ "card_number": asked[i] }))
+            .await;
+        assert_eq!((alone.status, alone.body["code"].as_str()), (status, Some(code)));
+        assert_eq!(cards[i]["code"], code, "{i}");
+        assert!(cards[i].get("person_id").is_none(), "{i}: {}", cards[i]);
+    }
+
+    // Bad input names the field, and the entry.
+    let bad = |body: Value| {
+        let app = &app;
+        async move { app.post("/v1/cards/resolve-many", &body).await }
+    };
+    let empty = bad(json!({ "card_numbers": [] })).await;
+    assert_eq!(
+        (empty.status, empty.body["field"].as_str()),
+        (400, Some("card_numbers"))
+    );
+    let too_many = bad(json!({ "card_numbers": vec![number(&clear_card); 65] })).await;
+    assert_eq!(
+        (too_many.status, too_many.body["field"].as_str()),
+        (400, Some("card_numbers"))
+    );
+    let body = "911000000000000";
+    let wrong_digit = format!("{body}{}", (luhn_check_digit(body).unwrap() + 1) % 10);
+    let not_a_card = bad(json!({ "card_numbers": [number(&clear_card), wrong_digit] })).await;
+    assert_eq!(
+        (not_a_card.status, not_a_card.body["field"].as_str()),
+        (400, Some("card_numbers[1]"))
+    );
+    let missing = bad(json!({})).await;
+    assert_eq!(missing.status, 400, "{:?}", missing.body);
 }
