@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jyt_signing::internal;
-use jyt_system_tests::{ALL_SEATS_COMMON, TEST_APP_SECRET, TestCity, TestHospital, problem};
+use jyt_system_tests::{ALL_SEATS_COMMON, TEST_APP_SECRET, TestCity, TestHospital, TestPatient, problem};
 use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
@@ -723,6 +723,8 @@ async fn slot_inventory_and_card_issuing_answer_only_their_own_internal_tokens()
         )
         .await;
     }
+    let hospital_token = internal::mint(key.as_bytes(), "gateway", &audience, now + 30);
+    identity_doors_refuse_every_spelling(&city, &patient, &hospital_token).await;
     assert_eq!(
         balance(&city, patient.card_id).await,
         before,
@@ -742,6 +744,43 @@ async fn slot_inventory_and_card_issuing_answer_only_their_own_internal_tokens()
     // The gateway, holding the right keys, still books.
     let res = city.book(&slots[0], patient.person_id, "wechat", "tb-gw").await;
     assert_eq!(res.status(), 201);
+}
+
+/// The gateway's identity doors, however the path is spelled: no token,
+/// a hospital's token or a channel app's signature gets 401, and no
+/// holder is told.
+async fn identity_doors_refuse_every_spelling(city: &TestCity, patient: &TestPatient, hospital_token: &str) {
+    for canonical in ["/v1/cards/resolve-many", "/v1/cards/resolve"] {
+        let body = if canonical.ends_with("many") {
+            serde_json::json!({ "card_numbers": [patient.card_number] })
+        } else {
+            serde_json::json!({ "card_number": patient.card_number })
+        }
+        .to_string();
+        let mut targets = vec![("canonical", canonical.to_owned())];
+        targets.extend(spellings(canonical));
+        for (how, target) in targets {
+            let callers = [
+                ("no token", Vec::new()),
+                (
+                    "a hospital's token",
+                    vec![(internal::HEADER.to_owned(), hospital_token.to_owned())],
+                ),
+                (
+                    "a channel app's signature",
+                    signed_headers("wechat", "POST", &target, body.as_bytes()),
+                ),
+            ];
+            for (who, headers) in callers {
+                let answer = raw(&city.cards.base_url, "POST", &target, &headers, body.as_bytes()).await;
+                assert_eq!(answer.status, 401, "{who}, {how}: {target}: {}", answer.body);
+                assert!(
+                    !answer.body.contains(&patient.person_id.to_string()),
+                    "{who}, {how}: the holder leaked"
+                );
+            }
+        }
+    }
 }
 
 async fn count_bookings(h: &TestHospital) -> i64 {
