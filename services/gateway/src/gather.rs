@@ -125,11 +125,16 @@ mod tests {
     use std::time::Duration;
     use tokio::sync::Notify;
 
-    /// A call that records each batch and, for the first one, waits to be
-    /// let go; it answers each question doubled.
-    fn recording(first_waits: Arc<Notify>, batches: Arc<Mutex<Vec<Vec<u32>>>>) -> Call<u32, u32> {
+    /// A call that records each batch and, for the first one, waits until
+    /// `release`; it answers each question doubled, or with `first_only`
+    /// only the first question of each batch.
+    fn recording(
+        release: Arc<Notify>,
+        batches: Arc<Mutex<Vec<Vec<u32>>>>,
+        first_only: bool,
+    ) -> Call<u32, u32> {
         Arc::new(move |questions: Vec<u32>| {
-            let (first_waits, batches) = (first_waits.clone(), batches.clone());
+            let (release, batches) = (release.clone(), batches.clone());
             Box::pin(async move {
                 let first = {
                     let mut b = batches.lock().unwrap();
@@ -137,9 +142,10 @@ mod tests {
                     b.len() == 1
                 };
                 if first {
-                    first_waits.notified().await;
+                    release.notified().await;
                 }
-                questions.iter().map(|q| q * 2).collect()
+                let take = if first_only { 1 } else { questions.len() };
+                questions.iter().take(take).map(|q| q * 2).collect()
             })
         })
     }
@@ -153,30 +159,51 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn questions_asked_while_a_call_is_out_go_together_in_the_next() {
+    /// Ask `first`, and `rest` while its call is out (one call at a time,
+    /// at most `max_batch` a call); then let the first call go. The
+    /// answers, `rest`'s with their questions, and the batches called.
+    async fn ask_behind_a_call(
+        max_batch: usize,
+        first_only: bool,
+        first: u32,
+        rest: &[u32],
+    ) -> (Option<u32>, Vec<(u32, Option<u32>)>, Vec<Vec<u32>>) {
         let (release, batches) = (Arc::new(Notify::new()), Arc::new(Mutex::new(Vec::new())));
-        let gather = Gather::new(1, 64, recording(release.clone(), batches.clone()));
+        let gather = Gather::new(
+            1,
+            max_batch,
+            recording(release.clone(), batches.clone(), first_only),
+        );
         let first = tokio::spawn({
             let g = gather.clone();
-            async move { g.ask(1).await }
+            async move { g.ask(first).await }
         });
         until(|| batches.lock().unwrap().len() == 1).await;
-        // The first call is out: these wait for it, then go as one.
-        let rest: Vec<_> = (2..=6)
-            .map(|q| {
+        let asked: Vec<_> = rest
+            .iter()
+            .map(|&q| {
                 let g = gather.clone();
                 tokio::spawn(async move { (q, g.ask(q).await) })
             })
             .collect();
-        until(|| gather.inner.queue().len() == 5).await;
+        until(|| gather.inner.queue().len() == rest.len()).await;
         release.notify_one();
-        assert_eq!(first.await.unwrap(), Some(2));
-        for r in rest {
-            let (q, answer) = r.await.unwrap();
-            assert_eq!(answer, Some(q * 2), "each asker gets its own answer");
+        let first = first.await.unwrap();
+        let mut answers = Vec::new();
+        for a in asked {
+            answers.push(a.await.unwrap());
         }
         let batches = batches.lock().unwrap().clone();
+        (first, answers, batches)
+    }
+
+    #[tokio::test]
+    async fn questions_asked_while_a_call_is_out_go_together_in_the_next() {
+        let (first, rest, batches) = ask_behind_a_call(64, false, 1, &[2, 3, 4, 5, 6]).await;
+        assert_eq!(first, Some(2));
+        for (q, answer) in rest {
+            assert_eq!(answer, Some(q * 2), "each asker gets its own answer");
+        }
         assert_eq!(batches.len(), 2, "{batches:?}");
         assert_eq!(batches[0], vec![1]);
         let mut second = batches[1].clone();
@@ -186,67 +213,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_holds_at_most_max_batch_questions() {
-        let (release, batches) = (Arc::new(Notify::new()), Arc::new(Mutex::new(Vec::new())));
-        let gather = Gather::new(1, 3, recording(release.clone(), batches.clone()));
-        let first = tokio::spawn({
-            let g = gather.clone();
-            async move { g.ask(0).await }
-        });
-        until(|| batches.lock().unwrap().len() == 1).await;
-        let rest: Vec<_> = (1..=7)
-            .map(|q| {
-                let g = gather.clone();
-                tokio::spawn(async move { g.ask(q).await })
-            })
-            .collect();
-        until(|| gather.inner.queue().len() == 7).await;
-        release.notify_one();
-        first.await.unwrap();
-        for r in rest {
-            assert!(r.await.unwrap().is_some());
+        let (_, rest, batches) = ask_behind_a_call(3, false, 0, &[1, 2, 3, 4, 5, 6, 7]).await;
+        for (_, answer) in rest {
+            assert!(answer.is_some());
         }
-        let sizes: Vec<usize> = batches.lock().unwrap().iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![1, 3, 3, 1]);
     }
 
     #[tokio::test]
     async fn a_question_the_call_leaves_unanswered_gets_none() {
-        let release = Arc::new(Notify::new());
-        let calls = Arc::new(Mutex::new(0_u32));
-        let call: Call<u32, u32> = {
-            let (release, calls) = (release.clone(), calls.clone());
-            Arc::new(move |questions: Vec<u32>| {
-                let (release, calls) = (release.clone(), calls.clone());
-                Box::pin(async move {
-                    let first = {
-                        let mut n = calls.lock().unwrap();
-                        *n += 1;
-                        *n == 1
-                    };
-                    if first {
-                        release.notified().await;
-                    }
-                    // Answers only the first question of each batch.
-                    questions.into_iter().take(1).collect()
-                })
-            })
-        };
-        let gather = Gather::new(1, 64, call);
-        let first = tokio::spawn({
-            let g = gather.clone();
-            async move { g.ask(1).await }
-        });
-        until(|| *calls.lock().unwrap() == 1).await;
-        let (a, b) = (gather.clone(), gather.clone());
-        let second = tokio::spawn(async move { a.ask(2).await });
-        let third = tokio::spawn(async move { b.ask(3).await });
-        until(|| gather.inner.queue().len() == 2).await;
-        release.notify_one();
-        assert_eq!(first.await.unwrap(), Some(1));
-        let mut answers = [second.await.unwrap(), third.await.unwrap()];
+        let (first, rest, _) = ask_behind_a_call(64, true, 1, &[2, 3]).await;
+        assert_eq!(first, Some(2));
+        let mut answers: Vec<Option<u32>> = rest.into_iter().map(|(_, a)| a).collect();
         answers.sort_unstable();
         assert_eq!(answers.len(), 2);
         assert_eq!(answers[0], None, "the unanswered one");
-        assert!(matches!(answers[1], Some(2 | 3)));
+        assert!(matches!(answers[1], Some(4 | 6)));
     }
 }
