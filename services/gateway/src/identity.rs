@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use jyt_cache::redis::AsyncCommands;
 use jyt_cache::{Keyspace, RedisConn};
+use jyt_gather::Gather;
 use jyt_web::RequestError;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -22,7 +23,6 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::error::GatewayError;
-use crate::gather::Gather;
 use crate::settings::CardIssuingSettings;
 
 /// `{p:<person>}:standing`: the person's cached standing, under their own
@@ -112,8 +112,15 @@ pub struct PatientIndex {
     timeout: Duration,
     local: LocalIdentities,
     /// Card numbers to resolve, gathered into calls of many
-    /// (`/v1/cards/resolve-many`, see [`crate::gather`]).
-    numbers: Gather<String, Result<(Holder, FreshStanding), GatewayError>>,
+    /// (`/v1/cards/resolve-many`, see [`jyt_gather`]; issue 20). At a
+    /// release second thousands of patients make their first attempt of
+    /// the day at once, and each needs its card resolved at card-issuing:
+    /// one HTTP call and one PostgreSQL transaction each was the one part
+    /// of a winner's cost not spread thin (loadtest/README.md, 2026-12-06
+    /// 17:29).
+    numbers: Gather<String, NumberAnswer>,
+    /// The call they go out in, handed to each task that makes it.
+    resolve_many: Arc<ResolveMany>,
 }
 
 /// How a request names the acting patient: exactly one of the two.
@@ -254,8 +261,8 @@ fn resolve_refusal(code: &str, status: reqwest::StatusCode) -> GatewayError {
     }
 }
 
-/// What a gathered call to `resolve-many` needs, owned: the call runs in
-/// a task of its own.
+/// The call [`PatientIndex`]'s gathered card numbers go out in, with what
+/// it needs owned: the call runs in a task of its own.
 struct ResolveMany {
     http: jyt_per_thread::PerThread<reqwest::Client>,
     url: reqwest::Url,
@@ -281,27 +288,22 @@ struct ResolvedMany {
 
 type NumberAnswer = Result<(Holder, FreshStanding), GatewayError>;
 
-/// The call [`PatientIndex`]'s gathered card numbers go out in: every
-/// number gets its own answer, or, when the call itself fails, the same
-/// failure.
-fn resolve_many_call(ctx: ResolveMany) -> crate::gather::Call<String, NumberAnswer> {
-    let ctx = Arc::new(ctx);
-    Arc::new(move |numbers: Vec<String>| {
-        let ctx = ctx.clone();
-        Box::pin(async move {
-            let n = numbers.len();
-            match ask_resolve_many(&ctx, numbers).await {
-                Ok(answers) if answers.len() == n => answers,
-                Ok(answers) => {
-                    let why = format!("resolve-many answered {} cards for {n}", answers.len());
-                    (0..n)
-                        .map(|_| Err(GatewayError::IdentityUnavailable(why.clone())))
-                        .collect()
-                }
-                Err(failed) => (0..n).map(|_| Err(failed.again())).collect(),
+/// Every number gets its own answer, or, when the call itself fails, the
+/// same failure.
+impl jyt_gather::Call<String, NumberAnswer> for ResolveMany {
+    async fn call(&self, numbers: Vec<String>) -> Vec<NumberAnswer> {
+        let n = numbers.len();
+        match ask_resolve_many(self, numbers).await {
+            Ok(answers) if answers.len() == n => answers,
+            Ok(answers) => {
+                let why = format!("resolve-many answered {} cards for {n}", answers.len());
+                (0..n)
+                    .map(|_| Err(GatewayError::IdentityUnavailable(why.clone())))
+                    .collect()
             }
-        })
-    })
+            Err(failed) => (0..n).map(|_| Err(failed.again())).collect(),
+        }
+    }
 }
 
 /// Why a whole `resolve-many` call failed, to be told to each of its askers.
@@ -382,17 +384,14 @@ impl PatientIndex {
         let base = crate::upstream::BaseUrl::parse("card_issuing.base_url", &settings.base_url)?;
         let internal = Arc::new(internal);
         let gate = Arc::new(Semaphore::new(settings.max_concurrent));
-        let numbers = Gather::new(
-            settings.resolve_calls_in_flight,
-            RESOLVE_MANY_MAX,
-            resolve_many_call(ResolveMany {
-                http: http.clone(),
-                url: base.join("/v1/cards/resolve-many"),
-                internal: internal.clone(),
-                gate: gate.clone(),
-                timeout,
-            }),
-        );
+        let numbers = Gather::new(settings.resolve_calls_in_flight, RESOLVE_MANY_MAX);
+        let resolve_many = Arc::new(ResolveMany {
+            http: http.clone(),
+            url: base.join("/v1/cards/resolve-many"),
+            internal: internal.clone(),
+            gate: gate.clone(),
+            timeout,
+        });
         Ok(Self {
             http,
             base,
@@ -409,6 +408,7 @@ impl PatientIndex {
                 entries: std::sync::Mutex::new(std::collections::HashMap::new()),
             },
             numbers,
+            resolve_many,
         })
     }
 
@@ -559,11 +559,12 @@ impl PatientIndex {
     }
 
     /// A card number's holder and standing, asked with the other first
-    /// visits of the moment in one call (see [`crate::gather`]).
+    /// visits of the moment in one call (see [`jyt_gather`]).
     async fn resolve_number(&self, number: &str) -> Result<(Holder, FreshStanding), GatewayError> {
         // The wait for a place, then the call itself, each within the timeout.
         let within = self.timeout.saturating_mul(2);
-        match tokio::time::timeout(within, self.numbers.ask(number.to_owned())).await {
+        let answer = self.numbers.ask(number.to_owned(), || self.resolve_many.clone());
+        match tokio::time::timeout(within, answer).await {
             Ok(Some(answer)) => answer,
             Ok(None) => Err(GatewayError::IdentityUnavailable(
                 "resolve-many gave no answer for the card".to_owned(),

@@ -39,7 +39,6 @@ pub mod auth;
 pub mod booking;
 pub mod error;
 pub mod fhir;
-pub mod gather;
 pub mod identity;
 pub mod limits;
 pub mod notices;

@@ -7,11 +7,11 @@
 //! each wait for a round trip and a WAL flush, and on two cores the commit
 //! itself was most of PostgreSQL's cost: `loadtest/pg-floor` measures an
 //! update with its event at 0.16 ms of PostgreSQL's CPU alone, and eight
-//! of them in one statement at 0.04 ms each. Now a write is queued and,
-//! if fewer than [`GroupWriter::new`]'s `concurrent_batches` are being
-//! written, starts a writer; a writer takes everything queued (up to
-//! [`MAX_BATCH`]) into one statement ([`GroupWrite::write`]), and goes on
-//! until the queue is empty. Alone, a write is a batch of one: no waiting
+//! of them in one statement at 0.04 ms each. Now a write is queued and
+//! gathered with the others ([`jyt_gather`]): at most
+//! [`GroupWriter::new`]'s `concurrent_batches` statements in flight, each
+//! taking everything queued (up to [`MAX_BATCH`]) into one statement
+//! ([`GroupWrite::write`]). Alone, a write is a batch of one: no waiting
 //! for company. Under load the queue fills while a batch is in flight,
 //! and the next batch takes it all.
 //!
@@ -23,13 +23,13 @@
 //!
 //! The write runs in a task of its own, not in the caller's request: a
 //! request dropped mid-write (its client gone) must not take the other
-//! callers' answers with it.
+//! callers' answers with it, and its own write stands.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::marker::PhantomData;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tracing::{Instrument, Span};
+use jyt_gather::Gather;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::queries::{self, BookingToWrite, StoredBooking};
@@ -84,64 +84,41 @@ pub trait GroupWrite: Send + Sync + 'static {
 /// A hospital's queue of one kind of write waiting for PostgreSQL, and its
 /// writers. Cloned handles share both.
 pub struct GroupWriter<W: GroupWrite> {
-    inner: Arc<Inner<W>>,
+    gather: Gather<W::Row, RowResult<W>>,
 }
 
 impl<W: GroupWrite> Clone for GroupWriter<W> {
     fn clone(&self) -> Self {
         Self {
-            inner: self.inner.clone(),
+            gather: self.gather.clone(),
         }
     }
 }
 
-struct Inner<W: GroupWrite> {
-    queue: Mutex<Vec<Pending<W>>>,
-    /// One permit per batch in flight.
-    writers: Arc<Semaphore>,
-    /// The permits, all told.
-    concurrent_batches: usize,
-}
-
-/// Where a row's answer goes.
-type Reply<W> = oneshot::Sender<Result<<W as GroupWrite>::Written, WriteError>>;
-
-struct Pending<W: GroupWrite> {
-    row: W::Row,
-    reply: Reply<W>,
-}
+/// What a row's write came to.
+type RowResult<W> = Result<<W as GroupWrite>::Written, WriteError>;
 
 impl<W: GroupWrite> GroupWriter<W> {
     /// At most `concurrent_batches` statements in flight (at least one).
     pub fn new(concurrent_batches: usize) -> Self {
-        let concurrent_batches = concurrent_batches.max(1);
         Self {
-            inner: Arc::new(Inner {
-                queue: Mutex::new(Vec::new()),
-                writers: Arc::new(Semaphore::new(concurrent_batches)),
-                concurrent_batches,
-            }),
+            gather: Gather::new(concurrent_batches, MAX_BATCH),
         }
     }
 
     /// At most this many statements in flight.
     pub fn concurrent_batches(&self) -> usize {
-        self.inner.concurrent_batches
+        self.gather.in_flight()
     }
 
     /// Write one row (with its event), with whatever else is queued.
     pub async fn write(&self, state: &AppState, row: W::Row) -> Result<W::Written, WriteError> {
-        let (reply, answer) = oneshot::channel();
-        self.inner.queue().push(Pending { row, reply });
-        // Queued before asking for a writer: a writer finishing now looks
-        // at the queue after it gives its permit back (`write_queued`), so
-        // either it or this call sees the row.
-        if let Ok(permit) = self.inner.writers.clone().try_acquire_owned() {
-            let (inner, state) = (self.inner.clone(), state.clone());
-            // The batches' spans join the trace of the request that
-            // started the writer.
-            tokio::spawn(async move { inner.write_queued(&state, permit).await }.instrument(Span::current()));
-        }
+        // The state is cloned only for a row that starts a writer; the
+        // batches' spans join the trace of the request that started it.
+        let answer = self.gather.ask(row, || Batches::<W> {
+            state: state.clone(),
+            kind: PhantomData,
+        });
         // Every caller's own trace shows its wait for the batch that
         // wrote its row, whoever's trace holds that batch's statement.
         let waited = tracing::info_span!(
@@ -151,7 +128,7 @@ impl<W: GroupWrite> GroupWriter<W> {
             db.system = "postgresql",
             db.sql.table = "bookings"
         );
-        answer.instrument(waited).await.unwrap_or_else(|_| {
+        answer.instrument(waited).await.unwrap_or_else(|| {
             Err(WriteError::Other(SlotError::Unexpected(anyhow::anyhow!(
                 "the group writer stopped before answering"
             ))))
@@ -159,37 +136,16 @@ impl<W: GroupWrite> GroupWriter<W> {
     }
 }
 
-impl<W: GroupWrite> Inner<W> {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending<W>>> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// A writer's batches of `W`, written with the state of the request that
+/// started the writer.
+struct Batches<W> {
+    state: AppState,
+    kind: PhantomData<fn() -> W>,
+}
 
-    /// The next batch: the oldest queued rows, up to [`MAX_BATCH`].
-    fn take(&self) -> Vec<Pending<W>> {
-        let mut queue = self.queue();
-        let n = queue.len().min(MAX_BATCH);
-        queue.drain(..n).collect()
-    }
-
-    /// Write batches until the queue is empty, then give the permit back.
-    async fn write_queued(self: Arc<Self>, state: &AppState, mut permit: OwnedSemaphorePermit) {
-        loop {
-            let batch = self.take();
-            if !batch.is_empty() {
-                write_batch::<W>(state, batch).await;
-                continue;
-            }
-            drop(permit);
-            // A row queued after the take found every permit taken,
-            // perhaps this one: take it up again, unless another writer has.
-            if self.queue().is_empty() {
-                return;
-            }
-            match self.writers.clone().try_acquire_owned() {
-                Ok(p) => permit = p,
-                Err(_) => return,
-            }
-        }
+impl<W: GroupWrite> jyt_gather::Call<W::Row, RowResult<W>> for Batches<W> {
+    fn call(&self, rows: Vec<W::Row>) -> impl Future<Output = Vec<RowResult<W>>> + Send {
+        write_batch::<W>(&self.state, rows)
     }
 }
 
@@ -213,19 +169,12 @@ async fn write<W: GroupWrite>(state: &AppState, rows: &[W::Row]) -> Result<Vec<W
     .await
 }
 
-/// Write a batch in one statement; if that fails, each row alone.
-async fn write_batch<W: GroupWrite>(state: &AppState, batch: Vec<Pending<W>>) {
-    let (rows, replies): (Vec<W::Row>, Vec<Reply<W>>) = batch.into_iter().map(|p| (p.row, p.reply)).unzip();
+/// Write a batch in one statement; if that fails, each row alone: what
+/// each row came to, in `rows`' order.
+async fn write_batch<W: GroupWrite>(state: &AppState, rows: Vec<W::Row>) -> Vec<RowResult<W>> {
     if rows.len() > 1 {
         match write::<W>(state, &rows).await {
-            Ok(written) if written.len() == rows.len() => {
-                for (written, reply) in written.into_iter().zip(replies) {
-                    // A reply nobody waits for: the request was dropped;
-                    // its write stands.
-                    let _ = reply.send(Ok(written));
-                }
-                return;
-            }
+            Ok(written) if written.len() == rows.len() => return written.into_iter().map(Ok).collect(),
             Ok(written) => {
                 tracing::error!(
                     rows = rows.len(),
@@ -238,7 +187,8 @@ async fn write_batch<W: GroupWrite>(state: &AppState, batch: Vec<Pending<W>>) {
             }
         }
     }
-    for (row, reply) in rows.iter().zip(replies) {
+    let mut results = Vec::with_capacity(rows.len());
+    for row in &rows {
         let result = write::<W>(state, std::slice::from_ref(row))
             .await
             .and_then(|written| {
@@ -248,8 +198,9 @@ async fn write_batch<W: GroupWrite>(state: &AppState, batch: Vec<Pending<W>>) {
                     )))
                 })
             });
-        let _ = reply.send(result);
+        results.push(result);
     }
+    results
 }
 
 /// A won hold's write: the stored booking, or `None` when its seat is
