@@ -148,6 +148,85 @@ pub async fn lock_card_account(tx: &Transaction<'_>, card_id: Uuid) -> Result<Lo
     })
 }
 
+/// The card's account, locked, and what was already posted under
+/// (`kind`, `reference`), in one round trip where there were two.
+///
+/// The posting is read in the statement's snapshot, taken before the lock
+/// was waited for, so one that a concurrent delivery of the same request
+/// committed meanwhile is not seen here. Nothing goes wrong for it: the
+/// posting then meets it (`ON CONFLICT`, [`post`]) and answers it, and a
+/// refusal looks again first ([`refuse_unless_posted`]), so a request
+/// delivered twice still gets its first answer.
+async fn lock_for_posting(
+    tx: &Transaction<'_>,
+    card_id: Uuid,
+    kind: TxKind,
+    reference: &str,
+) -> Result<(LockedAccount, Option<LedgerTransaction>), CardError> {
+    let row = tx
+        .query_opt_cached(
+            "SELECT a.id, a.balance, c.status, c.person_id,
+                    t.id, t.kind, t.reference, t.card_id, t.channel, t.amount, t.created_at
+               FROM accounts a JOIN cards c ON c.id = a.card_id
+               LEFT JOIN ledger_transactions t ON t.kind = $2 AND t.reference = $3
+              WHERE a.card_id = $1
+                FOR UPDATE OF a, c",
+            &[&card_id, &kind.as_str(), &reference],
+        )
+        .await?
+        .ok_or(CardError::CardNotFound)?;
+    let account = LockedAccount {
+        account_id: row.get(0),
+        balance: row.get(1),
+        status: CardStatus::parse(row.get(2)),
+        person_id: row.get(3),
+    };
+    let posted = row
+        .get::<_, Option<Uuid>>(4)
+        .map(|transaction_id| LedgerTransaction {
+            transaction_id,
+            kind: row.get(5),
+            reference: row.get(6),
+            card_id: row.get(7),
+            channel: row.get(8),
+            amount_fen: row.get(9),
+            created_at: row.get(10),
+        });
+    Ok((account, posted))
+}
+
+/// What was posted under (`kind`, `reference`), as committed now.
+async fn posted_under(
+    tx: &Transaction<'_>,
+    kind: TxKind,
+    reference: &str,
+) -> Result<Option<LedgerTransaction>, CardError> {
+    Ok(tx
+        .query_opt_cached(
+            &format!("{SELECT_TX} WHERE kind = $1 AND reference = $2"),
+            &[&kind.as_str(), &reference],
+        )
+        .await?
+        .as_ref()
+        .map(tx_view))
+}
+
+/// Refuse a posting with `refusal`, unless a concurrent delivery of the
+/// same request posted it while this one waited for the card's lock:
+/// then `replay` answers it as that one was answered.
+async fn refuse_unless_posted(
+    tx: &Transaction<'_>,
+    kind: TxKind,
+    reference: &str,
+    refusal: CardError,
+    replay: impl FnOnce(LedgerTransaction) -> Result<Posted, CardError>,
+) -> Result<Posted, CardError> {
+    match posted_under(tx, kind, reference).await? {
+        Some(earlier) => replay(earlier),
+        None => Err(refusal),
+    }
+}
+
 pub async fn create_card_account<C: GenericClient>(client: &C, card_id: Uuid) -> Result<Uuid, CardError> {
     let id = Uuid::now_v7();
     client
@@ -159,19 +238,68 @@ pub async fn create_card_account<C: GenericClient>(client: &C, card_id: Uuid) ->
     Ok(id)
 }
 
+/// The channels' clearing and fee accounts this process has met: their
+/// ids never change once created (no account is ever deleted), so a
+/// payment need not read them again (one round trip of a prepaid
+/// payment's seven, loadtest/README.md, 2026-12-06 20:23).
+#[derive(Default)]
+pub struct SystemAccounts {
+    /// By kind, then channel: looked up by `&str`, with no key to build.
+    known:
+        std::sync::RwLock<std::collections::HashMap<&'static str, std::collections::HashMap<String, Uuid>>>,
+}
+
+impl SystemAccounts {
+    /// [`system_account`], remembered once it is seen committed.
+    async fn id(&self, tx: &Transaction<'_>, kind: &'static str, channel: &str) -> Result<Uuid, CardError> {
+        let remembered = self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(kind)
+            .and_then(|channels| channels.get(channel))
+            .copied();
+        if let Some(id) = remembered {
+            return Ok(id);
+        }
+        let (id, committed) = system_account_seen(tx, kind, channel).await?;
+        // One this transaction created is not remembered: the transaction
+        // may still roll back, leaving an id that names nothing.
+        if committed {
+            self.known
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(kind)
+                .or_default()
+                .insert(channel.to_owned(), id);
+        }
+        Ok(id)
+    }
+}
+
 /// A channel's clearing or fee account, created on first use. A plain
 /// read when it exists: no lock, so channels never serialise payments.
 async fn system_account(tx: &Transaction<'_>, kind: &str, channel: &str) -> Result<Uuid, CardError> {
+    system_account_seen(tx, kind, channel).await.map(|(id, _)| id)
+}
+
+/// [`system_account`], and whether it existed before this transaction
+/// looked (`false`: this transaction may have created it).
+async fn system_account_seen(
+    tx: &Transaction<'_>,
+    kind: &str,
+    channel: &str,
+) -> Result<(Uuid, bool), CardError> {
     let find = "SELECT id FROM accounts WHERE kind = $1 AND channel = $2";
     if let Some(row) = tx.query_opt_cached(find, &[&kind, &channel]).await? {
-        return Ok(row.get(0));
+        return Ok((row.get(0), true));
     }
     tx.execute_cached(
         "INSERT INTO accounts (id, kind, channel) VALUES ($1, $2, $3) ON CONFLICT (kind, channel) DO NOTHING",
         &[&Uuid::now_v7(), &kind, &channel],
     )
     .await?;
-    Ok(tx.query_one_cached(find, &[&kind, &channel]).await?.get(0))
+    Ok((tx.query_one_cached(find, &[&kind, &channel]).await?.get(0), false))
 }
 
 const SELECT_TX: &str =
@@ -266,13 +394,12 @@ async fn post(
         )
         .await?;
     let Some(row) = inserted else {
-        let row = tx
-            .query_one_cached(
-                &format!("{SELECT_TX} WHERE kind = $1 AND reference = $2"),
-                &[&new.kind.as_str(), &new.reference],
-            )
-            .await?;
-        return Ok(Err(tx_view(&row)));
+        let earlier = posted_under(tx, new.kind, new.reference).await?.ok_or_else(|| {
+            CardError::Unexpected(anyhow::anyhow!(
+                "a posting met its reference's, which is not there"
+            ))
+        })?;
+        return Ok(Err(earlier));
     };
     Ok(Ok(tx_view(&row)))
 }
@@ -355,8 +482,20 @@ pub async fn top_up(
     let reference = format!("{}:{}", req.channel, req.channel_ref);
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let account = lock_card_account(&tx, card_id).await?;
-    let clearing = system_account(&tx, "channel_clearing", req.channel.as_str()).await?;
+    // The replay is checked before the status, so a retried top-up of a
+    // card lost since still gets its first answer.
+    let (account, earlier) = lock_for_posting(&tx, card_id, TxKind::TopUp, &reference).await?;
+    let replay = |t| replayed(t, card_id, req.amount_fen, account.balance, &req.channel_ref);
+    if let Some(earlier) = earlier {
+        return replay(earlier);
+    }
+    if let Err(refusal) = require_active(account.status) {
+        return refuse_unless_posted(&tx, TxKind::TopUp, &reference, refusal, replay).await;
+    }
+    let clearing = state
+        .system_accounts
+        .id(&tx, "channel_clearing", req.channel.as_str())
+        .await?;
     let new = NewTx {
         kind: TxKind::TopUp,
         reference: &reference,
@@ -367,24 +506,6 @@ pub async fn top_up(
         entries: vec![(account.account_id, req.amount_fen), (clearing, -req.amount_fen)],
         card_delta: Some((account.account_id, req.amount_fen)),
     };
-    // Check for a replay before the status, so a retried top-up of a card
-    // lost since still gets its first answer.
-    if let Some(row) = tx
-        .query_opt_cached(
-            &format!("{SELECT_TX} WHERE kind = 'top_up' AND reference = $1"),
-            &[&reference],
-        )
-        .await?
-    {
-        return replayed(
-            tx_view(&row),
-            card_id,
-            req.amount_fen,
-            account.balance,
-            &req.channel_ref,
-        );
-    }
-    require_active(account.status)?;
     match post(&tx, new, now).await? {
         Ok(posted) => {
             let person = account.person_id;
@@ -399,13 +520,7 @@ pub async fn top_up(
             )
             .await
         }
-        Err(existing) => replayed(
-            existing,
-            card_id,
-            req.amount_fen,
-            account.balance,
-            &req.channel_ref,
-        ),
+        Err(existing) => replay(existing),
     }
 }
 
@@ -421,29 +536,23 @@ pub async fn pay_fee(
     let tx = client.transaction().await?;
     // The lock that makes concurrent debits queue: each sees the balance
     // the previous one left.
-    let account = lock_card_account(&tx, card_id).await?;
-    if let Some(row) = tx
-        .query_opt_cached(
-            &format!("{SELECT_TX} WHERE kind = 'fee' AND reference = $1"),
-            &[&req.reference],
-        )
-        .await?
-    {
-        return replayed(
-            tx_view(&row),
-            card_id,
-            req.amount_fen,
-            account.balance,
-            &req.reference,
-        );
+    let (account, earlier) = lock_for_posting(&tx, card_id, TxKind::Fee, &req.reference).await?;
+    let replay = |t| replayed(t, card_id, req.amount_fen, account.balance, &req.reference);
+    if let Some(earlier) = earlier {
+        return replay(earlier);
     }
-    require_active(account.status)?;
-    if account.balance < req.amount_fen {
-        return Err(CardError::InsufficientBalance {
+    let refusal = require_active(account.status).err().or_else(|| {
+        (account.balance < req.amount_fen).then_some(CardError::InsufficientBalance {
             balance_fen: account.balance,
-        });
+        })
+    });
+    if let Some(refusal) = refusal {
+        return refuse_unless_posted(&tx, TxKind::Fee, &req.reference, refusal, replay).await;
     }
-    let income = system_account(&tx, "fee_income", req.channel.as_str()).await?;
+    let income = state
+        .system_accounts
+        .id(&tx, "fee_income", req.channel.as_str())
+        .await?;
     let new = NewTx {
         kind: TxKind::Fee,
         reference: &req.reference,
@@ -468,7 +577,7 @@ pub async fn pay_fee(
             )
             .await
         }
-        Err(existing) => replayed(existing, card_id, req.amount_fen, account.balance, &req.reference),
+        Err(existing) => replay(existing),
     }
 }
 
@@ -517,49 +626,21 @@ async fn post_refund(
     check_reference("refund_of", &req.refund_of)?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let account = lock_card_account(&tx, card_id).await?;
-    if let Some(row) = tx
-        .query_opt_cached(
-            &format!("{SELECT_TX} WHERE kind = 'refund' AND reference = $1"),
-            &[&req.reference],
-        )
-        .await?
-    {
-        return replayed(
-            tx_view(&row),
-            card_id,
-            req.amount_fen,
-            account.balance,
-            &req.reference,
-        );
+    let (account, earlier) = lock_for_posting(&tx, card_id, TxKind::Refund, &req.reference).await?;
+    let replay = |t| replayed(t, card_id, req.amount_fen, account.balance, &req.reference);
+    if let Some(earlier) = earlier {
+        return replay(earlier);
     }
-    match of {
-        RefundOf::Request => require_active(account.status)?,
-        RefundOf::Booking(_) if account.status != CardStatus::Active => tracing::warn!(
-            card = %card_id,
-            status = account.status.as_str(),
-            "a booking's fee is refunded to a card that is no longer active"
-        ),
-        RefundOf::Booking(_) => {}
-    }
-    let fee = tx
-        .query_opt_cached(
-            &format!(
-                "{CARD_CHAIN} SELECT t.id, t.amount, t.channel FROM ledger_transactions t
-                  WHERE t.kind = 'fee' AND t.reference = $2 AND t.card_id IN (SELECT id FROM chain)"
-            ),
-            &[&card_id, &req.refund_of],
-        )
-        .await?
-        .ok_or_else(|| CardError::PaymentNotFound(req.refund_of.clone()))?;
-    let (fee_id, fee_amount, channel): (Uuid, i64, String) = (fee.get(0), fee.get(1), fee.get(2));
-    let refunded: i64 = tx.query_one_cached(REFUNDED_OF_FEE, &[&fee_id]).await?.get(0);
-    if refunded + req.amount_fen > fee_amount {
-        return Err(CardError::RefundExceedsPayment {
-            remaining_fen: fee_amount - refunded,
-        });
-    }
-    let income = system_account(&tx, "fee_income", &channel).await?;
+    let (fee_id, channel) = match refundable(&tx, card_id, req, &of, account.status).await {
+        Ok(fee) => fee,
+        Err(
+            refusal @ (CardError::CardUnusable(_)
+            | CardError::PaymentNotFound(_)
+            | CardError::RefundExceedsPayment { .. }),
+        ) => return refuse_unless_posted(&tx, TxKind::Refund, &req.reference, refusal, replay).await,
+        Err(e) => return Err(e),
+    };
+    let income = state.system_accounts.id(&tx, "fee_income", &channel).await?;
     let new = NewTx {
         kind: TxKind::Refund,
         reference: &req.reference,
@@ -587,8 +668,47 @@ async fn post_refund(
             )
             .await
         }
-        Err(existing) => replayed(existing, card_id, req.amount_fen, account.balance, &req.reference),
+        Err(existing) => replay(existing),
     }
+}
+
+/// The fee a refund gives back (its transaction and channel), or why it
+/// may not: a card no longer active asking itself, a fee not paid from
+/// this card or one it replaced, or more than is left of it.
+async fn refundable(
+    tx: &Transaction<'_>,
+    card_id: Uuid,
+    req: &RefundRequest,
+    of: &RefundOf<'_>,
+    status: CardStatus,
+) -> Result<(Uuid, String), CardError> {
+    match of {
+        RefundOf::Request => require_active(status)?,
+        RefundOf::Booking(_) if status != CardStatus::Active => tracing::warn!(
+            card = %card_id,
+            status = status.as_str(),
+            "a booking's fee is refunded to a card that is no longer active"
+        ),
+        RefundOf::Booking(_) => {}
+    }
+    let fee = tx
+        .query_opt_cached(
+            &format!(
+                "{CARD_CHAIN} SELECT t.id, t.amount, t.channel FROM ledger_transactions t
+                  WHERE t.kind = 'fee' AND t.reference = $2 AND t.card_id IN (SELECT id FROM chain)"
+            ),
+            &[&card_id, &req.refund_of],
+        )
+        .await?
+        .ok_or_else(|| CardError::PaymentNotFound(req.refund_of.clone()))?;
+    let (fee_id, fee_amount, channel): (Uuid, i64, String) = (fee.get(0), fee.get(1), fee.get(2));
+    let refunded: i64 = tx.query_one_cached(REFUNDED_OF_FEE, &[&fee_id]).await?.get(0);
+    if refunded + req.amount_fen > fee_amount {
+        return Err(CardError::RefundExceedsPayment {
+            remaining_fen: fee_amount - refunded,
+        });
+    }
+    Ok((fee_id, channel))
 }
 
 /// The ledger reference of the refund of a booking's card fee. The

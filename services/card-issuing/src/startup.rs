@@ -74,6 +74,7 @@ impl Application {
             ecard_secret: Arc::new(EcardSecret(ecard_secret)),
             operators: Arc::new(operators),
             relay: relay.clone(),
+            system_accounts: Arc::default(),
         };
         let consumer = BookingEventConsumer {
             state: state.clone(),

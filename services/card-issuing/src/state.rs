@@ -20,6 +20,8 @@ pub struct AppState {
     pub operators: Arc<Operators>,
     /// Woken after each commit so events leave promptly.
     pub relay: OutboxRelay,
+    /// The channels' clearing and fee accounts' ids, once seen.
+    pub system_accounts: Arc<crate::ledger::SystemAccounts>,
 }
 
 /// Raw key bytes that never print.

@@ -202,6 +202,32 @@ impl TestApp {
     pub async fn pool_client(&self) -> jyt_db::deadpool_postgres::Client {
         self.state.pool.get().await.unwrap()
     }
+
+    /// Poll until `count` of the test database's statements like `query`
+    /// wait on a lock, for at most ten seconds.
+    pub async fn until_waiting_on_lock(&self, query: &str, count: i64) {
+        let watcher = self.pool_client().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE $1",
+                    &[&query],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting >= count {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{count} statement(s) like {query} never waited on a lock"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 pub fn chip_serial() -> String {

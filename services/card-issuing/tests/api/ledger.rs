@@ -302,28 +302,8 @@ async fn a_payment_meeting_an_uncommitted_one_of_its_reference_posts_nothing() {
     );
     let payment = app.post(&path, &body);
     let wait_then_commit = async {
-        let watcher = app.pool_client().await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT COUNT(*) FROM pg_stat_activity
-                      WHERE datname = current_database() AND wait_event_type = 'Lock'
-                        AND query LIKE '%INSERT INTO ledger_transactions%'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if waiting > 0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the payment never waited on the open one"
-            );
-            tokio::task::yield_now().await;
-        }
+        app.until_waiting_on_lock("%INSERT INTO ledger_transactions%", 1)
+            .await;
         open.commit().await.unwrap();
     };
     let (answer, ()) = futures::future::join(payment, wait_then_commit).await;
@@ -367,4 +347,145 @@ async fn a_payment_meeting_an_uncommitted_one_of_its_reference_posts_nothing() {
         .await;
     assert_eq!(own.status, 201, "{:?}", own.body);
     assert_eq!(own.body["balance_fen"], 8_750);
+}
+
+/// A prepaid payment delivered twice at once: both deliveries wait for the
+/// card's lock (held here by a transaction of the test's own), and the
+/// second reads the card after the first has taken its whole balance. The
+/// lock's statement reads the earlier posting too, in a snapshot taken
+/// before the wait, so it cannot see the first delivery's: the second must
+/// look again before refusing, and answer as the first was answered, not
+/// `INSUFFICIENT_BALANCE`. One debit, and the ledger agrees to the fen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_delivered_twice_while_its_card_is_locked_debits_once_and_answers_both_alike() {
+    let app = spawn_app().await;
+    let person = app.new_person().await;
+    let card = app.issue_card(person, "physical").await;
+    let id = card["card_id"].as_str().unwrap().to_owned();
+    let card_id = id.parse::<Uuid>().unwrap();
+    assert_eq!(app.top_up(&id, 1_250).await.status, 201);
+
+    let mut holder = app.pool_client().await;
+    let lock = holder.transaction().await.unwrap();
+    lock.execute(
+        "SELECT 1 FROM accounts WHERE card_id = $1 FOR UPDATE",
+        &[&card_id],
+    )
+    .await
+    .unwrap();
+    let (path, body) = (
+        format!("/v1/cards/{id}/payments"),
+        json!({ "amount_fen": 1_250, "channel": "kiosk", "reference": "booking-twice" }),
+    );
+    let both = futures::future::join(app.post(&path, &body), app.post(&path, &body));
+    let wait_then_release = async {
+        app.until_waiting_on_lock("%FOR UPDATE OF a, c%", 2).await;
+        lock.commit().await.unwrap();
+    };
+    let ((first, second), ()) = futures::future::join(both, wait_then_release).await;
+    for answer in [&first, &second] {
+        assert!(answer.status == 201 || answer.status == 200, "{:?}", answer.body);
+    }
+    assert_eq!(
+        first.body["transaction_id"], second.body["transaction_id"],
+        "both deliveries answer the one debit"
+    );
+
+    let client = app.pool_client().await;
+    let row = client
+        .query_one(
+            "SELECT a.balance,
+                    (SELECT COUNT(*) FROM ledger_transactions WHERE card_id = $1 AND kind = 'fee'),
+                    (SELECT COALESCE(SUM(e.amount), 0)::bigint FROM ledger_entries e WHERE e.account_id = a.id),
+                    (SELECT COALESCE(SUM(e.amount), 0)::bigint FROM ledger_entries e
+                       JOIN accounts f ON f.id = e.account_id WHERE f.kind = 'fee_income'),
+                    (SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_entries)
+               FROM accounts a WHERE a.card_id = $1",
+            &[&card_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "the balance paid the fee once");
+    assert_eq!(row.get::<_, i64>(1), 1, "one fee transaction");
+    assert_eq!(
+        row.get::<_, i64>(2),
+        0,
+        "the running balance is the sum of the card's entries"
+    );
+    assert_eq!(
+        row.get::<_, i64>(3),
+        1_250,
+        "the fee income holds the fee, to the fen"
+    );
+    assert_eq!(row.get::<_, i64>(4), 0, "all entries sum to zero");
+}
+
+/// card-issuing remembers the channels' fee accounts once it has seen
+/// them committed. A channel's first fee that is refused after its
+/// account was made rolls that account back: here the fee meets, in its
+/// posting statement, another card's uncommitted fee of the same
+/// reference (held open by a transaction of the test's own), and is told
+/// the reference is used. The channel's next fee must make the account
+/// again, not post against an id that names nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_account_made_by_a_refused_payment_is_not_remembered() {
+    let app = spawn_app().await;
+    let mut cards = Vec::new();
+    for _ in 0..2 {
+        let person = app.new_person().await;
+        let card = app.issue_card(person, "physical").await;
+        let id = card["card_id"].as_str().unwrap().to_owned();
+        assert_eq!(app.top_up(&id, 10_000).await.status, 201);
+        cards.push(id);
+    }
+    let app = &app;
+    let pay = |card: &str, reference: &str| {
+        let (path, body) = (
+            format!("/v1/cards/{card}/payments"),
+            json!({ "amount_fen": 500, "channel": "phone114", "reference": reference }),
+        );
+        async move { app.post(&path, &body).await }
+    };
+    let mut holder = app.pool_client().await;
+    let open = holder.transaction().await.unwrap();
+    open.execute(
+        "INSERT INTO ledger_transactions (id, kind, reference, card_id, channel, amount)
+         VALUES ($1, 'fee', 'booking-raced', $2, 'phone114', 500)",
+        &[&Uuid::now_v7(), &cards[0].parse::<Uuid>().unwrap()],
+    )
+    .await
+    .unwrap();
+    let wait_then_commit = async {
+        app.until_waiting_on_lock("%INSERT INTO ledger_transactions%", 1)
+            .await;
+        open.commit().await.unwrap();
+    };
+    let (refused, ()) = futures::future::join(pay(&cards[1], "booking-raced"), wait_then_commit).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (409, Some("REFERENCE_REUSED")),
+        "{:?}",
+        refused.body
+    );
+    for reference in ["booking-b", "booking-c"] {
+        let paid = pay(&cards[1], reference).await;
+        assert_eq!(paid.status, 201, "{:?}", paid.body);
+    }
+
+    let client = app.pool_client().await;
+    let row = client
+        .query_one(
+            "SELECT (SELECT COUNT(*) FROM accounts WHERE kind = 'fee_income' AND channel = 'phone114'),
+                    (SELECT COALESCE(SUM(e.amount), 0)::bigint FROM ledger_entries e
+                       JOIN accounts f ON f.id = e.account_id WHERE f.kind = 'fee_income' AND f.channel = 'phone114'),
+                    (SELECT balance FROM accounts WHERE card_id = $1),
+                    (SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_entries)",
+            &[&cards[1].parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "one fee account for the channel");
+    assert_eq!(row.get::<_, i64>(1), 1_000, "it holds the two fees, to the fen");
+    assert_eq!(row.get::<_, i64>(2), 9_000, "the card paid two fees");
+    assert_eq!(row.get::<_, i64>(3), 0, "all entries sum to zero");
 }
