@@ -203,6 +203,15 @@ impl TestApp {
         self.state.pool.get().await.unwrap()
     }
 
+    /// A new person's physical card, topped up with `fen`: its id.
+    pub async fn card_with_balance(&self, fen: i64) -> String {
+        let person = self.new_person().await;
+        let card = self.issue_card(person, "physical").await;
+        let id = card["card_id"].as_str().unwrap().to_owned();
+        assert_eq!(self.top_up(&id, fen).await.status, 201);
+        id
+    }
+
     /// Poll until `count` of the test database's statements like `query`
     /// wait on a lock, for at most ten seconds.
     pub async fn until_waiting_on_lock(&self, query: &str, count: i64) {

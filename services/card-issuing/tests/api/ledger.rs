@@ -6,10 +6,7 @@ use crate::helpers::spawn_app;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_debits_never_overspend_and_the_ledger_balances() {
     let app = spawn_app().await;
-    let person = app.new_person().await;
-    let card = app.issue_card(person, "physical").await;
-    let id = card["card_id"].as_str().unwrap().to_owned();
-    assert_eq!(app.top_up(&id, 10_000).await.status, 201);
+    let id = app.card_with_balance(10_000).await;
 
     // 200 debits of 1 yuan against 100 yuan: exactly 100 can succeed.
     let debits = (0..200).map(|i| {
@@ -224,10 +221,7 @@ async fn bad_ledger_input_names_the_field() {
 #[tokio::test]
 async fn a_refund_reads_only_its_own_fee_s_refunds() {
     let app = spawn_app().await;
-    let person = app.new_person().await;
-    let card = app.issue_card(person, "physical").await;
-    let id = card["card_id"].as_str().unwrap().to_owned();
-    assert_eq!(app.top_up(&id, 10_000).await.status, 201);
+    let id = app.card_with_balance(10_000).await;
     let refunds = format!("/v1/cards/{id}/refunds");
     for fee in 0..10 {
         let pay = json!({ "amount_fen": 600, "channel": "app", "reference": format!("bk-{fee}") });
@@ -277,14 +271,10 @@ async fn a_refund_reads_only_its_own_fee_s_refunds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_meeting_an_uncommitted_one_of_its_reference_posts_nothing() {
     let app = spawn_app().await;
-    let mut cards = Vec::new();
-    for _ in 0..2 {
-        let person = app.new_person().await;
-        let card = app.issue_card(person, "physical").await;
-        let id = card["card_id"].as_str().unwrap().to_owned();
-        assert_eq!(app.top_up(&id, 10_000).await.status, 201);
-        cards.push(id);
-    }
+    let cards = [
+        app.card_with_balance(10_000).await,
+        app.card_with_balance(10_000).await,
+    ];
     let (payer, other) = (&cards[0], &cards[1]);
     let mut holder = app.pool_client().await;
     let open = holder.transaction().await.unwrap();
@@ -359,11 +349,8 @@ async fn a_payment_meeting_an_uncommitted_one_of_its_reference_posts_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_delivered_twice_while_its_card_is_locked_debits_once_and_answers_both_alike() {
     let app = spawn_app().await;
-    let person = app.new_person().await;
-    let card = app.issue_card(person, "physical").await;
-    let id = card["card_id"].as_str().unwrap().to_owned();
+    let id = app.card_with_balance(1_250).await;
     let card_id = id.parse::<Uuid>().unwrap();
-    assert_eq!(app.top_up(&id, 1_250).await.status, 201);
 
     let mut holder = app.pool_client().await;
     let lock = holder.transaction().await.unwrap();
@@ -430,14 +417,10 @@ async fn a_payment_delivered_twice_while_its_card_is_locked_debits_once_and_answ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_account_made_by_a_refused_payment_is_not_remembered() {
     let app = spawn_app().await;
-    let mut cards = Vec::new();
-    for _ in 0..2 {
-        let person = app.new_person().await;
-        let card = app.issue_card(person, "physical").await;
-        let id = card["card_id"].as_str().unwrap().to_owned();
-        assert_eq!(app.top_up(&id, 10_000).await.status, 201);
-        cards.push(id);
-    }
+    let cards = [
+        app.card_with_balance(10_000).await,
+        app.card_with_balance(10_000).await,
+    ];
     let app = &app;
     let pay = |card: &str, reference: &str| {
         let (path, body) = (
