@@ -175,16 +175,7 @@ pub async fn confirm(
         client.roll_back().await;
         return refused;
     };
-    let mut conn = state.redis.clone();
-    if let Err(e) = redis::cmd("ZREM")
-        .arg(state.keys.holds())
-        .arg(booking.id.to_string())
-        .query_async::<()>(&mut conn)
-        .await
-    {
-        // The sweeper finds the booking confirmed and only drops the entry.
-        tracing::warn!(error = %e, "could not drop a paid hold from the expiry index");
-    }
+    // The writer has dropped the hold from the expiry index (`Payments`).
     state.relay.wake();
     Ok(stored)
 }

@@ -234,7 +234,9 @@ pub type BookingWriter = GroupWriter<WonHolds>;
 
 /// The confirmation of paid holds with their events
 /// ([`queries::CONFIRM_PAYMENTS_WITH_EVENTS`]): the day's payments, many
-/// to a commit when many arrive together.
+/// to a commit when many arrive together. The confirmed holds then leave
+/// the expiry index together too: one `ZREM` a batch, where each payment
+/// made its own round trip to Redis.
 pub struct Payments;
 
 impl GroupWrite for Payments {
@@ -250,7 +252,25 @@ impl GroupWrite for Payments {
         state: &AppState,
         rows: &[queries::PaymentToConfirm],
     ) -> Result<Vec<Option<StoredBooking>>, jyt_db::tokio_postgres::Error> {
-        queries::confirm_payments(client, &state.hospital, rows).await
+        let confirmed = queries::confirm_payments(client, &state.hospital, rows).await?;
+        let paid: Vec<String> = confirmed
+            .iter()
+            .flatten()
+            .map(|stored| stored.booking.booking_id.id.to_string())
+            .collect();
+        if !paid.is_empty() {
+            let mut conn = state.redis.clone();
+            if let Err(e) = jyt_cache::redis::cmd("ZREM")
+                .arg(state.keys.holds())
+                .arg(&paid)
+                .query_async::<()>(&mut conn)
+                .await
+            {
+                // The sweeper finds them confirmed and only drops the entries.
+                tracing::warn!(error = %e, holds = paid.len(), "could not drop paid holds from the expiry index");
+            }
+        }
+        Ok(confirmed)
     }
 }
 

@@ -256,6 +256,20 @@ impl Hospital {
         self.state.keys.segment(&info)
     }
 
+    /// The hospital's expiry index: (booking id, deadline) of every unpaid
+    /// hold, soonest first.
+    pub async fn expiry_index(&self) -> Vec<(String, i64)> {
+        let mut conn = self.state.redis.clone();
+        redis::cmd("ZRANGE")
+            .arg(self.state.keys.holds())
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
     /// A segment's free seats as Redis has them, in the order holds take them.
     pub async fn redis_free_seats(&self, slot: &SlotRef) -> Vec<i32> {
         let keys = self.segment_keys(slot).await;

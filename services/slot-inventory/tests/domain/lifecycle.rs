@@ -1047,7 +1047,7 @@ async fn the_expiry_index_of_open_holds_is_rebuilt_after_redis_is_lost_and_the_h
         .await
         .unwrap();
     let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
-    let before: Vec<(String, i64)> = expiry_index(&h).await;
+    let before: Vec<(String, i64)> = h.expiry_index().await;
     assert_eq!(before.len(), 1, "only the open hold: {before:?}");
 
     let mut conn = h.state.redis.clone();
@@ -1061,10 +1061,10 @@ async fn the_expiry_index_of_open_holds_is_rebuilt_after_redis_is_lost_and_the_h
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    assert!(expiry_index(&h).await.is_empty());
+    assert!(h.expiry_index().await.is_empty());
     slot_inventory::booking::cache::rebuild(&h.state).await.unwrap();
     assert_eq!(
-        expiry_index(&h).await,
+        h.expiry_index().await,
         before,
         "the open hold and its deadline, not the paid booking"
     );
@@ -1077,17 +1077,4 @@ async fn the_expiry_index_of_open_holds_is_rebuilt_after_redis_is_lost_and_the_h
     assert_eq!(h.booking(&paid.booking_id).await.status, BookingStatus::Confirmed);
     assert_eq!(h.redis_free(&slot).await, 2, "the lapsed hold's seat is back");
     h.assert_consistent(&slot).await;
-}
-
-/// The hospital's expiry index: (booking id, deadline) of every unpaid hold.
-async fn expiry_index(h: &Hospital) -> Vec<(String, i64)> {
-    let mut conn = h.state.redis.clone();
-    redis::cmd("ZRANGE")
-        .arg(h.state.keys.holds())
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .query_async(&mut conn)
-        .await
-        .unwrap()
 }

@@ -114,6 +114,16 @@ async fn payments_arriving_together_are_one_commit_each_with_its_own_reference_a
         6
     );
     assert_eq!(h.count("SELECT count(*) FROM payment_references").await, 6);
+    // The six paid holds left the expiry index (one ZREM for the batch);
+    // the two unpaid are still in it, to lapse.
+    let mut index: Vec<String> = h.expiry_index().await.into_iter().map(|(id, _)| id).collect();
+    index.sort();
+    let mut unpaid = [
+        held[6].booking_id.id.to_string(),
+        held[7].booking_id.id.to_string(),
+    ];
+    unpaid.sort();
+    assert_eq!(index, unpaid);
     // What the hospital was paid, to the fen: the six fees, nothing more.
     assert_eq!(
         h.count("SELECT coalesce(sum(fee_fen), 0)::bigint FROM bookings WHERE status = 'confirmed'")
