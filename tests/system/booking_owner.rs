@@ -21,7 +21,7 @@ use uuid::Uuid;
 /// restarted empty; the hospitals' keys (same test prefix) stay.
 async fn forget_gateway_owners(city: &TestCity) -> usize {
     let mut conn = city.hospital(0).state.redis.clone();
-    let pattern = format!("{}:booking-app:*", city.redis_prefix);
+    let pattern = format!("{}:*booking-app:*", city.redis_prefix);
     let (mut cursor, mut deleted) = (0_u64, 0);
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")

@@ -251,8 +251,23 @@ impl Notifier {
     pub fn dead_key(&self) -> String {
         self.keys.tagged("notify", "dead")
     }
+    /// `{h:<hospital>}:booking-app:<id>`: under the booking's hospital's
+    /// tag, the tag of the payment's own keys, so a payment's one script
+    /// reads the owner with them (one Redis Cluster slot; `payment.rs`).
     fn booking_app_key(&self, booking_id: &str) -> String {
-        self.keys.plain(&format!("booking-app:{booking_id}"))
+        match booking_id.parse::<jyt_domain::BookingRef>() {
+            Ok(booking) => self.booking_app_key_of(&booking),
+            // Every id the gateway hands out parses; nothing else reaches here.
+            Err(_) => self.keys.plain(&format!("booking-app:{booking_id}")),
+        }
+    }
+
+    /// [`Self::booking_app_key`] of a parsed booking id.
+    pub(crate) fn booking_app_key_of(&self, booking: &jyt_domain::BookingRef) -> String {
+        self.keys.tagged(
+            &format!("h:{}", booking.hospital),
+            &format!("booking-app:{booking}"),
+        )
     }
 
     /// Remember which app made a booking, so its events go back to it.
