@@ -179,14 +179,22 @@ pub struct ResolvedMany {
 #[derive(Debug, Serialize)]
 pub struct ResolvedNumber {
     pub card_number: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub card_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub person_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub standing: Option<ResolvedStanding>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<&'static str>,
+    #[serde(flatten)]
+    pub answer: NumberAnswer,
+}
+
+/// A number's card found in use, or why not: never a mix of the two.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum NumberAnswer {
+    Found {
+        card_id: Uuid,
+        person_id: Uuid,
+        standing: ResolvedStanding,
+    },
+    Refused {
+        code: &'static str,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -707,24 +715,21 @@ pub async fn resolve_many(
     let cards = numbers
         .iter()
         .zip(&rows)
-        .map(|(number, row)| {
-            let mut answer = ResolvedNumber {
-                card_number: (*number).to_owned(),
-                card_id: None,
-                person_id: None,
-                standing: None,
-                code: None,
-            };
-            match row.get::<_, Option<&str>>("card_status").map(CardStatus::parse) {
-                None => answer.code = Some(CardError::CardNotFound.code()),
-                Some(CardStatus::Active) => {
-                    answer.card_id = row.get("card_id");
-                    answer.person_id = row.get("person_id");
-                    answer.standing = Some(ResolvedStanding::from_bar(row.get("barred_until")));
-                }
-                Some(status) => answer.code = Some(CardError::CardUnusable(status).code()),
-            }
-            answer
+        .map(|(number, row)| ResolvedNumber {
+            card_number: (*number).to_owned(),
+            answer: match row.get::<_, Option<&str>>("card_status").map(CardStatus::parse) {
+                None => NumberAnswer::Refused {
+                    code: CardError::CardNotFound.code(),
+                },
+                Some(CardStatus::Active) => NumberAnswer::Found {
+                    card_id: row.get("card_id"),
+                    person_id: row.get("person_id"),
+                    standing: ResolvedStanding::from_bar(row.get("barred_until")),
+                },
+                Some(status) => NumberAnswer::Refused {
+                    code: CardError::CardUnusable(status).code(),
+                },
+            },
         })
         .collect();
     Ok(ResolvedMany { cards })
