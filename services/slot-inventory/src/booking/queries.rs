@@ -1209,6 +1209,53 @@ pub async fn late_check_in<C: GenericClient>(
         .map(|r| to_stored(hospital, &r)))
 }
 
+/// Overdue arrivals marked no-shows with their events, many in one
+/// statement (so one transaction, without `BEGIN` or `COMMIT`): `$1` the
+/// bookings, `$2` their events' ids in the same order, `$3` the instant,
+/// `$4` the event's type, `$5` the hospital's id. Only a booking still
+/// confirmed is marked (one checked in at the desk meanwhile is not). The
+/// rows are locked in id order first, so two sweeps over overlapping
+/// bookings (two replicas) wait for each other instead of deadlocking.
+/// The sweep took `BEGIN`, the update, the event and `COMMIT` for each
+/// no-show (loadtest/README.md, 2026-12-06 20:23).
+pub static MARK_NO_SHOWS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    with_read_back_and_event(
+        "n AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS n (id, event_id)),
+         l AS (
+            SELECT id FROM bookings
+             WHERE id = ANY($1) AND status = 'confirmed'
+             ORDER BY id
+               FOR UPDATE),
+         b AS (
+            UPDATE bookings SET status = 'no_show', updated_at = $3
+             WHERE id IN (SELECT id FROM l) AND status = 'confirmed'
+            RETURNING *)",
+        ["(SELECT n.event_id FROM n WHERE n.id = rb.id)", "$4", "$5::text"],
+        "'{}'::jsonb",
+    )
+});
+
+/// Mark `overdue` bookings no-shows with their events
+/// ([`MARK_NO_SHOWS_WITH_EVENTS`]): the bookings marked.
+pub async fn mark_no_shows_with_events<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    overdue: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<StoredBooking>, Error> {
+    let event_ids: Vec<Uuid> = overdue.iter().map(|_| Uuid::now_v7()).collect();
+    let event_type = super::events::EventKind::NoShow.event_type();
+    Ok(client
+        .query_cached(
+            &MARK_NO_SHOWS_WITH_EVENTS,
+            &[&overdue, &event_ids, &now, &event_type, &hospital.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| to_stored(hospital, r))
+        .collect())
+}
+
 /// Confirmed bookings whose segment ended more than the grace period ago
 /// (before `cutoff`); with `ended_since`, only segments that ended since
 /// then (the index `segments_by_end` answers it without reading the rest).

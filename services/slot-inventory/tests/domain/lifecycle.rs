@@ -234,6 +234,63 @@ async fn cancelling_before_the_deadline_refunds_and_after_it_is_refused() {
     assert!(err.to_string().contains(&beijing(1, 15, 0).to_string()), "{err}");
 }
 
+/// A sweep's no-shows are marked in one statement and one commit, each
+/// with its own event, the payload Rust builds from the same booking; a
+/// booking checked in, or one whose segment is not yet past its grace, is
+/// left as it is.
+#[tokio::test]
+async fn a_sweeps_no_shows_are_one_commit_each_with_its_own_event() {
+    let h = Hospital::start(beijing(2, 9, 0), 6, &[]).await;
+    // CT is free: confirmed at once. Its first segment is 08:00-08:30,
+    // its second 08:30-09:00.
+    let first = h.segment(sched::CT_AM, 0);
+    let mut absent = Vec::new();
+    for _ in 0..4 {
+        absent.push(h.book(&first, Uuid::new_v4(), Channel::Wechat).await.unwrap());
+    }
+    let came = h.book(&first, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    let later = h
+        .book(&h.segment(sched::CT_AM, 1), Uuid::new_v4(), Channel::Kiosk)
+        .await
+        .unwrap();
+    h.clock.set(beijing(0, 8, 10));
+    let checked_in = CheckInRequest {
+        pickup_code: came.pickup_code.clone(),
+        patient_id: None,
+    };
+    lifecycle::check_in(&h.state, &came.booking_id, &checked_in)
+        .await
+        .unwrap();
+
+    // Past the first segment's end and grace (09:00), not the second's.
+    h.clock.set(beijing(0, 9, 1));
+    assert_eq!(lifecycle::mark_no_shows(&h.state).await.unwrap(), 4);
+    let mut marked = Vec::new();
+    for b in &absent {
+        let now = h.booking(&b.booking_id).await;
+        assert_eq!(now.status, BookingStatus::NoShow);
+        let built = slot_inventory::booking::events::payload(&now, serde_json::json!({}));
+        assert_eq!(h.events_of("booking.no_show", b).await, [built], "its one event");
+        marked.push(now);
+    }
+    let marked: Vec<&slot_inventory::booking::Booking> = marked.iter().collect();
+    assert_eq!(h.last_writers(&marked).await, 1, "one commit for the four");
+    assert_eq!(h.booking(&came.booking_id).await.status, BookingStatus::CheckedIn);
+    assert_eq!(
+        h.booking(&later.booking_id).await.status,
+        BookingStatus::Confirmed
+    );
+    assert!(h.events_of("booking.no_show", &came).await.is_empty());
+    assert!(h.events_of("booking.no_show", &later).await.is_empty());
+    // Swept again: nothing more to mark, no event twice.
+    assert_eq!(lifecycle::mark_no_shows(&h.state).await.unwrap(), 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM outbox WHERE event_type = 'booking.no_show'")
+            .await,
+        4
+    );
+}
+
 #[tokio::test]
 async fn check_in_within_the_window_gives_queue_numbers_and_absent_patients_become_no_shows() {
     let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
