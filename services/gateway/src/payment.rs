@@ -218,8 +218,8 @@ pub async fn settle(
 
 /// The owner's payment, in one round trip: whether the booking is cached
 /// as the calling app's and, if it is, the payment's own step: a kept
-/// answer to this payment, and its lock in case there is none. Four of a payment's Redis round trips were
-/// three of these and the signature's (loadtest/README.md, 2026-12-06
+/// answer to this payment, and its lock in case there is none. These were
+/// two round trips of a payment's four (loadtest/README.md, 2026-12-06
 /// 20:23); a channel pays its own bookings, so this is the common case.
 /// KEYS: the booking's app, the payment's kept answer, its lock.
 /// ARGV: the calling app, now (the lock's value), the lock's TTL.
