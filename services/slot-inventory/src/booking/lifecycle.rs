@@ -440,47 +440,40 @@ pub async fn expire_holds(state: &AppState) -> Result<usize, SlotError> {
         .arg(500)
         .query_async(&mut conn)
         .await?;
-    let mut expired = 0;
-    for member in due {
-        let Ok(id) = Uuid::parse_str(&member) else {
-            continue;
-        };
-        if expire_one(state, id, now).await? {
-            expired += 1;
-        }
-        redis::cmd("ZREM")
-            .arg(state.keys.holds())
-            .arg(&member)
-            .query_async::<()>(&mut conn)
-            .await?;
+    if due.is_empty() {
+        return Ok(0);
     }
-    Ok(expired)
-}
-
-async fn expire_one(state: &AppState, id: Uuid, now: DateTime<Utc>) -> Result<bool, SlotError> {
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    let Some(current) = queries::get_booking_for_update(&tx, &state.hospital, id).await? else {
-        return Ok(false);
-    };
-    let due = current.booking.status == BookingStatus::Held
-        && current.booking.hold_deadline.is_some_and(|d| d <= now);
-    if !due {
-        // Paid in time, or cancelled: nothing to expire.
-        return Ok(false);
-    }
-    let stored = queries::transition(&tx, &state.hospital, id, &["held"], "expired", now)
+    // Every lapsed hold of the pass, each with its event, in one statement;
+    // one paid or cancelled meanwhile is left as it is.
+    let ids: Vec<Uuid> = due.iter().filter_map(|m| Uuid::parse_str(m).ok()).collect();
+    let expired = {
+        let client = state.pool.get().await?;
+        queries::sweep_with_events(
+            &client,
+            &state.hospital,
+            &queries::EXPIRE_HOLDS_WITH_EVENTS,
+            EventKind::Expired,
+            &ids,
+            now,
+        )
         .await?
-        .ok_or_else(|| SlotError::BookingNotFound(id.to_string()))?;
-    events::append(&tx, EventKind::Expired, &stored.booking, serde_json::json!({})).await?;
-    tx.commit().await?;
-    // give_back asks the pool for connections of its own: holding this one
-    // meanwhile lets concurrent cancellations take the whole pool and wait
-    // on each other until the pool's timeout (found by the peak-day load).
-    drop(client);
-    give_back(state, &stored).await;
-    state.relay.wake();
-    Ok(true)
+    };
+    // Each seat back to Redis (or kept for the schedule's line), with no
+    // connection held: give_back asks the pool for its own.
+    for stored in &expired {
+        give_back(state, stored).await;
+    }
+    if !expired.is_empty() {
+        state.relay.wake();
+    }
+    // Every entry read leaves the index: expired now, or paid, cancelled
+    // or not a booking's id, nothing left for the sweep to do.
+    redis::cmd("ZREM")
+        .arg(state.keys.holds())
+        .arg(&due)
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(expired.len())
 }
 
 /// Mark confirmed bookings not checked in by their segment's end plus the
@@ -511,9 +504,16 @@ async fn mark_no_shows_since(state: &AppState, ended_since: Option<TimeDelta>) -
         return Ok(0);
     }
     // All of the pass's no-shows, each with its event, in one statement.
-    let marked = queries::mark_no_shows_with_events(&client, &state.hospital, &overdue, now)
-        .await?
-        .len();
+    let marked = queries::sweep_with_events(
+        &client,
+        &state.hospital,
+        &queries::MARK_NO_SHOWS_WITH_EVENTS,
+        EventKind::NoShow,
+        &overdue,
+        now,
+    )
+    .await?
+    .len();
     if marked > 0 {
         state.relay.wake();
     }

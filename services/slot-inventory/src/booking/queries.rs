@@ -1209,46 +1209,61 @@ pub async fn late_check_in<C: GenericClient>(
         .map(|r| to_stored(hospital, &r)))
 }
 
-/// Overdue arrivals marked no-shows with their events, many in one
+/// A sweep's bookings moved to `status` with their events, many in one
 /// statement (so one transaction, without `BEGIN` or `COMMIT`): `$1` the
 /// bookings, `$2` their events' ids in the same order, `$3` the instant,
-/// `$4` the event's type, `$5` the hospital's id. Only a booking still
-/// confirmed is marked (one checked in at the desk meanwhile is not). The
-/// rows are locked in id order first, so two sweeps over overlapping
-/// bookings (two replicas) wait for each other instead of deadlocking.
-/// The sweep took `BEGIN`, the update, the event and `COMMIT` for each
-/// no-show (loadtest/README.md, 2026-12-06 20:23).
-pub static MARK_NO_SHOWS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
+/// `$4` the event's type, `$5` the hospital's id. Only a booking for which
+/// `still_due` holds (over `bookings`' columns and `$3`) is moved: one
+/// paid, cancelled or checked in meanwhile is not. The rows are locked in
+/// id order first, so two sweeps over overlapping bookings (two replicas)
+/// wait for each other instead of deadlocking. A sweep took `BEGIN`, a
+/// locked read or none, the update, the event and `COMMIT` for each
+/// booking (loadtest/README.md, 2026-12-06 20:23).
+fn swept_with_events(status: &str, still_due: &str) -> String {
     with_read_back_and_event(
-        "n AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS n (id, event_id)),
-         l AS (
-            SELECT id FROM bookings
-             WHERE id = ANY($1) AND status = 'confirmed'
-             ORDER BY id
-               FOR UPDATE),
-         b AS (
-            UPDATE bookings SET status = 'no_show', updated_at = $3
-             WHERE id IN (SELECT id FROM l) AND status = 'confirmed'
-            RETURNING *)",
+        &format!(
+            "n AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS n (id, event_id)),
+             l AS (
+                SELECT id FROM bookings
+                 WHERE id = ANY($1) AND {still_due}
+                 ORDER BY id
+                   FOR UPDATE),
+             b AS (
+                UPDATE bookings SET status = '{status}', updated_at = $3
+                 WHERE id IN (SELECT id FROM l) AND {still_due}
+                RETURNING *)"
+        ),
         ["(SELECT n.event_id FROM n WHERE n.id = rb.id)", "$4", "$5::text"],
         "'{}'::jsonb",
     )
-});
+}
 
-/// Mark `overdue` bookings no-shows with their events
-/// ([`MARK_NO_SHOWS_WITH_EVENTS`]): the bookings marked.
-pub async fn mark_no_shows_with_events<C: GenericClient>(
+/// Overdue arrivals marked no-shows: confirmed still (not checked in at
+/// the desk meanwhile).
+pub static MARK_NO_SHOWS_WITH_EVENTS: LazyLock<String> =
+    LazyLock::new(|| swept_with_events("no_show", "status = 'confirmed'"));
+
+/// Lapsed holds expired: held still, and past their deadline (not paid
+/// or cancelled meanwhile).
+pub static EXPIRE_HOLDS_WITH_EVENTS: LazyLock<String> =
+    LazyLock::new(|| swept_with_events("expired", "status = 'held' AND hold_deadline <= $3"));
+
+/// Run a sweep's statement ([`MARK_NO_SHOWS_WITH_EVENTS`],
+/// [`EXPIRE_HOLDS_WITH_EVENTS`]) over `due`, each booking moved with a
+/// `kind` event: the bookings moved.
+pub async fn sweep_with_events<C: GenericClient>(
     client: &C,
     hospital: &HospitalId,
-    overdue: &[Uuid],
+    statement: &str,
+    kind: super::events::EventKind,
+    due: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<Vec<StoredBooking>, Error> {
-    let event_ids: Vec<Uuid> = overdue.iter().map(|_| Uuid::now_v7()).collect();
-    let event_type = super::events::EventKind::NoShow.event_type();
+    let event_ids: Vec<Uuid> = due.iter().map(|_| Uuid::now_v7()).collect();
     Ok(client
         .query_cached(
-            &MARK_NO_SHOWS_WITH_EVENTS,
-            &[&overdue, &event_ids, &now, &event_type, &hospital.as_str()],
+            statement,
+            &[&due, &event_ids, &now, &kind.event_type(), &hospital.as_str()],
         )
         .await?
         .iter()

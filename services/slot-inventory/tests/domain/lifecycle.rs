@@ -59,6 +59,62 @@ async fn an_unpaid_hold_expires_at_its_deadline_and_the_seat_returns() {
     );
 }
 
+/// Each of a sweep's `bookings` is now `status`, with its one `event_type`
+/// event, the payload Rust builds from the booking as it is now, and all
+/// were written by one commit.
+async fn assert_swept_in_one_commit(
+    h: &Hospital,
+    bookings: &[slot_inventory::booking::Booking],
+    status: BookingStatus,
+    event_type: &str,
+) {
+    let mut swept = Vec::new();
+    for b in bookings {
+        let now = h.booking(&b.booking_id).await;
+        assert_eq!(now.status, status);
+        let built = slot_inventory::booking::events::payload(&now, serde_json::json!({}));
+        assert_eq!(h.events_of(event_type, b).await, [built], "its one event");
+        swept.push(now);
+    }
+    let swept: Vec<&slot_inventory::booking::Booking> = swept.iter().collect();
+    assert_eq!(h.last_writers(&swept).await, 1, "one commit for them all");
+}
+
+/// A sweep's lapsed holds expire in one statement and one commit, each
+/// with its own event (the payload Rust builds from the same booking),
+/// each seat back for sale, and the expiry index emptied; a hold paid in
+/// time is left confirmed.
+#[tokio::test]
+async fn a_sweeps_lapsed_holds_expire_in_one_commit_each_with_its_own_event_and_seat() {
+    let h = Hospital::start(beijing(2, 9, 0), 5, &[]).await;
+    let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
+    let mut lapsing = Vec::new();
+    for _ in 0..4 {
+        lapsing.push(h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap());
+    }
+    let paid = h.book(&slot, Uuid::new_v4(), Channel::Kiosk).await.unwrap();
+    lifecycle::confirm(&h.state, &paid.booking_id, &pay("tx-in-time"))
+        .await
+        .unwrap();
+    assert_eq!(h.redis_free(&slot).await, 0);
+
+    h.advance(11);
+    assert_eq!(lifecycle::expire_holds(&h.state).await.unwrap(), 4);
+    assert_swept_in_one_commit(&h, &lapsing, BookingStatus::Expired, "booking.expired").await;
+    assert_eq!(h.booking(&paid.booking_id).await.status, BookingStatus::Confirmed);
+    assert!(h.events_of("booking.expired", &paid).await.is_empty());
+    assert_eq!(h.redis_free(&slot).await, 4, "the four seats are for sale again");
+    assert!(h.expiry_index().await.is_empty());
+    h.assert_consistent(&slot).await;
+    // Swept again: nothing to expire, no event twice.
+    assert_eq!(lifecycle::expire_holds(&h.state).await.unwrap(), 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM outbox WHERE event_type = 'booking.expired'")
+            .await,
+        4
+    );
+}
+
 #[tokio::test]
 async fn paying_confirms_once_per_reference() {
     let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
@@ -265,16 +321,7 @@ async fn a_sweeps_no_shows_are_one_commit_each_with_its_own_event() {
     // Past the first segment's end and grace (09:00), not the second's.
     h.clock.set(beijing(0, 9, 1));
     assert_eq!(lifecycle::mark_no_shows(&h.state).await.unwrap(), 4);
-    let mut marked = Vec::new();
-    for b in &absent {
-        let now = h.booking(&b.booking_id).await;
-        assert_eq!(now.status, BookingStatus::NoShow);
-        let built = slot_inventory::booking::events::payload(&now, serde_json::json!({}));
-        assert_eq!(h.events_of("booking.no_show", b).await, [built], "its one event");
-        marked.push(now);
-    }
-    let marked: Vec<&slot_inventory::booking::Booking> = marked.iter().collect();
-    assert_eq!(h.last_writers(&marked).await, 1, "one commit for the four");
+    assert_swept_in_one_commit(&h, &absent, BookingStatus::NoShow, "booking.no_show").await;
     assert_eq!(h.booking(&came.booking_id).await.status, BookingStatus::CheckedIn);
     assert_eq!(
         h.booking(&later.booking_id).await.status,
