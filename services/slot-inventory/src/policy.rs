@@ -151,6 +151,25 @@ impl Policy {
         )
     }
 
+    /// The first visit date whose cancellation deadline has not passed at
+    /// `now`: a booking of that day or later may still be cancelled. The
+    /// deadline moves forward with the visit date, so the first is found
+    /// walking up from the day before today's deadline day.
+    pub fn first_cancellable_visit(&self, now: DateTime<Utc>) -> NaiveDate {
+        let today = now.with_timezone(&jyt_domain::time::shanghai()).date_naive();
+        let mut date = today
+            .checked_add_days(Days::new(u64::from(self.cancel_days_before)))
+            .and_then(|d| d.pred_opt())
+            .unwrap_or(today);
+        while self.cancel_deadline(date) < now {
+            match date.succ_opt() {
+                Some(next) => date = next,
+                None => break,
+            }
+        }
+        date
+    }
+
     /// When unused channel shares of `visit_date` merge into the common pool.
     pub fn pool_merge_at(&self, visit_date: NaiveDate) -> DateTime<Utc> {
         at(
@@ -214,6 +233,30 @@ mod tests {
         assert_eq!(p.release_at(visit).to_rfc3339(), "2026-12-01T00:30:00+00:00");
         assert_eq!(p.cancel_deadline(visit).to_rfc3339(), "2026-12-07T07:00:00+00:00");
         assert_eq!(p.pool_merge_at(visit).to_rfc3339(), "2026-12-07T07:00:00+00:00");
+    }
+
+    proptest::proptest! {
+        /// A visit may be cancelled exactly when its date is the first
+        /// cancellable one or later: what the cancellation's one statement
+        /// compares, against the deadline itself, for any instant, any
+        /// number of days before and any time of day.
+        #[test]
+        fn the_first_cancellable_visit_is_where_the_deadline_is_not_yet_past(
+            seconds in 1_700_000_000_i64..1_900_000_000,
+            days_before in 0_u32..5,
+            hour in 0_u32..24,
+            minute in 0_u32..60,
+        ) {
+            let mut p = policy();
+            p.cancel_days_before = days_before;
+            p.cancel_time = NaiveTime::from_hms_opt(hour, minute, 0).unwrap();
+            let now = DateTime::from_timestamp(seconds, 0).unwrap();
+            let first = p.first_cancellable_visit(now);
+            for offset in -3_i64..10 {
+                let visit = first + TimeDelta::days(offset);
+                proptest::prop_assert_eq!(visit >= first, now <= p.cancel_deadline(visit), "visit {}", visit);
+            }
+        }
     }
 
     #[test]

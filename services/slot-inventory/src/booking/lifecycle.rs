@@ -187,7 +187,30 @@ pub async fn cancel(
     req: &CancelRequest,
 ) -> Result<StoredBooking, SlotError> {
     let now = state.clock.now();
+    if booking.hospital != state.hospital {
+        return Err(SlotError::BookingNotFound(booking.to_string()));
+    }
     let mut client = state.pool.get().await?;
+    // The usual case in one statement: the patient's own booking, held or
+    // confirmed, before its deadline, cancelled with its events
+    // (`queries::CANCEL_WITH_EVENTS`, the decision below as SQL). Only
+    // when it is not so is the row read, locked, to say why.
+    let first_cancellable = state.policy.get().first_cancellable_visit(now);
+    if let Some(stored) = queries::cancel_with_events(
+        &client,
+        &state.hospital,
+        booking.id,
+        req.patient_id,
+        now,
+        first_cancellable,
+    )
+    .await?
+    {
+        drop(client);
+        give_back(state, &stored).await;
+        state.relay.wake();
+        return Ok(stored);
+    }
     let tx = client.transaction().await?;
     let current = locked(&tx, state, booking).await?;
     if current.booking.patient_id != req.patient_id {

@@ -1209,6 +1209,71 @@ pub async fn late_check_in<C: GenericClient>(
         .map(|r| to_stored(hospital, &r)))
 }
 
+/// A patient's cancellation in the usual case, in one statement (so one
+/// transaction, without `BEGIN` or `COMMIT`): the booking `$1` of patient
+/// `$2`, held or confirmed, of a visit on `$4` or later (the first visit
+/// date whose cancellation deadline has not passed at `$3`), cancelled
+/// with its `booking.cancelled` event (`$5`, type `$7`) and, when it was
+/// paid, its `booking.refund_requested` (`$6`, type `$8`), in that order;
+/// `$9` the hospital's id. Nothing is written when any of that is not so:
+/// the caller then reads the row, locked, to say why. It was `BEGIN`, a
+/// locked read, the update, one or two events and `COMMIT`
+/// (loadtest/README.md, 2026-12-06 20:23).
+pub static CANCEL_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
+    format!(
+        "WITH b AS (
+            UPDATE bookings SET status = 'cancelled', updated_at = $3, cancelled_at = $3
+             WHERE id = $1 AND patient_id = $2 AND status IN ('held', 'confirmed') AND visit_date >= $4
+            RETURNING *),
+         rb AS ({read_back}),
+         o AS (
+            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+            SELECT e.event_id, e.event_type, $9::text || '-' || rb.id, e.payload
+              FROM rb CROSS JOIN LATERAL (VALUES
+                   (1, $5::uuid, $7::text, {cancelled}),
+                   (2, $6::uuid, $8::text, {refund})) AS e (ord, event_id, event_type, payload)
+             WHERE e.ord = 1 OR rb.payment_reference IS NOT NULL
+             ORDER BY e.ord)
+         SELECT * FROM rb",
+        cancelled = event_payload("$9::text", "'{}'::jsonb"),
+        refund = event_payload(
+            "$9::text",
+            "jsonb_build_object('payment_reference', rb.payment_reference, 'amount_fen', rb.fee_fen)"
+        ),
+    )
+});
+
+/// [`CANCEL_WITH_EVENTS`]: the cancelled booking, or `None` (nothing
+/// written) when it is not so simple.
+pub async fn cancel_with_events<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    id: Uuid,
+    patient: Uuid,
+    now: DateTime<Utc>,
+    first_cancellable_visit: NaiveDate,
+) -> Result<Option<StoredBooking>, Error> {
+    use super::events::EventKind;
+    Ok(client
+        .query_opt_cached(
+            &CANCEL_WITH_EVENTS,
+            &[
+                &id,
+                &patient,
+                &now,
+                &first_cancellable_visit,
+                &Uuid::now_v7(),
+                &Uuid::now_v7(),
+                &EventKind::Cancelled.event_type(),
+                &EventKind::RefundRequested.event_type(),
+                &hospital.as_str(),
+            ],
+        )
+        .await?
+        .map(|r| to_stored(hospital, &r)))
+}
+
 /// A sweep's bookings moved to `status` with their events, many in one
 /// statement (so one transaction, without `BEGIN` or `COMMIT`): `$1` the
 /// bookings, `$2` their events' ids in the same order, `$3` the instant,

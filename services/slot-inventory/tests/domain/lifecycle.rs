@@ -115,6 +115,77 @@ async fn a_sweeps_lapsed_holds_expire_in_one_commit_each_with_its_own_event_and_
     );
 }
 
+/// A cancellation's events are written by PostgreSQL in its one statement
+/// (`queries::CANCEL_WITH_EVENTS`): each must be the payload Rust builds
+/// from the same booking, the refund request after the cancellation and
+/// only for a paid booking. At its deadline to the second a booking is
+/// still cancelled; a stranger, a cancelled booking and a second past the
+/// deadline are refused as before, with nothing written.
+#[tokio::test]
+async fn a_cancellations_events_built_by_postgresql_are_the_payloads_rust_builds() {
+    let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
+    let paid = h.book_expert(Channel::Wechat).await;
+    lifecycle::confirm(&h.state, &paid.booking_id, &pay("tx-cancelled"))
+        .await
+        .unwrap();
+    let held = h.book_expert(Channel::Kiosk).await;
+    let late = h.book_expert(Channel::Kiosk).await;
+    let by = |b: &slot_inventory::booking::Booking| CancelRequest {
+        patient_id: b.patient_id,
+    };
+    let stranger = CancelRequest {
+        patient_id: Uuid::new_v4(),
+    };
+    let refused = lifecycle::cancel(&h.state, &held.booking_id, &stranger).await;
+    assert_eq!(code(&refused.unwrap_err()), "BOOKING_NOT_FOUND");
+
+    // The deadline is the day before the visit at 15:00.
+    h.clock.set(beijing(1, 15, 0));
+    for b in [&paid, &held] {
+        let cancelled = lifecycle::cancel(&h.state, &b.booking_id, &by(b)).await.unwrap();
+        assert_eq!(cancelled.booking.status, BookingStatus::Cancelled);
+        let now = h.booking(&b.booking_id).await;
+        assert_eq!(now, cancelled.booking);
+        let built = slot_inventory::booking::events::payload(&now, serde_json::json!({}));
+        assert_eq!(h.events_of("booking.cancelled", b).await, [built]);
+    }
+    let now = h.booking(&paid.booking_id).await;
+    let refund = slot_inventory::booking::events::payload(
+        &now,
+        serde_json::json!({ "payment_reference": "tx-cancelled", "amount_fen": now.fee_fen }),
+    );
+    assert_eq!(h.events_of("booking.refund_requested", &paid).await, [refund]);
+    assert!(h.events_of("booking.refund_requested", &held).await.is_empty());
+    let client = h.state.pool.get().await.unwrap();
+    let order: Vec<String> = client
+        .query(
+            "SELECT event_type FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+            &[&paid.booking_id.to_string()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "booking.held",
+            "booking.confirmed",
+            "booking.cancelled",
+            "booking.refund_requested"
+        ]
+    );
+
+    let again = lifecycle::cancel(&h.state, &paid.booking_id, &by(&paid)).await;
+    assert_eq!(code(&again.unwrap_err()), "BOOKING_NOT_CANCELLABLE");
+    h.clock.set(beijing(1, 15, 0) + chrono::TimeDelta::seconds(1));
+    let closed = lifecycle::cancel(&h.state, &late.booking_id, &by(&late)).await;
+    assert_eq!(code(&closed.unwrap_err()), "CANCELLATION_CLOSED");
+    assert_eq!(h.booking(&late.booking_id).await.status, BookingStatus::Held);
+    assert!(h.events_of("booking.cancelled", &late).await.is_empty());
+}
+
 #[tokio::test]
 async fn paying_confirms_once_per_reference() {
     let h = Hospital::start(beijing(2, 9, 0), 2, &[]).await;
