@@ -32,8 +32,13 @@ const SELECT_BOOKING: &str = "
 /// (`RETURNING *`); the booking columns are read under that alias, as
 /// [`get_booking`] reads them.
 fn with_read_back(ctes: &str) -> String {
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
-    format!("WITH {ctes} {read_back}")
+    format!("WITH {ctes} {}", read_back_of_b())
+}
+
+/// [`SELECT_BOOKING`] over the CTE `b` (a write's `RETURNING *`) instead
+/// of the table.
+fn read_back_of_b() -> String {
+    SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1)
 }
 
 // The reads of [`SELECT_BOOKING`], each built once (they are prepared per
@@ -696,7 +701,7 @@ fn event_payload(hospital: &str, detail: &str) -> String {
 /// its event and what the caller is answered commit together, without
 /// `BEGIN` or `COMMIT`.
 fn with_read_back_and_event(ctes: &str, event: [&str; 3], detail: &str) -> String {
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
+    let read_back = read_back_of_b();
     let [id, kind, hospital] = event;
     format!(
         "WITH {ctes},
@@ -1220,7 +1225,7 @@ pub async fn late_check_in<C: GenericClient>(
 /// locked read, the update, one or two events and `COMMIT`
 /// (loadtest/README.md, 2026-12-06 20:23).
 pub static CANCEL_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    let read_back = SELECT_BOOKING.replacen("FROM bookings b", "FROM b", 1);
+    let read_back = read_back_of_b();
     format!(
         "WITH b AS (
             UPDATE bookings SET status = 'cancelled', updated_at = $3, cancelled_at = $3

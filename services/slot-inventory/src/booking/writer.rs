@@ -73,7 +73,9 @@ pub trait GroupWrite: Send + Sync + 'static {
     /// The span of a caller's wait for the batch that writes its row.
     const QUEUED_SPAN: &'static str;
     /// Write `rows` in one statement (one transaction) on `client`: what
-    /// each came to, in `rows`' order; an error writes none of them.
+    /// each came to, in `rows`' order; an error writes none of them. What
+    /// follows from the commit for the whole batch (`Payments`: the paid
+    /// holds out of the expiry index) is done here too, once a batch.
     fn write<'a>(
         client: &'a jyt_db::deadpool_postgres::Object,
         state: &'a AppState,
