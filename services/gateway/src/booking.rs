@@ -321,7 +321,7 @@ struct OwnerFacts {
 /// `owner_app`, on the hospital's booking row), or any channel app that
 /// presents the patient's own card (`card`: the patient consents through
 /// that app). The owner never changes, so it is cached in Redis
-/// (`booking-app:<id>`); on a miss the hospital is asked and its answer
+/// (`{h:<hospital>}:booking-app:<id>`); on a miss the hospital is asked and its answer
 /// cached. Fails closed: a booking of no app (a hospital window) or one the
 /// hospital does not know is `NOT_YOUR_BOOKING`, and a hospital that cannot
 /// answer `HOSPITAL_UNAVAILABLE`, never a guess.
@@ -346,8 +346,7 @@ pub async fn authorize(
         Some(card) => Some(state.patients.resolve(card, Utc::now()).await?),
         None => None,
     };
-    let id = booking.to_string();
-    let cached = match state.notifier.booking_app(&id).await {
+    let cached = match state.notifier.booking_app(&booking.to_string()).await {
         Ok(app) => app,
         Err(e) => {
             // Only a cache: the hospital's row still answers.
@@ -355,6 +354,18 @@ pub async fn authorize(
             None
         }
     };
+    authorize_known(state, caller, booking, presented, cached).await
+}
+
+/// [`authorize`] once the presented card's holder and the cached owner
+/// are known (the payment's script reads the cache with its own keys).
+pub(crate) async fn authorize_known(
+    state: &GatewayState,
+    caller: &Caller,
+    booking: &BookingRef,
+    presented: Option<Uuid>,
+    cached: Option<String>,
+) -> Result<Option<Forwarded>, GatewayError> {
     if cached.as_deref() == Some(caller.app_id.as_str()) {
         return Ok(None);
     }
@@ -378,7 +389,7 @@ pub async fn authorize(
     if cached.is_none()
         && let Some(owner) = &facts.owner_app
     {
-        state.notifier.remember_booking(&id, owner).await;
+        state.notifier.remember_booking(&booking.to_string(), owner).await;
     }
     let owns = facts.owner_app.as_deref() == Some(caller.app_id.as_str());
     if owns || presented == Some(facts.patient_id) {

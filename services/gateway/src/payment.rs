@@ -153,11 +153,11 @@ pub async fn settle(
     let lock = format!("{key}:lock");
     let mut conn = state.redis.clone();
     let (kept, locked) = match owners_payment(state, caller, booking, card, &key, &lock).await? {
-        Some(kept_or_locked) => kept_or_locked,
-        None => {
-            // Not known here to be the caller's: the whole owner check (the
-            // hospital's row, the patient's card), then the same step.
-            crate::booking::ensure_owner(state, caller, booking, card).await?;
+        OwnersPayment::Owned { kept, locked } => (kept, locked),
+        OwnersPayment::NotCachedAsCallers { presented, cached } => {
+            // The rest of the owner check (the hospital's row, the
+            // patient's card) with what the script read, then the same step.
+            crate::booking::authorize_known(state, caller, booking, presented, cached).await?;
             // One round trip: a kept answer, and the lock in case there is none.
             let (kept, locked): (Option<String>, Option<String>) = redis::pipe()
                 .get(&key)
@@ -223,10 +223,12 @@ pub async fn settle(
 /// 20:23); a channel pays its own bookings, so this is the common case.
 /// KEYS: the booking's app, the payment's kept answer, its lock.
 /// ARGV: the calling app, now (the lock's value), the lock's TTL.
-/// Returns {owned, kept answer or false, locked}.
+/// Returns {1, kept answer or false, locked} for the owner, else
+/// {0, the cached app or false, 0}.
 const OWNERS_PAYMENT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return {0, false, 0}
+local owner = redis.call('GET', KEYS[1])
+if owner ~= ARGV[1] then
+  return {0, owner, 0}
 end
 local kept = redis.call('GET', KEYS[2])
 local locked = 0
@@ -238,11 +240,21 @@ return {1, kept, locked}
 
 static OWNERS_PAYMENT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(OWNERS_PAYMENT));
 
-/// [`OWNERS_PAYMENT`]: `None` when the booking is not cached as the
-/// caller's (the whole owner check decides), else the kept answer and
-/// the lock, as the payment's own step reads them. A card presented is
-/// checked first, whoever calls, as the owner check does: bad input is
-/// refused as such.
+/// What [`OWNERS_PAYMENT`] found.
+enum OwnersPayment {
+    /// The booking is cached as the caller's: the kept answer and the
+    /// lock, as the payment's own step reads them.
+    Owned { kept: Option<String>, locked: bool },
+    /// It is not: the presented card's holder and the cached app, for the
+    /// rest of the owner check.
+    NotCachedAsCallers {
+        presented: Option<Uuid>,
+        cached: Option<String>,
+    },
+}
+
+/// Run [`OWNERS_PAYMENT`]. A card presented is checked first, whoever
+/// calls, as the owner check does: bad input is refused as such.
 async fn owners_payment(
     state: &GatewayState,
     caller: &Caller,
@@ -250,12 +262,13 @@ async fn owners_payment(
     card: Option<CardRef<'_>>,
     key: &str,
     lock: &str,
-) -> Result<Option<(Option<String>, bool)>, GatewayError> {
-    if let Some(card) = card {
-        state.patients.resolve(card, Utc::now()).await?;
-    }
+) -> Result<OwnersPayment, GatewayError> {
+    let presented = match card {
+        Some(card) => Some(state.patients.resolve(card, Utc::now()).await?),
+        None => None,
+    };
     let mut conn = state.redis.clone();
-    let (owned, kept, locked): (u8, Option<String>, u8) = OWNERS_PAYMENT_SCRIPT
+    let (owned, found, locked): (u8, Option<String>, u8) = OWNERS_PAYMENT_SCRIPT
         .key(state.notifier.booking_app_key_of(booking))
         .key(key)
         .key(lock)
@@ -264,7 +277,17 @@ async fn owners_payment(
         .arg(LOCK_TTL_SECONDS)
         .invoke_async(&mut conn)
         .await?;
-    Ok((owned == 1).then_some((kept, locked == 1)))
+    Ok(if owned == 1 {
+        OwnersPayment::Owned {
+            kept: found,
+            locked: locked == 1,
+        }
+    } else {
+        OwnersPayment::NotCachedAsCallers {
+            presented,
+            cached: found,
+        }
+    })
 }
 
 fn content_type(status: u16) -> &'static str {
