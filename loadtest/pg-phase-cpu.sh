@@ -33,20 +33,14 @@ json.dump(procs, open(sys.argv[1], 'w'))
 PY
 }
 
-"$bin" peak-day "$@" --out "$out" >"$out.log" 2>&1 &
-run=$!
-until grep -q "$start" "$out.log" 2>/dev/null; do
-  kill -0 "$run" 2>/dev/null || { echo "the run ended before '$start'" >&2; exit 1; }
-  sleep 0.05
-done
+source "$(dirname "$0")/phase-lib.sh"
+start_peak_day "$bin" "$out" "$@"
+wait_for_line "$start"
 snapshot "$out.before.json"
 if [[ $end =~ ^[0-9.]+$ ]]; then
   sleep "$end"
 else
-  until grep -q "$end" "$out.log" 2>/dev/null; do
-    kill -0 "$run" 2>/dev/null || { echo "the run ended before '$end'" >&2; exit 1; }
-    sleep 0.05
-  done
+  wait_for_line "$end"
 fi
 snapshot "$out.after.json"
 wait "$run" || true

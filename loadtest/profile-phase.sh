@@ -13,12 +13,9 @@ set -euo pipefail
 bin=$1 out=$2 phase=$3 delay=$4 seconds=$5
 shift 5
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
-"$bin" peak-day "$@" --out "$out" >"$out.log" 2>&1 &
-run=$!
-until grep -q "$phase" "$out.log" 2>/dev/null; do
-  kill -0 "$run" 2>/dev/null || { echo "the run ended before '$phase'" >&2; exit 1; }
-  sleep 0.2
-done
+source "$(dirname "$0")/phase-lib.sh"
+start_peak_day "$bin" "$out" "$@"
+wait_for_line "$phase"
 sleep "$delay"
 perf record -a -g -F 499 -o "$out.perf" -- sleep "$seconds" >/dev/null 2>&1
 wait "$run"
