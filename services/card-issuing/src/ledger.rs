@@ -328,6 +328,43 @@ struct NewTx<'a> {
     entries: Vec<(Uuid, i64)>,
     /// The card account whose running balance changes, and by how much.
     card_delta: Option<(Uuid, i64)>,
+    /// The movement's event, written by the posting's own statement.
+    event: Option<TxEvent<'a>>,
+}
+
+/// A movement's event (`card.topped_up`, `card.fee_paid`,
+/// `card.refunded`): its payload is known before the posting, so the
+/// posting's statement writes it ([`POST_TRANSACTION`]'s `ev`), a round
+/// trip fewer than appending it after (a prepaid payment's five were
+/// four; loadtest/README.md, 2026-12-06 23:07).
+struct TxEvent<'a> {
+    event_type: &'static str,
+    person_id: Uuid,
+    /// The card's balance once the movement is posted.
+    balance_fen: i64,
+    /// Fields about what the movement was for (the booking of a refund),
+    /// never replacing the ledger's own.
+    extra: Option<&'a serde_json::Value>,
+}
+
+impl TxEvent<'_> {
+    fn payload(&self, transaction_id: Uuid, new: &NewTx<'_>) -> serde_json::Value {
+        let mut payload = serde_json::json!({
+            "transaction_id": transaction_id,
+            "card_id": new.card_id,
+            "person_id": self.person_id,
+            "channel": new.channel,
+            "amount_fen": new.amount,
+            "reference": new.reference,
+            "balance_fen": self.balance_fen,
+        });
+        if let (Some(serde_json::Value::Object(extra)), Some(out)) = (self.extra, payload.as_object_mut()) {
+            for (k, v) in extra {
+                out.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        payload
+    }
 }
 
 /// The transaction, its entries and the card's running balance in one
@@ -341,7 +378,9 @@ struct NewTx<'a> {
 /// reaches that path). The entries' foreign key
 /// to `t`'s row is checked at the statement's end, when the row is there.
 /// `$9`/`$10`: the entries' accounts and signed amounts; `$11`/`$12`: the
-/// card account whose balance moves and by how much (NULL: none).
+/// card account whose balance moves and by how much (NULL: none);
+/// `$13`–`$15`: the event's id, type and payload (NULL id: no event),
+/// written to the outbox only with `t`'s row, as the entries are.
 const POST_TRANSACTION: &str = "WITH t AS (
         INSERT INTO ledger_transactions (id, kind, reference, card_id, channel, amount, refund_of, created_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -354,7 +393,10 @@ const POST_TRANSACTION: &str = "WITH t AS (
          ORDER BY x.ord),
      b AS (
         UPDATE accounts SET balance = balance + $12
-         WHERE id = $11 AND EXISTS (SELECT 1 FROM t))
+         WHERE id = $11 AND EXISTS (SELECT 1 FROM t)),
+     ev AS (
+        INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
+        SELECT $13::uuid, $14::text, t.card_id::text, $15::jsonb FROM t WHERE $13::uuid IS NOT NULL)
      SELECT * FROM t";
 
 /// Insert a transaction and its entries, or find the one already posted
@@ -374,6 +416,9 @@ async fn post(
     let accounts: Vec<Uuid> = new.entries.iter().map(|(account, _)| *account).collect();
     let amounts: Vec<i64> = new.entries.iter().map(|(_, amount)| *amount).collect();
     let (card_account, delta) = new.card_delta.unzip();
+    let event_id = new.event.as_ref().map(|_| Uuid::now_v7());
+    let event_type = new.event.as_ref().map(|e| e.event_type);
+    let payload = new.event.as_ref().map(|e| e.payload(id, &new));
     let inserted = tx
         .query_opt_cached(
             POST_TRANSACTION,
@@ -390,6 +435,9 @@ async fn post(
                 &amounts,
                 &card_account,
                 &delta,
+                &event_id,
+                &event_type,
+                &payload,
             ],
         )
         .await?;
@@ -424,32 +472,14 @@ fn replayed(
     })
 }
 
+/// Commit a movement posted with its event (see [`TxEvent`]) and wake the
+/// relay.
 async fn finish(
     state: &AppState,
     tx: Transaction<'_>,
-    event: &str,
     posted: LedgerTransaction,
     balance: i64,
-    person_id: Uuid,
-    extra: Option<&serde_json::Value>,
 ) -> Result<Posted, CardError> {
-    let mut payload = serde_json::json!({
-        "transaction_id": posted.transaction_id,
-        "card_id": posted.card_id,
-        "person_id": person_id,
-        "channel": posted.channel,
-        "amount_fen": posted.amount_fen,
-        "reference": posted.reference,
-        "balance_fen": balance,
-    });
-    // Fields about what the movement was for (the booking of a refund),
-    // never replacing the ledger's own.
-    if let (Some(serde_json::Value::Object(extra)), Some(out)) = (extra, payload.as_object_mut()) {
-        for (k, v) in extra {
-            out.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    jyt_events::append(&tx, event, &posted.card_id.to_string(), &payload).await?;
     tx.commit().await?;
     state.relay.wake();
     Ok(Posted {
@@ -505,21 +535,15 @@ pub async fn top_up(
         refund_of: None,
         entries: vec![(account.account_id, req.amount_fen), (clearing, -req.amount_fen)],
         card_delta: Some((account.account_id, req.amount_fen)),
+        event: Some(TxEvent {
+            event_type: "card.topped_up",
+            person_id: account.person_id,
+            balance_fen: account.balance + req.amount_fen,
+            extra: None,
+        }),
     };
     match post(&tx, new, now).await? {
-        Ok(posted) => {
-            let person = account.person_id;
-            finish(
-                state,
-                tx,
-                "card.topped_up",
-                posted,
-                account.balance + req.amount_fen,
-                person,
-                None,
-            )
-            .await
-        }
+        Ok(posted) => finish(state, tx, posted, account.balance + req.amount_fen).await,
         Err(existing) => replay(existing),
     }
 }
@@ -562,21 +586,15 @@ pub async fn pay_fee(
         refund_of: None,
         entries: vec![(account.account_id, -req.amount_fen), (income, req.amount_fen)],
         card_delta: Some((account.account_id, -req.amount_fen)),
+        event: Some(TxEvent {
+            event_type: "card.fee_paid",
+            person_id: account.person_id,
+            balance_fen: account.balance - req.amount_fen,
+            extra: None,
+        }),
     };
     match post(&tx, new, now).await? {
-        Ok(posted) => {
-            let person = account.person_id;
-            finish(
-                state,
-                tx,
-                "card.fee_paid",
-                posted,
-                account.balance - req.amount_fen,
-                person,
-                None,
-            )
-            .await
-        }
+        Ok(posted) => finish(state, tx, posted, account.balance - req.amount_fen).await,
         Err(existing) => replay(existing),
     }
 }
@@ -650,24 +668,18 @@ async fn post_refund(
         refund_of: Some(fee_id),
         entries: vec![(income, -req.amount_fen), (account.account_id, req.amount_fen)],
         card_delta: Some((account.account_id, req.amount_fen)),
+        event: Some(TxEvent {
+            event_type: "card.refunded",
+            person_id: account.person_id,
+            balance_fen: account.balance + req.amount_fen,
+            extra: match of {
+                RefundOf::Booking(context) => Some(context),
+                RefundOf::Request => None,
+            },
+        }),
     };
     match post(&tx, new, now).await? {
-        Ok(posted) => {
-            let person = account.person_id;
-            finish(
-                state,
-                tx,
-                "card.refunded",
-                posted,
-                account.balance + req.amount_fen,
-                person,
-                match of {
-                    RefundOf::Booking(context) => Some(context),
-                    RefundOf::Request => None,
-                },
-            )
-            .await
-        }
+        Ok(posted) => finish(state, tx, posted, account.balance + req.amount_fen).await,
         Err(existing) => replay(existing),
     }
 }
@@ -796,6 +808,7 @@ pub async fn transfer_balance(
         refund_of: None,
         entries: vec![(from.account_id, -from.balance), (to_account, from.balance)],
         card_delta: Some((from.account_id, -from.balance)),
+        event: None,
     };
     post(tx, new, now)
         .await?
@@ -830,6 +843,7 @@ pub async fn cash_out(
         refund_of: None,
         entries: vec![(from.account_id, -from.balance), (clearing, from.balance)],
         card_delta: Some((from.account_id, -from.balance)),
+        event: None,
     };
     post(tx, new, now)
         .await?

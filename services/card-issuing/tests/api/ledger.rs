@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::spawn_app;
@@ -471,4 +471,86 @@ async fn a_channel_account_made_by_a_refused_payment_is_not_remembered() {
     assert_eq!(row.get::<_, i64>(1), 1_000, "it holds the two fees, to the fen");
     assert_eq!(row.get::<_, i64>(2), 9_000, "the card paid two fees");
     assert_eq!(row.get::<_, i64>(3), 0, "all entries sum to zero");
+}
+
+/// Each movement's event (`card.topped_up`, `card.fee_paid`,
+/// `card.refunded`) is written by the posting's own statement: once per
+/// movement, with the balance it left, and never by a replay or a
+/// refusal. "Its own statement": the event row and the transaction row
+/// carry the same transaction id and the same command id (`cmin`), which
+/// an event appended after the posting does not.
+#[tokio::test]
+async fn a_movements_event_is_written_by_its_posting_statement_once() {
+    let app = spawn_app().await;
+    let person = app.new_person().await;
+    let card = app.issue_card(person, "physical").await;
+    let id = card["card_id"].as_str().unwrap();
+
+    let top_up = json!({ "amount_fen": 2_000, "channel": "wechat", "channel_ref": "wx-1" });
+    let topped = app.post(&format!("/v1/cards/{id}/top-ups"), &top_up).await;
+    assert_eq!(topped.status, 201, "{:?}", topped.body);
+    assert_eq!(
+        app.post(&format!("/v1/cards/{id}/top-ups"), &top_up).await.status,
+        200
+    );
+    let fee = json!({ "amount_fen": 800, "channel": "app", "reference": "bk-1" });
+    let paid = app.post(&format!("/v1/cards/{id}/payments"), &fee).await;
+    assert_eq!(paid.status, 201, "{:?}", paid.body);
+    assert_eq!(
+        app.post(&format!("/v1/cards/{id}/payments"), &fee).await.status,
+        200
+    );
+    let too_much = json!({ "amount_fen": 5_000, "channel": "app", "reference": "bk-2" });
+    let refused = app.post(&format!("/v1/cards/{id}/payments"), &too_much).await;
+    assert_eq!(refused.body["code"], "INSUFFICIENT_BALANCE");
+    let refund = json!({ "amount_fen": 500, "reference": "rf-1", "refund_of": "bk-1" });
+    let refunded = app.post(&format!("/v1/cards/{id}/refunds"), &refund).await;
+    assert_eq!(refunded.status, 201, "{:?}", refunded.body);
+    assert_eq!(
+        app.post(&format!("/v1/cards/{id}/refunds"), &refund).await.status,
+        200
+    );
+
+    let client = app.pool_client().await;
+    let rows = client
+        .query(
+            "SELECT o.event_type, o.aggregate_id, o.payload,
+                    o.xmin = t.xmin AND o.cmin = t.cmin AS in_its_statement
+               FROM outbox o
+               LEFT JOIN ledger_transactions t ON t.id = (o.payload->>'transaction_id')::uuid
+              WHERE o.event_type IN ('card.topped_up', 'card.fee_paid', 'card.refunded')
+                AND o.aggregate_id = $1
+              ORDER BY o.seq",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let events: Vec<(String, Value, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(2), r.get::<_, Option<bool>>(3).unwrap_or(false)))
+        .collect();
+    let types: Vec<&str> = events.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(types, ["card.topped_up", "card.fee_paid", "card.refunded"]);
+    for ((_, payload, in_its_statement), (answer, reference, channel, amount, balance)) in
+        events.iter().zip([
+            (&topped, "wechat:wx-1", "wechat", 2_000, 2_000),
+            (&paid, "bk-1", "app", 800, 1_200),
+            (&refunded, "rf-1", "app", 500, 1_700),
+        ])
+    {
+        assert!(in_its_statement, "written after its posting: {payload}");
+        assert_eq!(
+            payload,
+            &json!({
+                "transaction_id": answer.body["transaction_id"],
+                "card_id": id,
+                "person_id": person,
+                "channel": channel,
+                "amount_fen": amount,
+                "reference": reference,
+                "balance_fen": balance,
+            })
+        );
+    }
+    assert_eq!(refunded.body["balance_fen"], 1_700);
 }
