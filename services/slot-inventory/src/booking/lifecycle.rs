@@ -196,7 +196,7 @@ pub async fn cancel(
     // (`queries::CANCEL_WITH_EVENTS`, the decision below as SQL). Only
     // when it is not so is the row read, locked, to say why.
     let first_cancellable = state.policy.get().first_cancellable_visit(now);
-    if let Some(stored) = queries::cancel_with_events(
+    if let Some(freed) = queries::cancel_with_events(
         &client,
         &state.hospital,
         booking.id,
@@ -207,9 +207,9 @@ pub async fn cancel(
     .await?
     {
         drop(client);
-        give_back(state, &stored).await;
+        give_back(state, &freed.stored, Some(freed.line_waiting)).await;
         state.relay.wake();
-        return Ok(stored);
+        return Ok(freed.stored);
     }
     let tx = client.transaction().await?;
     let current = locked(&tx, state, booking).await?;
@@ -252,7 +252,7 @@ pub async fn cancel(
     // meanwhile lets concurrent cancellations take the whole pool and wait
     // on each other until the pool's timeout (found by the peak-day load).
     drop(client);
-    give_back(state, &stored).await;
+    give_back(state, &stored, None).await;
     state.relay.wake();
     Ok(stored)
 }
@@ -406,10 +406,14 @@ fn check_in_decision(
 
 /// Give a released booking's seat back to Redis (after its commit): to the
 /// schedule's waitlist if anyone waits (and hand it to the head of the
-/// line), else on open sale.
-async fn give_back(state: &AppState, stored: &StoredBooking) {
+/// line), else on open sale. `line_waiting`: whether anyone does, as the
+/// statement that freed the seat read it; `None`: asked here.
+async fn give_back(state: &AppState, stored: &StoredBooking, line_waiting: Option<bool>) {
     let result = async {
-        let waiting = super::waitlist::has_waiting(state, stored.booking.schedule_id).await?;
+        let waiting = match line_waiting {
+            Some(waiting) => waiting,
+            None => super::waitlist::has_waiting(state, stored.booking.schedule_id).await?,
+        };
         let goes = if waiting {
             SeatGoes::Waitlist
         } else {
@@ -471,20 +475,13 @@ pub async fn expire_holds(state: &AppState) -> Result<usize, SlotError> {
     let ids: Vec<Uuid> = due.iter().filter_map(|m| Uuid::parse_str(m).ok()).collect();
     let expired = {
         let client = state.pool.get().await?;
-        queries::sweep_with_events(
-            &client,
-            &state.hospital,
-            &queries::EXPIRE_HOLDS_WITH_EVENTS,
-            EventKind::Expired,
-            &ids,
-            now,
-        )
-        .await?
+        queries::expire_holds_with_events(&client, &state.hospital, &ids, now).await?
     };
-    // Each seat back to Redis (or kept for the schedule's line), with no
-    // connection held: give_back asks the pool for its own.
-    for stored in &expired {
-        give_back(state, stored).await;
+    // Each seat back to Redis (or kept for the schedule's line, which the
+    // statement answered), with no connection held: a promotion asks the
+    // pool for its own.
+    for freed in &expired {
+        give_back(state, &freed.stored, Some(freed.line_waiting)).await;
     }
     if !expired.is_empty() {
         state.relay.wake();
@@ -527,16 +524,9 @@ async fn mark_no_shows_since(state: &AppState, ended_since: Option<TimeDelta>) -
         return Ok(0);
     }
     // All of the pass's no-shows, each with its event, in one statement.
-    let marked = queries::sweep_with_events(
-        &client,
-        &state.hospital,
-        &queries::MARK_NO_SHOWS_WITH_EVENTS,
-        EventKind::NoShow,
-        &overdue,
-        now,
-    )
-    .await?
-    .len();
+    let marked = queries::mark_no_shows_with_events(&client, &state.hospital, &overdue, now)
+        .await?
+        .len();
     if marked > 0 {
         state.relay.wake();
     }

@@ -701,6 +701,12 @@ fn event_payload(hospital: &str, detail: &str) -> String {
 /// its event and what the caller is answered commit together, without
 /// `BEGIN` or `COMMIT`.
 fn with_read_back_and_event(ctes: &str, event: [&str; 3], detail: &str) -> String {
+    format!("{} SELECT * FROM rb", written_with_event(ctes, event, detail))
+}
+
+/// The CTEs of [`with_read_back_and_event`], for a statement that answers
+/// more than the read-back ([`returning_line_waiting`]).
+fn written_with_event(ctes: &str, event: [&str; 3], detail: &str) -> String {
     let read_back = read_back_of_b();
     let [id, kind, hospital] = event;
     format!(
@@ -708,10 +714,41 @@ fn with_read_back_and_event(ctes: &str, event: [&str; 3], detail: &str) -> Strin
          rb AS ({read_back}),
          o AS (
             INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
-            SELECT {id}, {kind}, {hospital} || '-' || rb.id, {payload} FROM rb)
-         SELECT * FROM rb",
+            SELECT {id}, {kind}, {hospital} || '-' || rb.id, {payload} FROM rb)",
         payload = event_payload(hospital, detail)
     )
+}
+
+/// The read-back `rb` of a statement that frees seats, each written
+/// booking with whether anyone waits for a seat of its schedule
+/// (`line_waiting`, [`super::waitlist_queries::line_waiting_for`]): the
+/// statement learns where the seats go as it writes, where each seat
+/// asked with a statement of its own (loadtest/README.md, 2026-12-06
+/// 23:07). It reads the line as the statement began; a patient who joins
+/// meanwhile is served by the sweeper's next promotion pass, as one who
+/// joined just after the separate look was.
+fn returning_line_waiting() -> String {
+    format!(
+        "SELECT rb.*, {} AS line_waiting FROM rb",
+        super::waitlist_queries::line_waiting_for("rb.schedule_id")
+    )
+}
+
+/// A freed booking and whether anyone waits for its seat (a row of a
+/// statement answering [`returning_line_waiting`]).
+#[derive(Debug, Clone)]
+pub struct Freed {
+    pub stored: StoredBooking,
+    pub line_waiting: bool,
+}
+
+impl Freed {
+    fn of(hospital: &HospitalId, row: &Row) -> Self {
+        Self {
+            stored: to_stored(hospital, row),
+            line_waiting: row.get("line_waiting"),
+        }
+    }
 }
 
 /// A payment's confirmation, its reference taken, its read-back and its
@@ -1220,12 +1257,14 @@ pub async fn late_check_in<C: GenericClient>(
 /// date whose cancellation deadline has not passed at `$3`), cancelled
 /// with its `booking.cancelled` event (`$5`, type `$7`) and, when it was
 /// paid, its `booking.refund_requested` (`$6`, type `$8`), in that order;
-/// `$9` the hospital's id. Nothing is written when any of that is not so:
-/// the caller then reads the row, locked, to say why. It was `BEGIN`, a
-/// locked read, the update, one or two events and `COMMIT`
-/// (loadtest/README.md, 2026-12-06 20:23).
+/// `$9` the hospital's id; answered with whether anyone waits for the
+/// freed seat ([`returning_line_waiting`]). Nothing is written when any
+/// of that is not so: the caller then reads the row, locked, to say why.
+/// It was `BEGIN`, a locked read, the update, one or two events and
+/// `COMMIT` (loadtest/README.md, 2026-12-06 20:23).
 pub static CANCEL_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
     let read_back = read_back_of_b();
+    let answer = returning_line_waiting();
     format!(
         "WITH b AS (
             UPDATE bookings SET status = 'cancelled', updated_at = $3, cancelled_at = $3
@@ -1240,7 +1279,7 @@ pub static CANCEL_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
                    (2, $6::uuid, $8::text, {refund})) AS e (ord, event_id, event_type, payload)
              WHERE e.ord = 1 OR rb.payment_reference IS NOT NULL
              ORDER BY e.ord)
-         SELECT * FROM rb",
+         {answer}",
         cancelled = event_payload("$9::text", "'{}'::jsonb"),
         refund = event_payload(
             "$9::text",
@@ -1249,8 +1288,8 @@ pub static CANCEL_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// [`CANCEL_WITH_EVENTS`]: the cancelled booking, or `None` (nothing
-/// written) when it is not so simple.
+/// [`CANCEL_WITH_EVENTS`]: the cancelled booking and whether its seat
+/// has a line, or `None` (nothing written) when it is not so simple.
 pub async fn cancel_with_events<C: GenericClient>(
     client: &C,
     hospital: &HospitalId,
@@ -1258,7 +1297,7 @@ pub async fn cancel_with_events<C: GenericClient>(
     patient: Uuid,
     now: DateTime<Utc>,
     first_cancellable_visit: NaiveDate,
-) -> Result<Option<StoredBooking>, Error> {
+) -> Result<Option<Freed>, Error> {
     use super::events::EventKind;
     Ok(client
         .query_opt_cached(
@@ -1276,7 +1315,7 @@ pub async fn cancel_with_events<C: GenericClient>(
             ],
         )
         .await?
-        .map(|r| to_stored(hospital, &r)))
+        .map(|r| Freed::of(hospital, &r)))
 }
 
 /// A sweep's bookings moved to `status` with their events, many in one
@@ -1290,7 +1329,7 @@ pub async fn cancel_with_events<C: GenericClient>(
 /// locked read or none, the update, the event and `COMMIT` for each
 /// booking (loadtest/README.md, 2026-12-06 20:23).
 fn swept_with_events(status: &str, still_due: &str) -> String {
-    with_read_back_and_event(
+    written_with_event(
         &format!(
             "n AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS n (id, event_id)),
              l AS (
@@ -1309,36 +1348,84 @@ fn swept_with_events(status: &str, still_due: &str) -> String {
 }
 
 /// Overdue arrivals marked no-shows: confirmed still (not checked in at
-/// the desk meanwhile).
-pub static MARK_NO_SHOWS_WITH_EVENTS: LazyLock<String> =
-    LazyLock::new(|| swept_with_events("no_show", "status = 'confirmed'"));
+/// the desk meanwhile). A no-show's seat is past: nothing is given back.
+pub static MARK_NO_SHOWS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} SELECT * FROM rb",
+        swept_with_events("no_show", "status = 'confirmed'")
+    )
+});
 
 /// Lapsed holds expired: held still, and past their deadline (not paid
-/// or cancelled meanwhile).
-pub static EXPIRE_HOLDS_WITH_EVENTS: LazyLock<String> =
-    LazyLock::new(|| swept_with_events("expired", "status = 'held' AND hold_deadline <= $3"));
+/// or cancelled meanwhile); each with whether its seat has a line
+/// ([`returning_line_waiting`]).
+pub static EXPIRE_HOLDS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} {}",
+        swept_with_events("expired", "status = 'held' AND hold_deadline <= $3"),
+        returning_line_waiting()
+    )
+});
 
 /// Run a sweep's statement ([`MARK_NO_SHOWS_WITH_EVENTS`],
 /// [`EXPIRE_HOLDS_WITH_EVENTS`]) over `due`, each booking moved with a
-/// `kind` event: the bookings moved.
-pub async fn sweep_with_events<C: GenericClient>(
+/// `kind` event: the rows of the bookings moved.
+async fn sweep_with_events<C: GenericClient>(
     client: &C,
     hospital: &HospitalId,
     statement: &str,
     kind: super::events::EventKind,
     due: &[Uuid],
     now: DateTime<Utc>,
-) -> Result<Vec<StoredBooking>, Error> {
+) -> Result<Vec<Row>, Error> {
     let event_ids: Vec<Uuid> = due.iter().map(|_| Uuid::now_v7()).collect();
-    Ok(client
+    client
         .query_cached(
             statement,
             &[&due, &event_ids, &now, &kind.event_type(), &hospital.as_str()],
         )
-        .await?
-        .iter()
-        .map(|r| to_stored(hospital, r))
-        .collect())
+        .await
+}
+
+/// [`MARK_NO_SHOWS_WITH_EVENTS`] over `due`: the bookings marked.
+pub async fn mark_no_shows_with_events<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    due: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<StoredBooking>, Error> {
+    let statement = &MARK_NO_SHOWS_WITH_EVENTS;
+    let rows = sweep_with_events(
+        client,
+        hospital,
+        statement,
+        super::events::EventKind::NoShow,
+        due,
+        now,
+    )
+    .await?;
+    Ok(rows.iter().map(|r| to_stored(hospital, r)).collect())
+}
+
+/// [`EXPIRE_HOLDS_WITH_EVENTS`] over `due`: the holds expired, each with
+/// whether its seat has a line.
+pub async fn expire_holds_with_events<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    due: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<Freed>, Error> {
+    let statement = &EXPIRE_HOLDS_WITH_EVENTS;
+    let rows = sweep_with_events(
+        client,
+        hospital,
+        statement,
+        super::events::EventKind::Expired,
+        due,
+        now,
+    )
+    .await?;
+    Ok(rows.iter().map(|r| Freed::of(hospital, r)).collect())
 }
 
 /// Confirmed bookings whose segment ended more than the grace period ago

@@ -269,20 +269,28 @@ pub async fn segments_of<C: GenericClient>(
         .collect())
 }
 
-/// Whether anyone waits for a seat of `schedule`: in its own line, or,
-/// for a session published for the waitlist, in the line of any open
-/// session of the doctor that day.
+/// SQL: whether anyone waits for a seat of the schedule `schedule` (an
+/// SQL expression): in its own line, or, for a session published for the
+/// waitlist, in the line of any open session of the doctor that day. A
+/// statement that frees a seat reads it as it writes
+/// (`queries::CANCEL_WITH_EVENTS`, `queries::EXPIRE_HOLDS_WITH_EVENTS`).
+pub fn line_waiting_for(schedule: &str) -> String {
+    format!(
+        "EXISTS (
+            SELECT 1 FROM schedules y {SERVED_LINES}
+              JOIN waitlist_entries w ON w.schedule_id = x.id AND w.status = 'waiting'
+             WHERE y.id = {schedule})"
+    )
+}
+
+/// [`line_waiting_for`] the schedule `$1`.
+static WAITING_FOR_SEATS_OF: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {}", line_waiting_for("$1")));
+
+/// Whether anyone waits for a seat of `schedule` ([`line_waiting_for`]).
 pub async fn waiting_for_seats_of<C: GenericClient>(client: &C, schedule: Uuid) -> Result<bool, Error> {
     Ok(client
-        .query_one_cached(
-            &format!(
-                "SELECT EXISTS (
-                    SELECT 1 FROM schedules y {SERVED_LINES}
-                      JOIN waitlist_entries w ON w.schedule_id = x.id AND w.status = 'waiting'
-                     WHERE y.id = $1)"
-            ),
-            &[&schedule],
-        )
+        .query_one_cached(&WAITING_FOR_SEATS_OF, &[&schedule])
         .await?
         .get(0))
 }

@@ -378,3 +378,49 @@ async fn a_session_for_the_waitlist_keeps_its_seats_for_the_line_before_the_prom
     assert_eq!(waitlist::promote(&h.state, morning).await.unwrap(), 2);
     h.assert_consistent(&slot).await;
 }
+
+/// A lapsed hold's seat goes to the head of its schedule's line in the
+/// sweep that expires it, as a cancelled one does: the sweep's statement
+/// answers whether anyone waits (`queries::EXPIRE_HOLDS_WITH_EVENTS`).
+/// The seats nobody waits for go on open sale.
+#[tokio::test]
+async fn a_lapsed_holds_seat_goes_to_the_head_of_the_line_in_the_sweep_that_expires_it() {
+    let h = Hospital::start(beijing(3, 9, 0), 1, ALL_COMMON).await;
+    let schedule = h.schedules[sched::ENDO_AM].schedule_id;
+    for segment in 0..7 {
+        let held = h
+            .book(
+                &h.segment(sched::ENDO_AM, segment),
+                Uuid::new_v4(),
+                Channel::Kiosk,
+            )
+            .await
+            .unwrap();
+        assert_eq!(held.status, BookingStatus::Held, "endocrinology has a fee");
+    }
+    let waiter = Uuid::new_v4();
+    let (entry, _) = waitlist::join(&h.state, schedule, &join(waiter)).await.unwrap();
+
+    h.advance(11);
+    assert_eq!(lifecycle::expire_holds(&h.state).await.unwrap(), 7);
+    let promoted = waitlist::get(&h.state, entry.entry_id).await.unwrap();
+    assert_eq!(
+        promoted.status, "promoted",
+        "served by the sweep, not a later pass"
+    );
+    let booking = h.booking(promoted.booking_id.as_ref().unwrap()).await;
+    assert_eq!(booking.patient_id, waiter);
+    assert_eq!(booking.status, BookingStatus::Held);
+    // The six other seats are on open sale again.
+    let mut sold = 0;
+    for segment in 0..7 {
+        let slot = h.segment(sched::ENDO_AM, segment);
+        if slot == booking.slot_id {
+            continue;
+        }
+        h.book(&slot, Uuid::new_v4(), Channel::Window).await.unwrap();
+        sold += 1;
+        h.assert_consistent(&slot).await;
+    }
+    assert_eq!(sold, 6);
+}
