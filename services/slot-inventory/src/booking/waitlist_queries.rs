@@ -274,12 +274,20 @@ pub async fn segments_of<C: GenericClient>(
 /// waitlist, in the line of any open session of the doctor that day. A
 /// statement that frees a seat reads it as it writes
 /// (`queries::CANCEL_WITH_EVENTS`, `queries::EXPIRE_HOLDS_WITH_EVENTS`).
+///
+/// The lines of [`SERVED_LINES`], as two lookups: the schedule's own line
+/// (an index-only probe of `waitlist_line`), then, only for a session
+/// published for the waitlist, the doctor's open sessions' lines. One
+/// join with `SERVED_LINES`' `OR` read every schedule of the visit date
+/// for every seat (a bitmap scan of `schedules_by_date`).
 pub fn line_waiting_for(schedule: &str) -> String {
     format!(
-        "EXISTS (
-            SELECT 1 FROM schedules y {SERVED_LINES}
+        "(EXISTS (SELECT 1 FROM waitlist_entries w WHERE w.schedule_id = {schedule} AND w.status = 'waiting')
+          OR EXISTS (
+            SELECT 1 FROM schedules y
+              JOIN schedules x ON x.doctor_id = y.doctor_id AND x.visit_date = y.visit_date AND x.status = 'open'
               JOIN waitlist_entries w ON w.schedule_id = x.id AND w.status = 'waiting'
-             WHERE y.id = {schedule})"
+             WHERE y.id = {schedule} AND y.for_waitlist))"
     )
 }
 

@@ -371,11 +371,29 @@ async fn a_session_for_the_waitlist_keeps_its_seats_for_the_line_before_the_prom
 
     // Two of its three seats are the line's: one walk-in gets the third.
     let slot = jyt_domain::SlotRef::new(h.state.hospital.clone(), segment);
-    h.book(&slot, Uuid::new_v4(), Channel::Window).await.unwrap();
+    let walk_in = Uuid::new_v4();
+    let third = h.book(&slot, walk_in, Channel::Window).await.unwrap();
     let late = h.book(&slot, Uuid::new_v4(), Channel::Window).await;
     assert_eq!(code(&late.unwrap_err()), "SLOT_SOLD_OUT");
     // The pass serves the line from them, in order.
     assert_eq!(waitlist::promote(&h.state, morning).await.unwrap(), 2);
+    h.assert_consistent(&slot).await;
+
+    // A seat the walk-in frees in the evening goes to the morning's line
+    // (the session serves the doctor's lines), as it is cancelled.
+    let (next, _) = waitlist::join(&h.state, morning, &join(Uuid::new_v4()))
+        .await
+        .unwrap();
+    lifecycle::cancel(
+        &h.state,
+        &third.booking_id,
+        &CancelRequest { patient_id: walk_in },
+    )
+    .await
+    .unwrap();
+    let next = waitlist::get(&h.state, next.entry_id).await.unwrap();
+    assert_eq!(next.status, "promoted");
+    assert_eq!(h.booking(next.booking_id.as_ref().unwrap()).await.slot_id, slot);
     h.assert_consistent(&slot).await;
 }
 
