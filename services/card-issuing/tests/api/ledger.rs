@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{Resp, TestApp, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_debits_never_overspend_and_the_ledger_balances() {
@@ -486,30 +486,27 @@ async fn a_movements_event_is_written_by_its_posting_statement_once() {
     let card = app.issue_card(person, "physical").await;
     let id = card["card_id"].as_str().unwrap();
 
-    let top_up = json!({ "amount_fen": 2_000, "channel": "wechat", "channel_ref": "wx-1" });
-    let topped = app.post(&format!("/v1/cards/{id}/top-ups"), &top_up).await;
-    assert_eq!(topped.status, 201, "{:?}", topped.body);
-    assert_eq!(
-        app.post(&format!("/v1/cards/{id}/top-ups"), &top_up).await.status,
-        200
-    );
-    let fee = json!({ "amount_fen": 800, "channel": "app", "reference": "bk-1" });
-    let paid = app.post(&format!("/v1/cards/{id}/payments"), &fee).await;
-    assert_eq!(paid.status, 201, "{:?}", paid.body);
-    assert_eq!(
-        app.post(&format!("/v1/cards/{id}/payments"), &fee).await.status,
-        200
-    );
+    let topped = posted_and_replayed(
+        &app,
+        &format!("/v1/cards/{id}/top-ups"),
+        &json!({ "amount_fen": 2_000, "channel": "wechat", "channel_ref": "wx-1" }),
+    )
+    .await;
+    let paid = posted_and_replayed(
+        &app,
+        &format!("/v1/cards/{id}/payments"),
+        &json!({ "amount_fen": 800, "channel": "app", "reference": "bk-1" }),
+    )
+    .await;
     let too_much = json!({ "amount_fen": 5_000, "channel": "app", "reference": "bk-2" });
     let refused = app.post(&format!("/v1/cards/{id}/payments"), &too_much).await;
     assert_eq!(refused.body["code"], "INSUFFICIENT_BALANCE");
-    let refund = json!({ "amount_fen": 500, "reference": "rf-1", "refund_of": "bk-1" });
-    let refunded = app.post(&format!("/v1/cards/{id}/refunds"), &refund).await;
-    assert_eq!(refunded.status, 201, "{:?}", refunded.body);
-    assert_eq!(
-        app.post(&format!("/v1/cards/{id}/refunds"), &refund).await.status,
-        200
-    );
+    let refunded = posted_and_replayed(
+        &app,
+        &format!("/v1/cards/{id}/refunds"),
+        &json!({ "amount_fen": 500, "reference": "rf-1", "refund_of": "bk-1" }),
+    )
+    .await;
 
     let client = app.pool_client().await;
     let rows = client
@@ -553,4 +550,13 @@ async fn a_movements_event_is_written_by_its_posting_statement_once() {
         );
     }
     assert_eq!(refunded.body["balance_fen"], 1_700);
+}
+
+/// Post a movement, then the same again: 201, then the replay's 200. The
+/// first answer.
+async fn posted_and_replayed(app: &TestApp, path: &str, body: &Value) -> Resp {
+    let first = app.post(path, body).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(app.post(path, body).await.status, 200, "the replay");
+    first
 }
