@@ -156,17 +156,12 @@ async fn a_cancellations_events_built_by_postgresql_are_the_payloads_rust_builds
     );
     assert_eq!(h.events_of("booking.refund_requested", &paid).await, [refund]);
     assert!(h.events_of("booking.refund_requested", &held).await.is_empty());
-    let client = h.state.pool.get().await.unwrap();
-    let order: Vec<String> = client
-        .query(
-            "SELECT event_type FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
-            &[&paid.booking_id.to_string()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let order: Vec<String> = h
+        .column(&format!(
+            "SELECT event_type FROM outbox WHERE aggregate_id = '{}' ORDER BY seq",
+            paid.booking_id
+        ))
+        .await;
     assert_eq!(
         order,
         [
