@@ -1367,24 +1367,38 @@ pub static EXPIRE_HOLDS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Run a sweep's statement ([`MARK_NO_SHOWS_WITH_EVENTS`],
-/// [`EXPIRE_HOLDS_WITH_EVENTS`]) over `due`, each booking moved with a
-/// `kind` event: the rows of the bookings moved.
-async fn sweep_with_events<C: GenericClient>(
-    client: &C,
-    hospital: &HospitalId,
-    statement: &str,
-    kind: super::events::EventKind,
-    due: &[Uuid],
-    now: DateTime<Utc>,
-) -> Result<Vec<Row>, Error> {
-    let event_ids: Vec<Uuid> = due.iter().map(|_| Uuid::now_v7()).collect();
-    client
-        .query_cached(
-            statement,
-            &[&due, &event_ids, &now, &kind.event_type(), &hospital.as_str()],
-        )
-        .await
+/// What a sweep moves, and so its statement and its event.
+#[derive(Debug, Clone, Copy)]
+enum Sweep {
+    /// [`MARK_NO_SHOWS_WITH_EVENTS`], `booking.no_show`.
+    NoShows,
+    /// [`EXPIRE_HOLDS_WITH_EVENTS`], `booking.expired`.
+    LapsedHolds,
+}
+
+impl Sweep {
+    /// Run the sweep's statement over `due`, each booking moved with its
+    /// event: the rows of the bookings moved.
+    async fn run<C: GenericClient>(
+        self,
+        client: &C,
+        hospital: &HospitalId,
+        due: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Row>, Error> {
+        use super::events::EventKind;
+        let (statement, kind): (&str, _) = match self {
+            Sweep::NoShows => (&MARK_NO_SHOWS_WITH_EVENTS, EventKind::NoShow),
+            Sweep::LapsedHolds => (&EXPIRE_HOLDS_WITH_EVENTS, EventKind::Expired),
+        };
+        let event_ids: Vec<Uuid> = due.iter().map(|_| Uuid::now_v7()).collect();
+        client
+            .query_cached(
+                statement,
+                &[&due, &event_ids, &now, &kind.event_type(), &hospital.as_str()],
+            )
+            .await
+    }
 }
 
 /// [`MARK_NO_SHOWS_WITH_EVENTS`] over `due`: the bookings marked.
@@ -1394,16 +1408,7 @@ pub async fn mark_no_shows_with_events<C: GenericClient>(
     due: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<Vec<StoredBooking>, Error> {
-    let statement = &MARK_NO_SHOWS_WITH_EVENTS;
-    let rows = sweep_with_events(
-        client,
-        hospital,
-        statement,
-        super::events::EventKind::NoShow,
-        due,
-        now,
-    )
-    .await?;
+    let rows = Sweep::NoShows.run(client, hospital, due, now).await?;
     Ok(rows.iter().map(|r| to_stored(hospital, r)).collect())
 }
 
@@ -1415,16 +1420,7 @@ pub async fn expire_holds_with_events<C: GenericClient>(
     due: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<Vec<Freed>, Error> {
-    let statement = &EXPIRE_HOLDS_WITH_EVENTS;
-    let rows = sweep_with_events(
-        client,
-        hospital,
-        statement,
-        super::events::EventKind::Expired,
-        due,
-        now,
-    )
-    .await?;
+    let rows = Sweep::LapsedHolds.run(client, hospital, due, now).await?;
     Ok(rows.iter().map(|r| Freed::of(hospital, r)).collect())
 }
 
