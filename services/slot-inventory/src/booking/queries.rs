@@ -707,15 +707,80 @@ fn with_read_back_and_event(ctes: &str, event: [&str; 3], detail: &str) -> Strin
 /// The CTEs of [`with_read_back_and_event`], for a statement that answers
 /// more than the read-back ([`returning_line_waiting`]).
 fn written_with_event(ctes: &str, event: [&str; 3], detail: &str) -> String {
-    let read_back = read_back_of_b();
     let [id, kind, hospital] = event;
+    written_with_events(
+        ctes,
+        hospital,
+        &[EventSql {
+            id,
+            kind,
+            detail,
+            only_if: None,
+        }],
+    )
+}
+
+/// One event a write statement adds to the outbox for each booking it
+/// wrote: the SQL of its id and type, its payload's `detail` (a `jsonb`
+/// expression over the read-back `rb`), and when it is written (a
+/// condition over `rb`; `None`: always).
+struct EventSql<'a> {
+    id: &'a str,
+    kind: &'a str,
+    detail: &'a str,
+    only_if: Option<&'a str>,
+}
+
+/// `ctes` (a CTE `b` returning the changed `bookings` rows), the
+/// read-back `rb`, and the outbox rows of `events` for each booking, in
+/// their order, each payload [`event_payload`] of the read-back (the
+/// hospital's id as `hospital`, SQL text). One event written always is
+/// the usual case (every booking write); several, or one with a
+/// condition, go through a `VALUES` list per booking (a cancellation's
+/// `booking.cancelled`, then `booking.refund_requested` when it was paid).
+fn written_with_events(ctes: &str, hospital: &str, events: &[EventSql<'_>]) -> String {
+    let read_back = read_back_of_b();
+    let rows = match events {
+        [
+            EventSql {
+                id,
+                kind,
+                detail,
+                only_if: None,
+            },
+        ] => format!(
+            "SELECT {id}, {kind}, {hospital} || '-' || rb.id, {payload} FROM rb",
+            payload = event_payload(hospital, detail)
+        ),
+        _ => {
+            let values: Vec<String> = events
+                .iter()
+                .enumerate()
+                .map(|(ord, e)| {
+                    format!(
+                        "({ord}, {id}, {kind}, {payload}, {written})",
+                        id = e.id,
+                        kind = e.kind,
+                        payload = event_payload(hospital, e.detail),
+                        written = e.only_if.unwrap_or("true"),
+                    )
+                })
+                .collect();
+            format!(
+                "SELECT e.event_id, e.event_type, {hospital} || '-' || rb.id, e.payload
+                   FROM rb CROSS JOIN LATERAL (VALUES {}) AS e (ord, event_id, event_type, payload, written)
+                  WHERE e.written
+                  ORDER BY e.ord",
+                values.join(",\n")
+            )
+        }
+    };
     format!(
         "WITH {ctes},
          rb AS ({read_back}),
          o AS (
             INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
-            SELECT {id}, {kind}, {hospital} || '-' || rb.id, {payload} FROM rb)",
-        payload = event_payload(hospital, detail)
+            {rows})"
     )
 }
 
@@ -1263,29 +1328,28 @@ pub async fn late_check_in<C: GenericClient>(
 /// It was `BEGIN`, a locked read, the update, one or two events and
 /// `COMMIT` (loadtest/README.md, 2026-12-06 20:23).
 pub static CANCEL_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    let read_back = read_back_of_b();
-    let answer = returning_line_waiting();
-    format!(
-        "WITH b AS (
+    let written = written_with_events(
+        "b AS (
             UPDATE bookings SET status = 'cancelled', updated_at = $3, cancelled_at = $3
              WHERE id = $1 AND patient_id = $2 AND status IN ('held', 'confirmed') AND visit_date >= $4
-            RETURNING *),
-         rb AS ({read_back}),
-         o AS (
-            INSERT INTO outbox (event_id, event_type, aggregate_id, payload)
-            SELECT e.event_id, e.event_type, $9::text || '-' || rb.id, e.payload
-              FROM rb CROSS JOIN LATERAL (VALUES
-                   (1, $5::uuid, $7::text, {cancelled}),
-                   (2, $6::uuid, $8::text, {refund})) AS e (ord, event_id, event_type, payload)
-             WHERE e.ord = 1 OR rb.payment_reference IS NOT NULL
-             ORDER BY e.ord)
-         {answer}",
-        cancelled = event_payload("$9::text", "'{}'::jsonb"),
-        refund = event_payload(
-            "$9::text",
-            "jsonb_build_object('payment_reference', rb.payment_reference, 'amount_fen', rb.fee_fen)"
-        ),
-    )
+            RETURNING *)",
+        "$9::text",
+        &[
+            EventSql {
+                id: "$5::uuid",
+                kind: "$7::text",
+                detail: "'{}'::jsonb",
+                only_if: None,
+            },
+            EventSql {
+                id: "$6::uuid",
+                kind: "$8::text",
+                detail: "jsonb_build_object('payment_reference', rb.payment_reference, 'amount_fen', rb.fee_fen)",
+                only_if: Some("rb.payment_reference IS NOT NULL"),
+            },
+        ],
+    );
+    format!("{written} {}", returning_line_waiting())
 });
 
 /// [`CANCEL_WITH_EVENTS`]: the cancelled booking and whether its seat
