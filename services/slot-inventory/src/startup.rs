@@ -199,7 +199,12 @@ impl Hospital {
                 }
             });
 
-        let listeners = Listeners::bind(&settings.http.host, settings.http.port, settings.http.ops_port)?;
+        let listeners = Listeners::bind(
+            &settings.http.host,
+            settings.http.port,
+            settings.http.ops_port,
+            settings.http.listen_backlog,
+        )?;
         let (port, ops_port) = (listeners.port, listeners.ops_port);
         let audience = &jyt_signing::internal::hospital_audience(settings.hospital.id.as_str());
         let parts = AppParts {

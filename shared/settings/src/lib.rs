@@ -217,10 +217,21 @@ pub struct HttpSettings {
     /// 0 picks a free port.
     #[serde(default)]
     pub ops_port: Option<u16>,
+    /// How many connections the kernel queues for accepting (`listen(2)`'s
+    /// backlog; it is capped at `net.core.somaxconn`). At a release instant
+    /// thousands of patients connect at once: a full queue drops their SYNs,
+    /// and each waits a second for its retransmission (the standard
+    /// library's own 128 did so in every load test).
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
 }
 
 fn default_max_body_bytes() -> usize {
     64 * 1024
+}
+
+fn default_listen_backlog() -> u32 {
+    4096
 }
 
 impl HttpSettings {
@@ -235,6 +246,12 @@ impl HttpSettings {
             return Err(Invalid::new(
                 format!("{prefix}.ops_port"),
                 "must differ from the API port",
+            ));
+        }
+        if !(1..=65_535).contains(&self.listen_backlog) {
+            return Err(Invalid::new(
+                format!("{prefix}.listen_backlog"),
+                "must be between 1 and 65535",
             ));
         }
         if !(256..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
@@ -561,6 +578,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`redis.key_prefix`"), "{err}");
+    }
+
+    #[test]
+    fn the_listen_backlog_defaults_to_a_release_instants_burst_and_zero_is_refused() {
+        let s: Demo = load_from("demo-svc", DEFAULTS, &env(&[])).unwrap();
+        assert_eq!(s.http.listen_backlog, 4096);
+        let err = load_from::<Demo>(
+            "demo-svc",
+            DEFAULTS,
+            &env(&[("JYT_DEMO_SVC__HTTP__LISTEN_BACKLOG", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`http.listen_backlog`"), "{err}");
     }
 
     /// Settings with a secret listed explicitly and one found by its name.

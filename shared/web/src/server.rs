@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 
 use actix_http::{Request, Response};
@@ -45,9 +45,10 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Bind `host:port`, and `host:ops_port` when it is set.
-    pub fn bind(host: &str, port: u16, ops_port: Option<u16>) -> std::io::Result<Self> {
-        let api = TcpListener::bind((host, port))
+    /// Bind `host:port` with a queue of `backlog` connections to accept
+    /// (`http.listen_backlog`), and `host:ops_port` when it is set.
+    pub fn bind(host: &str, port: u16, ops_port: Option<u16>, backlog: u32) -> std::io::Result<Self> {
+        let api = listen(host, port, backlog)
             .map_err(|e| std::io::Error::new(e.kind(), format!("binding {host}:{port}: {e}")))?;
         let port = api.local_addr()?.port();
         let (ops, ops_port) = bind_ops_port(host, ops_port)
@@ -88,6 +89,36 @@ impl Listeners {
     fn ports(&self) -> impl Iterator<Item = u16> {
         std::iter::once(self.port).chain(self.ops_port.0)
     }
+}
+
+/// A listener on `host:port` (the first of its addresses that binds, as
+/// `TcpListener::bind` tries them) whose kernel queue holds `backlog`
+/// connections not yet accepted. The standard library listens with 128,
+/// and actix-web's own default (1,024) applies only to the addresses it
+/// binds itself, not to a listener handed to it.
+pub fn listen(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListener> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match listen_on(addr, backlog) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the host has no address")))
+}
+
+fn listen_on(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As `TcpListener::bind` does on Unix: a restarted service binds its
+    // port again while the old connections are in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }
 
 /// Serve several apps on one server: `make(key)` builds the app of the
@@ -174,5 +205,38 @@ where
                 futures::future::Either::Right(futures::future::ready(Err(S::InitError::default())))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use super::listen;
+
+    /// Connections the listener queues before anything accepts them: more
+    /// than the standard library's 128, so a listener bound with its
+    /// default drops the SYNs after the 129th and this fails.
+    const BURST: usize = 400;
+
+    #[test]
+    fn a_burst_of_connections_waits_in_the_queue_the_backlog_asks_for() {
+        let listener = listen("127.0.0.1", 0, 1024).expect("a listener on a free port");
+        let addr = listener.local_addr().expect("its address");
+        // Nothing accepts: every connection must find room in the queue. A
+        // dropped SYN would be retried after a second, past the timeout.
+        let connected: Vec<TcpStream> = (0..BURST)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                    .unwrap_or_else(|e| panic!("connection {i} of {BURST} was not queued: {e}"))
+            })
+            .collect();
+        assert_eq!(connected.len(), BURST);
+    }
+
+    #[test]
+    fn a_host_without_an_address_that_binds_is_an_error() {
+        assert!(listen("256.0.0.1", 0, 16).is_err());
     }
 }
