@@ -81,8 +81,10 @@ local prior = redis.call('GET', KEYS[6])
 if prior then
   return {'REPLAY', prior}
 end
+-- With the seats the line keeps in the pools an attempt of this channel
+-- looks at first (8 to 10), so that `kept` asks Redis only for another.
 local meta = redis.call('HMGET', KEYS[1], 'schedule', 'dept', 'release_at', 'merge_at', 'open',
-  'lottery', 'lottery_until')
+  'lottery', 'lottery_until', 'kept:' .. ARGV[5], 'kept:common', 'kept:signed')
 if not meta[1] then
   return {'NOT_LOADED'}
 end
@@ -97,16 +99,18 @@ local existing = redis.call('HGET', KEYS[4], ARGV[1])
 if existing then
   return {'ALREADY_BOOKED', existing}
 end
-local function count(field)
-  return tonumber(redis.call('HGET', KEYS[5], field) or '0')
+-- The patient's day in one read: this schedule, the department, in all.
+local day = redis.call('HMGET', KEYS[5], 'sch:' .. meta[1], 'dept:' .. meta[2], 'total')
+local function count(i)
+  return tonumber(day[i] or '0')
 end
-if count('sch:' .. meta[1]) > 0 then
+if count(1) > 0 then
   return {'SAME_SCHEDULE'}
 end
-if count('dept:' .. meta[2]) >= tonumber(ARGV[7]) then
+if count(2) >= tonumber(ARGV[7]) then
   return {'DEPARTMENT_LIMIT'}
 end
-if count('total') >= tonumber(ARGV[6]) then
+if count(3) >= tonumber(ARGV[6]) then
   return {'DAILY_LIMIT'}
 end
 local referred = ARGV[5] == 'referral'
@@ -150,12 +154,21 @@ if redis.call('LLEN', KEYS[2]) == 0 then
   return {'SOLD_OUT'}
 end
 local merged = now >= tonumber(meta[4])
-local function left(p)
-  return tonumber(redis.call('HGET', KEYS[3], p) or '0')
+-- A pool's count in hash `key` (field `prefix .. pool`): the pools an
+-- attempt of this channel looks at first were read up front (`read`,
+-- false when absent), any other is asked of Redis when needed.
+local function counts(key, prefix, read)
+  return function(p)
+    local n = read[p]
+    if n == nil then
+      n = redis.call('HGET', key, prefix .. p)
+    end
+    return tonumber(n or '0')
+  end
 end
-local function kept(p)
-  return tonumber(redis.call('HGET', KEYS[1], 'kept:' .. p) or '0')
-end
+local own = redis.call('HMGET', KEYS[3], ARGV[5], 'common', 'signed')
+local left = counts(KEYS[3], '', {[ARGV[5]] = own[1], common = own[2], signed = own[3]})
+local kept = counts(KEYS[1], 'kept:', {[ARGV[5]] = meta[8], common = meta[9], signed = meta[10]})
 local function on_offer(p)
   return left(p) - kept(p)
 end
