@@ -98,12 +98,7 @@ impl Application {
                 }
             });
 
-        let listeners = Listeners::bind(
-            &settings.http.host,
-            settings.http.port,
-            settings.http.ops_port,
-            settings.http.listen_backlog,
-        )?;
+        let listeners = Listeners::bind(&settings.http)?;
         let (port, ops_port) = (listeners.port, listeners.ops_port);
         let body_limit = BodyLimit(settings.http.max_body_bytes);
         let app_state = web::Data::new(state.clone());

@@ -81,12 +81,7 @@ impl Application {
                     Box::pin(async move { jyt_cache::ping(&redis).await.map_err(|e| e.to_string()) })
                 }
             });
-        let listeners = Listeners::bind(
-            &settings.http.host,
-            settings.http.port,
-            settings.http.ops_port,
-            settings.http.listen_backlog,
-        )?;
+        let listeners = Listeners::bind(&settings.http)?;
         let (port, ops_port) = (listeners.port, listeners.ops_port);
         let body_limit = BodyLimit(settings.http.max_body_bytes);
         let pool = web::Data::new(pool);

@@ -124,12 +124,7 @@ impl Application {
                 shrinking.limits.shrink();
             }
         });
-        let listeners = Listeners::bind(
-            &settings.http.host,
-            settings.http.port,
-            settings.http.ops_port,
-            settings.http.listen_backlog,
-        )?;
+        let listeners = Listeners::bind(&settings.http)?;
         let (port, ops_port) = (listeners.port, listeners.ops_port);
         let body_limit = BodyLimit(settings.http.max_body_bytes);
         let server = listeners.serve(settings.http.workers, move || {

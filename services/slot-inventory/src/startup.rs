@@ -199,12 +199,7 @@ impl Hospital {
                 }
             });
 
-        let listeners = Listeners::bind(
-            &settings.http.host,
-            settings.http.port,
-            settings.http.ops_port,
-            settings.http.listen_backlog,
-        )?;
+        let listeners = Listeners::bind(&settings.http)?;
         let (port, ops_port) = (listeners.port, listeners.ops_port);
         let audience = &jyt_signing::internal::hospital_audience(settings.hospital.id.as_str());
         let parts = AppParts {

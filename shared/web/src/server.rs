@@ -20,6 +20,7 @@ use actix_service::{IntoServiceFactory, Service, ServiceFactory};
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Server};
 use actix_web::{Error, HttpServer};
+use jyt_settings::HttpSettings;
 
 use crate::ops::{OpsPort, bind_ops_port};
 
@@ -45,10 +46,12 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Bind `host:port` with a queue of `backlog` connections to accept
-    /// (`http.listen_backlog`), and `host:ops_port` when it is set.
-    pub fn bind(host: &str, port: u16, ops_port: Option<u16>, backlog: u32) -> std::io::Result<Self> {
-        let api = listen(host, port, backlog)
+    /// Bind the service's `http.host:port` with a queue of
+    /// `http.listen_backlog` connections to accept, and `host:ops_port`
+    /// when it is set.
+    pub fn bind(http: &HttpSettings) -> std::io::Result<Self> {
+        let (host, port, ops_port) = (http.host.as_str(), http.port, http.ops_port);
+        let api = listen(host, port, http.listen_backlog)
             .map_err(|e| std::io::Error::new(e.kind(), format!("binding {host}:{port}: {e}")))?;
         let port = api.local_addr()?.port();
         let (ops, ops_port) = bind_ops_port(host, ops_port)
