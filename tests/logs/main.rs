@@ -324,7 +324,7 @@ async fn no_secret_id_number_or_phone_number_reaches_any_log_line() {
         || async {
             let client = h.state.pool.get().await.ok()?;
             let unsent: i64 = client
-                .query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
+                .query_one(jyt_events::UNRELAYED_SQL, &[])
                 .await
                 .ok()?
                 .get(0);

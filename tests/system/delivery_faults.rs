@@ -1,7 +1,6 @@
 //! At least once, everywhere, with real services: the hospital's outbox
-//! relay dies between `XADD` and marking its rows published (a trigger
-//! makes the mark fail, over and over, so every row goes out several
-//! times), and the gateway — with its notifier — is killed while a notice
+//! relay dies between `XADD` and moving its position on (a trigger makes
+//! the move fail, over and over, so every event goes out several times), and the gateway — with its notifier — is killed while a notice
 //! is in flight and others wait their turn, then started again. Every
 //! event still reaches channel-accounting, applied once; every notice a
 //! channel is owed reaches its callback at least once (counted by booking
@@ -23,8 +22,8 @@ use uuid::Uuid;
 
 const RELAY_DIES_AFTER_XADD: &str = "
     CREATE FUNCTION relay_dies() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION 'the relay died between XADD and committing its mark'; END $$;
-    CREATE CONSTRAINT TRIGGER relay_dies AFTER UPDATE OF published_at ON outbox
+    BEGIN RAISE EXCEPTION 'the relay died between XADD and committing its position'; END $$;
+    CREATE CONSTRAINT TRIGGER relay_dies AFTER UPDATE ON outbox_relay
        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION relay_dies();";
 
 async fn pg(url: &str) -> jyt_db::tokio_postgres::Client {
@@ -170,7 +169,7 @@ async fn killing_the_relay_and_the_notifier_mid_run_loses_no_event_and_no_notice
         },
     )
     .await;
-    h.sql("DROP TRIGGER relay_dies ON outbox; DROP FUNCTION relay_dies();")
+    h.sql("DROP TRIGGER relay_dies ON outbox_relay; DROP FUNCTION relay_dies();")
         .await;
 
     // The gateway comes back (same consumer name, as a restarted pod).
@@ -272,23 +271,19 @@ async fn killing_the_relay_and_the_notifier_mid_run_loses_no_event_and_no_notice
 
     // Nothing left behind: every row published, no notice owed still
     // scheduled (hold warnings and tomorrow's reminders may wait).
-    eventually(
-        Duration::from_secs(30),
-        "every outbox row marked published",
-        || async {
-            let unpublished: i64 = h
-                .state
-                .pool
-                .get()
-                .await
-                .ok()?
-                .query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
-                .await
-                .ok()?
-                .get(0);
-            (unpublished == 0).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(30), "every outbox event relayed", || async {
+        let unpublished: i64 = h
+            .state
+            .pool
+            .get()
+            .await
+            .ok()?
+            .query_one(jyt_events::UNRELAYED_SQL, &[])
+            .await
+            .ok()?
+            .get(0);
+        (unpublished == 0).then_some(())
+    })
     .await;
     let keys = jyt_cache::Keyspace::new(prefix.clone());
     let mut conn = h.state.redis.clone();

@@ -1,16 +1,17 @@
 //! # Layout
 //! - [`append`]: write an event into the service's `outbox` table inside the
 //!   caller's transaction, so the event exists exactly when the change does.
-//! - [`OutboxRelay`]: moves unpublished outbox rows to a Redis Stream in
-//!   order, marking them published only once Redis has answered every
-//!   `XADD` with an entry id. A crash between the `XADD` and the mark
-//!   publishes a row twice; consumers deduplicate on `event_id`. The relay
+//! - [`OutboxRelay`]: moves outbox events to a Redis Stream in order,
+//!   reading them by the transaction that wrote them, and moves its one
+//!   position row on only once Redis has answered every `XADD` with an
+//!   entry id. A crash between the `XADD` and that move publishes an event
+//!   twice; consumers deduplicate on `event_id`. The relay
 //!   also trims the stream, but only below what every consumer group has
 //!   read and acknowledged ([`trim_floor`]): an entry stays replayable until
 //!   the slowest group is past it.
 //!
 //! Every service's migrations create the same `outbox` table (see
-//! [`OUTBOX_DDL`]).
+//! [`OUTBOX_DDL`]) and change it the same way ([`OUTBOX_RELAY_DDL`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,68 @@ use uuid::Uuid;
 /// and tests; migrations are plain SQL files in each service).
 pub const OUTBOX_DDL: &str = include_str!("outbox.sql");
 
+/// What turns [`OUTBOX_DDL`]'s table into the one [`OutboxRelay`] reads by
+/// transaction: each service has a migration with exactly this text
+/// (`tests/ddl.rs` holds them to it).
+pub const OUTBOX_RELAY_DDL: &str = include_str!("outbox_relay.sql");
+
+/// The advisory lock (per database) that lets one relay at a time read an
+/// outbox ("relay" in ASCII).
+const RELAY_LOCK: i64 = 0x72_656c_6179;
+
+const TAKE_RELAY_LOCK_SQL: &str = "SELECT pg_try_advisory_xact_lock($1)";
+
+/// The next batch: the relay's position (`target` is the snapshot being
+/// drained, or this statement's own when none is), then the events
+/// `target` sees and `relayed` did not, after `after_seq`, in `seq` order.
+/// No rows at all unless this transaction holds the relay's lock ($2); one
+/// row with no event when there is none.
+///
+/// A new target's first event is found through `outbox_by_xact` (`min`
+/// of an expression, so the planner does not walk the primary key from
+/// the outbox's first row instead); from there the primary key is read in
+/// order. `LIMIT 1` on the position: without it the planner guessed the
+/// one-row table at hundreds of rows, costed the join high enough to
+/// compile it (JIT), and spent 150–270 ms doing so on every call.
+const RELAY_BATCH_SQL: &str = "
+WITH pos AS (
+    SELECT relayed, coalesce(target, pg_current_snapshot()) AS target,
+           target IS NOT NULL AS draining, after_seq
+      FROM outbox_relay WHERE pg_try_advisory_xact_lock($2) LIMIT 1),
+start AS (
+    SELECT coalesce(pos.after_seq,
+                    (SELECT min(o.seq + 0) - 1 FROM outbox o
+                      WHERE o.xid >= pg_snapshot_xmin(pos.relayed)
+                        AND o.xid < pg_snapshot_xmax(pos.target)
+                        AND pg_visible_in_snapshot(o.xid, pos.target)
+                        AND NOT pg_visible_in_snapshot(o.xid, pos.relayed))) AS after_seq
+      FROM pos)
+SELECT pos.target::text AS target, pos.draining, o.seq, o.event_id, o.event_type,
+       o.aggregate_id, o.occurred_at, o.payload
+  FROM pos CROSS JOIN start LEFT JOIN LATERAL (
+      SELECT o.* FROM outbox o
+       WHERE o.seq > start.after_seq
+         AND pg_visible_in_snapshot(o.xid, pos.target)
+         AND NOT pg_visible_in_snapshot(o.xid, pos.relayed)
+       ORDER BY o.seq LIMIT $1) o ON true";
+
+/// A full batch: more of the target may be left.
+const DRAINING_SQL: &str = "UPDATE outbox_relay SET target = $1::text::pg_snapshot, after_seq = $2";
+
+/// The target is relayed in full.
+const RELAYED_SQL: &str =
+    "UPDATE outbox_relay SET relayed = $1::text::pg_snapshot, target = NULL, after_seq = NULL";
+
+/// How many events are written and not yet on the stream, and how long
+/// the oldest has waited (seconds, 0 when none): the outbox's lag, for
+/// `/metrics` and tests.
+pub const UNRELAYED_SQL: &str = "
+SELECT count(*), coalesce(extract(epoch FROM now() - min(o.occurred_at)), 0)::float8
+  FROM outbox_relay p JOIN outbox o
+    ON o.xid >= pg_snapshot_xmin(p.relayed)
+   AND NOT pg_visible_in_snapshot(o.xid, p.relayed)
+   AND NOT (p.target IS NOT NULL AND pg_visible_in_snapshot(o.xid, p.target) AND o.seq <= p.after_seq)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     #[error(transparent)]
@@ -38,9 +101,13 @@ pub enum EventError {
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// Redis answered the pipeline without an entry id for every `XADD`:
-    /// nothing is marked published, the rows go out again.
+    /// the relay's position stays, the events go out again.
     #[error("Redis acknowledged {acknowledged} of {sent} XADDs")]
     Unacknowledged { sent: usize, acknowledged: usize },
+    /// The relay's position row was not there to move (`outbox_relay`
+    /// holds exactly one row): nothing is committed.
+    #[error("the outbox relay's position moved {rows} rows, not 1")]
+    Position { rows: u64 },
 }
 
 /// An event as it travels on a stream.
@@ -128,57 +195,121 @@ impl OutboxRelay {
         self.wake.notify_one();
     }
 
-    /// Publish one batch; returns how many rows were published. The relay
-    /// shares the service's pool with the booking path, so it holds a
-    /// connection for two round trips: `BEGIN` goes out with one statement
-    /// that claims the batch and marks it published (uncommitted), and
-    /// `COMMIT` once Redis has every entry; anything short of that rolls the
-    /// mark back.
+    /// Publish one batch; returns how many events were put on the stream.
     ///
-    /// One statement, not a `SELECT` then an `UPDATE … WHERE seq = ANY($1)`:
-    /// PostgreSQL planned that `UPDATE` afresh on every call, its array
-    /// making the generic plan look dearer (peak-day: 12,598 plans in
-    /// 12,558 calls, 2.1 s of planning in the bookings phase;
-    /// loadtest/README.md, 2026-12-04).
+    /// The outbox is read by transaction ([`OUTBOX_RELAY_DDL`]): the
+    /// batch is the events that a snapshot (`target`) sees and the last
+    /// snapshot relayed in full (`relayed`) did not, in `seq` order, at
+    /// most [`OutboxRelay::batch_size`] of them; nothing is written to an
+    /// event. Two round trips hold a pooled connection, as before: `BEGIN`,
+    /// the relay's lock and the batch's statement go out together; once
+    /// Redis has every entry, the relay's one row moves on and `COMMIT`
+    /// goes with it. Anything short of that rolls the move back and the
+    /// events go out again (consumers deduplicate on `event_id`).
+    ///
+    /// One relay at a time per outbox: a transaction-scoped advisory lock,
+    /// taken in a statement of its own so that the batch's statement, and
+    /// the snapshot it reads with, start after the last holder committed.
+    /// A relay that finds the lock taken publishes nothing this time.
     pub async fn relay_once(&self) -> Result<usize, EventError> {
         let client = self.pool.get().await.map_err(jyt_db::DbError::from)?;
-        let claim = client
-            .prepare_cached(
-                "WITH batch AS (
-                     SELECT seq FROM outbox WHERE published_at IS NULL
-                      ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-                 UPDATE outbox o SET published_at = now() FROM batch WHERE o.seq = batch.seq
-                 RETURNING o.seq, o.event_id, o.event_type, o.aggregate_id, o.occurred_at, o.payload",
-            )
-            .await?;
-        let begun = futures::future::try_join(
+        let (lock, batch, draining_to, relayed_to) = futures::future::try_join4(
+            client.prepare_cached(TAKE_RELAY_LOCK_SQL),
+            client.prepare_cached(RELAY_BATCH_SQL),
+            client.prepare_cached(DRAINING_SQL),
+            client.prepare_cached(RELAYED_SQL),
+        )
+        .await?;
+        let begun = futures::future::try_join3(
             client.batch_execute("BEGIN"),
-            client.query(&claim, &[&self.batch_size]),
+            client.query_one(&lock, &[&RELAY_LOCK]),
+            client.query(&batch, &[&self.batch_size, &RELAY_LOCK]),
         )
         .await;
-        let mut rows = match begun {
-            Ok((_, rows)) if rows.is_empty() => {
+        let rows = match begun {
+            Ok((_, locked, rows)) if locked.get::<_, bool>(0) => rows,
+            Ok(_) => {
                 jyt_db::roll_back_or_close(client).await;
                 return Ok(0);
             }
-            Ok((_, rows)) => rows,
             Err(e) => {
                 jyt_db::roll_back_or_close(client).await;
                 return Err(e.into());
             }
         };
-        // `RETURNING` keeps no order: the stream gets the outbox's.
-        rows.sort_by_key(|row| row.get::<_, i64>("seq"));
+        // One row (the relay's position) with no event when the target
+        // holds nothing more.
+        let Some(first) = rows.first() else {
+            jyt_db::roll_back_or_close(client).await;
+            return Ok(0);
+        };
+        let target: String = first.get("target");
+        let draining: bool = first.get("draining");
+        let mut events: Vec<(i64, Envelope)> = rows
+            .iter()
+            .filter_map(|row| {
+                Some((
+                    row.get::<_, Option<i64>>("seq")?,
+                    Envelope {
+                        event_id: row.get("event_id"),
+                        event_type: row.get("event_type"),
+                        aggregate_id: row.get("aggregate_id"),
+                        occurred_at: row.get("occurred_at"),
+                        payload: row.get("payload"),
+                    },
+                ))
+            })
+            .collect();
+        if events.is_empty() && !draining {
+            // Nothing new, and nothing to write: the position stays.
+            jyt_db::roll_back_or_close(client).await;
+            return Ok(0);
+        }
+        // The join keeps no order: the stream gets the outbox's.
+        events.sort_by_key(|(seq, _)| *seq);
+        if !events.is_empty()
+            && let Err(e) = self.publish(&events).await
+        {
+            jyt_db::roll_back_or_close(client).await;
+            return Err(e);
+        }
+        // A full batch may leave more of the target: remember where it
+        // stopped. Otherwise the target is relayed in full.
+        let last_seq = events.last().map(|(seq, _)| *seq);
+        let moved = match last_seq {
+            Some(seq) if events.len() as i64 == self.batch_size => {
+                futures::future::try_join(
+                    client.execute(&draining_to, &[&target, &seq]),
+                    client.batch_execute("COMMIT"),
+                )
+                .await
+            }
+            _ => {
+                futures::future::try_join(
+                    client.execute(&relayed_to, &[&target]),
+                    client.batch_execute("COMMIT"),
+                )
+                .await
+            }
+        };
+        match moved {
+            // A failed move aborts the transaction, and PostgreSQL answers
+            // the `COMMIT` after it with a rollback, not an error.
+            Ok((1, ())) => Ok(events.len()),
+            Ok((n, ())) => Err(EventError::Position { rows: n }),
+            Err(e) => {
+                jyt_db::roll_back_or_close(client).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `XADD` every event in one pipeline; an error unless Redis answered
+    /// each with an entry id.
+    async fn publish(&self, events: &[(i64, Envelope)]) -> Result<(), EventError> {
         let mut pipe = redis::pipe();
-        for row in &rows {
-            let envelope = Envelope {
-                event_id: row.get("event_id"),
-                event_type: row.get("event_type"),
-                aggregate_id: row.get("aggregate_id"),
-                occurred_at: row.get("occurred_at"),
-                payload: row.get("payload"),
-            };
-            let body = serde_json::to_string(&envelope).unwrap_or_default();
+        for (_, envelope) in events {
+            let body = serde_json::to_string(envelope).unwrap_or_default();
             // No MAXLEN: trimming by length would drop entries a slow
             // consumer group has not read yet (see `trim_once`).
             pipe.cmd("XADD")
@@ -192,32 +323,21 @@ impl OutboxRelay {
                 .arg(body);
         }
         let mut redis = self.redis.clone();
-        // One entry id per XADD, or the whole pipeline fails: a row counts
-        // as published only once Redis has acknowledged its entry. Nothing
-        // marked on any failure: the rows go out again (consumers
-        // deduplicate on `event_id`).
-        let added = match pipe.query_async::<Vec<Option<String>>>(&mut redis).await {
-            Ok(ids) => ids
-                .iter()
-                .filter(|id| id.as_deref().is_some_and(|i| !i.is_empty()))
-                .count(),
-            Err(e) => {
-                jyt_db::roll_back_or_close(client).await;
-                return Err(e.into());
-            }
-        };
-        if added != rows.len() {
-            jyt_db::roll_back_or_close(client).await;
-            return Err(EventError::Unacknowledged {
-                sent: rows.len(),
+        // One entry id per XADD, or the whole pipeline fails: an event
+        // counts as relayed only once Redis has acknowledged its entry.
+        let ids = pipe.query_async::<Vec<Option<String>>>(&mut redis).await?;
+        let added = ids
+            .iter()
+            .filter(|id| id.as_deref().is_some_and(|i| !i.is_empty()))
+            .count();
+        if added == events.len() {
+            Ok(())
+        } else {
+            Err(EventError::Unacknowledged {
+                sent: events.len(),
                 acknowledged: added,
-            });
+            })
         }
-        if let Err(e) = client.batch_execute("COMMIT").await {
-            jyt_db::roll_back_or_close(client).await;
-            return Err(e.into());
-        }
-        Ok(rows.len())
     }
 
     /// Trim the stream below the position every consumer group has read

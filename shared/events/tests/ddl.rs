@@ -1,7 +1,10 @@
 //! The outbox table is defined once, in `jyt_events::OUTBOX_DDL`. Each
 //! service's first migration must create exactly that table: migrations are
 //! immutable once applied (refinery checks their checksums), so they keep a
-//! copy, and this test is what keeps the copies from drifting apart.
+//! copy, and this test is what keeps the copies from drifting apart. The
+//! same for the change that lets the relay read the outbox by transaction
+//! (`jyt_events::OUTBOX_RELAY_DDL`): each service has a migration that is
+//! exactly that text.
 
 /// The `CREATE TABLE outbox` statement and its index, whitespace-normalised.
 fn outbox_statements(sql: &str) -> String {
@@ -33,6 +36,26 @@ fn every_services_outbox_is_the_shared_definition() {
             outbox_statements(migration),
             shared,
             "{service}'s outbox differs from OUTBOX_DDL"
+        );
+    }
+}
+
+#[test]
+fn every_services_outbox_is_read_by_transaction_the_shared_way() {
+    let shared = jyt_events::OUTBOX_RELAY_DDL;
+    for (service, migration) in [
+        (
+            "slot-inventory",
+            include_str!("../../../services/slot-inventory/migrations/V23__outbox_read_by_transaction.sql"),
+        ),
+        (
+            "card-issuing",
+            include_str!("../../../services/card-issuing/migrations/V5__outbox_read_by_transaction.sql"),
+        ),
+    ] {
+        assert_eq!(
+            migration, shared,
+            "{service}'s relay migration differs from OUTBOX_RELAY_DDL"
         );
     }
 }

@@ -536,13 +536,7 @@ async fn mark_no_shows_since(state: &AppState, ended_since: Option<TimeDelta>) -
 /// The outbox's lag, for `/metrics`: events written but not yet relayed.
 async fn measure_outbox(state: &AppState) -> Result<(), SlotError> {
     let client = state.pool.get().await?;
-    let row = client
-        .query_one_cached(
-            "SELECT count(*), coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8
-               FROM outbox WHERE published_at IS NULL",
-            &[],
-        )
-        .await?;
+    let row = client.query_one_cached(jyt_events::UNRELAYED_SQL, &[]).await?;
     state.metrics.outbox(row.get(0), row.get(1));
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! The outbox relay: every booking's event reaches the stream once, and
-//! the relay (which shares the booking path's pool) leaves its connection
-//! idle, also when Redis refuses the batch.
+//! The outbox relay: every booking's event reaches the stream once, is
+//! written to the outbox once (the relay marks nothing), and the relay
+//! (which shares the booking path's pool) leaves its connection idle, also
+//! when Redis refuses the batch.
 
 use std::collections::HashMap;
 
@@ -38,8 +39,8 @@ async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
             .unwrap();
     }
 
-    // Redis refuses the batch (the stream key holds a string): nothing is
-    // marked published, and the connection is not left in the transaction.
+    // Redis refuses the batch (the stream key holds a string): the relay's
+    // position stays, and the connection is not left in the transaction.
     let mut conn = h.state.redis.clone();
     let () = redis::cmd("SET")
         .arg(&h.state.relay.stream)
@@ -51,12 +52,12 @@ async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
     assert_eq!(h.pooled_connection_state().await, "idle");
     let client = h.state.pool.get().await.unwrap();
     let unpublished: i64 = client
-        .query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
+        .query_one(jyt_events::UNRELAYED_SQL, &[])
         .await
         .unwrap()
         .get(0);
     drop(client);
-    assert_eq!(unpublished, 3, "a failed batch marks nothing");
+    assert_eq!(unpublished, 3, "a failed batch relays nothing");
 
     let () = redis::cmd("DEL")
         .arg(&h.state.relay.stream)
@@ -67,21 +68,30 @@ async fn each_event_reaches_the_stream_once_and_a_failed_batch_is_sent_again() {
     assert_eq!(h.state.relay.relay_once().await.unwrap(), 0, "nothing twice");
     assert_eq!(h.pooled_connection_state().await, "idle");
 
-    let mut written: Vec<String> = h
-        .column("SELECT event_id::text FROM outbox WHERE published_at IS NOT NULL")
-        .await;
-    let mut published = stream_event_ids(&h).await;
-    written.sort();
-    published.sort();
+    let written: Vec<String> = h.column("SELECT event_id::text FROM outbox ORDER BY seq").await;
     assert_eq!(written.len(), 3);
-    assert_eq!(published, written, "every event on the stream, once");
+    assert_eq!(
+        stream_event_ids(&h).await,
+        written,
+        "every event on the stream, once, in the outbox's order"
+    );
+    // Relaying wrote nothing to the events: each row is still the version
+    // its own transaction inserted (`xmin` is the low 32 bits of `xid`).
+    let rewritten: i64 = h
+        .count(
+            "SELECT count(*) FROM outbox
+              WHERE xmin::text::bigint <> xid::text::bigint % 4294967296",
+        )
+        .await;
+    assert_eq!(rewritten, 0, "no event rewritten by the relay");
 }
 
-/// The outbox keeps only indexes that a query reads (V19, V22): each event
-/// adds an entry to every one of them at its insert and again at the
-/// relay's mark. The relay's batch reads `outbox_unpublished`, the feed's
-/// sequencer `outbox_unsequenced` and its pages `outbox_feed_seq_key`;
-/// the event id, unique by construction, has none.
+/// The outbox keeps only indexes that a query reads (V19, V22, V23): each
+/// event adds an entry to every one of them. The relay finds a new
+/// target's first event through `outbox_by_xact` and reads on by the
+/// primary key, the feed's sequencer reads `outbox_unsequenced` and its
+/// pages `outbox_feed_seq_key`; the event id, unique by construction, has
+/// none.
 #[tokio::test]
 async fn the_outbox_keeps_only_the_indexes_its_reads_use() {
     let h = Hospital::start(beijing(2, 9, 0), 3, &[]).await;
@@ -91,9 +101,9 @@ async fn the_outbox_keeps_only_the_indexes_its_reads_use() {
     assert_eq!(
         indexes,
         [
+            "outbox_by_xact",
             "outbox_feed_seq_key",
             "outbox_pkey",
-            "outbox_unpublished",
             "outbox_unsequenced"
         ]
     );
@@ -104,8 +114,12 @@ async fn the_outbox_keeps_only_the_indexes_its_reads_use() {
         .unwrap();
     for (read, index) in [
         (
-            "SELECT seq FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 64",
-            "outbox_unpublished",
+            "SELECT min(seq + 0) FROM outbox WHERE xid >= '3'::xid8 AND xid < '1000'::xid8",
+            "outbox_by_xact",
+        ),
+        (
+            "SELECT seq FROM outbox WHERE seq > 10 ORDER BY seq LIMIT 500",
+            "outbox_pkey",
         ),
         (
             "SELECT seq FROM outbox WHERE feed_seq IS NULL ORDER BY seq LIMIT 5000",
