@@ -107,8 +107,8 @@ pub enum EventError {
     /// the relay's position stays, the events go out again.
     #[error("Redis acknowledged {acknowledged} of {sent} XADDs")]
     Unacknowledged { sent: usize, acknowledged: usize },
-    /// The relay's position row was not there to move (`outbox_relay`
-    /// holds exactly one row): nothing is committed.
+    /// The relay's position row was not there to read or move
+    /// (`outbox_relay` holds exactly one row): nothing is committed.
     #[error("the outbox relay's position moved {rows} rows, not 1")]
     Position { rows: u64 },
 }
@@ -214,6 +214,12 @@ impl OutboxRelay {
     /// taken in a statement of its own so that the batch's statement, and
     /// the snapshot it reads with, start after the last holder committed.
     /// A relay that finds the lock taken publishes nothing this time.
+    ///
+    /// A transaction left open anywhere on the server (snapshots span
+    /// databases) delays nothing, but keeps `relayed`'s oldest running id
+    /// where it is, so each new target's first event is looked for over
+    /// every event written since: the cost grows with the open
+    /// transaction's age, as it does for vacuum.
     pub async fn relay_once(&self) -> Result<usize, EventError> {
         let client = self.pool.get().await.map_err(jyt_db::DbError::from)?;
         let (lock, batch, draining_to, relayed_to) = futures::future::try_join4(
@@ -240,11 +246,12 @@ impl OutboxRelay {
                 return Err(e.into());
             }
         };
-        // One row (the relay's position) with no event when the target
-        // holds nothing more.
+        // At least one row while the lock is held: the position, with no
+        // event when the target holds nothing more. None means the
+        // position row is gone, and the relay would go quiet for good.
         let Some(first) = rows.first() else {
             jyt_db::roll_back_or_close(client).await;
-            return Ok(0);
+            return Err(EventError::Position { rows: 0 });
         };
         let target: String = first.get("target");
         let draining: bool = first.get("draining");

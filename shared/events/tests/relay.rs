@@ -354,3 +354,19 @@ async fn the_migration_relays_what_was_unpublished_and_nothing_that_was() {
     assert_eq!(on_stream.len(), 2);
     assert_eq!(on_stream[0], waiting);
 }
+
+#[tokio::test]
+async fn an_outbox_without_its_relay_position_is_an_error_not_a_quiet_relay() {
+    let (pool, _conn, _stream, relay) = relayed_outbox().await;
+    append(&pool, 1).await;
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("DELETE FROM outbox_relay")
+        .await
+        .unwrap();
+    assert!(matches!(
+        relay.relay_once().await,
+        Err(jyt_events::EventError::Position { rows: 0 })
+    ));
+}
