@@ -70,9 +70,12 @@ CREATE INDEX with_checks_segment ON with_checks (segment);
 CREATE INDEX one_check_segment ON one_check (segment);
 CREATE INDEX with_domains_segment ON with_domains (segment);
 
--- The outbox's shape: a sequence key and the relay's partial index.
+-- The outbox's shape: a sequence key, and the writing transaction's id with
+-- the index the relay finds a batch's first event by (V23; until then a
+-- `published_at` and a partial index on the unpublished rows).
 CREATE TABLE events (
-    seq bigserial PRIMARY KEY, aggregate_id text NOT NULL, payload jsonb NOT NULL, published_at timestamptz
+    seq bigserial PRIMARY KEY, aggregate_id text NOT NULL, payload jsonb NOT NULL,
+    xid xid8 DEFAULT pg_current_xact_id()
 );
-CREATE INDEX events_unpublished ON events (seq) WHERE published_at IS NULL;
+CREATE INDEX events_by_xact ON events (xid) WHERE xid IS NOT NULL;
 VACUUM ANALYZE;
