@@ -10,6 +10,12 @@
 #   loadtest/ab.sh ./target/release/loadtest /tmp/new 2 /tmp/runs/ab \
 #       --attempts 85000 --patients 17000 --target-bookings 17000 --capacity 12 --target-seconds 15
 #
+# With AB_CARDS_PER_BUILD=1, each build keeps a card database of its own
+# (jyt_loadtest_cards_a, _b), renamed to jyt_loadtest_cards for its runs
+# and back afterwards: needed when B adds a card-issuing migration, which
+# A's card-issuing refuses to start on. Each build's first run registers
+# its patients.
+#
 # Writes OUT/<label>-<k>/ (each run's summary) and OUT/<label>-<k>.log,
 # then prints one markdown row per run: H, each phase's seconds, the day,
 # the phase's costliest statement's mean (with pg_stat_statements), and
@@ -19,10 +25,18 @@ a=$1 b=$2 pairs=$3 out=$4
 shift 4
 mkdir -p "$out"
 
+cards_db() {
+  psql -h "${PGHOST:-127.0.0.1}" -U "${PGUSER:-postgres}" -qtAc "ALTER DATABASE $1 RENAME TO $2" 2>/dev/null || true
+}
+
 run() {
   local label=$1 bin=$2 k=$3
   shift 3
+  local own="jyt_loadtest_cards_${label,,}"
+  [[ ${AB_CARDS_PER_BUILD:-0} == 1 ]] && cards_db "$own" jyt_loadtest_cards
   "$bin" peak-day "$@" --out "$out/$label-$k" >"$out/$label-$k.log" 2>&1 || true
+  [[ ${AB_CARDS_PER_BUILD:-0} == 1 ]] && cards_db jyt_loadtest_cards "$own"
+  return 0
 }
 
 for k in $(seq 1 "$pairs"); do
