@@ -302,16 +302,25 @@ async fn consumer_lag_is_a_metric() {
     let app = spawn_app().await;
     let id = app.publish(BOOKINGS, "test.marker", json!({})).await;
     app.applied(&[id]).await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("jyt_consumer_lag_events{"), "{metrics}");
+    // The consumer sets the lag after it has applied and acknowledged the
+    // batch: an event seen applied may be read before the gauge is set.
+    let metrics = jyt_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the consumer's lag on /metrics",
+        || async {
+            let text = app
+                .client
+                .get(format!("{}/metrics", app.address))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("jyt_consumer_lag_events{").then_some(text)
+        },
+    )
+    .await;
     assert!(metrics.contains("jyt_events_applied_total"), "{metrics}");
 }
 
