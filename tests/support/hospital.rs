@@ -47,6 +47,16 @@ impl TestHospital {
         let base_url = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
+        // The slot cache is prepared in the background and the service's
+        // readiness waits for it (bookings meanwhile get 503): a test must
+        // wait too, as a load balancer would, or its first booking races
+        // the preparation (seen once in CI under a cold build's load).
+        jyt_testkit::eventually(
+            std::time::Duration::from_secs(30),
+            "the hospital's slot cache to be ready",
+            || async { state.cache.is_ready().then_some(()) },
+        )
+        .await;
         Self {
             id: id.parse().unwrap(),
             base_url,
