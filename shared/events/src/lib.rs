@@ -303,8 +303,9 @@ impl OutboxRelay {
             }
         };
         match moved {
-            // A failed move aborts the transaction, and PostgreSQL answers
-            // the `COMMIT` after it with a rollback, not an error.
+            // The move's own answer decides, not the `COMMIT`'s: after a
+            // failed move PostgreSQL answers `COMMIT` with a rollback, not
+            // an error, and a move of no row commits nothing useful.
             Ok((1, ())) => Ok(events.len()),
             Ok((n, ())) => Err(EventError::Position { rows: n }),
             Err(e) => {
