@@ -14,15 +14,17 @@
 //! loss. A refund that can never be applied (no such fee, an amount over
 //! what was paid) is logged as an error and acknowledged rather than
 //! blocking the events behind it.
+//!
+//! A batch is acknowledged in one `XACK`, with the stream's events of other
+//! kinds, which are not parsed (`jyt_events::StreamConsumer::wanting`): the
+//! stream carries every event of every booking, and acknowledging each on
+//! its own was a Redis round trip per booking, payment and check-in of the
+//! city.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jyt_cache::RedisConn;
-use jyt_cache::redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply,
-};
-use jyt_cache::redis::{self, AsyncCommands};
-use jyt_events::envelope_from_fields;
+use jyt_events::StreamConsumer;
 
 use crate::error::CardError;
 use crate::ledger::{self, BookingRefund};
@@ -43,77 +45,59 @@ pub struct BookingEventConsumer {
 }
 
 impl BookingEventConsumer {
-    /// Create the group (from the stream's start, so events written before
-    /// our first start are not skipped); an existing group is fine.
-    pub async fn ensure_group(&self) -> redis::RedisResult<()> {
-        let group = &self.state.settings.standing.consumer_group;
-        let mut conn = self.redis.clone();
-        match conn
-            .xgroup_create_mkstream::<_, _, _, ()>(&self.stream, group, "0")
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Read and apply one batch. `pending` re-reads entries delivered to us
-    /// but not acknowledged (after a restart or a failed apply).
-    pub async fn poll_once(&self, pending: bool) -> Result<usize, anyhow::Error> {
+    /// The group's reader on slot-inventory's stream, as the settings say.
+    /// It hands out only the two kinds applied here; the stream's other
+    /// events (every booking's, payment's and check-in's) are acknowledged
+    /// with each batch, unparsed.
+    fn stream_consumer(&self) -> StreamConsumer {
         let rules = &self.state.settings.standing;
-        let mut opts = StreamReadOptions::default()
-            .group(&rules.consumer_group, &rules.consumer_name)
-            .count(rules.batch_size);
-        if !pending {
-            opts = opts.block(usize::try_from(rules.block_ms).unwrap_or(500));
-        }
-        let id = if pending { "0" } else { ">" };
-        let mut conn = self.redis.clone();
-        if pending {
-            // Take over entries another consumer (a replica that died)
-            // was given but never acknowledged; they then show up in our
-            // own pending list, read just below.
-            let _: StreamAutoClaimReply = conn
-                .xautoclaim_options(
-                    &self.stream,
-                    &rules.consumer_group,
-                    &rules.consumer_name,
-                    rules.claim_idle_ms,
-                    "0-0",
-                    StreamAutoClaimOptions::default()
-                        .count(rules.batch_size)
-                        .with_justid(),
-                )
-                .await?;
-        }
-        let reply: Option<StreamReadReply> = conn.xread_options(&[&self.stream], &[id], &opts).await?;
-        let Some(reply) = reply else { return Ok(0) };
-        let mut handled = 0;
-        for key in reply.keys {
-            for entry in key.ids {
-                self.apply(&entry.map).await?;
-                let _: i64 = conn
-                    .xack(&self.stream, &rules.consumer_group, &[&entry.id])
-                    .await?;
-                handled += 1;
-            }
-        }
-        Ok(handled)
+        let mut consumer = StreamConsumer::new(
+            self.redis.clone(),
+            self.stream.clone(),
+            rules.consumer_group.clone(),
+            rules.consumer_name.clone(),
+        )
+        .wanting(&[NO_SHOW_EVENT, REFUND_EVENT]);
+        consumer.batch_size = rules.batch_size;
+        consumer.block_ms = usize::try_from(rules.block_ms).unwrap_or(500);
+        consumer.claim_idle_ms = rules.claim_idle_ms;
+        consumer
     }
 
-    async fn apply(
-        &self,
-        fields: &std::collections::HashMap<String, redis::Value>,
-    ) -> Result<(), anyhow::Error> {
-        let Some(envelope) = envelope_from_fields(fields) else {
-            // Unreadable entries would be redelivered forever; log and move on.
-            tracing::warn!("skipping a stream entry without a readable envelope");
-            return Ok(());
-        };
+    /// Read and apply one batch, then acknowledge it in one `XACK`: what
+    /// was applied (and the entries of other kinds). An entry whose apply
+    /// fails is not acknowledged, nor is anything after it; [`Self::run`]
+    /// then reads our pending entries again first.
+    async fn step(&self, consumer: &mut StreamConsumer) -> Result<usize, anyhow::Error> {
+        let entries = consumer.next_batch().await?;
+        let mut done = Vec::with_capacity(entries.len());
+        let mut failed = None;
+        for entry in entries {
+            match &entry.envelope {
+                Some(envelope) => {
+                    if let Err(e) = self.apply(envelope).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                // Unreadable entries would be redelivered forever; log and move on.
+                None => {
+                    tracing::warn!(entry = %entry.id, "skipping a stream entry without a readable envelope")
+                }
+            }
+            done.push(entry.id);
+        }
+        consumer.ack(&done).await?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done.len()),
+        }
+    }
+
+    async fn apply(&self, envelope: &jyt_events::Envelope) -> Result<(), anyhow::Error> {
         match envelope.event_type.as_str() {
-            NO_SHOW_EVENT => self.no_show(&envelope).await,
-            REFUND_EVENT => self.refund(&envelope).await,
+            NO_SHOW_EVENT => self.no_show(envelope).await,
+            REFUND_EVENT => self.refund(envelope).await,
             _ => Ok(()),
         }
     }
@@ -203,38 +187,30 @@ impl BookingEventConsumer {
     /// unacknowledged entries.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut pending = true;
+        let mut consumer = self.stream_consumer();
         // Checked again after any error: a flushed Redis loses the group.
         let mut group_ready = false;
         let mut backoff = Duration::from_millis(100);
-        let claim_every = Duration::from_millis(self.state.settings.standing.claim_idle_ms);
-        let mut last_claim = Instant::now();
         loop {
-            if last_claim.elapsed() >= claim_every {
-                pending = true;
-                last_claim = Instant::now();
-            }
             let wait = if group_ready {
-                self.poll_once(pending).await
+                self.step(&mut consumer).await
             } else {
-                self.ensure_group().await.map(|()| 0).map_err(anyhow::Error::from)
+                consumer
+                    .ensure_group()
+                    .await
+                    .map(|()| 0)
+                    .map_err(anyhow::Error::from)
             };
             let pause = match wait {
-                Ok(n) => {
-                    if group_ready {
-                        backoff = Duration::from_millis(100);
-                        // Pending entries are drained first, then new ones.
-                        if pending && n == 0 {
-                            pending = false;
-                        }
-                    }
+                Ok(_) => {
                     group_ready = true;
+                    backoff = Duration::from_millis(100);
                     Duration::ZERO
                 }
                 Err(e) => {
                     group_ready = false;
                     tracing::warn!(error = %format!("{e:#}"), stream = %self.stream, "booking event consumer failed; will retry");
-                    pending = true;
+                    consumer.reread_pending();
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     backoff
                 }

@@ -508,6 +508,12 @@ pub struct StreamConsumer {
     /// Where the pass over our own pending entries has got to; `None` when
     /// no pass is due (new entries are read).
     pending_from: Option<String>,
+    /// The event types this consumer applies (`None`: every type). An
+    /// entry whose `event_type` field names another is neither parsed nor
+    /// handed out; it is acknowledged with the next [`ack`](Self::ack).
+    wanted: Option<Vec<String>>,
+    /// Entries read that are of no wanted type, for the next `ack`.
+    unwanted: Vec<String>,
 }
 
 /// One stream entry; `envelope` is `None` for an entry we cannot parse
@@ -531,7 +537,27 @@ impl StreamConsumer {
             last_claim: std::time::Instant::now(),
             // Start with our own unacknowledged entries (after a restart).
             pending_from: Some("0".to_owned()),
+            wanted: None,
+            unwanted: Vec::new(),
         }
+    }
+
+    /// Hand out only events of `types`. A stream carries every event of
+    /// its service and most consumers apply a few kinds: the others cost
+    /// no parse, and are acknowledged in the same `XACK` as the batch they
+    /// came with, not one round trip each. An entry without an
+    /// `event_type` field is parsed and handed out as before.
+    #[must_use]
+    pub fn wanting(mut self, types: &[&str]) -> Self {
+        self.wanted = Some(types.iter().map(|t| (*t).to_owned()).collect());
+        self
+    }
+
+    /// Read our own pending entries again from the start at the next
+    /// [`next_batch`](Self::next_batch): after an entry failed to apply,
+    /// so that it is retried before the entries behind it.
+    pub fn reread_pending(&mut self) {
+        self.pending_from = Some("0".to_owned());
     }
 
     /// Create the group (reading from the stream's start) unless it exists.
@@ -559,15 +585,15 @@ impl StreamConsumer {
             self.pending_from = Some("0".to_owned());
         }
         if let Some(from) = self.pending_from.take() {
-            let pending = self.read(&from, None).await?;
-            if let Some(last) = pending.last() {
+            let (pending, last) = self.read(&from, None).await?;
+            if let Some(last) = last {
                 // Go on after these next time: entries that fail again wait
                 // for the next pass instead of being retried in a loop.
-                self.pending_from = Some(last.id.clone());
+                self.pending_from = Some(last);
                 return Ok(pending);
             }
         }
-        self.read(">", Some(self.block_ms)).await
+        Ok(self.read(">", Some(self.block_ms)).await?.0)
     }
 
     /// Make every entry of the group left unacknowledged for
@@ -602,7 +628,13 @@ impl StreamConsumer {
         }
     }
 
-    async fn read(&mut self, from: &str, block_ms: Option<usize>) -> Result<Vec<StreamEntry>, EventError> {
+    /// The entries from `from` that this consumer wants, and the id of the
+    /// last entry read, wanted or not (`None`: nothing was read).
+    async fn read(
+        &mut self,
+        from: &str,
+        block_ms: Option<usize>,
+    ) -> Result<(Vec<StreamEntry>, Option<String>), EventError> {
         let mut opts = redis::streams::StreamReadOptions::default()
             .group(&self.group, &self.consumer)
             .count(self.batch_size);
@@ -612,27 +644,52 @@ impl StreamConsumer {
         let reply: Option<redis::streams::StreamReadReply> =
             redis::AsyncCommands::xread_options(&mut self.redis, &[&self.stream], &[from], &opts).await?;
         let Some(reply) = reply else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
-        Ok(reply
-            .keys
-            .into_iter()
-            .flat_map(|k| k.ids)
-            .map(|entry| StreamEntry {
+        let mut last = None;
+        let mut entries = Vec::new();
+        for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
+            last = Some(entry.id.clone());
+            if self.is_unwanted(&entry.map) {
+                self.unwanted.push(entry.id);
+                continue;
+            }
+            entries.push(StreamEntry {
                 envelope: envelope_from_fields(&entry.map),
                 id: entry.id,
-            })
-            .collect())
+            });
+        }
+        Ok((entries, last))
     }
 
+    /// Whether the entry's `event_type` field names a type this consumer
+    /// does not apply.
+    fn is_unwanted(&self, fields: &HashMap<String, redis::Value>) -> bool {
+        let (Some(wanted), Some(raw)) = (&self.wanted, fields.get("event_type")) else {
+            return false;
+        };
+        let event_type = match raw {
+            redis::Value::BulkString(bytes) => bytes.as_slice(),
+            redis::Value::SimpleString(text) => text.as_bytes(),
+            _ => return false,
+        };
+        !wanted.iter().any(|w| w.as_bytes() == event_type)
+    }
+
+    /// Acknowledge `ids`, with the entries of unwanted types read since
+    /// the last call, in one `XACK`.
     pub async fn ack(&mut self, ids: &[String]) -> Result<(), EventError> {
-        if ids.is_empty() {
+        // Taken either way: if the XACK fails they stay pending and come
+        // back with the next pass over our pending entries.
+        let unwanted = std::mem::take(&mut self.unwanted);
+        if ids.is_empty() && unwanted.is_empty() {
             return Ok(());
         }
         redis::cmd("XACK")
             .arg(&self.stream)
             .arg(&self.group)
             .arg(ids)
+            .arg(&unwanted)
             .query_async::<()>(&mut self.redis)
             .await?;
         Ok(())
