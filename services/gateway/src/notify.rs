@@ -660,12 +660,16 @@ impl Notifier {
     }
 
     async fn read_events(&self, redis: RedisConn, stream: String) {
+        // Events no notice is planned for (a check-in, a waitlist entry)
+        // are acknowledged with their batch without being parsed.
+        let wanted: Vec<&str> = self.settings.event_types().collect();
         let mut consumer = StreamConsumer::new(
             redis,
             stream,
             self.settings.consumer_group.clone(),
             self.settings.consumer_name(),
-        );
+        )
+        .wanting(&wanted);
         consumer.block_ms = self.settings.block_ms;
         consumer.claim_idle_ms = self.settings.claim_idle_ms;
         consumer.batch_size = self.settings.batch_size;
