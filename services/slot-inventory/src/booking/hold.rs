@@ -15,12 +15,19 @@ use uuid::Uuid;
 use super::queries::SegmentInfo;
 use crate::policy::Policy;
 
-/// Builds this hospital's keys.
+/// Builds this hospital's keys. Every hop to a hospital builds a
+/// segment's dozen keys, so they are concatenated onto a head made once,
+/// not formatted twice each (`format!` into a string, then into the
+/// tagged key: 8 % of the hospitals' samples in a bookings phase).
 #[derive(Debug, Clone)]
 pub struct HospitalKeys {
     keyspace: Keyspace,
     hospital: String,
-    tag: String,
+    /// `<prefix>:{h:<hospital>}:`, what [`Keyspace::tagged`] puts before
+    /// every key of this hospital.
+    head: String,
+    /// The city's pub/sub channel of sold-out and freed segments.
+    seats_channel: String,
 }
 
 /// The keys one segment's scripts touch.
@@ -46,32 +53,50 @@ pub struct SegmentKeys {
 
 impl HospitalKeys {
     pub fn new(keyspace: Keyspace, hospital: &HospitalId) -> Self {
+        let tag = jyt_cache::hospital::tag(hospital.as_str());
         Self {
+            head: keyspace.tagged(&tag, ""),
+            seats_channel: jyt_cache::hospital::seats_channel(&keyspace),
             keyspace,
             hospital: hospital.to_string(),
-            tag: jyt_cache::hospital::tag(hospital.as_str()),
         }
     }
 
     fn key(&self, rest: &str) -> String {
-        self.keyspace.tagged(&self.tag, rest)
+        self.key_of(&[rest])
+    }
+
+    /// The key whose name after the head is `parts`, concatenated.
+    fn key_of(&self, parts: &[&str]) -> String {
+        let len = self.head.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut key = String::with_capacity(len);
+        key.push_str(&self.head);
+        for part in parts {
+            key.push_str(part);
+        }
+        key
     }
 
     pub fn segment(&self, info: &SegmentInfo) -> SegmentKeys {
         let seg = info.segment_id;
+        let mut seg_buf = Uuid::encode_buffer();
+        let seg_text = seg.hyphenated().encode_lower(&mut seg_buf);
+        let mut schedule_buf = Uuid::encode_buffer();
+        let schedule = info.schedule_id.hyphenated().encode_lower(&mut schedule_buf);
+        let date = info.visit_date.format("%Y-%m-%d").to_string();
         SegmentKeys {
-            meta: self.key(&format!("seg:{seg}:meta")),
-            free: self.key(&format!("seg:{seg}:free")),
-            pools: self.key(&format!("seg:{seg}:pools")),
-            holders: self.key(&format!("seg:{seg}:holders")),
-            visit_numbers: self.key(&format!("sch:{}:visit", info.schedule_id)),
-            availability: self.availability(info.visit_date),
-            availability_shares: self.key(&format!("avail-seg:{}", info.visit_date)),
+            meta: self.key_of(&["seg:", seg_text, ":meta"]),
+            free: self.key_of(&["seg:", seg_text, ":free"]),
+            pools: self.key_of(&["seg:", seg_text, ":pools"]),
+            holders: self.key_of(&["seg:", seg_text, ":holders"]),
+            visit_numbers: self.key_of(&["sch:", schedule, ":visit"]),
+            availability: self.key_of(&["avail:", &date]),
+            availability_shares: self.key_of(&["avail-seg:", &date]),
             availability_field: jyt_cache::hospital::availability_field(&info.department, &info.clinic_level),
             segment: seg,
-            seats_channel: self.seats_channel(),
-            slot: format!("{}-{}", self.hospital, seg.hyphenated()),
-            lottery_entries: self.lottery_entries(info.schedule_id),
+            seats_channel: self.seats_channel.clone(),
+            slot: [self.hospital.as_str(), "-", seg_text].concat(),
+            lottery_entries: self.key_of(&["sch:", schedule, ":lottery"]),
         }
     }
 
@@ -83,7 +108,7 @@ impl HospitalKeys {
     /// The city's pub/sub channel of sold-out and freed segments, read by
     /// every gateway replica (`jyt_cache::hospital::seats_channel`).
     pub fn seats_channel(&self) -> String {
-        jyt_cache::hospital::seats_channel(&self.keyspace)
+        self.seats_channel.clone()
     }
 
     /// `<hospital>-<segment>`.
@@ -109,13 +134,17 @@ impl HospitalKeys {
 
     /// A patient's bookings at this hospital on one visit date.
     pub fn patient_day(&self, patient: Uuid, date: NaiveDate) -> String {
-        self.key(&format!("person:{patient}:{date}"))
+        let mut patient_buf = Uuid::encode_buffer();
+        let patient = patient.hyphenated().encode_lower(&mut patient_buf);
+        self.key_of(&["person:", patient, ":", &date.format("%Y-%m-%d").to_string()])
     }
 
     /// Scoped by patient: keys are the client's, and two patients' clients
     /// may well pick the same one.
     pub fn idempotency(&self, patient: Uuid, key: &IdempotencyKey) -> String {
-        self.key(&format!("idem:{patient}:{}", key.as_str()))
+        let mut patient_buf = Uuid::encode_buffer();
+        let patient = patient.hyphenated().encode_lower(&mut patient_buf);
+        self.key_of(&["idem:", patient, ":", key.as_str()])
     }
 
     /// A key nothing writes, for releases that have no idempotency record.
@@ -657,5 +686,61 @@ fn parse_outcome(reply: &[String]) -> HoldOutcome {
         // A reply we do not understand means the keys are not in a state
         // we wrote; treat the segment as not loaded, which reloads it.
         _ => HoldOutcome::NotLoaded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// The concatenated keys are the ones the formatted layout names: the
+    /// scripts, the cache's rebuild and the gateway's search all read them.
+    #[test]
+    fn a_segments_keys_are_the_tagged_keys_of_the_shared_layout() {
+        let keyspace = Keyspace::new("jyt-test:abc".to_owned());
+        let hospital: HospitalId = "pumch".parse().expect("a hospital id");
+        let keys = HospitalKeys::new(keyspace.clone(), &hospital);
+        let (segment, schedule) = (Uuid::now_v7(), Uuid::now_v7());
+        let visit_date = NaiveDate::from_ymd_opt(2026, 1, 5).expect("a date");
+        let info = SegmentInfo {
+            segment_id: segment,
+            schedule_id: schedule,
+            department: "cardio".to_owned(),
+            department_name: "心内科".to_owned(),
+            clinic_level: "expert".to_owned(),
+            visit_date,
+            starts_at: chrono::Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap(),
+            ends_at: chrono::Utc.with_ymd_and_hms(2026, 1, 5, 0, 30, 0).unwrap(),
+        };
+        let k = keys.segment(&info);
+        let tagged = |rest: String| keyspace.tagged("h:pumch", &rest);
+        assert_eq!(k.meta, tagged(format!("seg:{segment}:meta")));
+        assert_eq!(k.free, tagged(format!("seg:{segment}:free")));
+        assert_eq!(k.pools, tagged(format!("seg:{segment}:pools")));
+        assert_eq!(k.holders, tagged(format!("seg:{segment}:holders")));
+        assert_eq!(k.visit_numbers, tagged(format!("sch:{schedule}:visit")));
+        assert_eq!(k.lottery_entries, tagged(format!("sch:{schedule}:lottery")));
+        assert_eq!(k.availability_shares, tagged("avail-seg:2026-01-05".to_owned()));
+        assert_eq!(
+            k.availability,
+            jyt_cache::hospital::availability(&keyspace, "pumch", visit_date)
+        );
+        assert_eq!(k.availability, keys.availability(visit_date));
+        assert_eq!(k.seats_channel, jyt_cache::hospital::seats_channel(&keyspace));
+        assert_eq!(k.slot, format!("pumch-{segment}"));
+        assert_eq!(k.slot, keys.slot(segment));
+        assert_eq!(k.lottery_entries, keys.lottery_entries(schedule));
+        assert_eq!(keys.holds(), tagged("holds".to_owned()));
+        let patient = Uuid::now_v7();
+        assert_eq!(
+            keys.patient_day(patient, visit_date),
+            tagged(format!("person:{patient}:{visit_date}"))
+        );
+        let idem: IdempotencyKey = "b7c1-retry".parse().expect("a key");
+        assert_eq!(
+            keys.idempotency(patient, &idem),
+            tagged(format!("idem:{patient}:b7c1-retry"))
+        );
     }
 }
