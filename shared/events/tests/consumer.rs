@@ -41,6 +41,19 @@ fn ids(batch: &[jyt_events::StreamEntry]) -> Vec<String> {
     batch.iter().map(|e| e.id.clone()).collect()
 }
 
+/// The only member of a new group on a new, empty stream, that never takes
+/// over entries (its pending pass at start already done), with a
+/// connection for writing to the stream.
+async fn lone_member() -> (String, RedisConn, StreamConsumer) {
+    let stream = format!("{}:events", jyt_testkit::fresh_redis_prefix());
+    let conn = connection().await;
+    let mut consumer = member(&stream, "pod-a").await;
+    consumer.claim_idle_ms = 3_600_000;
+    consumer.ensure_group().await.unwrap();
+    assert!(consumer.next_batch().await.unwrap().is_empty());
+    (stream, conn, consumer)
+}
+
 #[tokio::test]
 async fn a_dead_replicas_unacknowledged_entries_are_taken_over_after_the_idle_time() {
     let stream = format!("{}:events", jyt_testkit::fresh_redis_prefix());
@@ -89,12 +102,7 @@ async fn a_dead_replicas_unacknowledged_entries_are_taken_over_after_the_idle_ti
 
 #[tokio::test]
 async fn an_entry_that_fails_is_read_again_on_the_next_pass_not_at_once() {
-    let stream = format!("{}:events", jyt_testkit::fresh_redis_prefix());
-    let mut conn = connection().await;
-    let mut consumer = member(&stream, "pod-a").await;
-    consumer.claim_idle_ms = 3_600_000;
-    consumer.ensure_group().await.unwrap();
-    assert!(consumer.next_batch().await.unwrap().is_empty());
+    let (stream, mut conn, mut consumer) = lone_member().await;
     let first = add(&mut conn, &stream, 1).await;
     assert_eq!(ids(&consumer.next_batch().await.unwrap()), first);
     // Not acknowledged (the apply failed): new entries still flow.
@@ -193,12 +201,7 @@ async fn a_consumer_wanting_some_types_is_handed_only_those_and_acknowledges_the
 
 #[tokio::test]
 async fn after_a_failed_apply_the_pending_entries_are_read_again_before_new_ones() {
-    let stream = format!("{}:events", jyt_testkit::fresh_redis_prefix());
-    let mut conn = connection().await;
-    let mut consumer = member(&stream, "pod-a").await;
-    consumer.claim_idle_ms = 3_600_000;
-    consumer.ensure_group().await.unwrap();
-    assert!(consumer.next_batch().await.unwrap().is_empty());
+    let (stream, mut conn, mut consumer) = lone_member().await;
     let first = add(&mut conn, &stream, 2).await;
     assert_eq!(ids(&consumer.next_batch().await.unwrap()), first);
     // The first applied, the second failed: only the first acknowledged.
