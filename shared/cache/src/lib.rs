@@ -202,10 +202,14 @@ pub mod hospital {
         format!("h:{hospital}")
     }
 
+    /// What follows the hospital's tag in an [`availability`] key, before
+    /// the date: for a writer that builds its keys without `format!`.
+    pub const AVAILABILITY: &str = "avail:";
+
     /// `<prefix>:{h:<hospital>}:avail:<YYYY-MM-DD>`: a hash of remaining
     /// seats by [`availability_field`], one per visit date.
     pub fn availability(keys: &Keyspace, hospital: &str, date: impl std::fmt::Display) -> String {
-        keys.tagged(&tag(hospital), &format!("avail:{date}"))
+        keys.tagged(&tag(hospital), &format!("{AVAILABILITY}{date}"))
     }
 
     /// `<prefix>:{h:<hospital>}:departments`: department id → name.

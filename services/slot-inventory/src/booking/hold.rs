@@ -90,7 +90,7 @@ impl HospitalKeys {
             pools: self.key_of(&["seg:", seg_text, ":pools"]),
             holders: self.key_of(&["seg:", seg_text, ":holders"]),
             visit_numbers: self.key_of(&["sch:", schedule, ":visit"]),
-            availability: self.key_of(&["avail:", &date]),
+            availability: self.key_of(&[jyt_cache::hospital::AVAILABILITY, &date]),
             availability_shares: self.key_of(&["avail-seg:", &date]),
             availability_field: jyt_cache::hospital::availability_field(&info.department, &info.clinic_level),
             segment: seg,
