@@ -200,7 +200,8 @@ macro_rules! catalogue_joins {
 
 /// The insert of a won hold: a row only if the seat is within the
 /// segment's capacity and the schedule is open. Unique indexes refuse a
-/// taken seat.
+/// taken seat. A parameter written to a column of a domain's type is cast
+/// to the domain's base type, which the driver binds (V24).
 const INSERT_BOOKING: &str = concat!(
     "
     INSERT INTO bookings (id, segment_id, schedule_id, patient_id, channel, seat_no, status,
@@ -208,10 +209,10 @@ const INSERT_BOOKING: &str = concat!(
                           referral_id, owner_app, ",
     visit_columns!(),
     ")
-    SELECT $1, seg.id, seg.schedule_id, $3, $4, $5,
+    SELECT $1, seg.id, seg.schedule_id, $3, $4::text, $5::int4,
            CASE WHEN sch.fee_fen > 0 THEN 'held' ELSE 'confirmed' END,
-           sch.fee_fen, $6, $7, $8, $9,
-           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11, $12, ",
+           sch.fee_fen, $6, $7::text, $8, $9,
+           CASE WHEN sch.fee_fen > 0 THEN $10::timestamptz END, $11, $12::text, ",
     visit_from_catalogue!(),
     "
       FROM segments seg JOIN schedules sch ON sch.id = seg.schedule_id",
@@ -624,8 +625,8 @@ pub async fn open_holds<C: GenericClient>(
 static TRANSITION_RETURNING: LazyLock<String> = LazyLock::new(|| {
     with_read_back(
         "b AS (
-            UPDATE bookings SET status = $3, updated_at = $4,
-                   cancelled_at = CASE WHEN $3 = 'cancelled' THEN $4 ELSE cancelled_at END
+            UPDATE bookings SET status = $3::text, updated_at = $4,
+                   cancelled_at = CASE WHEN $3::text = 'cancelled' THEN $4 ELSE cancelled_at END
              WHERE id = $1 AND status = ANY($2)
             RETURNING *)",
     )
@@ -825,7 +826,7 @@ impl Freed {
 pub static CONFIRM_PAYMENT_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
     with_read_back_and_event(
         "b AS (
-            UPDATE bookings SET status = 'confirmed', payment_reference = $2, payment_method = $3,
+            UPDATE bookings SET status = 'confirmed', payment_reference = $2, payment_method = $3::text,
                    paid_at = $4, updated_at = $4
              WHERE id = $1 AND status = 'held' AND hold_deadline > $4
                AND ($5::bigint IS NULL OR fee_fen = $5)
