@@ -85,24 +85,33 @@ impl HospitalKeys {
         let schedule = info.schedule_id.hyphenated().encode_lower(&mut schedule_buf);
         let date = info.visit_date.format("%Y-%m-%d").to_string();
         SegmentKeys {
-            meta: self.key_of(&["seg:", seg_text, ":meta"]),
-            free: self.key_of(&["seg:", seg_text, ":free"]),
-            pools: self.key_of(&["seg:", seg_text, ":pools"]),
-            holders: self.key_of(&["seg:", seg_text, ":holders"]),
+            meta: self.segment_part(seg_text, "meta"),
+            free: self.segment_part(seg_text, "free"),
+            pools: self.segment_part(seg_text, "pools"),
+            holders: self.segment_part(seg_text, "holders"),
             visit_numbers: self.key_of(&["sch:", schedule, ":visit"]),
             availability: self.key_of(&[jyt_cache::hospital::AVAILABILITY, &date]),
             availability_shares: self.key_of(&["avail-seg:", &date]),
             availability_field: jyt_cache::hospital::availability_field(&info.department, &info.clinic_level),
             segment: seg,
             seats_channel: self.seats_channel.clone(),
-            slot: [self.hospital.as_str(), "-", seg_text].concat(),
-            lottery_entries: self.key_of(&["sch:", schedule, ":lottery"]),
+            slot: self.slot_of(seg_text),
+            lottery_entries: self.lottery_entries_of(schedule),
         }
+    }
+
+    /// `seg:<segment>:<part>`, the segment as its hyphenated text.
+    fn segment_part(&self, segment: &str, part: &str) -> String {
+        self.key_of(&["seg:", segment, ":", part])
     }
 
     /// A lottery schedule's entries in its window (patient → entry JSON).
     pub fn lottery_entries(&self, schedule: Uuid) -> String {
-        self.key(&format!("sch:{schedule}:lottery"))
+        with_text(schedule, |schedule| self.lottery_entries_of(schedule))
+    }
+
+    fn lottery_entries_of(&self, schedule: &str) -> String {
+        self.key_of(&["sch:", schedule, ":lottery"])
     }
 
     /// The city's pub/sub channel of sold-out and freed segments, read by
@@ -113,12 +122,18 @@ impl HospitalKeys {
 
     /// `<hospital>-<segment>`.
     pub fn slot(&self, segment: Uuid) -> String {
-        format!("{}-{}", self.hospital, segment.hyphenated())
+        with_text(segment, |segment| self.slot_of(segment))
+    }
+
+    fn slot_of(&self, segment: &str) -> String {
+        [self.hospital.as_str(), "-", segment].concat()
     }
 
     /// The segment-only keys, for forgetting a segment.
     pub fn segment_own(&self, segment: Uuid) -> [String; 4] {
-        ["meta", "free", "pools", "holders"].map(|part| self.key(&format!("seg:{segment}:{part}")))
+        with_text(segment, |segment| {
+            ["meta", "free", "pools", "holders"].map(|part| self.segment_part(segment, part))
+        })
     }
 
     /// `<prefix>:{h:<id>}:avail:<date>`: remaining seats by
@@ -134,17 +149,16 @@ impl HospitalKeys {
 
     /// A patient's bookings at this hospital on one visit date.
     pub fn patient_day(&self, patient: Uuid, date: NaiveDate) -> String {
-        let mut patient_buf = Uuid::encode_buffer();
-        let patient = patient.hyphenated().encode_lower(&mut patient_buf);
-        self.key_of(&["person:", patient, ":", &date.format("%Y-%m-%d").to_string()])
+        let date = date.format("%Y-%m-%d").to_string();
+        with_text(patient, |patient| self.key_of(&["person:", patient, ":", &date]))
     }
 
     /// Scoped by patient: keys are the client's, and two patients' clients
     /// may well pick the same one.
     pub fn idempotency(&self, patient: Uuid, key: &IdempotencyKey) -> String {
-        let mut patient_buf = Uuid::encode_buffer();
-        let patient = patient.hyphenated().encode_lower(&mut patient_buf);
-        self.key_of(&["idem:", patient, ":", key.as_str()])
+        with_text(patient, |patient| {
+            self.key_of(&["idem:", patient, ":", key.as_str()])
+        })
     }
 
     /// A key nothing writes, for releases that have no idempotency record.
@@ -170,6 +184,13 @@ impl HospitalKeys {
     pub fn holds(&self) -> String {
         self.key("holds")
     }
+}
+
+/// `id`'s hyphenated lower-case text, encoded on the stack, handed to `f`:
+/// a key is built without formatting the UUID into a string of its own.
+fn with_text<R>(id: Uuid, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = Uuid::encode_buffer();
+    f(id.hyphenated().encode_lower(&mut buf))
 }
 
 /// What the hold script decided.
