@@ -326,11 +326,11 @@ impl OutboxRelay {
             pipe.cmd("XADD")
                 .arg(&self.stream)
                 .arg("*")
-                .arg("event_id")
+                .arg(EVENT_ID_FIELD)
                 .arg(envelope.event_id.to_string())
-                .arg("event_type")
+                .arg(EVENT_TYPE_FIELD)
                 .arg(&envelope.event_type)
-                .arg("envelope")
+                .arg(ENVELOPE_FIELD)
                 .arg(body);
         }
         let mut redis = self.redis.clone();
@@ -476,9 +476,16 @@ pub async fn trim_floor(redis: &mut RedisConn, stream: &str) -> Result<Option<St
     Ok(floor.and_then(|(position, id)| (position > (0, 0)).then_some(id)))
 }
 
+/// A stream entry's fields, as the relay writes them: the event's id and
+/// type beside the envelope, so a reader can pass over an event by its type
+/// without parsing it ([`StreamConsumer::wanting`]).
+pub const EVENT_ID_FIELD: &str = "event_id";
+pub const EVENT_TYPE_FIELD: &str = "event_type";
+pub const ENVELOPE_FIELD: &str = "envelope";
+
 /// Parse an envelope from a stream entry's fields.
 pub fn envelope_from_fields(fields: &HashMap<String, redis::Value>) -> Option<Envelope> {
-    let raw = fields.get("envelope")?;
+    let raw = fields.get(ENVELOPE_FIELD)?;
     let text: String = redis::from_redis_value(raw.clone()).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -665,7 +672,7 @@ impl StreamConsumer {
     /// Whether the entry's `event_type` field names a type this consumer
     /// does not apply.
     fn is_unwanted(&self, fields: &HashMap<String, redis::Value>) -> bool {
-        let (Some(wanted), Some(raw)) = (&self.wanted, fields.get("event_type")) else {
+        let (Some(wanted), Some(raw)) = (&self.wanted, fields.get(EVENT_TYPE_FIELD)) else {
             return false;
         };
         let event_type = match raw {
