@@ -339,6 +339,18 @@ pub async fn start_gateway(
     timeout_ms: u64,
     extra: &[(&str, &str)],
 ) -> RunningGateway {
+    start_gateway_on(routes, redis_prefix, cards_url, timeout_ms, extra, Clock::System).await
+}
+
+/// [`start_gateway`], its notices falling due on the hospitals' `clock`.
+pub async fn start_gateway_on(
+    routes: &[Route<'_>],
+    redis_prefix: &str,
+    cards_url: &str,
+    timeout_ms: u64,
+    extra: &[(&str, &str)],
+    clock: Clock,
+) -> RunningGateway {
     let mut env = gateway_env(routes, redis_prefix, cards_url, timeout_ms);
     env.extend(
         extra
@@ -346,7 +358,7 @@ pub async fn start_gateway(
             .map(|(k, v)| (format!("JYT_GATEWAY__{k}"), (*v).to_owned())),
     );
     let settings = gateway::Settings::load_from(&sources(env)).expect("gateway test settings");
-    let app = gateway::Application::build(settings)
+    let app = gateway::Application::build_with_clock(settings, clock)
         .await
         .expect("gateway starts");
     let url = format!("http://127.0.0.1:{}", app.port());
@@ -649,7 +661,10 @@ impl TestCity {
                 level: "tertiary",
             })
             .collect();
-        let gateway_url = spawn_gateway_with(&routes, &prefix, &cards.base_url, 3000, extra).await;
+        // The gateway on the hospitals' clock too: its notices fall due by it.
+        let gateway_url = start_gateway_on(&routes, &prefix, &cards.base_url, 3000, extra, clock.clone())
+            .await
+            .url;
         Self {
             gateway_url,
             hospitals,

@@ -444,3 +444,101 @@ async fn an_in_clinic_follow_up_is_told_to_the_app_of_the_booking_it_follows() {
     // The app's own booking is not echoed back.
     assert!(callback.of("booking.held", id(&first)).is_empty());
 }
+
+/// One app's slow callback holds up only its own booking's notices:
+/// another booking's go out meanwhile, side by side. And a booking's
+/// notices keep their order: its cancellation waits for the answer to
+/// its confirmation.
+#[tokio::test]
+async fn a_slow_callback_holds_up_only_its_own_bookings_notices_and_each_bookings_keep_their_order() {
+    const SLOW: Duration = Duration::from_secs(4);
+    let slow = Callback::start().await;
+    let fast = Callback::start().await;
+    slow.set_delay(SLOW);
+    let city = TestCity::spawn_configured(
+        &["chaoyang"],
+        &[
+            ("CHANNEL_APPS__WECHAT__CALLBACK_URL", slow.url.as_str()),
+            ("CHANNEL_APPS__APP__CALLBACK_URL", fast.url.as_str()),
+            ("NOTIFICATIONS__POLL_MS", "20"),
+            ("NOTIFICATIONS__TIMEOUT_MS", "8000"),
+        ],
+        ALL_SEATS_COMMON,
+    )
+    .await;
+    let slots = city.hospital(0).seed_visit_day(5).await;
+
+    // A free CT through WeChat, confirmed at once: its notice reaches the
+    // slow callback, which answers only after SLOW. Then it is cancelled.
+    let (patient, first) = book(&city, &slots[10], "slow-1").await;
+    assert_eq!(first["status"], "confirmed");
+    let confirmed = notice(&slow, "booking.confirmed", id(&first)).await;
+    cancel(&city, &patient, &first).await;
+    // Another patient books through the other app meanwhile.
+    let other_patient = city.cards.register().await;
+    let res = city
+        .book(&slots[10], other_patient.person_id, "app", "slow-2")
+        .await;
+    assert_eq!(res.status(), 201);
+    let second: Value = res.json().await.unwrap();
+    let other = notice(&fast, "booking.confirmed", id(&second)).await;
+    assert!(
+        other.at < confirmed.at + SLOW,
+        "another booking's notice waited for the slow callback: sent {} after the first",
+        other.at - confirmed.at
+    );
+    let cancelled = notice(&slow, "booking.cancelled", id(&first)).await;
+    assert!(
+        cancelled.at >= confirmed.at + SLOW,
+        "the cancellation overtook the confirmation it follows"
+    );
+}
+
+/// A notice falls due by the hospitals' clock, not the system's: a visit
+/// reminder is not sent before the hospitals' time reaches it, and is sent
+/// once it does, though the system's clock is a day short of it.
+#[tokio::test]
+async fn notices_fall_due_by_the_hospitals_clock() {
+    let callback = Callback::start().await;
+    // Two days before the visit at noon (Asia/Shanghai); the reminder is
+    // due the day before at 18:00, tomorrow by the system's clock (the
+    // visit is two days from today).
+    let noon = chrono::NaiveTime::from_hms_opt(12, 0, 0).unwrap();
+    let clock =
+        jyt_domain::time::Clock::manual(jyt_domain::time::at(visit_day() - chrono::Days::new(2), noon));
+    let city = TestCity::spawn_with_clock(
+        &["chaoyang"],
+        &[
+            ("CHANNEL_APPS__WECHAT__CALLBACK_URL", callback.url.as_str()),
+            ("NOTIFICATIONS__POLL_MS", "20"),
+            ("NOTIFICATIONS__VISIT_REMINDER_DAYS_BEFORE", "1"),
+            ("NOTIFICATIONS__VISIT_REMINDER_TIME", "18:00"),
+        ],
+        ALL_SEATS_COMMON,
+        clock.clone(),
+    )
+    .await;
+    let slots = city.hospital(0).seed_visit_day(5).await;
+    let (_, first) = book(&city, &slots[10], "clock-1").await;
+    notice(&callback, "booking.confirmed", id(&first)).await;
+    let reminder_id = format!("visit_reminder:{}", id(&first));
+    assert!(scheduled(&city, &reminder_id).await);
+    // A later booking's notice is taken after the reminder was scheduled:
+    // had the reminder been due, it (the earlier due time) went first.
+    let (_, second) = book(&city, &slots[10], "clock-2").await;
+    notice(&callback, "booking.confirmed", id(&second)).await;
+    assert!(
+        callback.of("booking.visit_reminder", id(&first)).is_empty(),
+        "sent by the system's clock"
+    );
+    assert!(scheduled(&city, &reminder_id).await);
+
+    // The hospitals' time reaches the day before the visit, 18:00.
+    clock.set(jyt_domain::time::at(
+        visit_day() - chrono::Days::new(1),
+        chrono::NaiveTime::from_hms_opt(18, 0, 1).unwrap(),
+    ));
+    let reminder = notice(&callback, "booking.visit_reminder", id(&first)).await;
+    well_formed(&reminder, "booking.visit_reminder");
+    assert_eq!(reminder.body["booking"]["status"], "confirmed");
+}

@@ -419,6 +419,7 @@ mod tests {
             claim_idle_ms: 1000,
             block_ms: 100,
             batch_size: 10,
+            deliveries_in_flight: 4,
             poll_ms: 100,
             timeout_ms: 1000,
             lease_ms: 30_000,

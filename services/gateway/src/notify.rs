@@ -24,7 +24,8 @@
 //! `max_attempts` it moves to a dead-letter list, which an operator reads
 //! and replays through `/ops/notifications/dead-letters`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -32,11 +33,12 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use jyt_cache::redis::{self, AsyncCommands};
 use jyt_cache::{Keyspace, RedisConn};
+use jyt_domain::time::Clock;
 use jyt_events::StreamConsumer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::GatewayError;
 use crate::notices::{self, OnlyIf, Plan, Planned};
@@ -73,21 +75,30 @@ end
 return 1
 ";
 
-/// Take a due notice: its due time moves `lease_ms` ahead (it stays
-/// scheduled) and its body is answered; nil if another replica took it
-/// first or it is gone. KEYS: due, notice. ARGV: now ms, lease end ms, id.
-const TAKE: &str = r"
-local due = redis.call('ZSCORE', KEYS[1], ARGV[3])
-if not due or tonumber(due) > tonumber(ARGV[1]) then
-  return false
+/// Take the due notices of a batch, in one round trip: each one still due
+/// has its due time moved to the lease's end (it stays scheduled) and its
+/// body answered; nil where another replica took it first or it is gone.
+/// KEYS: due, then each notice. ARGV: now ms, lease end ms, then each id.
+const TAKE_MANY: &str = r"
+local now, lease_end = tonumber(ARGV[1]), tonumber(ARGV[2])
+local taken = {}
+for i = 2, #KEYS do
+  local id = ARGV[i + 1]
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  if not due or tonumber(due) > now then
+    taken[i - 1] = false
+  else
+    local job = redis.call('GET', KEYS[i])
+    if job then
+      redis.call('ZADD', KEYS[1], lease_end, id)
+      taken[i - 1] = job
+    else
+      redis.call('ZREM', KEYS[1], id)
+      taken[i - 1] = false
+    end
+  end
 end
-local job = redis.call('GET', KEYS[2])
-if not job then
-  redis.call('ZREM', KEYS[1], ARGV[3])
-  return false
-end
-redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[3])
-return job
+return taken
 ";
 
 /// Delivered (or no longer wanted): remove it, and schedule its follow-up
@@ -143,7 +154,7 @@ return 1
 // Each script is built once: `Script::new` hashes its source (SHA-1),
 // which every event and every delivery used to pay again.
 static ENQUEUE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ENQUEUE));
-static TAKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TAKE));
+static TAKE_MANY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TAKE_MANY));
 static DONE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DONE));
 static AGAIN_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(AGAIN));
 static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD));
@@ -156,6 +167,11 @@ pub struct Delivery {
     /// notice, `<kind>:<booking>` for the others.
     pub id: String,
     pub app_id: String,
+    /// The booking it is about: a booking's notices are sent one after
+    /// another, in the order they fell due, while other bookings' go out
+    /// alongside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booking_id: Option<String>,
     /// The notice's type, e.g. `booking.confirmed`, `refund.instruction`.
     pub event_type: String,
     pub body: String,
@@ -171,16 +187,19 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    fn planned(p: Planned, app_id: &str) -> Self {
+    fn planned(p: Planned, app_id: &str, booking_id: Option<&str>) -> Self {
         Self {
             id: p.id,
             app_id: app_id.to_owned(),
+            booking_id: booking_id.map(str::to_owned),
             event_type: p.notice_type,
             body: p.body.to_string(),
             attempts: 0,
             last_error: None,
             only_if: p.only_if,
-            then: p.then.map(|next| Box::new(Delivery::planned(*next, app_id))),
+            then: p
+                .then
+                .map(|next| Box::new(Delivery::planned(*next, app_id, booking_id))),
         }
     }
 
@@ -198,6 +217,38 @@ enum Check {
     Failed(String),
 }
 
+/// A due notice this replica took, and when (its lease runs from then).
+struct Taken {
+    delivery: Delivery,
+    at: std::time::Instant,
+}
+
+/// The notices this replica has taken and not yet finished, a lane per
+/// booking (a notice about none has a lane of its own). A lane sends its
+/// notices one after another, in the order they fell due, so a
+/// cancellation never overtakes its confirmation; lanes run side by side,
+/// `deliveries_in_flight` at a time, so one slow callback holds up only
+/// its own booking's notices, not every app's.
+struct Lanes {
+    queues: std::sync::Mutex<HashMap<String, VecDeque<Taken>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Taken and not finished, across lanes: at most `batch_size`.
+    taken: AtomicUsize,
+    /// Room to take more.
+    room: tokio::sync::Notify,
+}
+
+impl Lanes {
+    fn new(in_flight: usize) -> Self {
+        Self {
+            queues: std::sync::Mutex::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(in_flight)),
+            taken: AtomicUsize::new(0),
+            room: tokio::sync::Notify::new(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Notifier {
     redis: RedisConn,
@@ -213,6 +264,11 @@ pub struct Notifier {
     /// status (hold warning, reminder) is sent.
     upstreams: Upstreams,
     settings: NotificationSettings,
+    /// When notices fall due, and when a hold's deadline has passed: the
+    /// hospitals' clock (a manual one in tests and the load test, where
+    /// retries and leases then wait for it too). A notice's signature is
+    /// always stamped with the real time the app checks it against.
+    clock: Clock,
 }
 
 impl Notifier {
@@ -226,6 +282,7 @@ impl Notifier {
         upstreams: Upstreams,
     ) -> anyhow::Result<Self> {
         Ok(Self {
+            clock: Clock::System,
             stream_redis,
             card_stream_redis,
             http: reqwest::Client::builder()
@@ -237,6 +294,13 @@ impl Notifier {
             upstreams,
             settings: settings.clone(),
         })
+    }
+
+    /// Notices fall due by `clock` (the hospitals'), not the system's.
+    #[must_use]
+    pub fn on_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn due_key(&self) -> String {
@@ -305,7 +369,7 @@ impl Notifier {
     /// Schedule an event's notices, once per event id.
     async fn enqueue(&self, envelope: &jyt_events::Envelope) -> Result<(), redis::RedisError> {
         let channel_of = |app: &str| self.apps.get(app).map(|a| a.channel.as_str().to_owned());
-        let mut plan = notices::plan(envelope, &self.settings, &channel_of, Utc::now());
+        let mut plan = notices::plan(envelope, &self.settings, &channel_of, self.clock.now());
         if plan.is_empty() {
             return Ok(());
         }
@@ -318,12 +382,13 @@ impl Notifier {
             }
             return self.schedule_event(envelope, Vec::new(), &plan.cancels).await;
         };
+        let booking = plan.owner_bookings.first().map(String::as_str);
         let deliveries = plan
             .notices
             .into_iter()
             .map(|p| {
                 let due = p.due.timestamp_millis();
-                (Delivery::planned(p, &app_id), due)
+                (Delivery::planned(p, &app_id, booking), due)
             })
             .collect();
         self.schedule_event(envelope, deliveries, &plan.cancels).await
@@ -416,6 +481,7 @@ impl Notifier {
         self.send(&Delivery {
             id: notice_id.to_owned(),
             app_id: app_id.to_owned(),
+            booking_id: None,
             event_type: notice_type.to_owned(),
             body: body.to_string(),
             attempts: 0,
@@ -461,7 +527,7 @@ impl Notifier {
             else {
                 return Check::Drop("the hold has no deadline".to_owned());
             };
-            let now = Utc::now();
+            let now = self.clock.now();
             if deadline <= now {
                 return Check::Drop("the hold's deadline has passed".to_owned());
             }
@@ -507,7 +573,7 @@ impl Notifier {
             args.extend([
                 next.id.clone(),
                 next.json(),
-                Utc::now().timestamp_millis().to_string(),
+                self.clock.now().timestamp_millis().to_string(),
                 SEEN_TTL_SECONDS.to_string(),
             ]);
         }
@@ -525,18 +591,10 @@ impl Notifier {
         Ok(())
     }
 
-    /// One attempt at a taken delivery; its outcome is recorded before
-    /// it leaves the schedule.
-    async fn attempt(&self, mut d: Delivery) -> Result<(), redis::RedisError> {
-        // The check and the send both fit in the lease, so no other
-        // replica takes the notice meanwhile.
-        let check_budget = Duration::from_millis(
-            self.settings
-                .lease_ms
-                .saturating_sub(self.settings.timeout_ms)
-                .saturating_sub(500)
-                .max(100),
-        );
+    /// One attempt at a taken delivery, with `check_budget` to ask the
+    /// hospital first; its outcome is recorded before it leaves the
+    /// schedule.
+    async fn attempt(&self, mut d: Delivery, check_budget: Duration) -> Result<(), redis::RedisError> {
         let checked = match d.only_if.clone() {
             None => Ok(()),
             Some(cond) => match tokio::time::timeout(check_budget, self.check(&d, &cond))
@@ -579,55 +637,159 @@ impl Notifier {
                 tracing::info!(delivery = %d.id, attempts = d.attempts, %reason, "notification will be retried");
                 d.last_error = Some(reason);
                 let wait = i64::try_from(self.backoff_ms(d.attempts)).unwrap_or(i64::MAX / 2);
-                self.again(&d, Utc::now() + chrono::TimeDelta::milliseconds(wait))
+                self.again(&d, self.clock.now() + chrono::TimeDelta::milliseconds(wait))
                     .await?;
             }
         }
         Ok(())
     }
 
-    /// Deliver what is due; the number of deliveries attempted.
-    pub async fn deliver_due(&self) -> Result<usize, redis::RedisError> {
+    /// Take up to `room` due notices, in the order they fell due: each is
+    /// leased to this replica (see [`TAKE_MANY`]) until its outcome is
+    /// recorded, so replicas never send the same attempt twice.
+    async fn take_due(&self, room: usize) -> Result<Vec<Taken>, redis::RedisError> {
         let mut conn = self.redis.clone();
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock.now().timestamp_millis();
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.due_key())
             .arg("-inf")
             .arg(now)
             .arg("LIMIT")
             .arg(0)
-            .arg(self.settings.batch_size)
+            .arg(room)
             .query_async(&mut conn)
             .await?;
-        let lease = i64::try_from(self.settings.lease_ms).unwrap_or(i64::MAX / 2);
-        let mut attempted = 0;
-        for id in due {
-            // Whoever moves it ahead owns this attempt, so replicas never
-            // send the same attempt twice; it stays scheduled until its
-            // outcome is recorded. The lease starts now, not when the
-            // batch was read: earlier sends of the batch may have been slow.
-            let now = Utc::now().timestamp_millis();
-            let lease_end = now.saturating_add(lease);
-            let job: Option<String> = self
-                .run_script(
-                    &TAKE_SCRIPT,
-                    &[self.due_key(), self.job_key(&id)],
-                    &[now.to_string(), lease_end.to_string(), id.clone()],
-                )
-                .await?;
-            let Some(job) = job else {
-                continue;
-            };
-            let Ok(d) = serde_json::from_str::<Delivery>(&job) else {
-                tracing::error!(delivery = %id, "unreadable notification dropped");
-                self.run_script::<i64>(&DONE_SCRIPT, &[self.due_key(), self.job_key(&id)], &[id])
-                    .await?;
-                continue;
-            };
-            attempted += 1;
-            self.attempt(d).await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(attempted)
+        let lease = i64::try_from(self.settings.lease_ms).unwrap_or(i64::MAX / 2);
+        let at = std::time::Instant::now();
+        let mut take = TAKE_MANY_SCRIPT.key(self.due_key());
+        for id in &due {
+            take.key(self.job_key(id));
+        }
+        take.arg(now).arg(now.saturating_add(lease));
+        for id in &due {
+            take.arg(id);
+        }
+        let jobs: Vec<Option<String>> = take.invoke_async(&mut conn).await?;
+        let mut taken = Vec::with_capacity(jobs.len());
+        for (id, job) in due.into_iter().zip(jobs) {
+            let Some(job) = job else { continue };
+            match serde_json::from_str::<Delivery>(&job) {
+                Ok(delivery) => taken.push(Taken { delivery, at }),
+                Err(_) => {
+                    tracing::error!(delivery = %id, "unreadable notification dropped");
+                    self.run_script::<i64>(&DONE_SCRIPT, &[self.due_key(), self.job_key(&id)], &[id])
+                        .await?;
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Take what is due while there is room, each notice onto its
+    /// booking's lane; a lane opened is a task in `running`, so it ends
+    /// with the delivery loop (a stopped gateway sends nothing more).
+    async fn take_into_lanes(self: &Arc<Self>, lanes: &Arc<Lanes>, running: &mut JoinSet<()>) {
+        loop {
+            let room = self
+                .settings
+                .batch_size
+                .saturating_sub(lanes.taken.load(Ordering::Acquire));
+            if room == 0 {
+                return;
+            }
+            let taken = match self.take_due(room).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking due notifications failed");
+                    return;
+                }
+            };
+            let n = taken.len();
+            lanes.taken.fetch_add(n, Ordering::AcqRel);
+            for t in taken {
+                if let Some(lane) = self.dispatch(lanes, t) {
+                    running.spawn(lane);
+                }
+            }
+            if n < room {
+                return;
+            }
+        }
+    }
+
+    /// Queue a taken notice behind its booking's earlier ones, or open a
+    /// lane for it: the task to run, which sends the lane's notices one
+    /// after another while it holds one of the `deliveries_in_flight`
+    /// permits.
+    fn dispatch(
+        self: &Arc<Self>,
+        lanes: &Arc<Lanes>,
+        t: Taken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let key = t
+            .delivery
+            .booking_id
+            .clone()
+            .unwrap_or_else(|| t.delivery.id.clone());
+        {
+            let mut queues = lanes
+                .queues
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(lane) = queues.get_mut(&key) {
+                lane.push_back(t);
+                return None;
+            }
+            queues.insert(key.clone(), VecDeque::from([t]));
+        }
+        let (this, lanes) = (self.clone(), lanes.clone());
+        Some(async move {
+            let Ok(_permit) = lanes.permits.clone().acquire_owned().await else {
+                return;
+            };
+            loop {
+                let next = {
+                    let mut queues = lanes
+                        .queues
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match queues.get_mut(&key).and_then(VecDeque::pop_front) {
+                        Some(t) => t,
+                        None => {
+                            queues.remove(&key);
+                            break;
+                        }
+                    }
+                };
+                this.attempt_taken(next).await;
+                // Half the room free again: take more without waiting
+                // for the next tick.
+                if lanes.taken.fetch_sub(1, Ordering::AcqRel) == this.settings.batch_size / 2 + 1 {
+                    lanes.room.notify_one();
+                }
+            }
+        })
+    }
+
+    /// One attempt, if it still fits in its lease: the check and the send
+    /// must, so no other replica takes the notice meanwhile. One that no
+    /// longer fits stays leased and falls due again when the lease ends.
+    async fn attempt_taken(&self, t: Taken) {
+        let elapsed = u64::try_from(t.at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let left = self.settings.lease_ms.saturating_sub(elapsed);
+        let needed = self.settings.timeout_ms.saturating_add(600);
+        if left < needed {
+            tracing::info!(delivery = %t.delivery.id, "notification waited past its lease here; sent when it falls due again");
+            return;
+        }
+        let check_budget = Duration::from_millis(left - self.settings.timeout_ms - 500);
+        let id = t.delivery.id.clone();
+        if let Err(e) = self.attempt(t.delivery, check_budget).await {
+            tracing::warn!(error = %e, delivery = %id, "recording a notification's outcome failed; sent again when its lease ends");
+        }
     }
 
     /// Run the stream readers and the delivery loop; the tasks end with
@@ -648,12 +810,17 @@ impl Notifier {
             }));
         }
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(self.settings.poll_ms));
+            let lanes = Arc::new(Lanes::new(self.settings.deliveries_in_flight));
+            let this = Arc::new(self);
+            let mut running = JoinSet::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(this.settings.poll_ms));
             loop {
-                tick.tick().await;
-                if let Err(e) = self.deliver_due().await {
-                    tracing::warn!(error = %e, "notification delivery failed");
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = lanes.room.notified() => {}
+                    Some(_) = running.join_next(), if !running.is_empty() => continue,
                 }
+                this.take_into_lanes(&lanes, &mut running).await;
             }
         }));
         tasks
@@ -738,7 +905,7 @@ impl Notifier {
                         r,
                         d.id.clone(),
                         d.json(),
-                        Utc::now().timestamp_millis().to_string(),
+                        self.clock.now().timestamp_millis().to_string(),
                     ],
                 )
                 .await?;

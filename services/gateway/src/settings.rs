@@ -206,6 +206,10 @@ pub struct NotificationSettings {
     /// Must stay below redis.response_timeout_ms: the read blocks.
     pub block_ms: usize,
     pub batch_size: usize,
+    /// Bookings whose notices are sent at once (each booking's in order,
+    /// one after another). At most `batch_size` notices are taken and
+    /// not yet finished.
+    pub deliveries_in_flight: usize,
     /// How often due deliveries are looked for.
     pub poll_ms: u64,
     /// Per callback call.
@@ -514,6 +518,10 @@ impl Settings {
             (
                 "notifications.batch_size",
                 u64::try_from(n.batch_size).unwrap_or(0),
+            ),
+            (
+                "notifications.deliveries_in_flight",
+                u64::try_from(n.deliveries_in_flight).unwrap_or(0),
             ),
         ] {
             if v == 0 {

@@ -7,6 +7,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, web};
 use anyhow::Context;
 use jyt_cache::Keyspace;
+use jyt_domain::time::Clock;
 use jyt_web::extract::BodyLimit;
 use jyt_web::ops::{record_http_metrics, request_tracing};
 use jyt_web::server::Listeners;
@@ -32,6 +33,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::System).await
+    }
+
+    /// [`Self::build`] on the hospitals' clock, for the notifier (when a
+    /// notice falls due): tests and the load test move a manual one.
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let redis = jyt_cache::connect(&settings.redis)
             .await
             .context("connecting to Redis")?;
@@ -51,7 +58,8 @@ impl Application {
             card_stream_redis,
             keys.clone(),
             upstreams.clone(),
-        )?;
+        )?
+        .on_clock(clock);
         let mut background = notifier.clone().spawn();
         // The sold-out set follows the hospitals' pushes on its own
         // connection (a subscribed connection serves nothing else). On a
