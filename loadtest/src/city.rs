@@ -48,7 +48,21 @@ pub fn sources(pairs: Vec<(String, String)>) -> Sources {
 pub struct Cards {
     pub base_url: String,
     pub state: card_issuing::state::AppState,
-    _task: JoinHandle<std::io::Result<()>>,
+    server: actix_web::dev::ServerHandle,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Cards {
+    /// Stop it, its outbox relay and its consumer with it. A city whose
+    /// card-issuing runs in a child process must not keep this one
+    /// running: both relay the one database's outbox, this one to another
+    /// Redis prefix's stream, where the gateway never reads the
+    /// `card.refunded` it took (a prepaid refund's notice was lost so).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop(true).await;
+        self.task.await??;
+        Ok(())
+    }
 }
 
 /// The patient index lives in one database kept between runs
@@ -82,7 +96,8 @@ pub async fn start_cards(redis_prefix: &str) -> anyhow::Result<Cards> {
     Ok(Cards {
         base_url,
         state,
-        _task: tokio::spawn(app.run_until_stopped()),
+        server: app.server_handle(),
+        task: tokio::spawn(app.run_until_stopped()),
     })
 }
 
@@ -323,24 +338,7 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         }
     };
     let env = gateway_env(cfg, &redis_prefix, &cards_url, &hospitals);
-    let (gateway_url, gateway) = match cfg.placement {
-        Placement::InProcess => {
-            let gateway = gateway::Application::build(gateway::Settings::load_from(&sources(env.clone()))?)
-                .await
-                .context("starting the gateway")?;
-            (
-                format!("http://127.0.0.1:{}", gateway.port()),
-                Runner::Task(tokio::spawn(gateway.run_until_stopped())),
-            )
-        }
-        Placement::Processes => {
-            let service = procs::Service::spawn(procs::Role::Gateway, "gateway", env.clone()).await?;
-            (
-                format!("http://127.0.0.1:{}", service.port),
-                Runner::Process(Box::new(service)),
-            )
-        }
-    };
+    let (gateway_url, gateway) = start_gateway(cfg.placement, &env, &clock).await?;
     Ok(City {
         lock: cfg.lock,
         gateway_url,
@@ -354,6 +352,37 @@ pub async fn start(cfg: &CityConfig, cards: &Cards) -> anyhow::Result<City> {
         gateway_env: env,
         search_gateway: None,
         cards: cards_runner,
+    })
+}
+
+/// The gateway, on the hospitals' clock: its notices fall due by it.
+async fn start_gateway(
+    placement: Placement,
+    env: &[(String, String)],
+    clock: &Clock,
+) -> anyhow::Result<(String, Runner)> {
+    Ok(match placement {
+        Placement::InProcess => {
+            let gateway = gateway::Application::build_with_clock(
+                gateway::Settings::load_from(&sources(env.to_vec()))?,
+                clock.clone(),
+            )
+            .await
+            .context("starting the gateway")?;
+            (
+                format!("http://127.0.0.1:{}", gateway.port()),
+                Runner::Task(tokio::spawn(gateway.run_until_stopped())),
+            )
+        }
+        Placement::Processes => {
+            let mut child_env = env.to_vec();
+            child_env.push((procs::CLOCK.to_owned(), clock.now().to_rfc3339()));
+            let service = procs::Service::spawn(procs::Role::Gateway, "gateway", child_env).await?;
+            (
+                format!("http://127.0.0.1:{}", service.port),
+                Runner::Process(Box::new(service)),
+            )
+        }
     })
 }
 
@@ -504,14 +533,17 @@ impl City {
         self.set_clock(self.release_at).await
     }
 
-    /// Move every hospital's clock (ours, and each child process's).
+    /// Move every hospital's clock, and the gateway's (ours, and each
+    /// child process's).
     pub async fn set_clock(&self, at: DateTime<Utc>) -> anyhow::Result<()> {
         self.clock.set(at);
         let servers = self
             .hospitals
             .iter()
             .map(|h| &h.runner)
-            .chain(&self.hospitals_server);
+            .chain(&self.hospitals_server)
+            .chain([&self.gateway])
+            .chain(&self.search_gateway);
         for runner in servers {
             if let Runner::Process(p) = runner {
                 p.set_clock(at).await?;
@@ -555,6 +587,7 @@ impl City {
     ) -> anyhow::Result<String> {
         let mut env = self.gateway_env.clone();
         env.push(("JYT_GATEWAY__HTTP__WORKERS".to_owned(), workers.to_string()));
+        env.push((procs::CLOCK.to_owned(), self.clock.now().to_rfc3339()));
         let replica = procs::Service::spawn_with_priority(
             procs::Role::Gateway,
             "gateway-search",

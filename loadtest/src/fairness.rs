@@ -22,10 +22,9 @@
 //! counted at a notice endpoint this run serves to the gateway).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use futures::StreamExt;
 use jyt_domain::SlotRef;
@@ -102,39 +101,6 @@ impl Fairness {
     pub fn correct(&self) -> bool {
         self.oversold_segments == 0 && self.notices_not_once == 0 && self.draw_reproduced
     }
-}
-
-/// Notices per (type, subject), as the gateway delivered them.
-type Seen = Arc<Mutex<HashMap<(String, String), usize>>>;
-
-async fn receive(body: web::Json<serde_json::Value>, seen: web::Data<Seen>) -> HttpResponse {
-    let kind = body["event_type"].as_str().unwrap_or_default().to_owned();
-    let subject = body["booking"]["booking_id"]
-        .as_str()
-        .or_else(|| body["entry"]["entry_id"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    *seen.entry((kind, subject)).or_insert(0) += 1;
-    HttpResponse::Ok().finish()
-}
-
-/// A notice endpoint for every app of the run: its URL and what it saw.
-fn notice_endpoint() -> anyhow::Result<(String, Seen, actix_web::dev::ServerHandle)> {
-    let seen: Seen = Arc::default();
-    let data = web::Data::new(seen.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .default_service(web::to(receive))
-    })
-    .workers(1)
-    .bind(("127.0.0.1", 0))?;
-    let port = server.addrs()[0].port();
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Ok((format!("http://127.0.0.1:{port}/notices"), seen, handle))
 }
 
 /// The hot schedule both hospitals release: 5 segments of `capacity`.
@@ -279,7 +245,8 @@ pub async fn run(
     cards_service: &city::Cards,
     groups: &Groups,
 ) -> anyhow::Result<Fairness> {
-    let (notice_url, seen, notices) = notice_endpoint()?;
+    let notices = crate::notices::Sink::start(1)?;
+    let notice_url = notices.url.clone();
     let mut cfg = CityConfig::in_process(2, 1, Lock::Redis);
     cfg.gateway_extra = gateway_rules;
     for app in city::CHANNELS {
@@ -436,12 +403,7 @@ pub async fn run(
     let want = record.entrants.len();
     let waited = Instant::now();
     loop {
-        let n: usize = seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .filter(|((kind, _), _)| kind == "draw.won" || kind == "draw.lost")
-            .count();
+        let n = notices.subjects_of("draw.won") + notices.subjects_of("draw.lost");
         if n >= want || waited.elapsed() > Duration::from_secs(60) {
             break;
         }
@@ -449,7 +411,6 @@ pub async fn run(
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let notices_not_once = {
-        let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcomes = record
             .outcomes
             .as_ref()
@@ -464,11 +425,11 @@ pub async fn run(
                 } else {
                     ("draw.lost", o["entry_id"].as_str().unwrap_or_default())
                 };
-                seen.get(&(kind.to_owned(), subject.to_owned())).copied() != Some(1)
+                notices.count(kind, subject) != 1
             })
             .count()
     };
-    notices.stop(true).await;
+    notices.stop().await;
 
     let mut oversold = 0;
     for h in &city.hospitals {

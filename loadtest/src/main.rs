@@ -16,6 +16,7 @@ mod city;
 mod costs;
 mod fairness;
 mod load;
+mod notices;
 mod patients;
 mod peak_day;
 mod procs;

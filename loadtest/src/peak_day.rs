@@ -18,12 +18,19 @@
 //!    seats go to the waitlist (promoted holds) where someone waiting may
 //!    take their pool (before the pools merge, WeChat's line takes WeChat
 //!    and common seats, and so on).
-//! 5. The clock moves 11 minutes on: unpaid holds expire.
-//! 6. **Visit day**: the clock walks through the day; [`CHECK_IN_SHARE`] of
+//! 5. The clock moves 9 minutes on: the apps of [`CALLBACK_CHANNELS`]
+//!    warn the patients of unpaid holds (`booking.hold_expiring`); then 11
+//!    minutes on: unpaid holds expire.
+//! 6. **The evening before** (18:00): every booking still confirmed is
+//!    reminded (`booking.visit_reminder`).
+//! 7. **Visit day**: the clock walks through the day; [`CHECK_IN_SHARE`] of
 //!    the confirmed bookings check in (取号, pick-up code, at a kiosk) within
 //!    their window; the rest become no-shows when the clock passes their
 //!    segment's end + 30 minutes.
-//! 7. Memory sampling stops; the checks read PostgreSQL and Redis, each
+//! 8. Every other notice owed arrives (confirmations, cancellations,
+//!    refunds, lapses, no-shows): the day waits for each step's notices
+//!    at that step ([`crate::notices`]), and counts the waits.
+//! 9. Memory sampling stops; the checks read PostgreSQL and Redis, each
 //!    booking expected in the state its last answer said, moved on where
 //!    the day moves it (held → expired, confirmed → no_show).
 
@@ -41,6 +48,7 @@ use uuid::Uuid;
 use crate::city::{self, CityConfig, Lock, Placement, booking_uuid};
 use crate::costs::{self, PhaseCost};
 use crate::load::{Call, Sample, closed_calls, http_client};
+use crate::notices::{self, NoticeKey};
 use crate::procs::{Memory, Sampler};
 use crate::report::{self, PhaseStats, Target, stats, target};
 
@@ -56,6 +64,12 @@ pub const WAITLIST_SHARE: f64 = 0.10;
 pub const CANCEL_SHARE: f64 = 0.08;
 /// Confirmed, not cancelled bookings that check in; the rest are no-shows.
 pub const CHECK_IN_SHARE: f64 = 0.88;
+/// The channel apps with a callback, told of their patients' bookings
+/// (WeChat's and the city app's pushes, 114's text messages); the kiosk
+/// and the window print their answers and poll.
+pub const CALLBACK_CHANNELS: [&str; 3] = ["wechat", "app", "phone114"];
+/// How long a step waits for the notices it owes.
+const NOTICE_DEADLINE: Duration = Duration::from_secs(60);
 /// Resident memory per service process.
 const MEMORY_TARGET_MB: f64 = 150.0;
 
@@ -107,6 +121,29 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// The notices the day owed its patients' apps, step by step.
+#[derive(Serialize)]
+struct NoticeSteps {
+    channels: Vec<&'static str>,
+    received: u64,
+    bad_signatures: u64,
+    /// With the clock 2 minutes before the holds' deadline.
+    hold_warnings: notices::Owed,
+    /// With the clock at 18:00 the evening before the visit.
+    visit_reminders: notices::Owed,
+    /// Confirmations, cancellations, refunds, lapses, no-shows: after the
+    /// day's last answer.
+    at_the_end: notices::Owed,
+}
+
+impl NoticeSteps {
+    fn all_received(&self) -> bool {
+        self.hold_warnings.all_received()
+            && self.visit_reminders.all_received()
+            && self.at_the_end.all_received()
+    }
+}
+
 #[derive(Serialize)]
 struct Summary {
     command: String,
@@ -117,9 +154,12 @@ struct Summary {
     /// Where each phase's time went (CPU per part of the city, the
     /// machine, PostgreSQL's commits and WAL syncs).
     costs: Vec<PhaseCost>,
-    /// The client phases' durations added up (the clock moves and the
-    /// sweeps' waits left out), and from the release to the last answer.
+    /// The client phases' durations added up, with the waits for the
+    /// notices each step owes (the clock moves and the sweeps' waits left
+    /// out); the requests' share; and from the release to the last answer.
     replay_seconds: f64,
+    request_seconds: f64,
+    notices: NoticeSteps,
     wall_seconds: f64,
     /// H, the machine's yardstick, measured before the city started.
     machine_h_per_second: f64,
@@ -169,10 +209,21 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     crate::patients::top_up(&cards_service, &prepaid, 1_000_000).await?;
     let cards: Arc<Vec<Arc<str>>> = Arc::new(numbers.into_iter().map(Into::into).collect());
 
+    // The apps' notice endpoint: a channel app's side of every notice.
+    let sink = notices::Sink::start(1)?;
     let cfg = CityConfig {
         placement: Placement::Processes,
         server_per_hospital: args.process_per_hospital,
         hospital_extra: args.hospital_settings.clone(),
+        gateway_extra: CALLBACK_CHANNELS
+            .iter()
+            .map(|app| {
+                (
+                    format!("CHANNEL_APPS__{}__CALLBACK_URL", app.to_ascii_uppercase()),
+                    sink.url.clone(),
+                )
+            })
+            .collect(),
         ..CityConfig::in_process(args.hospitals, args.capacity, Lock::Redis)
     };
     tracing::warn!(
@@ -181,6 +232,8 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
         "starting the city, a process per service"
     );
     let city = city::start(&cfg, &cards_service).await?;
+    // The city's card-issuing is its own process now (see `Cards::stop`).
+    cards_service.stop().await?;
     let sampler = Sampler::start(city.processes());
     let parts = costs::Parts::new(city.processes()).with_gateway(&city.gateway_url);
     let admin = costs::admin().await?;
@@ -340,12 +393,67 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     // The sweeper promotes waiters every second.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // Who is owed which notice: the bookings of the apps with a callback.
+    let told = |s: &Sample| CALLBACK_CHANNELS.contains(&who(s).1);
+    let unpaid: Vec<&Sample> = bookings
+        .iter()
+        .filter(|s| {
+            s.outcome
+                .booked
+                .as_ref()
+                .is_some_and(|b| b.status == "held" && !paid.contains_key(&b.id))
+        })
+        .collect();
+    let owed_of = |kind: &str, samples: &mut dyn Iterator<Item = &Sample>| -> Vec<NoticeKey> {
+        samples
+            .filter(|s| told(s))
+            .filter_map(|s| s.outcome.booked.as_ref())
+            .map(|b| (kind.to_owned(), b.id.clone()))
+            .collect()
+    };
+
+    // Two minutes before the holds' deadline (10 minutes after the
+    // release), their apps warn the patients who have not paid.
+    city.set_clock(city.release_at + TimeDelta::minutes(9)).await?;
+    let meter = parts.start(&admin).await;
+    let hold_warnings = sink
+        .wait_for(
+            &owed_of(notices::HOLD_EXPIRING, &mut unpaid.iter().copied()),
+            NOTICE_DEADLINE,
+        )
+        .await;
+    phase_costs.push(meter.finish("hold warnings (the clock at +9 min)", &admin).await);
+    tracing::warn!(?hold_warnings, "hold warnings");
+
     // Unpaid holds lapse.
     city.set_clock(city.release_at + TimeDelta::minutes(11)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Before the visit day (and the pools' merge the day before): the
     // line was served from cancelled and expired seats of its own pools.
     let promoted_before_merge = waitlist_promoted(&city).await?;
+
+    // The evening before the visit: every booking still confirmed is
+    // reminded (each checked with its hospital first).
+    let kept: Vec<&Sample> = confirmed
+        .iter()
+        .filter(|(_, id)| !cancelled.contains(id))
+        .map(|(s, _)| *s)
+        .collect();
+    if let Some(evening) = NaiveTime::from_hms_opt(18, 0, 1)
+        .zip(city.visit_date.pred_opt())
+        .map(|(t, d)| jyt_domain::time::at(d, t))
+    {
+        city.set_clock(evening).await?;
+    }
+    let meter = parts.start(&admin).await;
+    let reminders = sink
+        .wait_for(
+            &owed_of(notices::VISIT_REMINDER, &mut kept.iter().copied()),
+            NOTICE_DEADLINE,
+        )
+        .await;
+    phase_costs.push(meter.finish("visit reminders (the evening before)", &admin).await);
+    tracing::warn!(?reminders, "visit reminders");
 
     // The visit day: check-in rounds.
     let mut rounds: Vec<Vec<Call>> = vec![Vec::new(); CHECK_IN_ROUNDS.len()];
@@ -395,7 +503,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             .await,
     );
     phases.push(stats("check-ins (取号)", "closed", &check_ins)?);
-    let replay_seconds: f64 = phases.iter().map(|p| p.seconds).sum();
+    let request_seconds: f64 = phases.iter().map(|p| p.seconds).sum();
     let wall_seconds = released.elapsed().as_secs_f64();
 
     // The day ends: the rest become no-shows.
@@ -403,6 +511,66 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
         city.set_clock(t).await?;
     }
     let counts = settle(&city).await?;
+    // Every other notice owed: each confirmation, cancellation and refund,
+    // each lapsed hold, each no-show (the rest checked in).
+    let checked_in: HashSet<String> = check_ins
+        .iter()
+        .filter(|s| s.outcome.status == 200)
+        .filter_map(|s| s.outcome.booked.as_ref().map(|b| b.id.clone()))
+        .collect();
+    let confirmed_samples: Vec<&Sample> = confirmed.iter().map(|(s, _)| *s).collect();
+    // As the cancellations' answers said (one refused stays confirmed).
+    let cancelled_ok: HashSet<&str> = cancels
+        .iter()
+        .filter_map(|s| s.outcome.booked.as_ref())
+        .filter(|b| b.status == "cancelled")
+        .map(|b| b.id.as_str())
+        .collect();
+    let cancelled_samples: Vec<&Sample> = confirmed
+        .iter()
+        .filter(|(_, id)| cancelled_ok.contains(id.as_str()))
+        .map(|(s, _)| *s)
+        .collect();
+    let mut owed = owed_of(notices::CONFIRMED, &mut confirmed_samples.iter().copied());
+    owed.extend(owed_of(
+        notices::CANCELLED,
+        &mut cancelled_samples.iter().copied(),
+    ));
+    owed.extend(owed_of(
+        notices::REFUND_ISSUED,
+        &mut cancelled_samples
+            .iter()
+            .copied()
+            .filter(|s| s.outcome.booked.as_ref().is_some_and(|b| b.fee_fen > 0)),
+    ));
+    owed.extend(owed_of(notices::EXPIRED, &mut unpaid.iter().copied()));
+    owed.extend(owed_of(
+        notices::NO_SHOW,
+        &mut kept.iter().copied().filter(|s| {
+            s.outcome
+                .booked
+                .as_ref()
+                .is_some_and(|b| !checked_in.contains(&b.id))
+        }),
+    ));
+    let meter = parts.start(&admin).await;
+    let at_the_end = sink.wait_for(&owed, NOTICE_DEADLINE).await;
+    phase_costs.push(meter.finish("the last notices owed", &admin).await);
+    let (received, bad_signatures) = sink.totals();
+    sink.stop().await;
+    let notices = NoticeSteps {
+        channels: CALLBACK_CHANNELS.to_vec(),
+        received,
+        bad_signatures,
+        hold_warnings,
+        visit_reminders: reminders,
+        at_the_end,
+    };
+    // The day ends when its patients have been told, not at its last answer.
+    let notice_seconds = notices.hold_warnings.waited_seconds
+        + notices.visit_reminders.waited_seconds
+        + notices.at_the_end.waited_seconds;
+    let replay_seconds = request_seconds + notice_seconds;
     let memory = sampler.finish().await;
 
     // What each booking should be now: its last answer, moved on by the day.
@@ -451,11 +619,14 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             booked >= args.target_bookings * 95 / 100,
         ),
         target(
-            "the day replayed (bookings, payments, waitlist, cancellations, check-ins)",
+            "the day replayed (bookings, payments, waitlist, cancellations, check-ins, and the notices they owe)",
             format!("≤ {:.0} s", args.target_seconds),
             format!(
-                "{replay_seconds:.1} s of requests ({:.2} × the target), {wall_seconds:.1} s from the release to the last check-in with the clock moves",
-                replay_seconds / args.target_seconds
+                "{replay_seconds:.1} s ({:.2} × the target): {request_seconds:.1} s of requests, {notice_seconds:.1} s waiting for notices owed (hold warnings {:.1}, visit reminders {:.1}, the rest after the last answer {:.1}); {wall_seconds:.1} s from the release to the last check-in with the clock moves",
+                replay_seconds / args.target_seconds,
+                notices.hold_warnings.waited_seconds,
+                notices.visit_reminders.waited_seconds,
+                notices.at_the_end.waited_seconds,
             ),
             replay_seconds <= args.target_seconds,
         ),
@@ -486,12 +657,30 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             m.peak_hwm_mb < MEMORY_TARGET_MB,
         ));
     }
+    let notices_ok = notices.all_received() && notices.bad_signatures == 0;
+    targets.push(target(
+        "notices: every one owed reaches its app, signed with the app's secret",
+        format!(
+            "to {}: each hold warning before the deadline, reminder the evening before, confirmation, cancellation, refund, lapse and no-show",
+            CALLBACK_CHANNELS.join(", ")
+        ),
+        format!(
+            "{} received ({} refused for a bad signature); missing: hold warnings {:?}, reminders {:?}, the rest {:?}; copies beyond the first: {:?}",
+            notices.received,
+            notices.bad_signatures,
+            notices.hold_warnings.missing,
+            notices.visit_reminders.missing,
+            notices.at_the_end.missing,
+            notices.at_the_end.duplicates
+        ),
+        notices_ok,
+    ));
     targets.push(report::correctness(
         "correctness after the day",
         "no oversell, every answer in PostgreSQL in the told state (moved on by the day), Redis = PostgreSQL, no 5xx",
         &check,
     ));
-    let correct = check.ok();
+    let correct = check.ok() && notices_ok;
     let summary = Summary {
         command,
         machine: crate::machine("generator in one process, each service in its own (loadtest serve)"),
@@ -514,6 +703,8 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
         phases,
         costs: phase_costs,
         replay_seconds: (replay_seconds * 10.0).round() / 10.0,
+        request_seconds: (request_seconds * 10.0).round() / 10.0,
+        notices,
         wall_seconds: (wall_seconds * 10.0).round() / 10.0,
         machine_h_per_second: yardstick.per_second.round(),
         counts,
@@ -593,8 +784,16 @@ fn print(s: &Summary) {
     }
     costs::print(&s.costs);
     println!(
-        "replay {:.1} s of requests, {:.1} s wall; {:?}",
-        s.replay_seconds, s.wall_seconds, s.counts
+        "replay {:.1} s ({:.1} s of requests, the rest waiting for notices owed), {:.1} s wall; {:?}",
+        s.replay_seconds, s.request_seconds, s.wall_seconds, s.counts
+    );
+    println!(
+        "notices: {} received, {} with a bad signature; hold warnings {:.1} s, visit reminders {:.1} s, the rest {:.1} s after the last answer",
+        s.notices.received,
+        s.notices.bad_signatures,
+        s.notices.hold_warnings.waited_seconds,
+        s.notices.visit_reminders.waited_seconds,
+        s.notices.at_the_end.waited_seconds
     );
     println!(
         "machine yardstick H {:.0}/s before the city started ({YARDSTICK_REQUESTS} requests, {YARDSTICK_CONNECTIONS} connections)",

@@ -43,7 +43,7 @@ impl Role {
     }
 }
 
-const CLOCK: &str = "LOADTEST_CLOCK";
+pub const CLOCK: &str = "LOADTEST_CLOCK";
 const VISIT_DATE: &str = "LOADTEST_VISIT_DATE";
 const CAPACITY: &str = "LOADTEST_CAPACITY";
 /// [`Role::Hospitals`]: each hospital's `JYT_*` settings, a JSON list of
@@ -128,11 +128,19 @@ pub async fn serve(role: Role) -> anyhow::Result<()> {
             }
         }
         Role::Gateway => {
-            let app = gateway::Application::build(gateway::Settings::load_from(&env)?).await?;
+            // On the hospitals' clock when given one (its notices fall due
+            // by it), else the system's.
+            let clock = match std::env::var(CLOCK) {
+                Ok(at) => Clock::manual(at.parse()?),
+                Err(_) => Clock::System,
+            };
+            let app =
+                gateway::Application::build_with_clock(gateway::Settings::load_from(&env)?, clock.clone())
+                    .await?;
             announce(&format!("port {}", app.port()));
             tokio::select! {
                 r = app.run_until_stopped() => r?,
-                () = until_closed(lines) => {}
+                () = follow_clock(lines, clock) => {}
             }
         }
         Role::Cards => {

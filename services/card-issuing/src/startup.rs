@@ -155,6 +155,12 @@ impl Application {
         &self.state
     }
 
+    /// Stops the server (and with it the relay and the consumer) from
+    /// outside: a caller that must not leave a second replica running.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         for task in self.background {
