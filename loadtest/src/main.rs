@@ -273,10 +273,14 @@ async fn run_lock(
     cards_service: &city::Cards,
     h_rate: Option<f64>,
 ) -> anyhow::Result<(LockRun, Option<ceilings::Rate>)> {
+    // The apps with a callback are told of their patients' holds, as in
+    // the city (each winner's hold warning is scheduled during the surge).
+    let notice_sink = notices::Sink::start(1)?;
     let city = city::start(
         &CityConfig {
             server_per_hospital: args.server_per_hospital,
             hospital_extra: args.hospital_settings.clone(),
+            gateway_extra: notices::callbacks_to(&notice_sink.url),
             ..CityConfig::in_process(args.hospitals, args.capacity, lock)
         },
         cards_service,
@@ -426,6 +430,7 @@ async fn run_lock(
     let check = check::check(&city, all, &std::collections::HashMap::new()).await?;
     tracing::warn!(lock = lock.as_str(), ok = check.ok(), problems = ?check.problems, "checked");
     city.stop().await?;
+    notice_sink.stop().await;
     Ok((
         LockRun {
             lock,

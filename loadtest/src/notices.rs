@@ -19,6 +19,24 @@ pub const CANCELLED: &str = "booking.cancelled";
 pub const EXPIRED: &str = "booking.expired";
 pub const NO_SHOW: &str = "booking.no_show";
 
+/// The channel apps with a callback, told of their patients' bookings
+/// (WeChat's and the city app's pushes, 114's text messages); the kiosk
+/// and the window print their answers and poll.
+pub const CALLBACK_CHANNELS: [&str; 3] = ["wechat", "app", "phone114"];
+
+/// The gateway settings that point [`CALLBACK_CHANNELS`]' callbacks at `url`.
+pub fn callbacks_to(url: &str) -> Vec<(String, String)> {
+    CALLBACK_CHANNELS
+        .iter()
+        .map(|app| {
+            (
+                format!("CHANNEL_APPS__{}__CALLBACK_URL", app.to_ascii_uppercase()),
+                url.to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// (notice type, subject): the subject is the booking, or a lottery
 /// entry for `draw.lost`.
 pub type NoticeKey = (String, String);

@@ -18,7 +18,7 @@
 //!    seats go to the waitlist (promoted holds) where someone waiting may
 //!    take their pool (before the pools merge, WeChat's line takes WeChat
 //!    and common seats, and so on).
-//! 5. The clock moves 9 minutes on: the apps of [`CALLBACK_CHANNELS`]
+//! 5. The clock moves 9 minutes on: the apps with a callback
 //!    warn the patients of unpaid holds (`booking.hold_expiring`); then 11
 //!    minutes on: unpaid holds expire.
 //! 6. **The evening before** (18:00): every booking still confirmed is
@@ -48,7 +48,7 @@ use uuid::Uuid;
 use crate::city::{self, CityConfig, Lock, Placement, booking_uuid};
 use crate::costs::{self, PhaseCost};
 use crate::load::{Call, Sample, closed_calls, http_client};
-use crate::notices::{self, NoticeKey};
+use crate::notices::{self, CALLBACK_CHANNELS, NoticeKey};
 use crate::procs::{Memory, Sampler};
 use crate::report::{self, PhaseStats, Target, stats, target};
 
@@ -64,10 +64,6 @@ pub const WAITLIST_SHARE: f64 = 0.10;
 pub const CANCEL_SHARE: f64 = 0.08;
 /// Confirmed, not cancelled bookings that check in; the rest are no-shows.
 pub const CHECK_IN_SHARE: f64 = 0.88;
-/// The channel apps with a callback, told of their patients' bookings
-/// (WeChat's and the city app's pushes, 114's text messages); the kiosk
-/// and the window print their answers and poll.
-pub const CALLBACK_CHANNELS: [&str; 3] = ["wechat", "app", "phone114"];
 /// How long a step waits for the notices it owes.
 const NOTICE_DEADLINE: Duration = Duration::from_secs(60);
 /// Resident memory per service process.
@@ -215,15 +211,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
         placement: Placement::Processes,
         server_per_hospital: args.process_per_hospital,
         hospital_extra: args.hospital_settings.clone(),
-        gateway_extra: CALLBACK_CHANNELS
-            .iter()
-            .map(|app| {
-                (
-                    format!("CHANNEL_APPS__{}__CALLBACK_URL", app.to_ascii_uppercase()),
-                    sink.url.clone(),
-                )
-            })
-            .collect(),
+        gateway_extra: notices::callbacks_to(&sink.url),
         ..CityConfig::in_process(args.hospitals, args.capacity, Lock::Redis)
     };
     tracing::warn!(
