@@ -445,8 +445,8 @@ async fn an_in_clinic_follow_up_is_told_to_the_app_of_the_booking_it_follows() {
     assert!(callback.of("booking.held", id(&first)).is_empty());
 }
 
-/// One app's slow callback holds up only its own booking's notices:
-/// another booking's go out meanwhile, side by side. And a booking's
+/// A slow callback holds up only its own booking's notices: another
+/// booking's go out meanwhile, side by side. And a booking's
 /// notices keep their order: its cancellation waits for the answer to
 /// its confirmation.
 #[tokio::test]

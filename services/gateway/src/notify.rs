@@ -227,8 +227,11 @@ struct Taken {
 /// booking (a notice about none has a lane of its own). A lane sends its
 /// notices one after another, in the order they fell due, so a
 /// cancellation never overtakes its confirmation; lanes run side by side,
-/// `deliveries_in_flight` at a time, so one slow callback holds up only
-/// its own booking's notices, not every app's.
+/// `deliveries_in_flight` at a time, so a slow callback holds up only its
+/// own booking's notices while fewer lanes than that wait on it. (An app
+/// whose every callback hangs fills the lanes and the `batch_size` taken,
+/// and the other apps' notices wait behind its timeouts: a due set per app
+/// would isolate it.)
 struct Lanes {
     queues: std::sync::Mutex<HashMap<String, VecDeque<Taken>>>,
     permits: Arc<tokio::sync::Semaphore>,
