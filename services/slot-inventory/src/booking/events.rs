@@ -67,6 +67,9 @@ pub fn payload(booking: &Booking, detail: serde_json::Value) -> serde_json::Valu
         "visit_date": booking.visit_date,
         "visit_number": booking.visit_number,
         "segment_starts_at": booking.segment_starts_at,
+        // While it binds: the gateway warns the patient's app before it
+        // without asking the hospital when.
+        "hold_deadline": booking.hold_deadline,
         "department": booking.department,
         "doctor": booking.doctor,
         "detail": detail,

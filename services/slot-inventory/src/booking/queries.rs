@@ -328,7 +328,8 @@ impl BookingToWrite {
 /// the status the insert gave. Its payload ($15) is what
 /// `events::payload` makes of the booking, except what only the database
 /// knows at the insert: the status, the fee, and the department's and
-/// doctor's names, which are merged in here. Nothing is appended when
+/// doctor's names, which are merged in here, and the hold's deadline,
+/// kept only if the insert made a hold. Nothing is appended when
 /// nothing is inserted. Params 13 and 14: the event's id and aggregate id.
 /// A booking written alone takes this form: the array form
 /// ([`INSERT_BOOKINGS_WITH_EVENTS`]) cost a quarter more for one row in
@@ -341,7 +342,9 @@ pub static INSERT_BOOKING_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
             SELECT $13, CASE WHEN b.status = 'held' THEN 'booking.held' ELSE 'booking.confirmed' END, $14,
                    $15::jsonb || jsonb_build_object('status', b.status, 'fee_fen', b.fee_fen,
                                                     'department', b.department_name,
-                                                    'doctor', b.doctor_name)
+                                                    'doctor', b.doctor_name,
+                                                    'hold_deadline',
+                                                    CASE WHEN b.status = 'held' THEN $15::jsonb -> 'hold_deadline' END)
               FROM b)"
     ))
 });
@@ -423,7 +426,9 @@ pub static INSERT_BOOKINGS_WITH_EVENTS: LazyLock<String> = LazyLock::new(|| {
                    i.aggregate_id,
                    i.payload || jsonb_build_object('status', b.status, 'fee_fen', b.fee_fen,
                                                    'department', b.department_name,
-                                                   'doctor', b.doctor_name)
+                                                   'doctor', b.doctor_name,
+                                                   'hold_deadline',
+                                                   CASE WHEN b.status = 'held' THEN i.payload -> 'hold_deadline' END)
               FROM b JOIN i ON i.id = b.id)",
     ))
 });
@@ -687,10 +692,12 @@ fn event_payload(hospital: &str, detail: &str) -> String {
             'visit_date', rb.visit_date,
             'visit_number', rb.visit_no,
             'segment_starts_at', {starts},
+            'hold_deadline', CASE WHEN rb.status = 'held' THEN {deadline} END,
             'department', rb.department,
             'doctor', rb.doctor,
             'detail', {detail})",
-        starts = rfc3339_shanghai("rb.starts_at")
+        starts = rfc3339_shanghai("rb.starts_at"),
+        deadline = rfc3339_shanghai("rb.hold_deadline")
     )
 }
 

@@ -9,7 +9,7 @@
 //! The caller runs [`book`] on a spawned task, so a client hanging up cannot
 //! cancel it between steps 1 and 2.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, SubsecRound as _, TimeZone, Utc};
 use jyt_cache::redis;
 use jyt_db::Prepared;
 use jyt_domain::{BookingRef, BookingStatus, Channel, Fen, IdempotencyKey};
@@ -415,7 +415,9 @@ fn new_booking<'a>(
         idempotency_key: key.as_str(),
         referral_id: req.referral_id.as_deref(),
         owner_app: req.owner_app.as_deref(),
-        hold_deadline: won.now + state.policy.get().hold_length(),
+        // To the microsecond PostgreSQL keeps, so the event (which shows
+        // this value) and the stored row agree.
+        hold_deadline: (won.now + state.policy.get().hold_length()).trunc_subsecs(6),
     }
 }
 
@@ -439,14 +441,13 @@ async fn write_booking(
         return write_booking_in_steps(state, req, key, info, won).await;
     }
     let code = pickup_code();
-    let booking = event_booking(state, req, info, won, &code);
+    let new = new_booking(state, req, key, won, &code);
+    let mut booking = event_booking(state, req, info, won, &code);
+    // The deadline a hold gets: the insert keeps it in the event only if
+    // the visit has a fee (the database knows).
+    booking.hold_deadline = Some(jyt_domain::time::local(new.hold_deadline));
     let payload = events::payload(&booking, serde_json::json!({}));
-    let row = BookingToWrite::new(
-        &new_booking(state, req, key, won, &code),
-        Uuid::now_v7(),
-        booking.booking_id.to_string(),
-        payload,
-    );
+    let row = BookingToWrite::new(&new, Uuid::now_v7(), booking.booking_id.to_string(), payload);
     state.writer.write(state, row).await
 }
 

@@ -978,6 +978,13 @@ async fn a_new_bookings_event_is_the_payload_of_the_stored_booking() {
         );
         assert!(!written["department"].as_str().unwrap_or("").is_empty());
         assert!(!written["doctor"].as_str().unwrap_or("").is_empty());
+        // A hold's deadline travels with it (the gateway warns the app
+        // before it without asking the hospital when); nothing else has one.
+        assert_eq!(
+            written["hold_deadline"].is_string(),
+            event_type == "booking.held",
+            "{written}"
+        );
     }
 }
 
