@@ -117,6 +117,23 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// A step's wait for the notices it owes, metered as a phase of its own.
+struct NoticeWait<'a> {
+    sink: &'a notices::Sink,
+    parts: &'a costs::Parts,
+    admin: &'a jyt_db::tokio_postgres::Client,
+}
+
+impl NoticeWait<'_> {
+    async fn wait(&self, owed: &[NoticeKey], phase: &str, costs: &mut Vec<PhaseCost>) -> notices::Owed {
+        let meter = self.parts.start(self.admin).await;
+        let got = self.sink.wait_for(owed, NOTICE_DEADLINE).await;
+        costs.push(meter.finish(phase, self.admin).await);
+        tracing::warn!(?got, phase, "notices owed");
+        got
+    }
+}
+
 /// The notices the day owed its patients' apps, step by step.
 #[derive(Serialize)]
 struct NoticeSteps {
@@ -400,18 +417,18 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
             .collect()
     };
 
+    let waits = NoticeWait {
+        sink: &sink,
+        parts: &parts,
+        admin: &admin,
+    };
     // Two minutes before the holds' deadline (10 minutes after the
     // release), their apps warn the patients who have not paid.
     city.set_clock(city.release_at + TimeDelta::minutes(9)).await?;
-    let meter = parts.start(&admin).await;
-    let hold_warnings = sink
-        .wait_for(
-            &owed_of(notices::HOLD_EXPIRING, &mut unpaid.iter().copied()),
-            NOTICE_DEADLINE,
-        )
+    let owed = owed_of(notices::HOLD_EXPIRING, &mut unpaid.iter().copied());
+    let hold_warnings = waits
+        .wait(&owed, "hold warnings (the clock at +9 min)", &mut phase_costs)
         .await;
-    phase_costs.push(meter.finish("hold warnings (the clock at +9 min)", &admin).await);
-    tracing::warn!(?hold_warnings, "hold warnings");
 
     // Unpaid holds lapse.
     city.set_clock(city.release_at + TimeDelta::minutes(11)).await?;
@@ -433,15 +450,10 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
     {
         city.set_clock(evening).await?;
     }
-    let meter = parts.start(&admin).await;
-    let reminders = sink
-        .wait_for(
-            &owed_of(notices::VISIT_REMINDER, &mut kept.iter().copied()),
-            NOTICE_DEADLINE,
-        )
+    let owed = owed_of(notices::VISIT_REMINDER, &mut kept.iter().copied());
+    let reminders = waits
+        .wait(&owed, "visit reminders (the evening before)", &mut phase_costs)
         .await;
-    phase_costs.push(meter.finish("visit reminders (the evening before)", &admin).await);
-    tracing::warn!(?reminders, "visit reminders");
 
     // The visit day: check-in rounds.
     let mut rounds: Vec<Vec<Call>> = vec![Vec::new(); CHECK_IN_ROUNDS.len()];
@@ -541,9 +553,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<bool> {
                 .is_some_and(|b| !checked_in.contains(&b.id))
         }),
     ));
-    let meter = parts.start(&admin).await;
-    let at_the_end = sink.wait_for(&owed, NOTICE_DEADLINE).await;
-    phase_costs.push(meter.finish("the last notices owed", &admin).await);
+    let at_the_end = waits.wait(&owed, "the last notices owed", &mut phase_costs).await;
     let (received, bad_signatures) = sink.totals();
     sink.stop().await;
     let notices = NoticeSteps {
