@@ -168,8 +168,9 @@ pub struct Delivery {
     pub id: String,
     pub app_id: String,
     /// The booking it is about: a booking's notices are sent one after
-    /// another, in the order they fell due, while other bookings' go out
-    /// alongside.
+    /// another, in the order they fell due (one retried, or one that waited
+    /// past its lease, can be overtaken: each carries `occurred_at`), while
+    /// other bookings' go out alongside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub booking_id: Option<String>,
     /// The notice's type, e.g. `booking.confirmed`, `refund.instruction`.
@@ -226,7 +227,8 @@ struct Taken {
 /// The notices this replica has taken and not yet finished, a lane per
 /// booking (a notice about none has a lane of its own). A lane sends its
 /// notices one after another, in the order they fell due, so a
-/// cancellation never overtakes its confirmation; lanes run side by side,
+/// cancellation does not overtake its confirmation (unless that one is
+/// retried, or waited past its lease here); lanes run side by side,
 /// `deliveries_in_flight` at a time, so a slow callback holds up only its
 /// own booking's notices while fewer lanes than that wait on it. (An app
 /// whose every callback hangs fills the lanes and the `batch_size` taken,
@@ -767,11 +769,28 @@ impl Notifier {
                         }
                     }
                 };
-                this.attempt_taken(next).await;
+                let mut finished = 1;
+                let sent = this.attempt_taken(next).await;
+                if !sent {
+                    // Left leased: the booking's later notices stay leased
+                    // too, so they fall due again after it, not before.
+                    let mut queues = lanes
+                        .queues
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    finished += queues.remove(&key).map_or(0, |rest| rest.len());
+                }
                 // Half the room free again: take more without waiting
                 // for the next tick.
-                if lanes.taken.fetch_sub(1, Ordering::AcqRel) == this.settings.batch_size / 2 + 1 {
+                let before = lanes.taken.fetch_sub(finished, Ordering::AcqRel);
+                let half = this.settings.batch_size / 2;
+                if before > half && before - finished <= half {
                     lanes.room.notify_one();
+                }
+                if !sent {
+                    // The lane is gone: a notice of the booking taken from
+                    // now on opens a new one.
+                    break;
                 }
             }
         })
@@ -779,20 +798,22 @@ impl Notifier {
 
     /// One attempt, if it still fits in its lease: the check and the send
     /// must, so no other replica takes the notice meanwhile. One that no
-    /// longer fits stays leased and falls due again when the lease ends.
-    async fn attempt_taken(&self, t: Taken) {
+    /// longer fits stays leased and falls due again when the lease ends:
+    /// `false` then.
+    async fn attempt_taken(&self, t: Taken) -> bool {
         let elapsed = u64::try_from(t.at.elapsed().as_millis()).unwrap_or(u64::MAX);
         let left = self.settings.lease_ms.saturating_sub(elapsed);
         let needed = self.settings.timeout_ms.saturating_add(600);
         if left < needed {
             tracing::info!(delivery = %t.delivery.id, "notification waited past its lease here; sent when it falls due again");
-            return;
+            return false;
         }
         let check_budget = Duration::from_millis(left - self.settings.timeout_ms - 500);
         let id = t.delivery.id.clone();
         if let Err(e) = self.attempt(t.delivery, check_budget).await {
             tracing::warn!(error = %e, delivery = %id, "recording a notification's outcome failed; sent again when its lease ends");
         }
+        true
     }
 
     /// Run the stream readers and the delivery loop; the tasks end with
