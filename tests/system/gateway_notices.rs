@@ -542,3 +542,45 @@ async fn notices_fall_due_by_the_hospitals_clock() {
     well_formed(&reminder, "booking.visit_reminder");
     assert_eq!(reminder.body["booking"]["status"], "confirmed");
 }
+
+/// The bookings of the notices falling due together are checked with each
+/// hospital in one lookup: it answers those it has, as `GET` shows each,
+/// and leaves out the ones it has not (another hospital's id, an unknown
+/// one).
+#[tokio::test]
+async fn a_hospital_answers_many_bookings_in_one_lookup() {
+    let callback = Callback::start().await;
+    let city = city_with(&callback, &[]).await;
+    let slots = city.hospital(0).seed_visit_day(5).await;
+    let (_, held) = book(&city, &slots[0], "look-1").await;
+    let (_, free) = book(&city, &slots[10], "look-2").await;
+    let h = city.hospital(0);
+    let unknown = format!("{}-{}", h.id, uuid::Uuid::now_v7());
+    let elsewhere = format!("other-{}", uuid::Uuid::now_v7());
+    let res = h
+        .http()
+        .post(format!("{}/v1/bookings/lookup", h.base_url))
+        .json(&json!({ "booking_ids": [id(&held), unknown, id(&free), elsewhere] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let mut found: Vec<Value> = body["bookings"].as_array().unwrap().clone();
+    found.sort_by_key(|b| b["booking_id"].as_str().unwrap().to_owned());
+    let mut want = Vec::new();
+    for b in [&held, &free] {
+        let one: Value = h
+            .http()
+            .get(format!("{}/v1/bookings/{}", h.base_url, id(b)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        want.push(one);
+    }
+    want.sort_by_key(|b| b["booking_id"].as_str().unwrap().to_owned());
+    assert_eq!(found, want);
+}

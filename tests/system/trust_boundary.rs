@@ -357,6 +357,11 @@ fn hospital_routes(h: &str) -> Vec<(Method, String, serde_json::Value)> {
         (Method::GET, format!("/v1/bookings/{b}"), empty.clone()),
         (
             Method::POST,
+            "/v1/bookings/lookup".into(),
+            serde_json::json!({ "booking_ids": [b] }),
+        ),
+        (
+            Method::POST,
             format!("/v1/bookings/{b}/confirm"),
             serde_json::json!({ "payment_reference": "x", "payment_method": "self_pay" }),
         ),

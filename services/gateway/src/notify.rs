@@ -34,7 +34,9 @@ use chrono::{DateTime, Utc};
 use jyt_cache::redis::{self, AsyncCommands};
 use jyt_cache::{Keyspace, RedisConn};
 use jyt_domain::time::Clock;
+use jyt_domain::{BookingRef, HospitalId};
 use jyt_events::StreamConsumer;
+use jyt_gather::Gather;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -218,6 +220,74 @@ enum Check {
     Failed(String),
 }
 
+/// Lookups of one hospital out at once, and bookings in each (its
+/// `POST /v1/bookings/lookup` takes up to 200).
+const LOOKUPS_IN_FLIGHT: usize = 4;
+const LOOKUP_MAX: usize = 100;
+
+/// A booking as its hospital has it now, `None` if it has none; `Err`
+/// when the hospital could not be asked.
+type LookupAnswer = Result<Option<serde_json::Value>, String>;
+
+/// A hospital's lookups: the questions gathered, and the call they go in.
+type HospitalLookups = (Gather<BookingRef, LookupAnswer>, Arc<Lookup>);
+
+/// One hospital's `POST /v1/bookings/lookup`: the bookings of the notices
+/// falling due together (the evening's reminders, tens of thousands on a
+/// busy day), asked in one call instead of a `GET` each.
+struct Lookup {
+    upstreams: Upstreams,
+    hospital: HospitalId,
+}
+
+#[derive(Deserialize)]
+struct LookedUp {
+    bookings: Vec<serde_json::Value>,
+}
+
+impl Lookup {
+    async fn ask(&self, bookings: &[BookingRef]) -> Result<HashMap<String, serde_json::Value>, String> {
+        let ids: Vec<String> = bookings.iter().map(ToString::to_string).collect();
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "booking_ids": ids })).map_err(|e| e.to_string())?;
+        let answer = self
+            .upstreams
+            .forward(
+                &self.hospital,
+                reqwest::Method::POST,
+                "/v1/bookings/lookup",
+                reqwest::header::HeaderMap::new(),
+                Some(body),
+            )
+            .await
+            .map_err(|e| format!("asking the hospital: {e}"))?;
+        if !answer.status.is_success() {
+            return Err(format!("the hospital answered {}", answer.status));
+        }
+        let found: LookedUp = serde_json::from_slice(&answer.body)
+            .map_err(|_| "the hospital's lookup is not JSON".to_owned())?;
+        Ok(found
+            .bookings
+            .into_iter()
+            .filter_map(|b| Some((b["booking_id"].as_str()?.to_owned(), b)))
+            .collect())
+    }
+}
+
+/// Every booking gets its own answer, or, when the call failed, the same
+/// failure.
+impl jyt_gather::Call<BookingRef, LookupAnswer> for Lookup {
+    async fn call(&self, bookings: Vec<BookingRef>) -> Vec<LookupAnswer> {
+        match self.ask(&bookings).await {
+            Ok(mut found) => bookings
+                .iter()
+                .map(|b| Ok(found.remove(&b.to_string())))
+                .collect(),
+            Err(why) => bookings.iter().map(|_| Err(why.clone())).collect(),
+        }
+    }
+}
+
 /// A due notice this replica took, and when (its lease runs from then).
 struct Taken {
     delivery: Delivery,
@@ -265,9 +335,10 @@ pub struct Notifier {
     keys: Keyspace,
     http: reqwest::Client,
     apps: Arc<HashMap<String, ChannelApp>>,
-    /// The hospitals, asked before a notice that depends on a booking's
-    /// status (hold warning, reminder) is sent.
-    upstreams: Upstreams,
+    /// Each hospital's bookings, asked before a notice that depends on a
+    /// booking's status (hold warning, reminder) is sent: the notices
+    /// falling due together are checked in one lookup per hospital.
+    lookups: Arc<HashMap<HospitalId, HospitalLookups>>,
     settings: NotificationSettings,
     /// When notices fall due, and when a hold's deadline has passed: the
     /// hospitals' clock (a manual one in tests and the load test, where
@@ -296,7 +367,21 @@ impl Notifier {
             redis,
             keys,
             apps: Arc::new(apps),
-            upstreams,
+            lookups: Arc::new(
+                upstreams
+                    .hospitals()
+                    .map(|(id, _)| {
+                        let lookup = Lookup {
+                            upstreams: upstreams.clone(),
+                            hospital: id.clone(),
+                        };
+                        (
+                            id.clone(),
+                            (Gather::new(LOOKUPS_IN_FLIGHT, LOOKUP_MAX), Arc::new(lookup)),
+                        )
+                    })
+                    .collect(),
+            ),
             settings: settings.clone(),
         })
     }
@@ -505,21 +590,17 @@ impl Notifier {
     /// Ask the booking's hospital whether a notice still applies, and
     /// build its body from the booking as it is now.
     async fn check(&self, d: &Delivery, cond: &OnlyIf) -> Check {
-        let Ok(booking) = cond.booking_id.parse::<jyt_domain::BookingRef>() else {
+        let Ok(booking) = cond.booking_id.parse::<BookingRef>() else {
             return Check::Drop(format!("`{}` is not a booking id", cond.booking_id));
         };
-        let answer = match self.upstreams.booking(&booking).await {
-            Ok(a) => a,
-            Err(e) => return Check::Failed(format!("asking the hospital: {e}")),
+        let Some((gather, lookup)) = self.lookups.get(&booking.hospital) else {
+            return Check::Failed(format!("no route to hospital {}", booking.hospital));
         };
-        if answer.status.as_u16() == 404 {
-            return Check::Drop("the hospital has no such booking".to_owned());
-        }
-        if !answer.status.is_success() {
-            return Check::Failed(format!("the hospital answered {}", answer.status));
-        }
-        let Ok(mut current) = serde_json::from_slice::<serde_json::Value>(&answer.body) else {
-            return Check::Failed("the hospital's booking is not JSON".to_owned());
+        let mut current = match gather.ask(booking, || lookup.clone()).await {
+            Some(Ok(Some(current))) => current,
+            Some(Ok(None)) => return Check::Drop("the hospital has no such booking".to_owned()),
+            Some(Err(why)) => return Check::Failed(why),
+            None => return Check::Failed("the hospital's lookup was cut off".to_owned()),
         };
         if current["status"].as_str() != Some(cond.status.as_str()) {
             return Check::Drop(format!("the booking is {} now", current["status"]));

@@ -44,6 +44,7 @@ fn read_back_of_b() -> String {
 // The reads of [`SELECT_BOOKING`], each built once (they are prepared per
 // connection by their text, and were formatted anew on every call).
 static BOOKING_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{SELECT_BOOKING} WHERE b.id = $1"));
+static BOOKINGS_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{SELECT_BOOKING} WHERE b.id = ANY($1)"));
 static BOOKING_BY_ID_FOR_UPDATE: LazyLock<String> =
     LazyLock::new(|| format!("{SELECT_BOOKING} WHERE b.id = $1 FOR UPDATE OF b"));
 static BOOKING_BY_IDEMPOTENCY_KEY: LazyLock<String> =
@@ -126,6 +127,20 @@ pub async fn get_booking<C: GenericClient>(
         .query_opt_cached(&BOOKING_BY_ID, &[&id])
         .await?
         .map(|r| to_stored(hospital, &r)))
+}
+
+/// The bookings of these ids that exist, in no particular order.
+pub async fn get_bookings<C: GenericClient>(
+    client: &C,
+    hospital: &HospitalId,
+    ids: &[Uuid],
+) -> Result<Vec<StoredBooking>, Error> {
+    Ok(client
+        .query_cached(&BOOKINGS_BY_ID, &[&ids])
+        .await?
+        .iter()
+        .map(|r| to_stored(hospital, r))
+        .collect())
 }
 
 /// The same, locking the booking row for a state change.

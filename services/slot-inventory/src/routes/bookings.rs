@@ -79,6 +79,51 @@ pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<
     }
 }
 
+/// The most bookings one lookup may name.
+pub const LOOKUP_MAX: usize = 200;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    booking_ids: Vec<String>,
+}
+
+/// Many bookings as `GET /v1/bookings/{id}` shows each, in one read: the
+/// gateway's notifier asks before each reminder or hold warning whether it
+/// still applies, and the evening before a busy day that is tens of
+/// thousands of bookings. Answers those that exist (`bookings`, in no
+/// particular order); an id of another hospital is simply not found here.
+#[post("/v1/bookings/lookup")]
+pub async fn lookup(
+    state: web::Data<AppState>,
+    body: Json<LookupRequest>,
+) -> Result<HttpResponse, SlotError> {
+    let raw = &body.0.booking_ids;
+    if raw.is_empty() || raw.len() > LOOKUP_MAX {
+        return Err(jyt_web::RequestError::invalid(
+            "booking_ids",
+            format!("must name 1 to {LOOKUP_MAX} bookings"),
+        )
+        .into());
+    }
+    let mut ids = Vec::with_capacity(raw.len());
+    for r in raw {
+        let booking = r.parse::<jyt_domain::BookingRef>().map_err(|e| {
+            SlotError::from(jyt_web::RequestError::invalid(
+                "booking_ids",
+                format!("`{r}`: {e}"),
+            ))
+        })?;
+        if booking.hospital == state.hospital {
+            ids.push(booking.id);
+        }
+    }
+    let client = state.pool.get().await?;
+    let found = queries::get_bookings(&client, &state.hospital, &ids).await?;
+    let bookings: Vec<_> = found.into_iter().map(|s| s.booking).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "bookings": bookings })))
+}
+
 /// Pay a held booking (from the channel's payment notification or the
 /// card's prepaid balance, via the gateway).
 #[post("/v1/bookings/{booking_id}/confirm")]

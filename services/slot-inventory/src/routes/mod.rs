@@ -56,7 +56,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, lock: LockKind) {
         LockKind::Redis => cfg.service(bookings::create),
         LockKind::Postgres => cfg.service(bookings::create_with_postgres_lock),
     };
-    cfg.service(bookings::get)
+    cfg.service(bookings::lookup)
+        .service(bookings::get)
         .service(bookings::confirm)
         .service(bookings::cancel)
         .service(bookings::check_in)

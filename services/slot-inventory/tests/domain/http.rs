@@ -84,6 +84,25 @@ async fn bad_input_names_the_field() {
             "payment_method",
         ),
         (
+            http.post(format!("{base}/v1/bookings/lookup"))
+                .json(&serde_json::json!({ "booking_ids": [] })),
+            400,
+            "booking_ids",
+        ),
+        (
+            http.post(format!("{base}/v1/bookings/lookup"))
+                .json(&serde_json::json!({ "booking_ids": [format!("httph-{segment}"), "garbage"] })),
+            400,
+            "booking_ids",
+        ),
+        (
+            http.post(format!("{base}/v1/bookings/lookup")).json(&serde_json::json!({
+                "booking_ids": vec![format!("httph-{segment}"); slot_inventory::routes::bookings::LOOKUP_MAX + 1]
+            })),
+            400,
+            "booking_ids",
+        ),
+        (
             http.post(format!("{base}/v1/bookings/garbage/cancel"))
                 .json(&serde_json::json!({ "patient_id": Uuid::new_v4() })),
             400,
