@@ -584,3 +584,33 @@ async fn a_hospital_answers_many_bookings_in_one_lookup() {
     want.sort_by_key(|b| b["booking_id"].as_str().unwrap().to_owned());
     assert_eq!(found, want);
 }
+
+/// The lookup is the hospitals' own, for the gateway's notifier: a
+/// channel app asking the gateway for it, signed, reaches no hospital and
+/// learns no booking, its own or another patient's.
+#[tokio::test]
+async fn a_channel_cannot_look_up_bookings_through_the_gateway() {
+    let callback = Callback::start().await;
+    let city = city_with(&callback, &[]).await;
+    let slots = city.hospital(0).seed_visit_day(5).await;
+    let (_, theirs) = book(&city, &slots[10], "lookup-other").await;
+    for app in ["wechat", "kiosk"] {
+        let res = city
+            .signed(
+                app,
+                Method::POST,
+                "/v1/bookings/lookup",
+                Some(&json!({ "booking_ids": [id(&theirs)] })),
+            )
+            .send()
+            .await
+            .unwrap();
+        // The gateway's router answers: the path is no route of its own
+        // (only `GET /v1/bookings/{id}` has that shape).
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, 405, "{app}: {text}");
+        assert!(text.contains("METHOD_NOT_ALLOWED"), "{app}: {text}");
+        assert!(!text.contains(id(&theirs)), "{app}: {text}");
+    }
+}
