@@ -205,6 +205,9 @@ async fn no_spelling_of_a_signed_route_is_answered_without_a_signature() {
         ("POST", format!("/v1/bookings/{id}/cancel"), &card),
         ("POST", format!("/v1/bookings/{id}/payments"), &card),
         ("POST", format!("/v1/bookings/{id}/check-in"), &card),
+        // A hospital's lookup of many bookings (the notifier's): no route
+        // of the gateway, under any spelling.
+        ("POST", "/v1/bookings/lookup".into(), &card),
         (
             "POST",
             format!("/v1/hospitals/tbh/schedules/tbh-{segment}/waitlist"),
@@ -728,6 +731,7 @@ async fn slot_inventory_and_card_issuing_answer_only_their_own_internal_tokens()
         )
         .await;
     }
+    lookup_refuses_every_spelling(&city, &slots[2], &other_key).await;
     let hospital_token = internal::mint(key.as_bytes(), "gateway", &audience, now + 30);
     identity_doors_refuse_every_spelling(&city, &patient, &hospital_token).await;
     assert_eq!(
@@ -749,6 +753,45 @@ async fn slot_inventory_and_card_issuing_answer_only_their_own_internal_tokens()
     // The gateway, holding the right keys, still books.
     let res = city.book(&slots[0], patient.person_id, "wechat", "tb-gw").await;
     assert_eq!(res.status(), 201);
+}
+
+/// The hospital's lookup of many bookings (the notifier's), however its
+/// path is spelled, without the hospital's own token (none, or one minted
+/// with another hospital's key): 401, and no booking told.
+async fn lookup_refuses_every_spelling(city: &TestCity, slot: &jyt_domain::SlotRef, other_key: &str) {
+    let h = city.hospital(0);
+    let patient = city.cards.register().await;
+    let booked = city.book(slot, patient.person_id, "wechat", "tbi-look").await;
+    assert_eq!(booked.status(), 201);
+    let booked: serde_json::Value = booked.json().await.unwrap();
+    let booked_id = booked["booking_id"].as_str().unwrap().to_owned();
+    let lookup = serde_json::json!({ "booking_ids": [&booked_id] }).to_string();
+    let audience = internal::hospital_audience(h.id.as_str());
+    let other_token = internal::mint(
+        other_key.as_bytes(),
+        "gateway",
+        &audience,
+        Utc::now().timestamp() + 30,
+    );
+    for (how, target) in std::iter::once(("canonical", "/v1/bookings/lookup".to_owned()))
+        .chain(spellings("/v1/bookings/lookup"))
+    {
+        for (what, headers) in [
+            ("no token", Vec::new()),
+            (
+                "another hospital's key",
+                vec![(internal::HEADER.to_owned(), other_token.clone())],
+            ),
+        ] {
+            let answer = raw(&h.base_url, "POST", &target, &headers, lookup.as_bytes()).await;
+            assert_eq!(answer.status, 401, "{how}, {what}: {target}: {}", answer.body);
+            assert!(
+                !answer.body.contains(&booked_id),
+                "{how}, {what}: {}",
+                answer.body
+            );
+        }
+    }
 }
 
 /// The gateway's identity doors, however the path is spelled: no token,
