@@ -86,22 +86,14 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> &'a str {
 
 /// Signed as a channel request by one of the run's apps, over these bytes.
 fn signed(req: &HttpRequest, body: &[u8]) -> bool {
-    let Ok(timestamp) = header(req, "x-timestamp").parse() else {
-        return false;
-    };
-    let canonical = jyt_signing::channel::canonical_string(
-        "POST",
-        req.path(),
-        req.query_string(),
-        timestamp,
-        header(req, "x-nonce"),
-        body,
-    );
-    CHANNELS.contains(&header(req, "x-app-id"))
-        && jyt_signing::channel::verify_signature(
+    CHANNELS.contains(&header(req, jyt_signing::channel::APP_ID))
+        && jyt_signing::channel::verify_request(
             [APP_SECRET.as_bytes()],
-            &canonical,
-            header(req, "x-signature"),
+            "POST",
+            req.path(),
+            req.query_string(),
+            |name| Some(header(req, name)),
+            body,
         )
 }
 

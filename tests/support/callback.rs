@@ -53,22 +53,14 @@ impl Received {
     /// Signed like a channel request, with the test apps' secret, over
     /// exactly these bytes, as `X-App-Id`.
     pub fn signed_by(&self, app: &str) -> bool {
-        let Ok(timestamp) = self.header("x-timestamp").parse() else {
-            return false;
-        };
-        let canonical = jyt_signing::channel::canonical_string(
-            "POST",
-            &self.path,
-            "",
-            timestamp,
-            self.header("x-nonce"),
-            self.raw.as_bytes(),
-        );
-        self.header("x-app-id") == app
-            && jyt_signing::channel::verify_signature(
+        self.header(jyt_signing::channel::APP_ID) == app
+            && jyt_signing::channel::verify_request(
                 [TEST_APP_SECRET.as_bytes()],
-                &canonical,
-                self.header("x-signature"),
+                "POST",
+                &self.path,
+                "",
+                |name| Some(self.header(name)),
+                self.raw.as_bytes(),
             )
     }
 }

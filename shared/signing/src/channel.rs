@@ -176,12 +176,104 @@ pub fn verify_signature<'a>(
     })
 }
 
+/// A received request's signature, checked as the gateway checks a
+/// channel's: the signed headers read through `header` (by name, e.g.
+/// [`TIMESTAMP`]), the canonical string of `method`, `path`, `query` and
+/// `body`, its HMAC under any of `secrets`. What a receiver of the
+/// gateway's signed notices (a channel app, a test's or the load test's
+/// endpoint) does with each; whether the timestamp is fresh and the nonce
+/// new is the receiver's own to judge.
+pub fn verify_request<'h, 's>(
+    secrets: impl IntoIterator<Item = &'s [u8]>,
+    method: &str,
+    path: &str,
+    query: &str,
+    header: impl Fn(&str) -> Option<&'h str>,
+    body: &[u8],
+) -> bool {
+    let (Some(timestamp), Some(nonce), Some(signature)) =
+        (header(TIMESTAMP), header(NONCE), header(SIGNATURE))
+    else {
+        return false;
+    };
+    let Ok(timestamp) = parse_timestamp(timestamp) else {
+        return false;
+    };
+    verify_signature(
+        secrets,
+        &canonical_string(method, path, query, timestamp, nonce, body),
+        signature,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     const SECRET: &[u8] = b"demo-wechat-secret-0123456789abcdef";
+
+    #[test]
+    fn a_request_signed_with_sign_request_verifies_and_a_changed_one_does_not() {
+        let body = br#"{"notice_id":"n-1"}"#;
+        let h = sign_request(
+            "wechat",
+            b"secret-0123456789",
+            "POST",
+            "/notices?b=2&a=1",
+            body,
+            1_780_000_000,
+            "abcdefabcdefabcd",
+        );
+        let pairs = h.pairs();
+        let header = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let secret: &[u8] = b"secret-0123456789";
+        assert!(verify_request(
+            [secret],
+            "POST",
+            "/notices",
+            "a=1&b=2",
+            header,
+            body
+        ));
+        assert!(!verify_request(
+            [secret],
+            "POST",
+            "/notices",
+            "a=1&b=2",
+            header,
+            b"{}"
+        ));
+        assert!(!verify_request(
+            [secret],
+            "POST",
+            "/other",
+            "a=1&b=2",
+            header,
+            body
+        ));
+        assert!(!verify_request(
+            [&b"another-secret"[..]],
+            "POST",
+            "/notices",
+            "a=1&b=2",
+            header,
+            body
+        ));
+        assert!(!verify_request(
+            [secret],
+            "POST",
+            "/notices",
+            "a=1&b=2",
+            |_: &str| None,
+            body
+        ));
+    }
 
     /// The README's worked example, value for value.
     #[test]
