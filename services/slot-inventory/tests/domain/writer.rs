@@ -250,10 +250,12 @@ async fn a_batch_reads_each_segment_by_its_key_among_many() {
     );
 }
 
-/// How each connection the pool has opened has run `statements`: per
-/// statement, the runs on its generic plan and the custom plans made,
-/// every connection held at once so each is asked.
-async fn plans_per_connection(h: &Hospital, statements: &[&str]) -> Vec<Vec<(i64, i64)>> {
+/// How each connection the pool has opened has run the two booking
+/// statements: per statement (single row, batch), the runs on its generic
+/// plan and the custom plans made, every connection held at once so each
+/// is asked.
+async fn plans_per_connection(h: &Hospital) -> Vec<[(i64, i64); 2]> {
+    use slot_inventory::booking::queries::{INSERT_BOOKING_WITH_EVENT, INSERT_BOOKINGS_WITH_EVENTS};
     let size = h.state.pool.status().size;
     let mut clients = Vec::new();
     for _ in 0..size {
@@ -261,50 +263,26 @@ async fn plans_per_connection(h: &Hospital, statements: &[&str]) -> Vec<Vec<(i64
     }
     let mut plans = Vec::new();
     for client in &clients {
-        let mut of_this = Vec::new();
-        for statement in statements {
-            let row = client
-                .query_opt(
-                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
-                    &[statement],
-                )
-                .await
-                .unwrap();
-            of_this.push(row.map_or((0, 0), |r| (r.get(0), r.get(1))));
-        }
-        plans.push(of_this);
+        let of = |statement: &str| {
+            let client = &**client;
+            let statement = statement.to_owned();
+            async move {
+                client
+                    .query_opt(
+                        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+                        &[&statement],
+                    )
+                    .await
+                    .unwrap()
+                    .map_or((0, 0), |r| (r.get(0), r.get(1)))
+            }
+        };
+        plans.push([
+            of(INSERT_BOOKING_WITH_EVENT.as_str()).await,
+            of(INSERT_BOOKINGS_WITH_EVENTS.as_str()).await,
+        ]);
     }
     plans
-}
-
-/// The two booking statements (single row, batch).
-fn booking_statements() -> [&'static str; 2] {
-    use slot_inventory::booking::queries::{INSERT_BOOKING_WITH_EVENT, INSERT_BOOKINGS_WITH_EVENTS};
-    [
-        INSERT_BOOKING_WITH_EVENT.as_str(),
-        INSERT_BOOKINGS_WITH_EVENTS.as_str(),
-    ]
-}
-
-fn custom_plans(plans: &[Vec<(i64, i64)>]) -> i64 {
-    plans.iter().flatten().map(|(_, c)| c).sum()
-}
-
-fn generic_runs(plans: &[Vec<(i64, i64)>]) -> i64 {
-    plans.iter().flatten().map(|(g, _)| g).sum()
-}
-
-/// Each connection has made its five custom plans of each statement and
-/// settled on the generic one.
-fn assert_settled(plans: &[Vec<(i64, i64)>]) {
-    for (connection, statements) in plans.iter().enumerate() {
-        for (statement, (generic, custom)) in statements.iter().enumerate() {
-            assert!(
-                *generic >= 1 && *custom == 5,
-                "connection {connection}, statement {statement}: {generic} generic runs, {custom} custom plans"
-            );
-        }
-    }
 }
 
 /// The warm-up readies a connection per writer and one for the relay for
@@ -331,9 +309,16 @@ async fn a_warmed_pool_writes_its_first_bookings_on_generic_plans_and_the_warm_u
     assert_eq!(expected, 3, "two writers and the relay, by default");
     assert!(status.max_size > expected, "the pool could open more: {status:?}");
     assert_eq!(status.size, expected, "only the warmed connections are open");
-    let warmed = plans_per_connection(&h, &booking_statements()).await;
+    let warmed = plans_per_connection(&h).await;
     assert_eq!(warmed.len(), expected);
-    assert_settled(&warmed);
+    for (connection, statements) in warmed.iter().enumerate() {
+        for (statement, (generic, custom)) in statements.iter().enumerate() {
+            assert!(
+                *generic >= 1 && *custom == 5,
+                "connection {connection}, statement {statement}: {generic} generic runs, {custom} custom plans"
+            );
+        }
+    }
 
     let slot = h.segment(sched::CARDIO_EXPERT_AM, 0);
     let alone = won(&h, &slot, 1);
@@ -346,140 +331,18 @@ async fn a_warmed_pool_writes_its_first_bookings_on_generic_plans_and_the_warm_u
     assert!(answers.iter().all(|a| matches!(a, Ok(Some(_)))), "{answers:?}");
     assert_eq!(transactions(&h, &batch).await, 1, "the three were one batch");
 
-    let after = plans_per_connection(&h, &booking_statements()).await;
+    let after = plans_per_connection(&h).await;
+    let custom = |plans: &[[(i64, i64); 2]]| plans.iter().flatten().map(|(_, c)| c).sum::<i64>();
+    let generic = |plans: &[[(i64, i64); 2]]| plans.iter().flatten().map(|(g, _)| g).sum::<i64>();
     assert_eq!(
-        custom_plans(&after),
-        custom_plans(&warmed),
+        custom(&after),
+        custom(&warmed),
         "a booking after the warm-up was planned afresh"
     );
     assert_eq!(
-        generic_runs(&after),
-        generic_runs(&warmed) + 2,
+        generic(&after),
+        generic(&warmed) + 2,
         "one single-row run and one batch, on generic plans"
-    );
-}
-
-/// The day's payments and check-ins come in small batches (3.5 and 3.8
-/// rows on average in the load test's day), and PostgreSQL weighs a
-/// generic plan made for ten rows against the custom plans of the first
-/// five runs: left to itself, it planned most batches afresh (issue 20:
-/// 7,644 plans for 11,846 payment batches in a day, 5.3 s of PostgreSQL's
-/// time). The warm-up settles both batch statements on their generic
-/// plans on every connection it opens, confirming and checking in
-/// nothing; eight batches of two payments, then eight of two check-ins,
-/// make no new plan.
-#[tokio::test]
-async fn a_warmed_connection_pays_and_checks_in_small_batches_on_generic_plans() {
-    use slot_inventory::booking::lifecycle::{self, CheckInRequest, ConfirmRequest, PaymentMethod};
-    use slot_inventory::booking::queries::{CHECK_INS_IF_DUE, CONFIRM_PAYMENTS_WITH_EVENTS};
-    let h = Hospital::start(beijing(2, 9, 0), 20, ALL_COMMON).await;
-    // The cardiology general clinic has a fee: each booking is held until paid.
-    let slot = h.segment(sched::CARDIO_GENERAL_AM, 0);
-    let mut held = Vec::new();
-    for _ in 0..16 {
-        held.push(h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap());
-    }
-    // A day's worth of earlier bookings, so that a plan's cost per row is
-    // a day's and not an empty table's.
-    h.state
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(
-            "SET statement_timeout = 0;
-             DO $$
-             DECLARE cols text;
-             BEGIN
-               SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position) INTO cols
-                 FROM information_schema.columns
-                WHERE table_schema = current_schema() AND table_name = 'bookings' AND is_generated = 'NEVER';
-               EXECUTE format(
-                 'INSERT INTO bookings (%s) SELECT %s FROM (
-                    SELECT (jsonb_populate_record(b, jsonb_build_object(
-                              ''id'', gen_random_uuid(), ''patient_id'', gen_random_uuid(),
-                              ''idempotency_key'', gen_random_uuid()::text,
-                              ''status'', ''cancelled'', ''cancelled_at'', now()))).*
-                      FROM bookings b, generate_series(1, 1000)) c',
-                 cols, cols);
-             END $$;
-             RESET statement_timeout",
-        )
-        .await
-        .unwrap();
-    let outbox = h.count("SELECT count(*) FROM outbox").await;
-    slot_inventory::booking::writer::warm_connections(&h.state)
-        .await
-        .unwrap();
-    let statements = [CONFIRM_PAYMENTS_WITH_EVENTS.as_str(), CHECK_INS_IF_DUE.as_str()];
-    let warmed = plans_per_connection(&h, &statements).await;
-    assert_settled(&warmed);
-    assert_eq!(
-        h.count("SELECT count(*) FROM outbox").await,
-        outbox,
-        "the warm-up wrote events"
-    );
-    assert_eq!(
-        h.count("SELECT count(*) FROM bookings WHERE status = 'held'")
-            .await,
-        16,
-        "the warm-up paid a booking"
-    );
-    assert_eq!(
-        h.count("SELECT count(*) FROM schedule_queue_numbers").await,
-        0,
-        "the warm-up took queue numbers"
-    );
-
-    for (pair, two) in held.chunks(2).enumerate() {
-        let pays: Vec<ConfirmRequest> = (0..2)
-            .map(|i| ConfirmRequest {
-                payment_reference: format!("pair-{pair}-{i}"),
-                payment_method: PaymentMethod::SelfPay,
-                amount_fen: None,
-            })
-            .collect();
-        let paid = futures::future::join_all(
-            two.iter()
-                .zip(&pays)
-                .map(|(b, pay)| lifecycle::confirm(&h.state, &b.booking_id, pay)),
-        )
-        .await;
-        assert!(paid.iter().all(Result::is_ok), "{paid:?}");
-    }
-    h.clock.set(beijing(0, 7, 30));
-    for two in held.chunks(2) {
-        let asks: Vec<CheckInRequest> = two
-            .iter()
-            .map(|b| CheckInRequest {
-                pickup_code: b.pickup_code.clone(),
-                patient_id: Some(b.patient_id),
-            })
-            .collect();
-        let checked_in = futures::future::join_all(
-            two.iter()
-                .zip(&asks)
-                .map(|(b, ask)| lifecycle::check_in(&h.state, &b.booking_id, ask)),
-        )
-        .await;
-        assert!(checked_in.iter().all(Result::is_ok), "{checked_in:?}");
-    }
-    assert_eq!(
-        h.count("SELECT count(*) FROM bookings WHERE status = 'checked_in'")
-            .await,
-        16
-    );
-
-    let after = plans_per_connection(&h, &statements).await;
-    assert_eq!(
-        generic_runs(&after),
-        generic_runs(&warmed) + 16,
-        "eight payment batches and eight check-in batches, each a batch of two"
-    );
-    assert_eq!(
-        custom_plans(&after),
-        custom_plans(&warmed),
-        "a small batch after the warm-up was planned afresh"
     );
 }
 
