@@ -607,3 +607,207 @@ async fn withdrawing_seats_above_a_capacity_names_a_held_one_or_takes_the_free_o
     assert_eq!(h.redis_free_seats(&slot).await, (5..=12).collect::<Vec<_>>());
     h.assert_consistent(&slot).await;
 }
+
+/// Copies of the hospital's bookings, cancelled (so no seat is taken
+/// twice), until the table holds about `copies` times as many: a plan's
+/// choice between reading the table whole and by key is then a real
+/// day's, not an empty table's.
+async fn fill_bookings(h: &Hospital, copies: i32) {
+    let client = h.state.pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = 0;
+             DO $$
+             DECLARE cols text;
+             BEGIN
+               SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position) INTO cols
+                 FROM information_schema.columns
+                WHERE table_schema = current_schema() AND table_name = 'bookings' AND is_generated = 'NEVER';
+               EXECUTE format(
+                 'INSERT INTO bookings (%s) SELECT %s FROM (
+                    SELECT (jsonb_populate_record(b, jsonb_build_object(
+                              ''id'', gen_random_uuid(), ''patient_id'', gen_random_uuid(),
+                              ''idempotency_key'', gen_random_uuid()::text,
+                              ''status'', ''cancelled'', ''cancelled_at'', now()))).*
+                      FROM bookings b, generate_series(1, {copies})) c',
+                 cols, cols);
+             END $$;
+             RESET statement_timeout"
+        ))
+        .await
+        .unwrap();
+}
+
+/// A prepared statement as a connection keeps it: its name, its runs on
+/// the generic plan and the custom plans made.
+struct PreparedOn {
+    name: String,
+    generic: i64,
+    custom: i64,
+}
+
+/// Every open connection held at once and asked for `statement`; also
+/// whether each is back to `plan_cache_mode = auto`.
+async fn prepared_on_each_connection(h: &Hospital, statement: &str) -> Vec<(Option<PreparedOn>, String)> {
+    let size = h.state.pool.status().size;
+    let mut clients = Vec::new();
+    for _ in 0..size {
+        clients.push(h.state.pool.get().await.unwrap());
+    }
+    let mut found = Vec::new();
+    for client in &clients {
+        let prepared = client
+            .query_opt(
+                "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+                &[&statement],
+            )
+            .await
+            .unwrap()
+            .map(|r| PreparedOn {
+                name: r.get(0),
+                generic: r.get(1),
+                custom: r.get(2),
+            });
+        let mode: String = client
+            .query_one("SHOW plan_cache_mode", &[])
+            .await
+            .unwrap()
+            .get(0);
+        found.push((prepared, mode));
+    }
+    found
+}
+
+/// The day's payments and check-ins come in small batches (3.5 and 3.8
+/// rows on average in the load test's day), fewer than the ten rows a
+/// generic plan guesses for an array, and PostgreSQL left to itself
+/// planned most batches afresh (issue 20: 7,644 plans for 11,846 payment
+/// batches, 5.3 s of its time). On a table of 4,000 bookings, eight
+/// batches of two payments and then eight of two check-ins make no
+/// custom plan on any connection; each connection is back to
+/// `plan_cache_mode = auto` afterwards; and the generic plan each kept
+/// reads bookings by key, never whole.
+#[tokio::test]
+async fn small_payment_and_check_in_batches_run_on_generic_plans_that_read_bookings_by_key() {
+    use slot_inventory::booking::lifecycle::{self, CheckInRequest, ConfirmRequest, PaymentMethod};
+    use slot_inventory::booking::queries::{CHECK_INS_IF_DUE, CONFIRM_PAYMENTS_WITH_EVENTS};
+    let h = Hospital::start(beijing(2, 9, 0), 20, ALL_COMMON).await;
+    // The cardiology general clinic has a fee: each booking is held until paid.
+    let slot = h.segment(sched::CARDIO_GENERAL_AM, 0);
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(h.book(&slot, Uuid::new_v4(), Channel::Wechat).await.unwrap());
+    }
+    fill_bookings(&h, 250).await;
+    assert!(h.count("SELECT count(*) FROM bookings").await >= 4_000);
+
+    for (pair, two) in held.chunks(2).enumerate() {
+        let pays: Vec<ConfirmRequest> = (0..2)
+            .map(|i| ConfirmRequest {
+                payment_reference: format!("pair-{pair}-{i}"),
+                payment_method: PaymentMethod::SelfPay,
+                amount_fen: None,
+            })
+            .collect();
+        let paid = futures::future::join_all(
+            two.iter()
+                .zip(&pays)
+                .map(|(b, pay)| lifecycle::confirm(&h.state, &b.booking_id, pay)),
+        )
+        .await;
+        assert!(paid.iter().all(Result::is_ok), "{paid:?}");
+    }
+    h.clock.set(beijing(0, 7, 30));
+    for two in held.chunks(2) {
+        let asks: Vec<CheckInRequest> = two
+            .iter()
+            .map(|b| CheckInRequest {
+                pickup_code: b.pickup_code.clone(),
+                patient_id: Some(b.patient_id),
+            })
+            .collect();
+        let checked_in = futures::future::join_all(
+            two.iter()
+                .zip(&asks)
+                .map(|(b, ask)| lifecycle::check_in(&h.state, &b.booking_id, ask)),
+        )
+        .await;
+        assert!(checked_in.iter().all(Result::is_ok), "{checked_in:?}");
+    }
+    assert_eq!(
+        h.count("SELECT count(*) FROM bookings WHERE status = 'checked_in'")
+            .await,
+        16
+    );
+
+    let hospital = h.state.hospital.as_str();
+    for (statement, arguments) in [
+        (
+            CONFIRM_PAYMENTS_WITH_EVENTS.as_str(),
+            format!(
+                "ARRAY[gen_random_uuid()], ARRAY['r'], ARRAY['self_pay'], ARRAY[NULL::int8], ARRAY[now()],
+                 ARRAY[gen_random_uuid()], 'booking.confirmed', '{hospital}'"
+            ),
+        ),
+        (
+            CHECK_INS_IF_DUE.as_str(),
+            format!(
+                "ARRAY[gen_random_uuid()], ARRAY['000000'], ARRAY[NULL::uuid], ARRAY[now()],
+                 ARRAY[gen_random_uuid()], 3, 60, 'booking.checked_in', '{hospital}'"
+            ),
+        ),
+    ] {
+        let on_each = prepared_on_each_connection(&h, statement).await;
+        let runs: i64 = on_each.iter().flat_map(|(p, _)| p).map(|p| p.generic).sum();
+        let custom: i64 = on_each.iter().flat_map(|(p, _)| p).map(|p| p.custom).sum();
+        assert_eq!(runs, 8, "eight batches of two, each on the generic plan");
+        assert_eq!(custom, 0, "a small batch was planned afresh");
+        assert!(
+            on_each.iter().all(|(_, mode)| mode == "auto"),
+            "a connection was left forcing generic plans: {:?}",
+            on_each.iter().map(|(_, m)| m).collect::<Vec<_>>()
+        );
+        drop(on_each);
+        // The plan a connection keeps, as its next batch would run it.
+        let kept = prepared_on_each_connection(&h, statement)
+            .await
+            .into_iter()
+            .find_map(|(p, _)| p)
+            .unwrap();
+        let on = client_with(&h, &kept.name).await;
+        on.batch_execute("SET plan_cache_mode = force_generic_plan")
+            .await
+            .unwrap();
+        let plan = jyt_testkit::explain(&on, &format!("EXECUTE {}({arguments})", kept.name)).await;
+        on.batch_execute("RESET plan_cache_mode").await.unwrap();
+        let reads: Vec<&String> = plan.iter().filter(|l| l.contains(" on bookings")).collect();
+        assert!(!reads.is_empty(), "no read of bookings in\n{}", plan.join("\n"));
+        assert!(
+            !plan.iter().any(|l| l.contains("Seq Scan on bookings")),
+            "bookings read whole:\n{}",
+            plan.join("\n")
+        );
+    }
+}
+
+/// The pooled connection that has prepared `name`.
+async fn client_with(h: &Hospital, name: &str) -> jyt_db::deadpool_postgres::Object {
+    let size = h.state.pool.status().size;
+    let mut clients = Vec::new();
+    for _ in 0..size {
+        clients.push(h.state.pool.get().await.unwrap());
+    }
+    let mut found = None;
+    for (i, client) in clients.iter().enumerate() {
+        if client
+            .query_opt("SELECT 1 FROM pg_prepared_statements WHERE name = $1", &[&name])
+            .await
+            .unwrap()
+            .is_some()
+        {
+            found = Some(i);
+        }
+    }
+    let at = found.expect("a connection has prepared the statement");
+    clients.swap_remove(at)
+}
