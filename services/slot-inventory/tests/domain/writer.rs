@@ -250,17 +250,23 @@ async fn a_batch_reads_each_segment_by_its_key_among_many() {
     );
 }
 
-/// How each connection the pool has opened has run the two booking
-/// statements: per statement (single row, batch), the runs on its generic
-/// plan and the custom plans made, every connection held at once so each
-/// is asked.
-async fn plans_per_connection(h: &Hospital) -> Vec<[(i64, i64); 2]> {
-    use slot_inventory::booking::queries::{INSERT_BOOKING_WITH_EVENT, INSERT_BOOKINGS_WITH_EVENTS};
+/// Every connection the pool has opened, held at once, so that each can
+/// be asked what it has prepared.
+async fn every_connection(h: &Hospital) -> Vec<jyt_db::deadpool_postgres::Object> {
     let size = h.state.pool.status().size;
     let mut clients = Vec::new();
     for _ in 0..size {
         clients.push(h.state.pool.get().await.unwrap());
     }
+    clients
+}
+
+/// How each connection the pool has opened has run the two booking
+/// statements: per statement (single row, batch), the runs on its generic
+/// plan and the custom plans made.
+async fn plans_per_connection(h: &Hospital) -> Vec<[(i64, i64); 2]> {
+    use slot_inventory::booking::queries::{INSERT_BOOKING_WITH_EVENT, INSERT_BOOKINGS_WITH_EVENTS};
+    let clients = every_connection(h).await;
     let mut plans = Vec::new();
     for client in &clients {
         let of = |statement: &str| {
@@ -646,14 +652,10 @@ struct PreparedOn {
     custom: i64,
 }
 
-/// Every open connection held at once and asked for `statement`; also
-/// whether each is back to `plan_cache_mode = auto`.
+/// Every open connection asked for `statement`; also whether each is
+/// back to `plan_cache_mode = auto`.
 async fn prepared_on_each_connection(h: &Hospital, statement: &str) -> Vec<(Option<PreparedOn>, String)> {
-    let size = h.state.pool.status().size;
-    let mut clients = Vec::new();
-    for _ in 0..size {
-        clients.push(h.state.pool.get().await.unwrap());
-    }
+    let clients = every_connection(h).await;
     let mut found = Vec::new();
     for client in &clients {
         let prepared = client
@@ -792,11 +794,7 @@ async fn small_payment_and_check_in_batches_run_on_generic_plans_that_read_booki
 
 /// The pooled connection that has prepared `name`.
 async fn client_with(h: &Hospital, name: &str) -> jyt_db::deadpool_postgres::Object {
-    let size = h.state.pool.status().size;
-    let mut clients = Vec::new();
-    for _ in 0..size {
-        clients.push(h.state.pool.get().await.unwrap());
-    }
+    let mut clients = every_connection(h).await;
     let mut found = None;
     for (i, client) in clients.iter().enumerate() {
         if client
