@@ -2,7 +2,8 @@
 //! - [`build_pool`]: a deadpool-postgres pool from [`PostgresSettings`], with
 //!   explicit size, wait/create/recycle timeouts and a statement timeout.
 //! - [`migrate`]: runs a service's embedded refinery migrations under a
-//!   PostgreSQL advisory lock, so replicas starting together do not race.
+//!   PostgreSQL advisory lock, so replicas starting together do not race;
+//!   its first connection is waited for ([`first_connection`]).
 //! - [`ensure_database`]: creates a database if it is missing (`jyt up`, tests).
 //! - [`roll_back_or_close`]: the way out of a transaction begun by hand.
 //! - [`unique_violation`]: which unique constraint a failed write hit; the
@@ -289,10 +290,46 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// How long a starting service asks again for its first connection
+/// ([`first_connection`]).
+pub const FIRST_CONNECTION_WAIT: Duration = Duration::from_secs(30);
+
+/// The pool's first connection, asked for again until `wait` has passed
+/// while PostgreSQL does not answer (the connection times out, is refused
+/// or is closed): a server that is restarting, or whose disk stalls for a
+/// few seconds, is waited for rather than taken for absent. A starting
+/// service has nothing to answer yet, and a process that exits on the
+/// first try fails a whole `jyt up` or load test (CI once: a card-issuing
+/// whose first connection took longer than its 3 s create timeout while
+/// the machine's disk stalled). An error PostgreSQL itself answers (a
+/// wrong password, a missing database) is returned at once.
+pub async fn first_connection(pool: &Pool, wait: Duration) -> Result<deadpool_postgres::Object, DbError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let error = match pool.get().await {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        let unanswered = match &error {
+            deadpool_postgres::PoolError::Timeout(_) => true,
+            deadpool_postgres::PoolError::Backend(e) => e.as_db_error().is_none(),
+            _ => false,
+        };
+        if !unanswered || tokio::time::Instant::now() + pause >= deadline {
+            return Err(error.into());
+        }
+        tracing::warn!(error = %error, "PostgreSQL gave no connection yet; asking again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Run migrations, holding an advisory lock named after the service so that
-/// only one replica migrates at a time.
+/// only one replica migrates at a time. The first connection is waited for
+/// ([`first_connection`]).
 pub async fn migrate(pool: &Pool, service: &str, runner: refinery::Runner) -> Result<(), DbError> {
-    let mut client = pool.get().await?;
+    let mut client = first_connection(pool, FIRST_CONNECTION_WAIT).await?;
     let lock_id = advisory_lock_id(service);
     client.execute("SELECT pg_advisory_lock($1)", &[&lock_id]).await?;
     let result = runner.run_async(&mut **client).await;
