@@ -78,6 +78,7 @@ pub async fn connect(
         writer: crate::booking::writer::BookingWriter::new(concurrent_writes),
         payments: crate::booking::writer::PaymentWriter::new(concurrent_status_writes),
         check_ins: crate::booking::writer::CheckInWriter::new(concurrent_status_writes),
+        waitlist_passes: Default::default(),
     };
     schedule::queries::apply_release_policy(&state.pool.get().await?, &state.policy.get(), state.clock.now())
         .await

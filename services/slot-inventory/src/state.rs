@@ -49,6 +49,8 @@ pub struct AppState {
     pub payments: crate::booking::writer::PaymentWriter,
     /// The check-ins' group commit (`booking::writer`).
     pub check_ins: crate::booking::writer::CheckInWriter,
+    /// Waitlist passes started by freed seats, one at a time per schedule.
+    pub waitlist_passes: crate::booking::waitlist::PassesInFlight,
 }
 
 /// Immutable facts about segments (schedule, department, date), cached so

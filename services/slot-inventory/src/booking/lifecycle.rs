@@ -441,7 +441,7 @@ async fn give_back(state: &AppState, stored: &StoredBooking, line_waiting: Optio
     }
     .await;
     if let Ok(true) = result
-        && let Err(e) = super::waitlist::promote(state, stored.booking.schedule_id).await
+        && let Err(e) = super::waitlist::promote_freed(state, stored.booking.schedule_id).await
     {
         // The seat is back in Redis, kept for the line; the sweeper's next
         // pass serves it.

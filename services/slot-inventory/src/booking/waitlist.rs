@@ -237,6 +237,125 @@ pub async fn has_waiting(state: &AppState, schedule: Uuid) -> Result<bool, SlotE
     Ok(queries::waiting_for_seats_of(&client, schedule).await?)
 }
 
+/// Promotion passes started by freed seats, one at a time per schedule.
+///
+/// Each cancellation of a seat a line waits for used to run a pass of its
+/// own, in its request. At the peak day's release of cancellations (200
+/// at once) a hot schedule's several cancellations each walked the same
+/// line, trying the same waiters on the same segments: in a quarter day
+/// a cancellation took 0.48–0.89 s on average inside each of the six
+/// hospitals with long lines, and in one whole day seven at one of them
+/// passed the gateway's 10 s upstream timeout (loadtest/README.md,
+/// 2026-12-07 17:40). Now a seat freed while its schedule's pass runs
+/// asks that pass for one more round instead, which serves every seat
+/// freed meanwhile at once.
+#[derive(Clone, Default)]
+pub struct PassesInFlight {
+    /// Schedules whose pass is running, and whether another round was
+    /// asked for meanwhile.
+    running: std::sync::Arc<std::sync::Mutex<HashMap<Uuid, bool>>>,
+}
+
+impl PassesInFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, bool>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The turn to run `schedule`'s pass, or `None` when one is running:
+    /// it is then asked for another round, which serves this caller's seat.
+    pub fn start(&self, schedule: Uuid) -> Option<PassTurn> {
+        let mut running = self.lock();
+        if let Some(again) = running.get_mut(&schedule) {
+            *again = true;
+            return None;
+        }
+        running.insert(schedule, false);
+        Some(PassTurn {
+            passes: self.clone(),
+            schedule,
+            over: false,
+        })
+    }
+
+    /// Whether `schedule`'s pass is running.
+    pub fn is_running(&self, schedule: Uuid) -> bool {
+        self.lock().contains_key(&schedule)
+    }
+}
+
+/// The right to run one schedule's promotion passes ([`PassesInFlight`]).
+pub struct PassTurn {
+    passes: PassesInFlight,
+    schedule: Uuid,
+    /// The turn ended: no round was asked for after the last pass.
+    over: bool,
+}
+
+impl PassTurn {
+    /// After a pass: `true` when another round was asked for meanwhile
+    /// (run it); `false` ends the turn, and the next freed seat starts one.
+    pub fn asked_again(&mut self) -> bool {
+        let mut running = self.passes.lock();
+        if let Some(again) = running.get_mut(&self.schedule)
+            && *again
+        {
+            *again = false;
+            return true;
+        }
+        running.remove(&self.schedule);
+        self.over = true;
+        false
+    }
+}
+
+impl Drop for PassTurn {
+    /// A turn cut short (a pass failed, or its request was dropped) ends
+    /// too; a round asked of it is the sweeper's, within a second (its
+    /// seats are kept back for the line meanwhile).
+    fn drop(&mut self) {
+        if !self.over {
+            self.passes.lock().remove(&self.schedule);
+        }
+    }
+}
+
+/// Passes a freed seat's request runs itself at most; further rounds asked
+/// of its turn go on in a task of their own, so one cancellation does not
+/// wait on a whole release of others.
+const PASSES_IN_REQUEST: usize = 2;
+
+/// Serve `schedule`'s line after a seat of it was given back: run its pass,
+/// or ask the one running for another round ([`PassesInFlight`]).
+pub async fn promote_freed(state: &AppState, schedule: Uuid) -> Result<usize, SlotError> {
+    let Some(mut turn) = state.waitlist_passes.start(schedule) else {
+        return Ok(0);
+    };
+    let mut promoted = promote(state, schedule).await?;
+    let mut passes = 1;
+    while turn.asked_again() {
+        if passes == PASSES_IN_REQUEST {
+            let state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = promote(&state, schedule).await {
+                        tracing::warn!(error = %e, %schedule, "a waitlist pass failed; the sweeper serves the line");
+                        return;
+                    }
+                    if !turn.asked_again() {
+                        return;
+                    }
+                }
+            });
+            return Ok(promoted);
+        }
+        promoted += promote(state, schedule).await?;
+        passes += 1;
+    }
+    Ok(promoted)
+}
+
 /// Patients a promotion pass reads from the line at most; the rest are
 /// served by the next pass (each second).
 const LINE_PASS: i64 = 500;
@@ -515,4 +634,51 @@ pub async fn promote_all(state: &AppState) -> Result<usize, SlotError> {
         promoted += promote_group(state, &group).await?;
     }
     Ok(promoted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PassesInFlight;
+    use uuid::Uuid;
+
+    #[test]
+    fn a_seat_freed_during_a_pass_asks_that_pass_for_one_more_round() {
+        let passes = PassesInFlight::default();
+        let (schedule, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut turn = passes.start(schedule).expect("nothing runs yet");
+        assert!(passes.start(schedule).is_none(), "one pass at a time");
+        assert!(
+            passes.start(schedule).is_none(),
+            "asked twice: still one more round"
+        );
+        assert!(
+            passes.start(other).is_some(),
+            "another schedule's line is its own"
+        );
+        assert!(turn.asked_again(), "the seats freed meanwhile get a round");
+        assert!(passes.is_running(schedule));
+        assert!(!turn.asked_again(), "one round serves them all");
+        assert!(!passes.is_running(schedule));
+        assert!(
+            passes.start(schedule).is_some(),
+            "the next freed seat starts a pass"
+        );
+    }
+
+    #[test]
+    fn a_turn_cut_short_leaves_the_next_freed_seat_free_to_start_a_pass() {
+        let passes = PassesInFlight::default();
+        let schedule = Uuid::new_v4();
+        let turn = passes.start(schedule).expect("nothing runs yet");
+        assert!(passes.start(schedule).is_none());
+        drop(turn);
+        assert!(!passes.is_running(schedule));
+        let mut next = passes.start(schedule).expect("the cut-short turn is over");
+        assert!(!next.asked_again());
+        drop(next);
+        assert!(
+            passes.start(schedule).is_some(),
+            "an ended turn's drop removes nothing of a later one"
+        );
+    }
 }

@@ -105,6 +105,79 @@ async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() 
     assert_eq!(count("booking.promoted"), 2);
 }
 
+/// A release of cancellations: seven at once on one schedule with seven
+/// waiting. Their passes run one at a time (`waitlist::PassesInFlight`):
+/// a seat freed while the schedule's pass runs asks it for one more round
+/// instead of walking the line beside it. Every seat still reaches the
+/// line (no sweeper runs here), each waiter gets one, in order.
+#[tokio::test]
+async fn cancellations_released_together_serve_the_whole_line_once_each() {
+    let h = Hospital::start(beijing(3, 9, 0), 1, ALL_COMMON).await;
+    let schedule = h.schedules[sched::CT_AM].schedule_id;
+    let mut holders = Vec::new();
+    for segment in 0..7 {
+        let patient = Uuid::new_v4();
+        let b = h
+            .book(&h.segment(sched::CT_AM, segment), patient, Channel::Kiosk)
+            .await
+            .unwrap();
+        holders.push((patient, b));
+    }
+    let mut entries = Vec::new();
+    for _ in 0..7 {
+        let (entry, _) = waitlist::join(&h.state, schedule, &join(Uuid::new_v4()))
+            .await
+            .unwrap();
+        entries.push(entry.entry_id);
+    }
+
+    let requests: Vec<_> = holders
+        .iter()
+        .map(|(patient, b)| (b.booking_id.clone(), CancelRequest { patient_id: *patient }))
+        .collect();
+    let cancellations = requests
+        .iter()
+        .map(|(booking, req)| lifecycle::cancel(&h.state, booking, req));
+    for cancelled in futures::future::join_all(cancellations).await {
+        cancelled.unwrap();
+    }
+
+    // The last rounds may run in a task of their own after the answers.
+    let promoted = jyt_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "every waiter promoted",
+        || async {
+            let mut bookings = Vec::new();
+            for entry in &entries {
+                let e = waitlist::get(&h.state, *entry).await.unwrap();
+                if e.status != "promoted" {
+                    return None;
+                }
+                bookings.push(e.booking_id.unwrap());
+            }
+            (!h.state.waitlist_passes.is_running(schedule)).then_some(bookings)
+        },
+    )
+    .await;
+    let mut seats = std::collections::HashSet::new();
+    for booking in &promoted {
+        let b = h.booking(booking).await;
+        assert_eq!(b.status, BookingStatus::Confirmed);
+        assert!(
+            seats.insert(b.slot_id.clone()),
+            "one waiter a seat: {}",
+            b.slot_id
+        );
+    }
+    assert_eq!(seats.len(), 7, "every freed seat went to the line");
+    let events = h.event_types().await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "booking.promoted").count(),
+        7,
+        "each waiter promoted once"
+    );
+}
+
 #[tokio::test]
 async fn a_seat_kept_for_the_waitlist_is_not_sold_to_others_meanwhile() {
     let h = Hospital::start(beijing(3, 9, 0), 1, ALL_COMMON).await;
