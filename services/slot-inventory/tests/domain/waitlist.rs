@@ -17,6 +17,21 @@ fn join(patient: Uuid) -> JoinRequest {
     }
 }
 
+/// Every seat of the schedule's seven one-seat segments sold at the kiosk,
+/// each to a new patient: (patient, booking), by segment.
+async fn sell_out(h: &Hospital, schedule: usize) -> Vec<(Uuid, slot_inventory::booking::Booking)> {
+    let mut holders = Vec::new();
+    for segment in 0..7 {
+        let patient = Uuid::new_v4();
+        let b = h
+            .book(&h.segment(schedule, segment), patient, Channel::Kiosk)
+            .await
+            .unwrap();
+        holders.push((patient, b));
+    }
+    holders
+}
+
 #[tokio::test]
 async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() {
     // One seat per segment, all common: CT's morning has 7 seats.
@@ -31,15 +46,7 @@ async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() 
     let not_full = waitlist::join(&h.state, schedule, &join(early)).await;
     assert_eq!(code(&not_full.unwrap_err()), "SEATS_AVAILABLE");
 
-    let mut holders = Vec::new();
-    for segment in 0..7 {
-        let patient = Uuid::new_v4();
-        let b = h
-            .book(&h.segment(sched::CT_AM, segment), patient, Channel::Kiosk)
-            .await
-            .unwrap();
-        holders.push((patient, b));
-    }
+    let holders = sell_out(&h, sched::CT_AM).await;
     let booked = waitlist::join(&h.state, schedule, &join(holders[0].0)).await;
     assert_eq!(code(&booked.unwrap_err()), "SCHEDULE_ALREADY_BOOKED");
 
@@ -114,15 +121,7 @@ async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() 
 async fn cancellations_released_together_serve_the_whole_line_once_each() {
     let h = Hospital::start(beijing(3, 9, 0), 1, ALL_COMMON).await;
     let schedule = h.schedules[sched::CT_AM].schedule_id;
-    let mut holders = Vec::new();
-    for segment in 0..7 {
-        let patient = Uuid::new_v4();
-        let b = h
-            .book(&h.segment(sched::CT_AM, segment), patient, Channel::Kiosk)
-            .await
-            .unwrap();
-        holders.push((patient, b));
-    }
+    let holders = sell_out(&h, sched::CT_AM).await;
     let mut entries = Vec::new();
     for _ in 0..7 {
         let (entry, _) = waitlist::join(&h.state, schedule, &join(Uuid::new_v4()))
@@ -182,16 +181,7 @@ async fn cancellations_released_together_serve_the_whole_line_once_each() {
 async fn a_seat_kept_for_the_waitlist_is_not_sold_to_others_meanwhile() {
     let h = Hospital::start(beijing(3, 9, 0), 1, ALL_COMMON).await;
     let schedule = h.schedules[sched::ENDO_AM].schedule_id;
-    let mut holders = Vec::new();
-    for segment in 0..7 {
-        let patient = Uuid::new_v4();
-        holders.push((
-            patient,
-            h.book(&h.segment(sched::ENDO_AM, segment), patient, Channel::Kiosk)
-                .await
-                .unwrap(),
-        ));
-    }
+    let holders = sell_out(&h, sched::ENDO_AM).await;
     // The waiting patient already has two bookings today elsewhere: when
     // their turn comes they may not hold a third, and leave the line.
     let busy = Uuid::new_v4();
