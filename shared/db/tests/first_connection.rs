@@ -7,12 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jyt_settings::PostgresSettings;
+use jyt_testkit::pg_admin_url;
 use tokio::net::{TcpListener, TcpStream};
-
-fn pg_admin_url() -> String {
-    std::env::var("JYT_TEST_PG_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
 
 /// The host and port of the test PostgreSQL.
 fn pg_address() -> String {
