@@ -65,7 +65,8 @@ async fn answer(
     Ok(res.json(booking))
 }
 
-#[get("/v1/bookings/{booking_id}")]
+/// `GET /v1/bookings/{booking_id}`.
+#[get("")]
 pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, SlotError> {
     let raw = path.into_inner();
     let booking = booking_ref(&raw)?;
@@ -126,7 +127,9 @@ pub async fn lookup(
 
 /// Pay a held booking (from the channel's payment notification or the
 /// card's prepaid balance, via the gateway).
-#[post("/v1/bookings/{booking_id}/confirm")]
+///
+/// `POST /v1/bookings/{booking_id}/confirm`.
+#[post("/confirm")]
 pub async fn confirm(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -138,7 +141,9 @@ pub async fn confirm(
 }
 
 /// The patient cancels, before the hospital's cancellation deadline.
-#[post("/v1/bookings/{booking_id}/cancel")]
+///
+/// `POST /v1/bookings/{booking_id}/cancel`.
+#[post("/cancel")]
 pub async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -153,7 +158,9 @@ pub async fn cancel(
 /// code answers 403 `WRONG_PICKUP_CODE` with `attempts_left`; the last one
 /// allowed, and every attempt after it, 423 `PICKUP_LOCKED`. A `patient_id`
 /// other than the booking's answers 404 `BOOKING_NOT_FOUND`.
-#[post("/v1/bookings/{booking_id}/check-in")]
+///
+/// `POST /v1/bookings/{booking_id}/check-in`.
+#[post("/check-in")]
 pub async fn check_in(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -28,7 +28,9 @@ pub async fn get_entry(
 
 /// A schedule's draw record with the reproduction check (the hospital's
 /// federation API and the operators' console reach it through the gateway).
-#[get("/v1/schedules/{schedule_id}/draw")]
+///
+/// `GET /v1/schedules/{schedule_id}/draw`.
+#[get("/draw")]
 pub async fn get_draw(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -22,7 +22,9 @@ pub async fn publish_schedules(
 }
 
 /// 停诊.
-#[post("/v1/schedules/{schedule_id}/stop")]
+///
+/// `POST /v1/schedules/{schedule_id}/stop`.
+#[post("/stop")]
 pub async fn stop_schedule(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -35,13 +37,15 @@ pub async fn stop_schedule(
     Ok(HttpResponse::Ok().json(stop::stop_by(&state, schedule, &body.0, &actor).await?))
 }
 
-#[post("/v1/bookings/{booking_id}/arrive")]
+/// `POST /v1/bookings/{booking_id}/arrive`.
+#[post("/arrive")]
 pub async fn arrive(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, SlotError> {
     let stored = visits::arrive(&state, &booking_ref(&path)?).await?;
     Ok(HttpResponse::Ok().json(stored.booking))
 }
 
-#[post("/v1/bookings/{booking_id}/complete")]
+/// `POST /v1/bookings/{booking_id}/complete`.
+#[post("/complete")]
 pub async fn complete(
     state: web::Data<AppState>,
     path: web::Path<String>,

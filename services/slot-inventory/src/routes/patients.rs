@@ -52,7 +52,9 @@ pub async fn bookings(
 /// Whether the hospital caused a no-show: `clinic_stopped` (its schedule
 /// was stopped, 停诊, even after the visit), `late_check_in` (the hospital
 /// recorded the arrival after the no-show cutoff), or `null`.
-#[get("/v1/bookings/{booking_id}/no-show-cause")]
+///
+/// `GET /v1/bookings/{booking_id}/no-show-cause`.
+#[get("/no-show-cause")]
 pub async fn no_show_cause(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -17,7 +17,8 @@ fn submission_id(raw: &str) -> Result<Uuid, SlotError> {
     Uuid::parse_str(raw).map_err(|_| RequestError::invalid("submission_id", "must be a UUID").into())
 }
 
-#[put("/v1/doctors/{doctor_id}/precise-profile")]
+/// `PUT /v1/doctors/{doctor_id}/precise-profile`.
+#[put("/precise-profile")]
 pub async fn put_profile(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -28,7 +29,8 @@ pub async fn put_profile(
     Ok(HttpResponse::Ok().json(profile::put(&state, &path, &body.0, &actor).await?))
 }
 
-#[get("/v1/doctors/{doctor_id}/precise-profile")]
+/// `GET /v1/doctors/{doctor_id}/precise-profile`.
+#[get("/precise-profile")]
 pub async fn get_profile(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -39,7 +41,9 @@ pub async fn get_profile(
 /// 201 a new submission (matched at once by the expert's rule, and then
 /// seated, or pending the hospital's decision); 200 the patient's open
 /// submission to this doctor, unchanged.
-#[post("/v1/doctors/{doctor_id}/precise-submissions")]
+///
+/// `POST /v1/doctors/{doctor_id}/precise-submissions`.
+#[post("/precise-submissions")]
 pub async fn submit(
     http: HttpRequest,
     state: web::Data<AppState>,
@@ -56,7 +60,8 @@ pub async fn submit(
     })
 }
 
-#[get("/v1/precise-submissions/{submission_id}")]
+/// `GET /v1/precise-submissions/{submission_id}`.
+#[get("")]
 pub async fn get_submission(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -79,7 +84,8 @@ pub async fn list_submissions(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "submissions": submissions })))
 }
 
-#[post("/v1/precise-submissions/{submission_id}/decision")]
+/// `POST /v1/precise-submissions/{submission_id}/decision`.
+#[post("/decision")]
 pub async fn decide(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -30,7 +30,9 @@ fn uuid_of(field: &str, raw: &str) -> Result<Uuid, SlotError> {
 
 /// 候补: join a full schedule's waitlist (201), or see one's place again
 /// (200), for the channel app the gateway names in `Jyt-App`.
-#[post("/v1/schedules/{schedule_id}/waitlist")]
+///
+/// `POST /v1/schedules/{schedule_id}/waitlist`.
+#[post("/waitlist")]
 pub async fn join_waitlist(
     state: web::Data<AppState>,
     path: web::Path<String>,

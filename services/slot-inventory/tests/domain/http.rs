@@ -146,6 +146,92 @@ async fn bad_input_names_the_field() {
     }
 }
 
+/// The routes under one id are scopes (`routes::configure`): a path under
+/// a booking's, a schedule's, a doctor's or a submission's id that names
+/// no route, or names one with another method, is the app's own 404
+/// problem, as any unknown path is; the plain routes beside a scope's
+/// prefix are still reached; and nothing is written.
+#[tokio::test]
+async fn paths_under_an_id_that_name_no_route_are_a_404_problem() {
+    let database_url = jyt_testkit::fresh_database("slotscope").await;
+    let prefix = jyt_testkit::fresh_redis_prefix();
+    let settings = slot_inventory::Settings::load_from(&env(&[
+        ("HOSPITAL__ID", "scopeh"),
+        ("HTTP__PORT", "0"),
+        ("HTTP__WORKERS", "1"),
+        ("POSTGRES__URL", &database_url),
+        ("REDIS__KEY_PREFIX", &prefix),
+    ]))
+    .unwrap();
+    let app = slot_inventory::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    let audience = jyt_signing::internal::hospital_audience("scopeh");
+    let http = jyt_testkit::internal_client(&state.settings.internal_auth, &audience);
+
+    let id = Uuid::new_v4();
+    let booking = format!("scopeh-{id}");
+    let body = serde_json::json!({});
+    let no_route: Vec<reqwest::RequestBuilder> = vec![
+        http.post(format!("{base}/v1/bookings/{booking}/refund"))
+            .json(&body),
+        http.delete(format!("{base}/v1/bookings/{booking}")),
+        http.get(format!("{base}/v1/bookings/{booking}/confirm")),
+        http.post(format!("{base}/v1/bookings/{booking}/cancel/again"))
+            .json(&body),
+        http.get(format!("{base}/v1/schedules/{id}/waitlist")),
+        http.post(format!("{base}/v1/schedules/{id}/start")).json(&body),
+        http.delete(format!("{base}/v1/doctors/{id}/precise-profile")),
+        http.get(format!("{base}/v1/doctors/{id}")),
+        http.put(format!("{base}/v1/precise-submissions/{id}/decision"))
+            .json(&body),
+        http.post(format!("{base}/v1/precise-submissions")).json(&body),
+        http.get(format!("{base}/v1/nowhere/{id}")),
+    ];
+    for req in no_route {
+        let req = req.build().unwrap();
+        let what = format!("{} {}", req.method(), req.url().path());
+        let res = http.execute(req).await.unwrap();
+        assert_eq!(res.status(), 404, "{what}");
+        let problem = problem(res).await;
+        assert_eq!(problem["code"], "NOT_FOUND", "{what}: {problem}");
+    }
+
+    // Beside the scopes: the plain routes that share their prefixes, and
+    // a scoped route reached by its full path.
+    let res = http
+        .post(format!("{base}/v1/bookings/lookup"))
+        .json(&serde_json::json!({ "booking_ids": [booking] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http
+        .get(format!("{base}/v1/precise-submissions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http
+        .get(format!("{base}/v1/bookings/{booking}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(problem(res).await["code"], "BOOKING_NOT_FOUND");
+
+    let client = state.pool.get().await.unwrap();
+    for table in ["bookings", "waitlist_entries", "precise_submissions", "outbox"] {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}");
+    }
+}
+
 #[test]
 fn a_release_window_of_zero_or_overfull_pools_stop_the_service_naming_the_key() {
     let err = slot_inventory::Settings::load_from(&env(&[("POLICY__WINDOW_DAYS", "0")])).unwrap_err();
