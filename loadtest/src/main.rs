@@ -720,7 +720,10 @@ fn print_summary(s: &Summary) {
 
 /// mimalloc instead of glibc's malloc: allocation and free were about a
 /// sixth of the CPU in the surge profile (many small, short-lived buffers
-/// per request, freed on another thread than they were made on).
+/// per request, freed on another thread than they were made on). The
+/// `system-allocator` feature leaves it out for a heap profile
+/// (`loadtest/heap-profile.sh`).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

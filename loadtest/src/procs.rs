@@ -175,6 +175,15 @@ pub struct Service {
     io: tokio::sync::Mutex<(ChildStdin, tokio::io::Lines<BufReader<ChildStdout>>)>,
 }
 
+/// `LOADTEST_WRAP_<ROLE>` (`LOADTEST_WRAP_HOSPITALS`, `..._GATEWAY`,
+/// ...): a program the child of that role is started under, given the
+/// load test's own path and `serve <role>`, as a heap profiler is
+/// (`loadtest/heap-profile.sh`). The child's first line on stdout must
+/// still be its port, so the wrapper keeps its own chatter off stdout.
+fn wrapper_variable(role: Role) -> String {
+    format!("LOADTEST_WRAP_{}", role.as_str().to_uppercase())
+}
+
 impl Service {
     /// Start `loadtest serve <role>` with `env` and wait for its port.
     pub async fn spawn(role: Role, name: &str, env: Vec<(String, String)>) -> anyhow::Result<Self> {
@@ -196,7 +205,14 @@ impl Service {
                 c.args(["-f", &priority.to_string()]).arg(&exe);
                 c
             }
-            None => Command::new(&exe),
+            None => match std::env::var_os(wrapper_variable(role)) {
+                Some(wrapper) => {
+                    let mut c = Command::new(wrapper);
+                    c.arg(&exe);
+                    c
+                }
+                None => Command::new(&exe),
+            },
         };
         let mut child = command
             .args(["serve", role.as_str()])
