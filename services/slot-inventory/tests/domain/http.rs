@@ -20,12 +20,14 @@ async fn problem(res: reqwest::Response) -> serde_json::Value {
     res.json().await.unwrap()
 }
 
-#[tokio::test]
-async fn bad_input_names_the_field() {
-    let database_url = jyt_testkit::fresh_database("slothttp").await;
+/// Hospital `hospital` served alone on port 0 (one worker) against a fresh
+/// database and Redis namespace: its address, its state, and a client
+/// carrying the gateway's internal token for it.
+async fn serve_alone(database: &str, hospital: &str) -> (String, slot_inventory::AppState, reqwest::Client) {
+    let database_url = jyt_testkit::fresh_database(database).await;
     let prefix = jyt_testkit::fresh_redis_prefix();
     let settings = slot_inventory::Settings::load_from(&env(&[
-        ("HOSPITAL__ID", "httph"),
+        ("HOSPITAL__ID", hospital),
         ("HTTP__PORT", "0"),
         ("HTTP__WORKERS", "1"),
         ("POSTGRES__URL", &database_url),
@@ -36,8 +38,14 @@ async fn bad_input_names_the_field() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
-    let audience = jyt_signing::internal::hospital_audience("httph");
+    let audience = jyt_signing::internal::hospital_audience(hospital);
     let http = jyt_testkit::internal_client(&state.settings.internal_auth, &audience);
+    (base, state, http)
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field() {
+    let (base, state, http) = serve_alone("slothttp", "httph").await;
 
     let segment = Uuid::new_v4();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
@@ -153,22 +161,7 @@ async fn bad_input_names_the_field() {
 /// prefix are still reached; and nothing is written.
 #[tokio::test]
 async fn paths_under_an_id_that_name_no_route_are_a_404_problem() {
-    let database_url = jyt_testkit::fresh_database("slotscope").await;
-    let prefix = jyt_testkit::fresh_redis_prefix();
-    let settings = slot_inventory::Settings::load_from(&env(&[
-        ("HOSPITAL__ID", "scopeh"),
-        ("HTTP__PORT", "0"),
-        ("HTTP__WORKERS", "1"),
-        ("POSTGRES__URL", &database_url),
-        ("REDIS__KEY_PREFIX", &prefix),
-    ]))
-    .unwrap();
-    let app = slot_inventory::Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state().clone();
-    tokio::spawn(app.run_until_stopped());
-    let audience = jyt_signing::internal::hospital_audience("scopeh");
-    let http = jyt_testkit::internal_client(&state.settings.internal_auth, &audience);
+    let (base, state, http) = serve_alone("slotscope", "scopeh").await;
 
     let id = Uuid::new_v4();
     let booking = format!("scopeh-{id}");
