@@ -414,6 +414,29 @@ fn hospital_routes(h: &str) -> Vec<(Method, String, serde_json::Value)> {
             format!("/v1/bookings/{b}/no-show-cause"),
             empty.clone(),
         ),
+        // 精准预约: a doctor's profile and submissions, a submission's decision.
+        (
+            Method::PUT,
+            format!("/v1/doctors/{s}/precise-profile"),
+            serde_json::json!({ "rule": {} }),
+        ),
+        (
+            Method::GET,
+            format!("/v1/doctors/{s}/precise-profile"),
+            empty.clone(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/doctors/{s}/precise-submissions"),
+            serde_json::json!({ "patient_id": Uuid::new_v4() }),
+        ),
+        (Method::GET, "/v1/precise-submissions".into(), empty.clone()),
+        (Method::GET, format!("/v1/precise-submissions/{s}"), empty.clone()),
+        (
+            Method::POST,
+            format!("/v1/precise-submissions/{s}/decision"),
+            serde_json::json!({ "decision": "accept" }),
+        ),
         (Method::GET, "/fhir/metadata".into(), empty.clone()),
         (Method::GET, "/fhir/Schedule".into(), empty.clone()),
         (Method::GET, "/fhir/Slot".into(), empty.clone()),
@@ -731,6 +754,8 @@ async fn slot_inventory_and_card_issuing_answer_only_their_own_internal_tokens()
         )
         .await;
     }
+    scoped_routes_refuse_every_spelling(h, &other_key).await;
+    assert_eq!(count_bookings(h).await, bookings_before);
     lookup_refuses_every_spelling(&city, &slots[2], &other_key).await;
     let hospital_token = internal::mint(key.as_bytes(), "gateway", &audience, now + 30);
     identity_doors_refuse_every_spelling(&city, &patient, &hospital_token).await;
@@ -790,6 +815,47 @@ async fn lookup_refuses_every_spelling(city: &TestCity, slot: &jyt_domain::SlotR
                 "{how}, {what}: {}",
                 answer.body
             );
+        }
+    }
+}
+
+/// The hospital's routes under one id (a booking's, a schedule's, a
+/// doctor's, a submission's: each a scope of the hospital's app), however
+/// the path is spelled, without the hospital's own token (none, or one
+/// minted with another hospital's key): 401 before any of them is reached.
+async fn scoped_routes_refuse_every_spelling(h: &TestHospital, other_key: &str) {
+    let other_token = internal::mint(
+        other_key.as_bytes(),
+        "gateway",
+        &internal::hospital_audience(h.id.as_str()),
+        Utc::now().timestamp() + 30,
+    );
+    let scopes = [
+        "/v1/bookings/",
+        "/v1/schedules/",
+        "/v1/doctors/",
+        "/v1/precise-submissions/",
+    ];
+    let scoped = hospital_routes(h.id.as_str())
+        .into_iter()
+        .filter(|(_, path, _)| path != "/v1/bookings/lookup" && scopes.iter().any(|s| path.starts_with(s)));
+    for (method, path, body) in scoped {
+        let body = body.to_string();
+        for (how, target) in spellings(&path) {
+            for (what, headers) in [
+                ("no token", Vec::new()),
+                (
+                    "another hospital's key",
+                    vec![(internal::HEADER.to_owned(), other_token.clone())],
+                ),
+            ] {
+                let answer = raw(&h.base_url, method.as_str(), &target, &headers, body.as_bytes()).await;
+                assert_eq!(
+                    answer.status, 401,
+                    "{how}, {what}: {method} {target}: {}",
+                    answer.body
+                );
+            }
         }
     }
 }
