@@ -332,27 +332,26 @@ pub async fn promote_freed(state: &AppState, schedule: Uuid) -> Result<usize, Sl
     let Some(mut turn) = state.waitlist_passes.start(schedule) else {
         return Ok(0);
     };
-    let mut promoted = promote(state, schedule).await?;
-    let mut passes = 1;
-    while turn.asked_again() {
-        if passes == PASSES_IN_REQUEST {
-            let state = state.clone();
-            tokio::spawn(async move {
-                loop {
-                    if let Err(e) = promote(&state, schedule).await {
-                        tracing::warn!(error = %e, %schedule, "a waitlist pass failed; the sweeper serves the line");
-                        return;
-                    }
-                    if !turn.asked_again() {
-                        return;
-                    }
-                }
-            });
+    let mut promoted = 0;
+    for _ in 0..PASSES_IN_REQUEST {
+        promoted += promote(state, schedule).await?;
+        if !turn.asked_again() {
             return Ok(promoted);
         }
-        promoted += promote(state, schedule).await?;
-        passes += 1;
     }
+    // Still asked for more: the rounds go on without this request.
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = promote(&state, schedule).await {
+                tracing::warn!(error = %e, %schedule, "a waitlist pass failed; the sweeper serves the line");
+                return;
+            }
+            if !turn.asked_again() {
+                return;
+            }
+        }
+    });
     Ok(promoted)
 }
 
