@@ -442,73 +442,148 @@ impl Notifier {
         conn.get(self.booking_app_key(booking_id)).await
     }
 
-    /// The app an event's notices go to: the one it names, else the one
+    /// The app each event's notices go to: the one it names, else the one
     /// that made the booking (or the booking it replaces) here; `None`
-    /// when it has no callback (it polls) or is unknown.
-    async fn owner(&self, plan: &Plan) -> Result<Option<String>, redis::RedisError> {
-        let mut owner = plan.owner_app.clone();
-        for booking in &plan.owner_bookings {
-            if owner.is_some() {
+    /// when it has no callback (it polls) or is unknown. The lookups of a
+    /// batch go out side by side, a round per booking named (the owner's
+    /// keys sit under their hospitals' hash tags, so in Redis Cluster they
+    /// cannot share one pipeline; concurrent commands share the thread's
+    /// multiplexed connection's writes instead). `None` for an empty plan,
+    /// which needs no owner.
+    async fn owners(&self, plans: &[Plan]) -> Vec<Result<Option<String>, redis::RedisError>> {
+        let mut owners: Vec<Result<Option<String>, redis::RedisError>> =
+            plans.iter().map(|p| Ok(p.owner_app.clone())).collect();
+        for round in 0.. {
+            let asks: Vec<(usize, &str)> = plans
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| !p.is_empty() && matches!(owners[*i], Ok(None)))
+                .filter_map(|(i, p)| Some((i, p.owner_bookings.get(round)?.as_str())))
+                .collect();
+            if asks.is_empty() {
                 break;
             }
-            owner = self.booking_app(booking).await?;
-        }
-        Ok(owner.filter(|app| self.apps.get(app).and_then(|a| a.callback_url.as_ref()).is_some()))
-    }
-
-    /// Schedule an event's notices, once per event id.
-    async fn enqueue(&self, envelope: &jyt_events::Envelope) -> Result<(), redis::RedisError> {
-        let channel_of = |app: &str| self.apps.get(app).map(|a| a.channel.as_str().to_owned());
-        let mut plan = notices::plan(envelope, &self.settings, &channel_of, self.clock.now());
-        if plan.is_empty() {
-            return Ok(());
-        }
-        let Some(app_id) = self.owner(&plan).await? else {
-            // Booked through another door (a hospital's own window
-            // system) or by an app that polls: only drop what is pointless.
-            plan.notices.clear();
-            if plan.cancels.is_empty() {
-                return Ok(());
+            let answers = futures::future::join_all(asks.iter().map(|(_, b)| self.booking_app(b))).await;
+            for ((i, _), answer) in asks.into_iter().zip(answers) {
+                owners[i] = answer;
             }
-            return self.schedule_event(envelope, Vec::new(), &plan.cancels).await;
-        };
-        let booking = plan.owner_bookings.first().map(String::as_str);
-        let deliveries = plan
-            .notices
+        }
+        owners
             .into_iter()
-            .map(|p| {
-                let due = p.due.timestamp_millis();
-                (Delivery::planned(p, &app_id, booking), due)
+            .map(|owner| {
+                owner.map(|o| {
+                    o.filter(|app| self.apps.get(app).and_then(|a| a.callback_url.as_ref()).is_some())
+                })
             })
-            .collect();
-        self.schedule_event(envelope, deliveries, &plan.cancels).await
+            .collect()
     }
 
-    async fn schedule_event(
+    /// Schedule a batch of events' notices, once per event id. Every
+    /// event's script goes in one pipeline, in the stream's order: a
+    /// booking's later event drops what its earlier one scheduled (a
+    /// confirmation, the hold warning), so they must run in turn. The
+    /// pipeline's keys share the `{notify}` hash tag: one cluster slot, and
+    /// the `SCRIPT LOAD` in front of it (keyless) goes with it, so no
+    /// event meets an unloaded script. Each event's own outcome, in order:
+    /// one that failed is left unacknowledged, read again later (its
+    /// `seen` key makes a second scheduling a no-op).
+    async fn enqueue_all(&self, envelopes: &[&jyt_events::Envelope]) -> Vec<Result<(), redis::RedisError>> {
+        let now = self.clock.now();
+        let channel_of = |app: &str| self.apps.get(app).map(|a| a.channel.as_str().to_owned());
+        let plans: Vec<Plan> = envelopes
+            .iter()
+            .map(|envelope| notices::plan(envelope, &self.settings, &channel_of, now))
+            .collect();
+        let owners = self.owners(&plans).await;
+        let mut outcomes: Vec<Result<(), redis::RedisError>> = Vec::with_capacity(plans.len());
+        let mut pipe = redis::pipe();
+        pipe.load_script(&ENQUEUE_SCRIPT).ignore();
+        let mut scheduled = Vec::new();
+        for (i, ((envelope, mut plan), owner)) in envelopes.iter().zip(plans).zip(owners).enumerate() {
+            if plan.is_empty() {
+                outcomes.push(Ok(()));
+                continue;
+            }
+            let app_id = match owner {
+                Ok(owner) => owner,
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+            };
+            let deliveries = match app_id {
+                Some(app_id) => {
+                    let booking = plan.owner_bookings.first().map(String::as_str);
+                    std::mem::take(&mut plan.notices)
+                        .into_iter()
+                        .map(|p| {
+                            let due = p.due.timestamp_millis();
+                            (Delivery::planned(p, &app_id, booking), due)
+                        })
+                        .collect()
+                }
+                // Booked through another door (a hospital's own window
+                // system) or by an app that polls: only drop what is pointless.
+                None if plan.cancels.is_empty() => {
+                    outcomes.push(Ok(()));
+                    continue;
+                }
+                None => Vec::new(),
+            };
+            pipe.invoke_script(&self.schedule_event(envelope, &deliveries, &plan.cancels));
+            scheduled.push(i);
+            outcomes.push(Ok(()));
+        }
+        if scheduled.is_empty() {
+            return outcomes;
+        }
+        let mut conn = self.redis.clone();
+        match pipe
+            .ignore_errors()
+            .query_async::<Vec<redis::RedisResult<i64>>>(&mut conn)
+            .await
+        {
+            Ok(replies) => {
+                for (i, reply) in scheduled.into_iter().zip(replies) {
+                    if let Err(e) = reply {
+                        outcomes[i] = Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                for i in scheduled {
+                    outcomes[i] = Err(e.clone());
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// One event's `ENQUEUE` script: its notices scheduled and the ones it
+    /// drops removed, unless its id was seen before.
+    fn schedule_event(
         &self,
         envelope: &jyt_events::Envelope,
-        deliveries: Vec<(Delivery, i64)>,
+        deliveries: &[(Delivery, i64)],
         cancels: &[String],
-    ) -> Result<(), redis::RedisError> {
+    ) -> redis::ScriptInvocation<'static> {
         // The script's keys share the `{notify}` hash tag: one cluster slot.
         let mut invocation = ENQUEUE_SCRIPT.key(self.seen_key(&envelope.event_id.to_string()));
         invocation.key(self.due_key());
-        for (d, _) in &deliveries {
+        for (d, _) in deliveries {
             invocation.key(self.job_key(&d.id));
         }
         for id in cancels {
             invocation.key(self.job_key(id));
         }
         invocation.arg(SEEN_TTL_SECONDS).arg(deliveries.len());
-        for (d, due) in &deliveries {
+        for (d, due) in deliveries {
             invocation.arg(&d.id).arg(d.json()).arg(*due);
         }
         for id in cancels {
             invocation.arg(id);
         }
-        let mut conn = self.redis.clone();
-        invocation.invoke_async::<i64>(&mut conn).await?;
-        Ok(())
+        invocation
     }
 
     fn backoff_ms(&self, attempts: u32) -> u64 {
@@ -966,17 +1041,20 @@ impl Notifier {
                     continue;
                 }
             };
+            let envelopes: Vec<&jyt_events::Envelope> =
+                batch.iter().filter_map(|e| e.envelope.as_ref()).collect();
+            let mut outcomes = self.enqueue_all(&envelopes).await.into_iter();
             let mut done = Vec::with_capacity(batch.len());
-            for entry in batch {
-                if let Some(env) = &entry.envelope
-                    && let Err(e) = self.enqueue(env).await
+            for entry in &batch {
+                if entry.envelope.is_some()
+                    && let Some(Err(e)) = outcomes.next()
                 {
                     // Not acknowledged: read again on the next pass
                     // (`claim_idle_ms`) or after a restart.
                     tracing::warn!(error = %e, "could not schedule a notification");
                     continue;
                 }
-                done.push(entry.id);
+                done.push(entry.id.clone());
             }
             if let Err(e) = consumer.ack(&done).await {
                 tracing::warn!(error = %e, "could not acknowledge events");
