@@ -149,7 +149,9 @@ end
 
 -- The surge's common answer, before any pool is looked at. Published
 -- again, so a gateway that started after the last seat went learns it.
-if redis.call('LLEN', KEYS[2]) == 0 then
+-- (The count also tells, below, whether the seat taken is the last.)
+local free = redis.call('LLEN', KEYS[2])
+if free == 0 then
   redis.call('PUBLISH', ARGV[12], 'sold|' .. ARGV[13])
   return {'SOLD_OUT'}
 end
@@ -220,7 +222,7 @@ local seat = redis.call('LPOP', KEYS[2])
 if not seat then
   return {'SOLD_OUT'}
 end
-if redis.call('LLEN', KEYS[2]) == 0 then
+if free == 1 then
   redis.call('PUBLISH', ARGV[12], 'sold|' .. ARGV[13])
 end
 
