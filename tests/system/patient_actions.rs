@@ -1,7 +1,9 @@
 //! A patient's own actions through the gateway: cancel, waitlist, 取号;
 //! another patient's card cannot act on someone's booking.
 
-use jyt_system_tests::{TestCity, problem};
+use std::time::Duration;
+
+use jyt_system_tests::{TestCity, eventually, problem};
 use reqwest::Method;
 
 #[tokio::test]
@@ -205,8 +207,12 @@ async fn a_patient_reads_their_place_in_line_through_the_app_that_joined_or_with
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let res = read("wechat", None).await.unwrap();
-    let place: serde_json::Value = res.json().await.unwrap();
+    // The line's pass runs in a task of the hospital's, after the answer.
+    let place: serde_json::Value = eventually(Duration::from_secs(10), "the promotion", || async {
+        let place: serde_json::Value = read("wechat", None).await.ok()?.json().await.ok()?;
+        (place["status"] == "promoted").then_some(place)
+    })
+    .await;
     assert_eq!(place["status"], "promoted");
     assert_eq!(place["position"], serde_json::Value::Null);
     let promoted = place["booking_id"].as_str().unwrap();

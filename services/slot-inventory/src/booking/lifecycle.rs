@@ -440,12 +440,10 @@ async fn give_back(state: &AppState, stored: &StoredBooking, line_waiting: Optio
         Ok::<bool, SlotError>(waiting)
     }
     .await;
-    if let Ok(true) = result
-        && let Err(e) = super::waitlist::promote_freed(state, stored.booking.schedule_id).await
-    {
-        // The seat is back in Redis, kept for the line; the sweeper's next
-        // pass serves it.
-        tracing::warn!(error = %e, booking = %stored.booking.booking_id, "seat given back; serving the waitlist now failed, the sweeper will");
+    if let Ok(true) = result {
+        // The seat is back in Redis, kept for the line: its pass serves it
+        // in a task, not in this request.
+        super::waitlist::promote_freed(state, stored.booking.schedule_id);
     }
     if let Err(e) = result {
         // PostgreSQL is right either way; the seat is still counted as taken

@@ -153,6 +153,18 @@ impl Hospital {
             .referral_id
     }
 
+    /// Wait for the promotion passes that freed seats started to end: they
+    /// run in tasks of their own (`waitlist::promote_freed`), not in the
+    /// request that freed the seat.
+    pub async fn passes_done(&self) {
+        jyt_testkit::eventually(
+            std::time::Duration::from_secs(20),
+            "the waitlist passes to end",
+            || async { self.state.waitlist_passes.idle().then_some(()) },
+        )
+        .await;
+    }
+
     pub async fn booking(&self, id: &BookingRef) -> Booking {
         let client = self.state.pool.get().await.unwrap();
         slot_inventory::booking::queries::get_booking(&client, &self.state.hospital, id.id)

@@ -195,7 +195,9 @@ impl World {
             }
         }
         // Whatever the step, anyone waiting where a seat is free is served
-        // (the sweeper's pass).
+        // (the sweeper's pass), once the passes that freed seats started
+        // (in tasks of their own) have ended.
+        self.h.passes_done().await;
         waitlist::promote_all(state).await.unwrap();
     }
 

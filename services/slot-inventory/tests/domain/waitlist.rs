@@ -67,6 +67,7 @@ async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() 
     lifecycle::cancel(&h.state, &b3.booking_id, &CancelRequest { patient_id: *p3 })
         .await
         .unwrap();
+    h.passes_done().await;
     let promoted = waitlist::get(&h.state, first.entry_id).await.unwrap();
     assert_eq!(promoted.status, "promoted");
     let booking = h.booking(promoted.booking_id.as_ref().unwrap()).await;
@@ -97,6 +98,7 @@ async fn freed_and_added_seats_go_to_the_waitlist_in_order_before_anyone_else() 
     lifecycle::cancel(&h.state, &b0.booking_id, &CancelRequest { patient_id: *p0 })
         .await
         .unwrap();
+    h.passes_done().await;
     h.book(&h.segment(sched::CT_AM, 0), Uuid::new_v4(), Channel::App)
         .await
         .unwrap();
@@ -200,6 +202,13 @@ async fn a_seat_kept_for_the_waitlist_is_not_sold_to_others_meanwhile() {
     lifecycle::cancel(&h.state, &b.booking_id, &CancelRequest { patient_id: *p })
         .await
         .unwrap();
+    // Kept for the line from the cancellation on, before its pass runs
+    // (in a task) as after.
+    let walk_in = h
+        .book(&h.segment(sched::ENDO_AM, 0), Uuid::new_v4(), Channel::Window)
+        .await;
+    assert_eq!(code(&walk_in.unwrap_err()), "SLOT_SOLD_OUT");
+    h.passes_done().await;
     assert_eq!(
         waitlist::get(&h.state, busy_entry.entry_id).await.unwrap().status,
         "left"
@@ -289,6 +298,7 @@ async fn with_default_pools_a_patient_with_no_seat_of_their_own_joins_and_is_ser
     )
     .await
     .unwrap();
+    h.passes_done().await;
     let k1 = waitlist::get(&h.state, k1.entry_id).await.unwrap();
     assert_eq!(k1.status, "promoted");
     let held = h.booking(k1.booking_id.as_ref().unwrap()).await;
@@ -309,6 +319,7 @@ async fn with_default_pools_a_patient_with_no_seat_of_their_own_joins_and_is_ser
     )
     .await
     .unwrap();
+    h.passes_done().await;
     let w1 = waitlist::get(&h.state, w1.entry_id).await.unwrap();
     assert_eq!(w1.status, "promoted");
     let held = h.booking(w1.booking_id.as_ref().unwrap()).await;
@@ -330,6 +341,7 @@ async fn with_default_pools_a_patient_with_no_seat_of_their_own_joins_and_is_ser
     )
     .await
     .unwrap();
+    h.passes_done().await;
     assert_eq!(
         waitlist::get(&h.state, w2.entry_id).await.unwrap().status,
         "waiting"
@@ -454,6 +466,7 @@ async fn a_session_for_the_waitlist_keeps_its_seats_for_the_line_before_the_prom
     )
     .await
     .unwrap();
+    h.passes_done().await;
     let next = waitlist::get(&h.state, next.entry_id).await.unwrap();
     assert_eq!(next.status, "promoted");
     assert_eq!(h.booking(next.booking_id.as_ref().unwrap()).await.slot_id, slot);
@@ -484,6 +497,7 @@ async fn a_lapsed_holds_seat_goes_to_the_head_of_the_line_in_the_sweep_that_expi
 
     h.advance(11);
     assert_eq!(lifecycle::expire_holds(&h.state).await.unwrap(), 7);
+    h.passes_done().await;
     let promoted = waitlist::get(&h.state, entry.entry_id).await.unwrap();
     assert_eq!(
         promoted.status, "promoted",
