@@ -335,7 +335,7 @@ impl Drop for PassTurn {
 /// cancellation's answer depends on it. Until the pass serves it, the seat
 /// stays kept back for the line, so nobody else can take it. Running two
 /// rounds in the request, a whole day's cancellation still passed the
-/// gateway's 10 s upstream timeout (loadtest/README.md, 2026-12-08 00:00).
+/// gateway's 10 s upstream timeout (loadtest/README.md, 2026-12-07 23:06).
 pub fn promote_freed(state: &AppState, schedule: Uuid) {
     let Some(mut turn) = state.waitlist_passes.start(schedule) else {
         return;
