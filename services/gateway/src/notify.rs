@@ -448,8 +448,8 @@ impl Notifier {
     /// batch go out side by side, a round per booking named (the owner's
     /// keys sit under their hospitals' hash tags, so in Redis Cluster they
     /// cannot share one pipeline; concurrent commands share the thread's
-    /// multiplexed connection's writes instead). `None` for an empty plan,
-    /// which needs no owner.
+    /// multiplexed connection's writes instead). An empty plan needs no
+    /// owner and is not looked up.
     async fn owners(&self, plans: &[Plan]) -> Vec<Result<Option<String>, redis::RedisError>> {
         let mut owners: Vec<Result<Option<String>, redis::RedisError>> =
             plans.iter().map(|p| Ok(p.owner_app.clone())).collect();

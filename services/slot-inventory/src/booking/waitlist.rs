@@ -317,8 +317,8 @@ impl PassTurn {
 
 impl Drop for PassTurn {
     /// A turn cut short (a pass failed, or its task was dropped as the
-    /// process stopped) ends too; a round asked of it is the sweeper's, within a second (its
-    /// seats are kept back for the line meanwhile).
+    /// process stopped) ends too; a round asked of it is the sweeper's,
+    /// within a second (its seats are kept back for the line meanwhile).
     fn drop(&mut self) {
         if !self.over {
             self.passes.lock().remove(&self.schedule);
