@@ -1,6 +1,8 @@
 //! The services unchanged on a real 3-master Redis Cluster: a concurrent
 //! booking race across hospitals through the gateway (no CROSSSLOT, no
-//! oversell), then the master holding one hospital's keys restarts empty
+//! oversell), each WeChat winner told of its booking (the notifier's
+//! batches: owners under the hospitals' tags, scripts in one `{notify}`
+//! pipeline), then the master holding one hospital's keys restarts empty
 //! and the rebuild loses no booking.
 
 use std::collections::HashMap;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jyt_system_tests::redis_cluster::RedisCluster;
-use jyt_system_tests::{ALL_SEATS_COMMON, TestCity, eventually};
+use jyt_system_tests::{ALL_SEATS_COMMON, Callback, TestCity, eventually};
 use tokio::sync::Barrier;
 
 const SEATS: i32 = 15;
@@ -17,6 +19,7 @@ const ATTEMPTS_PER_HOSPITAL: usize = 60;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bookings_race_across_hospitals_on_a_redis_cluster_and_survive_a_master_restart() {
     let mut cluster = RedisCluster::start().await;
+    let callback = Callback::start().await;
     let urls = cluster.urls();
     let on_cluster = [("REDIS__URLS", urls.as_str()), ("REDIS__CLUSTER", "true")];
     let mut hospital_settings: Vec<(&str, &str)> = on_cluster.to_vec();
@@ -26,6 +29,8 @@ async fn bookings_race_across_hospitals_on_a_redis_cluster_and_survive_a_master_
         ("UPSTREAM__TIMEOUT_MS", "30000"),
         ("UPSTREAM__QUEUE_TIMEOUT_MS", "30000"),
         ("CARD_ISSUING__TIMEOUT_MS", "30000"),
+        ("CHANNEL_APPS__WECHAT__CALLBACK_URL", callback.url.as_str()),
+        ("NOTIFICATIONS__POLL_MS", "20"),
     ]);
     let hospitals = ["pumch", "bjh", "tiantan"];
     let city = Arc::new(TestCity::spawn_configured(&hospitals, &gateway_settings, &hospital_settings).await);
@@ -64,10 +69,14 @@ async fn bookings_race_across_hospitals_on_a_redis_cluster_and_survive_a_master_
         }));
     }
     let mut by_status: HashMap<u16, usize> = HashMap::new();
+    let mut told: Vec<String> = Vec::new();
     for t in tasks {
         let (status, body) = t.await.unwrap();
         *by_status.entry(status).or_default() += 1;
         match status {
+            201 if body["owner_app"] == "wechat" => {
+                told.push(body["booking_id"].as_str().unwrap().to_owned())
+            }
             201 => {}
             409 => assert_eq!(body["code"], "SLOT_SOLD_OUT", "{body}"),
             other => panic!("unexpected answer {other} (a CROSSSLOT error would be a 5xx): {body}"),
@@ -84,6 +93,19 @@ async fn bookings_race_across_hospitals_on_a_redis_cluster_and_survive_a_master_
         assert!(h.oversold_segments().await.is_empty());
         assert_eq!(h.redis_segment(slot).await.1, h.pg_holders(slot).await);
     }
+    // Every WeChat winner is told (CT is free: confirmed at once).
+    assert!(!told.is_empty(), "{by_status:?}");
+    callback
+        .wait_for("every WeChat winner told", Duration::from_secs(30), |seen| {
+            told.iter()
+                .all(|b| {
+                    seen.iter().any(|r| {
+                        r.status == 200 && r.notice_type() == "booking.confirmed" && r.booking_id() == b
+                    })
+                })
+                .then_some(())
+        })
+        .await;
 
     // The master holding pumch's keys crashes and comes back empty.
     let port = cluster
