@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use jyt_cache::{Keyspace, redis};
-use jyt_domain::time::Clock;
 use jyt_system_tests::callback::Received;
 use jyt_system_tests::{
-    ALL_SEATS_COMMON, Callback, Route, TEST_APP_SECRET, TestCity, TestHospital, TestPatient, eventually,
-    signed, spawn_cards, start_gateway, visit_day,
+    ALL_SEATS_COMMON, Callback, Route, TEST_APP_SECRET, TestCity, TestPatient, eventually, signed,
+    start_gateway, visit_day,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -77,13 +76,8 @@ async fn notice(callback: &Callback, kind: &str, booking: &str) -> Received {
 
 /// Whether a notice is still scheduled in the gateway's Redis.
 async fn scheduled(city: &TestCity, notice_id: &str) -> bool {
-    scheduled_under(&city.redis_prefix, city.hospital(0), notice_id).await
-}
-
-/// [`scheduled`], for a gateway on `redis_prefix` (the hospital's Redis).
-async fn scheduled_under(redis_prefix: &str, hospital: &TestHospital, notice_id: &str) -> bool {
-    let keys = Keyspace::new(redis_prefix.to_owned());
-    let mut conn = hospital.state.redis.clone();
+    let keys = Keyspace::new(city.redis_prefix.clone());
+    let mut conn = city.hospital(0).state.redis.clone();
     redis::cmd("EXISTS")
         .arg(keys.tagged("notify", &format!("job:{notice_id}")))
         .query_async::<i64>(&mut conn)
@@ -619,23 +613,14 @@ async fn a_hospital_answers_many_bookings_in_one_lookup_that_no_channel_reaches(
 /// order, as when read one by one: the hold warning a booking's
 /// `booking.held` plans is dropped by its `booking.confirmed` read in the
 /// same batch, and kept for the holds still unpaid; each confirmation is
-/// told. The first gateway, which takes the bookings and payments, reads
-/// no hospital's stream, so every event waits for the second, whose
+/// told. The city's gateway, which takes the bookings and payments, reads
+/// no hospital's stream, so every event waits for a second gateway, whose
 /// consumer group starts at the stream's beginning: one batch.
 #[tokio::test]
 async fn events_read_in_one_batch_are_scheduled_in_the_streams_order() {
     const BOOKINGS: usize = 8;
     const PAID: usize = 5;
-    let prefix = jyt_testkit::fresh_redis_prefix();
     let callback = Callback::start().await;
-    let h = TestHospital::spawn_with("haidian", &prefix, ALL_SEATS_COMMON, Clock::System).await;
-    let cards = spawn_cards(&prefix).await;
-    let routes = [Route {
-        id: h.id.as_str(),
-        base_url: &h.base_url,
-        district: "haidian",
-        level: "tertiary",
-    }];
     // Warned a minute before the ten-minute hold ends: a warning scheduled
     // here is still waiting when the test looks for it.
     let notices = [
@@ -645,46 +630,16 @@ async fn events_read_in_one_batch_are_scheduled_in_the_streams_order() {
     ];
     let mut elsewhere = notices.to_vec();
     elsewhere.push(("NOTIFICATIONS__SOURCE_STREAM", "events:read-by-nobody"));
-    let first = start_gateway(&routes, &prefix, &cards.base_url, 1000, &elsewhere).await;
+    let city = TestCity::spawn_configured(&["haidian"], &elsewhere, ALL_SEATS_COMMON).await;
+    let h = city.hospital(0);
+    let prefix = city.redis_prefix.clone();
     let slots = h.seed_visit_day(BOOKINGS as i32).await;
-    let http = reqwest::Client::new();
     let mut bookings = Vec::new();
     for i in 0..BOOKINGS {
-        let patient = cards.register().await;
-        let body = json!({ "slot_id": slots[0].to_string(), "card_number": patient.card_number });
-        let res = signed(
-            &http,
-            &first.url,
-            "wechat",
-            Method::POST,
-            "/v1/bookings",
-            Some(&body),
-        )
-        .header("Idempotency-Key", format!("batch-{i}"))
-        .send()
-        .await
-        .unwrap();
-        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-        let booking: Value = res.json().await.unwrap();
+        let (_, booking) = book(&city, &slots[0], &format!("batch-{i}")).await;
         assert_eq!(booking["status"], "held");
         if i < PAID {
-            let pay = json!({
-                "payment_method": "self_pay",
-                "payment_reference": format!("batch-tx{i}-{}", uuid::Uuid::new_v4().simple()),
-                "amount_fen": booking["fee_fen"],
-            });
-            let res = signed(
-                &http,
-                &first.url,
-                "wechat",
-                Method::POST,
-                &format!("/v1/bookings/{}/payments", id(&booking)),
-                Some(&pay),
-            )
-            .send()
-            .await
-            .unwrap();
-            assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+            pay(&city, &booking).await;
         }
         bookings.push(booking);
     }
@@ -725,9 +680,14 @@ async fn events_read_in_one_batch_are_scheduled_in_the_streams_order() {
         in_stream <= 100,
         "{in_stream} events: more than one batch (batch_size 100)"
     );
-    first.kill().await;
 
-    let second = start_gateway(&routes, &prefix, &cards.base_url, 1000, &notices).await;
+    let routes = [Route {
+        id: h.id.as_str(),
+        base_url: &h.base_url,
+        district: "haidian",
+        level: "tertiary",
+    }];
+    let second = start_gateway(&routes, &prefix, &city.cards.base_url, 1000, &notices).await;
     for booking in &bookings[..PAID] {
         notice(&callback, "booking.confirmed", id(booking)).await;
     }
@@ -736,14 +696,14 @@ async fn events_read_in_one_batch_are_scheduled_in_the_streams_order() {
     for booking in &bookings[PAID..] {
         let warning = format!("hold_expiring:{}", id(booking));
         assert!(
-            scheduled_under(&prefix, &h, &warning).await,
+            scheduled(&city, &warning).await,
             "an unpaid hold's warning was not scheduled"
         );
     }
     for booking in &bookings[..PAID] {
         let warning = format!("hold_expiring:{}", id(booking));
         assert!(
-            !scheduled_under(&prefix, &h, &warning).await,
+            !scheduled(&city, &warning).await,
             "a paid hold's warning outlived the confirmation read with it"
         );
         assert!(callback.of("booking.hold_expiring", id(booking)).is_empty());

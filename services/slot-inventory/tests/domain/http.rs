@@ -20,6 +20,19 @@ async fn problem(res: reqwest::Response) -> serde_json::Value {
     res.json().await.unwrap()
 }
 
+/// Each of `tables` holds no row: nothing was written.
+async fn assert_empty(state: &slot_inventory::AppState, tables: &[&str]) {
+    let client = state.pool.get().await.unwrap();
+    for table in tables {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}");
+    }
+}
+
 /// Hospital `hospital` served alone on port 0 (one worker) against a fresh
 /// database and Redis namespace: its address, its state, and a client
 /// carrying the gateway's internal token for it.
@@ -143,15 +156,7 @@ async fn bad_input_names_the_field() {
     assert_eq!(problem(res).await["code"], "SLOT_NOT_FOUND");
 
     // Nothing was written.
-    let client = state.pool.get().await.unwrap();
-    for table in ["bookings", "waitlist_entries", "outbox"] {
-        let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 0, "{table}");
-    }
+    assert_empty(&state, &["bookings", "waitlist_entries", "outbox"]).await;
 }
 
 /// The routes under one id are scopes (`routes::configure`): a path under
@@ -214,15 +219,11 @@ async fn paths_under_an_id_that_name_no_route_are_a_404_problem() {
     assert_eq!(res.status(), 404);
     assert_eq!(problem(res).await["code"], "BOOKING_NOT_FOUND");
 
-    let client = state.pool.get().await.unwrap();
-    for table in ["bookings", "waitlist_entries", "precise_submissions", "outbox"] {
-        let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 0, "{table}");
-    }
+    assert_empty(
+        &state,
+        &["bookings", "waitlist_entries", "precise_submissions", "outbox"],
+    )
+    .await;
 }
 
 #[test]
